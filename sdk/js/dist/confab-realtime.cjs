@@ -1,4 +1,5 @@
 /*! confab-realtime 2.5.0 | MIT | AV.realtime v2 API for Confab */
+"use strict";
 var __defProp = Object.defineProperty;
 var __getOwnPropDesc = Object.getOwnPropertyDescriptor;
 var __getOwnPropNames = Object.getOwnPropertyNames;
@@ -98,7 +99,7 @@ var chain = (target, p) => {
 };
 var idList = (ids, what) => {
   ids = isStr(ids) ? [ids] : ids;
-  check(isArr(ids) && ids.length && ids.every(isStr), what + " needs a client id or an array of client ids");
+  check(isArr(ids) && ids.every(isStr), what + " needs a client id or an array of client ids");
   return ids;
 };
 function realtime(options, callback) {

@@ -72,7 +72,7 @@ var chain = (target, p) => {
 };
 var idList = (ids, what) => {
   ids = isStr(ids) ? [ids] : ids;
-  check(isArr(ids) && ids.length && ids.every(isStr), what + " needs a client id or an array of client ids");
+  check(isArr(ids) && ids.every(isStr), what + " needs a client id or an array of client ids");
   return ids;
 };
 function realtime(options, callback) {

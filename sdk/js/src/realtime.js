@@ -53,7 +53,7 @@ const chain = (target, p) => {
 /** @param {any} ids @param {string} what */
 const idList = (ids, what) => {
   ids = isStr(ids) ? [ids] : ids;
-  check(isArr(ids) && ids.length && ids.every(isStr), what + ' needs a client id or an array of client ids');
+  check(isArr(ids) && ids.every(isStr), what + ' needs a client id or an array of client ids');
   return ids;
 };
 

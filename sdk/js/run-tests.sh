@@ -18,8 +18,9 @@ fi
 echo "== build check"
 node scripts/build.mjs --check
 
-echo "== tsc --strict"
-npx tsc -p tsconfig.json
+echo "== tsc --strict (declarations, types-test, JSDoc of src)"
+npx tsc -p tsconfig.json        # declarations + types/types-test.ts
+npx tsc -p tsconfig.src.json    # JSDoc types of the sources (checkJs)
 
 echo "== node --test (unit + integration)"
 node --test --test-reporter=spec test/unit/ test/integration/

@@ -241,7 +241,7 @@ function realtime(options, callback) {
           const r = await fetch(server.replace(/\/+$/, "") + "/v1/route?appId=" + encodeURIComponent(appId), {
             signal: a.signal
           });
-          const j = r.ok && await r.json();
+          const j = r.ok && await r.json().catch(noop);
           if (!j || !isStr(j.server)) throw fail("router answered HTTP " + r.status + " without a server", "ROUTE");
           route = j.server;
           routeUntil = Date.now() + (j.ttl || 0) * 1e3;
@@ -267,7 +267,10 @@ function realtime(options, callback) {
       s.onerror = noop;
     } catch (e) {
       if (a == abort) {
-        emit("error", e);
+        if (
+          /** @type {any} */
+          e.code
+        ) emit("error", e);
         lost();
       }
     }

@@ -3,6 +3,7 @@
 
 /** The six built-in rich-media kinds; `_lctype` of TYPES[n] is -(n + 1). */
 const TYPES = ['text', 'image', 'audio', 'video', 'location', 'file'];
+/** @type {Record<string, string>} */
 const ENTITIES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
 /**

@@ -160,7 +160,7 @@ export default function realtime(options, callback) {
 
   /**
    * Send a request. Resolves with map(reply); rejects on an error frame, timeout or close().
-   * @param {any} f frame without `i` @param {Function} [map] @param {any} [sig] authFun data
+   * @param {any} f frame without `i` @param {(reply: any) => any} [map] @param {any} [sig] authFun data
    * @param {any} [noReply] transient messages get no ack: resolve once written
    * @returns {Promise<any>}
    */
@@ -265,7 +265,7 @@ export default function realtime(options, callback) {
           const r = await fetch(server.replace(/\/+$/, '') + '/v1/route?appId=' + encodeURIComponent(appId), {
             signal: a.signal,
           });
-          const j = r.ok && (await r.json());
+          const j = r.ok && (await r.json().catch(noop));
           if (!j || !isStr(j.server)) throw fail('router answered HTTP ' + r.status + ' without a server', 'ROUTE');
           route = j.server;
           routeUntil = Date.now() + (j.ttl || 0) * 1e3;
@@ -293,7 +293,7 @@ export default function realtime(options, callback) {
       s.onerror = noop; // a close event follows
     } catch (e) {
       if (a == abort) {
-        emit('error', e);
+        if (/** @type {any} */ (e).code) emit('error', e); // a bad router answer; network failures only retry
         lost();
       }
     }
@@ -400,7 +400,7 @@ export default function realtime(options, callback) {
    * @param {string} id @param {string} name @param {any} attr @param {Promise<any>} ready
    */
   const makeConv = (id, name, attr, ready) => {
-    /** Conversation request: frame built once the id is known. @param {Function} build @param {any} [cb] @param {Function} [map] @param {Function} [sig] @param {any} [noReply] */
+    /** Conversation request: frame built once the id is known. @param {Function} build @param {any} [cb] @param {any} [map] @param {any} [sig] @param {any} [noReply] */
     const creq = (build, cb, map, sig, noReply) =>
       out(
         c,

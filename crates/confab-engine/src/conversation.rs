@@ -1,0 +1,252 @@
+//! In-memory state of a conversation: members (or a chat room's online sessions) for
+//! fan-out, and the sequencer that keeps one order per conversation from timestamp
+//! assignment through commit to delivery. The store stays the source of truth; this is
+//! loaded from it on first use and changed only together with it.
+
+use crate::ports::{ConvKind, ConversationRecord, StoreError, StoredMessage};
+use crate::session::Session;
+use confab_types::time::iso8601;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Attribute keys the server owns; clients cannot set them.
+pub const RESERVED_KEYS: &[&str] = &[
+    "objectId",
+    "c",
+    "m",
+    "mu",
+    "tr",
+    "sys",
+    "unique",
+    "uniqueId",
+    "createdAt",
+    "updatedAt",
+    "lm",
+    "msg",
+    "msg_from",
+    "msg_mid",
+    "msg_timestamp",
+    "bin",
+    "conv_type",
+    "ttl",
+    "temp",
+];
+
+/// A message waiting for its commit, in sequence order.
+#[derive(Debug)]
+pub(crate) struct PendingSend {
+    pub message: StoredMessage,
+    pub origin: Arc<Session>,
+    pub serial: Option<i32>,
+    pub result: Option<Result<(), StoreError>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ConvState {
+    pub members: HashSet<String>,
+    /// Chat rooms: the sessions currently in the room.
+    pub room: Vec<Arc<Session>>,
+    /// Last timestamp handed out; the next is strictly greater.
+    pub last_assigned_ts: i64,
+    /// Position of the last message delivered (the predecessor of the next).
+    pub last_delivered_ts: i64,
+    pub next_seq: u64,
+    pub deliver_seq: u64,
+    pub pending: BTreeMap<u64, PendingSend>,
+}
+
+/// A cached conversation.
+#[derive(Debug)]
+pub struct Conv {
+    /// Conversation id.
+    pub cid: String,
+    /// Kind.
+    pub kind: ConvKind,
+    pub(crate) state: Mutex<ConvState>,
+}
+
+impl Conv {
+    pub(crate) fn from_record(record: &ConversationRecord) -> Conv {
+        let last = record.last_message.as_ref().map_or(0, |m| m.ts);
+        Conv {
+            cid: record.id.clone(),
+            kind: record.kind,
+            state: Mutex::new(ConvState {
+                members: record.members.iter().cloned().collect(),
+                last_assigned_ts: last,
+                last_delivered_ts: last,
+                ..ConvState::default()
+            }),
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, ConvState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `client` is a member (chat rooms: in the room now).
+    pub fn has_member(&self, client: &str) -> bool {
+        let state = self.state();
+        match self.kind {
+            ConvKind::Transient => state.room.iter().any(|s| &*s.client_id == client),
+            _ => state.members.contains(client),
+        }
+    }
+
+    /// Distinct client ids in a chat room now.
+    pub(crate) fn room_clients(&self) -> Vec<String> {
+        let state = self.state();
+        let mut seen = HashSet::new();
+        state
+            .room
+            .iter()
+            .filter(|s| seen.insert(s.client_id.clone()))
+            .map(|s| s.client_id.to_string())
+            .collect()
+    }
+}
+
+/// The document a query is evaluated on: dates as epoch milliseconds.
+pub(crate) fn query_doc(
+    record: &ConversationRecord,
+    room_members: Option<Vec<String>>,
+) -> Map<String, Value> {
+    let mut doc = Map::new();
+    for (k, v) in &record.attrs {
+        doc.insert(k.clone(), v.clone());
+    }
+    doc.insert("objectId".into(), json!(record.id));
+    doc.insert("c".into(), json!(record.creator));
+    doc.insert(
+        "m".into(),
+        json!(room_members.unwrap_or_else(|| record.members.clone())),
+    );
+    doc.insert("mu".into(), json!([]));
+    doc.insert("tr".into(), json!(record.kind == ConvKind::Transient));
+    if record.kind == ConvKind::System {
+        doc.insert("sys".into(), json!(true));
+    }
+    doc.insert("unique".into(), json!(record.unique_key.is_some()));
+    doc.insert("conv_type".into(), json!(record.kind as i64));
+    doc.insert("createdAt".into(), json!(record.created_at));
+    doc.insert("updatedAt".into(), json!(record.updated_at));
+    if let Some(last) = &record.last_message {
+        doc.insert("lm".into(), json!(last.ts));
+    }
+    doc
+}
+
+/// The record as a client sees it: dates in LeanStorage form; members hidden when
+/// `compact` or when the viewer may not see them; last message when asked for.
+pub(crate) fn result_json(
+    record: &ConversationRecord,
+    mut doc: Map<String, Value>,
+    show_members: bool,
+    with_last_message: bool,
+) -> Value {
+    if !show_members {
+        doc.remove("m");
+        doc.remove("mu");
+    }
+    doc.insert("createdAt".into(), json!(iso8601(record.created_at)));
+    doc.insert("updatedAt".into(), json!(iso8601(record.updated_at)));
+    if let Some(last) = &record.last_message {
+        doc.insert(
+            "lm".into(),
+            json!({"__type": "Date", "iso": iso8601(last.ts)}),
+        );
+        if with_last_message && show_members {
+            doc.insert("msg".into(), json!(last.data));
+            doc.insert("msg_from".into(), json!(last.from));
+            doc.insert("msg_mid".into(), json!(last.id));
+            doc.insert("msg_timestamp".into(), json!(last.ts));
+        }
+    }
+    Value::Object(doc)
+}
+
+/// Applies an attribute update: plain keys replace, dotted keys set nested values.
+pub(crate) fn apply_attributes(
+    attrs: &mut Map<String, Value>,
+    update: &Map<String, Value>,
+) -> Result<(), String> {
+    for (key, value) in update {
+        let mut parts = key.split('.');
+        let Some(first) = parts.next().filter(|p| !p.is_empty()) else {
+            return Err(format!("invalid attribute key {key:?}"));
+        };
+        if RESERVED_KEYS.contains(&first) {
+            return Err(format!("attribute {first:?} is reserved"));
+        }
+        let rest: Vec<&str> = parts.collect();
+        if rest.iter().any(|p| p.is_empty()) {
+            return Err(format!("invalid attribute key {key:?}"));
+        }
+        if rest.is_empty() {
+            attrs.insert(first.to_owned(), value.clone());
+            continue;
+        }
+        let mut cur = attrs
+            .entry(first.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        for (i, part) in rest.iter().enumerate() {
+            if !cur.is_object() {
+                *cur = Value::Object(Map::new());
+            }
+            let Value::Object(map) = cur else { break };
+            if i + 1 == rest.len() {
+                map.insert((*part).to_owned(), value.clone());
+                break;
+            }
+            cur = map
+                .entry((*part).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+    Ok(())
+}
+
+/// The canonical member set of a unique conversation.
+pub(crate) fn unique_key(members: &[String]) -> String {
+    let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.join("\u{1f}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_keys_set_nested_values() {
+        let mut attrs = Map::new();
+        attrs.insert("attr".into(), json!({"a": 1}));
+        let update = json!({"name": "n", "attr.lee": "yeh", "x.y.z": 1});
+        let Value::Object(update) = update else {
+            panic!()
+        };
+        apply_attributes(&mut attrs, &update).expect("valid");
+        assert_eq!(
+            Value::Object(attrs),
+            json!({"attr": {"a": 1, "lee": "yeh"}, "name": "n", "x": {"y": {"z": 1}}})
+        );
+        let mut attrs = Map::new();
+        let Value::Object(bad) = json!({"m": ["x"]}) else {
+            panic!()
+        };
+        assert!(apply_attributes(&mut attrs, &bad).is_err());
+        let Value::Object(bad) = json!({"a..b": 1}) else {
+            panic!()
+        };
+        assert!(apply_attributes(&mut attrs, &bad).is_err());
+    }
+
+    #[test]
+    fn unique_key_ignores_order_and_duplicates() {
+        let a = unique_key(&["b".into(), "a".into(), "b".into()]);
+        assert_eq!(a, unique_key(&["a".into(), "b".into()]));
+        assert_ne!(a, unique_key(&["a".into(), "b".into(), "c".into()]));
+    }
+}

@@ -1,0 +1,369 @@
+//! Sending and delivering messages.
+//!
+//! 1. **Order.** A message gets its timestamp (its position: strictly increasing per
+//!    conversation) and a sequence number under the conversation's lock, and is queued
+//!    to the store in that order without holding the lock across the commit.
+//! 2. **Ack after commit.** When the store reports the commit, the message waits in a
+//!    per-conversation reorder buffer until every earlier message is settled; then it is
+//!    fanned out and acknowledged to its sender, so delivery order equals commit order.
+//! 3. **Encode once.** One [`SharedPush`] goes to every recipient; each codec encodes it
+//!    once.
+//! 4. **Offline by cursor.** Nothing is written per recipient on the hot path. A session
+//!    that is behind (just logged in, or skipped a message) is caught up from the store
+//!    by [`replay_backlog`], oldest first, in pages, paced by the client's acks.
+
+use crate::conversation::{Conv, PendingSend};
+use crate::engine::{AppState, Engine};
+use crate::ids;
+use crate::outbound::SharedPush;
+use crate::ports::{ConvKind, MessageRange, StoreError, StoredMessage};
+use crate::session::{Inflight, Session};
+use confab_types::{AckRequest, DirectPush, DirectRequest, ErrorCode, ProtocolError, Push, Reply};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a backlog replay waits for acks before giving up (the rest is replayed on
+/// the next login).
+const REPLAY_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Engine {
+    pub(crate) async fn send(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        req: DirectRequest,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        let limits = &app.config.limits;
+        if req.msg.len() > limits.message_bytes {
+            return Err(ProtocolError::new(
+                ErrorCode::FrameTooLong,
+                format!("message body over {} bytes", limits.message_bytes),
+            ));
+        }
+        let not_target = || {
+            ProtocolError::new(
+                ErrorCode::InvalidMessagingTarget,
+                "conversation missing or sender not a member",
+            )
+        };
+        let conv = self.conv(app, &req.cid).await?.ok_or_else(not_target)?;
+        match conv.kind {
+            ConvKind::Normal | ConvKind::Temporary if !conv.has_member(&me) => {
+                return Err(not_target());
+            }
+            ConvKind::System => return Err(not_target()),
+            _ => {}
+        }
+        if req.transient {
+            // Not stored, not ordered with stored messages, only for who is online now.
+            let push = SharedPush::new(Push::Direct(DirectPush {
+                cid: req.cid.clone(),
+                id: ids::message_id(),
+                timestamp: self.now(),
+                from: me,
+                msg: req.msg,
+                transient: true,
+                offline: false,
+            }));
+            let recipients: Vec<Arc<Session>> = match conv.kind {
+                ConvKind::Transient => conv.state().room.clone(),
+                _ => {
+                    let members: Vec<String> = conv.state().members.iter().cloned().collect();
+                    members.iter().flat_map(|m| app.sessions_of(m)).collect()
+                }
+            };
+            for s in recipients.iter().filter(|s| s.conn.id != session.conn.id) {
+                s.push(push.clone());
+            }
+            let Push::Direct(d) = &push.push else {
+                return Ok(None);
+            };
+            return Ok(Some(Reply::MessageAck {
+                uid: d.id.clone(),
+                t: d.timestamp,
+            }));
+        }
+        let now = self.now();
+        let (seq, commit) = {
+            let mut state = conv.state();
+            let ts = now.max(state.last_assigned_ts + 1);
+            state.last_assigned_ts = ts;
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            let message = StoredMessage {
+                app: app.config.id.clone(),
+                cid: req.cid.clone(),
+                id: ids::message_id(),
+                ts,
+                from: me,
+                data: req.msg,
+                receipt: req.receipt,
+            };
+            // Queued under the lock: the store applies writes in call order.
+            let commit = self.inner.store.append_message(message.clone());
+            state.pending.insert(
+                seq,
+                PendingSend {
+                    message,
+                    origin: session.clone(),
+                    serial,
+                    result: None,
+                },
+            );
+            (seq, commit)
+        };
+        let engine = self.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let result = commit.await;
+            engine.settle(&app, &conv, seq, result);
+        });
+        Ok(None)
+    }
+
+    /// Records a commit outcome and delivers every settled message in sequence order.
+    fn settle(&self, app: &AppState, conv: &Conv, seq: u64, result: Result<(), StoreError>) {
+        let mut state = conv.state();
+        if let Some(p) = state.pending.get_mut(&seq) {
+            p.result = Some(result);
+        }
+        loop {
+            let next = state.deliver_seq;
+            let ready = state.pending.get(&next).is_some_and(|p| p.result.is_some());
+            if !ready {
+                break;
+            }
+            let Some(p) = state.pending.remove(&next) else {
+                break;
+            };
+            state.deliver_seq += 1;
+            match p.result {
+                Some(Ok(())) => {
+                    let prev = state.last_delivered_ts;
+                    state.last_delivered_ts = p.message.ts;
+                    self.fan_out(app, conv, &state, &p, prev);
+                    p.origin.conn.reply(
+                        p.serial,
+                        Reply::MessageAck {
+                            uid: p.message.id.clone(),
+                            t: p.message.ts,
+                        },
+                    );
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, cid = %conv.cid, "message not stored");
+                    p.origin.conn.reply(
+                        p.serial,
+                        Reply::Error(ProtocolError::new(
+                            ErrorCode::InternalError,
+                            "message not stored; retry",
+                        )),
+                    );
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn fan_out(
+        &self,
+        app: &AppState,
+        conv: &Conv,
+        state: &crate::conversation::ConvState,
+        p: &PendingSend,
+        prev: i64,
+    ) {
+        let m = &p.message;
+        let push = SharedPush::new(Push::Direct(DirectPush {
+            cid: m.cid.clone(),
+            id: m.id.clone(),
+            timestamp: m.ts,
+            from: m.from.clone(),
+            msg: m.data.clone(),
+            transient: false,
+            offline: false,
+        }));
+        if conv.kind == ConvKind::Transient {
+            for s in state.room.iter().filter(|s| s.conn.id != p.origin.conn.id) {
+                s.push(push.clone());
+            }
+            return;
+        }
+        let meta = Inflight {
+            id: m.id.clone(),
+            from: m.from.clone(),
+            receipt: m.receipt,
+            acked: false,
+        };
+        let inflight_max = app.config.limits.offline_window.saturating_mul(4).max(64);
+        for member in &state.members {
+            for s in app.sessions_of(member) {
+                if s.conn.id == p.origin.conn.id {
+                    if let Some(cursor) = s.pass_own(&m.cid, prev, m.ts) {
+                        self.inner
+                            .store
+                            .save_cursor(&app.config.id, &s.client_id, &m.cid, cursor);
+                    }
+                } else {
+                    s.offer_live(&m.cid, prev, m.ts, &meta, &push, inflight_max);
+                }
+            }
+        }
+    }
+
+    /// A recipient acknowledged messages: move its cursor, send delivery receipts.
+    pub(crate) fn ack(&self, app: &AppState, session: &Arc<Session>, ack: AckRequest) {
+        let Some(cid) = ack.cid.as_deref() else {
+            return;
+        };
+        let range = match (ack.from_ts, ack.to_ts) {
+            (Some(f), Some(t)) => Some((f, t)),
+            (Some(f), None) => Some((f, f)),
+            (None, Some(t)) => Some((t, t)),
+            (None, None) => None,
+        };
+        let (acked, cursor) = session.ack(cid, ack.mid.as_deref(), range);
+        if let Some(ts) = cursor {
+            self.inner
+                .store
+                .save_cursor(&app.config.id, &session.client_id, cid, ts);
+        }
+        let now = self.now();
+        for a in acked
+            .into_iter()
+            .filter(|a| a.receipt && a.from != *session.client_id)
+        {
+            let push = SharedPush::new(Push::Receipt {
+                cid: cid.to_owned(),
+                id: a.id,
+                t: now,
+                from: session.client_id.to_string(),
+            });
+            self.push_to_client(app, &a.from, &push);
+        }
+    }
+}
+
+/// Pushes every stored message the session's client has not acknowledged, per
+/// conversation oldest first, in pages, never more than the window unacknowledged.
+pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: Arc<Session>) {
+    // Read after the session became ready, so anything it skipped meanwhile is here.
+    let cursors = match engine
+        .inner
+        .store
+        .member_cursors(&app.config.id, &session.client_id)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "offline replay: cannot read cursors");
+            return;
+        }
+    };
+    let limits = &app.config.limits;
+    for c in cursors {
+        let behind = session
+            .delivery()
+            .convs
+            .get(&c.cid)
+            .map_or(c.cursor, |d| d.pushed_upto)
+            < c.last_ts;
+        if !behind {
+            continue;
+        }
+        if let Some(conv) = engine.conv(&app, &c.cid).await.ok().flatten() {
+            if conv.kind == ConvKind::Transient {
+                continue;
+            }
+        }
+        loop {
+            if session.is_closed() {
+                return;
+            }
+            // Pace by acks: wait while the window is full.
+            loop {
+                let notified = session.acked.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let in_window = session
+                    .delivery()
+                    .convs
+                    .get(&c.cid)
+                    .map_or(0, |d| d.inflight.len())
+                    < limits.offline_window;
+                if in_window {
+                    break;
+                }
+                if tokio::time::timeout(REPLAY_ACK_TIMEOUT, notified)
+                    .await
+                    .is_err()
+                    || session.is_closed()
+                {
+                    return;
+                }
+            }
+            let from = session
+                .delivery()
+                .convs
+                .get(&c.cid)
+                .map_or(c.cursor, |d| d.pushed_upto);
+            let range = MessageRange {
+                after: Some((from, false)),
+                limit: limits.offline_page,
+                ..MessageRange::default()
+            };
+            let page = match engine
+                .inner
+                .store
+                .messages(&app.config.id, &c.cid, range)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "offline replay: cannot read messages");
+                    return;
+                }
+            };
+            if page.is_empty() {
+                break;
+            }
+            let mut delivery = session.delivery();
+            let state = delivery.convs.entry(c.cid.clone()).or_insert_with(|| {
+                crate::session::ConvDelivery {
+                    pushed_upto: from,
+                    acked_upto: from,
+                    inflight: Default::default(),
+                }
+            });
+            for m in page {
+                if m.ts <= state.pushed_upto {
+                    continue;
+                }
+                state.pushed_upto = m.ts;
+                state.inflight.insert(
+                    m.ts,
+                    Inflight {
+                        id: m.id.clone(),
+                        from: m.from.clone(),
+                        receipt: m.receipt,
+                        acked: false,
+                    },
+                );
+                let push = SharedPush::new(Push::Direct(DirectPush {
+                    cid: m.cid,
+                    id: m.id,
+                    timestamp: m.ts,
+                    from: m.from,
+                    msg: m.data,
+                    transient: false,
+                    offline: true,
+                }));
+                if !session.push(push) {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1067 @@
+//! The engine and the per-connection request handler.
+
+use crate::app::AppConfig;
+use crate::conversation::{Conv, apply_attributes, query_doc, result_json, unique_key};
+use crate::ids;
+use crate::outbound::{ConnHandle, Outbound, SharedPush};
+use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, Store, StoreError};
+use crate::query::{compare_docs, parse_sort, parse_where};
+use crate::rate::RateClass;
+use crate::session::Session;
+use crate::sharded::Sharded;
+use crate::signature::{Signed, Verifier};
+use confab_types::{
+    ConvEvent, ConvPush, ConvQuery, ConvStart, Direction, ErrorCode, Inbound, LogItem, LogsQuery,
+    MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
+};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// One app's live state.
+#[derive(Debug)]
+pub struct AppState {
+    /// Configuration.
+    pub config: AppConfig,
+    /// Online sessions by client id.
+    pub(crate) sessions: Sharded<Vec<Arc<Session>>>,
+    /// Cached conversations by id.
+    pub(crate) convs: Sharded<Arc<Conv>>,
+    /// Serializes membership and attribute changes per conversation.
+    pub(crate) conv_ops: Sharded<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl AppState {
+    /// The online sessions of a client.
+    pub(crate) fn sessions_of(&self, client: &str) -> Vec<Arc<Session>> {
+        self.sessions.get(client).unwrap_or_default()
+    }
+
+    /// Whether a client has at least one live session.
+    pub fn is_online(&self, client: &str) -> bool {
+        self.sessions
+            .shard(client)
+            .get(client)
+            .is_some_and(|v| v.iter().any(|s| !s.is_closed()))
+    }
+
+    fn conv_lock(&self, cid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.conv_ops
+            .shard(cid)
+            .entry(cid.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+pub(crate) struct Inner {
+    pub apps: HashMap<String, Arc<AppState>>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    verifier: Verifier,
+    next_conn: AtomicU64,
+}
+
+/// The engine: cheap to clone, shared by every connection.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("apps", &self.inner.apps.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn store_error(e: StoreError) -> ProtocolError {
+    tracing::error!(error = %e, "store failure");
+    ProtocolError::new(
+        ErrorCode::InternalError,
+        "storage failure; the request may be retried",
+    )
+}
+
+fn perr(code: ErrorCode, detail: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(code, detail)
+}
+
+impl Engine {
+    /// An engine serving `apps` on `store`.
+    pub fn new(apps: Vec<AppConfig>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Engine {
+        let apps = apps
+            .into_iter()
+            .map(|config| {
+                let id = config.id.clone();
+                let state = AppState {
+                    config,
+                    sessions: Sharded::default(),
+                    convs: Sharded::default(),
+                    conv_ops: Sharded::default(),
+                };
+                (id, Arc::new(state))
+            })
+            .collect();
+        Engine {
+            inner: Arc::new(Inner {
+                apps,
+                store,
+                clock,
+                verifier: Verifier::default(),
+                next_conn: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// An app's state.
+    pub fn app(&self, id: &str) -> Option<&Arc<AppState>> {
+        self.inner.apps.get(id)
+    }
+
+    /// Every app.
+    pub fn apps(&self) -> impl Iterator<Item = &AppConfig> {
+        self.inner.apps.values().map(|a| &a.config)
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Starts serving a connection. The receiver is the connection's outbound queue,
+    /// sized by the largest `outbound_queue` limit of any app.
+    pub fn open_connection(
+        &self,
+        origin: Option<String>,
+    ) -> (Connection, mpsc::Receiver<Outbound>) {
+        let capacity = self
+            .inner
+            .apps
+            .values()
+            .map(|a| a.config.limits.outbound_queue)
+            .max()
+            .unwrap_or(1024);
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (handle, rx) = ConnHandle::new(id, origin, capacity);
+        (
+            Connection {
+                engine: self.clone(),
+                handle,
+                session: None,
+            },
+            rx,
+        )
+    }
+
+    /// A conversation from the cache, loading it from the store on first use.
+    pub(crate) async fn conv(
+        &self,
+        app: &AppState,
+        cid: &str,
+    ) -> Result<Option<Arc<Conv>>, ProtocolError> {
+        if let Some(conv) = app.convs.get(cid) {
+            return Ok(Some(conv));
+        }
+        let Some(record) = self
+            .inner
+            .store
+            .conversation(&app.config.id, cid)
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let loaded = Arc::new(Conv::from_record(&record));
+        Ok(Some(
+            app.convs
+                .shard(cid)
+                .entry(cid.to_owned())
+                .or_insert(loaded)
+                .clone(),
+        ))
+    }
+
+    /// Queues a push to every online session of `client`.
+    pub(crate) fn push_to_client(&self, app: &AppState, client: &str, push: &Arc<SharedPush>) {
+        for session in app.sessions_of(client) {
+            session.push(push.clone());
+        }
+    }
+
+    fn push_conv_event(
+        &self,
+        app: &AppState,
+        recipient: &str,
+        event: ConvEvent,
+        cid: &str,
+        init_by: &str,
+        members: &[String],
+        attr: Option<&Map<String, Value>>,
+        udate: i64,
+    ) {
+        let push = SharedPush::new(Push::Conv(ConvPush {
+            event,
+            peer_id: recipient.to_owned(),
+            cid: cid.to_owned(),
+            init_by: init_by.to_owned(),
+            members: members.to_vec(),
+            attr: attr.cloned(),
+            udate,
+        }));
+        self.push_to_client(app, recipient, &push);
+    }
+
+    fn check_signature(
+        &self,
+        app: &AppState,
+        client: &str,
+        op: Signed<'_>,
+        sig: Option<&Signature>,
+        code: ErrorCode,
+    ) -> Result<(), ProtocolError> {
+        let c = &app.config;
+        self.inner
+            .verifier
+            .check(
+                &c.id,
+                &c.master_key,
+                client,
+                op,
+                sig,
+                self.now(),
+                c.signatures.window_secs,
+            )
+            .map_err(|p| perr(code, p.detail()))
+    }
+}
+
+/// The engine's side of one network connection: at most one session (the v2 protocol
+/// logs in one client id per connection).
+#[derive(Debug)]
+pub struct Connection {
+    engine: Engine,
+    /// The connection's outbound handle.
+    pub handle: Arc<ConnHandle>,
+    session: Option<Arc<Session>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.engine.end_session(&session);
+        }
+    }
+}
+
+impl Connection {
+    /// The logged-in client id, if any.
+    pub fn client_id(&self) -> Option<&str> {
+        self.session.as_deref().map(|s| &*s.client_id)
+    }
+
+    /// Handles one request. Replies are returned (or, where pushes must follow the
+    /// reply, queued directly); errors come back typed for the caller to encode by
+    /// their disposition.
+    pub async fn handle(&mut self, inbound: Inbound) -> Result<Option<Reply>, ProtocolError> {
+        let Inbound {
+            serial,
+            peer_id,
+            request,
+        } = inbound;
+        let session = match (&request, &self.session) {
+            (Request::Heartbeat, _) => return Ok(Some(Reply::Heartbeat)),
+            (Request::SessionOpen(open), _) => return self.open(serial, peer_id, open).await,
+            (_, Some(session)) => session.clone(),
+            (_, None) => return Err(perr(ErrorCode::SessionRequired, "open a session first")),
+        };
+        let engine = self.engine.clone();
+        let app = engine
+            .app(&session.app_id)
+            .cloned()
+            .ok_or_else(|| perr(ErrorCode::AppNotAvailable, "app removed"))?;
+        let limits = &app.config.limits;
+        let class = match &request {
+            Request::Direct(_) => Some((
+                RateClass::Send,
+                limits.sends_per_minute,
+                ErrorCode::MessageSentQuotaExceeded,
+            )),
+            Request::Logs(_) => Some((
+                RateClass::History,
+                limits.history_per_minute,
+                ErrorCode::ConversationApiQuotaExceeded,
+            )),
+            Request::Ack(_) | Request::SessionClose | Request::SessionQuery { .. } => None,
+            _ => Some((
+                RateClass::Op,
+                limits.ops_per_minute,
+                ErrorCode::ConversationApiQuotaExceeded,
+            )),
+        };
+        if let Some((class, limit, code)) = class {
+            let admitted = session
+                .rate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(class, limit, engine.now());
+            if !admitted {
+                return Err(perr(
+                    code,
+                    format!("rate limit of {limit} per minute exceeded"),
+                ));
+            }
+        }
+        match request {
+            Request::Heartbeat | Request::SessionOpen(_) => Ok(None),
+            Request::SessionClose => {
+                if let Some(s) = self.session.take() {
+                    engine.end_session(&s);
+                }
+                Ok(None)
+            }
+            Request::SessionQuery { mut peer_ids } => {
+                peer_ids.truncate(limits.ping_ids);
+                let mut seen = HashSet::new();
+                let online = peer_ids
+                    .into_iter()
+                    .filter(|id| seen.insert(id.clone()) && app.is_online(id))
+                    .collect();
+                Ok(Some(Reply::SessionQueryResult { online }))
+            }
+            Request::ConvStart(start) => engine.conv_start(&app, &session, serial, start).await,
+            Request::ConvAdd(change) => engine.conv_add(&app, &session, serial, change).await,
+            Request::ConvRemove(change) => engine.conv_remove(&app, &session, serial, change).await,
+            Request::ConvQuery(query) => engine.conv_query(&app, &session, query).await.map(Some),
+            Request::ConvCount { cid } => {
+                let conv = engine
+                    .conv(&app, &cid)
+                    .await?
+                    .ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
+                let count = match conv.kind {
+                    ConvKind::Transient => conv.room_clients().len(),
+                    _ => conv.state().members.len(),
+                };
+                Ok(Some(Reply::ConvCount { count }))
+            }
+            Request::ConvUpdate { cid, attr } => {
+                engine.conv_update(&app, &session, serial, &cid, attr).await
+            }
+            Request::Direct(direct) => engine.send(&app, &session, serial, direct).await,
+            Request::Ack(ack) => {
+                engine.ack(&app, &session, ack);
+                Ok(None)
+            }
+            Request::Logs(query) => engine.logs(&app, &session, query).await.map(Some),
+        }
+    }
+
+    async fn open(
+        &mut self,
+        serial: Option<i32>,
+        peer_id: Option<String>,
+        open: &SessionOpen,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let engine = self.engine.clone();
+        let app = engine.app(&open.app_id).cloned().ok_or_else(|| {
+            perr(
+                ErrorCode::AppNotAvailable,
+                format!("unknown app {:?}", open.app_id),
+            )
+        })?;
+        if !app.config.origin_allowed(self.handle.origin.as_deref()) {
+            return Err(perr(
+                ErrorCode::InvalidOrigin,
+                "origin not allowed for this app",
+            ));
+        }
+        let client_id = match peer_id {
+            None => ids::anonymous_client_id(),
+            Some(id) if id.is_empty() || id.chars().count() > app.config.limits.client_id_chars => {
+                return Err(perr(
+                    ErrorCode::InvalidLogin,
+                    format!(
+                        "client id must be 1 to {} characters",
+                        app.config.limits.client_id_chars
+                    ),
+                ));
+            }
+            Some(id) => id,
+        };
+        if app.config.signatures.login {
+            engine.check_signature(
+                &app,
+                &client_id,
+                Signed::Login,
+                open.signature.as_ref(),
+                ErrorCode::SignatureFailed,
+            )?;
+        }
+        if let Some(old) = self.session.take() {
+            engine.end_session(&old);
+        }
+        let session = Session::new(
+            self.handle.clone(),
+            Arc::from(app.config.id.as_str()),
+            Arc::from(client_id.as_str()),
+        );
+        app.sessions
+            .shard(&client_id)
+            .entry(client_id.clone())
+            .or_default()
+            .push(session.clone());
+        self.session = Some(session.clone());
+        let cursors = match engine
+            .inner
+            .store
+            .member_cursors(&app.config.id, &client_id)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(s) = self.session.take() {
+                    engine.end_session(&s);
+                }
+                return Err(store_error(e));
+            }
+        };
+        tracing::debug!(app = %app.config.id, client = %client_id, conn = self.handle.id, "session opened");
+        self.handle
+            .reply(serial, Reply::SessionOpened { peer_id: client_id });
+        {
+            let mut delivery = session.delivery();
+            for c in cursors {
+                delivery.convs.insert(
+                    c.cid,
+                    crate::session::ConvDelivery {
+                        pushed_upto: c.cursor,
+                        acked_upto: c.cursor,
+                        inflight: Default::default(),
+                    },
+                );
+            }
+            delivery.ready = true;
+        }
+        tokio::spawn(crate::delivery::replay_backlog(engine, app, session));
+        Ok(None)
+    }
+}
+
+impl Engine {
+    /// Ends a session: it stops receiving, leaves its chat rooms, and its client goes
+    /// offline when it was the last session.
+    pub(crate) fn end_session(&self, session: &Arc<Session>) {
+        session.closed.store(true, Ordering::Release);
+        let Some(app) = self.app(&session.app_id) else {
+            return;
+        };
+        {
+            let mut shard = app.sessions.shard(&session.client_id);
+            if let Some(list) = shard.get_mut(&*session.client_id) {
+                list.retain(|s| !Arc::ptr_eq(s, session));
+                if list.is_empty() {
+                    shard.remove(&*session.client_id);
+                }
+            }
+        }
+        let rooms = std::mem::take(&mut *session.rooms.lock().unwrap_or_else(|p| p.into_inner()));
+        for cid in rooms {
+            if let Some(conv) = app.convs.get(&cid) {
+                conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
+            }
+        }
+    }
+
+    fn valid_member_ids(app: &AppState, members: &[String]) -> Result<(), ProtocolError> {
+        let max = app.config.limits.client_id_chars;
+        match members
+            .iter()
+            .find(|m| m.is_empty() || m.chars().count() > max)
+        {
+            Some(bad) => Err(perr(
+                ErrorCode::UnparseableRawMsg,
+                format!("invalid client id {bad:?} in m"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    async fn conv_start(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        start: ConvStart,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        if app.config.signatures.conversation {
+            self.check_signature(
+                app,
+                &me,
+                Signed::Start {
+                    members: &start.members,
+                },
+                start.signature.as_ref(),
+                ErrorCode::ConversationSignatureFailed,
+            )?;
+        }
+        Self::valid_member_ids(app, &start.members)?;
+        let mut members = vec![me.clone()];
+        for m in start.members {
+            if !members.contains(&m) {
+                members.push(m);
+            }
+        }
+        let kind = if start.transient {
+            ConvKind::Transient
+        } else {
+            ConvKind::Normal
+        };
+        if kind == ConvKind::Transient {
+            members.clear();
+        } else if members.len() > app.config.limits.conversation_members {
+            return Err(perr(
+                ErrorCode::ConversationFull,
+                format!("at most {} members", app.config.limits.conversation_members),
+            ));
+        }
+        let mut attrs = Map::new();
+        apply_attributes(&mut attrs, &start.attr)
+            .map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
+        let unique = (start.unique && kind == ConvKind::Normal).then(|| unique_key(&members));
+        let store = &self.inner.store;
+        if let Some(key) = &unique {
+            if let Some(found) = store
+                .find_unique(&app.config.id, key)
+                .await
+                .map_err(store_error)?
+            {
+                return Ok(Some(Reply::ConvStarted {
+                    cid: found.id,
+                    created_at: found.created_at,
+                }));
+            }
+        }
+        let now = self.now();
+        let record = ConversationRecord {
+            app: app.config.id.clone(),
+            id: ids::conversation_id(now),
+            kind,
+            creator: me.clone(),
+            members: members.clone(),
+            attrs,
+            unique_key: unique.clone(),
+            created_at: now,
+            updated_at: now,
+            last_message: None,
+        };
+        if let Err(e) = store.create_conversation(record.clone()).await {
+            // A concurrent creation of the same unique conversation wins the race.
+            if let Some(key) = &unique {
+                if let Ok(Some(found)) = store.find_unique(&app.config.id, key).await {
+                    return Ok(Some(Reply::ConvStarted {
+                        cid: found.id,
+                        created_at: found.created_at,
+                    }));
+                }
+            }
+            return Err(store_error(e));
+        }
+        let conv = Arc::new(Conv::from_record(&record));
+        app.convs
+            .shard(&record.id)
+            .insert(record.id.clone(), conv.clone());
+        session.conn.reply(
+            serial,
+            Reply::ConvStarted {
+                cid: record.id.clone(),
+                created_at: now,
+            },
+        );
+        if kind == ConvKind::Transient {
+            self.join_room(&conv, session);
+        } else {
+            for member in &members {
+                for s in app.sessions_of(member) {
+                    s.reset_conv(&record.id);
+                }
+                self.push_conv_event(
+                    app,
+                    member,
+                    ConvEvent::Joined,
+                    &record.id,
+                    &me,
+                    &[],
+                    None,
+                    now,
+                );
+                self.push_conv_event(
+                    app,
+                    member,
+                    ConvEvent::MembersJoined,
+                    &record.id,
+                    &me,
+                    &members,
+                    None,
+                    now,
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    fn join_room(&self, conv: &Conv, session: &Arc<Session>) {
+        let mut state = conv.state();
+        if !state.room.iter().any(|s| Arc::ptr_eq(s, session)) {
+            state.room.push(session.clone());
+            session
+                .rooms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conv.cid.clone());
+        }
+    }
+
+    async fn conv_add(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        change: MembersChange,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        let cid = change.cid.clone();
+        let conv = self
+            .conv(app, &cid)
+            .await?
+            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
+        if app.config.signatures.conversation {
+            self.check_signature(
+                app,
+                &me,
+                Signed::Invite {
+                    cid: &cid,
+                    members: &change.members,
+                },
+                change.signature.as_ref(),
+                ErrorCode::ConversationSignatureFailed,
+            )?;
+        }
+        Self::valid_member_ids(app, &change.members)?;
+        let mut requested: Vec<String> = Vec::new();
+        for m in change.members {
+            if !requested.contains(&m) {
+                requested.push(m);
+            }
+        }
+        let only_me = requested.len() == 1 && requested[0] == me;
+        match conv.kind {
+            ConvKind::Transient => {
+                let mut result = MembersResult::default();
+                for id in requested {
+                    if id == me {
+                        self.join_room(&conv, session);
+                        result.allowed.push(id);
+                    } else {
+                        result.failed.push((
+                            perr(
+                                ErrorCode::NormalConversationRequired,
+                                "chat room members join themselves",
+                            ),
+                            vec![id],
+                        ));
+                    }
+                }
+                return Ok(Some(Reply::ConvAdded(result)));
+            }
+            ConvKind::Normal => {}
+            _ => {
+                return Err(perr(
+                    ErrorCode::NormalConversationRequired,
+                    "membership of this conversation cannot change",
+                ));
+            }
+        }
+        let lock = app.conv_lock(&cid);
+        let _guard = lock.lock().await;
+        if !only_me && !conv.has_member(&me) {
+            return Err(perr(
+                ErrorCode::ConversationMembershipRequired,
+                "only members can add others",
+            ));
+        }
+        let (existing, current) = {
+            let state = conv.state();
+            (state.members.clone(), state.members.len())
+        };
+        let mut result = MembersResult::default();
+        let mut added = Vec::new();
+        let room = app
+            .config
+            .limits
+            .conversation_members
+            .saturating_sub(current);
+        let mut full = Vec::new();
+        for id in requested {
+            if existing.contains(&id) {
+                result.allowed.push(id);
+            } else if added.len() < room {
+                added.push(id.clone());
+                result.allowed.push(id);
+            } else {
+                full.push(id);
+            }
+        }
+        if !full.is_empty() {
+            result.failed.push((
+                perr(ErrorCode::ConversationFull, "member limit reached"),
+                full,
+            ));
+        }
+        let now = self.now();
+        if !added.is_empty() {
+            self.inner
+                .store
+                .add_members(&app.config.id, &cid, added.clone(), now)
+                .await
+                .map_err(store_error)?;
+            conv.state().members.extend(added.iter().cloned());
+        }
+        session.conn.reply(serial, Reply::ConvAdded(result));
+        if !added.is_empty() {
+            let members: Vec<String> = conv.state().members.iter().cloned().collect();
+            for member in &members {
+                if added.contains(member) {
+                    for s in app.sessions_of(member) {
+                        s.reset_conv(&cid);
+                    }
+                    self.push_conv_event(app, member, ConvEvent::Joined, &cid, &me, &[], None, now);
+                }
+                self.push_conv_event(
+                    app,
+                    member,
+                    ConvEvent::MembersJoined,
+                    &cid,
+                    &me,
+                    &added,
+                    None,
+                    now,
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    async fn conv_remove(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        change: MembersChange,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        let cid = change.cid.clone();
+        let conv = self
+            .conv(app, &cid)
+            .await?
+            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
+        let mut requested: Vec<String> = Vec::new();
+        for m in change.members.iter() {
+            if !requested.contains(m) {
+                requested.push(m.clone());
+            }
+        }
+        let only_me = requested.len() == 1 && requested[0] == me;
+        // Leaving needs no signature (2.x sends none for it).
+        if app.config.signatures.conversation && !only_me {
+            self.check_signature(
+                app,
+                &me,
+                Signed::Kick {
+                    cid: &cid,
+                    members: &change.members,
+                },
+                change.signature.as_ref(),
+                ErrorCode::ConversationSignatureFailed,
+            )?;
+        }
+        match conv.kind {
+            ConvKind::Transient => {
+                let mut result = MembersResult::default();
+                for id in requested {
+                    if id == me {
+                        conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
+                        session
+                            .rooms
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .retain(|c| c != &cid);
+                        result.allowed.push(id);
+                    } else {
+                        result.failed.push((
+                            perr(
+                                ErrorCode::NormalConversationRequired,
+                                "chat room members leave themselves",
+                            ),
+                            vec![id],
+                        ));
+                    }
+                }
+                return Ok(Some(Reply::ConvRemoved(result)));
+            }
+            ConvKind::Normal => {}
+            _ => {
+                return Err(perr(
+                    ErrorCode::NormalConversationRequired,
+                    "membership of this conversation cannot change",
+                ));
+            }
+        }
+        let lock = app.conv_lock(&cid);
+        let _guard = lock.lock().await;
+        if !only_me && !conv.has_member(&me) {
+            return Err(perr(
+                ErrorCode::ConversationMembershipRequired,
+                "only members can remove others",
+            ));
+        }
+        let existing = conv.state().members.clone();
+        let removed: Vec<String> = requested
+            .iter()
+            .filter(|id| existing.contains(*id))
+            .cloned()
+            .collect();
+        let now = self.now();
+        if !removed.is_empty() {
+            self.inner
+                .store
+                .remove_members(&app.config.id, &cid, removed.clone(), now)
+                .await
+                .map_err(store_error)?;
+            let mut state = conv.state();
+            for id in &removed {
+                state.members.remove(id);
+            }
+        }
+        session.conn.reply(
+            serial,
+            Reply::ConvRemoved(MembersResult {
+                allowed: requested,
+                failed: Vec::new(),
+            }),
+        );
+        if !removed.is_empty() {
+            for id in &removed {
+                for s in app.sessions_of(id) {
+                    s.reset_conv(&cid);
+                }
+                self.push_conv_event(app, id, ConvEvent::Left, &cid, &me, &[], None, now);
+            }
+            let remaining: Vec<String> = conv.state().members.iter().cloned().collect();
+            for member in &remaining {
+                self.push_conv_event(
+                    app,
+                    member,
+                    ConvEvent::MembersLeft,
+                    &cid,
+                    &me,
+                    &removed,
+                    None,
+                    now,
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    async fn conv_query(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        query: ConvQuery,
+    ) -> Result<Reply, ProtocolError> {
+        let me = session.client_id.to_string();
+        let limits = &app.config.limits;
+        let where_ = match query.where_ {
+            Some(Value::Object(m)) if !m.is_empty() => Value::Object(m),
+            _ => serde_json::json!({ "m": me }),
+        };
+        let cond = parse_where(&where_)
+            .map_err(|e| perr(ErrorCode::ConversationQueryFailed, e.to_string()))?;
+        let filter = cond.scan_filter(limits.query_scan_max);
+        let records = self
+            .inner
+            .store
+            .scan_conversations(&app.config.id, filter)
+            .await
+            .map_err(store_error)?;
+        if records.len() > limits.query_scan_max {
+            return Err(perr(
+                ErrorCode::ConversationQueryFailed,
+                format!(
+                    "query examines more than {} conversations; narrow it",
+                    limits.query_scan_max
+                ),
+            ));
+        }
+        let mut matched = Vec::new();
+        for record in records {
+            if record.kind == ConvKind::Temporary {
+                continue;
+            }
+            let room = (record.kind == ConvKind::Transient).then(|| {
+                app.convs
+                    .get(&record.id)
+                    .map(|c| c.room_clients())
+                    .unwrap_or_default()
+            });
+            let doc = query_doc(&record, room);
+            if cond.matches(&doc) {
+                matched.push((record, doc));
+            }
+        }
+        let keys = parse_sort(query.sort.as_deref().unwrap_or("-lm"));
+        matched.sort_by(|a, b| compare_docs(&keys, &a.1, &b.1));
+        let skip = query.skip.unwrap_or(0).max(0) as usize;
+        let limit = match query.limit {
+            Some(l) if l > 0 => (l as usize).min(limits.query_max_limit),
+            _ => limits.query_default_limit,
+        };
+        let compact = query.flag & 1 != 0;
+        let with_last = query.flag & 2 != 0;
+        let results = matched
+            .into_iter()
+            .skip(skip)
+            .take(limit)
+            .map(|(record, doc)| {
+                let visible = match record.kind {
+                    ConvKind::Normal | ConvKind::Temporary => {
+                        record.members.iter().any(|m| m == &me)
+                    }
+                    _ => true,
+                };
+                result_json(&record, doc, visible && !compact, with_last && visible)
+            })
+            .collect();
+        Ok(Reply::ConvResults { results })
+    }
+
+    async fn conv_update(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        cid: &str,
+        attr: Map<String, Value>,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        let conv = self
+            .conv(app, cid)
+            .await?
+            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
+        if !conv.has_member(&me) {
+            return Err(perr(
+                ErrorCode::ConversationUpdateRejected,
+                "only members can update a conversation",
+            ));
+        }
+        let lock = app.conv_lock(cid);
+        let _guard = lock.lock().await;
+        let store = &self.inner.store;
+        let record = store
+            .conversation(&app.config.id, cid)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
+        let mut attrs = record.attrs;
+        apply_attributes(&mut attrs, &attr)
+            .map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
+        let now = self.now();
+        store
+            .set_attributes(&app.config.id, cid, attrs, now)
+            .await
+            .map_err(store_error)?;
+        session
+            .conn
+            .reply(serial, Reply::ConvUpdated { updated_at: now });
+        let recipients: Vec<String> = match conv.kind {
+            ConvKind::Transient => conv.room_clients(),
+            _ => conv.state().members.iter().cloned().collect(),
+        };
+        for member in recipients {
+            self.push_conv_event(
+                app,
+                &member,
+                ConvEvent::Updated,
+                cid,
+                &me,
+                &[],
+                Some(&attr),
+                now,
+            );
+        }
+        Ok(None)
+    }
+
+    async fn logs(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        q: LogsQuery,
+    ) -> Result<Reply, ProtocolError> {
+        let conv = self
+            .conv(app, &q.cid)
+            .await?
+            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, &q.cid))?;
+        if matches!(conv.kind, ConvKind::Normal | ConvKind::Temporary)
+            && !conv.has_member(&session.client_id)
+        {
+            return Err(perr(
+                ErrorCode::ConversationLogRejected,
+                "only members can read history",
+            ));
+        }
+        let limits = &app.config.limits;
+        let limit = match q.limit {
+            None => limits.history_default_limit,
+            Some(l) if l <= 0 => return Ok(Reply::Logs { logs: Vec::new() }),
+            Some(l) => (l as usize).min(limits.history_max_limit),
+        };
+        let start = q.t.map(|t| (t, q.t_included));
+        let end = q.tt.map(|t| (t, q.tt_included));
+        let range = match q.direction {
+            Direction::Older => MessageRange {
+                before: start,
+                after: end,
+                newest_first: true,
+                limit,
+                lctype: q.lctype,
+            },
+            Direction::Newer => MessageRange {
+                after: start,
+                before: end,
+                newest_first: false,
+                limit,
+                lctype: q.lctype,
+            },
+        };
+        let messages = self
+            .inner
+            .store
+            .messages(&app.config.id, &q.cid, range)
+            .await
+            .map_err(store_error)?;
+        let logs = messages
+            .into_iter()
+            .map(|m| LogItem {
+                from: m.from,
+                data: m.data,
+                timestamp: m.ts,
+                msg_id: m.id,
+            })
+            .collect();
+        Ok(Reply::Logs { logs })
+    }
+}

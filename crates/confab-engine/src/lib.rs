@@ -1,0 +1,31 @@
+//! The domain engine of Confab: sessions, conversations, membership, delivery,
+//! receipts and presence. It speaks the protocol-neutral commands of [`confab_types`],
+//! does I/O only through its ports ([`ports::Store`], [`ports::Clock`]) and never touches
+//! a socket: the gateway feeds it decoded requests and writes out what it queues.
+//!
+//! Module map:
+//! - [`engine`]: the entry point, [`Engine`] and the per-connection [`Connection`];
+//! - [`delivery`]: ordered, durable sending, fan-out, acks and the offline backlog;
+//! - [`conversation`]: cached conversation state and record shapes;
+//! - [`session`]: per-session delivery state (cursors, in-flight messages);
+//! - [`query`]: the conversation query language;
+//! - [`signature`]: HMAC-SHA1 signatures;
+//! - [`outbound`]: the bounded per-connection queue and encode-once pushes;
+//! - [`ports`]: the store and clock traits.
+
+pub mod app;
+pub mod conversation;
+pub mod delivery;
+pub mod engine;
+pub mod ids;
+pub mod outbound;
+pub mod ports;
+pub mod query;
+pub mod rate;
+pub mod session;
+pub mod sharded;
+pub mod signature;
+
+pub use app::{AppConfig, SignaturePolicy};
+pub use engine::{Connection, Engine};
+pub use outbound::{ConnHandle, Outbound, SharedPush};

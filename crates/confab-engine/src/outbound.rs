@@ -1,0 +1,136 @@
+//! What the engine hands to a connection: replies and pushes on a bounded queue, and
+//! a close request when the connection must end.
+
+use bytes::Bytes;
+use confab_types::{ErrorCode, ProtocolError, Push, Reply};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{Notify, mpsc};
+
+/// Per-codec slots in a [`SharedPush`] cache; at least the number of codecs.
+pub const CODEC_SLOTS: usize = 4;
+
+/// A push shared by every recipient, encoded at most once per codec: the first
+/// connection that writes it encodes it, the others reuse the bytes.
+#[derive(Debug)]
+pub struct SharedPush {
+    /// The push.
+    pub push: Push,
+    cache: [OnceLock<Bytes>; CODEC_SLOTS],
+}
+
+impl SharedPush {
+    /// Wraps a push for sharing.
+    pub fn new(push: Push) -> Arc<SharedPush> {
+        Arc::new(SharedPush {
+            push,
+            cache: Default::default(),
+        })
+    }
+
+    /// The encoding for codec `slot`, computed on first use.
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Push) -> Bytes) -> Bytes {
+        match self.cache.get(slot) {
+            Some(cell) => cell.get_or_init(|| encode(&self.push)).clone(),
+            None => encode(&self.push),
+        }
+    }
+}
+
+/// One item on a connection's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// The answer to a request.
+    Reply {
+        /// The request's serial.
+        serial: Option<i32>,
+        /// The answer.
+        reply: Reply,
+    },
+    /// A server push.
+    Push(Arc<SharedPush>),
+}
+
+/// The engine's handle on one network connection.
+#[derive(Debug)]
+pub struct ConnHandle {
+    /// Unique per process.
+    pub id: u64,
+    /// The `Origin` header of the handshake, if any.
+    pub origin: Option<String>,
+    tx: mpsc::Sender<Outbound>,
+    close_reason: Mutex<Option<ProtocolError>>,
+    close_notify: Notify,
+}
+
+impl ConnHandle {
+    /// A handle with a queue of `capacity` items; the receiver goes to the writer.
+    pub fn new(
+        id: u64,
+        origin: Option<String>,
+        capacity: usize,
+    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let handle = ConnHandle {
+            id,
+            origin,
+            tx,
+            close_reason: Mutex::new(None),
+            close_notify: Notify::new(),
+        };
+        (Arc::new(handle), rx)
+    }
+
+    /// Queues an item without waiting. A full queue means the client does not read
+    /// fast enough: the connection is closed rather than buffered without limit; the
+    /// client reconnects and resyncs from its cursors.
+    pub fn send(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(ProtocolError::new(
+                    ErrorCode::SlowConsumer,
+                    "outbound queue full",
+                ));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a reply.
+    pub fn reply(&self, serial: Option<i32>, reply: Reply) -> bool {
+        self.send(Outbound::Reply { serial, reply })
+    }
+
+    /// Asks the connection to close with this error's code; the first reason wins.
+    pub fn close(&self, reason: ProtocolError) {
+        let mut slot = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+            self.close_notify.notify_one();
+        }
+    }
+
+    /// Resolves once a close was requested, with its reason.
+    pub async fn close_requested(&self) -> ProtocolError {
+        loop {
+            if let Some(reason) = self.close_reason() {
+                return reason;
+            }
+            self.close_notify.notified().await;
+        }
+    }
+
+    /// The close reason, if a close was requested.
+    pub fn close_reason(&self) -> Option<ProtocolError> {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the writer is gone or a close was requested.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.close_reason().is_some()
+    }
+}

@@ -1,0 +1,242 @@
+//! A session: one client id logged in on one connection. It owns the per-conversation
+//! delivery state that makes delivery ordered, gap-free and at-least-once:
+//!
+//! - `pushed_upto`: position of the last message queued to this session. A live message
+//!   is queued only if its predecessor is the one last queued; otherwise the session is
+//!   behind and the backlog replay fetches it from the store, in order.
+//! - `inflight`: queued messages not yet acknowledged. The client's delivery cursor moves
+//!   to the end of the contiguous acknowledged prefix, so an ack beyond a gap never
+//!   skips the gap.
+
+use crate::outbound::{ConnHandle, Outbound, SharedPush};
+use confab_types::{ErrorCode, ProtocolError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// A message queued to a session and not yet acknowledged.
+#[derive(Debug, Clone)]
+pub(crate) struct Inflight {
+    pub id: String,
+    pub from: String,
+    pub receipt: bool,
+    pub acked: bool,
+}
+
+/// Delivery state of one conversation in one session.
+#[derive(Debug, Default)]
+pub(crate) struct ConvDelivery {
+    pub pushed_upto: i64,
+    pub acked_upto: i64,
+    pub inflight: BTreeMap<i64, Inflight>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Delivery {
+    /// Live pushes are held back until the login has loaded the cursors.
+    pub ready: bool,
+    pub convs: HashMap<String, ConvDelivery>,
+}
+
+/// Outcome of offering a live message to a session.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    Queued,
+    Skipped,
+}
+
+/// A message that a session acknowledged.
+#[derive(Debug)]
+pub(crate) struct Acked {
+    pub id: String,
+    pub from: String,
+    pub receipt: bool,
+}
+
+/// One logged-in client id on one connection.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection.
+    pub conn: Arc<ConnHandle>,
+    /// The app id.
+    pub app_id: Arc<str>,
+    /// The client id.
+    pub client_id: Arc<str>,
+    pub(crate) delivery: Mutex<Delivery>,
+    /// Woken when acks make room in the replay window.
+    pub(crate) acked: Notify,
+    /// Chat rooms this session is in.
+    pub(crate) rooms: Mutex<Vec<String>>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) rate: Mutex<crate::rate::RateWindow>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        conn: Arc<ConnHandle>,
+        app_id: Arc<str>,
+        client_id: Arc<str>,
+    ) -> Arc<Session> {
+        Arc::new(Session {
+            conn,
+            app_id,
+            client_id,
+            delivery: Mutex::new(Delivery::default()),
+            acked: Notify::new(),
+            rooms: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            rate: Mutex::new(crate::rate::RateWindow::default()),
+        })
+    }
+
+    pub(crate) fn delivery(&self) -> MutexGuard<'_, Delivery> {
+        self.delivery.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the session ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.conn.is_closed()
+    }
+
+    /// Queues a push that needs no delivery tracking.
+    pub(crate) fn push(&self, push: Arc<SharedPush>) -> bool {
+        !self.is_closed() && self.conn.send(Outbound::Push(push))
+    }
+
+    /// Offers a committed message at position `ts` whose predecessor is `prev`.
+    pub(crate) fn offer_live(
+        &self,
+        cid: &str,
+        prev: i64,
+        ts: i64,
+        meta: &Inflight,
+        push: &Arc<SharedPush>,
+        inflight_max: usize,
+    ) -> Offer {
+        if self.is_closed() {
+            return Offer::Skipped;
+        }
+        let mut delivery = self.delivery();
+        if !delivery.ready {
+            return Offer::Skipped;
+        }
+        let state = delivery
+            .convs
+            .entry(cid.to_owned())
+            .or_insert_with(|| ConvDelivery {
+                pushed_upto: prev,
+                acked_upto: prev,
+                inflight: BTreeMap::new(),
+            });
+        if state.pushed_upto != prev {
+            // Already queued (ts <= pushed_upto) or behind: the replay catches up in order.
+            return Offer::Skipped;
+        }
+        if state.inflight.len() >= inflight_max {
+            drop(delivery);
+            self.conn.close(ProtocolError::new(
+                ErrorCode::SlowConsumer,
+                "too many unacknowledged messages",
+            ));
+            return Offer::Skipped;
+        }
+        state.pushed_upto = ts;
+        state.inflight.insert(ts, meta.clone());
+        drop(delivery);
+        if self.conn.send(Outbound::Push(push.clone())) {
+            Offer::Queued
+        } else {
+            Offer::Skipped
+        }
+    }
+
+    /// The sending session does not get its own message back; it only moves its
+    /// pointers past it so later messages are not taken for a gap.
+    pub(crate) fn pass_own(&self, cid: &str, prev: i64, ts: i64) -> Option<i64> {
+        let mut delivery = self.delivery();
+        if !delivery.ready {
+            return None;
+        }
+        let state = delivery
+            .convs
+            .entry(cid.to_owned())
+            .or_insert_with(|| ConvDelivery {
+                pushed_upto: prev,
+                acked_upto: prev,
+                inflight: BTreeMap::new(),
+            });
+        if state.pushed_upto != prev {
+            return None;
+        }
+        state.pushed_upto = ts;
+        if state.inflight.is_empty() && state.acked_upto == prev {
+            state.acked_upto = ts;
+            return Some(ts);
+        }
+        state.inflight.insert(
+            ts,
+            Inflight {
+                id: String::new(),
+                from: String::new(),
+                receipt: false,
+                acked: true,
+            },
+        );
+        None
+    }
+
+    /// Marks messages acknowledged (by id, or by inclusive timestamp range) and returns
+    /// them plus the new cursor if it moved.
+    pub(crate) fn ack(
+        &self,
+        cid: &str,
+        mid: Option<&str>,
+        range: Option<(i64, i64)>,
+    ) -> (Vec<Acked>, Option<i64>) {
+        let mut delivery = self.delivery();
+        let Some(state) = delivery.convs.get_mut(cid) else {
+            return (Vec::new(), None);
+        };
+        let mut acked = Vec::new();
+        let mut mark = |item: &mut Inflight| {
+            if !item.acked {
+                item.acked = true;
+                acked.push(Acked {
+                    id: item.id.clone(),
+                    from: item.from.clone(),
+                    receipt: item.receipt,
+                });
+            }
+        };
+        if let Some(mid) = mid {
+            if let Some(item) = state.inflight.values_mut().find(|i| i.id == mid) {
+                mark(item);
+            }
+        }
+        if let Some((from, to)) = range {
+            for (_, item) in state.inflight.range_mut(from.min(to)..=to.max(from)) {
+                mark(item);
+            }
+        }
+        let before = state.acked_upto;
+        while let Some(entry) = state.inflight.first_entry() {
+            if !entry.get().acked {
+                break;
+            }
+            state.acked_upto = *entry.key();
+            entry.remove();
+        }
+        let moved = (state.acked_upto > before).then_some(state.acked_upto);
+        drop(delivery);
+        if !acked.is_empty() {
+            self.acked.notify_waiters();
+        }
+        (acked, moved)
+    }
+
+    /// Forgets the delivery state of a conversation (membership changed).
+    pub(crate) fn reset_conv(&self, cid: &str) {
+        self.delivery().convs.remove(cid);
+    }
+}

@@ -1,0 +1,153 @@
+//! One WebSocket connection: a reader (this task) that decodes frames and feeds the
+//! engine, and a writer task that drains the connection's bounded queue, encodes, and
+//! writes. Errors become frames or close codes here, by their disposition.
+
+use crate::Gateway;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use confab_engine::Outbound;
+use confab_proto::{Codec, WireFrame};
+use confab_types::{Disposition, ErrorCode, ProtocolError, Reply};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+
+/// Most queued frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
+fn frame_to_message(frame: WireFrame) -> Message {
+    match frame {
+        WireFrame::Text(s) => Message::Text(Utf8Bytes::from(s)),
+        WireFrame::Binary(b) => Message::Binary(Bytes::from(b)),
+    }
+}
+
+fn encode(codec: Codec, item: Outbound) -> Message {
+    match item {
+        Outbound::Reply { serial, reply } => frame_to_message(codec.encode_reply(serial, &reply)),
+        Outbound::Push(shared) => {
+            let bytes = shared.encoded(codec.index(), |push| match codec.encode_push(push) {
+                WireFrame::Text(s) => Bytes::from(s),
+                WireFrame::Binary(b) => Bytes::from(b),
+            });
+            if codec.is_binary() {
+                Message::Binary(bytes)
+            } else {
+                // Encoded from a String, so this is UTF-8.
+                Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Serves one upgraded socket until it closes.
+pub async fn serve_socket(
+    gateway: Gateway,
+    socket: WebSocket,
+    codec: Codec,
+    origin: Option<String>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (mut conn, mut rx) = gateway.engine.open_connection(origin);
+    let handle = conn.handle.clone();
+
+    let writer_handle = handle.clone();
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                reason = writer_handle.close_requested() => {
+                    let frame = CloseFrame { code: reason.code.number(), reason: Utf8Bytes::from(reason.code.reason()) };
+                    let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(Message::Close(Some(frame)))).await;
+                    break;
+                }
+                item = rx.recv() => {
+                    let Some(item) = item else { break };
+                    if sink.feed(encode(codec, item)).await.is_err() {
+                        break;
+                    }
+                    let mut failed = false;
+                    for _ in 1..WRITE_BATCH {
+                        match rx.try_recv() {
+                            Ok(item) => if sink.feed(encode(codec, item)).await.is_err() { failed = true; break; },
+                            Err(_) => break,
+                        }
+                    }
+                    if failed || sink.flush().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    loop {
+        let timeout = if conn.client_id().is_some() {
+            gateway.config.read_timeout
+        } else {
+            gateway.config.login_timeout
+        };
+        let next = tokio::select! {
+            _ = handle.close_requested() => break,
+            next = tokio::time::timeout(timeout, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_) => {
+                let code = if conn.client_id().is_some() {
+                    ErrorCode::ReadTimeout
+                } else {
+                    ErrorCode::LoginTimeout
+                };
+                handle.close(ProtocolError::new(
+                    code,
+                    format!("nothing received for {}s", timeout.as_secs()),
+                ));
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                // tungstenite reports oversized frames (and protocol violations) here.
+                tracing::debug!(error = %e, "websocket read failed");
+                handle.close(ProtocolError::new(
+                    ErrorCode::FrameTooLong,
+                    "frame over the size limit or invalid",
+                ));
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let frame = match message {
+            Message::Text(t) => WireFrame::Text(t.as_str().to_owned()),
+            Message::Binary(b) => WireFrame::Binary(b.to_vec()),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => break,
+        };
+        let (serial, result) = match codec.decode(&frame) {
+            Err(e) => (e.serial, Err(e.error)),
+            Ok(inbound) => {
+                let serial = inbound.serial;
+                (serial, conn.handle(inbound).await)
+            }
+        };
+        match result {
+            Ok(Some(reply)) => {
+                handle.reply(serial, reply);
+            }
+            Ok(None) => {}
+            Err(error) => match error.code.disposition() {
+                Disposition::Close => {
+                    handle.close(error);
+                    break;
+                }
+                Disposition::Reply => {
+                    handle.reply(serial, Reply::Error(error));
+                }
+            },
+        }
+    }
+    drop(conn);
+    if handle.close_reason().is_some() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    } else {
+        writer.abort();
+    }
+}

@@ -1,0 +1,161 @@
+//! HTTP endpoints.
+
+use crate::Gateway;
+use crate::connection::serve_socket;
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use confab_proto::subprotocol::negotiate;
+use serde_json::json;
+use std::collections::HashMap;
+
+/// Seconds a router answer may be cached (the v2 SDK needs a number).
+const ROUTE_TTL_SECS: u64 = 3600;
+
+/// The router with every endpoint.
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/", get(websocket_or_info))
+        .route("/v1/route", get(route).options(route_preflight))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(gateway)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The WebSocket URL clients should use: from `public_url`, else from the request.
+fn websocket_url(gateway: &Gateway, headers: &HeaderMap) -> String {
+    if let Some(public) = &gateway.config.public_url {
+        let public = public.trim_end_matches('/');
+        let ws = if let Some(rest) = public.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = public.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            public.to_owned()
+        };
+        return format!("{ws}/");
+    }
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    format!("{}://{host}/", if secure { "wss" } else { "ws" })
+}
+
+fn with_cors(
+    mut response: Response,
+    gateway: &Gateway,
+    app_id: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(origin) = header_str(headers, header::ORIGIN) else {
+        return response;
+    };
+    let allowed = app_id
+        .and_then(|id| gateway.engine.app(id))
+        .is_some_and(|app| app.config.origin_allowed(Some(origin)));
+    if allowed {
+        if let Ok(v) = HeaderValue::from_str(origin) {
+            let h = response.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+    response
+}
+
+/// `GET /v1/route?appId=…`: the v2 push router (protocol §1.1). `secure` is accepted
+/// and ignored: the scheme comes from `public_url` or the request itself, so a plain
+/// `ws://` deployment is never sent to `wss://`.
+async fn route(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let app_id = q.get("appId").map(String::as_str);
+    let response = match app_id.and_then(|id| gateway.engine.app(id)) {
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"code": 4100, "error": "APP_NOT_AVAILABLE: unknown appId"})),
+        )
+            .into_response(),
+        Some(_) => {
+            let url = websocket_url(&gateway, &headers);
+            axum::Json(json!({"server": url, "secondary": url, "ttl": ROUTE_TTL_SECS, "groupId": "g0", "groupUrl": url}))
+                .into_response()
+        }
+    };
+    with_cors(response, &gateway, app_id, &headers)
+}
+
+async fn route_preflight(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    with_cors(
+        response,
+        &gateway,
+        q.get("appId").map(String::as_str),
+        &headers,
+    )
+}
+
+/// `GET /`: the WebSocket endpoint; a plain GET gets a short description.
+async fn websocket_or_info(
+    State(gateway): State<Gateway>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Confab realtime server. Connect a LeanCloud realtime SDK to this URL (WebSocket).\n",
+        )
+            .into_response();
+    };
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let Some(negotiated) = negotiate(offered, q.get("subprotocol").map(String::as_str)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "unsupported WebSocket subprotocol\n",
+        )
+            .into_response();
+    };
+    let origin = header_str(&headers, header::ORIGIN).map(str::to_owned);
+    let frame_bytes = gateway.config.frame_bytes;
+    let mut ws = ws
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(frame_bytes)
+        .max_frame_size(frame_bytes);
+    if let Some(echo) = negotiated.echo {
+        ws = ws.protocols([echo]);
+    }
+    ws.on_upgrade(move |socket| serve_socket(gateway, socket, negotiated.codec, origin))
+}

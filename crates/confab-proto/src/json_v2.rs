@@ -1,0 +1,545 @@
+//! The v2 JSON text protocol of `leancloud-realtime` 2.x (protocol §3).
+//!
+//! Frames are flat JSON objects: `cmd`, `op`, `i` (serial), `peerId` and the fields of
+//! one command. A frame without `cmd` is a heartbeat (`{}`) and is answered with `{}`.
+//! Failures are reported as `{"cmd":"error","code","reason","detail","i"}`, a frame the
+//! 2.x SDK turns into its `error` event; `conv error` would make it throw from inside
+//! its socket handler (docs/decisions.md, "v2 error frames").
+
+use crate::{DecodeError, WireFrame};
+use confab_types::time::iso8601;
+use confab_types::{
+    AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound,
+    LogsQuery, MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen,
+    Signature,
+};
+use serde_json::{Map, Value, json};
+
+/// Decodes one frame; binary frames are not part of this protocol.
+pub fn decode_frame(frame: &WireFrame) -> Result<Inbound, DecodeError> {
+    match frame {
+        WireFrame::Text(text) => decode(text),
+        WireFrame::Binary(_) => Err(DecodeError {
+            serial: None,
+            error: ProtocolError::new(
+                ErrorCode::UnparseableRawMsg,
+                "binary frames are not part of the JSON protocol",
+            ),
+        }),
+    }
+}
+
+/// Decodes one text frame.
+pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| DecodeError {
+        serial: None,
+        error: ProtocolError::new(ErrorCode::UnparseableRawMsg, format!("malformed JSON: {e}")),
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(DecodeError {
+            serial: None,
+            error: ProtocolError::new(
+                ErrorCode::UnparseableRawMsg,
+                "a frame must be a JSON object",
+            ),
+        });
+    };
+    let fields = Fields(&obj);
+    let serial = fields.serial();
+    let wrap = |error: ProtocolError| DecodeError { serial, error };
+    let peer_id = fields.opt_str("peerId").map_err(wrap)?;
+    let request = decode_request(&fields).map_err(wrap)?;
+    Ok(Inbound {
+        serial,
+        peer_id,
+        request,
+    })
+}
+
+fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
+    let Some(cmd) = f.opt_str("cmd")? else {
+        return Ok(Request::Heartbeat);
+    };
+    let op = f.opt_str("op")?;
+    let request = match (cmd.as_str(), op.as_deref()) {
+        ("session", Some("open")) => Request::SessionOpen(SessionOpen {
+            app_id: f.req_str("appId")?,
+            ua: f.opt_str("ua")?,
+            signature: f.signature()?,
+        }),
+        ("session", Some("close")) => Request::SessionClose,
+        ("session", Some("query")) => Request::SessionQuery {
+            peer_ids: f.str_list("sessionPeerIds")?.unwrap_or_default(),
+        },
+        ("conv", Some("start")) => Request::ConvStart(ConvStart {
+            members: f.str_list("m")?.unwrap_or_default(),
+            attr: f.opt_object("attr")?.unwrap_or_default(),
+            transient: f.flag("transient")?,
+            unique: f.flag("unique")?,
+            signature: f.signature()?,
+        }),
+        ("conv", Some(op @ ("add" | "remove"))) => {
+            let change = MembersChange {
+                cid: f.req_str("cid")?,
+                members: f.str_list("m")?.unwrap_or_default(),
+                signature: f.signature()?,
+            };
+            if op == "add" {
+                Request::ConvAdd(change)
+            } else {
+                Request::ConvRemove(change)
+            }
+        }
+        ("conv", Some("query")) => Request::ConvQuery(ConvQuery {
+            where_: match f.0.get("where") {
+                None | Some(Value::Null) => None,
+                // Some clients send `where` as JSON text.
+                Some(Value::String(s)) => Some(serde_json::from_str(s).map_err(|e| {
+                    ProtocolError::new(ErrorCode::UnparseableRawMsg, format!("where: {e}"))
+                })?),
+                Some(v @ Value::Object(_)) => Some(v.clone()),
+                Some(_) => return Err(type_error("where", "an object")),
+            },
+            sort: f.opt_str("sort")?,
+            limit: f.opt_int("limit")?,
+            skip: f.opt_int("skip")?,
+            flag: f.opt_int("flag")?.unwrap_or(0),
+        }),
+        ("conv", Some("count")) => Request::ConvCount {
+            cid: f.req_str("cid")?,
+        },
+        ("conv", Some("update")) => Request::ConvUpdate {
+            cid: f.req_str("cid")?,
+            attr: f.opt_object("attr")?.unwrap_or_default(),
+        },
+        ("direct", None) => Request::Direct(DirectRequest {
+            cid: f.req_str("cid")?,
+            msg: match f.0.get("msg") {
+                Some(Value::String(s)) => s.clone(),
+                None | Some(Value::Null) => return Err(missing("msg")),
+                // A non-string body is sent as its JSON text.
+                Some(other) => other.to_string(),
+            },
+            receipt: f.flag("r")?,
+            transient: f.flag("transient")?,
+        }),
+        ("ack", None) => Request::Ack(AckRequest {
+            cid: f.opt_str("cid")?,
+            mid: f.opt_str("mid")?,
+            from_ts: f.opt_int("fromts")?,
+            to_ts: f.opt_int("tots")?,
+        }),
+        ("logs", None) => Request::Logs(LogsQuery {
+            cid: f.req_str("cid")?,
+            t: f.opt_int("t")?,
+            mid: f.opt_str("mid")?,
+            tt: f.opt_int("tt")?,
+            tmid: f.opt_str("tmid")?,
+            limit: match f.opt_int("limit")? {
+                Some(l) => Some(l),
+                None => f.opt_int("l")?,
+            },
+            direction: match f.0.get("direction") {
+                None | Some(Value::Null) => Direction::Older,
+                Some(Value::Number(n)) if n.as_i64() == Some(2) => Direction::Newer,
+                Some(Value::Number(n)) if n.as_i64() == Some(1) => Direction::Older,
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("new") => Direction::Newer,
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("old") => Direction::Older,
+                Some(_) => {
+                    return Err(type_error(
+                        "direction",
+                        "1 (old), 2 (new), \"OLD\" or \"NEW\"",
+                    ));
+                }
+            },
+            t_included: f.flag("tIncluded")?,
+            tt_included: f.flag("ttIncluded")?,
+            lctype: f.opt_int("lctype")?,
+        }),
+        (cmd, op) => {
+            return Err(ProtocolError::new(
+                ErrorCode::UnparseableRawMsg,
+                format!(
+                    "unknown command {cmd}{}",
+                    op.map(|o| format!(" {o}")).unwrap_or_default()
+                ),
+            ));
+        }
+    };
+    Ok(request)
+}
+
+fn missing(field: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::UnparseableRawMsg,
+        format!("missing field `{field}`"),
+    )
+}
+
+fn type_error(field: &str, expected: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::UnparseableRawMsg,
+        format!("field `{field}` must be {expected}"),
+    )
+}
+
+/// Typed access to the fields of one frame.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn serial(&self) -> Option<i32> {
+        self.0
+            .get("i")
+            .and_then(Value::as_i64)
+            .and_then(|i| i32::try_from(i).ok())
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<String>, ProtocolError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(type_error(key, "a string")),
+        }
+    }
+
+    fn req_str(&self, key: &str) -> Result<String, ProtocolError> {
+        self.opt_str(key)?.ok_or_else(|| missing(key))
+    }
+
+    fn opt_int(&self, key: &str) -> Result<Option<i64>, ProtocolError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Ok(Some(i)),
+                (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                _ => Err(type_error(key, "an integer")),
+            },
+            Some(_) => Err(type_error(key, "an integer")),
+        }
+    }
+
+    /// Booleans as 2.x sends them: `true`/`false`, or `1`/`0` (`r` is `1` or `false`).
+    fn flag(&self, key: &str) -> Result<bool, ProtocolError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::Number(n)) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
+            Some(_) => Err(type_error(key, "a boolean")),
+        }
+    }
+
+    fn opt_object(&self, key: &str) -> Result<Option<Map<String, Value>>, ProtocolError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m.clone())),
+            Some(_) => Err(type_error(key, "an object")),
+        }
+    }
+
+    /// A list of strings; a single string counts as a list of one.
+    fn str_list(&self, key: &str) -> Result<Option<Vec<String>>, ProtocolError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| type_error(key, "a list of strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(type_error(key, "a list of strings")),
+        }
+    }
+
+    /// `t`/`n`/`s`, present only when the client signed the command.
+    fn signature(&self) -> Result<Option<Signature>, ProtocolError> {
+        let s = self.opt_str("s")?;
+        let n = self.opt_str("n")?;
+        let t = match self.0.get("t") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(type_error("t", "a number")),
+        };
+        Ok(match (t, n, s) {
+            (Some(timestamp), Some(nonce), Some(signature)) => Some(Signature {
+                timestamp,
+                nonce,
+                signature,
+            }),
+            _ => None,
+        })
+    }
+}
+
+fn frame(mut obj: Map<String, Value>, serial: Option<i32>) -> String {
+    if let Some(i) = serial {
+        obj.insert("i".into(), json!(i));
+    }
+    Value::Object(obj).to_string()
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn members_reply(op: &str, result: &MembersResult) -> Map<String, Value> {
+    let failed: Vec<Value> = result
+        .failed
+        .iter()
+        .map(|(e, pids)| json!({"code": e.code.number(), "reason": e.code.reason(), "detail": e.detail, "pids": pids}))
+        .collect();
+    object(json!({"cmd": "conv", "op": op, "allowedPids": result.allowed, "failedPids": failed}))
+}
+
+/// Encodes the reply to the request with serial `serial`.
+pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
+    let obj = match reply {
+        Reply::Heartbeat => return "{}".to_owned(),
+        Reply::SessionOpened { peer_id } => {
+            object(json!({"cmd": "session", "op": "opened", "peerId": peer_id}))
+        }
+        Reply::SessionQueryResult { online } => {
+            object(json!({"cmd": "session", "op": "query-result", "onlineSessionPeerIds": online}))
+        }
+        Reply::ConvStarted { cid, created_at } => object(
+            json!({"cmd": "conv", "op": "started", "cid": cid, "cdate": iso8601(*created_at)}),
+        ),
+        Reply::ConvAdded(result) => members_reply("added", result),
+        Reply::ConvRemoved(result) => members_reply("removed", result),
+        Reply::ConvResults { results } => {
+            object(json!({"cmd": "conv", "op": "results", "results": results}))
+        }
+        Reply::ConvCount { count } => {
+            object(json!({"cmd": "conv", "op": "result", "count": count}))
+        }
+        Reply::ConvUpdated { updated_at } => {
+            object(json!({"cmd": "conv", "op": "updated", "udate": iso8601(*updated_at)}))
+        }
+        Reply::MessageAck { uid, t } => object(json!({"cmd": "ack", "uid": uid, "t": t})),
+        Reply::Logs { logs } => {
+            let logs: Vec<Value> = logs
+                .iter()
+                .map(|l| json!({"from": l.from, "data": l.data, "timestamp": l.timestamp, "msgId": l.msg_id}))
+                .collect();
+            object(json!({"cmd": "logs", "logs": logs}))
+        }
+        Reply::Error(e) => error_object(e),
+    };
+    frame(obj, serial)
+}
+
+fn error_object(e: &ProtocolError) -> Map<String, Value> {
+    object(
+        json!({"cmd": "error", "code": e.code.number(), "reason": e.code.reason(), "detail": e.detail}),
+    )
+}
+
+/// Encodes a push (never carries a serial).
+pub fn encode_push(push: &Push) -> String {
+    let obj = match push {
+        Push::Direct(d) => {
+            let mut m = object(json!({
+                "cmd": "direct", "cid": d.cid, "id": d.id, "timestamp": d.timestamp,
+                "fromPeerId": d.from, "msg": d.msg,
+            }));
+            if d.transient {
+                m.insert("transient".into(), Value::Bool(true));
+            }
+            if d.offline {
+                m.insert("offline".into(), Value::Bool(true));
+            }
+            m
+        }
+        Push::Receipt { cid, id, t, from } => {
+            object(json!({"cmd": "rcp", "cid": cid, "id": id, "t": t, "from": from}))
+        }
+        Push::Conv(c) => {
+            let op = match c.event {
+                ConvEvent::Joined => "joined",
+                ConvEvent::Left => "left",
+                ConvEvent::MembersJoined => "members-joined",
+                ConvEvent::MembersLeft => "members-left",
+                ConvEvent::Updated => "updated",
+            };
+            let mut m = object(json!({
+                "cmd": "conv", "op": op, "cid": c.cid, "initBy": c.init_by,
+                "peerId": c.peer_id, "udate": iso8601(c.udate),
+            }));
+            if matches!(c.event, ConvEvent::MembersJoined | ConvEvent::MembersLeft) {
+                m.insert("m".into(), json!(c.members));
+            }
+            if let Some(attr) = &c.attr {
+                m.insert("attr".into(), Value::Object(attr.clone()));
+                m.insert("attrModified".into(), Value::Object(attr.clone()));
+            }
+            m
+        }
+        Push::SessionClosed { peer_id, error } => object(json!({
+            "cmd": "session", "op": "closed", "peerId": peer_id,
+            "code": error.code.number(), "reason": error.code.reason(), "detail": error.detail,
+        })),
+    };
+    frame(obj, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_types::{ConvPush, DirectPush, LogItem};
+
+    fn req(text: &str) -> Request {
+        match decode(text) {
+            Ok(inbound) => inbound.request,
+            Err(e) => panic!("decode {text}: {e}"),
+        }
+    }
+
+    #[test]
+    fn heartbeat_round_trip() {
+        assert_eq!(req("{}"), Request::Heartbeat);
+        assert_eq!(encode_reply(None, &Reply::Heartbeat), "{}");
+    }
+
+    #[test]
+    fn session_open_as_2_4_0_sends_it() {
+        let inbound = decode(r#"{"cmd":"session","op":"open","appId":"app","ua":"js/2.4.0","i":2016,"peerId":"alice","t":1700000000,"n":"nonce","s":"abc"}"#)
+            .expect("decodes");
+        assert_eq!(inbound.serial, Some(2016));
+        assert_eq!(inbound.peer_id.as_deref(), Some("alice"));
+        assert_eq!(
+            inbound.request,
+            Request::SessionOpen(SessionOpen {
+                app_id: "app".into(),
+                ua: Some("js/2.4.0".into()),
+                signature: Some(Signature {
+                    timestamp: "1700000000".into(),
+                    nonce: "nonce".into(),
+                    signature: "abc".into()
+                }),
+            })
+        );
+    }
+
+    #[test]
+    fn direct_receipt_flag_accepts_one_and_false() {
+        let Request::Direct(d) = req(r#"{"cmd":"direct","cid":"c","msg":"hi","r":1,"i":3}"#) else {
+            panic!()
+        };
+        assert!(d.receipt && !d.transient);
+        let Request::Direct(d) =
+            req(r#"{"cmd":"direct","cid":"c","msg":{"a":1},"r":false,"transient":true}"#)
+        else {
+            panic!()
+        };
+        assert!(!d.receipt && d.transient);
+        assert_eq!(d.msg, r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn logs_accepts_limit_and_l() {
+        let Request::Logs(q) = req(r#"{"cmd":"logs","cid":"c","limit":5,"t":10,"mid":"m"}"#) else {
+            panic!()
+        };
+        assert_eq!(
+            (q.limit, q.t, q.mid.as_deref()),
+            (Some(5), Some(10), Some("m"))
+        );
+        let Request::Logs(q) = req(r#"{"cmd":"logs","cid":"c","l":0,"direction":2}"#) else {
+            panic!()
+        };
+        assert_eq!((q.limit, q.direction), (Some(0), Direction::Newer));
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors_with_serial() {
+        for (text, serial) in [
+            ("not json", None),
+            ("[1,2]", None),
+            (r#"{"cmd":"conv","op":"nope","i":7}"#, Some(7)),
+            (r#"{"cmd":"direct","i":8}"#, Some(8)),
+            (r#"{"cmd":"direct","cid":5,"msg":"x","i":9}"#, Some(9)),
+            (r#"{"cmd":"session","op":"open","i":1}"#, Some(1)),
+            (r#"{"cmd":7}"#, None),
+        ] {
+            let err = decode(text).expect_err(text);
+            assert_eq!(err.serial, serial, "{text}");
+            assert_eq!(err.error.code, ErrorCode::UnparseableRawMsg, "{text}");
+        }
+    }
+
+    #[test]
+    fn replies_and_pushes_have_the_shapes_2_4_0_reads() {
+        let ack: Value = serde_json::from_str(&encode_reply(
+            Some(5),
+            &Reply::MessageAck {
+                uid: "u".into(),
+                t: 9,
+            },
+        ))
+        .expect("json");
+        assert_eq!(ack, json!({"cmd": "ack", "i": 5, "uid": "u", "t": 9}));
+        let err: Value = serde_json::from_str(&encode_reply(
+            Some(6),
+            &Reply::Error(ProtocolError::new(
+                ErrorCode::InvalidMessagingTarget,
+                "not a member",
+            )),
+        ))
+        .expect("json");
+        assert_eq!(
+            err,
+            json!({"cmd": "error", "i": 6, "code": 4401, "reason": "INVALID_MESSAGING_TARGET", "detail": "not a member"})
+        );
+        let logs: Value = serde_json::from_str(&encode_reply(
+            Some(1),
+            &Reply::Logs {
+                logs: vec![LogItem {
+                    from: "a".into(),
+                    data: "d".into(),
+                    timestamp: 3,
+                    msg_id: "m".into(),
+                }],
+            },
+        ))
+        .expect("json");
+        assert_eq!(
+            logs["logs"][0],
+            json!({"from": "a", "data": "d", "timestamp": 3, "msgId": "m"})
+        );
+        let direct: Value = serde_json::from_str(&encode_push(&Push::Direct(DirectPush {
+            cid: "c".into(),
+            id: "m".into(),
+            timestamp: 4,
+            from: "a".into(),
+            msg: "hi".into(),
+            transient: false,
+            offline: true,
+        })))
+        .expect("json");
+        assert_eq!(
+            direct,
+            json!({"cmd": "direct", "cid": "c", "id": "m", "timestamp": 4, "fromPeerId": "a", "msg": "hi", "offline": true})
+        );
+        let joined: Value = serde_json::from_str(&encode_push(&Push::Conv(ConvPush {
+            event: ConvEvent::MembersJoined,
+            peer_id: "b".into(),
+            cid: "c".into(),
+            init_by: "a".into(),
+            members: vec!["b".into()],
+            attr: None,
+            udate: 0,
+        })))
+        .expect("json");
+        assert_eq!(joined["op"], "members-joined");
+        assert_eq!(joined["m"], json!(["b"]));
+        assert_eq!(joined["peerId"], "b");
+        assert!(joined.get("i").is_none());
+    }
+}

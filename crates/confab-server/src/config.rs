@@ -1,0 +1,94 @@
+//! Configuration: defaults ← `confab.toml` ← `CONFAB_*` environment ← command-line flags.
+
+use confab_engine::AppConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The file format (`confab.toml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Where the embedded store keeps its files.
+    pub data_dir: Option<PathBuf>,
+    /// Public base URL handed out by the router.
+    pub public_url: Option<String>,
+    /// `full` (fsync every commit, the default) or `normal`.
+    pub durability: Option<String>,
+    /// Seconds a new connection has to open a session.
+    pub login_timeout_secs: Option<u64>,
+    /// Seconds of client silence before the connection is closed.
+    pub read_timeout_secs: Option<u64>,
+    /// Apps.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+impl FileConfig {
+    /// Reads and parses a file; errors name the file and the bad key.
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+}
+
+/// Parses `ID:KEY:MASTER_KEY`.
+pub fn parse_app(spec: &str) -> anyhow::Result<AppConfig> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    match parts.as_slice() {
+        [id, key, master] if !id.is_empty() && !key.is_empty() && !master.is_empty() => {
+            Ok(AppConfig::new(*id, *key, *master))
+        }
+        _ => anyhow::bail!("--app takes ID:KEY:MASTER_KEY (three non-empty parts), got {spec:?}"),
+    }
+}
+
+/// The resolved settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Public URL.
+    pub public_url: Option<String>,
+    /// Durability mode.
+    pub durability: confab_store_sqlite::Durability,
+    /// Login timeout.
+    pub login_timeout_secs: u64,
+    /// Read timeout.
+    pub read_timeout_secs: u64,
+    /// Apps; empty means "make the development app".
+    pub apps: Vec<AppConfig>,
+}
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./confab-data";
+
+/// The development app used when none is configured. Its master key is random per data
+/// directory and kept there.
+pub fn development_app(data_dir: &Path) -> anyhow::Result<AppConfig> {
+    let key_file = data_dir.join("dev-master-key");
+    let master = match std::fs::read_to_string(&key_file) {
+        Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+        _ => {
+            let mut raw = [0u8; 16];
+            getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let key = hex::encode(raw);
+            std::fs::create_dir_all(data_dir)?;
+            std::fs::write(&key_file, &key)?;
+            key
+        }
+    };
+    Ok(AppConfig::new(DEV_APP_ID, DEV_APP_KEY, master))
+}
+
+/// Id of the development app.
+pub const DEV_APP_ID: &str = "confab-dev";
+/// Key of the development app.
+pub const DEV_APP_KEY: &str = "confab-dev-key";

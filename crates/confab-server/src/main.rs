@@ -1,0 +1,193 @@
+//! `confab`: the Confab realtime server.
+//!
+//! `confab serve` runs the server with the embedded SQLite store. With no arguments it
+//! listens on 127.0.0.1:7878, keeps data in ./confab-data and serves a development app.
+//! When it accepts connections it prints exactly one line on stdout,
+//! `listening on http://HOST:PORT`; logs go to stderr.
+
+mod config;
+
+use clap::{Parser, Subcommand};
+use confab_engine::Engine;
+use confab_engine::ports::SystemClock;
+use confab_gateway::{Gateway, GatewayConfig};
+use confab_store_sqlite::{Durability, SqliteStore};
+use config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, FileConfig, Settings, development_app, parse_app};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "confab",
+    version,
+    about = "Self-hosted realtime messaging, wire-compatible with LeanCloud's SDKs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "CONFAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (port 0 picks a free one). Default 127.0.0.1:7878.
+    #[arg(long, env = "CONFAB_LISTEN")]
+    listen: Option<String>,
+    /// Data directory of the embedded store. Default ./confab-data.
+    #[arg(long, env = "CONFAB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Public base URL the router hands out (e.g. https://chat.example.com).
+    #[arg(long, env = "CONFAB_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// An app as ID:KEY:MASTER_KEY; repeatable. Replaces the apps of the config file.
+    #[arg(long = "app", env = "CONFAB_APPS", value_delimiter = ',')]
+    apps: Vec<String>,
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let durability = match file.durability.as_deref() {
+        None | Some("full") => Durability::Full,
+        Some("normal") => Durability::Normal,
+        Some(other) => anyhow::bail!("durability must be \"full\" or \"normal\", got {other:?}"),
+    };
+    let apps = if args.apps.is_empty() {
+        file.apps
+    } else {
+        args.apps
+            .iter()
+            .map(|s| parse_app(s))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let mut ids = std::collections::HashSet::new();
+    for app in &apps {
+        if !ids.insert(app.id.as_str()) {
+            anyhow::bail!("app {:?} is configured twice", app.id);
+        }
+    }
+    Ok(Settings {
+        listen,
+        data_dir,
+        public_url: args.public_url.or(file.public_url),
+        durability,
+        login_timeout_secs: file.login_timeout_secs.unwrap_or(60),
+        read_timeout_secs: file.read_timeout_secs.unwrap_or(400),
+        apps,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONFAB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let mut settings = resolve(args)?;
+    if settings.apps.is_empty() {
+        let dev = development_app(&settings.data_dir)?;
+        eprintln!(
+            "development app: appId={} appKey={} masterKey={} (configure apps with --app or a config file)",
+            dev.id, dev.key, dev.master_key
+        );
+        settings.apps.push(dev);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&settings.data_dir, settings.durability).map_err(|e| {
+        anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display())
+    })?;
+    let frame_bytes = settings
+        .apps
+        .iter()
+        .map(|a| a.limits.frame_bytes)
+        .max()
+        .unwrap_or(64 * 1024);
+    let engine = Engine::new(
+        settings.apps.clone(),
+        Arc::new(store),
+        Arc::new(SystemClock),
+    );
+    let gateway = Gateway {
+        engine,
+        config: GatewayConfig {
+            public_url: settings.public_url.clone(),
+            login_timeout: Duration::from_secs(settings.login_timeout_secs),
+            read_timeout: Duration::from_secs(settings.read_timeout_secs),
+            frame_bytes,
+        },
+    };
+    // A large backlog takes the reconnect storm after a restart without refusals.
+    let socket = if settings.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(settings.listen)
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.listen))?;
+    let listener = socket.listen(4096)?;
+    let local = listener.local_addr()?;
+    tracing::info!(data_dir = %settings.data_dir.display(), apps = settings.apps.len(), "confab ready");
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{local}")?;
+        out.flush()?;
+    }
+    let app = confab_gateway::routes::router(gateway);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

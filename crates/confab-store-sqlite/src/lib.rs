@@ -1,0 +1,598 @@
+//! Confab's embedded store: SQLite (bundled) in WAL mode.
+//!
+//! - **One writer thread** owns the write connection. Writes arrive on a channel in call
+//!   order; the thread commits everything queued in one transaction (group commit, one
+//!   fsync for many messages) and then completes each caller. A caller is told "done"
+//!   only after the commit, which is what lets the engine acknowledge a message only
+//!   once it is durable.
+//! - **Readers** use a small pool of read-only connections on blocking threads; WAL lets
+//!   them run beside the writer.
+//! - Migrations are numbered SQL scripts applied in order; the version lives in
+//!   `PRAGMA user_version`.
+
+mod schema;
+
+use confab_engine::ports::{
+    ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store,
+    StoreError, StoreFuture, StoredMessage,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+/// How hard a commit pushes data to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss (the default).
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints only: survives a process crash, may lose the last
+    /// commits on power loss.
+    Normal,
+}
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 1024;
+
+type Done = oneshot::Sender<Result<(), StoreError>>;
+
+enum WriteOp {
+    CreateConversation(ConversationRecord),
+    SetAttributes {
+        app: String,
+        cid: String,
+        attrs: String,
+        updated_at: i64,
+    },
+    AddMembers {
+        app: String,
+        cid: String,
+        members: Vec<String>,
+        updated_at: i64,
+    },
+    RemoveMembers {
+        app: String,
+        cid: String,
+        members: Vec<String>,
+        updated_at: i64,
+    },
+    Append(StoredMessage),
+    SaveCursor {
+        app: String,
+        client: String,
+        cid: String,
+        ts: i64,
+    },
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    done: Option<Done>,
+}
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: mpsc::Sender<WriteRequest>,
+    readers: Arc<ReadPool>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.readers.path)
+            .finish()
+    }
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < 8 {
+            idle.push(conn);
+        }
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) `confab.db` in `dir`.
+    pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("confab.db");
+        let mut conn = Connection::open(&path).map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(backend)?;
+        schema::migrate(&mut conn).map_err(backend)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("confab-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Arc::new(ReadPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    fn write(&self, op: WriteOp) -> StoreFuture<'static, ()> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.writer.send(WriteRequest {
+            op,
+            done: Some(done),
+        });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+            rx.await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        })
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> StoreFuture<'static, T> {
+        let pool = self.readers.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = pool.take()?;
+                let result = f(&conn).map_err(backend);
+                pool.give_back(conn);
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        })
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<(), rusqlite::Error> {
+            let mut tx = conn.transaction()?;
+            for req in &batch {
+                // A savepoint per write: one bad write fails alone, not the batch.
+                let mut sp = tx.savepoint()?;
+                match apply(&sp, &req.op) {
+                    Ok(()) => {
+                        sp.commit()?;
+                        results.push(Ok(()));
+                    }
+                    Err(e) => {
+                        sp.rollback()?;
+                        drop(sp);
+                        results.push(Err(backend(e)));
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        match outcome {
+            Ok(()) => {
+                for (req, result) in batch.into_iter().zip(results) {
+                    if let Some(done) = req.done {
+                        let _ = done.send(result);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sqlite commit failed");
+                let error = backend(e);
+                for req in batch {
+                    if let Some(done) = req.done {
+                        let _ = done.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
+    match op {
+        WriteOp::CreateConversation(r) => {
+            let attrs = Value::Object(r.attrs.clone()).to_string();
+            c.prepare_cached(
+                "INSERT INTO conversations (app, id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+            )?
+            .execute(params![r.app, r.id, r.kind as i64, r.creator, r.unique_key, attrs, r.created_at, r.updated_at])?;
+            let mut ins = c.prepare_cached(
+                "INSERT OR IGNORE INTO members (app, cid, client, cursor_ts, joined_at) VALUES (?1, ?2, ?3, 0, ?4)",
+            )?;
+            for m in &r.members {
+                ins.execute(params![r.app, r.id, m, r.created_at])?;
+            }
+        }
+        WriteOp::SetAttributes {
+            app,
+            cid,
+            attrs,
+            updated_at,
+        } => {
+            c.prepare_cached(
+                "UPDATE conversations SET attrs = ?3, updated_at = ?4 WHERE app = ?1 AND id = ?2",
+            )?
+            .execute(params![app, cid, attrs, updated_at])?;
+        }
+        WriteOp::AddMembers {
+            app,
+            cid,
+            members,
+            updated_at,
+        } => {
+            let mut ins = c.prepare_cached(
+                "INSERT OR IGNORE INTO members (app, cid, client, cursor_ts, joined_at)
+                 VALUES (?1, ?2, ?3, (SELECT last_ts FROM conversations WHERE app = ?1 AND id = ?2), ?4)",
+            )?;
+            for m in members {
+                ins.execute(params![app, cid, m, updated_at])?;
+            }
+            c.prepare_cached(
+                "UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2",
+            )?
+            .execute(params![app, cid, updated_at])?;
+        }
+        WriteOp::RemoveMembers {
+            app,
+            cid,
+            members,
+            updated_at,
+        } => {
+            let mut del = c.prepare_cached(
+                "DELETE FROM members WHERE app = ?1 AND cid = ?2 AND client = ?3",
+            )?;
+            for m in members {
+                del.execute(params![app, cid, m])?;
+            }
+            c.prepare_cached(
+                "UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2",
+            )?
+            .execute(params![app, cid, updated_at])?;
+        }
+        WriteOp::Append(m) => {
+            c.prepare_cached(
+                "INSERT INTO messages (app, cid, ts, id, sender, body, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data, m.receipt])?;
+            c.prepare_cached(
+                "UPDATE conversations SET last_ts = ?3, last_mid = ?4, last_from = ?5, last_data = ?6
+                 WHERE app = ?1 AND id = ?2 AND last_ts < ?3",
+            )?
+            .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data])?;
+        }
+        WriteOp::SaveCursor {
+            app,
+            client,
+            cid,
+            ts,
+        } => {
+            c.prepare_cached(
+                "UPDATE members SET cursor_ts = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3 AND cursor_ts < ?4",
+            )?
+            .execute(params![app, cid, client, ts])?;
+        }
+    }
+    Ok(())
+}
+
+const CONV_COLUMNS: &str = "id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts, last_mid, last_from, last_data";
+
+fn row_to_record(
+    app: &str,
+    row: &rusqlite::Row<'_>,
+) -> Result<ConversationRecord, rusqlite::Error> {
+    let attrs: String = row.get(4)?;
+    let attrs = match serde_json::from_str::<Value>(&attrs) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let last_ts: i64 = row.get(7)?;
+    let last_mid: Option<String> = row.get(8)?;
+    let last_message = match last_mid {
+        Some(id) if last_ts > 0 => Some(LastMessage {
+            id,
+            ts: last_ts,
+            from: row.get::<_, Option<String>>(9)?.unwrap_or_default(),
+            data: row.get::<_, Option<String>>(10)?.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(ConversationRecord {
+        app: app.to_owned(),
+        id: row.get(0)?,
+        kind: ConvKind::from_i64(row.get(1)?),
+        creator: row.get(2)?,
+        members: Vec::new(),
+        attrs,
+        unique_key: row.get(3)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        last_message,
+    })
+}
+
+fn load_members(c: &Connection, record: &mut ConversationRecord) -> Result<(), rusqlite::Error> {
+    let mut stmt =
+        c.prepare_cached("SELECT client FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid")?;
+    record.members = stmt
+        .query_map(params![record.app, record.id], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(())
+}
+
+fn read_conversation(
+    c: &Connection,
+    app: &str,
+    sql_where: &str,
+    key: &str,
+) -> Result<Option<ConversationRecord>, rusqlite::Error> {
+    let sql =
+        format!("SELECT {CONV_COLUMNS} FROM conversations WHERE app = ?1 AND {sql_where} = ?2");
+    let mut record = c
+        .prepare_cached(&sql)?
+        .query_row(params![app, key], |r| row_to_record(app, r))
+        .optional()?;
+    if let Some(r) = record.as_mut() {
+        load_members(c, r)?;
+    }
+    Ok(record)
+}
+
+impl Store for SqliteStore {
+    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::CreateConversation(record))
+    }
+
+    fn conversation<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+    ) -> StoreFuture<'a, Option<ConversationRecord>> {
+        let (app, cid) = (app.to_owned(), cid.to_owned());
+        self.read(move |c| read_conversation(c, &app, "id", &cid))
+    }
+
+    fn find_unique<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<ConversationRecord>> {
+        let (app, key) = (app.to_owned(), key.to_owned());
+        self.read(move |c| read_conversation(c, &app, "unique_key", &key))
+    }
+
+    fn scan_conversations<'a>(
+        &'a self,
+        app: &'a str,
+        filter: ScanFilter,
+    ) -> StoreFuture<'a, Vec<ConversationRecord>> {
+        let app = app.to_owned();
+        self.read(move |c| {
+            let mut sql = format!("SELECT {CONV_COLUMNS} FROM conversations WHERE app = ?1");
+            let mut args: Vec<rusqlite::types::Value> = vec![app.clone().into()];
+            if let Some(ids) = &filter.ids {
+                args.push(Value::from(ids.clone()).to_string().into());
+                sql.push_str(&format!(
+                    " AND id IN (SELECT value FROM json_each(?{}))",
+                    args.len()
+                ));
+            }
+            if let Some(member) = &filter.member {
+                args.push(member.clone().into());
+                sql.push_str(&format!(
+                    " AND id IN (SELECT cid FROM members WHERE app = ?1 AND client = ?{})",
+                    args.len()
+                ));
+            }
+            if let Some(kind) = filter.kind {
+                args.push((kind as i64).into());
+                sql.push_str(&format!(" AND kind = ?{}", args.len()));
+            }
+            sql.push_str(&format!(
+                " ORDER BY created_at LIMIT {}",
+                filter.max.saturating_add(1)
+            ));
+            let mut stmt = c.prepare(&sql)?;
+            let mut records = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| row_to_record(&app, r))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for r in &mut records {
+                load_members(c, r)?;
+            }
+            Ok(records)
+        })
+    }
+
+    fn set_attributes<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        attrs: Map<String, Value>,
+        updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::SetAttributes {
+            app: app.into(),
+            cid: cid.into(),
+            attrs: Value::Object(attrs).to_string(),
+            updated_at,
+        })
+    }
+
+    fn add_members<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        members: Vec<String>,
+        updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::AddMembers {
+            app: app.into(),
+            cid: cid.into(),
+            members,
+            updated_at,
+        })
+    }
+
+    fn remove_members<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        members: Vec<String>,
+        updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::RemoveMembers {
+            app: app.into(),
+            cid: cid.into(),
+            members,
+            updated_at,
+        })
+    }
+
+    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()> {
+        self.write(WriteOp::Append(message))
+    }
+
+    fn messages<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        let (app, cid) = (app.to_owned(), cid.to_owned());
+        self.read(move |c| {
+            let mut sql = String::from(
+                "SELECT id, ts, sender, body, receipt FROM messages WHERE app = ?1 AND cid = ?2",
+            );
+            let mut args: Vec<rusqlite::types::Value> =
+                vec![app.clone().into(), cid.clone().into()];
+            if let Some((ts, inclusive)) = range.after {
+                args.push(ts.into());
+                sql.push_str(&format!(
+                    " AND ts {} ?{}",
+                    if inclusive { ">=" } else { ">" },
+                    args.len()
+                ));
+            }
+            if let Some((ts, inclusive)) = range.before {
+                args.push(ts.into());
+                sql.push_str(&format!(
+                    " AND ts {} ?{}",
+                    if inclusive { "<=" } else { "<" },
+                    args.len()
+                ));
+            }
+            if let Some(lctype) = range.lctype {
+                args.push(lctype.into());
+                sql.push_str(&format!(
+                    " AND json_valid(body) AND json_extract(body, '$._lctype') = ?{}",
+                    args.len()
+                ));
+            }
+            sql.push_str(if range.newest_first {
+                " ORDER BY ts DESC"
+            } else {
+                " ORDER BY ts ASC"
+            });
+            sql.push_str(&format!(" LIMIT {}", range.limit));
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok(StoredMessage {
+                        app: app.clone(),
+                        cid: cid.clone(),
+                        id: r.get(0)?,
+                        ts: r.get(1)?,
+                        from: r.get(2)?,
+                        data: r.get(3)?,
+                        receipt: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            if range.newest_first {
+                rows.reverse();
+            }
+            Ok(rows)
+        })
+    }
+
+    fn member_cursors<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+    ) -> StoreFuture<'a, Vec<MemberCursor>> {
+        let (app, client) = (app.to_owned(), client.to_owned());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT m.cid, m.cursor_ts, c.last_ts FROM members m
+                 JOIN conversations c ON c.app = m.app AND c.id = m.cid
+                 WHERE m.app = ?1 AND m.client = ?2",
+            )?;
+            stmt.query_map(params![app, client], |r| {
+                Ok(MemberCursor {
+                    cid: r.get(0)?,
+                    cursor: r.get(1)?,
+                    last_ts: r.get(2)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64) {
+        let op = WriteOp::SaveCursor {
+            app: app.into(),
+            client: client.into(),
+            cid: cid.into(),
+            ts,
+        };
+        let _ = self.writer.send(WriteRequest { op, done: None });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,56 @@
+//! Numbered migrations, applied in order inside one transaction each; the schema
+//! version is `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: conversations, members with delivery cursors, the message log.
+    "CREATE TABLE conversations (
+        app TEXT NOT NULL,
+        id TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        creator TEXT NOT NULL,
+        unique_key TEXT,
+        attrs TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        last_ts INTEGER NOT NULL DEFAULT 0,
+        last_mid TEXT,
+        last_from TEXT,
+        last_data TEXT,
+        PRIMARY KEY (app, id)
+    );
+    CREATE UNIQUE INDEX conversations_unique ON conversations (app, unique_key) WHERE unique_key IS NOT NULL;
+    CREATE TABLE members (
+        app TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        client TEXT NOT NULL,
+        cursor_ts INTEGER NOT NULL DEFAULT 0,
+        joined_at INTEGER NOT NULL,
+        UNIQUE (app, cid, client)
+    );
+    CREATE INDEX members_by_client ON members (app, client);
+    CREATE TABLE messages (
+        app TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        body TEXT NOT NULL,
+        receipt INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (app, cid, ts)
+    ) WITHOUT ROWID;",
+];
+
+/// Brings the database to the newest schema.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let current: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! The protocol-neutral command set. Codecs decode frames into [`Inbound`] and encode
+//! [`Reply`] and [`Push`] values; the engine only ever sees these types.
+
+use crate::error::ProtocolError;
+use serde_json::{Map, Value};
+
+/// A signature triple `(t, n, s)` as sent by the client (protocol §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// The timestamp exactly as its decimal text (seconds or milliseconds).
+    pub timestamp: String,
+    /// The nonce.
+    pub nonce: String,
+    /// Lower-case hex HMAC-SHA1.
+    pub signature: String,
+}
+
+/// One decoded client frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    /// The request serial `i`, echoed in the reply.
+    pub serial: Option<i32>,
+    /// The client id the frame names (`peerId`), if any.
+    pub peer_id: Option<String>,
+    /// What the client asks for.
+    pub request: Request,
+}
+
+/// Everything a client can ask of the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// A heartbeat; answered with a heartbeat.
+    Heartbeat,
+    /// `session open`: log a client id in on this connection.
+    SessionOpen(SessionOpen),
+    /// `session close`: log out.
+    SessionClose,
+    /// `session query`: which of these client ids are online (presence).
+    SessionQuery {
+        /// Ids to look up.
+        peer_ids: Vec<String>,
+    },
+    /// `conv start`: create a conversation (or find a unique one).
+    ConvStart(ConvStart),
+    /// `conv add`: add members (or join, when the list is the caller).
+    ConvAdd(MembersChange),
+    /// `conv remove`: remove members (or leave, when the list is the caller).
+    ConvRemove(MembersChange),
+    /// `conv query`: find conversations.
+    ConvQuery(ConvQuery),
+    /// `conv count`: how many members.
+    ConvCount {
+        /// Conversation id.
+        cid: String,
+    },
+    /// `conv update`: change attributes.
+    ConvUpdate {
+        /// Conversation id.
+        cid: String,
+        /// Keys to set; dotted keys set nested values.
+        attr: Map<String, Value>,
+    },
+    /// `direct`: send a message.
+    Direct(DirectRequest),
+    /// `ack` from a recipient: messages received.
+    Ack(AckRequest),
+    /// `logs`: history.
+    Logs(LogsQuery),
+}
+
+/// Login parameters.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SessionOpen {
+    /// The app.
+    pub app_id: String,
+    /// User agent string, for logs.
+    pub ua: Option<String>,
+    /// Login signature, if sent.
+    pub signature: Option<Signature>,
+}
+
+/// Conversation creation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConvStart {
+    /// Members as the client listed them (the creator may be absent).
+    pub members: Vec<String>,
+    /// Attributes to store (`name`, `attr`, custom keys).
+    pub attr: Map<String, Value>,
+    /// A chat room (`tr`).
+    pub transient: bool,
+    /// Reuse a conversation with the same member set.
+    pub unique: bool,
+    /// Conversation signature, if sent.
+    pub signature: Option<Signature>,
+}
+
+/// Adding or removing members.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MembersChange {
+    /// Conversation id.
+    pub cid: String,
+    /// Client ids to add or remove.
+    pub members: Vec<String>,
+    /// Conversation signature, if sent.
+    pub signature: Option<Signature>,
+}
+
+/// A conversation query.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConvQuery {
+    /// Mongo-style condition; `None` or `{}` means "conversations I am in".
+    pub where_: Option<Value>,
+    /// Comma-separated sort keys, `-` for descending.
+    pub sort: Option<String>,
+    /// Page size.
+    pub limit: Option<i64>,
+    /// Results to skip.
+    pub skip: Option<i64>,
+    /// Bit 0: compact (no members); bit 1: with last messages.
+    pub flag: i64,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DirectRequest {
+    /// Conversation id.
+    pub cid: String,
+    /// The body, opaque to the server.
+    pub msg: String,
+    /// The sender wants delivery receipts.
+    pub receipt: bool,
+    /// Deliver only to online members; do not store.
+    pub transient: bool,
+}
+
+/// A recipient's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AckRequest {
+    /// Conversation id.
+    pub cid: Option<String>,
+    /// One message id (v2 JSON).
+    pub mid: Option<String>,
+    /// Start of an inclusive timestamp range (4.x).
+    pub from_ts: Option<i64>,
+    /// End of an inclusive timestamp range (4.x).
+    pub to_ts: Option<i64>,
+}
+
+/// Direction of a history walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// From the start anchor towards older messages (the default).
+    #[default]
+    Older,
+    /// From the start anchor towards newer messages.
+    Newer,
+}
+
+/// A history query (protocol §6.14).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogsQuery {
+    /// Conversation id.
+    pub cid: String,
+    /// Start anchor timestamp.
+    pub t: Option<i64>,
+    /// Start anchor message id.
+    pub mid: Option<String>,
+    /// End anchor timestamp.
+    pub tt: Option<i64>,
+    /// End anchor message id.
+    pub tmid: Option<String>,
+    /// Page size; `Some(0)` means an empty page.
+    pub limit: Option<i64>,
+    /// Walking direction.
+    pub direction: Direction,
+    /// The start anchor itself is included.
+    pub t_included: bool,
+    /// The end anchor itself is included.
+    pub tt_included: bool,
+    /// Only messages whose JSON body has this `_lctype`.
+    pub lctype: Option<i64>,
+}
+
+/// A reply to one request (carries the request's serial when encoded).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Heartbeat answer.
+    Heartbeat,
+    /// Login succeeded.
+    SessionOpened {
+        /// The client id (server-assigned for anonymous logins).
+        peer_id: String,
+    },
+    /// Presence answer.
+    SessionQueryResult {
+        /// The subset of asked ids that are online.
+        online: Vec<String>,
+    },
+    /// Conversation created or found.
+    ConvStarted {
+        /// Conversation id.
+        cid: String,
+        /// Creation time (ms).
+        created_at: i64,
+    },
+    /// Members added.
+    ConvAdded(MembersResult),
+    /// Members removed.
+    ConvRemoved(MembersResult),
+    /// Query results: LeanStorage-style conversation records.
+    ConvResults {
+        /// The records.
+        results: Vec<Value>,
+    },
+    /// Member count.
+    ConvCount {
+        /// The count.
+        count: usize,
+    },
+    /// Attributes updated.
+    ConvUpdated {
+        /// Update time (ms).
+        updated_at: i64,
+    },
+    /// A message was stored.
+    MessageAck {
+        /// Server message id.
+        uid: String,
+        /// Server timestamp (ms).
+        t: i64,
+    },
+    /// History page, oldest first.
+    Logs {
+        /// The messages.
+        logs: Vec<LogItem>,
+    },
+    /// The request failed.
+    Error(ProtocolError),
+}
+
+/// Outcome of add/remove: who changed and who could not.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MembersResult {
+    /// Ids actually added or removed.
+    pub allowed: Vec<String>,
+    /// Ids that failed, grouped by error.
+    pub failed: Vec<(ProtocolError, Vec<String>)>,
+}
+
+/// One history entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogItem {
+    /// Sender.
+    pub from: String,
+    /// Body.
+    pub data: String,
+    /// Server timestamp (ms).
+    pub timestamp: i64,
+    /// Message id.
+    pub msg_id: String,
+}
+
+/// A server-initiated frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    /// A message for a member.
+    Direct(DirectPush),
+    /// A delivery receipt for the sender.
+    Receipt {
+        /// Conversation id.
+        cid: String,
+        /// Message id.
+        id: String,
+        /// When it was delivered (ms).
+        t: i64,
+        /// Who received it.
+        from: String,
+    },
+    /// A membership or attribute change.
+    Conv(ConvPush),
+    /// The session was ended by the server.
+    SessionClosed {
+        /// Recipient client id.
+        peer_id: String,
+        /// Why.
+        error: ProtocolError,
+    },
+}
+
+/// A message delivered to a member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectPush {
+    /// Conversation id.
+    pub cid: String,
+    /// Server message id.
+    pub id: String,
+    /// Server timestamp (ms).
+    pub timestamp: i64,
+    /// Sender.
+    pub from: String,
+    /// Body.
+    pub msg: String,
+    /// Sent as transient.
+    pub transient: bool,
+    /// Replayed from the offline backlog.
+    pub offline: bool,
+}
+
+/// Which conversation event a [`ConvPush`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvEvent {
+    /// The recipient was added.
+    Joined,
+    /// The recipient was removed.
+    Left,
+    /// Others were added.
+    MembersJoined,
+    /// Others were removed.
+    MembersLeft,
+    /// Attributes changed.
+    Updated,
+}
+
+/// A conversation event for one recipient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvPush {
+    /// The event.
+    pub event: ConvEvent,
+    /// The recipient's client id.
+    pub peer_id: String,
+    /// Conversation id.
+    pub cid: String,
+    /// Who did it.
+    pub init_by: String,
+    /// The members added or removed (for `Members*`).
+    pub members: Vec<String>,
+    /// The attributes as requested (for `Updated`).
+    pub attr: Option<Map<String, Value>>,
+    /// Event time (ms).
+    pub udate: i64,
+}

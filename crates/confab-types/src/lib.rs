@@ -1,0 +1,16 @@
+//! Shared vocabulary of Confab, with no I/O:
+//!
+//! - [`error`]: the single table of LeanCloud error codes;
+//! - [`limits`]: every configurable limit with its default;
+//! - [`command`]: the protocol-neutral requests, replies and pushes that every codec
+//!   produces and consumes, so the engine never sees a wire format;
+//! - [`time`]: millisecond timestamps and their ISO-8601 form.
+
+pub mod command;
+pub mod error;
+pub mod limits;
+pub mod time;
+
+pub use command::*;
+pub use error::{Disposition, ErrorCode, ProtocolError};
+pub use limits::Limits;

@@ -1,0 +1,67 @@
+//! Every limit Confab enforces, with LeanCloud's documented values as defaults
+//! (protocol §6.24). Each is configurable per app in `confab.toml`.
+
+use serde::{Deserialize, Serialize};
+
+/// Limits applied to one app's clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket frame (message) accepted, in bytes; larger closes with 4109.
+    pub frame_bytes: usize,
+    /// Largest message body (`msg`), in bytes of UTF-8; larger is refused with 4109.
+    pub message_bytes: usize,
+    /// Most members of a normal conversation; more is refused with 4304.
+    pub conversation_members: usize,
+    /// Most client ids in one presence query (`ping`); extra ids are ignored.
+    pub ping_ids: usize,
+    /// Longest client id, in characters; longer closes with 4103.
+    pub client_id_chars: usize,
+    /// Default page size of a conversation query when the client sends none.
+    pub query_default_limit: usize,
+    /// Largest page of a conversation query (4.x looks up 999 ids at once).
+    pub query_max_limit: usize,
+    /// Most conversations one query may examine before failing with 4310.
+    pub query_scan_max: usize,
+    /// Default page size of a history query.
+    pub history_default_limit: usize,
+    /// Largest page of a history query.
+    pub history_max_limit: usize,
+    /// Messages per page when replaying an offline backlog.
+    pub offline_page: usize,
+    /// Unacknowledged messages one session may hold per conversation before the
+    /// backlog replay waits for acks.
+    pub offline_window: usize,
+    /// Frames queued for one connection before it counts as a slow consumer and is
+    /// closed (it reconnects and resyncs; nothing is lost).
+    pub outbound_queue: usize,
+    /// Sends per client per minute; 0 = unlimited (the default).
+    pub sends_per_minute: u32,
+    /// History queries per client per minute; 0 = unlimited (the default).
+    pub history_per_minute: u32,
+    /// Other conversation operations per client per minute; 0 = unlimited (the default).
+    pub ops_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame_bytes: 64 * 1024,
+            message_bytes: 5 * 1024,
+            conversation_members: 500,
+            ping_ids: 20,
+            client_id_chars: 64,
+            query_default_limit: 10,
+            query_max_limit: 1000,
+            query_scan_max: 10_000,
+            history_default_limit: 20,
+            history_max_limit: 1000,
+            offline_page: 100,
+            offline_window: 500,
+            outbound_queue: 1024,
+            sends_per_minute: 0,
+            history_per_minute: 0,
+            ops_per_minute: 0,
+        }
+    }
+}

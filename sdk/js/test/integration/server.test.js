@@ -336,7 +336,10 @@ describe('reconnect across a server restart', { timeout: 60000 }, () => {
     await Promise.all([a, b]);
     const conv = await a.conv({ members: [B] });
     await next(b, 'invited', (d) => d.cid === conv.id);
+    const first = next(b, 'message', (m) => m.msg === 'before restart');
     await conv.send('before restart');
+    await first;
+    await sleep(200); // let bob's ack reach the server
     const aEvents = [];
     for (const n of ['close', 'reuse', 'open']) a.on(n, () => aEvents.push(n));
     const bGot = collect(b, 'message');

@@ -460,7 +460,13 @@ describe('errors', () => {
     assert.throws(() => realtime({ clientId: 'a', server: fake.url, WebSocket }), /appId/);
     assert.throws(() => realtime({ appId: 'a', server: fake.url, WebSocket }), /clientId/);
     assert.throws(() => realtime({ appId: 'a', clientId: 'b', server: 'ftp://x', WebSocket }), /server/);
-    assert.throws(() => realtime({ appId: 'a', clientId: 'b', server: fake.url }), /WebSocket/);
+    const globalWS = globalThis.WebSocket; // present on Node >= 22 or with --experimental-websocket
+    delete globalThis.WebSocket;
+    try {
+      assert.throws(() => realtime({ appId: 'a', clientId: 'b', server: fake.url }), /WebSocket/);
+    } finally {
+      if (globalWS) globalThis.WebSocket = globalWS;
+    }
     assert.throws(() => realtime({ appId: 'a', clientId: 'b', server: fake.url, WebSocket, authFun: 3 }), /authFun/);
     const rt = open();
     const room = rt.conv('c1');

@@ -16,9 +16,17 @@ export function serverFixture(serverOpts = {}) {
     ctx.server = await startServer({ apps, config: serverOpts.config });
     useServer(ctx.server);
   });
-  afterEach(async (t) => {
+  afterEach(async () => {
     const clients = ctx.clients.splice(0);
     for (const c of clients) c.close();
+    // The server must never die under a 2.4.0 client: report it (with its log) and restart it so
+    // the remaining tests still say something.
+    if (ctx.server && !ctx.server.proc) {
+      const exits = JSON.stringify(ctx.server.exits.at(-1));
+      const tail = ctx.server.tail();
+      await ctx.server.start({ port: ctx.server.port });
+      throw new Error(`confab exited during the test (${exits}); log tail:\n${tail}`);
+    }
     // A 2.4.0 listener threw (e.g. on a `conv error` frame, which makes the SDK throw): that would
     // crash a Node app, so it is a compatibility failure unless the test expected it.
     const unexpected = listenerErrors.splice(0).filter((e) => !(e.method === 'error' && ctx.allowSocketErrors));

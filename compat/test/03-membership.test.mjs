@@ -11,6 +11,11 @@ const QUIET_MS = 600; // how long we wait to be sure an event does NOT arrive
 const sorted = (a) => [...a].sort();
 const ofConv = (cid) => (d) => d.cid === cid;
 
+/** Waits until every given client got the creation membersjoined push of `conv`. */
+async function created(conv, ...clients) {
+  for (const c of clients) await c.waitFor('membersjoined', ofConv(conv.id));
+}
+
 async function setup(n = 4) {
   const names = ['alice', 'bob', 'carol', 'dave', 'erin'].slice(0, n);
   const cs = {};
@@ -44,7 +49,7 @@ test('creation pushes: creator and members get invited + membersjoined (m = all,
 test('add(id): actor gets membersjoined; added client gets invited + membersjoined; others membersjoined', async () => {
   const { alice, bob, carol } = await setup(3);
   const conv = await alice.createConv({ members: [bob.id] });
-  await bob.waitFor('membersjoined', ofConv(conv.id));
+  await created(conv, alice, bob);
   const [ma, mb, mc] = [alice.mark(), bob.mark(), carol.mark()];
   const reply = await convCall(alice, conv, 'add', carol.id);
   assert.equal(reply.cmd, 'conv');
@@ -68,6 +73,7 @@ test('add(id): actor gets membersjoined; added client gets invited + membersjoin
 test('add(list): several clients at once; each one invited; membersjoined lists all of them', async () => {
   const { alice, bob, carol, dave } = await setup(4);
   const conv = await alice.createConv({ members: [] });
+  await created(conv, alice);
   const [mb, mc, md] = [bob.mark(), carol.mark(), dave.mark()];
   await convCall(alice, conv, 'add', [bob.id, carol.id, dave.id]);
   for (const [c, since] of [[bob, mb], [carol, mc], [dave, md]]) {
@@ -83,7 +89,7 @@ test('add(list): several clients at once; each one invited; membersjoined lists 
 test('remove(id): removed client gets kicked only; actor and others get membersleft', async () => {
   const { alice, bob, carol } = await setup(3);
   const conv = await alice.createConv({ members: [bob.id, carol.id] });
-  await carol.waitFor('membersjoined', ofConv(conv.id));
+  await created(conv, alice, bob, carol);
   const [ma, mb, mc] = [alice.mark(), bob.mark(), carol.mark()];
   const reply = await convCall(alice, conv, 'remove', carol.id);
   assert.equal(reply.op, 'removed');
@@ -113,7 +119,7 @@ test('remove(id): removed client gets kicked only; actor and others get membersl
 test('remove(list): several clients at once', async () => {
   const { alice, bob, carol, dave } = await setup(4);
   const conv = await alice.createConv({ members: [bob.id, carol.id, dave.id] });
-  await dave.waitFor('membersjoined', ofConv(conv.id));
+  await created(conv, alice, bob, carol, dave);
   const [ma, mb, mc] = [alice.mark(), bob.mark(), carol.mark()];
   await convCall(alice, conv, 'remove', [carol.id, dave.id]);
   await carol.waitFor('kicked', ofConv(conv.id), { since: mc });
@@ -128,7 +134,7 @@ test('remove(list): several clients at once', async () => {
 test('join(): the joiner gets invited (initBy self) + membersjoined; others membersjoined', async () => {
   const { alice, bob, carol } = await setup(3);
   const conv = await alice.createConv({ members: [bob.id], name: 'joinable' });
-  await bob.waitFor('membersjoined', ofConv(conv.id));
+  await created(conv, alice, bob);
   const cconv = await carol.openConv(conv.id);
   const [ma, mb, mc] = [alice.mark(), bob.mark(), carol.mark()];
   const reply = await convCall(carol, cconv, 'join');
@@ -156,7 +162,7 @@ test('join(): the joiner gets invited (initBy self) + membersjoined; others memb
 test('leave(): the leaver gets kicked (initBy self) only; others get membersleft', async () => {
   const { alice, bob, carol } = await setup(3);
   const conv = await alice.createConv({ members: [bob.id, carol.id] });
-  await carol.waitFor('membersjoined', ofConv(conv.id));
+  await created(conv, alice, bob, carol);
   const cconv = await carol.openConv(conv.id);
   const [ma, mb, mc] = [alice.mark(), bob.mark(), carol.mark()];
   const reply = await convCall(carol, cconv, 'leave');

@@ -1,1 +1,223 @@
-//! placeholder
+//! A small client for the LeanCloud v2 JSON protocol, used by Confab's integration
+//! tests and load tool. It keeps every received frame in arrival order so a test can
+//! wait for a reply by serial or for a push matching a predicate.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a wait lasts before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The WebSocket failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tungstenite::Error),
+    /// Nothing matching arrived in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// The server closed the connection.
+    #[error("connection closed (code {0:?})")]
+    Closed(Option<u16>),
+    /// A frame was not JSON.
+    #[error("bad frame: {0}")]
+    BadFrame(String),
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    inbox: VecDeque<Value>,
+    next_serial: i32,
+    close_code: Option<Option<u16>>,
+    /// The client id after [`Client::open`].
+    pub peer_id: Option<String>,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:7878/`).
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        Self::connect_with(url, &[]).await
+    }
+
+    /// Connects with extra handshake headers (e.g. `Origin`).
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, ClientError> {
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            let name: tungstenite::http::HeaderName = name
+                .parse()
+                .map_err(|_| ClientError::BadFrame(format!("header name {name}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ClientError::BadFrame(format!("header value {value}")))?;
+            request.headers_mut().insert(name, value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Client {
+            ws,
+            inbox: VecDeque::new(),
+            next_serial: 1,
+            close_code: None,
+            peer_id: None,
+        })
+    }
+
+    /// Connects and opens a session for `peer_id` in `app_id`; `extra` fields (a
+    /// signature) are merged into the open frame.
+    pub async fn open(
+        url: &str,
+        app_id: &str,
+        peer_id: &str,
+        extra: Value,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::connect(url).await?;
+        let mut frame = json!({"cmd": "session", "op": "open", "appId": app_id, "peerId": peer_id, "ua": "confab-client"});
+        merge(&mut frame, extra);
+        let reply = client.request(frame).await?;
+        if reply["op"] != "opened" {
+            return Err(ClientError::BadFrame(reply.to_string()));
+        }
+        client.peer_id = reply["peerId"].as_str().map(str::to_owned);
+        Ok(client)
+    }
+
+    /// Sends a frame as is.
+    pub async fn send(&mut self, frame: &Value) -> Result<(), ClientError> {
+        self.send_text(frame.to_string()).await
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: String) -> Result<(), ClientError> {
+        self.ws.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Sends raw bytes as one binary frame.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.ws.send(Message::Binary(bytes.into())).await?;
+        Ok(())
+    }
+
+    /// Sends a request with a fresh serial and waits for the frame carrying it.
+    pub async fn request(&mut self, mut frame: Value) -> Result<Value, ClientError> {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        if let Value::Object(m) = &mut frame {
+            m.insert("i".into(), json!(serial));
+        }
+        self.send(&frame).await?;
+        self.wait_for(&format!("reply to i={serial}"), |f| f["i"] == json!(serial))
+            .await
+    }
+
+    /// Waits for (and removes) the first received frame matching `pred`.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value, ClientError> {
+        self.wait_for_within(what, WAIT, pred).await
+    }
+
+    /// Like [`Client::wait_for`] with an explicit time limit.
+    pub async fn wait_for_within(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value, ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(pos) = self.inbox.iter().position(&pred) {
+                return Ok(self.inbox.remove(pos).unwrap_or(Value::Null));
+            }
+            if let Some(code) = self.close_code {
+                return Err(ClientError::Closed(code));
+            }
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Err(ClientError::Timeout(what.to_owned())),
+                Ok(frame) => self.take(frame)?,
+            }
+        }
+    }
+
+    /// Collects every frame matching `pred` that arrives within `quiet` of the last one.
+    pub async fn drain(
+        &mut self,
+        quiet: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Vec<Value>, ClientError> {
+        let mut out = Vec::new();
+        loop {
+            while let Some(pos) = self.inbox.iter().position(&pred) {
+                out.extend(self.inbox.remove(pos));
+            }
+            if self.close_code.is_some() {
+                return Ok(out);
+            }
+            match tokio::time::timeout(quiet, self.ws.next()).await {
+                Err(_) => return Ok(out),
+                Ok(frame) => self.take(frame)?,
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection; returns the close code.
+    pub async fn closed(&mut self) -> Result<Option<u16>, ClientError> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(code) = self.close_code {
+                return Ok(code);
+            }
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Err(ClientError::Timeout("close".into())),
+                Ok(frame) => self.take(frame)?,
+            }
+        }
+    }
+
+    /// Frames received but not yet taken.
+    pub fn pending(&self) -> &VecDeque<Value> {
+        &self.inbox
+    }
+
+    fn take(
+        &mut self,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), ClientError> {
+        match frame {
+            None => self.close_code = Some(None),
+            Some(Err(_)) => self.close_code = Some(None),
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str())
+                    .map_err(|e| ClientError::BadFrame(e.to_string()))?;
+                self.inbox.push_back(v);
+            }
+            Some(Ok(Message::Close(frame))) => {
+                self.close_code = Some(frame.map(|f: CloseFrame| u16::from(f.code)));
+            }
+            Some(Ok(_)) => {}
+        }
+        Ok(())
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+fn merge(target: &mut Value, extra: Value) {
+    if let (Value::Object(t), Value::Object(e)) = (target, extra) {
+        t.extend(e);
+    }
+}

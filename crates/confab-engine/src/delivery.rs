@@ -17,7 +17,7 @@ use crate::engine::{AppState, Engine};
 use crate::ids;
 use crate::outbound::SharedPush;
 use crate::ports::{ConvKind, MessageRange, StoreError, StoredMessage};
-use crate::session::{Inflight, Session};
+use crate::session::{ConvDelivery, Inflight, Session};
 use confab_types::{AckRequest, DirectPush, DirectRequest, ErrorCode, ProtocolError, Push, Reply};
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,9 +250,8 @@ impl Engine {
 /// conversation oldest first, in pages, never more than the window unacknowledged.
 pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: Arc<Session>) {
     // Read after the session became ready, so anything it skipped meanwhile is here.
-    let cursors = match engine
-        .inner
-        .store
+    let store = &engine.inner.store;
+    let cursors = match store
         .member_cursors(&app.config.id, &session.client_id)
         .await
     {
@@ -264,62 +263,37 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
     };
     let limits = &app.config.limits;
     for c in cursors {
-        let behind = session
-            .delivery()
-            .convs
-            .get(&c.cid)
-            .map_or(c.cursor, |d| d.pushed_upto)
-            < c.last_ts;
-        if !behind {
-            continue;
-        }
-        if let Some(conv) = engine.conv(&app, &c.cid).await.ok().flatten() {
-            if conv.kind == ConvKind::Transient {
-                continue;
-            }
-        }
-        loop {
-            if session.is_closed() {
-                return;
-            }
-            // Pace by acks: wait while the window is full.
-            loop {
-                let notified = session.acked.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let in_window = session
-                    .delivery()
-                    .convs
-                    .get(&c.cid)
-                    .map_or(0, |d| d.inflight.len())
-                    < limits.offline_window;
-                if in_window {
-                    break;
-                }
-                if tokio::time::timeout(REPLAY_ACK_TIMEOUT, notified)
-                    .await
-                    .is_err()
-                    || session.is_closed()
-                {
-                    return;
-                }
-            }
-            let from = session
-                .delivery()
+        let pushed = |s: &Session| {
+            s.delivery()
                 .convs
                 .get(&c.cid)
-                .map_or(c.cursor, |d| d.pushed_upto);
+                .map_or(c.cursor, |d| d.pushed_upto)
+        };
+        if pushed(&session) >= c.last_ts {
+            continue;
+        }
+        if let Ok(Some(conv)) = engine.conv(&app, &c.cid).await
+            && conv.kind == ConvKind::Transient
+        {
+            continue;
+        }
+        // Stop only on an empty page: a message committed while a page was being queued
+        // may have been skipped live (the session looked behind), and the next read
+        // picks it up.
+        loop {
+            if !wait_for_window(&session, &c.cid, limits.offline_window).await {
+                return;
+            }
+            let Some(room) = session.conn.wait_for_room().await else {
+                return;
+            };
+            let from = pushed(&session);
             let range = MessageRange {
                 after: Some((from, false)),
-                limit: limits.offline_page,
+                limit: limits.offline_page.min(room),
                 ..MessageRange::default()
             };
-            let page = match engine
-                .inner
-                .store
-                .messages(&app.config.id, &c.cid, range)
-                .await
-            {
+            let page = match store.messages(&app.config.id, &c.cid, range).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "offline replay: cannot read messages");
@@ -329,28 +303,29 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
             if page.is_empty() {
                 break;
             }
+            // Queued under the session's lock, like live pushes, so the two never
+            // interleave out of order.
             let mut delivery = session.delivery();
-            let state = delivery.convs.entry(c.cid.clone()).or_insert_with(|| {
-                crate::session::ConvDelivery {
+            let state = delivery
+                .convs
+                .entry(c.cid.clone())
+                .or_insert_with(|| ConvDelivery {
                     pushed_upto: from,
                     acked_upto: from,
                     inflight: Default::default(),
-                }
-            });
+                });
             for m in page {
                 if m.ts <= state.pushed_upto {
                     continue;
                 }
                 state.pushed_upto = m.ts;
-                state.inflight.insert(
-                    m.ts,
-                    Inflight {
-                        id: m.id.clone(),
-                        from: m.from.clone(),
-                        receipt: m.receipt,
-                        acked: false,
-                    },
-                );
+                let meta = Inflight {
+                    id: m.id.clone(),
+                    from: m.from.clone(),
+                    receipt: m.receipt,
+                    acked: false,
+                };
+                state.inflight.insert(m.ts, meta);
                 let push = SharedPush::new(Push::Direct(DirectPush {
                     cid: m.cid,
                     id: m.id,
@@ -364,6 +339,34 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Waits until fewer than `window` messages of `cid` are unacknowledged; `false` if the
+/// session ended or the client stopped acknowledging.
+async fn wait_for_window(session: &Session, cid: &str, window: usize) -> bool {
+    loop {
+        let notified = session.acked.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if session.is_closed() {
+            return false;
+        }
+        if session
+            .delivery()
+            .convs
+            .get(cid)
+            .map_or(0, |d| d.inflight.len())
+            < window
+        {
+            return true;
+        }
+        if tokio::time::timeout(REPLAY_ACK_TIMEOUT, notified)
+            .await
+            .is_err()
+        {
+            return false;
         }
     }
 }

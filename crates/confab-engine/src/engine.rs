@@ -20,6 +20,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
+/// A conversation event about to be pushed (per recipient).
+struct Notice<'a> {
+    event: ConvEvent,
+    cid: &'a str,
+    init_by: &'a str,
+    members: &'a [String],
+    attr: Option<&'a Map<String, Value>>,
+    udate: i64,
+}
+
 /// One app's live state.
 #[derive(Debug)]
 pub struct AppState {
@@ -191,25 +201,16 @@ impl Engine {
         }
     }
 
-    fn push_conv_event(
-        &self,
-        app: &AppState,
-        recipient: &str,
-        event: ConvEvent,
-        cid: &str,
-        init_by: &str,
-        members: &[String],
-        attr: Option<&Map<String, Value>>,
-        udate: i64,
-    ) {
+    /// Sends a conversation event to every online session of `recipient`.
+    fn notify(&self, app: &AppState, recipient: &str, notice: &Notice<'_>) {
         let push = SharedPush::new(Push::Conv(ConvPush {
-            event,
+            event: notice.event,
             peer_id: recipient.to_owned(),
-            cid: cid.to_owned(),
-            init_by: init_by.to_owned(),
-            members: members.to_vec(),
-            attr: attr.cloned(),
-            udate,
+            cid: notice.cid.to_owned(),
+            init_by: notice.init_by.to_owned(),
+            members: notice.members.to_vec(),
+            attr: notice.attr.cloned(),
+            udate: notice.udate,
         }));
         self.push_to_client(app, recipient, &push);
     }
@@ -532,17 +533,16 @@ impl Engine {
             .map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
         let unique = (start.unique && kind == ConvKind::Normal).then(|| unique_key(&members));
         let store = &self.inner.store;
-        if let Some(key) = &unique {
-            if let Some(found) = store
+        if let Some(key) = &unique
+            && let Some(found) = store
                 .find_unique(&app.config.id, key)
                 .await
                 .map_err(store_error)?
-            {
-                return Ok(Some(Reply::ConvStarted {
-                    cid: found.id,
-                    created_at: found.created_at,
-                }));
-            }
+        {
+            return Ok(Some(Reply::ConvStarted {
+                cid: found.id,
+                created_at: found.created_at,
+            }));
         }
         let now = self.now();
         let record = ConversationRecord {
@@ -559,13 +559,13 @@ impl Engine {
         };
         if let Err(e) = store.create_conversation(record.clone()).await {
             // A concurrent creation of the same unique conversation wins the race.
-            if let Some(key) = &unique {
-                if let Ok(Some(found)) = store.find_unique(&app.config.id, key).await {
-                    return Ok(Some(Reply::ConvStarted {
-                        cid: found.id,
-                        created_at: found.created_at,
-                    }));
-                }
+            if let Some(key) = &unique
+                && let Ok(Some(found)) = store.find_unique(&app.config.id, key).await
+            {
+                return Ok(Some(Reply::ConvStarted {
+                    cid: found.id,
+                    created_at: found.created_at,
+                }));
             }
             return Err(store_error(e));
         }
@@ -587,25 +587,29 @@ impl Engine {
                 for s in app.sessions_of(member) {
                     s.reset_conv(&record.id);
                 }
-                self.push_conv_event(
+                self.notify(
                     app,
                     member,
-                    ConvEvent::Joined,
-                    &record.id,
-                    &me,
-                    &[],
-                    None,
-                    now,
+                    &Notice {
+                        event: ConvEvent::Joined,
+                        cid: &record.id,
+                        init_by: &me,
+                        members: &[],
+                        attr: None,
+                        udate: now,
+                    },
                 );
-                self.push_conv_event(
+                self.notify(
                     app,
                     member,
-                    ConvEvent::MembersJoined,
-                    &record.id,
-                    &me,
-                    &members,
-                    None,
-                    now,
+                    &Notice {
+                        event: ConvEvent::MembersJoined,
+                        cid: &record.id,
+                        init_by: &me,
+                        members: &members,
+                        attr: None,
+                        udate: now,
+                    },
                 );
             }
         }
@@ -737,17 +741,30 @@ impl Engine {
                     for s in app.sessions_of(member) {
                         s.reset_conv(&cid);
                     }
-                    self.push_conv_event(app, member, ConvEvent::Joined, &cid, &me, &[], None, now);
+                    self.notify(
+                        app,
+                        member,
+                        &Notice {
+                            event: ConvEvent::Joined,
+                            cid: &cid,
+                            init_by: &me,
+                            members: &[],
+                            attr: None,
+                            udate: now,
+                        },
+                    );
                 }
-                self.push_conv_event(
+                self.notify(
                     app,
                     member,
-                    ConvEvent::MembersJoined,
-                    &cid,
-                    &me,
-                    &added,
-                    None,
-                    now,
+                    &Notice {
+                        event: ConvEvent::MembersJoined,
+                        cid: &cid,
+                        init_by: &me,
+                        members: &added,
+                        attr: None,
+                        udate: now,
+                    },
                 );
             }
         }
@@ -857,19 +874,32 @@ impl Engine {
                 for s in app.sessions_of(id) {
                     s.reset_conv(&cid);
                 }
-                self.push_conv_event(app, id, ConvEvent::Left, &cid, &me, &[], None, now);
+                self.notify(
+                    app,
+                    id,
+                    &Notice {
+                        event: ConvEvent::Left,
+                        cid: &cid,
+                        init_by: &me,
+                        members: &[],
+                        attr: None,
+                        udate: now,
+                    },
+                );
             }
             let remaining: Vec<String> = conv.state().members.iter().cloned().collect();
             for member in &remaining {
-                self.push_conv_event(
+                self.notify(
                     app,
                     member,
-                    ConvEvent::MembersLeft,
-                    &cid,
-                    &me,
-                    &removed,
-                    None,
-                    now,
+                    &Notice {
+                        event: ConvEvent::MembersLeft,
+                        cid: &cid,
+                        init_by: &me,
+                        members: &removed,
+                        attr: None,
+                        udate: now,
+                    },
                 );
             }
         }
@@ -917,9 +947,18 @@ impl Engine {
                     .map(|c| c.room_clients())
                     .unwrap_or_default()
             });
-            let doc = query_doc(&record, room);
+            let mut doc = query_doc(&record, room);
+            // A query sees what its caller may see: members only of its own conversations.
+            let visible = match record.kind {
+                ConvKind::Normal | ConvKind::Temporary => record.members.iter().any(|m| m == &me),
+                _ => true,
+            };
+            if !visible {
+                doc.remove("m");
+                doc.remove("mu");
+            }
             if cond.matches(&doc) {
-                matched.push((record, doc));
+                matched.push((record, doc, visible));
             }
         }
         let keys = parse_sort(query.sort.as_deref().unwrap_or("-lm"));
@@ -935,13 +974,7 @@ impl Engine {
             .into_iter()
             .skip(skip)
             .take(limit)
-            .map(|(record, doc)| {
-                let visible = match record.kind {
-                    ConvKind::Normal | ConvKind::Temporary => {
-                        record.members.iter().any(|m| m == &me)
-                    }
-                    _ => true,
-                };
+            .map(|(record, doc, visible)| {
                 result_json(&record, doc, visible && !compact, with_last && visible)
             })
             .collect();
@@ -991,15 +1024,17 @@ impl Engine {
             _ => conv.state().members.iter().cloned().collect(),
         };
         for member in recipients {
-            self.push_conv_event(
+            self.notify(
                 app,
                 &member,
-                ConvEvent::Updated,
-                cid,
-                &me,
-                &[],
-                Some(&attr),
-                now,
+                &Notice {
+                    event: ConvEvent::Updated,
+                    cid,
+                    init_by: &me,
+                    members: &[],
+                    attr: Some(&attr),
+                    udate: now,
+                },
             );
         }
         Ok(None)

@@ -97,6 +97,23 @@ impl ConnHandle {
         }
     }
 
+    /// For a background producer (the backlog replay): waits until at least half the
+    /// queue is free and returns how many items it may queue now while leaving a quarter
+    /// for live traffic. `None` once the connection is gone.
+    pub async fn wait_for_room(&self) -> Option<usize> {
+        let max = self.tx.max_capacity();
+        loop {
+            if self.is_closed() {
+                return None;
+            }
+            let free = self.tx.capacity();
+            if free * 2 >= max {
+                return Some(free.saturating_sub(max / 4).max(1));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     /// Queues a reply.
     pub fn reply(&self, serial: Option<i32>, reply: Reply) -> bool {
         self.send(Outbound::Reply { serial, reply })

@@ -184,17 +184,16 @@ pub fn compile_regex(pattern: &str, options: &str) -> Result<Regex, QueryError> 
 
 /// Dates (`{"__type":"Date","iso":…}`, or ISO strings on date fields) become numbers.
 fn normalize(field: &str, v: &Value) -> Value {
-    if let Value::Object(m) = v {
-        if is_date(v) {
-            if let Some(ms) = m.get("iso").and_then(Value::as_str).and_then(parse_iso8601) {
-                return Value::from(ms);
-            }
-        }
+    if let Value::Object(m) = v
+        && is_date(v)
+        && let Some(ms) = m.get("iso").and_then(Value::as_str).and_then(parse_iso8601)
+    {
+        return Value::from(ms);
     }
-    if DATE_FIELDS.contains(&field) {
-        if let Some(ms) = v.as_str().and_then(parse_iso8601) {
-            return Value::from(ms);
-        }
+    if DATE_FIELDS.contains(&field)
+        && let Some(ms) = v.as_str().and_then(parse_iso8601)
+    {
+        return Value::from(ms);
     }
     v.clone()
 }

@@ -209,10 +209,10 @@ impl Session {
                 });
             }
         };
-        if let Some(mid) = mid {
-            if let Some(item) = state.inflight.values_mut().find(|i| i.id == mid) {
-                mark(item);
-            }
+        if let Some(mid) = mid
+            && let Some(item) = state.inflight.values_mut().find(|i| i.id == mid)
+        {
+            mark(item);
         }
         if let Some((from, to)) = range {
             for (_, item) in state.inflight.range_mut(from.min(to)..=to.max(from)) {

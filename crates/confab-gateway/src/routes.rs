@@ -25,7 +25,7 @@ pub fn router(gateway: Gateway) -> Router {
         .with_state(gateway)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -66,12 +66,10 @@ fn with_cors(
     let allowed = app_id
         .and_then(|id| gateway.engine.app(id))
         .is_some_and(|app| app.config.origin_allowed(Some(origin)));
-    if allowed {
-        if let Ok(v) = HeaderValue::from_str(origin) {
-            let h = response.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        }
+    if allowed && let Ok(v) = HeaderValue::from_str(origin) {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
 }

@@ -1,0 +1,127 @@
+//! Test support: runs the real `confab` binary on a free port with its own data
+//! directory, and opens clients against it.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use confab_client::Client;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const APP: &str = "test-app";
+
+pub struct Server {
+    child: Child,
+    pub http: String,
+    pub ws: String,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    /// Starts with the default test app.
+    pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &["--app", "test-app:test-key:test-master"])
+    }
+
+    /// Starts with a config file holding `toml`.
+    pub fn start_config(dir: &Path, toml: &str) -> Server {
+        let path = dir.join("confab.toml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&path, toml).unwrap();
+        Server::start_with(dir, &["--config", path.to_str().unwrap()])
+    }
+
+    pub fn start_with(dir: &Path, args: &[&str]) -> Server {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(args)
+            .env("CONFAB_LOG", "confab=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("confab binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let http = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let ws = format!("{}/", http.replacen("http://", "ws://", 1));
+        Server {
+            child,
+            http,
+            ws,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flushing.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn open(&self, peer: &str) -> Client {
+        Client::open(&self.ws, APP, peer, json!({})).await.unwrap()
+    }
+
+    pub async fn open_in(&self, app: &str, peer: &str) -> Client {
+        Client::open(&self.ws, app, peer, json!({})).await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Creates a normal conversation and returns its id (pushes stay in the inboxes).
+pub async fn create(client: &mut Client, members: &[&str]) -> String {
+    let reply = client
+        .request(json!({"cmd": "conv", "op": "start", "m": members, "attr": {"name": "test"}}))
+        .await
+        .unwrap();
+    assert_eq!(reply["op"], "started", "{reply}");
+    reply["cid"].as_str().unwrap().to_owned()
+}
+
+/// Sends a message and returns the ack.
+pub async fn send(client: &mut Client, cid: &str, msg: &str) -> Value {
+    let ack = client
+        .request(json!({"cmd": "direct", "cid": cid, "msg": msg}))
+        .await
+        .unwrap();
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    ack
+}
+
+pub fn is_direct(cid: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |f: &Value| f["cmd"] == "direct" && f["cid"] == cid
+}
+
+pub fn is_conv(op: &'static str) -> impl Fn(&Value) -> bool {
+    move |f: &Value| f["cmd"] == "conv" && f["op"] == op && f.get("i").is_none()
+}
+
+pub fn error_code(frame: &Value) -> i64 {
+    assert_eq!(
+        frame["cmd"], "error",
+        "expected an error frame, got {frame}"
+    );
+    assert!(
+        frame["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{frame}"
+    );
+    frame["code"].as_i64().unwrap()
+}

@@ -1,0 +1,287 @@
+//! Sessions, heartbeats, presence, HTTP routes, bad input and connection-level errors.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{APP, Server, error_code};
+use confab_client::Client;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn open_heartbeat_and_anonymous_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut c = Client::connect(&server.ws).await.unwrap();
+    c.send_text("{}".into()).await.unwrap();
+    let hb = c.wait_for("heartbeat", |f| f == &json!({})).await.unwrap();
+    assert_eq!(hb, json!({}));
+    let opened = c.request(json!({"cmd": "session", "op": "open", "appId": APP, "peerId": "alice", "ua": "js/2.4.0"})).await.unwrap();
+    assert_eq!(opened["op"], "opened");
+    assert_eq!(opened["peerId"], "alice");
+    // No peerId: the server assigns one.
+    let mut anon = Client::connect(&server.ws).await.unwrap();
+    let opened = anon
+        .request(json!({"cmd": "session", "op": "open", "appId": APP}))
+        .await
+        .unwrap();
+    assert!(
+        opened["peerId"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("anon-")),
+        "{opened}"
+    );
+}
+
+#[tokio::test]
+async fn connection_level_errors_close_with_their_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(
+        dir.path(),
+        r#"
+[[apps]]
+id = "test-app"
+key = "k"
+master_key = "m"
+allowed_origins = ["https://good.example"]
+"#,
+    );
+    let open = |app: &str, peer: &str| json!({"cmd": "session", "op": "open", "appId": app, "peerId": peer, "i": 1});
+    let mut c = Client::connect(&server.ws).await.unwrap();
+    c.send(&open("no-such-app", "alice")).await.unwrap();
+    assert_eq!(c.closed().await.unwrap(), Some(4100));
+
+    let mut c = Client::connect(&server.ws).await.unwrap();
+    c.send(&open(APP, "")).await.unwrap();
+    assert_eq!(c.closed().await.unwrap(), Some(4103));
+
+    let mut c = Client::connect(&server.ws).await.unwrap();
+    c.send(&open(APP, &"x".repeat(65))).await.unwrap();
+    assert_eq!(c.closed().await.unwrap(), Some(4103));
+
+    let mut c = Client::connect_with(&server.ws, &[("Origin", "https://evil.example")])
+        .await
+        .unwrap();
+    c.send(&open(APP, "alice")).await.unwrap();
+    assert_eq!(c.closed().await.unwrap(), Some(4110));
+
+    let mut c = Client::connect_with(&server.ws, &[("Origin", "https://good.example")])
+        .await
+        .unwrap();
+    assert_eq!(c.request(open(APP, "alice")).await.unwrap()["op"], "opened");
+    // Without an Origin header (native clients) the allow-list does not apply.
+    let mut c = Client::connect(&server.ws).await.unwrap();
+    assert_eq!(
+        c.request(open(APP, &"y".repeat(64))).await.unwrap()["op"],
+        "opened"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_error_frames_and_the_connection_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut c = Client::connect(&server.ws).await.unwrap();
+    // Before a session: 4105.
+    let r = c
+        .request(json!({"cmd": "conv", "op": "query"}))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&r), 4105);
+    let mut c = server.open("alice").await;
+    for bad in ["not json", "[1,2,3]", "\"str\"", r#"{"cmd":5}"#] {
+        c.send_text(bad.into()).await.unwrap();
+        let e = c.wait_for("error", |f| f["cmd"] == "error").await.unwrap();
+        assert_eq!(error_code(&e), 4114, "{bad}");
+    }
+    for frame in [
+        json!({"cmd": "nope"}),
+        json!({"cmd": "conv", "op": "explode"}),
+        json!({"cmd": "direct", "msg": "no cid"}),
+        json!({"cmd": "direct", "cid": 12, "msg": "x"}),
+        json!({"cmd": "conv", "op": "start", "m": [1, 2]}),
+        json!({"cmd": "logs", "cid": "c", "limit": "ten"}),
+    ] {
+        let r = c.request(frame.clone()).await.unwrap();
+        assert_eq!(error_code(&r), 4114, "{frame}");
+    }
+    c.send_binary(vec![0, 1, 2]).await.unwrap();
+    let e = c.wait_for("error", |f| f["cmd"] == "error").await.unwrap();
+    assert_eq!(error_code(&e), 4114);
+    // Still alive and serving.
+    let r = c
+        .request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["alice"]}))
+        .await
+        .unwrap();
+    assert_eq!(r["onlineSessionPeerIds"], json!(["alice"]));
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_with_4109_and_limits_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(
+        dir.path(),
+        r#"
+[[apps]]
+id = "test-app"
+key = "k"
+master_key = "m"
+[apps.limits]
+frame_bytes = 2048
+message_bytes = 100
+ping_ids = 2
+conversation_members = 3
+"#,
+    );
+    let mut c = server.open("alice").await;
+    let cid = common::create(&mut c, &["bob"]).await;
+    let r = c
+        .request(json!({"cmd": "direct", "cid": cid, "msg": "x".repeat(101)}))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&r), 4109);
+    common::send(&mut c, &cid, &"x".repeat(100)).await;
+    let r = c
+        .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["carol", "dave"]}))
+        .await
+        .unwrap();
+    assert_eq!(r["allowedPids"], json!(["carol"]));
+    assert_eq!(r["failedPids"][0]["code"], 4304);
+    assert_eq!(r["failedPids"][0]["pids"], json!(["dave"]));
+    let r = c
+        .request(json!({"cmd": "conv", "op": "start", "m": ["b", "c", "d"]}))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&r), 4304);
+    let _bob = server.open("bob").await;
+    let _carol = server.open("carol").await;
+    let r = c
+        .request(
+            json!({"cmd": "session", "op": "query", "sessionPeerIds": ["bob", "nobody", "carol"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["onlineSessionPeerIds"],
+        json!(["bob"]),
+        "only the first ping_ids ids are looked up"
+    );
+    c.send_text(format!(
+        "{{\"cmd\":\"direct\",\"cid\":\"{cid}\",\"msg\":\"{}\"}}",
+        "y".repeat(3000)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.closed().await.unwrap(), Some(4109));
+}
+
+#[tokio::test]
+async fn rate_limits_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(
+        dir.path(),
+        r#"
+[[apps]]
+id = "test-app"
+key = "k"
+master_key = "m"
+[apps.limits]
+sends_per_minute = 3
+ops_per_minute = 100
+"#,
+    );
+    let mut c = server.open("alice").await;
+    let cid = common::create(&mut c, &["bob"]).await;
+    for _ in 0..3 {
+        common::send(&mut c, &cid, "x").await;
+    }
+    let r = c
+        .request(json!({"cmd": "direct", "cid": cid, "msg": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&r), 4116);
+}
+
+#[tokio::test]
+async fn presence_follows_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut alice = server.open("alice").await;
+    let bob = server.open("bob").await;
+    let q = json!({"cmd": "session", "op": "query", "sessionPeerIds": ["bob", "carol", "alice"]});
+    assert_eq!(
+        alice.request(q.clone()).await.unwrap()["onlineSessionPeerIds"],
+        json!(["bob", "alice"])
+    );
+    bob.close().await;
+    let mut online = json!(null);
+    for _ in 0..50 {
+        online = alice.request(q.clone()).await.unwrap()["onlineSessionPeerIds"].clone();
+        if online == json!(["alice"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(online, json!(["alice"]));
+}
+
+#[tokio::test]
+async fn router_answers_with_cors_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(
+        dir.path(),
+        r#"
+[[apps]]
+id = "test-app"
+key = "k"
+master_key = "m"
+allowed_origins = ["https://good.example"]
+"#,
+    );
+    let get = |path: &str, origin: Option<&str>| {
+        let addr = server.http.trim_start_matches("http://").to_owned();
+        let path = path.to_owned();
+        let origin = origin.map(str::to_owned);
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let origin = origin
+                .map(|o| format!("Origin: {o}\r\n"))
+                .unwrap_or_default();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{origin}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    let ok = get(
+        "/v1/route?appId=test-app&secure=1&_t=1",
+        Some("https://good.example"),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(
+        ok.to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://good.example"),
+        "{ok}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(ok.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["server"], json!(server.ws));
+    assert_eq!(body["ttl"], 3600);
+    let evil = get("/v1/route?appId=test-app", Some("https://evil.example")).await;
+    assert!(
+        !evil
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{evil}"
+    );
+    let missing = get("/v1/route?appId=nope", None).await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    assert!(get("/healthz", None).await.ends_with("ok\n"));
+}

@@ -12,8 +12,15 @@ export function serverFixture(serverOpts = {}) {
   const ctx = { clients: [] };
   before(async () => {
     ctx.app = randomApp();
-    const apps = [ctx.app, ...(serverOpts.extraApps ?? [])];
-    ctx.server = await startServer({ apps, config: serverOpts.config });
+    // confab: `--app` replaces the apps of a config file, so with a config file the fixture's own
+    // app goes into the file too.
+    if (serverOpts.config) {
+      const { id, key, masterKey } = ctx.app;
+      const config = { ...serverOpts.config, apps: [{ id, key, master_key: masterKey }, ...serverOpts.config.apps] };
+      ctx.server = await startServer({ config });
+    } else {
+      ctx.server = await startServer({ apps: [ctx.app] });
+    }
     useServer(ctx.server);
   });
   afterEach(async () => {

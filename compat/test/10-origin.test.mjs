@@ -31,11 +31,22 @@ test('allowed Origin: the 2.4.0 client opens', async () => {
 });
 
 test('disallowed Origin: the WebSocket is closed with 4110 (INVALID_ORIGIN), no session', async () => {
-  const c = await withOrigin('http://evil.example', () => ctx.track(Client.start({ appId: LOCKED.id, clientId: uid('evil') })));
-  const ev = await c.waitFor('close', () => true, { timeout: 10_000 });
+  // the origin must stay set until the SDK has created its socket (after its async router call)
+  const { c, ev } = await withOrigin('http://evil.example', async () => {
+    const client = ctx.track(Client.start({ appId: LOCKED.id, clientId: uid('evil') }));
+    return { c: client, ev: await client.waitFor('close', () => true, { timeout: 10_000 }) };
+  });
+  assert.equal(c.rt.cache.ws.__origin, 'http://evil.example');
   assert.equal(ev.code, 4110, `close code ${ev.code} reason ${ev.reason}`);
   assert.equal(c.seen('open').length, 0);
   c.close();
+});
+
+test('a client that sends no Origin (a non-browser app) is not refused by the allow-list', async () => {
+  const c = await Client.open({ appId: LOCKED.id, clientId: uid('native') });
+  ctx.track(c);
+  assert.equal(c.rt.cache.ws.__origin, undefined);
+  assert.equal(c.seen('open').length, 1);
 });
 
 test('an app with an empty allow-list accepts any Origin', async () => {

@@ -7,7 +7,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use confab_proto::subprotocol::negotiate;
 use serde_json::json;
@@ -22,6 +22,9 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/", get(websocket_or_info))
         .route("/v1/route", get(route).options(route_preflight))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
+        .route("/demo/", get(demo_page))
+        .route("/demo/AV.realtime.js", get(demo_sdk))
         .with_state(gateway)
 }
 
@@ -156,4 +159,56 @@ async fn websocket_or_info(
         ws = ws.protocols([echo]);
     }
     ws.on_upgrade(move |socket| serve_socket(gateway, socket, negotiated.codec, origin))
+}
+
+/// The two-tab chat demo and the SDK it loads, built into the binary so `confab serve`
+/// shows it with nothing else installed.
+const DEMO_HTML: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../sdk/js/demo/index.html"
+));
+const DEMO_SDK: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../sdk/js/dist/AV.realtime.js"
+));
+
+/// `GET /demo/`: without `appId`, redirects to the page with the default app filled in
+/// (the development app when it exists).
+async fn demo_page(
+    State(gateway): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !q.contains_key("appId") {
+        let mut ids: Vec<&str> = gateway.engine.apps().map(|a| a.id.as_str()).collect();
+        ids.sort_unstable();
+        let default = ids
+            .iter()
+            .find(|id| **id == "confab-dev")
+            .or(ids.first())
+            .copied()
+            .unwrap_or("");
+        let encoded: String = default
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        return Redirect::to(&format!("/demo/?appId={encoded}")).into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DEMO_HTML,
+    )
+        .into_response()
+}
+
+async fn demo_sdk() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        DEMO_SDK,
+    )
+        .into_response()
 }

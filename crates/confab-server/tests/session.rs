@@ -284,4 +284,11 @@ allowed_origins = ["https://good.example"]
     let missing = get("/v1/route?appId=nope", None).await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     assert!(get("/healthz", None).await.ends_with("ok\n"));
+    let demo = get("/demo/", None).await;
+    assert!(demo.starts_with("HTTP/1.1 303") || demo.starts_with("HTTP/1.1 302") || demo.starts_with("HTTP/1.1 307"), "{demo}");
+    assert!(demo.to_ascii_lowercase().contains("location: /demo/?appid=test-app"), "{demo}");
+    let page = get("/demo/?appId=test-app", None).await;
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("AV.realtime.js"), "{page}");
+    let sdk = get("/demo/AV.realtime.js", None).await;
+    assert!(sdk.starts_with("HTTP/1.1 200") && sdk.contains("realtime"), "{sdk}");
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every test of Confab: Rust formatting and lints, the Rust unit and integration
+# tests (real server, real SQLite, real WebSockets), the compatibility suite that drives
+# the unmodified leancloud-realtime@2.4.0 SDK, and the JavaScript SDK's Node and
+# headless-Chromium suites. Installs what it needs (npm packages; Debian's chromium when
+# run as root). With CI=true nothing may be skipped; elsewhere a missing browser is
+# skipped with a loud warning.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf '\n==== %s\n' "$*"; }
+
+if [[ "${CI:-}" == "true" ]]; then
+  ci=1
+else
+  ci=0
+fi
+
+chromium_bin="${CHROMIUM_BIN:-/usr/bin/chromium}"
+if [[ ! -x "$chromium_bin" ]] && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  say "installing Debian's chromium for the browser tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+skip_browser=0
+if [[ ! -x "$chromium_bin" ]]; then
+  if [[ $ci == 1 ]]; then
+    echo "chromium is required in CI (apt-get install chromium)" >&2
+    exit 1
+  fi
+  skip_browser=1
+  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+  printf '!!! SKIPPING the headless-browser tests: %s not found.\n' "$chromium_bin"
+  printf '!!! Install it with: apt-get install chromium\n'
+  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n'
+fi
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test (unit + integration against the real binary)"
+cargo test --workspace --locked
+
+export CONFAB_BIN="$PWD/target/debug/confab"
+
+say "compatibility: unmodified leancloud-realtime@2.4.0 against confab"
+bash compat/run.sh
+
+say "JavaScript SDK: build, types, Node and browser suites"
+SKIP_BROWSER=$skip_browser bash sdk/js/run-tests.sh
+
+say "every suite passed"

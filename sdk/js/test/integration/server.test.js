@@ -3,6 +3,8 @@
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import realtime from '../../src/index.js';
 import { startConfab, APP } from './confab.js';
@@ -325,6 +327,40 @@ describe('queries, presence, update, errors', { timeout: 30000 }, () => {
     assert.ok(e.code >= 4000);
     const conv = await a.conv({ members: [] });
     assert.ok((await conv.send('still connected')).uid);
+  });
+});
+
+describe('close()', { timeout: 20000 }, () => {
+  it('a Node process exits by itself after close() (no timer, no socket left)', async () => {
+    const script = `
+      import WebSocket from 'ws';
+      import realtime from ${JSON.stringify(fileURLToPath(new URL('../../src/index.js', import.meta.url)))};
+      const rt = await realtime({ appId: ${JSON.stringify(APP.id)}, clientId: 'exiter', server: process.argv[1], WebSocket });
+      const room = await rt.conv({ members: ['someone'] });
+      await room.send('bye');
+      rt.close();
+      console.log('closed at', Date.now());
+    `;
+    const t0 = Date.now();
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, server.http], {
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const code = await new Promise((ok, ko) => {
+      const t = setTimeout(() => {
+        child.kill();
+        ko(new Error('process still alive 8 s after close()'));
+      }, 8000);
+      child.on('exit', (c) => {
+        clearTimeout(t);
+        ok(c);
+      });
+    });
+    assert.equal(code, 0);
+    assert.match(out, /closed at/);
+    assert.ok(Date.now() - t0 < 8000);
   });
 });
 

@@ -154,6 +154,17 @@ describe('reconnect', () => {
   });
 });
 
+describe('login signature', () => {
+  it('a refused login signature is reported and the login retried', async () => {
+    let n = 0;
+    const rt = open({ clientId: 'signer', authFun: (d, cb) => cb(n++ ? { signature: 's', timestamp: 1, nonce: 'n' } : null) });
+    const e = await once(rt, 'error');
+    assert.equal(e.code, 'SIGNATURE');
+    await rt;
+    assert.equal(fake.sent((f) => f.op === 'open' && f.peerId === 'signer').pop().s, 's');
+  });
+});
+
 describe('heartbeat', () => {
   it('sends {} after idle time and keeps the connection while answered', async () => {
     const rt = await open({ heartbeat: 60 });

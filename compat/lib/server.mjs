@@ -42,7 +42,7 @@ export function toToml(config) {
     if (app.allowed_origins) lines.push(`allowed_origins = [${app.allowed_origins.map(q).join(', ')}]`);
     if (app.signatures) {
       lines.push('[apps.signatures]');
-      for (const [k, v] of Object.entries(app.signatures)) lines.push(`${k} = ${v ? 'true' : 'false'}`);
+      for (const [k, v] of Object.entries(app.signatures)) lines.push(`${k} = ${typeof v === 'number' ? v : v ? 'true' : 'false'}`);
     }
   }
   return lines.join('\n') + '\n';

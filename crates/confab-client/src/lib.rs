@@ -54,31 +54,19 @@ impl Client {
     pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, ClientError> {
         let mut request = url.into_client_request()?;
         for (name, value) in headers {
-            let name: tungstenite::http::HeaderName = name
-                .parse()
-                .map_err(|_| ClientError::BadFrame(format!("header name {name}")))?;
+            let name: tungstenite::http::HeaderName =
+                name.parse().map_err(|_| ClientError::BadFrame(format!("header name {name}")))?;
             let value = HeaderValue::from_str(value)
                 .map_err(|_| ClientError::BadFrame(format!("header value {value}")))?;
             request.headers_mut().insert(name, value);
         }
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Client {
-            ws,
-            inbox: VecDeque::new(),
-            next_serial: 1,
-            close_code: None,
-            peer_id: None,
-        })
+        Ok(Client { ws, inbox: VecDeque::new(), next_serial: 1, close_code: None, peer_id: None })
     }
 
     /// Connects and opens a session for `peer_id` in `app_id`; `extra` fields (a
     /// signature) are merged into the open frame.
-    pub async fn open(
-        url: &str,
-        app_id: &str,
-        peer_id: &str,
-        extra: Value,
-    ) -> Result<Client, ClientError> {
+    pub async fn open(url: &str, app_id: &str, peer_id: &str, extra: Value) -> Result<Client, ClientError> {
         let mut client = Client::connect(url).await?;
         let mut frame = json!({"cmd": "session", "op": "open", "appId": app_id, "peerId": peer_id, "ua": "confab-client"});
         merge(&mut frame, extra);
@@ -115,8 +103,7 @@ impl Client {
             m.insert("i".into(), json!(serial));
         }
         self.send(&frame).await?;
-        self.wait_for(&format!("reply to i={serial}"), |f| f["i"] == json!(serial))
-            .await
+        self.wait_for(&format!("reply to i={serial}"), |f| f["i"] == json!(serial)).await
     }
 
     /// Waits for (and removes) the first received frame matching `pred`.
@@ -190,16 +177,13 @@ impl Client {
         &self.inbox
     }
 
-    fn take(
-        &mut self,
-        frame: Option<Result<Message, tungstenite::Error>>,
-    ) -> Result<(), ClientError> {
+    fn take(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Result<(), ClientError> {
         match frame {
             None => self.close_code = Some(None),
             Some(Err(_)) => self.close_code = Some(None),
             Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str())
-                    .map_err(|e| ClientError::BadFrame(e.to_string()))?;
+                let v: Value =
+                    serde_json::from_str(t.as_str()).map_err(|e| ClientError::BadFrame(e.to_string()))?;
                 self.inbox.push_back(v);
             }
             Some(Ok(Message::Close(frame))) => {

@@ -5,7 +5,7 @@ use confab_types::Limits;
 use serde::{Deserialize, Serialize};
 
 /// Which operations must carry a signature (protocol §5).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignaturePolicy {
     /// `session open` must be signed.
@@ -30,17 +30,18 @@ pub struct AppConfig {
     #[serde(default)]
     pub allowed_origins: Vec<String>,
     /// Signature enforcement.
-    #[serde(default = "default_signatures")]
+    #[serde(default)]
     pub signatures: SignaturePolicy,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
 }
 
-fn default_signatures() -> SignaturePolicy {
-    SignaturePolicy {
-        window_secs: DEFAULT_SIGNATURE_WINDOW_SECS,
-        ..SignaturePolicy::default()
+impl Default for SignaturePolicy {
+    /// Nothing enforced; a 15-minute window when something is. Also the default of each
+    /// field left out of a `[apps.signatures]` table.
+    fn default() -> Self {
+        SignaturePolicy { login: false, conversation: false, window_secs: DEFAULT_SIGNATURE_WINDOW_SECS }
     }
 }
 
@@ -49,17 +50,13 @@ pub const DEFAULT_SIGNATURE_WINDOW_SECS: u64 = 900;
 
 impl AppConfig {
     /// An app with default settings.
-    pub fn new(
-        id: impl Into<String>,
-        key: impl Into<String>,
-        master_key: impl Into<String>,
-    ) -> Self {
+    pub fn new(id: impl Into<String>, key: impl Into<String>, master_key: impl Into<String>) -> Self {
         AppConfig {
             id: id.into(),
             key: key.into(),
             master_key: master_key.into(),
             allowed_origins: Vec::new(),
-            signatures: default_signatures(),
+            signatures: SignaturePolicy::default(),
             limits: Limits::default(),
         }
     }
@@ -72,9 +69,7 @@ impl AppConfig {
             Some(o) => {
                 self.allowed_origins.is_empty()
                     || self.allowed_origins.iter().any(|a| {
-                        a == "*"
-                            || a.trim_end_matches('/')
-                                .eq_ignore_ascii_case(o.trim_end_matches('/'))
+                        a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(o.trim_end_matches('/'))
                     })
             }
         }
@@ -84,6 +79,12 @@ impl AppConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_signature_table_keeps_the_default_window() {
+        let p: SignaturePolicy = serde_json::from_str(r#"{"login": true}"#).expect("parses");
+        assert_eq!(p, SignaturePolicy { login: true, conversation: false, window_secs: 900 });
+    }
 
     #[test]
     fn origin_allow_list() {

@@ -118,10 +118,7 @@ pub(crate) fn query_doc(
     }
     doc.insert("objectId".into(), json!(record.id));
     doc.insert("c".into(), json!(record.creator));
-    doc.insert(
-        "m".into(),
-        json!(room_members.unwrap_or_else(|| record.members.clone())),
-    );
+    doc.insert("m".into(), json!(room_members.unwrap_or_else(|| record.members.clone())));
     doc.insert("mu".into(), json!([]));
     doc.insert("tr".into(), json!(record.kind == ConvKind::Transient));
     if record.kind == ConvKind::System {
@@ -138,7 +135,8 @@ pub(crate) fn query_doc(
 }
 
 /// The record as a client sees it: dates in LeanStorage form; members hidden when
-/// `compact` or when the viewer may not see them; last message when asked for.
+/// `compact` or when the viewer may not see them; last message when asked for (the
+/// caller passes `false` for viewers who may not see it).
 pub(crate) fn result_json(
     record: &ConversationRecord,
     mut doc: Map<String, Value>,
@@ -152,11 +150,8 @@ pub(crate) fn result_json(
     doc.insert("createdAt".into(), json!(iso8601(record.created_at)));
     doc.insert("updatedAt".into(), json!(iso8601(record.updated_at)));
     if let Some(last) = &record.last_message {
-        doc.insert(
-            "lm".into(),
-            json!({"__type": "Date", "iso": iso8601(last.ts)}),
-        );
-        if with_last_message && show_members {
+        doc.insert("lm".into(), json!({"__type": "Date", "iso": iso8601(last.ts)}));
+        if with_last_message {
             doc.insert("msg".into(), json!(last.data));
             doc.insert("msg_from".into(), json!(last.from));
             doc.insert("msg_mid".into(), json!(last.id));
@@ -187,9 +182,7 @@ pub(crate) fn apply_attributes(
             attrs.insert(first.to_owned(), value.clone());
             continue;
         }
-        let mut cur = attrs
-            .entry(first.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let mut cur = attrs.entry(first.to_owned()).or_insert_with(|| Value::Object(Map::new()));
         for (i, part) in rest.iter().enumerate() {
             if !cur.is_object() {
                 *cur = Value::Object(Map::new());
@@ -199,9 +192,7 @@ pub(crate) fn apply_attributes(
                 map.insert((*part).to_owned(), value.clone());
                 break;
             }
-            cur = map
-                .entry((*part).to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
+            cur = map.entry((*part).to_owned()).or_insert_with(|| Value::Object(Map::new()));
         }
     }
     Ok(())
@@ -224,22 +215,16 @@ mod tests {
         let mut attrs = Map::new();
         attrs.insert("attr".into(), json!({"a": 1}));
         let update = json!({"name": "n", "attr.lee": "yeh", "x.y.z": 1});
-        let Value::Object(update) = update else {
-            panic!()
-        };
+        let Value::Object(update) = update else { panic!() };
         apply_attributes(&mut attrs, &update).expect("valid");
         assert_eq!(
             Value::Object(attrs),
             json!({"attr": {"a": 1, "lee": "yeh"}, "name": "n", "x": {"y": {"z": 1}}})
         );
         let mut attrs = Map::new();
-        let Value::Object(bad) = json!({"m": ["x"]}) else {
-            panic!()
-        };
+        let Value::Object(bad) = json!({"m": ["x"]}) else { panic!() };
         assert!(apply_attributes(&mut attrs, &bad).is_err());
-        let Value::Object(bad) = json!({"a..b": 1}) else {
-            panic!()
-        };
+        let Value::Object(bad) = json!({"a..b": 1}) else { panic!() };
         assert!(apply_attributes(&mut attrs, &bad).is_err());
     }
 

@@ -80,10 +80,7 @@ impl Engine {
             let Push::Direct(d) = &push.push else {
                 return Ok(None);
             };
-            return Ok(Some(Reply::MessageAck {
-                uid: d.id.clone(),
-                t: d.timestamp,
-            }));
+            return Ok(Some(Reply::MessageAck { uid: d.id.clone(), t: d.timestamp }));
         }
         let now = self.now();
         let (seq, commit) = {
@@ -103,15 +100,7 @@ impl Engine {
             };
             // Queued under the lock: the store applies writes in call order.
             let commit = self.inner.store.append_message(message.clone());
-            state.pending.insert(
-                seq,
-                PendingSend {
-                    message,
-                    origin: session.clone(),
-                    serial,
-                    result: None,
-                },
-            );
+            state.pending.insert(seq, PendingSend { message, origin: session.clone(), serial, result: None });
             (seq, commit)
         };
         let engine = self.clone();
@@ -144,13 +133,9 @@ impl Engine {
                     let prev = state.last_delivered_ts;
                     state.last_delivered_ts = p.message.ts;
                     self.fan_out(app, conv, &state, &p, prev);
-                    p.origin.conn.reply(
-                        p.serial,
-                        Reply::MessageAck {
-                            uid: p.message.id.clone(),
-                            t: p.message.ts,
-                        },
-                    );
+                    p.origin
+                        .conn
+                        .reply(p.serial, Reply::MessageAck { uid: p.message.id.clone(), t: p.message.ts });
                 }
                 Some(Err(e)) => {
                     tracing::error!(error = %e, cid = %conv.cid, "message not stored");
@@ -191,20 +176,13 @@ impl Engine {
             }
             return;
         }
-        let meta = Inflight {
-            id: m.id.clone(),
-            from: m.from.clone(),
-            receipt: m.receipt,
-            acked: false,
-        };
+        let meta = Inflight { id: m.id.clone(), from: m.from.clone(), receipt: m.receipt, acked: false };
         let inflight_max = app.config.limits.offline_window.saturating_mul(4).max(64);
         for member in &state.members {
             for s in app.sessions_of(member) {
                 if s.conn.id == p.origin.conn.id {
                     if let Some(cursor) = s.pass_own(&m.cid, prev, m.ts) {
-                        self.inner
-                            .store
-                            .save_cursor(&app.config.id, &s.client_id, &m.cid, cursor);
+                        self.inner.store.save_cursor(&app.config.id, &s.client_id, &m.cid, cursor);
                     }
                 } else {
                     s.offer_live(&m.cid, prev, m.ts, &meta, &push, inflight_max);
@@ -226,15 +204,10 @@ impl Engine {
         };
         let (acked, cursor) = session.ack(cid, ack.mid.as_deref(), range);
         if let Some(ts) = cursor {
-            self.inner
-                .store
-                .save_cursor(&app.config.id, &session.client_id, cid, ts);
+            self.inner.store.save_cursor(&app.config.id, &session.client_id, cid, ts);
         }
         let now = self.now();
-        for a in acked
-            .into_iter()
-            .filter(|a| a.receipt && a.from != *session.client_id)
-        {
+        for a in acked.into_iter().filter(|a| a.receipt && a.from != *session.client_id) {
             let push = SharedPush::new(Push::Receipt {
                 cid: cid.to_owned(),
                 id: a.id,
@@ -251,10 +224,7 @@ impl Engine {
 pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: Arc<Session>) {
     // Read after the session became ready, so anything it skipped meanwhile is here.
     let store = &engine.inner.store;
-    let cursors = match store
-        .member_cursors(&app.config.id, &session.client_id)
-        .await
-    {
+    let cursors = match store.member_cursors(&app.config.id, &session.client_id).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "offline replay: cannot read cursors");
@@ -263,12 +233,7 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
     };
     let limits = &app.config.limits;
     for c in cursors {
-        let pushed = |s: &Session| {
-            s.delivery()
-                .convs
-                .get(&c.cid)
-                .map_or(c.cursor, |d| d.pushed_upto)
-        };
+        let pushed = |s: &Session| s.delivery().convs.get(&c.cid).map_or(c.cursor, |d| d.pushed_upto);
         if pushed(&session) >= c.last_ts {
             continue;
         }
@@ -306,25 +271,18 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
             // Queued under the session's lock, like live pushes, so the two never
             // interleave out of order.
             let mut delivery = session.delivery();
-            let state = delivery
-                .convs
-                .entry(c.cid.clone())
-                .or_insert_with(|| ConvDelivery {
-                    pushed_upto: from,
-                    acked_upto: from,
-                    inflight: Default::default(),
-                });
+            let state = delivery.convs.entry(c.cid.clone()).or_insert_with(|| ConvDelivery {
+                pushed_upto: from,
+                acked_upto: from,
+                inflight: Default::default(),
+            });
             for m in page {
                 if m.ts <= state.pushed_upto {
                     continue;
                 }
                 state.pushed_upto = m.ts;
-                let meta = Inflight {
-                    id: m.id.clone(),
-                    from: m.from.clone(),
-                    receipt: m.receipt,
-                    acked: false,
-                };
+                let meta =
+                    Inflight { id: m.id.clone(), from: m.from.clone(), receipt: m.receipt, acked: false };
                 state.inflight.insert(m.ts, meta);
                 let push = SharedPush::new(Push::Direct(DirectPush {
                     cid: m.cid,
@@ -353,19 +311,10 @@ async fn wait_for_window(session: &Session, cid: &str, window: usize) -> bool {
         if session.is_closed() {
             return false;
         }
-        if session
-            .delivery()
-            .convs
-            .get(cid)
-            .map_or(0, |d| d.inflight.len())
-            < window
-        {
+        if session.delivery().convs.get(cid).map_or(0, |d| d.inflight.len()) < window {
             return true;
         }
-        if tokio::time::timeout(REPLAY_ACK_TIMEOUT, notified)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(REPLAY_ACK_TIMEOUT, notified).await.is_err() {
             return false;
         }
     }

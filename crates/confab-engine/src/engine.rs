@@ -51,18 +51,11 @@ impl AppState {
 
     /// Whether a client has at least one live session.
     pub fn is_online(&self, client: &str) -> bool {
-        self.sessions
-            .shard(client)
-            .get(client)
-            .is_some_and(|v| v.iter().any(|s| !s.is_closed()))
+        self.sessions.shard(client).get(client).is_some_and(|v| v.iter().any(|s| !s.is_closed()))
     }
 
     fn conv_lock(&self, cid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.conv_ops
-            .shard(cid)
-            .entry(cid.to_owned())
-            .or_default()
-            .clone()
+        self.conv_ops.shard(cid).entry(cid.to_owned()).or_default().clone()
     }
 }
 
@@ -82,18 +75,13 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("apps", &self.inner.apps.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Engine").field("apps", &self.inner.apps.keys().collect::<Vec<_>>()).finish()
     }
 }
 
 fn store_error(e: StoreError) -> ProtocolError {
     tracing::error!(error = %e, "store failure");
-    ProtocolError::new(
-        ErrorCode::InternalError,
-        "storage failure; the request may be retried",
-    )
+    ProtocolError::new(ErrorCode::InternalError, "storage failure; the request may be retried")
 }
 
 fn perr(code: ErrorCode, detail: impl Into<String>) -> ProtocolError {
@@ -143,55 +131,24 @@ impl Engine {
 
     /// Starts serving a connection. The receiver is the connection's outbound queue,
     /// sized by the largest `outbound_queue` limit of any app.
-    pub fn open_connection(
-        &self,
-        origin: Option<String>,
-    ) -> (Connection, mpsc::Receiver<Outbound>) {
-        let capacity = self
-            .inner
-            .apps
-            .values()
-            .map(|a| a.config.limits.outbound_queue)
-            .max()
-            .unwrap_or(1024);
+    pub fn open_connection(&self, origin: Option<String>) -> (Connection, mpsc::Receiver<Outbound>) {
+        let capacity = self.inner.apps.values().map(|a| a.config.limits.outbound_queue).max().unwrap_or(1024);
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (handle, rx) = ConnHandle::new(id, origin, capacity);
-        (
-            Connection {
-                engine: self.clone(),
-                handle,
-                session: None,
-            },
-            rx,
-        )
+        (Connection { engine: self.clone(), handle, session: None }, rx)
     }
 
     /// A conversation from the cache, loading it from the store on first use.
-    pub(crate) async fn conv(
-        &self,
-        app: &AppState,
-        cid: &str,
-    ) -> Result<Option<Arc<Conv>>, ProtocolError> {
+    pub(crate) async fn conv(&self, app: &AppState, cid: &str) -> Result<Option<Arc<Conv>>, ProtocolError> {
         if let Some(conv) = app.convs.get(cid) {
             return Ok(Some(conv));
         }
-        let Some(record) = self
-            .inner
-            .store
-            .conversation(&app.config.id, cid)
-            .await
-            .map_err(store_error)?
+        let Some(record) = self.inner.store.conversation(&app.config.id, cid).await.map_err(store_error)?
         else {
             return Ok(None);
         };
         let loaded = Arc::new(Conv::from_record(&record));
-        Ok(Some(
-            app.convs
-                .shard(cid)
-                .entry(cid.to_owned())
-                .or_insert(loaded)
-                .clone(),
-        ))
+        Ok(Some(app.convs.shard(cid).entry(cid.to_owned()).or_insert(loaded).clone()))
     }
 
     /// Queues a push to every online session of `client`.
@@ -226,15 +183,7 @@ impl Engine {
         let c = &app.config;
         self.inner
             .verifier
-            .check(
-                &c.id,
-                &c.master_key,
-                client,
-                op,
-                sig,
-                self.now(),
-                c.signatures.window_secs,
-            )
+            .check(&c.id, &c.master_key, client, op, sig, self.now(), c.signatures.window_secs)
             .map_err(|p| perr(code, p.detail()))
     }
 }
@@ -267,11 +216,7 @@ impl Connection {
     /// reply, queued directly); errors come back typed for the caller to encode by
     /// their disposition.
     pub async fn handle(&mut self, inbound: Inbound) -> Result<Option<Reply>, ProtocolError> {
-        let Inbound {
-            serial,
-            peer_id,
-            request,
-        } = inbound;
+        let Inbound { serial, peer_id, request } = inbound;
         let session = match (&request, &self.session) {
             (Request::Heartbeat, _) => return Ok(Some(Reply::Heartbeat)),
             (Request::SessionOpen(open), _) => return self.open(serial, peer_id, open).await,
@@ -285,34 +230,20 @@ impl Connection {
             .ok_or_else(|| perr(ErrorCode::AppNotAvailable, "app removed"))?;
         let limits = &app.config.limits;
         let class = match &request {
-            Request::Direct(_) => Some((
-                RateClass::Send,
-                limits.sends_per_minute,
-                ErrorCode::MessageSentQuotaExceeded,
-            )),
-            Request::Logs(_) => Some((
-                RateClass::History,
-                limits.history_per_minute,
-                ErrorCode::ConversationApiQuotaExceeded,
-            )),
+            Request::Direct(_) => {
+                Some((RateClass::Send, limits.sends_per_minute, ErrorCode::MessageSentQuotaExceeded))
+            }
+            Request::Logs(_) => {
+                Some((RateClass::History, limits.history_per_minute, ErrorCode::ConversationApiQuotaExceeded))
+            }
             Request::Ack(_) | Request::SessionClose | Request::SessionQuery { .. } => None,
-            _ => Some((
-                RateClass::Op,
-                limits.ops_per_minute,
-                ErrorCode::ConversationApiQuotaExceeded,
-            )),
+            _ => Some((RateClass::Op, limits.ops_per_minute, ErrorCode::ConversationApiQuotaExceeded)),
         };
         if let Some((class, limit, code)) = class {
-            let admitted = session
-                .rate
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .admit(class, limit, engine.now());
+            let admitted =
+                session.rate.lock().unwrap_or_else(|p| p.into_inner()).admit(class, limit, engine.now());
             if !admitted {
-                return Err(perr(
-                    code,
-                    format!("rate limit of {limit} per minute exceeded"),
-                ));
+                return Err(perr(code, format!("rate limit of {limit} per minute exceeded")));
             }
         }
         match request {
@@ -326,10 +257,8 @@ impl Connection {
             Request::SessionQuery { mut peer_ids } => {
                 peer_ids.truncate(limits.ping_ids);
                 let mut seen = HashSet::new();
-                let online = peer_ids
-                    .into_iter()
-                    .filter(|id| seen.insert(id.clone()) && app.is_online(id))
-                    .collect();
+                let online =
+                    peer_ids.into_iter().filter(|id| seen.insert(id.clone()) && app.is_online(id)).collect();
                 Ok(Some(Reply::SessionQueryResult { online }))
             }
             Request::ConvStart(start) => engine.conv_start(&app, &session, serial, start).await,
@@ -347,9 +276,7 @@ impl Connection {
                 };
                 Ok(Some(Reply::ConvCount { count }))
             }
-            Request::ConvUpdate { cid, attr } => {
-                engine.conv_update(&app, &session, serial, &cid, attr).await
-            }
+            Request::ConvUpdate { cid, attr } => engine.conv_update(&app, &session, serial, &cid, attr).await,
             Request::Direct(direct) => engine.send(&app, &session, serial, direct).await,
             Request::Ack(ack) => {
                 engine.ack(&app, &session, ack);
@@ -366,27 +293,19 @@ impl Connection {
         open: &SessionOpen,
     ) -> Result<Option<Reply>, ProtocolError> {
         let engine = self.engine.clone();
-        let app = engine.app(&open.app_id).cloned().ok_or_else(|| {
-            perr(
-                ErrorCode::AppNotAvailable,
-                format!("unknown app {:?}", open.app_id),
-            )
-        })?;
+        let app = engine
+            .app(&open.app_id)
+            .cloned()
+            .ok_or_else(|| perr(ErrorCode::AppNotAvailable, format!("unknown app {:?}", open.app_id)))?;
         if !app.config.origin_allowed(self.handle.origin.as_deref()) {
-            return Err(perr(
-                ErrorCode::InvalidOrigin,
-                "origin not allowed for this app",
-            ));
+            return Err(perr(ErrorCode::InvalidOrigin, "origin not allowed for this app"));
         }
         let client_id = match peer_id {
             None => ids::anonymous_client_id(),
             Some(id) if id.is_empty() || id.chars().count() > app.config.limits.client_id_chars => {
                 return Err(perr(
                     ErrorCode::InvalidLogin,
-                    format!(
-                        "client id must be 1 to {} characters",
-                        app.config.limits.client_id_chars
-                    ),
+                    format!("client id must be 1 to {} characters", app.config.limits.client_id_chars),
                 ));
             }
             Some(id) => id,
@@ -408,18 +327,9 @@ impl Connection {
             Arc::from(app.config.id.as_str()),
             Arc::from(client_id.as_str()),
         );
-        app.sessions
-            .shard(&client_id)
-            .entry(client_id.clone())
-            .or_default()
-            .push(session.clone());
+        app.sessions.shard(&client_id).entry(client_id.clone()).or_default().push(session.clone());
         self.session = Some(session.clone());
-        let cursors = match engine
-            .inner
-            .store
-            .member_cursors(&app.config.id, &client_id)
-            .await
-        {
+        let cursors = match engine.inner.store.member_cursors(&app.config.id, &client_id).await {
             Ok(c) => c,
             Err(e) => {
                 if let Some(s) = self.session.take() {
@@ -429,8 +339,7 @@ impl Connection {
             }
         };
         tracing::debug!(app = %app.config.id, client = %client_id, conn = self.handle.id, "session opened");
-        self.handle
-            .reply(serial, Reply::SessionOpened { peer_id: client_id });
+        self.handle.reply(serial, Reply::SessionOpened { peer_id: client_id });
         {
             let mut delivery = session.delivery();
             for c in cursors {
@@ -477,14 +386,8 @@ impl Engine {
 
     fn valid_member_ids(app: &AppState, members: &[String]) -> Result<(), ProtocolError> {
         let max = app.config.limits.client_id_chars;
-        match members
-            .iter()
-            .find(|m| m.is_empty() || m.chars().count() > max)
-        {
-            Some(bad) => Err(perr(
-                ErrorCode::UnparseableRawMsg,
-                format!("invalid client id {bad:?} in m"),
-            )),
+        match members.iter().find(|m| m.is_empty() || m.chars().count() > max) {
+            Some(bad) => Err(perr(ErrorCode::UnparseableRawMsg, format!("invalid client id {bad:?} in m"))),
             None => Ok(()),
         }
     }
@@ -501,9 +404,7 @@ impl Engine {
             self.check_signature(
                 app,
                 &me,
-                Signed::Start {
-                    members: &start.members,
-                },
+                Signed::Start { members: &start.members },
                 start.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
             )?;
@@ -515,11 +416,7 @@ impl Engine {
                 members.push(m);
             }
         }
-        let kind = if start.transient {
-            ConvKind::Transient
-        } else {
-            ConvKind::Normal
-        };
+        let kind = if start.transient { ConvKind::Transient } else { ConvKind::Normal };
         if kind == ConvKind::Transient {
             members.clear();
         } else if members.len() > app.config.limits.conversation_members {
@@ -534,15 +431,9 @@ impl Engine {
         let unique = (start.unique && kind == ConvKind::Normal).then(|| unique_key(&members));
         let store = &self.inner.store;
         if let Some(key) = &unique
-            && let Some(found) = store
-                .find_unique(&app.config.id, key)
-                .await
-                .map_err(store_error)?
+            && let Some(found) = store.find_unique(&app.config.id, key).await.map_err(store_error)?
         {
-            return Ok(Some(Reply::ConvStarted {
-                cid: found.id,
-                created_at: found.created_at,
-            }));
+            return Ok(Some(Reply::ConvStarted { cid: found.id, created_at: found.created_at }));
         }
         let now = self.now();
         let record = ConversationRecord {
@@ -562,24 +453,13 @@ impl Engine {
             if let Some(key) = &unique
                 && let Ok(Some(found)) = store.find_unique(&app.config.id, key).await
             {
-                return Ok(Some(Reply::ConvStarted {
-                    cid: found.id,
-                    created_at: found.created_at,
-                }));
+                return Ok(Some(Reply::ConvStarted { cid: found.id, created_at: found.created_at }));
             }
             return Err(store_error(e));
         }
         let conv = Arc::new(Conv::from_record(&record));
-        app.convs
-            .shard(&record.id)
-            .insert(record.id.clone(), conv.clone());
-        session.conn.reply(
-            serial,
-            Reply::ConvStarted {
-                cid: record.id.clone(),
-                created_at: now,
-            },
-        );
+        app.convs.shard(&record.id).insert(record.id.clone(), conv.clone());
+        session.conn.reply(serial, Reply::ConvStarted { cid: record.id.clone(), created_at: now });
         if kind == ConvKind::Transient {
             self.join_room(&conv, session);
         } else {
@@ -620,11 +500,7 @@ impl Engine {
         let mut state = conv.state();
         if !state.room.iter().any(|s| Arc::ptr_eq(s, session)) {
             state.room.push(session.clone());
-            session
-                .rooms
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conv.cid.clone());
+            session.rooms.lock().unwrap_or_else(|p| p.into_inner()).push(conv.cid.clone());
         }
     }
 
@@ -637,18 +513,12 @@ impl Engine {
     ) -> Result<Option<Reply>, ProtocolError> {
         let me = session.client_id.to_string();
         let cid = change.cid.clone();
-        let conv = self
-            .conv(app, &cid)
-            .await?
-            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
+        let conv = self.conv(app, &cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
         if app.config.signatures.conversation {
             self.check_signature(
                 app,
                 &me,
-                Signed::Invite {
-                    cid: &cid,
-                    members: &change.members,
-                },
+                Signed::Invite { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
             )?;
@@ -670,10 +540,7 @@ impl Engine {
                         result.allowed.push(id);
                     } else {
                         result.failed.push((
-                            perr(
-                                ErrorCode::NormalConversationRequired,
-                                "chat room members join themselves",
-                            ),
+                            perr(ErrorCode::NormalConversationRequired, "chat room members join themselves"),
                             vec![id],
                         ));
                     }
@@ -691,10 +558,7 @@ impl Engine {
         let lock = app.conv_lock(&cid);
         let _guard = lock.lock().await;
         if !only_me && !conv.has_member(&me) {
-            return Err(perr(
-                ErrorCode::ConversationMembershipRequired,
-                "only members can add others",
-            ));
+            return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can add others"));
         }
         let (existing, current) = {
             let state = conv.state();
@@ -702,11 +566,7 @@ impl Engine {
         };
         let mut result = MembersResult::default();
         let mut added = Vec::new();
-        let room = app
-            .config
-            .limits
-            .conversation_members
-            .saturating_sub(current);
+        let room = app.config.limits.conversation_members.saturating_sub(current);
         let mut full = Vec::new();
         for id in requested {
             if existing.contains(&id) {
@@ -719,10 +579,7 @@ impl Engine {
             }
         }
         if !full.is_empty() {
-            result.failed.push((
-                perr(ErrorCode::ConversationFull, "member limit reached"),
-                full,
-            ));
+            result.failed.push((perr(ErrorCode::ConversationFull, "member limit reached"), full));
         }
         let now = self.now();
         if !added.is_empty() {
@@ -780,10 +637,7 @@ impl Engine {
     ) -> Result<Option<Reply>, ProtocolError> {
         let me = session.client_id.to_string();
         let cid = change.cid.clone();
-        let conv = self
-            .conv(app, &cid)
-            .await?
-            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
+        let conv = self.conv(app, &cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
         let mut requested: Vec<String> = Vec::new();
         for m in change.members.iter() {
             if !requested.contains(m) {
@@ -796,10 +650,7 @@ impl Engine {
             self.check_signature(
                 app,
                 &me,
-                Signed::Kick {
-                    cid: &cid,
-                    members: &change.members,
-                },
+                Signed::Kick { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
             )?;
@@ -810,18 +661,11 @@ impl Engine {
                 for id in requested {
                     if id == me {
                         conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
-                        session
-                            .rooms
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .retain(|c| c != &cid);
+                        session.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c != &cid);
                         result.allowed.push(id);
                     } else {
                         result.failed.push((
-                            perr(
-                                ErrorCode::NormalConversationRequired,
-                                "chat room members leave themselves",
-                            ),
+                            perr(ErrorCode::NormalConversationRequired, "chat room members leave themselves"),
                             vec![id],
                         ));
                     }
@@ -839,17 +683,10 @@ impl Engine {
         let lock = app.conv_lock(&cid);
         let _guard = lock.lock().await;
         if !only_me && !conv.has_member(&me) {
-            return Err(perr(
-                ErrorCode::ConversationMembershipRequired,
-                "only members can remove others",
-            ));
+            return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can remove others"));
         }
         let existing = conv.state().members.clone();
-        let removed: Vec<String> = requested
-            .iter()
-            .filter(|id| existing.contains(*id))
-            .cloned()
-            .collect();
+        let removed: Vec<String> = requested.iter().filter(|id| existing.contains(*id)).cloned().collect();
         let now = self.now();
         if !removed.is_empty() {
             self.inner
@@ -862,13 +699,9 @@ impl Engine {
                 state.members.remove(id);
             }
         }
-        session.conn.reply(
-            serial,
-            Reply::ConvRemoved(MembersResult {
-                allowed: requested,
-                failed: Vec::new(),
-            }),
-        );
+        session
+            .conn
+            .reply(serial, Reply::ConvRemoved(MembersResult { allowed: requested, failed: Vec::new() }));
         if !removed.is_empty() {
             for id in &removed {
                 for s in app.sessions_of(id) {
@@ -918,22 +751,15 @@ impl Engine {
             Some(Value::Object(m)) if !m.is_empty() => Value::Object(m),
             _ => serde_json::json!({ "m": me }),
         };
-        let cond = parse_where(&where_)
-            .map_err(|e| perr(ErrorCode::ConversationQueryFailed, e.to_string()))?;
+        let cond =
+            parse_where(&where_).map_err(|e| perr(ErrorCode::ConversationQueryFailed, e.to_string()))?;
         let filter = cond.scan_filter(limits.query_scan_max);
-        let records = self
-            .inner
-            .store
-            .scan_conversations(&app.config.id, filter)
-            .await
-            .map_err(store_error)?;
+        let records =
+            self.inner.store.scan_conversations(&app.config.id, filter).await.map_err(store_error)?;
         if records.len() > limits.query_scan_max {
             return Err(perr(
                 ErrorCode::ConversationQueryFailed,
-                format!(
-                    "query examines more than {} conversations; narrow it",
-                    limits.query_scan_max
-                ),
+                format!("query examines more than {} conversations; narrow it", limits.query_scan_max),
             ));
         }
         let mut matched = Vec::new();
@@ -941,12 +767,8 @@ impl Engine {
             if record.kind == ConvKind::Temporary {
                 continue;
             }
-            let room = (record.kind == ConvKind::Transient).then(|| {
-                app.convs
-                    .get(&record.id)
-                    .map(|c| c.room_clients())
-                    .unwrap_or_default()
-            });
+            let room = (record.kind == ConvKind::Transient)
+                .then(|| app.convs.get(&record.id).map(|c| c.room_clients()).unwrap_or_default());
             let mut doc = query_doc(&record, room);
             // A query sees what its caller may see: members only of its own conversations.
             let visible = match record.kind {
@@ -990,10 +812,7 @@ impl Engine {
         attr: Map<String, Value>,
     ) -> Result<Option<Reply>, ProtocolError> {
         let me = session.client_id.to_string();
-        let conv = self
-            .conv(app, cid)
-            .await?
-            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
+        let conv = self.conv(app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
         if !conv.has_member(&me) {
             return Err(perr(
                 ErrorCode::ConversationUpdateRejected,
@@ -1009,16 +828,10 @@ impl Engine {
             .map_err(store_error)?
             .ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
         let mut attrs = record.attrs;
-        apply_attributes(&mut attrs, &attr)
-            .map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
+        apply_attributes(&mut attrs, &attr).map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
         let now = self.now();
-        store
-            .set_attributes(&app.config.id, cid, attrs, now)
-            .await
-            .map_err(store_error)?;
-        session
-            .conn
-            .reply(serial, Reply::ConvUpdated { updated_at: now });
+        store.set_attributes(&app.config.id, cid, attrs, now).await.map_err(store_error)?;
+        session.conn.reply(serial, Reply::ConvUpdated { updated_at: now });
         let recipients: Vec<String> = match conv.kind {
             ConvKind::Transient => conv.room_clients(),
             _ => conv.state().members.iter().cloned().collect(),
@@ -1046,17 +859,11 @@ impl Engine {
         session: &Arc<Session>,
         q: LogsQuery,
     ) -> Result<Reply, ProtocolError> {
-        let conv = self
-            .conv(app, &q.cid)
-            .await?
-            .ok_or_else(|| perr(ErrorCode::ConversationNotFound, &q.cid))?;
-        if matches!(conv.kind, ConvKind::Normal | ConvKind::Temporary)
-            && !conv.has_member(&session.client_id)
+        let conv =
+            self.conv(app, &q.cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, &q.cid))?;
+        if matches!(conv.kind, ConvKind::Normal | ConvKind::Temporary) && !conv.has_member(&session.client_id)
         {
-            return Err(perr(
-                ErrorCode::ConversationLogRejected,
-                "only members can read history",
-            ));
+            return Err(perr(ErrorCode::ConversationLogRejected, "only members can read history"));
         }
         let limits = &app.config.limits;
         let limit = match q.limit {
@@ -1067,35 +874,17 @@ impl Engine {
         let start = q.t.map(|t| (t, q.t_included));
         let end = q.tt.map(|t| (t, q.tt_included));
         let range = match q.direction {
-            Direction::Older => MessageRange {
-                before: start,
-                after: end,
-                newest_first: true,
-                limit,
-                lctype: q.lctype,
-            },
-            Direction::Newer => MessageRange {
-                after: start,
-                before: end,
-                newest_first: false,
-                limit,
-                lctype: q.lctype,
-            },
+            Direction::Older => {
+                MessageRange { before: start, after: end, newest_first: true, limit, lctype: q.lctype }
+            }
+            Direction::Newer => {
+                MessageRange { after: start, before: end, newest_first: false, limit, lctype: q.lctype }
+            }
         };
-        let messages = self
-            .inner
-            .store
-            .messages(&app.config.id, &q.cid, range)
-            .await
-            .map_err(store_error)?;
+        let messages = self.inner.store.messages(&app.config.id, &q.cid, range).await.map_err(store_error)?;
         let logs = messages
             .into_iter()
-            .map(|m| LogItem {
-                from: m.from,
-                data: m.data,
-                timestamp: m.ts,
-                msg_id: m.id,
-            })
+            .map(|m| LogItem { from: m.from, data: m.data, timestamp: m.ts, msg_id: m.id })
             .collect();
         Ok(Reply::Logs { logs })
     }

@@ -65,10 +65,7 @@ mod tests {
         assert_eq!(a.len(), 22);
         let c = conversation_id(1_700_000_000_000);
         assert_eq!(c.len(), 24);
-        assert!(
-            c.chars()
-                .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase())
-        );
+        assert!(c.chars().all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase()));
         assert_ne!(c, conversation_id(1_700_000_000_000));
     }
 }

@@ -21,10 +21,7 @@ pub struct SharedPush {
 impl SharedPush {
     /// Wraps a push for sharing.
     pub fn new(push: Push) -> Arc<SharedPush> {
-        Arc::new(SharedPush {
-            push,
-            cache: Default::default(),
-        })
+        Arc::new(SharedPush { push, cache: Default::default() })
     }
 
     /// The encoding for codec `slot`, computed on first use.
@@ -48,6 +45,9 @@ pub enum Outbound {
     },
     /// A server push.
     Push(Arc<SharedPush>),
+    /// A transport-level keep-alive probe (a WebSocket ping). 2.4.0 stops sending its
+    /// own heartbeats after a reconnect but answers pings.
+    Ping,
 }
 
 /// The engine's handle on one network connection.
@@ -70,13 +70,8 @@ impl ConnHandle {
         capacity: usize,
     ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let handle = ConnHandle {
-            id,
-            origin,
-            tx,
-            close_reason: Mutex::new(None),
-            close_notify: Notify::new(),
-        };
+        let handle =
+            ConnHandle { id, origin, tx, close_reason: Mutex::new(None), close_notify: Notify::new() };
         (Arc::new(handle), rx)
     }
 
@@ -87,10 +82,7 @@ impl ConnHandle {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(ProtocolError::new(
-                    ErrorCode::SlowConsumer,
-                    "outbound queue full",
-                ));
+                self.close(ProtocolError::new(ErrorCode::SlowConsumer, "outbound queue full"));
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -140,10 +132,7 @@ impl ConnHandle {
 
     /// The close reason, if a close was requested.
     pub fn close_reason(&self) -> Option<ProtocolError> {
-        self.close_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether the writer is gone or a close was requested.

@@ -147,17 +147,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a conversation with its members (their cursors start at 0).
     fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()>;
     /// Reads one conversation with its members.
-    fn conversation<'a>(
-        &'a self,
-        app: &'a str,
-        cid: &'a str,
-    ) -> StoreFuture<'a, Option<ConversationRecord>>;
+    fn conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Option<ConversationRecord>>;
     /// Finds the unique conversation with this canonical member set.
-    fn find_unique<'a>(
-        &'a self,
-        app: &'a str,
-        key: &'a str,
-    ) -> StoreFuture<'a, Option<ConversationRecord>>;
+    fn find_unique<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, Option<ConversationRecord>>;
     /// Candidate conversations for a query; fails past `filter.max` candidates.
     fn scan_conversations<'a>(
         &'a self,
@@ -203,11 +195,7 @@ pub trait Store: Send + Sync + 'static {
         range: MessageRange,
     ) -> StoreFuture<'a, Vec<StoredMessage>>;
     /// The client's cursors in all its conversations.
-    fn member_cursors<'a>(
-        &'a self,
-        app: &'a str,
-        client: &'a str,
-    ) -> StoreFuture<'a, Vec<MemberCursor>>;
+    fn member_cursors<'a>(&'a self, app: &'a str, client: &'a str) -> StoreFuture<'a, Vec<MemberCursor>>;
     /// Moves a cursor forward (never back). Not awaited by the engine: a lost cursor
     /// update only means a message is delivered again.
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64);

@@ -68,15 +68,8 @@ pub fn parse_where(value: &Value) -> Result<Cond, QueryError> {
                 let Value::Array(items) = v else {
                     return err(format!("{key} takes a list"));
                 };
-                let parts = items
-                    .iter()
-                    .map(parse_where)
-                    .collect::<Result<Vec<_>, _>>()?;
-                all.push(if key == "$and" {
-                    Cond::And(parts)
-                } else {
-                    Cond::Or(parts)
-                });
+                let parts = items.iter().map(parse_where).collect::<Result<Vec<_>, _>>()?;
+                all.push(if key == "$and" { Cond::And(parts) } else { Cond::Or(parts) });
             }
             k if k.starts_with('$') => return err(format!("unsupported operator {k}")),
             field => all.extend(parse_field(field, v)?),
@@ -171,11 +164,7 @@ pub fn compile_regex(pattern: &str, options: &str) -> Result<Regex, QueryError> 
             _ => return err(format!("unsupported regex option {c}")),
         }
     }
-    let full = if flags.is_empty() {
-        out
-    } else {
-        format!("(?{flags}){out}")
-    };
+    let full = if flags.is_empty() { out } else { format!("(?{flags}){out}") };
     regex::RegexBuilder::new(&full)
         .size_limit(1 << 20)
         .build()
@@ -247,8 +236,7 @@ impl Cond {
                     FieldCond::Ne(w) => !matches_eq(v, w),
                     FieldCond::Cmp(dir, or_equal, w) => {
                         let check = |x: &Value| {
-                            compare(x, w)
-                                .is_some_and(|o| o == *dir || (*or_equal && o == Ordering::Equal))
+                            compare(x, w).is_some_and(|o| o == *dir || (*or_equal && o == Ordering::Equal))
                         };
                         match v {
                             Some(Value::Array(items)) => items.iter().any(check),
@@ -259,9 +247,7 @@ impl Cond {
                     FieldCond::In(ws) => ws.iter().any(|w| matches_eq(v, w)),
                     FieldCond::Nin(ws) => !ws.iter().any(|w| matches_eq(v, w)),
                     FieldCond::All(ws) => match v {
-                        Some(Value::Array(items)) => {
-                            ws.iter().all(|w| items.iter().any(|i| equal(i, w)))
-                        }
+                        Some(Value::Array(items)) => ws.iter().all(|w| items.iter().any(|i| equal(i, w))),
                         _ => false,
                     },
                     FieldCond::Exists(want) => v.is_some_and(|x| !x.is_null()) == *want,
@@ -270,9 +256,9 @@ impl Cond {
                     }
                     FieldCond::Regex(re) => match v {
                         Some(Value::String(s)) => re.is_match(s),
-                        Some(Value::Array(items)) => items
-                            .iter()
-                            .any(|i| i.as_str().is_some_and(|s| re.is_match(s))),
+                        Some(Value::Array(items)) => {
+                            items.iter().any(|i| i.as_str().is_some_and(|s| re.is_match(s)))
+                        }
                         _ => false,
                     },
                 }
@@ -282,10 +268,7 @@ impl Cond {
 
     /// What a store can use to narrow the scan: ids, a member, a kind.
     pub fn scan_filter(&self, max: usize) -> ScanFilter {
-        let mut filter = ScanFilter {
-            max,
-            ..ScanFilter::default()
-        };
+        let mut filter = ScanFilter { max, ..ScanFilter::default() };
         let Cond::And(parts) = self else {
             return filter;
         };
@@ -294,15 +277,9 @@ impl Cond {
                 continue;
             };
             match (path.as_str(), cond) {
-                ("objectId", FieldCond::Eq(Value::String(id))) => {
-                    filter.ids = Some(vec![id.clone()])
-                }
+                ("objectId", FieldCond::Eq(Value::String(id))) => filter.ids = Some(vec![id.clone()]),
                 ("objectId", FieldCond::In(ids)) => {
-                    filter.ids = Some(
-                        ids.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect(),
-                    )
+                    filter.ids = Some(ids.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
                 }
                 ("m", FieldCond::Eq(Value::String(member))) => filter.member = Some(member.clone()),
                 ("m", FieldCond::All(members)) => {
@@ -333,14 +310,8 @@ pub fn parse_sort(sort: &str) -> Vec<SortKey> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| match s.strip_prefix('-') {
-            Some(f) => SortKey {
-                field: f.to_owned(),
-                descending: true,
-            },
-            None => SortKey {
-                field: s.trim_start_matches('+').to_owned(),
-                descending: false,
-            },
+            Some(f) => SortKey { field: f.to_owned(), descending: true },
+            None => SortKey { field: s.trim_start_matches('+').to_owned(), descending: false },
         })
         .collect()
 }

@@ -73,11 +73,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(
-        conn: Arc<ConnHandle>,
-        app_id: Arc<str>,
-        client_id: Arc<str>,
-    ) -> Arc<Session> {
+    pub(crate) fn new(conn: Arc<ConnHandle>, app_id: Arc<str>, client_id: Arc<str>) -> Arc<Session> {
         Arc::new(Session {
             conn,
             app_id,
@@ -121,34 +117,24 @@ impl Session {
         if !delivery.ready {
             return Offer::Skipped;
         }
-        let state = delivery
-            .convs
-            .entry(cid.to_owned())
-            .or_insert_with(|| ConvDelivery {
-                pushed_upto: prev,
-                acked_upto: prev,
-                inflight: BTreeMap::new(),
-            });
+        let state = delivery.convs.entry(cid.to_owned()).or_insert_with(|| ConvDelivery {
+            pushed_upto: prev,
+            acked_upto: prev,
+            inflight: BTreeMap::new(),
+        });
         if state.pushed_upto != prev {
             // Already queued (ts <= pushed_upto) or behind: the replay catches up in order.
             return Offer::Skipped;
         }
         if state.inflight.len() >= inflight_max {
             drop(delivery);
-            self.conn.close(ProtocolError::new(
-                ErrorCode::SlowConsumer,
-                "too many unacknowledged messages",
-            ));
+            self.conn.close(ProtocolError::new(ErrorCode::SlowConsumer, "too many unacknowledged messages"));
             return Offer::Skipped;
         }
         state.pushed_upto = ts;
         state.inflight.insert(ts, meta.clone());
         drop(delivery);
-        if self.conn.send(Outbound::Push(push.clone())) {
-            Offer::Queued
-        } else {
-            Offer::Skipped
-        }
+        if self.conn.send(Outbound::Push(push.clone())) { Offer::Queued } else { Offer::Skipped }
     }
 
     /// The sending session does not get its own message back; it only moves its
@@ -158,14 +144,11 @@ impl Session {
         if !delivery.ready {
             return None;
         }
-        let state = delivery
-            .convs
-            .entry(cid.to_owned())
-            .or_insert_with(|| ConvDelivery {
-                pushed_upto: prev,
-                acked_upto: prev,
-                inflight: BTreeMap::new(),
-            });
+        let state = delivery.convs.entry(cid.to_owned()).or_insert_with(|| ConvDelivery {
+            pushed_upto: prev,
+            acked_upto: prev,
+            inflight: BTreeMap::new(),
+        });
         if state.pushed_upto != prev {
             return None;
         }
@@ -174,15 +157,9 @@ impl Session {
             state.acked_upto = ts;
             return Some(ts);
         }
-        state.inflight.insert(
-            ts,
-            Inflight {
-                id: String::new(),
-                from: String::new(),
-                receipt: false,
-                acked: true,
-            },
-        );
+        state
+            .inflight
+            .insert(ts, Inflight { id: String::new(), from: String::new(), receipt: false, acked: true });
         None
     }
 
@@ -202,11 +179,7 @@ impl Session {
         let mut mark = |item: &mut Inflight| {
             if !item.acked {
                 item.acked = true;
-                acked.push(Acked {
-                    id: item.id.clone(),
-                    from: item.from.clone(),
-                    receipt: item.receipt,
-                });
+                acked.push(Acked { id: item.id.clone(), from: item.from.clone(), receipt: item.receipt });
             }
         };
         if let Some(mid) = mid

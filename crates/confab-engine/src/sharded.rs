@@ -32,10 +32,7 @@ impl<V> Sharded<V> {
 
     /// Total entries (takes every lock in turn; for metrics and tests).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
+        self.shards.iter().map(|s| s.lock().map(|m| m.len()).unwrap_or(0)).sum()
     }
 
     /// Whether there are no entries.

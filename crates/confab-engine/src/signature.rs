@@ -34,11 +34,7 @@ pub fn verify(key: &str, message: &str, signature_hex: &str) -> bool {
 pub fn sorted_members(members: &[String]) -> String {
     let mut sorted: Vec<&String> = members.iter().collect();
     sorted.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-    sorted
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(":")
+    sorted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(":")
 }
 
 /// The operation a signature covers, which fixes the signed string.
@@ -75,16 +71,10 @@ pub fn signed_string(app_id: &str, client_id: &str, op: Signed<'_>, t: &str, n: 
             format!("{app_id}:{client_id}:{}:{t}:{n}", sorted_members(members))
         }
         Signed::Invite { cid, members } => {
-            format!(
-                "{app_id}:{client_id}:{cid}:{}:{t}:{n}:invite",
-                sorted_members(members)
-            )
+            format!("{app_id}:{client_id}:{cid}:{}:{t}:{n}:invite", sorted_members(members))
         }
         Signed::Kick { cid, members } => {
-            format!(
-                "{app_id}:{client_id}:{cid}:{}:{t}:{n}:kick",
-                sorted_members(members)
-            )
+            format!("{app_id}:{client_id}:{cid}:{}:{t}:{n}:kick", sorted_members(members))
         }
     }
 }
@@ -141,19 +131,9 @@ impl Verifier {
         window_secs: u64,
     ) -> Result<(), SignatureProblem> {
         let sig = sig.ok_or(SignatureProblem::Missing)?;
-        let t: i64 = sig
-            .timestamp
-            .trim()
-            .parse()
-            .map_err(|_| SignatureProblem::BadTimestamp)?;
-        let t_ms = if t.abs() < SECONDS_THRESHOLD {
-            t.saturating_mul(1000)
-        } else {
-            t
-        };
-        let window_ms = i64::try_from(window_secs)
-            .unwrap_or(i64::MAX / 2)
-            .saturating_mul(1000);
+        let t: i64 = sig.timestamp.trim().parse().map_err(|_| SignatureProblem::BadTimestamp)?;
+        let t_ms = if t.abs() < SECONDS_THRESHOLD { t.saturating_mul(1000) } else { t };
+        let window_ms = i64::try_from(window_secs).unwrap_or(i64::MAX / 2).saturating_mul(1000);
         if (now_ms - t_ms).abs() > window_ms {
             return Err(SignatureProblem::Expired);
         }
@@ -183,10 +163,7 @@ mod tests {
     #[test]
     fn matches_node_crypto_hmac() {
         // node -e "console.log(require('crypto').createHmac('sha1','master').update('app:alice::1700000000:n1').digest('hex'))"
-        assert_eq!(
-            sign("master", "app:alice::1700000000:n1"),
-            "65d208366d2ca616b2b175f13e6ef2ba56b3049c"
-        );
+        assert_eq!(sign("master", "app:alice::1700000000:n1"), "65d208366d2ca616b2b175f13e6ef2ba56b3049c");
         assert!(verify("master", "m", &sign("master", "m")));
         assert!(!verify("master", "m", &sign("other", "m")));
         assert!(!verify("master", "m", "zz"));
@@ -201,29 +178,11 @@ mod tests {
             "a:c:Alice:bob:carol:1:n"
         );
         assert_eq!(
-            signed_string(
-                "a",
-                "c",
-                Signed::Invite {
-                    cid: "x",
-                    members: &m
-                },
-                "1",
-                "n"
-            ),
+            signed_string("a", "c", Signed::Invite { cid: "x", members: &m }, "1", "n"),
             "a:c:x:Alice:bob:carol:1:n:invite"
         );
         assert_eq!(
-            signed_string(
-                "a",
-                "c",
-                Signed::Kick {
-                    cid: "x",
-                    members: &m
-                },
-                "1",
-                "n"
-            ),
+            signed_string("a", "c", Signed::Kick { cid: "x", members: &m }, "1", "n"),
             "a:c:x:Alice:bob:carol:1:n:kick"
         );
     }
@@ -237,58 +196,20 @@ mod tests {
             nonce: n.into(),
             signature: sign("mk", &signed_string("a", "c", Signed::Login, t, n)),
         };
+        assert_eq!(v.check("a", "mk", "c", Signed::Login, Some(&make("1700000000", "n1")), now, 900), Ok(()));
         assert_eq!(
-            v.check(
-                "a",
-                "mk",
-                "c",
-                Signed::Login,
-                Some(&make("1700000000", "n1")),
-                now,
-                900
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            v.check(
-                "a",
-                "mk",
-                "c",
-                Signed::Login,
-                Some(&make("1700000000", "n1")),
-                now,
-                900
-            ),
+            v.check("a", "mk", "c", Signed::Login, Some(&make("1700000000", "n1")), now, 900),
             Err(SignatureProblem::Replayed)
         );
         assert_eq!(
-            v.check(
-                "a",
-                "mk",
-                "c",
-                Signed::Login,
-                Some(&make("1700000000500", "n2")),
-                now,
-                900
-            ),
+            v.check("a", "mk", "c", Signed::Login, Some(&make("1700000000500", "n2")), now, 900),
             Ok(())
         );
         assert_eq!(
-            v.check(
-                "a",
-                "mk",
-                "c",
-                Signed::Login,
-                Some(&make("1699990000", "n3")),
-                now,
-                900
-            ),
+            v.check("a", "mk", "c", Signed::Login, Some(&make("1699990000", "n3")), now, 900),
             Err(SignatureProblem::Expired)
         );
-        assert_eq!(
-            v.check("a", "mk", "c", Signed::Login, None, now, 900),
-            Err(SignatureProblem::Missing)
-        );
+        assert_eq!(v.check("a", "mk", "c", Signed::Login, None, now, 900), Err(SignatureProblem::Missing));
         let mut bad = make("1700000000", "n4");
         bad.signature = sign("wrong", "x");
         assert_eq!(

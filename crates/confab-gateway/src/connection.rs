@@ -11,6 +11,9 @@ use confab_types::{Disposition, ErrorCode, ProtocolError, Reply};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 
+/// How long to wait for the client's answer to our Close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -24,6 +27,7 @@ fn frame_to_message(frame: WireFrame) -> Message {
 fn encode(codec: Codec, item: Outbound) -> Message {
     match item {
         Outbound::Reply { serial, reply } => frame_to_message(codec.encode_reply(serial, &reply)),
+        Outbound::Ping => Message::Ping(Bytes::new()),
         Outbound::Push(shared) => {
             let bytes = shared.encoded(codec.index(), |push| match codec.encode_push(push) {
                 WireFrame::Text(s) => Bytes::from(s),
@@ -40,12 +44,7 @@ fn encode(codec: Codec, item: Outbound) -> Message {
 }
 
 /// Serves one upgraded socket until it closes.
-pub async fn serve_socket(
-    gateway: Gateway,
-    socket: WebSocket,
-    codec: Codec,
-    origin: Option<String>,
-) {
+pub async fn serve_socket(gateway: Gateway, socket: WebSocket, codec: Codec, origin: Option<String>) {
     let (mut sink, mut stream) = socket.split();
     let (mut conn, mut rx) = gateway.engine.open_connection(origin);
     let handle = conn.handle.clone();
@@ -80,27 +79,25 @@ pub async fn serve_socket(
         }
     });
 
+    // Silence for half the read timeout earns a ping; silence for the whole of it (no
+    // pong either) closes the connection.
+    let mut pinged = false;
     loop {
-        let timeout = if conn.client_id().is_some() {
-            gateway.config.read_timeout
-        } else {
-            gateway.config.login_timeout
-        };
+        let logged_in = conn.client_id().is_some();
+        let timeout = if logged_in { gateway.config.read_timeout / 2 } else { gateway.config.login_timeout };
         let next = tokio::select! {
             _ = handle.close_requested() => break,
             next = tokio::time::timeout(timeout, stream.next()) => next,
         };
         let message = match next {
+            Err(_) if logged_in && !pinged => {
+                pinged = true;
+                handle.send(Outbound::Ping);
+                continue;
+            }
             Err(_) => {
-                let code = if conn.client_id().is_some() {
-                    ErrorCode::ReadTimeout
-                } else {
-                    ErrorCode::LoginTimeout
-                };
-                handle.close(ProtocolError::new(
-                    code,
-                    format!("nothing received for {}s", timeout.as_secs()),
-                ));
+                let code = if logged_in { ErrorCode::ReadTimeout } else { ErrorCode::LoginTimeout };
+                handle.close(ProtocolError::new(code, "nothing received in time"));
                 break;
             }
             Ok(None) => break,
@@ -115,6 +112,7 @@ pub async fn serve_socket(
             }
             Ok(Some(Ok(m))) => m,
         };
+        pinged = false;
         let frame = match message {
             Message::Text(t) => WireFrame::Text(t.as_str().to_owned()),
             Message::Binary(b) => WireFrame::Binary(b.to_vec()),
@@ -146,7 +144,18 @@ pub async fn serve_socket(
     }
     drop(conn);
     if handle.close_reason().is_some() {
+        // Finish the close handshake: wait for our Close frame to be written, then for
+        // the client's answer. Dropping the TCP connection at once makes some clients
+        // (ws@0.8 in 2.4.0) see 1006 instead of our code.
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     } else {
         writer.abort();
     }

@@ -107,20 +107,11 @@ async fn route_preflight(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, OPTIONS"),
-    );
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    with_cors(
-        response,
-        &gateway,
-        q.get("appId").map(String::as_str),
-        &headers,
-    )
+    response
+        .headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+    response.headers_mut().insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    with_cors(response, &gateway, q.get("appId").map(String::as_str), &headers)
 }
 
 /// `GET /`: the WebSocket endpoint; a plain GET gets a short description.
@@ -137,16 +128,9 @@ async fn websocket_or_info(
         )
             .into_response();
     };
-    let offered = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
+    let offered = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
     let Some(negotiated) = negotiate(offered, q.get("subprotocol").map(String::as_str)) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "unsupported WebSocket subprotocol\n",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "unsupported WebSocket subprotocol\n").into_response();
     };
     let origin = header_str(&headers, header::ORIGIN).map(str::to_owned);
     let frame_bytes = gateway.config.frame_bytes;
@@ -163,52 +147,35 @@ async fn websocket_or_info(
 
 /// The two-tab chat demo and the SDK it loads, built into the binary so `confab serve`
 /// shows it with nothing else installed.
-const DEMO_HTML: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../sdk/js/demo/index.html"
-));
-const DEMO_SDK: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../sdk/js/dist/AV.realtime.js"
-));
+const DEMO_HTML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/js/demo/index.html"));
+const DEMO_SDK: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/js/dist/AV.realtime.js"));
 
 /// `GET /demo/`: without `appId`, redirects to the page with the default app filled in
 /// (the development app when it exists).
-async fn demo_page(
-    State(gateway): State<Gateway>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+async fn demo_page(State(gateway): State<Gateway>, Query(q): Query<HashMap<String, String>>) -> Response {
     if !q.contains_key("appId") {
         let mut ids: Vec<&str> = gateway.engine.apps().map(|a| a.id.as_str()).collect();
         ids.sort_unstable();
-        let default = ids
-            .iter()
-            .find(|id| **id == "confab-dev")
-            .or(ids.first())
-            .copied()
-            .unwrap_or("");
-        let encoded: String = default
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        return Redirect::to(&format!("/demo/?appId={encoded}")).into_response();
+        let default = ids.iter().find(|id| **id == "confab-dev").or(ids.first()).copied().unwrap_or("");
+        // Keep the other parameters (lang, name, room) the page reads.
+        let mut query = format!("appId={}", percent_encode(default));
+        for (k, v) in &q {
+            query.push_str(&format!("&{}={}", percent_encode(k), percent_encode(v)));
+        }
+        return Redirect::to(&format!("/demo/?{query}")).into_response();
     }
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        DEMO_HTML,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], DEMO_HTML).into_response()
 }
 
 async fn demo_sdk() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        DEMO_SDK,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], DEMO_SDK).into_response()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

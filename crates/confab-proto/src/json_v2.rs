@@ -9,9 +9,8 @@
 use crate::{DecodeError, WireFrame};
 use confab_types::time::iso8601;
 use confab_types::{
-    AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound,
-    LogsQuery, MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen,
-    Signature,
+    AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
+    MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
 };
 use serde_json::{Map, Value, json};
 
@@ -38,10 +37,7 @@ pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
     let Value::Object(obj) = value else {
         return Err(DecodeError {
             serial: None,
-            error: ProtocolError::new(
-                ErrorCode::UnparseableRawMsg,
-                "a frame must be a JSON object",
-            ),
+            error: ProtocolError::new(ErrorCode::UnparseableRawMsg, "a frame must be a JSON object"),
         });
     };
     let fields = Fields(&obj);
@@ -49,11 +45,7 @@ pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
     let wrap = |error: ProtocolError| DecodeError { serial, error };
     let peer_id = fields.opt_str("peerId").map_err(wrap)?;
     let request = decode_request(&fields).map_err(wrap)?;
-    Ok(Inbound {
-        serial,
-        peer_id,
-        request,
-    })
+    Ok(Inbound { serial, peer_id, request })
 }
 
 fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
@@ -68,9 +60,9 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
             signature: f.signature()?,
         }),
         ("session", Some("close")) => Request::SessionClose,
-        ("session", Some("query")) => Request::SessionQuery {
-            peer_ids: f.str_list("sessionPeerIds")?.unwrap_or_default(),
-        },
+        ("session", Some("query")) => {
+            Request::SessionQuery { peer_ids: f.str_list("sessionPeerIds")?.unwrap_or_default() }
+        }
         ("conv", Some("start")) => Request::ConvStart(ConvStart {
             members: f.str_list("m")?.unwrap_or_default(),
             attr: f.opt_object("attr")?.unwrap_or_default(),
@@ -84,34 +76,29 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
                 members: f.str_list("m")?.unwrap_or_default(),
                 signature: f.signature()?,
             };
-            if op == "add" {
-                Request::ConvAdd(change)
-            } else {
-                Request::ConvRemove(change)
-            }
+            if op == "add" { Request::ConvAdd(change) } else { Request::ConvRemove(change) }
         }
-        ("conv", Some("query")) => Request::ConvQuery(ConvQuery {
-            where_: match f.0.get("where") {
-                None | Some(Value::Null) => None,
-                // Some clients send `where` as JSON text.
-                Some(Value::String(s)) => Some(serde_json::from_str(s).map_err(|e| {
-                    ProtocolError::new(ErrorCode::UnparseableRawMsg, format!("where: {e}"))
-                })?),
-                Some(v @ Value::Object(_)) => Some(v.clone()),
-                Some(_) => return Err(type_error("where", "an object")),
-            },
-            sort: f.opt_str("sort")?,
-            limit: f.opt_int("limit")?,
-            skip: f.opt_int("skip")?,
-            flag: f.opt_int("flag")?.unwrap_or(0),
-        }),
-        ("conv", Some("count")) => Request::ConvCount {
-            cid: f.req_str("cid")?,
-        },
-        ("conv", Some("update")) => Request::ConvUpdate {
-            cid: f.req_str("cid")?,
-            attr: f.opt_object("attr")?.unwrap_or_default(),
-        },
+        ("conv", Some("query")) => {
+            Request::ConvQuery(ConvQuery {
+                where_: match f.0.get("where") {
+                    None | Some(Value::Null) => None,
+                    // Some clients send `where` as JSON text.
+                    Some(Value::String(s)) => Some(serde_json::from_str(s).map_err(|e| {
+                        ProtocolError::new(ErrorCode::UnparseableRawMsg, format!("where: {e}"))
+                    })?),
+                    Some(v @ Value::Object(_)) => Some(v.clone()),
+                    Some(_) => return Err(type_error("where", "an object")),
+                },
+                sort: f.opt_str("sort")?,
+                limit: f.opt_int("limit")?,
+                skip: f.opt_int("skip")?,
+                flag: f.opt_int("flag")?.unwrap_or(0),
+            })
+        }
+        ("conv", Some("count")) => Request::ConvCount { cid: f.req_str("cid")? },
+        ("conv", Some("update")) => {
+            Request::ConvUpdate { cid: f.req_str("cid")?, attr: f.opt_object("attr")?.unwrap_or_default() }
+        }
         ("direct", None) => Request::Direct(DirectRequest {
             cid: f.req_str("cid")?,
             msg: match f.0.get("msg") {
@@ -146,10 +133,7 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
                 Some(Value::String(s)) if s.eq_ignore_ascii_case("new") => Direction::Newer,
                 Some(Value::String(s)) if s.eq_ignore_ascii_case("old") => Direction::Older,
                 Some(_) => {
-                    return Err(type_error(
-                        "direction",
-                        "1 (old), 2 (new), \"OLD\" or \"NEW\"",
-                    ));
+                    return Err(type_error("direction", "1 (old), 2 (new), \"OLD\" or \"NEW\""));
                 }
             },
             t_included: f.flag("tIncluded")?,
@@ -159,10 +143,7 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
         (cmd, op) => {
             return Err(ProtocolError::new(
                 ErrorCode::UnparseableRawMsg,
-                format!(
-                    "unknown command {cmd}{}",
-                    op.map(|o| format!(" {o}")).unwrap_or_default()
-                ),
+                format!("unknown command {cmd}{}", op.map(|o| format!(" {o}")).unwrap_or_default()),
             ));
         }
     };
@@ -170,17 +151,11 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
 }
 
 fn missing(field: &str) -> ProtocolError {
-    ProtocolError::new(
-        ErrorCode::UnparseableRawMsg,
-        format!("missing field `{field}`"),
-    )
+    ProtocolError::new(ErrorCode::UnparseableRawMsg, format!("missing field `{field}`"))
 }
 
 fn type_error(field: &str, expected: &str) -> ProtocolError {
-    ProtocolError::new(
-        ErrorCode::UnparseableRawMsg,
-        format!("field `{field}` must be {expected}"),
-    )
+    ProtocolError::new(ErrorCode::UnparseableRawMsg, format!("field `{field}` must be {expected}"))
 }
 
 /// Typed access to the fields of one frame.
@@ -188,10 +163,7 @@ struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
     fn serial(&self) -> Option<i32> {
-        self.0
-            .get("i")
-            .and_then(Value::as_i64)
-            .and_then(|i| i32::try_from(i).ok())
+        self.0.get("i").and_then(Value::as_i64).and_then(|i| i32::try_from(i).ok())
     }
 
     fn opt_str(&self, key: &str) -> Result<Option<String>, ProtocolError> {
@@ -243,11 +215,7 @@ impl Fields<'_> {
             Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| type_error(key, "a list of strings"))
-                })
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| type_error(key, "a list of strings")))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             Some(_) => Err(type_error(key, "a list of strings")),
@@ -265,11 +233,9 @@ impl Fields<'_> {
             Some(_) => return Err(type_error("t", "a number")),
         };
         Ok(match (t, n, s) {
-            (Some(timestamp), Some(nonce), Some(signature)) => Some(Signature {
-                timestamp,
-                nonce,
-                signature,
-            }),
+            (Some(timestamp), Some(nonce), Some(signature)) => {
+                Some(Signature { timestamp, nonce, signature })
+            }
             _ => None,
         })
     }
@@ -308,17 +274,13 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
         Reply::SessionQueryResult { online } => {
             object(json!({"cmd": "session", "op": "query-result", "onlineSessionPeerIds": online}))
         }
-        Reply::ConvStarted { cid, created_at } => object(
-            json!({"cmd": "conv", "op": "started", "cid": cid, "cdate": iso8601(*created_at)}),
-        ),
+        Reply::ConvStarted { cid, created_at } => {
+            object(json!({"cmd": "conv", "op": "started", "cid": cid, "cdate": iso8601(*created_at)}))
+        }
         Reply::ConvAdded(result) => members_reply("added", result),
         Reply::ConvRemoved(result) => members_reply("removed", result),
-        Reply::ConvResults { results } => {
-            object(json!({"cmd": "conv", "op": "results", "results": results}))
-        }
-        Reply::ConvCount { count } => {
-            object(json!({"cmd": "conv", "op": "result", "count": count}))
-        }
+        Reply::ConvResults { results } => object(json!({"cmd": "conv", "op": "results", "results": results})),
+        Reply::ConvCount { count } => object(json!({"cmd": "conv", "op": "result", "count": count})),
         Reply::ConvUpdated { updated_at } => {
             object(json!({"cmd": "conv", "op": "updated", "udate": iso8601(*updated_at)}))
         }
@@ -336,9 +298,7 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
 }
 
 fn error_object(e: &ProtocolError) -> Map<String, Value> {
-    object(
-        json!({"cmd": "error", "code": e.code.number(), "reason": e.code.reason(), "detail": e.detail}),
-    )
+    object(json!({"cmd": "error", "code": e.code.number(), "reason": e.code.reason(), "detail": e.detail}))
 }
 
 /// Encodes a push (never carries a serial).
@@ -447,13 +407,8 @@ mod tests {
         let Request::Logs(q) = req(r#"{"cmd":"logs","cid":"c","limit":5,"t":10,"mid":"m"}"#) else {
             panic!()
         };
-        assert_eq!(
-            (q.limit, q.t, q.mid.as_deref()),
-            (Some(5), Some(10), Some("m"))
-        );
-        let Request::Logs(q) = req(r#"{"cmd":"logs","cid":"c","l":0,"direction":2}"#) else {
-            panic!()
-        };
+        assert_eq!((q.limit, q.t, q.mid.as_deref()), (Some(5), Some(10), Some("m")));
+        let Request::Logs(q) = req(r#"{"cmd":"logs","cid":"c","l":0,"direction":2}"#) else { panic!() };
         assert_eq!((q.limit, q.direction), (Some(0), Direction::Newer));
     }
 
@@ -476,21 +431,13 @@ mod tests {
 
     #[test]
     fn replies_and_pushes_have_the_shapes_2_4_0_reads() {
-        let ack: Value = serde_json::from_str(&encode_reply(
-            Some(5),
-            &Reply::MessageAck {
-                uid: "u".into(),
-                t: 9,
-            },
-        ))
-        .expect("json");
+        let ack: Value =
+            serde_json::from_str(&encode_reply(Some(5), &Reply::MessageAck { uid: "u".into(), t: 9 }))
+                .expect("json");
         assert_eq!(ack, json!({"cmd": "ack", "i": 5, "uid": "u", "t": 9}));
         let err: Value = serde_json::from_str(&encode_reply(
             Some(6),
-            &Reply::Error(ProtocolError::new(
-                ErrorCode::InvalidMessagingTarget,
-                "not a member",
-            )),
+            &Reply::Error(ProtocolError::new(ErrorCode::InvalidMessagingTarget, "not a member")),
         ))
         .expect("json");
         assert_eq!(
@@ -500,19 +447,11 @@ mod tests {
         let logs: Value = serde_json::from_str(&encode_reply(
             Some(1),
             &Reply::Logs {
-                logs: vec![LogItem {
-                    from: "a".into(),
-                    data: "d".into(),
-                    timestamp: 3,
-                    msg_id: "m".into(),
-                }],
+                logs: vec![LogItem { from: "a".into(), data: "d".into(), timestamp: 3, msg_id: "m".into() }],
             },
         ))
         .expect("json");
-        assert_eq!(
-            logs["logs"][0],
-            json!({"from": "a", "data": "d", "timestamp": 3, "msgId": "m"})
-        );
+        assert_eq!(logs["logs"][0], json!({"from": "a", "data": "d", "timestamp": 3, "msgId": "m"}));
         let direct: Value = serde_json::from_str(&encode_push(&Push::Direct(DirectPush {
             cid: "c".into(),
             id: "m".into(),

@@ -19,22 +19,12 @@ pub struct Negotiated {
 /// Picks the codec for the offered subprotocols (header values, in order) and the
 /// `subprotocol` query parameter. `None` means nothing offered is supported: the
 /// handshake should proceed without echoing, and the client will give up.
-pub fn negotiate<'a>(
-    offered: impl IntoIterator<Item = &'a str>,
-    query: Option<&str>,
-) -> Option<Negotiated> {
-    let offered: Vec<&str> = offered
-        .into_iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>, query: Option<&str>) -> Option<Negotiated> {
+    let offered: Vec<&str> =
+        offered.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
     let query = query.map(str::trim).filter(|s| !s.is_empty());
     if offered.is_empty() && query.is_none() {
-        return Some(Negotiated {
-            codec: Codec::JsonV2,
-            echo: None,
-        });
+        return Some(Negotiated { codec: Codec::JsonV2, echo: None });
     }
     // No `lc.*` subprotocol is served yet; the protobuf codec adds them here.
     None
@@ -46,20 +36,8 @@ mod tests {
 
     #[test]
     fn no_subprotocol_means_json_v2_without_echo() {
-        assert_eq!(
-            negotiate([], None),
-            Some(Negotiated {
-                codec: Codec::JsonV2,
-                echo: None
-            })
-        );
-        assert_eq!(
-            negotiate([" "], Some("")),
-            Some(Negotiated {
-                codec: Codec::JsonV2,
-                echo: None
-            })
-        );
+        assert_eq!(negotiate([], None), Some(Negotiated { codec: Codec::JsonV2, echo: None }));
+        assert_eq!(negotiate([" "], Some("")), Some(Negotiated { codec: Codec::JsonV2, echo: None }));
     }
 
     #[test]

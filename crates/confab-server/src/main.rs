@@ -60,17 +60,9 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let listen = args
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let listen: SocketAddr = listen
-        .parse()
-        .map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
-    let data_dir = args
-        .data_dir
-        .or(file.data_dir)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let durability = match file.durability.as_deref() {
         None | Some("full") => Durability::Full,
         Some("normal") => Durability::Normal,
@@ -79,10 +71,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     let apps = if args.apps.is_empty() {
         file.apps
     } else {
-        args.apps
-            .iter()
-            .map(|s| parse_app(s))
-            .collect::<anyhow::Result<Vec<_>>>()?
+        args.apps.iter().map(|s| parse_app(s)).collect::<anyhow::Result<Vec<_>>>()?
     };
     let mut ids = std::collections::HashSet::new();
     for app in &apps {
@@ -106,8 +95,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONFAB_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("CONFAB_LOG").unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -121,27 +109,15 @@ fn main() -> anyhow::Result<()> {
         );
         settings.apps.push(dev);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(serve(settings))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&settings.data_dir, settings.durability).map_err(|e| {
-        anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display())
-    })?;
-    let frame_bytes = settings
-        .apps
-        .iter()
-        .map(|a| a.limits.frame_bytes)
-        .max()
-        .unwrap_or(64 * 1024);
-    let engine = Engine::new(
-        settings.apps.clone(),
-        Arc::new(store),
-        Arc::new(SystemClock),
-    );
+    let store = SqliteStore::open(&settings.data_dir, settings.durability)
+        .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))?;
+    let frame_bytes = settings.apps.iter().map(|a| a.limits.frame_bytes).max().unwrap_or(64 * 1024);
+    let engine = Engine::new(settings.apps.clone(), Arc::new(store), Arc::new(SystemClock));
     let gateway = Gateway {
         engine,
         config: GatewayConfig {
@@ -158,9 +134,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket
-        .bind(settings.listen)
-        .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.listen))?;
+    socket.bind(settings.listen).map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.listen))?;
     let listener = socket.listen(4096)?;
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %settings.data_dir.display(), apps = settings.apps.len(), "confab ready");
@@ -170,9 +144,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         out.flush()?;
     }
     let app = confab_gateway::routes::router(gateway);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 

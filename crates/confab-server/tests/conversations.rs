@@ -13,22 +13,20 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// Every conversation push a client received within the quiet period, as (op, initBy, m).
 async fn conv_pushes(c: &mut Client, cid: &str) -> Vec<(String, String, Value)> {
-    c.drain(QUIET, |f| {
-        f["cmd"] == "conv" && f.get("i").is_none() && f["cid"] == cid
-    })
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|f| {
-        assert!(f["udate"].as_str().is_some(), "{f}");
-        assert_eq!(f["peerId"], json!(c.peer_id), "pushes name their recipient");
-        (
-            f["op"].as_str().unwrap().to_owned(),
-            f["initBy"].as_str().unwrap().to_owned(),
-            f.get("m").cloned().unwrap_or(Value::Null),
-        )
-    })
-    .collect()
+    c.drain(QUIET, |f| f["cmd"] == "conv" && f.get("i").is_none() && f["cid"] == cid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            assert!(f["udate"].as_str().is_some(), "{f}");
+            assert_eq!(f["peerId"], json!(c.peer_id), "pushes name their recipient");
+            (
+                f["op"].as_str().unwrap().to_owned(),
+                f["initBy"].as_str().unwrap().to_owned(),
+                f.get("m").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect()
 }
 
 fn p(op: &str, by: &str, m: Value) -> (String, String, Value) {
@@ -47,119 +45,55 @@ async fn membership_push_matrix() {
     let cid = create(&mut a, &["o"]).await;
     assert_eq!(
         conv_pushes(&mut a, &cid).await,
-        [
-            p("joined", "a", Value::Null),
-            p("members-joined", "a", json!(["a", "o"]))
-        ]
+        [p("joined", "a", Value::Null), p("members-joined", "a", json!(["a", "o"]))]
     );
     assert_eq!(
         conv_pushes(&mut o, &cid).await,
-        [
-            p("joined", "a", Value::Null),
-            p("members-joined", "a", json!(["a", "o"]))
-        ]
+        [p("joined", "a", Value::Null), p("members-joined", "a", json!(["a", "o"]))]
     );
     assert!(conv_pushes(&mut t, &cid).await.is_empty());
 
     // A adds T.
-    let r = a
-        .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["t"]}))
-        .await
-        .unwrap();
+    let r = a.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["t"]})).await.unwrap();
     assert_eq!(
-        (
-            r["op"].clone(),
-            r["allowedPids"].clone(),
-            r["failedPids"].clone()
-        ),
+        (r["op"].clone(), r["allowedPids"].clone(), r["failedPids"].clone()),
         (json!("added"), json!(["t"]), json!([]))
     );
-    assert_eq!(
-        conv_pushes(&mut a, &cid).await,
-        [p("members-joined", "a", json!(["t"]))]
-    );
+    assert_eq!(conv_pushes(&mut a, &cid).await, [p("members-joined", "a", json!(["t"]))]);
     assert_eq!(
         conv_pushes(&mut t, &cid).await,
-        [
-            p("joined", "a", Value::Null),
-            p("members-joined", "a", json!(["t"]))
-        ]
+        [p("joined", "a", Value::Null), p("members-joined", "a", json!(["t"]))]
     );
-    assert_eq!(
-        conv_pushes(&mut o, &cid).await,
-        [p("members-joined", "a", json!(["t"]))]
-    );
+    assert_eq!(conv_pushes(&mut o, &cid).await, [p("members-joined", "a", json!(["t"]))]);
 
     // A removes T.
-    let r = a
-        .request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["t"]}))
-        .await
-        .unwrap();
+    let r = a.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["t"]})).await.unwrap();
     assert_eq!(r["op"], "removed");
-    assert_eq!(
-        conv_pushes(&mut a, &cid).await,
-        [p("members-left", "a", json!(["t"]))]
-    );
-    assert_eq!(
-        conv_pushes(&mut t, &cid).await,
-        [p("left", "a", Value::Null)]
-    );
-    assert_eq!(
-        conv_pushes(&mut o, &cid).await,
-        [p("members-left", "a", json!(["t"]))]
-    );
+    assert_eq!(conv_pushes(&mut a, &cid).await, [p("members-left", "a", json!(["t"]))]);
+    assert_eq!(conv_pushes(&mut t, &cid).await, [p("left", "a", Value::Null)]);
+    assert_eq!(conv_pushes(&mut o, &cid).await, [p("members-left", "a", json!(["t"]))]);
 
     // T joins itself.
-    let r = t
-        .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["t"]}))
-        .await
-        .unwrap();
+    let r = t.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["t"]})).await.unwrap();
     assert_eq!(r["op"], "added");
     assert_eq!(
         conv_pushes(&mut t, &cid).await,
-        [
-            p("joined", "t", Value::Null),
-            p("members-joined", "t", json!(["t"]))
-        ]
+        [p("joined", "t", Value::Null), p("members-joined", "t", json!(["t"]))]
     );
-    assert_eq!(
-        conv_pushes(&mut a, &cid).await,
-        [p("members-joined", "t", json!(["t"]))]
-    );
-    assert_eq!(
-        conv_pushes(&mut o, &cid).await,
-        [p("members-joined", "t", json!(["t"]))]
-    );
+    assert_eq!(conv_pushes(&mut a, &cid).await, [p("members-joined", "t", json!(["t"]))]);
+    assert_eq!(conv_pushes(&mut o, &cid).await, [p("members-joined", "t", json!(["t"]))]);
 
     // T quits.
-    let r = t
-        .request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["t"]}))
-        .await
-        .unwrap();
+    let r = t.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["t"]})).await.unwrap();
     assert_eq!(r["op"], "removed");
-    assert_eq!(
-        conv_pushes(&mut t, &cid).await,
-        [p("left", "t", Value::Null)]
-    );
-    assert_eq!(
-        conv_pushes(&mut a, &cid).await,
-        [p("members-left", "t", json!(["t"]))]
-    );
-    assert_eq!(
-        conv_pushes(&mut o, &cid).await,
-        [p("members-left", "t", json!(["t"]))]
-    );
+    assert_eq!(conv_pushes(&mut t, &cid).await, [p("left", "t", Value::Null)]);
+    assert_eq!(conv_pushes(&mut a, &cid).await, [p("members-left", "t", json!(["t"]))]);
+    assert_eq!(conv_pushes(&mut o, &cid).await, [p("members-left", "t", json!(["t"]))]);
 
     // A non-member may not add or remove others; a missing conversation is 4303.
-    let r = t
-        .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["x"]}))
-        .await
-        .unwrap();
+    let r = t.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["x"]})).await.unwrap();
     assert_eq!(error_code(&r), 4317);
-    let r = t
-        .request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["o"]}))
-        .await
-        .unwrap();
+    let r = t.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["o"]})).await.unwrap();
     assert_eq!(error_code(&r), 4317);
     let r = t
         .request(json!({"cmd": "conv", "op": "add", "cid": "000000000000000000000000", "m": ["t"]}))
@@ -174,17 +108,15 @@ async fn unique_conversations_are_found_again() {
     let server = Server::start(dir.path());
     let mut a = server.open("a").await;
     let mut b = server.open("b").await;
-    let start = |m: Value| json!({"cmd": "conv", "op": "start", "m": m, "unique": true, "attr": {"name": "dm"}});
+    let start =
+        |m: Value| json!({"cmd": "conv", "op": "start", "m": m, "unique": true, "attr": {"name": "dm"}});
     let first = a.request(start(json!(["b"]))).await.unwrap()["cid"].clone();
     let again = b.request(start(json!(["a", "b"]))).await.unwrap()["cid"].clone();
     assert_eq!(first, again);
     let other = a.request(start(json!(["b", "c"]))).await.unwrap()["cid"].clone();
     assert_ne!(first, other);
-    let not_unique = a
-        .request(json!({"cmd": "conv", "op": "start", "m": ["b"]}))
-        .await
-        .unwrap()["cid"]
-        .clone();
+    let not_unique =
+        a.request(json!({"cmd": "conv", "op": "start", "m": ["b"]})).await.unwrap()["cid"].clone();
     assert_ne!(first, not_unique);
 }
 
@@ -194,52 +126,28 @@ async fn chat_rooms_have_online_members_and_no_membership_pushes() {
     let server = Server::start(dir.path());
     let mut a = server.open("a").await;
     let mut b = server.open("b").await;
-    let r = a.request(json!({"cmd": "conv", "op": "start", "m": [], "transient": true, "attr": {"name": "lobby"}})).await.unwrap();
+    let r = a
+        .request(json!({"cmd": "conv", "op": "start", "m": [], "transient": true, "attr": {"name": "lobby"}}))
+        .await
+        .unwrap();
     let cid = r["cid"].as_str().unwrap().to_owned();
     assert!(conv_pushes(&mut a, &cid).await.is_empty());
-    let r = b
-        .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["b"]}))
-        .await
-        .unwrap();
+    let r = b.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["b"]})).await.unwrap();
     assert_eq!(r["allowedPids"], json!(["b"]));
-    let r = b
-        .request(json!({"cmd": "conv", "op": "count", "cid": cid}))
-        .await
-        .unwrap();
-    assert_eq!(
-        (r["op"].clone(), r["count"].clone()),
-        (json!("result"), json!(2))
-    );
-    let r = b
-        .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["c"]}))
-        .await
-        .unwrap();
-    assert_eq!(
-        r["failedPids"][0]["pids"],
-        json!(["c"]),
-        "others cannot be invited to a room"
-    );
+    let r = b.request(json!({"cmd": "conv", "op": "count", "cid": cid})).await.unwrap();
+    assert_eq!((r["op"].clone(), r["count"].clone()), (json!("result"), json!(2)));
+    let r = b.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["c"]})).await.unwrap();
+    assert_eq!(r["failedPids"][0]["pids"], json!(["c"]), "others cannot be invited to a room");
     common::send(&mut a, &cid, "hello room").await;
-    let d = b
-        .wait_for("room message", common::is_direct(&cid))
-        .await
-        .unwrap();
+    let d = b.wait_for("room message", common::is_direct(&cid)).await.unwrap();
     assert_eq!(d["msg"], "hello room");
-    let q = b
-        .request(json!({"cmd": "conv", "op": "query", "where": {"tr": true}}))
-        .await
-        .unwrap();
+    let q = b.request(json!({"cmd": "conv", "op": "query", "where": {"tr": true}})).await.unwrap();
     assert_eq!(q["results"][0]["objectId"], json!(cid));
     assert_eq!(q["results"][0]["tr"], true);
-    b.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["b"]}))
-        .await
-        .unwrap();
+    b.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["b"]})).await.unwrap();
     a.close().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = b
-        .request(json!({"cmd": "conv", "op": "count", "cid": cid}))
-        .await
-        .unwrap();
+    let r = b.request(json!({"cmd": "conv", "op": "count", "cid": cid})).await.unwrap();
     assert_eq!(r["count"], 0);
     assert!(conv_pushes(&mut b, &cid).await.is_empty());
 }
@@ -250,10 +158,7 @@ async fn queries() {
     let server = Server::start(dir.path());
     let mut a = server.open("alice").await;
     let mut ids = Vec::new();
-    for (i, name) in ["Lunch Club", "lunch plans", "Work", "a.b*c"]
-        .iter()
-        .enumerate()
-    {
+    for (i, name) in ["Lunch Club", "lunch plans", "Work", "a.b*c"].iter().enumerate() {
         let r = a.request(json!({"cmd": "conv", "op": "start", "m": ["bob"], "attr": {"name": name, "attr": {"level": i, "type": if i % 2 == 0 { "even" } else { "odd" }}}})).await.unwrap();
         ids.push(r["cid"].as_str().unwrap().to_owned());
     }
@@ -277,55 +182,27 @@ async fn queries() {
     };
 
     // 2.4.0's default query: array-contains on m, sorted by last message.
-    let r = a
-        .request(query(json!({"m": "alice"}), json!({})))
-        .await
-        .unwrap();
+    let r = a.request(query(json!({"m": "alice"}), json!({}))).await.unwrap();
     assert_eq!(r["op"], "results");
     assert_eq!(r["results"].as_array().unwrap().len(), 4);
-    assert_eq!(
-        r["results"][0]["name"], "Work",
-        "-lm puts the conversation with a message first"
-    );
+    assert_eq!(r["results"][0]["name"], "Work", "-lm puts the conversation with a message first");
     assert_eq!(r["results"][0]["lm"]["__type"], "Date");
-    assert!(
-        r["results"][0]["createdAt"]
-            .as_str()
-            .unwrap()
-            .ends_with('Z')
-    );
-    assert!(
-        r["results"][0].get("msg").is_none(),
-        "last message only on request"
-    );
+    assert!(r["results"][0]["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert!(r["results"][0].get("msg").is_none(), "last message only on request");
     // Empty where = my conversations.
-    let r = c
-        .request(json!({"cmd": "conv", "op": "query"}))
-        .await
-        .unwrap();
+    let r = c.request(json!({"cmd": "conv", "op": "query"})).await.unwrap();
     assert_eq!(r["results"].as_array().unwrap().len(), 1);
     assert_eq!(r["results"][0]["objectId"], json!(carols));
     // $regex with \Q..\E and options, dotted paths, $in on objectId with limit 999.
     let r = a
-        .request(query(
-            json!({"name": {"$regex": "^\\Qlunch\\E", "$options": "i"}}),
-            json!({"sort": "name"}),
-        ))
+        .request(query(json!({"name": {"$regex": "^\\Qlunch\\E", "$options": "i"}}), json!({"sort": "name"})))
         .await
         .unwrap();
     assert_eq!(names(&r), ["Lunch Club", "lunch plans"]);
-    let r = a
-        .request(query(json!({"name": {"$regex": "\\Qa.b*c\\E"}}), json!({})))
-        .await
-        .unwrap();
+    let r = a.request(query(json!({"name": {"$regex": "\\Qa.b*c\\E"}}), json!({}))).await.unwrap();
     assert_eq!(names(&r), ["a.b*c"]);
-    let r = a
-        .request(query(
-            json!({"attr.type": "even", "attr.level": {"$gt": 0}}),
-            json!({}),
-        ))
-        .await
-        .unwrap();
+    let r =
+        a.request(query(json!({"attr.type": "even", "attr.level": {"$gt": 0}}), json!({}))).await.unwrap();
     assert_eq!(names(&r), ["Work"]);
     let r = a
         .request(query(
@@ -335,10 +212,7 @@ async fn queries() {
         .await
         .unwrap();
     assert_eq!(r["results"].as_array().unwrap().len(), 3);
-    assert!(
-        r["results"][2].get("m").is_none(),
-        "a non-member does not see members"
-    );
+    assert!(r["results"][2].get("m").is_none(), "a non-member does not see members");
     assert_eq!(r["results"][0]["m"], json!(["alice", "bob"]));
     let r = a
         .request(query(
@@ -349,10 +223,7 @@ async fn queries() {
         .unwrap();
     assert_eq!(names(&r), ["lunch plans"]);
     let r = a
-        .request(query(
-            json!({"$or": [{"name": "Work"}, {"name": "a.b*c"}]}),
-            json!({"sort": "-name"}),
-        ))
+        .request(query(json!({"$or": [{"name": "Work"}, {"name": "a.b*c"}]}), json!({"sort": "-name"})))
         .await
         .unwrap();
     assert_eq!(names(&r), ["a.b*c", "Work"]);
@@ -368,42 +239,21 @@ async fn queries() {
         4,
         "conditions on m only see the caller's conversations"
     );
-    let r = a
-        .request(query(json!({"m": "dave"}), json!({})))
-        .await
-        .unwrap();
-    assert_eq!(
-        r["results"],
-        json!([]),
-        "membership of others' conversations is private"
-    );
+    let r = a.request(query(json!({"m": "dave"}), json!({}))).await.unwrap();
+    assert_eq!(r["results"], json!([]), "membership of others' conversations is private");
     // flag: 1 = compact, 2 = with last messages.
-    let r = a
-        .request(query(json!({"objectId": ids[2]}), json!({"flag": 3})))
-        .await
-        .unwrap();
+    let r = a.request(query(json!({"objectId": ids[2]}), json!({"flag": 3}))).await.unwrap();
     let conv = &r["results"][0];
     assert!(conv.get("m").is_none());
-    let r = a
-        .request(query(json!({"objectId": ids[2]}), json!({"flag": 2})))
-        .await
-        .unwrap();
+    assert_eq!(conv["msg"], "latest", "compact keeps the last message");
+    let r = a.request(query(json!({"objectId": ids[2]}), json!({"flag": 2}))).await.unwrap();
     let conv = &r["results"][0];
-    assert_eq!(
-        (conv["msg"].clone(), conv["msg_from"].clone()),
-        (json!("latest"), json!("alice"))
-    );
+    assert_eq!((conv["msg"].clone(), conv["msg_from"].clone()), (json!("latest"), json!("alice")));
     assert!(conv["msg_mid"].as_str().is_some() && conv["msg_timestamp"].as_i64().is_some());
     // Bad queries are 4310.
-    let r = a
-        .request(query(json!({"name": {"$near": 1}}), json!({})))
-        .await
-        .unwrap();
+    let r = a.request(query(json!({"name": {"$near": 1}}), json!({}))).await.unwrap();
     assert_eq!(error_code(&r), 4310);
-    let r = a
-        .request(query(json!({"name": {"$regex": "("}}), json!({})))
-        .await
-        .unwrap();
+    let r = a.request(query(json!({"name": {"$regex": "("}}), json!({}))).await.unwrap();
     assert_eq!(error_code(&r), 4310);
 }
 
@@ -415,23 +265,14 @@ async fn count_and_update() {
     let mut b = server.open("b").await;
     let mut x = server.open("x").await;
     let cid = create(&mut a, &["b", "c"]).await;
-    let r = a
-        .request(json!({"cmd": "conv", "op": "count", "cid": cid}))
-        .await
-        .unwrap();
+    let r = a.request(json!({"cmd": "conv", "op": "count", "cid": cid})).await.unwrap();
     assert_eq!(r["count"], 3);
     let r = a.request(json!({"cmd": "conv", "op": "update", "cid": cid, "attr": {"name": "renamed", "attr.color": "red"}})).await.unwrap();
     assert_eq!(r["op"], "updated");
     assert!(r["udate"].as_str().is_some());
     for c in [&mut a, &mut b] {
-        let push = c
-            .wait_for("updated push", is_conv("updated"))
-            .await
-            .unwrap();
-        assert_eq!(
-            push["attr"],
-            json!({"name": "renamed", "attr.color": "red"})
-        );
+        let push = c.wait_for("updated push", is_conv("updated")).await.unwrap();
+        assert_eq!(push["attr"], json!({"name": "renamed", "attr.color": "red"}));
         assert_eq!(push["initBy"], "a");
     }
     let r = x
@@ -439,20 +280,13 @@ async fn count_and_update() {
         .await
         .unwrap();
     assert_eq!(error_code(&r), 4309);
-    let r = a
-        .request(json!({"cmd": "conv", "op": "update", "cid": cid, "attr": {"m": ["evil"]}}))
-        .await
-        .unwrap();
+    let r =
+        a.request(json!({"cmd": "conv", "op": "update", "cid": cid, "attr": {"m": ["evil"]}})).await.unwrap();
     assert_eq!(error_code(&r), 4306);
-    let r = a
-        .request(json!({"cmd": "conv", "op": "query", "where": {"objectId": cid}}))
-        .await
-        .unwrap();
+    let r = a.request(json!({"cmd": "conv", "op": "query", "where": {"objectId": cid}})).await.unwrap();
     assert_eq!(r["results"][0]["name"], "renamed");
     assert_eq!(r["results"][0]["attr"], json!({"color": "red"}));
-    let r = a
-        .request(json!({"cmd": "conv", "op": "count", "cid": "000000000000000000000000"}))
-        .await
-        .unwrap();
+    let r =
+        a.request(json!({"cmd": "conv", "op": "count", "cid": "000000000000000000000000"})).await.unwrap();
     assert_eq!(error_code(&r), 4303);
 }

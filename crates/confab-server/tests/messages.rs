@@ -22,14 +22,8 @@ async fn send_ack_fan_out_receipts_and_multi_device() {
     let mut eve = server.open("eve").await;
     let cid = create(&mut alice, &["bob"]).await;
 
-    let ack = alice
-        .request(json!({"cmd": "direct", "cid": cid, "msg": "hi", "r": 1}))
-        .await
-        .unwrap();
-    let (uid, t) = (
-        ack["uid"].as_str().unwrap().to_owned(),
-        ack["t"].as_i64().unwrap(),
-    );
+    let ack = alice.request(json!({"cmd": "direct", "cid": cid, "msg": "hi", "r": 1})).await.unwrap();
+    let (uid, t) = (ack["uid"].as_str().unwrap().to_owned(), ack["t"].as_i64().unwrap());
     assert_eq!(uid.len(), 22);
     let d = bob.wait_for("direct", is_direct(&cid)).await.unwrap();
     assert_eq!(
@@ -43,27 +37,13 @@ async fn send_ack_fan_out_receipts_and_multi_device() {
     );
     assert!(d.get("i").is_none());
     // The sender's other device gets it, the sending socket does not.
-    let d2 = alice2
-        .wait_for("direct on the other device", is_direct(&cid))
-        .await
-        .unwrap();
+    let d2 = alice2.wait_for("direct on the other device", is_direct(&cid)).await.unwrap();
     assert_eq!(d2["id"], json!(uid));
-    assert!(
-        alice
-            .drain(QUIET, is_direct(&cid))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        eve.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty(),
-        "non-members get nothing"
-    );
+    assert!(alice.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty());
+    assert!(eve.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty(), "non-members get nothing");
 
     // Bob acks: alice's devices get the receipt.
-    bob.send(&json!({"cmd": "ack", "cid": cid, "mid": uid}))
-        .await
-        .unwrap();
+    bob.send(&json!({"cmd": "ack", "cid": cid, "mid": uid})).await.unwrap();
     for a in [&mut alice, &mut alice2] {
         let rcp = a.wait_for("rcp", |f| f["cmd"] == "rcp").await.unwrap();
         assert_eq!(
@@ -75,36 +55,17 @@ async fn send_ack_fan_out_receipts_and_multi_device() {
     // No receipt requested, none sent.
     let ack = send(&mut alice, &cid, "no receipt").await;
     let d = bob.wait_for("direct", is_direct(&cid)).await.unwrap();
-    bob.send(&json!({"cmd": "ack", "cid": cid, "mid": d["id"]}))
-        .await
-        .unwrap();
-    assert!(
-        alice
-            .drain(QUIET, |f| f["cmd"] == "rcp")
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        ack["t"].as_i64().unwrap() > t,
-        "timestamps grow within a conversation"
-    );
+    bob.send(&json!({"cmd": "ack", "cid": cid, "mid": d["id"]})).await.unwrap();
+    assert!(alice.drain(QUIET, |f| f["cmd"] == "rcp").await.unwrap().is_empty());
+    assert!(ack["t"].as_i64().unwrap() > t, "timestamps grow within a conversation");
 
     // Non-members cannot send; unknown conversations are 4401 too.
-    let r = eve
-        .request(json!({"cmd": "direct", "cid": cid, "msg": "spam"}))
-        .await
-        .unwrap();
+    let r = eve.request(json!({"cmd": "direct", "cid": cid, "msg": "spam"})).await.unwrap();
     assert_eq!(error_code(&r), 4401);
-    let r = eve
-        .request(json!({"cmd": "direct", "cid": "000000000000000000000000", "msg": "x"}))
-        .await
-        .unwrap();
+    let r =
+        eve.request(json!({"cmd": "direct", "cid": "000000000000000000000000", "msg": "x"})).await.unwrap();
     assert_eq!(error_code(&r), 4401);
-    let r = eve
-        .request(json!({"cmd": "logs", "cid": cid}))
-        .await
-        .unwrap();
+    let r = eve.request(json!({"cmd": "logs", "cid": cid})).await.unwrap();
     assert_eq!(error_code(&r), 4312);
 }
 
@@ -124,30 +85,16 @@ async fn messages_arrive_in_send_order() {
     }
     let mut acks = Vec::new();
     for n in 0..300 {
-        acks.push(
-            alice
-                .wait_for("ack", |f| f["i"] == json!(10_000 + n))
-                .await
-                .unwrap(),
-        );
+        acks.push(alice.wait_for("ack", |f| f["i"] == json!(10_000 + n)).await.unwrap());
     }
     let mut got = Vec::new();
     while got.len() < 300 {
         got.push(bob.wait_for("direct", is_direct(&cid)).await.unwrap());
     }
-    let bodies: Vec<String> = got
-        .iter()
-        .map(|d| d["msg"].as_str().unwrap().to_owned())
-        .collect();
+    let bodies: Vec<String> = got.iter().map(|d| d["msg"].as_str().unwrap().to_owned()).collect();
     assert_eq!(bodies, (0..300).map(|n| n.to_string()).collect::<Vec<_>>());
-    assert!(
-        got.windows(2)
-            .all(|w| w[0]["timestamp"].as_i64() < w[1]["timestamp"].as_i64())
-    );
-    assert!(
-        acks.windows(2)
-            .all(|w| w[0]["t"].as_i64() < w[1]["t"].as_i64())
-    );
+    assert!(got.windows(2).all(|w| w[0]["timestamp"].as_i64() < w[1]["timestamp"].as_i64()));
+    assert!(acks.windows(2).all(|w| w[0]["t"].as_i64() < w[1]["t"].as_i64()));
 }
 
 #[tokio::test]
@@ -157,32 +104,14 @@ async fn transient_messages_are_live_only() {
     let mut alice = server.open("alice").await;
     let mut bob = server.open("bob").await;
     let cid = create(&mut alice, &["bob", "carol"]).await;
-    alice
-        .send(&json!({"cmd": "direct", "cid": cid, "msg": "typing", "transient": true}))
-        .await
-        .unwrap();
-    let d = bob
-        .wait_for("transient direct", is_direct(&cid))
-        .await
-        .unwrap();
-    assert_eq!(
-        (d["msg"].clone(), d["transient"].clone()),
-        (json!("typing"), json!(true))
-    );
-    let logs = alice
-        .request(json!({"cmd": "logs", "cid": cid}))
-        .await
-        .unwrap();
+    alice.send(&json!({"cmd": "direct", "cid": cid, "msg": "typing", "transient": true})).await.unwrap();
+    let d = bob.wait_for("transient direct", is_direct(&cid)).await.unwrap();
+    assert_eq!((d["msg"].clone(), d["transient"].clone()), (json!("typing"), json!(true)));
+    let logs = alice.request(json!({"cmd": "logs", "cid": cid})).await.unwrap();
     assert_eq!(logs["logs"], json!([]));
     // carol was offline: she does not get it later.
     let mut carol = server.open("carol").await;
-    assert!(
-        carol
-            .drain(QUIET, is_direct(&cid))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(carol.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -193,17 +122,9 @@ async fn history_pages_oldest_first_without_overlap() {
     let cid = create(&mut alice, &["bob"]).await;
     let mut sent = Vec::new();
     for n in 0..30 {
-        let body = if n % 3 == 0 {
-            json!({"_lctype": -2, "n": n}).to_string()
-        } else {
-            format!("m{n}")
-        };
+        let body = if n % 3 == 0 { json!({"_lctype": -2, "n": n}).to_string() } else { format!("m{n}") };
         let ack = send(&mut alice, &cid, &body).await;
-        sent.push((
-            ack["uid"].as_str().unwrap().to_owned(),
-            ack["t"].as_i64().unwrap(),
-            body,
-        ));
+        sent.push((ack["uid"].as_str().unwrap().to_owned(), ack["t"].as_i64().unwrap(), body));
     }
     let ids = |r: &Value| {
         r["logs"]
@@ -213,42 +134,27 @@ async fn history_pages_oldest_first_without_overlap() {
             .map(|l| l["msgId"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>()
     };
-    let expect =
-        |range: std::ops::Range<usize>| sent[range].iter().map(|s| s.0.clone()).collect::<Vec<_>>();
+    let expect = |range: std::ops::Range<usize>| sent[range].iter().map(|s| s.0.clone()).collect::<Vec<_>>();
     // 2.4.0 paging: newest page first, then older pages anchored at logs[0].
-    let page1 = alice
-        .request(json!({"cmd": "logs", "cid": cid, "limit": 10}))
-        .await
-        .unwrap();
+    let page1 = alice.request(json!({"cmd": "logs", "cid": cid, "limit": 10})).await.unwrap();
     assert_eq!(ids(&page1), expect(20..30));
     let first = &page1["logs"][0];
     assert_eq!(
-        (
-            first["from"].clone(),
-            first["data"].clone(),
-            first["timestamp"].clone()
-        ),
+        (first["from"].clone(), first["data"].clone(), first["timestamp"].clone()),
         (json!("alice"), json!(sent[20].2), json!(sent[20].1))
     );
-    let page2 = alice.request(json!({"cmd": "logs", "cid": cid, "limit": 10, "t": first["timestamp"], "mid": first["msgId"]})).await.unwrap();
+    let page2 = alice
+        .request(
+            json!({"cmd": "logs", "cid": cid, "limit": 10, "t": first["timestamp"], "mid": first["msgId"]}),
+        )
+        .await
+        .unwrap();
     assert_eq!(ids(&page2), expect(10..20));
     let page3 = alice.request(json!({"cmd": "logs", "cid": cid, "limit": 20, "t": page2["logs"][0]["timestamp"], "mid": page2["logs"][0]["msgId"]})).await.unwrap();
     assert_eq!(ids(&page3), expect(0..10));
     // Default limit 20; explicit 0 is empty.
-    assert_eq!(
-        ids(&alice
-            .request(json!({"cmd": "logs", "cid": cid}))
-            .await
-            .unwrap()),
-        expect(10..30)
-    );
-    assert!(
-        ids(&alice
-            .request(json!({"cmd": "logs", "cid": cid, "limit": 0}))
-            .await
-            .unwrap())
-        .is_empty()
-    );
+    assert_eq!(ids(&alice.request(json!({"cmd": "logs", "cid": cid})).await.unwrap()), expect(10..30));
+    assert!(ids(&alice.request(json!({"cmd": "logs", "cid": cid, "limit": 0})).await.unwrap()).is_empty());
     // Boundaries (protocol §6.14) on m1 < m2 < m3 = sent[5..8].
     let (t1, t3) = (sent[5].1, sent[7].1);
     let q = |extra: Value| {
@@ -258,54 +164,26 @@ async fn history_pages_oldest_first_without_overlap() {
         }
         q
     };
-    assert_eq!(
-        ids(&alice.request(q(json!({}))).await.unwrap()),
-        expect(6..7)
-    );
-    assert_eq!(
-        ids(&alice.request(q(json!({"tIncluded": true}))).await.unwrap()),
-        expect(6..8)
-    );
-    assert_eq!(
-        ids(&alice.request(q(json!({"ttIncluded": true}))).await.unwrap()),
-        expect(5..7)
-    );
+    assert_eq!(ids(&alice.request(q(json!({}))).await.unwrap()), expect(6..7));
+    assert_eq!(ids(&alice.request(q(json!({"tIncluded": true}))).await.unwrap()), expect(6..8));
+    assert_eq!(ids(&alice.request(q(json!({"ttIncluded": true}))).await.unwrap()), expect(5..7));
     let newer = json!({"cmd": "logs", "cid": cid, "t": t1, "tt": t3, "direction": 2, "limit": 10});
-    assert_eq!(
-        ids(&alice.request(newer.clone()).await.unwrap()),
-        expect(6..7)
-    );
+    assert_eq!(ids(&alice.request(newer.clone()).await.unwrap()), expect(6..7));
     let mut with_start = newer.clone();
     with_start["tIncluded"] = json!(true);
     assert_eq!(ids(&alice.request(with_start).await.unwrap()), expect(5..7));
     // NEW from the beginning takes the oldest messages.
     assert_eq!(
-        ids(&alice
-            .request(json!({"cmd": "logs", "cid": cid, "direction": 2, "limit": 3}))
-            .await
-            .unwrap()),
+        ids(&alice.request(json!({"cmd": "logs", "cid": cid, "direction": 2, "limit": 3})).await.unwrap()),
         expect(0..3)
     );
     // _lctype filter.
-    let typed = alice
-        .request(json!({"cmd": "logs", "cid": cid, "lctype": -2, "limit": 100}))
-        .await
-        .unwrap();
+    let typed = alice.request(json!({"cmd": "logs", "cid": cid, "lctype": -2, "limit": 100})).await.unwrap();
     assert_eq!(typed["logs"].as_array().unwrap().len(), 10);
     assert!(
-        ids(&alice
-            .request(json!({"cmd": "logs", "cid": cid, "lctype": 1000}))
-            .await
-            .unwrap())
-        .is_empty()
+        ids(&alice.request(json!({"cmd": "logs", "cid": cid, "lctype": 1000})).await.unwrap()).is_empty()
     );
-    assert!(
-        ids(&alice
-            .request(json!({"cmd": "logs", "cid": cid, "t": 1}))
-            .await
-            .unwrap())
-        .is_empty()
-    );
+    assert!(ids(&alice.request(json!({"cmd": "logs", "cid": cid, "t": 1})).await.unwrap()).is_empty());
 }
 
 /// Collects `n` directs for `cid`, acking each as 2.4.0 does.
@@ -313,9 +191,7 @@ async fn receive_and_ack(c: &mut Client, cid: &str, n: usize) -> Vec<Value> {
     let mut got = Vec::new();
     while got.len() < n {
         let d = c.wait_for("direct", is_direct(cid)).await.unwrap();
-        c.send(&json!({"cmd": "ack", "cid": cid, "mid": d["id"]}))
-            .await
-            .unwrap();
+        c.send(&json!({"cmd": "ack", "cid": cid, "mid": d["id"]})).await.unwrap();
         got.push(d);
     }
     got
@@ -348,35 +224,19 @@ offline_window = 10
     // Bob logs in: everything, oldest first, more than 20, paced by his acks.
     let mut bob = server.open("bob").await;
     let got = receive_and_ack(&mut bob, &cid, 45).await;
-    assert_eq!(
-        got.iter()
-            .map(|d| d["msg"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>(),
-        bodies
-    );
-    assert!(
-        got.iter()
-            .all(|d| d["offline"] == true && d["fromPeerId"] == "alice")
-    );
+    assert_eq!(got.iter().map(|d| d["msg"].as_str().unwrap().to_owned()).collect::<Vec<_>>(), bodies);
+    assert!(got.iter().all(|d| d["offline"] == true && d["fromPeerId"] == "alice"));
     let elsewhere = receive_and_ack(&mut bob, &other, 1).await;
     assert_eq!(elsewhere[0]["msg"], "elsewhere");
     // Live messages continue after the backlog.
     send(&mut alice, &cid, "live").await;
     let live = receive_and_ack(&mut bob, &cid, 1).await;
-    assert_eq!(
-        (live[0]["msg"].clone(), live[0].get("offline")),
-        (json!("live"), None)
-    );
+    assert_eq!((live[0]["msg"].clone(), live[0].get("offline")), (json!("live"), None));
     tokio::time::sleep(Duration::from_millis(300)).await;
     bob.close().await;
     // Acknowledged: nothing comes again.
     let mut bob = server.open("bob").await;
-    assert!(
-        bob.drain(Duration::from_millis(500), |f| f["cmd"] == "direct")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(bob.drain(Duration::from_millis(500), |f| f["cmd"] == "direct").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -394,9 +254,7 @@ async fn unacknowledged_messages_come_again_and_gaps_are_not_skipped() {
         got.push(bob.wait_for("direct", is_direct(&cid)).await.unwrap());
     }
     // Ack only the last one: the first two were never acknowledged.
-    bob.send(&json!({"cmd": "ack", "cid": cid, "mid": got[2]["id"]}))
-        .await
-        .unwrap();
+    bob.send(&json!({"cmd": "ack", "cid": cid, "mid": got[2]["id"]})).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     bob.close().await;
     let mut bob = server.open("bob").await;
@@ -408,12 +266,7 @@ async fn unacknowledged_messages_come_again_and_gaps_are_not_skipped() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     bob.close().await;
     let mut bob = server.open("bob").await;
-    assert!(
-        bob.drain(Duration::from_millis(500), is_direct(&cid))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(bob.drain(Duration::from_millis(500), is_direct(&cid)).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -431,10 +284,7 @@ async fn acknowledged_messages_survive_sigkill() {
     }
     for n in 0..200 {
         acked.push(
-            alice
-                .wait_for("ack", |f| f["i"] == json!(1000 + n))
-                .await
-                .unwrap()["uid"]
+            alice.wait_for("ack", |f| f["i"] == json!(1000 + n)).await.unwrap()["uid"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
@@ -443,26 +293,14 @@ async fn acknowledged_messages_survive_sigkill() {
     server.kill();
     let server = Server::start_with(dir.path(), &["--app", "test-app:test-key:test-master"]);
     let mut alice = server.open("alice").await;
-    let logs = alice
-        .request(json!({"cmd": "logs", "cid": cid, "limit": 1000}))
-        .await
-        .unwrap();
-    let ids: Vec<String> = logs["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["msgId"].as_str().unwrap().to_owned())
-        .collect();
+    let logs = alice.request(json!({"cmd": "logs", "cid": cid, "limit": 1000})).await.unwrap();
+    let ids: Vec<String> =
+        logs["logs"].as_array().unwrap().iter().map(|l| l["msgId"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, acked);
     // Bob was offline all along: he gets all 200 after the restart.
     let mut bob = server.open("bob").await;
     let got = receive_and_ack(&mut bob, &cid, 200).await;
-    assert_eq!(
-        got.iter()
-            .map(|d| d["id"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>(),
-        acked
-    );
+    assert_eq!(got.iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>(), acked);
     // New messages continue after the old ones.
     let ack = send(&mut alice, &cid, "after restart").await;
     let last_before: i64 = logs["logs"][199]["timestamp"].as_i64().unwrap();
@@ -500,15 +338,10 @@ message_bytes = 5120
                 .unwrap();
         }
         for n in 0..20 {
-            alice
-                .wait_for("ack", |f| f["i"] == json!(batch * 20 + n + 10))
-                .await
-                .unwrap();
+            alice.wait_for("ack", |f| f["i"] == json!(batch * 20 + n + 10)).await.unwrap();
         }
-        let online = alice
-            .request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["bob"]}))
-            .await
-            .unwrap();
+        let online =
+            alice.request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["bob"]})).await.unwrap();
         if online["onlineSessionPeerIds"] == json!([]) {
             closed = true;
             break;

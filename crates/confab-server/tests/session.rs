@@ -16,21 +16,16 @@ async fn open_heartbeat_and_anonymous_login() {
     c.send_text("{}".into()).await.unwrap();
     let hb = c.wait_for("heartbeat", |f| f == &json!({})).await.unwrap();
     assert_eq!(hb, json!({}));
-    let opened = c.request(json!({"cmd": "session", "op": "open", "appId": APP, "peerId": "alice", "ua": "js/2.4.0"})).await.unwrap();
+    let opened = c
+        .request(json!({"cmd": "session", "op": "open", "appId": APP, "peerId": "alice", "ua": "js/2.4.0"}))
+        .await
+        .unwrap();
     assert_eq!(opened["op"], "opened");
     assert_eq!(opened["peerId"], "alice");
     // No peerId: the server assigns one.
     let mut anon = Client::connect(&server.ws).await.unwrap();
-    let opened = anon
-        .request(json!({"cmd": "session", "op": "open", "appId": APP}))
-        .await
-        .unwrap();
-    assert!(
-        opened["peerId"]
-            .as_str()
-            .is_some_and(|p| p.starts_with("anon-")),
-        "{opened}"
-    );
+    let opened = anon.request(json!({"cmd": "session", "op": "open", "appId": APP})).await.unwrap();
+    assert!(opened["peerId"].as_str().is_some_and(|p| p.starts_with("anon-")), "{opened}");
 }
 
 #[tokio::test]
@@ -46,7 +41,8 @@ master_key = "m"
 allowed_origins = ["https://good.example"]
 "#,
     );
-    let open = |app: &str, peer: &str| json!({"cmd": "session", "op": "open", "appId": app, "peerId": peer, "i": 1});
+    let open =
+        |app: &str, peer: &str| json!({"cmd": "session", "op": "open", "appId": app, "peerId": peer, "i": 1});
     let mut c = Client::connect(&server.ws).await.unwrap();
     c.send(&open("no-such-app", "alice")).await.unwrap();
     assert_eq!(c.closed().await.unwrap(), Some(4100));
@@ -59,22 +55,15 @@ allowed_origins = ["https://good.example"]
     c.send(&open(APP, &"x".repeat(65))).await.unwrap();
     assert_eq!(c.closed().await.unwrap(), Some(4103));
 
-    let mut c = Client::connect_with(&server.ws, &[("Origin", "https://evil.example")])
-        .await
-        .unwrap();
+    let mut c = Client::connect_with(&server.ws, &[("Origin", "https://evil.example")]).await.unwrap();
     c.send(&open(APP, "alice")).await.unwrap();
     assert_eq!(c.closed().await.unwrap(), Some(4110));
 
-    let mut c = Client::connect_with(&server.ws, &[("Origin", "https://good.example")])
-        .await
-        .unwrap();
+    let mut c = Client::connect_with(&server.ws, &[("Origin", "https://good.example")]).await.unwrap();
     assert_eq!(c.request(open(APP, "alice")).await.unwrap()["op"], "opened");
     // Without an Origin header (native clients) the allow-list does not apply.
     let mut c = Client::connect(&server.ws).await.unwrap();
-    assert_eq!(
-        c.request(open(APP, &"y".repeat(64))).await.unwrap()["op"],
-        "opened"
-    );
+    assert_eq!(c.request(open(APP, &"y".repeat(64))).await.unwrap()["op"], "opened");
 }
 
 #[tokio::test]
@@ -83,10 +72,7 @@ async fn bad_input_gets_error_frames_and_the_connection_survives() {
     let server = Server::start(dir.path());
     let mut c = Client::connect(&server.ws).await.unwrap();
     // Before a session: 4105.
-    let r = c
-        .request(json!({"cmd": "conv", "op": "query"}))
-        .await
-        .unwrap();
+    let r = c.request(json!({"cmd": "conv", "op": "query"})).await.unwrap();
     assert_eq!(error_code(&r), 4105);
     let mut c = server.open("alice").await;
     for bad in ["not json", "[1,2,3]", "\"str\"", r#"{"cmd":5}"#] {
@@ -109,10 +95,7 @@ async fn bad_input_gets_error_frames_and_the_connection_survives() {
     let e = c.wait_for("error", |f| f["cmd"] == "error").await.unwrap();
     assert_eq!(error_code(&e), 4114);
     // Still alive and serving.
-    let r = c
-        .request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["alice"]}))
-        .await
-        .unwrap();
+    let r = c.request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["alice"]})).await.unwrap();
     assert_eq!(r["onlineSessionPeerIds"], json!(["alice"]));
 }
 
@@ -135,43 +118,25 @@ conversation_members = 3
     );
     let mut c = server.open("alice").await;
     let cid = common::create(&mut c, &["bob"]).await;
-    let r = c
-        .request(json!({"cmd": "direct", "cid": cid, "msg": "x".repeat(101)}))
-        .await
-        .unwrap();
+    let r = c.request(json!({"cmd": "direct", "cid": cid, "msg": "x".repeat(101)})).await.unwrap();
     assert_eq!(error_code(&r), 4109);
     common::send(&mut c, &cid, &"x".repeat(100)).await;
-    let r = c
-        .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["carol", "dave"]}))
-        .await
-        .unwrap();
+    let r = c.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["carol", "dave"]})).await.unwrap();
     assert_eq!(r["allowedPids"], json!(["carol"]));
     assert_eq!(r["failedPids"][0]["code"], 4304);
     assert_eq!(r["failedPids"][0]["pids"], json!(["dave"]));
-    let r = c
-        .request(json!({"cmd": "conv", "op": "start", "m": ["b", "c", "d"]}))
-        .await
-        .unwrap();
+    let r = c.request(json!({"cmd": "conv", "op": "start", "m": ["b", "c", "d"]})).await.unwrap();
     assert_eq!(error_code(&r), 4304);
     let _bob = server.open("bob").await;
     let _carol = server.open("carol").await;
     let r = c
-        .request(
-            json!({"cmd": "session", "op": "query", "sessionPeerIds": ["bob", "nobody", "carol"]}),
-        )
+        .request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["bob", "nobody", "carol"]}))
         .await
         .unwrap();
-    assert_eq!(
-        r["onlineSessionPeerIds"],
-        json!(["bob"]),
-        "only the first ping_ids ids are looked up"
-    );
-    c.send_text(format!(
-        "{{\"cmd\":\"direct\",\"cid\":\"{cid}\",\"msg\":\"{}\"}}",
-        "y".repeat(3000)
-    ))
-    .await
-    .unwrap();
+    assert_eq!(r["onlineSessionPeerIds"], json!(["bob"]), "only the first ping_ids ids are looked up");
+    c.send_text(format!("{{\"cmd\":\"direct\",\"cid\":\"{cid}\",\"msg\":\"{}\"}}", "y".repeat(3000)))
+        .await
+        .unwrap();
     assert_eq!(c.closed().await.unwrap(), Some(4109));
 }
 
@@ -195,10 +160,7 @@ ops_per_minute = 100
     for _ in 0..3 {
         common::send(&mut c, &cid, "x").await;
     }
-    let r = c
-        .request(json!({"cmd": "direct", "cid": cid, "msg": "x"}))
-        .await
-        .unwrap();
+    let r = c.request(json!({"cmd": "direct", "cid": cid, "msg": "x"})).await.unwrap();
     assert_eq!(error_code(&r), 4116);
 }
 
@@ -209,10 +171,7 @@ async fn presence_follows_sessions() {
     let mut alice = server.open("alice").await;
     let bob = server.open("bob").await;
     let q = json!({"cmd": "session", "op": "query", "sessionPeerIds": ["bob", "carol", "alice"]});
-    assert_eq!(
-        alice.request(q.clone()).await.unwrap()["onlineSessionPeerIds"],
-        json!(["bob", "alice"])
-    );
+    assert_eq!(alice.request(q.clone()).await.unwrap()["onlineSessionPeerIds"], json!(["bob", "alice"]));
     bob.close().await;
     let mut online = json!(null);
     for _ in 0..50 {
@@ -245,9 +204,7 @@ allowed_origins = ["https://good.example"]
         async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let origin = origin
-                .map(|o| format!("Origin: {o}\r\n"))
-                .unwrap_or_default();
+            let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
             s.write_all(
                 format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{origin}Connection: close\r\n\r\n")
                     .as_bytes(),
@@ -259,36 +216,57 @@ allowed_origins = ["https://good.example"]
             out
         }
     };
-    let ok = get(
-        "/v1/route?appId=test-app&secure=1&_t=1",
-        Some("https://good.example"),
-    )
-    .await;
+    let ok = get("/v1/route?appId=test-app&secure=1&_t=1", Some("https://good.example")).await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-    assert!(
-        ok.to_ascii_lowercase()
-            .contains("access-control-allow-origin: https://good.example"),
-        "{ok}"
-    );
-    let body: serde_json::Value =
-        serde_json::from_str(ok.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert!(ok.to_ascii_lowercase().contains("access-control-allow-origin: https://good.example"), "{ok}");
+    let body: serde_json::Value = serde_json::from_str(ok.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["server"], json!(server.ws));
     assert_eq!(body["ttl"], 3600);
     let evil = get("/v1/route?appId=test-app", Some("https://evil.example")).await;
-    assert!(
-        !evil
-            .to_ascii_lowercase()
-            .contains("access-control-allow-origin"),
-        "{evil}"
-    );
+    assert!(!evil.to_ascii_lowercase().contains("access-control-allow-origin"), "{evil}");
     let missing = get("/v1/route?appId=nope", None).await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     assert!(get("/healthz", None).await.ends_with("ok\n"));
     let demo = get("/demo/", None).await;
-    assert!(demo.starts_with("HTTP/1.1 303") || demo.starts_with("HTTP/1.1 302") || demo.starts_with("HTTP/1.1 307"), "{demo}");
+    assert!(
+        demo.starts_with("HTTP/1.1 303")
+            || demo.starts_with("HTTP/1.1 302")
+            || demo.starts_with("HTTP/1.1 307"),
+        "{demo}"
+    );
     assert!(demo.to_ascii_lowercase().contains("location: /demo/?appid=test-app"), "{demo}");
     let page = get("/demo/?appId=test-app", None).await;
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("AV.realtime.js"), "{page}");
     let sdk = get("/demo/AV.realtime.js", None).await;
     assert!(sdk.starts_with("HTTP/1.1 200") && sdk.contains("realtime"), "{sdk}");
+}
+
+#[tokio::test]
+async fn idle_clients_are_pinged_and_silent_ones_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(
+        dir.path(),
+        r#"
+read_timeout_secs = 2
+login_timeout_secs = 1
+[[apps]]
+id = "test-app"
+key = "k"
+master_key = "m"
+"#,
+    );
+    // A client that answers pings (tungstenite does while reading) stays connected
+    // although it sends nothing itself, like 2.4.0 after a reconnect.
+    let mut live = server.open("live").await;
+    let waited = live.wait_for_within("nothing", Duration::from_millis(4500), |_| true).await;
+    assert!(matches!(waited, Err(confab_client::ClientError::Timeout(_))), "{waited:?}");
+    let r = live.request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["live"]})).await.unwrap();
+    assert_eq!(r["onlineSessionPeerIds"], json!(["live"]));
+    // A client that reads nothing and answers nothing is closed with 4107.
+    let mut silent = server.open("silent").await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(silent.closed().await.unwrap(), Some(4107));
+    // A connection that never logs in is closed with 4108.
+    let mut lurker = Client::connect(&server.ws).await.unwrap();
+    assert_eq!(lurker.closed().await.unwrap(), Some(4108));
 }

@@ -14,18 +14,11 @@ const MASTER: &str = "sig-master";
 fn sign(message: &str) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(MASTER.as_bytes()).unwrap();
     mac.update(message.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 fn login_sig(peer: &str, t: i64, n: &str) -> Value {
@@ -85,9 +78,7 @@ async fn login_signatures() {
     let (_, r) = open_frame(&server, "alice", login_sig("mallory", t, "n4")).await;
     assert_eq!(error_code(&r), 4102, "signed for someone else");
     // Apps are separate: the other app enforces nothing.
-    let c = Client::open(&server.ws, "open-app", "alice", json!({}))
-        .await
-        .unwrap();
+    let c = Client::open(&server.ws, "open-app", "alice", json!({})).await.unwrap();
     assert_eq!(c.peer_id.as_deref(), Some("alice"));
 }
 
@@ -104,31 +95,33 @@ async fn conversation_signatures() {
         }
         f
     };
-    let r = a
-        .request(start(json!(["c", "b"]), json!({})))
-        .await
-        .unwrap();
+    let r = a.request(start(json!(["c", "b"]), json!({}))).await.unwrap();
     assert_eq!(error_code(&r), 4302);
     // Sorted member ids exactly as sent (2.4.0 leaves the creator out).
     let s = sign(&format!("sig-app:a:b:c:{t}:n1"));
-    let r = a
-        .request(start(json!(["c", "b"]), json!({"t": t, "n": "n1", "s": s})))
-        .await
-        .unwrap();
+    let r = a.request(start(json!(["c", "b"]), json!({"t": t, "n": "n1", "s": s}))).await.unwrap();
     assert_eq!(r["op"], "started", "{r}");
     let cid = r["cid"].as_str().unwrap().to_owned();
     let invite = sign(&format!("sig-app:a:{cid}:d:{t}:n2:invite"));
-    let r = a.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["d"], "t": t, "n": "n2", "s": invite})).await.unwrap();
-    assert_eq!(r["op"], "added", "{r}");
-    let r = a.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["d"], "t": t, "n": "n3", "s": invite})).await.unwrap();
-    assert_eq!(error_code(&r), 4302, "an invite signature does not kick");
-    let kick = sign(&format!("sig-app:a:{cid}:d:{t}:n4:kick"));
-    let r = a.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["d"], "t": t, "n": "n4", "s": kick})).await.unwrap();
-    assert_eq!(r["op"], "removed", "{r}");
-    // Leaving needs no signature.
     let r = a
-        .request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["a"]}))
+        .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["d"], "t": t, "n": "n2", "s": invite}))
         .await
         .unwrap();
+    assert_eq!(r["op"], "added", "{r}");
+    let r = a
+        .request(
+            json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["d"], "t": t, "n": "n3", "s": invite}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(error_code(&r), 4302, "an invite signature does not kick");
+    let kick = sign(&format!("sig-app:a:{cid}:d:{t}:n4:kick"));
+    let r = a
+        .request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["d"], "t": t, "n": "n4", "s": kick}))
+        .await
+        .unwrap();
+    assert_eq!(r["op"], "removed", "{r}");
+    // Leaving needs no signature.
+    let r = a.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["a"]})).await.unwrap();
     assert_eq!(r["op"], "removed", "{r}");
 }

@@ -13,8 +13,8 @@
 mod schema;
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store,
-    StoreError, StoreFuture, StoredMessage,
+    ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store, StoreError,
+    StoreFuture, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -59,6 +59,8 @@ enum WriteOp {
         updated_at: i64,
     },
     Append(StoredMessage),
+    /// Nothing to write: completes when everything queued before it is committed.
+    Flush,
     SaveCursor {
         app: String,
         client: String,
@@ -81,9 +83,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.readers.path)
-            .finish()
+        f.debug_struct("SqliteStore").field("path", &self.readers.path).finish()
     }
 }
 
@@ -102,8 +102,7 @@ impl ReadPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         Ok(conn)
     }
 
@@ -126,41 +125,35 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         let path = dir.join("confab.db");
         let mut conn = Connection::open(&path).map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         let sync = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", sync).map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(SqliteStore {
-            writer: tx,
-            readers: Arc::new(ReadPool {
-                path,
-                idle: Mutex::new(Vec::new()),
-            }),
-        })
+        Ok(SqliteStore { writer: tx, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }) })
+    }
+
+    /// Resolves once every write queued before the call is committed (writes apply in
+    /// order). The server calls it on shutdown so fire-and-forget cursor updates are not
+    /// lost.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(WriteOp::Flush).await
     }
 
     fn write(&self, op: WriteOp) -> StoreFuture<'static, ()> {
         let (done, rx) = oneshot::channel();
-        let sent = self.writer.send(WriteRequest {
-            op,
-            done: Some(done),
-        });
+        let sent = self.writer.send(WriteRequest { op, done: Some(done) });
         Box::pin(async move {
             sent.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-            rx.await
-                .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+            rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
         })
     }
 
@@ -248,23 +241,13 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
                 ins.execute(params![r.app, r.id, m, r.created_at])?;
             }
         }
-        WriteOp::SetAttributes {
-            app,
-            cid,
-            attrs,
-            updated_at,
-        } => {
+        WriteOp::SetAttributes { app, cid, attrs, updated_at } => {
             c.prepare_cached(
                 "UPDATE conversations SET attrs = ?3, updated_at = ?4 WHERE app = ?1 AND id = ?2",
             )?
             .execute(params![app, cid, attrs, updated_at])?;
         }
-        WriteOp::AddMembers {
-            app,
-            cid,
-            members,
-            updated_at,
-        } => {
+        WriteOp::AddMembers { app, cid, members, updated_at } => {
             let mut ins = c.prepare_cached(
                 "INSERT OR IGNORE INTO members (app, cid, client, cursor_ts, joined_at)
                  VALUES (?1, ?2, ?3, (SELECT last_ts FROM conversations WHERE app = ?1 AND id = ?2), ?4)",
@@ -272,27 +255,17 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
             for m in members {
                 ins.execute(params![app, cid, m, updated_at])?;
             }
-            c.prepare_cached(
-                "UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2",
-            )?
-            .execute(params![app, cid, updated_at])?;
+            c.prepare_cached("UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2")?
+                .execute(params![app, cid, updated_at])?;
         }
-        WriteOp::RemoveMembers {
-            app,
-            cid,
-            members,
-            updated_at,
-        } => {
-            let mut del = c.prepare_cached(
-                "DELETE FROM members WHERE app = ?1 AND cid = ?2 AND client = ?3",
-            )?;
+        WriteOp::RemoveMembers { app, cid, members, updated_at } => {
+            let mut del =
+                c.prepare_cached("DELETE FROM members WHERE app = ?1 AND cid = ?2 AND client = ?3")?;
             for m in members {
                 del.execute(params![app, cid, m])?;
             }
-            c.prepare_cached(
-                "UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2",
-            )?
-            .execute(params![app, cid, updated_at])?;
+            c.prepare_cached("UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2")?
+                .execute(params![app, cid, updated_at])?;
         }
         WriteOp::Append(m) => {
             c.prepare_cached(
@@ -305,27 +278,21 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
             )?
             .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data])?;
         }
-        WriteOp::SaveCursor {
-            app,
-            client,
-            cid,
-            ts,
-        } => {
+        WriteOp::SaveCursor { app, client, cid, ts } => {
             c.prepare_cached(
                 "UPDATE members SET cursor_ts = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3 AND cursor_ts < ?4",
             )?
             .execute(params![app, cid, client, ts])?;
         }
+        WriteOp::Flush => {}
     }
     Ok(())
 }
 
-const CONV_COLUMNS: &str = "id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts, last_mid, last_from, last_data";
+const CONV_COLUMNS: &str =
+    "id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts, last_mid, last_from, last_data";
 
-fn row_to_record(
-    app: &str,
-    row: &rusqlite::Row<'_>,
-) -> Result<ConversationRecord, rusqlite::Error> {
+fn row_to_record(app: &str, row: &rusqlite::Row<'_>) -> Result<ConversationRecord, rusqlite::Error> {
     let attrs: String = row.get(4)?;
     let attrs = match serde_json::from_str::<Value>(&attrs) {
         Ok(Value::Object(m)) => m,
@@ -359,9 +326,8 @@ fn row_to_record(
 fn load_members(c: &Connection, record: &mut ConversationRecord) -> Result<(), rusqlite::Error> {
     let mut stmt =
         c.prepare_cached("SELECT client FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid")?;
-    record.members = stmt
-        .query_map(params![record.app, record.id], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
+    record.members =
+        stmt.query_map(params![record.app, record.id], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
     Ok(())
 }
 
@@ -371,12 +337,9 @@ fn read_conversation(
     sql_where: &str,
     key: &str,
 ) -> Result<Option<ConversationRecord>, rusqlite::Error> {
-    let sql =
-        format!("SELECT {CONV_COLUMNS} FROM conversations WHERE app = ?1 AND {sql_where} = ?2");
-    let mut record = c
-        .prepare_cached(&sql)?
-        .query_row(params![app, key], |r| row_to_record(app, r))
-        .optional()?;
+    let sql = format!("SELECT {CONV_COLUMNS} FROM conversations WHERE app = ?1 AND {sql_where} = ?2");
+    let mut record =
+        c.prepare_cached(&sql)?.query_row(params![app, key], |r| row_to_record(app, r)).optional()?;
     if let Some(r) = record.as_mut() {
         load_members(c, r)?;
     }
@@ -388,20 +351,12 @@ impl Store for SqliteStore {
         self.write(WriteOp::CreateConversation(record))
     }
 
-    fn conversation<'a>(
-        &'a self,
-        app: &'a str,
-        cid: &'a str,
-    ) -> StoreFuture<'a, Option<ConversationRecord>> {
+    fn conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Option<ConversationRecord>> {
         let (app, cid) = (app.to_owned(), cid.to_owned());
         self.read(move |c| read_conversation(c, &app, "id", &cid))
     }
 
-    fn find_unique<'a>(
-        &'a self,
-        app: &'a str,
-        key: &'a str,
-    ) -> StoreFuture<'a, Option<ConversationRecord>> {
+    fn find_unique<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, Option<ConversationRecord>> {
         let (app, key) = (app.to_owned(), key.to_owned());
         self.read(move |c| read_conversation(c, &app, "unique_key", &key))
     }
@@ -417,10 +372,7 @@ impl Store for SqliteStore {
             let mut args: Vec<rusqlite::types::Value> = vec![app.clone().into()];
             if let Some(ids) = &filter.ids {
                 args.push(Value::from(ids.clone()).to_string().into());
-                sql.push_str(&format!(
-                    " AND id IN (SELECT value FROM json_each(?{}))",
-                    args.len()
-                ));
+                sql.push_str(&format!(" AND id IN (SELECT value FROM json_each(?{}))", args.len()));
             }
             if let Some(member) = &filter.member {
                 args.push(member.clone().into());
@@ -433,10 +385,7 @@ impl Store for SqliteStore {
                 args.push((kind as i64).into());
                 sql.push_str(&format!(" AND kind = ?{}", args.len()));
             }
-            sql.push_str(&format!(
-                " ORDER BY created_at LIMIT {}",
-                filter.max.saturating_add(1)
-            ));
+            sql.push_str(&format!(" ORDER BY created_at LIMIT {}", filter.max.saturating_add(1)));
             let mut stmt = c.prepare(&sql)?;
             let mut records = stmt
                 .query_map(rusqlite::params_from_iter(args), |r| row_to_record(&app, r))?
@@ -470,12 +419,7 @@ impl Store for SqliteStore {
         members: Vec<String>,
         updated_at: i64,
     ) -> StoreFuture<'a, ()> {
-        self.write(WriteOp::AddMembers {
-            app: app.into(),
-            cid: cid.into(),
-            members,
-            updated_at,
-        })
+        self.write(WriteOp::AddMembers { app: app.into(), cid: cid.into(), members, updated_at })
     }
 
     fn remove_members<'a>(
@@ -485,12 +429,7 @@ impl Store for SqliteStore {
         members: Vec<String>,
         updated_at: i64,
     ) -> StoreFuture<'a, ()> {
-        self.write(WriteOp::RemoveMembers {
-            app: app.into(),
-            cid: cid.into(),
-            members,
-            updated_at,
-        })
+        self.write(WriteOp::RemoveMembers { app: app.into(), cid: cid.into(), members, updated_at })
     }
 
     fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()> {
@@ -508,23 +447,14 @@ impl Store for SqliteStore {
             let mut sql = String::from(
                 "SELECT id, ts, sender, body, receipt FROM messages WHERE app = ?1 AND cid = ?2",
             );
-            let mut args: Vec<rusqlite::types::Value> =
-                vec![app.clone().into(), cid.clone().into()];
+            let mut args: Vec<rusqlite::types::Value> = vec![app.clone().into(), cid.clone().into()];
             if let Some((ts, inclusive)) = range.after {
                 args.push(ts.into());
-                sql.push_str(&format!(
-                    " AND ts {} ?{}",
-                    if inclusive { ">=" } else { ">" },
-                    args.len()
-                ));
+                sql.push_str(&format!(" AND ts {} ?{}", if inclusive { ">=" } else { ">" }, args.len()));
             }
             if let Some((ts, inclusive)) = range.before {
                 args.push(ts.into());
-                sql.push_str(&format!(
-                    " AND ts {} ?{}",
-                    if inclusive { "<=" } else { "<" },
-                    args.len()
-                ));
+                sql.push_str(&format!(" AND ts {} ?{}", if inclusive { "<=" } else { "<" }, args.len()));
             }
             if let Some(lctype) = range.lctype {
                 args.push(lctype.into());
@@ -533,11 +463,7 @@ impl Store for SqliteStore {
                     args.len()
                 ));
             }
-            sql.push_str(if range.newest_first {
-                " ORDER BY ts DESC"
-            } else {
-                " ORDER BY ts ASC"
-            });
+            sql.push_str(if range.newest_first { " ORDER BY ts DESC" } else { " ORDER BY ts ASC" });
             sql.push_str(&format!(" LIMIT {}", range.limit));
             let mut stmt = c.prepare_cached(&sql)?;
             let mut rows = stmt
@@ -560,11 +486,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn member_cursors<'a>(
-        &'a self,
-        app: &'a str,
-        client: &'a str,
-    ) -> StoreFuture<'a, Vec<MemberCursor>> {
+    fn member_cursors<'a>(&'a self, app: &'a str, client: &'a str) -> StoreFuture<'a, Vec<MemberCursor>> {
         let (app, client) = (app.to_owned(), client.to_owned());
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -573,23 +495,14 @@ impl Store for SqliteStore {
                  WHERE m.app = ?1 AND m.client = ?2",
             )?;
             stmt.query_map(params![app, client], |r| {
-                Ok(MemberCursor {
-                    cid: r.get(0)?,
-                    cursor: r.get(1)?,
-                    last_ts: r.get(2)?,
-                })
+                Ok(MemberCursor { cid: r.get(0)?, cursor: r.get(1)?, last_ts: r.get(2)? })
             })?
             .collect()
         })
     }
 
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64) {
-        let op = WriteOp::SaveCursor {
-            app: app.into(),
-            client: client.into(),
-            cid: cid.into(),
-            ts,
-        };
+        let op = WriteOp::SaveCursor { app: app.into(), client: client.into(), cid: cid.into(), ts };
         let _ = self.writer.send(WriteRequest { op, done: None });
     }
 }

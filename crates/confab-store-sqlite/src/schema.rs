@@ -44,8 +44,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// Brings the database to the newest schema.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let current: usize =
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -129,11 +129,7 @@ impl ProtocolError {
     /// Builds an error with a detail message.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         let detail = detail.into();
-        let detail = if detail.is_empty() {
-            code.reason().to_owned()
-        } else {
-            detail
-        };
+        let detail = if detail.is_empty() { code.reason().to_owned() } else { detail };
         ProtocolError { code, detail }
     }
 }
@@ -156,20 +152,10 @@ mod tests {
 
     #[test]
     fn fatal_login_errors_close_the_socket() {
-        for code in [
-            ErrorCode::AppNotAvailable,
-            ErrorCode::InvalidLogin,
-            ErrorCode::InvalidOrigin,
-        ] {
+        for code in [ErrorCode::AppNotAvailable, ErrorCode::InvalidLogin, ErrorCode::InvalidOrigin] {
             assert_eq!(code.disposition(), Disposition::Close, "{code}");
         }
-        assert_eq!(
-            ErrorCode::from_number(4302),
-            Some(ErrorCode::ConversationSignatureFailed)
-        );
-        assert_eq!(
-            ProtocolError::new(ErrorCode::InternalError, "").detail,
-            "INTERNAL_ERROR"
-        );
+        assert_eq!(ErrorCode::from_number(4302), Some(ErrorCode::ConversationSignatureFailed));
+        assert_eq!(ProtocolError::new(ErrorCode::InternalError, "").detail, "INTERNAL_ERROR");
     }
 }

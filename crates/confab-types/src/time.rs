@@ -8,24 +8,13 @@ pub fn iso8601(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
 /// Parses the ISO-8601 forms LeanCloud SDKs produce (`YYYY-MM-DDTHH:MM:SS[.fff]Z`).
 pub fn parse_iso8601(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -91,10 +80,7 @@ mod tests {
         for ms in [0, 951_782_400_000, 1_795_744_923_456, 4_102_444_800_999] {
             assert_eq!(parse_iso8601(&iso8601(ms)), Some(ms));
         }
-        assert_eq!(
-            parse_iso8601("2015-07-08T10:20:30Z"),
-            Some(1_436_350_830_000)
-        );
+        assert_eq!(parse_iso8601("2015-07-08T10:20:30Z"), Some(1_436_350_830_000));
         assert_eq!(parse_iso8601("nonsense"), None);
         assert_eq!(parse_iso8601("2015-13-08T10:20:30Z"), None);
     }

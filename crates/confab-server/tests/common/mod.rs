@@ -33,11 +33,7 @@ impl Server {
 
     pub fn start_with(dir: &Path, args: &[&str]) -> Server {
         std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("server.log"))
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -57,12 +53,7 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         let ws = format!("{}/", http.replacen("http://", "ws://", 1));
-        Server {
-            child,
-            http,
-            ws,
-            dir: dir.to_owned(),
-        }
+        Server { child, http, ws, dir: dir.to_owned() }
     }
 
     /// SIGKILL: no shutdown, no flushing.
@@ -98,10 +89,7 @@ pub async fn create(client: &mut Client, members: &[&str]) -> String {
 
 /// Sends a message and returns the ack.
 pub async fn send(client: &mut Client, cid: &str, msg: &str) -> Value {
-    let ack = client
-        .request(json!({"cmd": "direct", "cid": cid, "msg": msg}))
-        .await
-        .unwrap();
+    let ack = client.request(json!({"cmd": "direct", "cid": cid, "msg": msg})).await.unwrap();
     assert_eq!(ack["cmd"], "ack", "{ack}");
     ack
 }
@@ -115,13 +103,7 @@ pub fn is_conv(op: &'static str) -> impl Fn(&Value) -> bool {
 }
 
 pub fn error_code(frame: &Value) -> i64 {
-    assert_eq!(
-        frame["cmd"], "error",
-        "expected an error frame, got {frame}"
-    );
-    assert!(
-        frame["reason"].as_str().is_some_and(|r| !r.is_empty()),
-        "{frame}"
-    );
+    assert_eq!(frame["cmd"], "error", "expected an error frame, got {frame}");
+    assert!(frame["reason"].as_str().is_some_and(|r| !r.is_empty()), "{frame}");
     frame["code"].as_i64().unwrap()
 }

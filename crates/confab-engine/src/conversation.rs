@@ -7,7 +7,7 @@ use crate::ports::{ConvKind, ConversationRecord, StoreError, StoredMessage};
 use crate::session::Session;
 use confab_types::time::iso8601;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Attribute keys the server owns; clients cannot set them.
@@ -40,7 +40,23 @@ pub(crate) struct PendingSend {
     pub origin: Arc<Session>,
     pub serial: Option<i32>,
     pub result: Option<Result<(), StoreError>>,
+    /// Re-sends of the same message (same dedupe token) waiting for the same ack.
+    pub also_ack: Vec<(Arc<Session>, Option<i32>)>,
+    /// The dedupe key, to record the outcome under.
+    pub dedupe_key: Option<String>,
 }
+
+/// What the server remembers of a recently sent message by its dedupe token.
+#[derive(Debug, Clone)]
+pub(crate) enum Recent {
+    /// Waiting for its commit, at this sequence number.
+    Pending(u64),
+    /// Stored with this id and timestamp.
+    Stored { uid: String, t: i64 },
+}
+
+/// Dedupe tokens remembered per conversation.
+pub(crate) const RECENT_TOKENS: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct ConvState {
@@ -54,6 +70,22 @@ pub(crate) struct ConvState {
     pub next_seq: u64,
     pub deliver_seq: u64,
     pub pending: BTreeMap<u64, PendingSend>,
+    /// Recent dedupe tokens (`sender\u{1f}token`), oldest first in `recent_order`.
+    pub recent: HashMap<String, Recent>,
+    pub recent_order: VecDeque<String>,
+}
+
+impl ConvState {
+    pub(crate) fn remember(&mut self, key: String, value: Recent) {
+        if self.recent.insert(key.clone(), value).is_none() {
+            self.recent_order.push_back(key);
+            while self.recent_order.len() > RECENT_TOKENS {
+                if let Some(old) = self.recent_order.pop_front() {
+                    self.recent.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// A cached conversation.

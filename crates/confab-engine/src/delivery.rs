@@ -12,7 +12,7 @@
 //!    that is behind (just logged in, or skipped a message) is caught up from the store
 //!    by [`replay_backlog`], oldest first, in pages, paced by the client's acks.
 
-use crate::conversation::{Conv, PendingSend};
+use crate::conversation::{Conv, PendingSend, Recent};
 use crate::engine::{AppState, Engine};
 use crate::ids;
 use crate::outbound::SharedPush;
@@ -83,8 +83,23 @@ impl Engine {
             return Ok(Some(Reply::MessageAck { uid: d.id.clone(), t: d.timestamp }));
         }
         let now = self.now();
+        let dedupe_key = req.dedupe.as_ref().map(|dt| format!("{me}\u{1f}{dt}"));
         let (seq, commit) = {
             let mut state = conv.state();
+            // A re-send of a message we already have (the client lost our ack): answer
+            // with the original's ack instead of storing it twice.
+            if let Some(key) = &dedupe_key {
+                match state.recent.get(key).cloned() {
+                    Some(Recent::Stored { uid, t }) => return Ok(Some(Reply::MessageAck { uid, t })),
+                    Some(Recent::Pending(seq)) => {
+                        if let Some(p) = state.pending.get_mut(&seq) {
+                            p.also_ack.push((session.clone(), serial));
+                            return Ok(None);
+                        }
+                    }
+                    None => {}
+                }
+            }
             let ts = now.max(state.last_assigned_ts + 1);
             state.last_assigned_ts = ts;
             let seq = state.next_seq;
@@ -100,7 +115,18 @@ impl Engine {
             };
             // Queued under the lock: the store applies writes in call order.
             let commit = self.inner.store.append_message(message.clone());
-            state.pending.insert(seq, PendingSend { message, origin: session.clone(), serial, result: None });
+            if let Some(key) = &dedupe_key {
+                state.remember(key.clone(), Recent::Pending(seq));
+            }
+            let pending = PendingSend {
+                message,
+                origin: session.clone(),
+                serial,
+                result: None,
+                also_ack: Vec::new(),
+                dedupe_key,
+            };
+            state.pending.insert(seq, pending);
             (seq, commit)
         };
         let engine = self.clone();
@@ -133,19 +159,23 @@ impl Engine {
                     let prev = state.last_delivered_ts;
                     state.last_delivered_ts = p.message.ts;
                     self.fan_out(app, conv, &state, &p, prev);
-                    p.origin
-                        .conn
-                        .reply(p.serial, Reply::MessageAck { uid: p.message.id.clone(), t: p.message.ts });
+                    let (uid, t) = (p.message.id.clone(), p.message.ts);
+                    if let Some(key) = p.dedupe_key.clone() {
+                        state.recent.insert(key, Recent::Stored { uid: uid.clone(), t });
+                    }
+                    for (session, serial) in std::iter::once((p.origin.clone(), p.serial)).chain(p.also_ack) {
+                        session.conn.reply(serial, Reply::MessageAck { uid: uid.clone(), t });
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::error!(error = %e, cid = %conv.cid, "message not stored");
-                    p.origin.conn.reply(
-                        p.serial,
-                        Reply::Error(ProtocolError::new(
-                            ErrorCode::InternalError,
-                            "message not stored; retry",
-                        )),
-                    );
+                    if let Some(key) = &p.dedupe_key {
+                        state.recent.remove(key);
+                    }
+                    let error = ProtocolError::new(ErrorCode::InternalError, "message not stored; retry");
+                    for (session, serial) in std::iter::once((p.origin.clone(), p.serial)).chain(p.also_ack) {
+                        session.conn.reply(serial, Reply::Error(error.clone()));
+                    }
                 }
                 None => {}
             }

@@ -109,6 +109,7 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
             },
             receipt: f.flag("r")?,
             transient: f.flag("transient")?,
+            dedupe: f.opt_str("dt")?,
         }),
         ("ack", None) => Request::Ack(AckRequest {
             cid: f.opt_str("cid")?,

@@ -362,3 +362,30 @@ message_bytes = 5120
     let first = bob.wait_for("direct", is_direct(&cid)).await.unwrap();
     assert_eq!(first["offline"], true);
 }
+
+#[tokio::test]
+async fn a_resent_message_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    // Pipelined duplicate (the original is still committing) and a late duplicate.
+    let frame = |i: i32| json!({"cmd": "direct", "cid": cid, "msg": "once", "dt": "token-1", "i": i});
+    alice.send(&frame(901)).await.unwrap();
+    alice.send(&frame(902)).await.unwrap();
+    let a1 = alice.wait_for("ack 901", |f| f["i"] == 901).await.unwrap();
+    let a2 = alice.wait_for("ack 902", |f| f["i"] == 902).await.unwrap();
+    let a3 =
+        alice.request(json!({"cmd": "direct", "cid": cid, "msg": "once", "dt": "token-1"})).await.unwrap();
+    assert_eq!((a1["uid"].clone(), a1["t"].clone()), (a2["uid"].clone(), a2["t"].clone()));
+    assert_eq!((a1["uid"].clone(), a1["t"].clone()), (a3["uid"].clone(), a3["t"].clone()));
+    // Another sender's token is its own.
+    let mut bob_send =
+        bob.request(json!({"cmd": "direct", "cid": cid, "msg": "mine", "dt": "token-1"})).await.unwrap();
+    assert_ne!(bob_send["uid"].take(), a1["uid"]);
+    let got = bob.drain(QUIET, is_direct(&cid)).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let logs = alice.request(json!({"cmd": "logs", "cid": cid})).await.unwrap();
+    assert_eq!(logs["logs"].as_array().unwrap().len(), 2);
+}

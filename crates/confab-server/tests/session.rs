@@ -270,3 +270,23 @@ master_key = "m"
     let mut lurker = Client::connect(&server.ws).await.unwrap();
     assert_eq!(lurker.closed().await.unwrap(), Some(4108));
 }
+
+#[tokio::test]
+async fn a_reconnect_storm_is_accepted_without_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // Every client at once, as after a restart: no connection is refused or dropped.
+    let opens = (0..1500).map(|n| {
+        let ws = server.ws.clone();
+        tokio::spawn(async move { Client::open(&ws, APP, &format!("storm-{n}"), json!({})).await })
+    });
+    let clients = futures_util::future::join_all(opens).await;
+    let opened = clients.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
+    assert_eq!(opened, 1500);
+    let mut probe = server.open("probe").await;
+    let r = probe
+        .request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["storm-0", "storm-1499"]}))
+        .await
+        .unwrap();
+    assert_eq!(r["onlineSessionPeerIds"], json!(["storm-0", "storm-1499"]));
+}

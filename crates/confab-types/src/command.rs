@@ -131,6 +131,9 @@ pub struct DirectRequest {
     pub receipt: bool,
     /// Deliver only to online members; do not store.
     pub transient: bool,
+    /// The client's own id for this message (`dt`): a re-sent message with the same
+    /// token is acknowledged again, not stored twice.
+    pub dedupe: Option<String>,
 }
 
 /// A recipient's acknowledgement.

@@ -433,7 +433,16 @@ function realtime(options, callback) {
         check(isStr(data) || data && typeof data == "object", "send() needs a string or an object");
         const msg = opts.type ? encodeMedia(opts.type, data) : isStr(data) ? data : JSON.stringify(data);
         return creq(
-          () => ({ cmd: "direct", cid: c.id, msg, r: opts.receipt ? 1 : false, transient: !!opts.transient }),
+          // `dt` names this message: if its ack is lost and the request is re-sent after a
+          // reconnect, the server acknowledges it again instead of storing it twice.
+          () => ({
+            cmd: "direct",
+            cid: c.id,
+            msg,
+            r: opts.receipt ? 1 : false,
+            transient: !!opts.transient,
+            dt: Math.random().toString(36).slice(2) + Date.now().toString(36)
+          }),
           cb,
           0,
           0,

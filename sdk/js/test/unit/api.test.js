@@ -218,7 +218,11 @@ describe('conversation methods', () => {
     const a2 = await room.send({ abc: 123 }, { receipt: true });
     assert.ok(a2.uid);
     await new Promise((r) => room.send({ testMsg: 'abcde' }, {}, r));
-    const fs = fake.sent((f) => f.cmd === 'direct').slice(-3).map(strip);
+    const sent = fake.sent((f) => f.cmd === 'direct').slice(-3);
+    const tokens = sent.map((f) => f.dt);
+    assert.ok(tokens.every((t) => typeof t == 'string' && t.length >= 8), 'each message carries a dedupe token');
+    assert.equal(new Set(tokens).size, 3, 'tokens differ per message');
+    const fs = sent.map(strip).map(({ dt, ...f }) => f);
     assert.deepEqual(fs, [
       { cmd: 'direct', cid: room.id, msg: 'hello', r: false, transient: false },
       { cmd: 'direct', cid: room.id, msg: '{"abc":123}', r: 1, transient: false },

@@ -90,6 +90,7 @@ describe('reconnect', () => {
     fake.dropAll();
     const again = await fake.next((f) => f.msg === 'retry me', { from });
     assert.equal(again.i, first.i);
+    assert.equal(again.dt, first.dt, 'the same dedupe token, so the server stores it once');
     assert.ok((await p).uid);
   });
 

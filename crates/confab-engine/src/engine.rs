@@ -8,6 +8,7 @@ use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, Store, Sto
 use crate::query::{compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
 use crate::session::Session;
+use crate::session_token;
 use crate::sharded::Sharded;
 use crate::signature::{Signed, Verifier};
 use confab_types::{
@@ -236,7 +237,9 @@ impl Connection {
             Request::Logs(_) => {
                 Some((RateClass::History, limits.history_per_minute, ErrorCode::ConversationApiQuotaExceeded))
             }
-            Request::Ack(_) | Request::SessionClose | Request::SessionQuery { .. } => None,
+            Request::Ack(_) | Request::Read { .. } | Request::SessionClose | Request::SessionQuery { .. } => {
+                None
+            }
             _ => Some((RateClass::Op, limits.ops_per_minute, ErrorCode::ConversationApiQuotaExceeded)),
         };
         if let Some((class, limit, code)) = class {
@@ -252,7 +255,8 @@ impl Connection {
                 if let Some(s) = self.session.take() {
                     engine.end_session(&s);
                 }
-                Ok(None)
+                self.handle.set_peer_id(None);
+                Ok(Some(Reply::SessionClosed))
             }
             Request::SessionQuery { mut peer_ids } => {
                 peer_ids.truncate(limits.ping_ids);
@@ -283,6 +287,9 @@ impl Connection {
                 Ok(None)
             }
             Request::Logs(query) => engine.logs(&app, &session, query).await.map(Some),
+            // Read positions feed unread counts and read receipts, which are not kept yet;
+            // `read` expects no answer.
+            Request::Read { .. } => Ok(None),
         }
     }
 
@@ -310,14 +317,26 @@ impl Connection {
             }
             Some(id) => id,
         };
-        if app.config.signatures.login {
-            engine.check_signature(
-                &app,
-                &client_id,
-                Signed::Login,
-                open.signature.as_ref(),
-                ErrorCode::SignatureFailed,
-            )?;
+        let config = &app.config;
+        match (&open.session_token, open.reconnect) {
+            // A re-login after a reconnect may present its token instead of a signature.
+            (Some(token), true)
+                if !session_token::is_valid(
+                    &config.master_key,
+                    &config.id,
+                    &client_id,
+                    token,
+                    engine.now(),
+                ) =>
+            {
+                return Err(perr(ErrorCode::SessionTokenExpired, "session token unknown or expired"));
+            }
+            (Some(_), true) => {}
+            _ if config.signatures.login => {
+                let sig = open.signature.as_ref();
+                engine.check_signature(&app, &client_id, Signed::Login, sig, ErrorCode::SignatureFailed)?;
+            }
+            _ => {}
         }
         if let Some(old) = self.session.take() {
             engine.end_session(&old);
@@ -339,7 +358,13 @@ impl Connection {
             }
         };
         tracing::debug!(app = %app.config.id, client = %client_id, conn = self.handle.id, "session opened");
-        self.handle.reply(serial, Reply::SessionOpened { peer_id: client_id });
+        let now = engine.now();
+        let token = session_token::issue(&config.master_key, &config.id, &client_id, now);
+        self.handle.set_peer_id(Some(session.client_id.clone()));
+        self.handle.reply(
+            serial,
+            Reply::SessionOpened { peer_id: client_id, session_token: Some(token), server_ts: now },
+        );
         {
             let mut delivery = session.delivery();
             for c in cursors {

@@ -9,7 +9,7 @@
 //! - [`conversation`]: cached conversation state and record shapes;
 //! - [`session`]: per-session delivery state (cursors, in-flight messages);
 //! - [`query`]: the conversation query language;
-//! - [`signature`]: HMAC-SHA1 signatures;
+//! - [`signature`]: HMAC-SHA1 signatures; [`session_token`]: re-login tokens;
 //! - [`outbound`]: the bounded per-connection queue and encode-once pushes;
 //! - [`ports`]: the store and clock traits.
 
@@ -23,6 +23,7 @@ pub mod ports;
 pub mod query;
 pub mod rate;
 pub mod session;
+pub mod session_token;
 pub mod sharded;
 pub mod signature;
 

@@ -5,8 +5,8 @@
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use confab_engine::Outbound;
-use confab_proto::{Codec, WireFrame};
+use confab_engine::{ConnHandle, Outbound};
+use confab_proto::{Codec, PushFrame, WireFrame};
 use confab_types::{Disposition, ErrorCode, ProtocolError, Reply};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
@@ -24,20 +24,16 @@ fn frame_to_message(frame: WireFrame) -> Message {
     }
 }
 
-fn encode(codec: Codec, item: Outbound) -> Message {
+fn encode(codec: Codec, handle: &ConnHandle, item: Outbound) -> Message {
     match item {
         Outbound::Reply { serial, reply } => frame_to_message(codec.encode_reply(serial, &reply)),
         Outbound::Ping => Message::Ping(Bytes::new()),
         Outbound::Push(shared) => {
-            let bytes = shared.encoded(codec.index(), |push| match codec.encode_push(push) {
-                WireFrame::Text(s) => Bytes::from(s),
-                WireFrame::Binary(b) => Bytes::from(b),
-            });
-            if codec.is_binary() {
-                Message::Binary(bytes)
-            } else {
-                // Encoded from a String, so this is UTF-8.
-                Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_default())
+            let body = shared.encoded(codec.push_cache_slot(), |push| codec.encode_push_body(push));
+            match codec.frame_push(&body, handle.peer_id().as_deref()) {
+                // Encoded from Strings, so always UTF-8.
+                PushFrame::Text(bytes) => Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_default()),
+                PushFrame::Binary(bytes) => Message::Binary(bytes),
             }
         }
     }
@@ -61,13 +57,13 @@ pub async fn serve_socket(gateway: Gateway, socket: WebSocket, codec: Codec, ori
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { break };
-                    if sink.feed(encode(codec, item)).await.is_err() {
+                    if sink.feed(encode(codec, &writer_handle, item)).await.is_err() {
                         break;
                     }
                     let mut failed = false;
                     for _ in 1..WRITE_BATCH {
                         match rx.try_recv() {
-                            Ok(item) => if sink.feed(encode(codec, item)).await.is_err() { failed = true; break; },
+                            Ok(item) => if sink.feed(encode(codec, &writer_handle, item)).await.is_err() { failed = true; break; },
                             Err(_) => break,
                         }
                     }

@@ -58,6 +58,9 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
             app_id: f.req_str("appId")?,
             ua: f.opt_str("ua")?,
             signature: f.signature()?,
+            reconnect: f.flag("r")?,
+            session_token: f.opt_str("st")?,
+            tag: f.opt_str("tag")?,
         }),
         ("session", Some("close")) => Request::SessionClose,
         ("session", Some("query")) => {
@@ -269,9 +272,10 @@ fn members_reply(op: &str, result: &MembersResult) -> Map<String, Value> {
 pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
     let obj = match reply {
         Reply::Heartbeat => return "{}".to_owned(),
-        Reply::SessionOpened { peer_id } => {
+        Reply::SessionOpened { peer_id, .. } => {
             object(json!({"cmd": "session", "op": "opened", "peerId": peer_id}))
         }
+        Reply::SessionClosed => object(json!({"cmd": "session", "op": "closed"})),
         Reply::SessionQueryResult { online } => {
             object(json!({"cmd": "session", "op": "query-result", "onlineSessionPeerIds": online}))
         }
@@ -384,6 +388,7 @@ mod tests {
                     nonce: "nonce".into(),
                     signature: "abc".into()
                 }),
+                ..SessionOpen::default()
             })
         );
     }

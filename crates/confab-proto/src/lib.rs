@@ -7,12 +7,13 @@
 //! - [`json_v2`]: the text protocol of `leancloud-realtime` 2.x (one JSON object per
 //!   text frame, no subprotocol).
 //!
-//! The protobuf codec of the 3.x+ SDKs will sit beside `json_v2` behind the same
-//! [`Codec`] enum.
+//! - [`protobuf`]: the protobuf protocol of the 3.x+ SDKs (binary or base64 frames).
 
 pub mod json_v2;
+pub mod protobuf;
 pub mod subprotocol;
 
+use bytes::Bytes;
 use confab_types::{Inbound, ProtocolError, Push, Reply};
 
 /// A frame as it travels on the WebSocket.
@@ -41,23 +42,24 @@ pub struct DecodeError {
 pub enum Codec {
     /// LeanCloud v2 JSON (`leancloud-realtime` 2.x).
     JsonV2,
+    /// Protobuf in binary frames (`lc.protobuf2.*`).
+    Protobuf,
+    /// Protobuf as base64 text frames (`lc.proto2base64.*`).
+    ProtobufBase64,
 }
 
 impl Codec {
-    /// Number of codecs; sizes per-codec caches of encoded pushes.
-    pub const COUNT: usize = 1;
-
-    /// A dense index for per-codec caches.
-    pub fn index(self) -> usize {
-        match self {
-            Codec::JsonV2 => 0,
-        }
-    }
-
     /// Whether pushes travel as binary frames.
     pub fn is_binary(self) -> bool {
+        self == Codec::Protobuf
+    }
+
+    /// The slot of a push's encode-once cache this codec uses: both protobuf codecs
+    /// share the serialized body and differ only in framing.
+    pub fn push_cache_slot(self) -> usize {
         match self {
-            Codec::JsonV2 => false,
+            Codec::JsonV2 => 0,
+            Codec::Protobuf | Codec::ProtobufBase64 => 1,
         }
     }
 
@@ -65,6 +67,7 @@ impl Codec {
     pub fn decode(self, frame: &WireFrame) -> Result<Inbound, DecodeError> {
         match self {
             Codec::JsonV2 => json_v2::decode_frame(frame),
+            Codec::Protobuf | Codec::ProtobufBase64 => protobuf::decode_frame(frame),
         }
     }
 
@@ -72,14 +75,39 @@ impl Codec {
     pub fn encode_reply(self, serial: Option<i32>, reply: &Reply) -> WireFrame {
         match self {
             Codec::JsonV2 => WireFrame::Text(json_v2::encode_reply(serial, reply)),
+            Codec::Protobuf => WireFrame::Binary(protobuf::encode_reply(serial, reply)),
+            Codec::ProtobufBase64 => {
+                WireFrame::Text(protobuf::to_base64(&protobuf::encode_reply(serial, reply)))
+            }
         }
     }
 
-    /// Encodes a push. The result depends only on the push, so it may be encoded once
-    /// and shared by every recipient speaking this codec.
-    pub fn encode_push(self, push: &Push) -> WireFrame {
+    /// Encodes the recipient-independent body of a push, to be shared by every
+    /// recipient with the same [`Codec::push_cache_slot`].
+    pub fn encode_push_body(self, push: &Push) -> Bytes {
         match self {
-            Codec::JsonV2 => WireFrame::Text(json_v2::encode_push(push)),
+            Codec::JsonV2 => Bytes::from(json_v2::encode_push(push)),
+            Codec::Protobuf | Codec::ProtobufBase64 => Bytes::from(protobuf::encode_push(push)),
         }
     }
+
+    /// Frames a shared push body for one recipient.
+    pub fn frame_push(self, body: &Bytes, recipient: Option<&str>) -> PushFrame {
+        match self {
+            Codec::JsonV2 => PushFrame::Text(body.clone()),
+            Codec::Protobuf => PushFrame::Binary(protobuf::with_peer(body, recipient)),
+            Codec::ProtobufBase64 => {
+                PushFrame::Text(Bytes::from(protobuf::to_base64(&protobuf::with_peer(body, recipient))))
+            }
+        }
+    }
+}
+
+/// A push ready for the socket; text frames hold UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushFrame {
+    /// A text frame (UTF-8 bytes).
+    Text(Bytes),
+    /// A binary frame.
+    Binary(Bytes),
 }

@@ -66,6 +66,11 @@ pub enum Request {
     Ack(AckRequest),
     /// `logs`: history.
     Logs(LogsQuery),
+    /// `read`: the client has read these conversations (3.x+ protocol).
+    Read {
+        /// `(conversation id, timestamp of the last message read)`.
+        convs: Vec<(String, Option<i64>)>,
+    },
 }
 
 /// Login parameters.
@@ -77,6 +82,12 @@ pub struct SessionOpen {
     pub ua: Option<String>,
     /// Login signature, if sent.
     pub signature: Option<Signature>,
+    /// An automatic re-login after a reconnect (`r`), not a user's login.
+    pub reconnect: bool,
+    /// The session token from an earlier `opened` (`st`), which replaces a signature.
+    pub session_token: Option<String>,
+    /// Device tag for single-device login (`tag`).
+    pub tag: Option<String>,
 }
 
 /// Conversation creation.
@@ -193,7 +204,14 @@ pub enum Reply {
     SessionOpened {
         /// The client id (server-assigned for anonymous logins).
         peer_id: String,
+        /// A token for re-opening the session without a signature, and its lifetime in
+        /// seconds.
+        session_token: Option<(String, i32)>,
+        /// Server time (ms).
+        server_ts: i64,
     },
+    /// Logout done.
+    SessionClosed,
     /// Presence answer.
     SessionQueryResult {
         /// The subset of asked ids that are online.

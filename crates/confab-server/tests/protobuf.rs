@@ -1,0 +1,183 @@
+//! The protobuf protocol of the 3.x+ SDKs: subprotocol negotiation, session tokens,
+//! and one conversation shared by protobuf and JSON clients.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{APP, Server, create, is_direct};
+use confab_proto::protobuf::wire::{
+    CommandType, ConvCommand, DirectCommand, GenericCommand, JsonObjectMessage, OpType, SessionCommand,
+};
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str, subprotocol: &str) -> (Ws, Option<String>) {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", subprotocol.parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let echoed = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
+    (ws, echoed)
+}
+
+fn cmd(cmd: CommandType, op: Option<OpType>, i: Option<i32>) -> GenericCommand {
+    GenericCommand { cmd: Some(cmd as i32), op: op.map(|o| o as i32), i, ..GenericCommand::default() }
+}
+
+async fn send(ws: &mut Ws, g: &GenericCommand, base64: bool) {
+    let bytes = g.encode_to_vec();
+    let msg = if base64 {
+        Message::Text(confab_proto::protobuf::to_base64(&bytes).into())
+    } else {
+        Message::Binary(bytes.into())
+    };
+    ws.send(msg).await.unwrap();
+}
+
+async fn recv(ws: &mut Ws, pred: impl Fn(&GenericCommand) -> bool) -> GenericCommand {
+    let wait = async {
+        loop {
+            let bytes = match ws.next().await.unwrap().unwrap() {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.decode(t.as_str()).unwrap()
+                }
+                _ => continue,
+            };
+            let g = GenericCommand::decode(bytes.as_slice()).unwrap();
+            if pred(&g) {
+                return g;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait).await.expect("frame in time")
+}
+
+fn open(peer: &str, i: i32, session: SessionCommand) -> GenericCommand {
+    GenericCommand {
+        app_id: Some(APP.into()),
+        peer_id: Some(peer.into()),
+        session_message: Some(session),
+        ..cmd(CommandType::Session, Some(OpType::Open), Some(i))
+    }
+}
+
+#[tokio::test]
+async fn handshake_echo_login_tokens_and_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    for (sub, base64) in [("lc.protobuf2.3", false), ("lc.proto2base64.3", true), ("lc.protobuf2.1", false)] {
+        let (mut ws, echoed) = connect(&server.ws, sub).await;
+        assert_eq!(echoed.as_deref(), Some(sub));
+        let login =
+            SessionCommand { ua: Some("js/4.3.1".into()), config_bitmap: Some(59), ..Default::default() };
+        send(&mut ws, &open("alice", 1, login), base64).await;
+        let opened = recv(&mut ws, |g| g.i == Some(1)).await;
+        assert_eq!(opened.op, Some(OpType::Opened as i32));
+        assert_eq!(opened.peer_id.as_deref(), Some("alice"));
+        let s = opened.session_message.unwrap();
+        let st = s.st.clone().unwrap();
+        assert!(s.st_ttl.unwrap() > 0);
+        send(&mut ws, &cmd(CommandType::Echo, None, Some(2)), base64).await;
+        let echo = recv(&mut ws, |g| g.i == Some(2)).await;
+        assert_eq!(echo.cmd, Some(CommandType::Echo as i32));
+        // Re-open after a reconnect with the token.
+        let (mut ws2, _) = connect(&server.ws, sub).await;
+        let again = SessionCommand { r: Some(true), st: Some(st.clone()), ..Default::default() };
+        send(&mut ws2, &open("alice", 1, again), base64).await;
+        assert_eq!(recv(&mut ws2, |g| g.i == Some(1)).await.op, Some(OpType::Opened as i32));
+        // Someone else's token, or garbage: 4112, with code and reason.
+        let (mut ws3, _) = connect(&server.ws, sub).await;
+        let stolen = SessionCommand { r: Some(true), st: Some(st), ..Default::default() };
+        send(&mut ws3, &open("mallory", 1, stolen), base64).await;
+        let e = recv(&mut ws3, |g| g.i == Some(1)).await;
+        assert_eq!(e.cmd, Some(CommandType::Error as i32));
+        let e = e.error_message.unwrap();
+        assert_eq!((e.code, e.reason.as_str()), (4112, "SESSION_TOKEN_EXPIRED"));
+        // Close answers with the same serial.
+        send(&mut ws, &cmd(CommandType::Session, Some(OpType::Close), Some(3)), base64).await;
+        assert_eq!(recv(&mut ws, |g| g.i == Some(3)).await.op, Some(OpType::Closed as i32));
+    }
+}
+
+#[tokio::test]
+async fn unsupported_subprotocols_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut req = server.ws.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "lc.json.3".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+}
+
+#[tokio::test]
+async fn protobuf_and_json_clients_share_a_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut json_alice = server.open("alice").await;
+    let (mut bob, _) = connect(&server.ws, "lc.protobuf2.3").await;
+    send(&mut bob, &open("bob", 1, SessionCommand::default()), false).await;
+    recv(&mut bob, |g| g.i == Some(1)).await;
+    let cid = create(&mut json_alice, &["bob"]).await;
+    // bob (protobuf) sees the membership pushes, addressed to him, service 2.
+    let joined = recv(&mut bob, |g| g.op == Some(OpType::Joined as i32)).await;
+    assert_eq!((joined.peer_id.as_deref(), joined.service, joined.i), (Some("bob"), Some(2), None));
+    assert_eq!(joined.conv_message.unwrap().init_by.as_deref(), Some("alice"));
+    let mj = recv(&mut bob, |g| g.op == Some(OpType::MembersJoined as i32)).await;
+    assert_eq!(mj.conv_message.unwrap().m, ["alice", "bob"]);
+    // JSON -> protobuf.
+    let ack = common::send(&mut json_alice, &cid, "from json").await;
+    let d = recv(&mut bob, |g| g.cmd == Some(CommandType::Direct as i32)).await;
+    let dm = d.direct_message.unwrap();
+    assert_eq!(
+        (dm.msg.as_deref(), dm.id.as_deref(), dm.from_peer_id.as_deref()),
+        (Some("from json"), ack["uid"].as_str(), Some("alice"))
+    );
+    assert_eq!(d.peer_id.as_deref(), Some("bob"));
+    // protobuf -> JSON, with a receipt back to protobuf.
+    let direct = GenericCommand {
+        direct_message: Some(DirectCommand {
+            cid: Some(cid.clone()),
+            msg: Some("from protobuf".into()),
+            r: Some(true),
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Direct, None, Some(5))
+    };
+    send(&mut bob, &direct, false).await;
+    let ack = recv(&mut bob, |g| g.i == Some(5)).await;
+    let am = ack.ack_message.unwrap();
+    assert!(am.code.is_none(), "success acks carry no code");
+    let uid = am.uid.unwrap();
+    let got = json_alice.wait_for("direct", is_direct(&cid)).await.unwrap();
+    assert_eq!((got["msg"].as_str(), got["id"].as_str()), (Some("from protobuf"), Some(uid.as_str())));
+    json_alice.send(&json!({"cmd": "ack", "cid": cid, "mid": uid})).await.unwrap();
+    let rcp = recv(&mut bob, |g| g.cmd == Some(CommandType::Rcp as i32)).await.rcp_message.unwrap();
+    assert_eq!((rcp.id.as_deref(), rcp.from.as_deref()), (Some(uid.as_str()), Some("alice")));
+    // Queries answer with JSON inside the protobuf.
+    let query = GenericCommand {
+        conv_message: Some(ConvCommand {
+            r#where: Some(JsonObjectMessage { data: json!({"objectId": cid}).to_string() }),
+            flag: Some(2),
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Conv, Some(OpType::Query), Some(6))
+    };
+    send(&mut bob, &query, false).await;
+    let results = recv(&mut bob, |g| g.i == Some(6)).await.conv_message.unwrap().results.unwrap();
+    let results: serde_json::Value = serde_json::from_str(&results.data).unwrap();
+    assert_eq!(results[0]["objectId"], json!(cid));
+    assert_eq!(results[0]["msg"], "from protobuf");
+    // Unsupported commands fail fast with an error frame instead of a 20 s timeout.
+    let mute = GenericCommand {
+        conv_message: Some(ConvCommand { cid: Some(cid.clone()), ..Default::default() }),
+        ..cmd(CommandType::Conv, Some(OpType::Mute), Some(7))
+    };
+    send(&mut bob, &mute, false).await;
+    let e = recv(&mut bob, |g| g.i == Some(7)).await.error_message.unwrap();
+    assert_eq!(e.code, 4114);
+}

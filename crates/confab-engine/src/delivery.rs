@@ -243,6 +243,7 @@ impl Engine {
                 id: a.id,
                 t: now,
                 from: session.client_id.to_string(),
+                read: false,
             });
             self.push_to_client(app, &a.from, &push);
         }

@@ -13,7 +13,7 @@ use crate::sharded::Sharded;
 use crate::signature::{Signed, Verifier};
 use confab_types::{
     ConvEvent, ConvPush, ConvQuery, ConvStart, Direction, ErrorCode, Inbound, LogItem, LogsQuery,
-    MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
+    MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature, UnreadEntry,
 };
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -132,11 +132,19 @@ impl Engine {
 
     /// Starts serving a connection. The receiver is the connection's outbound queue,
     /// sized by the largest `outbound_queue` limit of any app.
-    pub fn open_connection(&self, origin: Option<String>) -> (Connection, mpsc::Receiver<Outbound>) {
+    ///
+    /// `version` is the protocol version the client negotiated: 1 (and the v2 JSON
+    /// protocol) has its offline backlog pushed on login; 3 gets unread counts instead
+    /// and reads history itself.
+    pub fn open_connection(
+        &self,
+        origin: Option<String>,
+        version: u8,
+    ) -> (Connection, mpsc::Receiver<Outbound>) {
         let capacity = self.inner.apps.values().map(|a| a.config.limits.outbound_queue).max().unwrap_or(1024);
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (handle, rx) = ConnHandle::new(id, origin, capacity);
-        (Connection { engine: self.clone(), handle, session: None }, rx)
+        (Connection { engine: self.clone(), handle, session: None, push_offline: version < 3 }, rx)
     }
 
     /// A conversation from the cache, loading it from the store on first use.
@@ -197,6 +205,8 @@ pub struct Connection {
     /// The connection's outbound handle.
     pub handle: Arc<ConnHandle>,
     session: Option<Arc<Session>>,
+    /// Push the offline backlog on login (protocol version 1) rather than unread counts.
+    push_offline: bool,
 }
 
 impl Drop for Connection {
@@ -221,8 +231,8 @@ impl Connection {
         let session = match (&request, &self.session) {
             (Request::Heartbeat, _) => return Ok(Some(Reply::Heartbeat)),
             (Request::SessionOpen(open), _) => return self.open(serial, peer_id, open).await,
-            (_, Some(session)) => session.clone(),
-            (_, None) => return Err(perr(ErrorCode::SessionRequired, "open a session first")),
+            (_, Some(session)) if !session.is_closed() => session.clone(),
+            (_, _) => return Err(perr(ErrorCode::SessionRequired, "open a session first")),
         };
         let engine = self.engine.clone();
         let app = engine
@@ -287,9 +297,10 @@ impl Connection {
                 Ok(None)
             }
             Request::Logs(query) => engine.logs(&app, &session, query).await.map(Some),
-            // Read positions feed unread counts and read receipts, which are not kept yet;
-            // `read` expects no answer.
-            Request::Read { .. } => Ok(None),
+            Request::Read { convs } => {
+                engine.read(&app, &session, convs).await;
+                Ok(None)
+            }
         }
     }
 
@@ -318,25 +329,45 @@ impl Connection {
             Some(id) => id,
         };
         let config = &app.config;
-        match (&open.session_token, open.reconnect) {
-            // A re-login after a reconnect may present its token instead of a signature.
-            (Some(token), true)
-                if !session_token::is_valid(
-                    &config.master_key,
-                    &config.id,
-                    &client_id,
-                    token,
-                    engine.now(),
-                ) =>
-            {
-                return Err(perr(ErrorCode::SessionTokenExpired, "session token unknown or expired"));
+        let tag = match (&open.session_token, open.reconnect) {
+            // A re-login after a reconnect presents its token instead of a signature; the
+            // token carries the device tag, which the re-login does not resend.
+            (Some(token), true) => {
+                session_token::check(&config.master_key, &config.id, &client_id, token, engine.now())
+                    .ok_or_else(|| perr(ErrorCode::SessionTokenExpired, "session token unknown or expired"))?
             }
-            (Some(_), true) => {}
-            _ if config.signatures.login => {
-                let sig = open.signature.as_ref();
-                engine.check_signature(&app, &client_id, Signed::Login, sig, ErrorCode::SignatureFailed)?;
+            _ => {
+                if config.signatures.login {
+                    let sig = open.signature.as_ref();
+                    engine.check_signature(
+                        &app,
+                        &client_id,
+                        Signed::Login,
+                        sig,
+                        ErrorCode::SignatureFailed,
+                    )?;
+                }
+                open.tag.clone().filter(|t| !t.is_empty() && t != "default")
             }
-            _ => {}
+        };
+        // Single-device login: a login with a tag ends the client's other sessions with
+        // the same tag; a re-login finding its tag taken is refused instead.
+        if let Some(tag) = &tag {
+            let holders: Vec<Arc<Session>> = app
+                .sessions_of(&client_id)
+                .into_iter()
+                .filter(|s| {
+                    s.tag.as_deref() == Some(tag.as_str()) && s.conn.id != self.handle.id && !s.is_closed()
+                })
+                .collect();
+            if !holders.is_empty() && open.reconnect {
+                return Err(perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"));
+            }
+            for holder in holders {
+                let error = perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
+                holder.push(SharedPush::new(Push::SessionClosed { peer_id: client_id.clone(), error }));
+                engine.end_session(&holder);
+            }
         }
         if let Some(old) = self.session.take() {
             engine.end_session(&old);
@@ -345,6 +376,7 @@ impl Connection {
             self.handle.clone(),
             Arc::from(app.config.id.as_str()),
             Arc::from(client_id.as_str()),
+            tag.clone(),
         );
         app.sessions.shard(&client_id).entry(client_id.clone()).or_default().push(session.clone());
         self.session = Some(session.clone());
@@ -359,7 +391,7 @@ impl Connection {
         };
         tracing::debug!(app = %app.config.id, client = %client_id, conn = self.handle.id, "session opened");
         let now = engine.now();
-        let token = session_token::issue(&config.master_key, &config.id, &client_id, now);
+        let token = session_token::issue(&config.master_key, &config.id, &client_id, tag.as_deref(), now);
         self.handle.set_peer_id(Some(session.client_id.clone()));
         self.handle.reply(
             serial,
@@ -368,18 +400,23 @@ impl Connection {
         {
             let mut delivery = session.delivery();
             for c in cursors {
-                delivery.convs.insert(
-                    c.cid,
-                    crate::session::ConvDelivery {
-                        pushed_upto: c.cursor,
-                        acked_upto: c.cursor,
-                        inflight: Default::default(),
-                    },
-                );
+                // Version 3 clients start caught up: what they missed shows up as unread
+                // counts and they read it from history.
+                let from = if self.push_offline { c.cursor } else { c.last_ts };
+                let state = crate::session::ConvDelivery {
+                    pushed_upto: from,
+                    acked_upto: from,
+                    inflight: Default::default(),
+                };
+                delivery.convs.insert(c.cid, state);
             }
             delivery.ready = true;
         }
-        tokio::spawn(crate::delivery::replay_backlog(engine, app, session));
+        if self.push_offline {
+            tokio::spawn(crate::delivery::replay_backlog(engine, app, session));
+        } else {
+            tokio::spawn(async move { engine.push_unread(&app, &session).await });
+        }
         Ok(None)
     }
 }
@@ -912,5 +949,72 @@ impl Engine {
             .map(|m| LogItem { from: m.from, data: m.data, timestamp: m.ts, msg_id: m.id })
             .collect();
         Ok(Reply::Logs { logs })
+    }
+}
+
+/// Conversations reported in one `unread` push (LeanCloud tracked at most 50).
+const UNREAD_CONVERSATIONS: usize = 50;
+
+impl Engine {
+    /// Pushes the client's unread counts to a freshly opened version-3 session.
+    async fn push_unread(&self, app: &AppState, session: &Arc<Session>) {
+        let counts =
+            match self.inner.store.unread(&app.config.id, &session.client_id, UNREAD_CONVERSATIONS).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "unread counts");
+                    return;
+                }
+            };
+        if counts.is_empty() {
+            return;
+        }
+        let convs = counts
+            .into_iter()
+            .map(|u| UnreadEntry {
+                cid: u.cid,
+                unread: u.unread,
+                last: u.last.map(|l| (l.id, l.ts, l.from, l.data)),
+            })
+            .collect();
+        session.push(SharedPush::new(Push::Unread { convs, notif_time: self.now() }));
+    }
+
+    /// `read`: moves the reader's read positions, zeroes the count on its other devices
+    /// and sends read receipts to the other members.
+    async fn read(&self, app: &AppState, session: &Arc<Session>, convs: Vec<(String, Option<i64>)>) {
+        let me = session.client_id.to_string();
+        for (cid, ts) in convs {
+            let Ok(Some(conv)) = self.conv(app, &cid).await else { continue };
+            if conv.kind == ConvKind::Transient || !conv.has_member(&me) {
+                continue;
+            }
+            let Ok(Some(record)) = self.inner.store.conversation(&app.config.id, &cid).await else {
+                continue;
+            };
+            let now = self.now();
+            let Some(last) = record.last_message else { continue };
+            let upto = ts.filter(|t| *t > 0).unwrap_or(last.ts).min(last.ts);
+            self.inner.store.save_read(&app.config.id, &me, &cid, upto);
+            let zero = UnreadEntry {
+                cid: cid.clone(),
+                unread: 0,
+                last: Some((last.id.clone(), last.ts, last.from.clone(), last.data.clone())),
+            };
+            let unread = SharedPush::new(Push::Unread { convs: vec![zero], notif_time: now });
+            for other in app.sessions_of(&me).into_iter().filter(|s| s.conn.id != session.conn.id) {
+                other.push(unread.clone());
+            }
+            let receipt = SharedPush::new(Push::Receipt {
+                cid: cid.clone(),
+                id: last.id.clone(),
+                t: now,
+                from: me.clone(),
+                read: true,
+            });
+            for member in record.members.iter().filter(|m| **m != me) {
+                self.push_to_client(app, member, &receipt);
+            }
+        }
     }
 }

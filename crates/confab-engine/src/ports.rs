@@ -199,6 +199,23 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a cursor forward (never back). Not awaited by the engine: a lost cursor
     /// update only means a message is delivered again.
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64);
+    /// Moves a client's read position forward (never back). Not awaited: a lost update
+    /// only leaves a conversation counted unread.
+    fn save_read(&self, app: &str, client: &str, cid: &str, ts: i64);
+    /// Unread counts of the client's conversations that have any, newest first, at
+    /// most `max` of them.
+    fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>>;
+}
+
+/// A conversation with unread messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadCount {
+    /// Conversation id.
+    pub cid: String,
+    /// Messages from others after the client's read position.
+    pub unread: i64,
+    /// The newest message.
+    pub last: Option<LastMessage>,
 }
 
 /// Where time comes from, so tests can control it.

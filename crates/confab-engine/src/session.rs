@@ -69,15 +69,23 @@ pub struct Session {
     /// Chat rooms this session is in.
     pub(crate) rooms: Mutex<Vec<String>>,
     pub(crate) closed: AtomicBool,
+    /// Device tag of a single-device login (`None` for untagged or `default`).
+    pub tag: Option<String>,
     pub(crate) rate: Mutex<crate::rate::RateWindow>,
 }
 
 impl Session {
-    pub(crate) fn new(conn: Arc<ConnHandle>, app_id: Arc<str>, client_id: Arc<str>) -> Arc<Session> {
+    pub(crate) fn new(
+        conn: Arc<ConnHandle>,
+        app_id: Arc<str>,
+        client_id: Arc<str>,
+        tag: Option<String>,
+    ) -> Arc<Session> {
         Arc::new(Session {
             conn,
             app_id,
             client_id,
+            tag,
             delivery: Mutex::new(Delivery::default()),
             acked: Notify::new(),
             rooms: Mutex::new(Vec::new()),

@@ -40,9 +40,15 @@ fn encode(codec: Codec, handle: &ConnHandle, item: Outbound) -> Message {
 }
 
 /// Serves one upgraded socket until it closes.
-pub async fn serve_socket(gateway: Gateway, socket: WebSocket, codec: Codec, origin: Option<String>) {
+pub async fn serve_socket(
+    gateway: Gateway,
+    socket: WebSocket,
+    codec: Codec,
+    version: u8,
+    origin: Option<String>,
+) {
     let (mut sink, mut stream) = socket.split();
-    let (mut conn, mut rx) = gateway.engine.open_connection(origin);
+    let (mut conn, mut rx) = gateway.engine.open_connection(origin, version);
     let handle = conn.handle.clone();
 
     let writer_handle = handle.clone();

@@ -142,7 +142,7 @@ async fn websocket_or_info(
     if let Some(echo) = negotiated.echo {
         ws = ws.protocols([echo]);
     }
-    ws.on_upgrade(move |socket| serve_socket(gateway, socket, negotiated.codec, origin))
+    ws.on_upgrade(move |socket| serve_socket(gateway, socket, negotiated.codec, negotiated.version, origin))
 }
 
 /// The two-tab chat demo and the SDK it loads, built into the binary so `confab serve`

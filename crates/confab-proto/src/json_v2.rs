@@ -322,8 +322,28 @@ pub fn encode_push(push: &Push) -> String {
             }
             m
         }
-        Push::Receipt { cid, id, t, from } => {
-            object(json!({"cmd": "rcp", "cid": cid, "id": id, "t": t, "from": from}))
+        Push::Receipt { cid, id, t, from, read } => {
+            let mut m = object(json!({"cmd": "rcp", "cid": cid, "id": id, "t": t, "from": from}));
+            if *read {
+                m.insert("read".into(), Value::Bool(true));
+            }
+            m
+        }
+        Push::Unread { convs, notif_time } => {
+            let convs: Vec<Value> = convs
+                .iter()
+                .map(|u| {
+                    let mut e = json!({"cid": u.cid, "unread": u.unread});
+                    if let Some((mid, ts, from, data)) = &u.last {
+                        e["mid"] = json!(mid);
+                        e["timestamp"] = json!(ts);
+                        e["from"] = json!(from);
+                        e["data"] = json!(data);
+                    }
+                    e
+                })
+                .collect();
+            object(json!({"cmd": "unread", "convs": convs, "notifTime": notif_time}))
         }
         Push::Conv(c) => {
             let op = match c.event {

@@ -24,7 +24,8 @@ pub mod wire {
 
 use wire::{
     AckCommand, CommandType, ConvCommand, DirectCommand, ErrorCommand, GenericCommand, JsonObjectMessage,
-    LogItem, LogsCommand, OpType, RcpCommand, SessionCommand, logs_command::QueryDirection,
+    LogItem, LogsCommand, OpType, RcpCommand, SessionCommand, UnreadCommand, UnreadTuple,
+    logs_command::QueryDirection,
 };
 
 /// `service` of instant-messaging pushes (the Swift SDK ignores others).
@@ -328,15 +329,34 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
             }),
             ..envelope(CommandType::Direct, None, None)
         },
-        Push::Receipt { cid, id, t, from } => GenericCommand {
+        Push::Receipt { cid, id, t, from, read } => GenericCommand {
             rcp_message: Some(RcpCommand {
                 id: Some(id.clone()),
                 cid: Some(cid.clone()),
                 t: Some(*t),
                 from: Some(from.clone()),
-                ..RcpCommand::default()
+                read: read.then_some(true),
             }),
             ..envelope(CommandType::Rcp, None, None)
+        },
+        Push::Unread { convs, notif_time } => GenericCommand {
+            unread_message: Some(UnreadCommand {
+                convs: convs
+                    .iter()
+                    .map(|u| UnreadTuple {
+                        cid: u.cid.clone(),
+                        unread: i32::try_from(u.unread).unwrap_or(i32::MAX),
+                        mid: u.last.as_ref().map(|l| l.0.clone()),
+                        timestamp: u.last.as_ref().map(|l| l.1),
+                        from: u.last.as_ref().map(|l| l.2.clone()),
+                        data: u.last.as_ref().map(|l| l.3.clone()),
+                        mentioned: Some(false),
+                        ..UnreadTuple::default()
+                    })
+                    .collect(),
+                notif_time: Some(*notif_time),
+            }),
+            ..envelope(CommandType::Unread, None, None)
         },
         Push::Conv(c) => {
             let op = match c.event {

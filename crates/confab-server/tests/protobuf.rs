@@ -181,3 +181,103 @@ async fn protobuf_and_json_clients_share_a_conversation() {
     let e = recv(&mut bob, |g| g.i == Some(7)).await.error_message.unwrap();
     assert_eq!(e.code, 4114);
 }
+
+async fn login(server: &Server, sub: &str, peer: &str, session: SessionCommand) -> (Ws, GenericCommand) {
+    let (mut ws, _) = connect(&server.ws, sub).await;
+    send(&mut ws, &open(peer, 1, session), false).await;
+    let opened = recv(&mut ws, |g| g.i == Some(1)).await;
+    (ws, opened)
+}
+
+#[tokio::test]
+async fn version_3_gets_unread_counts_and_read_syncs_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut alice = server.open("alice").await;
+    let cid = create(&mut alice, &["carol", "dave"]).await;
+    common::send(&mut alice, &cid, "one").await;
+    let last = common::send(&mut alice, &cid, "two").await;
+    // Version 3: no backlog, one unread push with the count and the last message.
+    let (mut carol, _) = login(&server, "lc.protobuf2.3", "carol", SessionCommand::default()).await;
+    let unread = recv(&mut carol, |g| g.cmd == Some(CommandType::Unread as i32)).await;
+    let u = unread.unread_message.unwrap();
+    assert!(u.notif_time.is_some());
+    assert_eq!(u.convs.len(), 1);
+    let t = &u.convs[0];
+    assert_eq!(
+        (t.cid.as_str(), t.unread, t.mid.as_deref(), t.data.as_deref()),
+        (cid.as_str(), 2, last["uid"].as_str(), Some("two"))
+    );
+    // Version 1: the backlog itself.
+    let (mut dave, _) = login(&server, "lc.protobuf2.1", "dave", SessionCommand::default()).await;
+    for body in ["one", "two"] {
+        let d = recv(&mut dave, |g| g.cmd == Some(CommandType::Direct as i32)).await.direct_message.unwrap();
+        assert_eq!((d.msg.as_deref(), d.offline), (Some(body), Some(true)));
+    }
+    // A second device of carol; the first reads: the second is told 0, alice gets a read receipt.
+    let (mut carol2, _) = login(&server, "lc.proto2base64.3", "carol", SessionCommand::default()).await;
+    recv(&mut carol2, |g| g.cmd == Some(CommandType::Unread as i32)).await;
+    let read = GenericCommand {
+        read_message: Some(confab_proto::protobuf::wire::ReadCommand {
+            convs: vec![confab_proto::protobuf::wire::ReadTuple {
+                cid: cid.clone(),
+                timestamp: last["t"].as_i64(),
+                mid: None,
+            }],
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Read, None, None)
+    };
+    send(&mut carol, &read, false).await;
+    let zero = recv(&mut carol2, |g| g.cmd == Some(CommandType::Unread as i32)).await.unread_message.unwrap();
+    assert_eq!((zero.convs[0].cid.as_str(), zero.convs[0].unread), (cid.as_str(), 0));
+    let rcp = alice.wait_for("read receipt", |f| f["cmd"] == "rcp").await.unwrap();
+    assert_eq!(
+        (rcp["read"].clone(), rcp["from"].clone(), rcp["id"].clone()),
+        (json!(true), json!("carol"), last["uid"].clone())
+    );
+    // Read: nothing unread at the next login.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (mut carol3, _) = login(&server, "lc.protobuf2.3", "carol", SessionCommand::default()).await;
+    let none = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        recv(&mut carol3, |g| g.cmd == Some(CommandType::Unread as i32)),
+    )
+    .await;
+    assert!(none.is_err(), "no unread push when nothing is unread");
+}
+
+#[tokio::test]
+async fn a_device_tag_allows_one_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mobile = || SessionCommand { tag: Some("Mobile".into()), ..Default::default() };
+    let (mut first, opened) = login(&server, "lc.protobuf2.3", "alice", mobile()).await;
+    let st = opened.session_message.unwrap().st.unwrap();
+    // Untagged and default-tagged sessions coexist with it.
+    let (_web, ok) = login(
+        &server,
+        "lc.protobuf2.3",
+        "alice",
+        SessionCommand { tag: Some("default".into()), ..Default::default() },
+    )
+    .await;
+    assert_eq!(ok.op, Some(OpType::Opened as i32));
+    // A new login with the same tag ends the first session (the socket stays).
+    let (_second, ok) = login(&server, "lc.protobuf2.3", "alice", mobile()).await;
+    assert_eq!(ok.op, Some(OpType::Opened as i32));
+    let closed = recv(&mut first, |g| g.op == Some(OpType::Closed as i32)).await;
+    assert_eq!((closed.i, closed.peer_id.as_deref()), (None, Some("alice")));
+    assert_eq!(closed.session_message.unwrap().code, Some(4111));
+    send(&mut first, &cmd(CommandType::Session, Some(OpType::Query), Some(9)), false).await;
+    assert_eq!(recv(&mut first, |g| g.i == Some(9)).await.error_message.unwrap().code, 4105);
+    // The kicked device's automatic re-login (its token carries the tag) is refused.
+    let (mut retry, _) = connect(&server.ws, "lc.protobuf2.3").await;
+    send(
+        &mut retry,
+        &open("alice", 1, SessionCommand { r: Some(true), st: Some(st), ..Default::default() }),
+        false,
+    )
+    .await;
+    assert_eq!(recv(&mut retry, |g| g.i == Some(1)).await.error_message.unwrap().code, 4111);
+}

@@ -14,7 +14,7 @@ mod schema;
 
 use confab_engine::ports::{
     ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store, StoreError,
-    StoreFuture, StoredMessage,
+    StoreFuture, StoredMessage, UnreadCount,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -61,6 +61,12 @@ enum WriteOp {
     Append(StoredMessage),
     /// Nothing to write: completes when everything queued before it is committed.
     Flush,
+    SaveRead {
+        app: String,
+        client: String,
+        cid: String,
+        ts: i64,
+    },
     SaveCursor {
         app: String,
         client: String,
@@ -284,6 +290,12 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
             )?
             .execute(params![app, cid, client, ts])?;
         }
+        WriteOp::SaveRead { app, client, cid, ts } => {
+            c.prepare_cached(
+                "UPDATE members SET read_ts = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3 AND read_ts < ?4",
+            )?
+            .execute(params![app, cid, client, ts])?;
+        }
         WriteOp::Flush => {}
     }
     Ok(())
@@ -498,6 +510,43 @@ impl Store for SqliteStore {
                 Ok(MemberCursor { cid: r.get(0)?, cursor: r.get(1)?, last_ts: r.get(2)? })
             })?
             .collect()
+        })
+    }
+
+    fn save_read(&self, app: &str, client: &str, cid: &str, ts: i64) {
+        let op = WriteOp::SaveRead { app: app.into(), client: client.into(), cid: cid.into(), ts };
+        let _ = self.writer.send(WriteRequest { op, done: None });
+    }
+
+    fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>> {
+        let (app, client) = (app.to_owned(), client.to_owned());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT c.id, c.last_ts, c.last_mid, c.last_from, c.last_data,
+                        (SELECT COUNT(*) FROM messages g
+                          WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client)
+                 FROM members m JOIN conversations c ON c.app = m.app AND c.id = m.cid
+                 WHERE m.app = ?1 AND m.client = ?2 AND c.last_ts > m.read_ts AND c.kind <> 2
+                 ORDER BY c.last_ts DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![app, client, max as i64], |r| {
+                let last_mid: Option<String> = r.get(2)?;
+                Ok(UnreadCount {
+                    cid: r.get(0)?,
+                    unread: r.get(5)?,
+                    last: last_mid
+                        .map(|id| -> Result<LastMessage, rusqlite::Error> {
+                            Ok(LastMessage {
+                                id,
+                                ts: r.get(1)?,
+                                from: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                                data: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                            })
+                        })
+                        .transpose()?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().filter(|u| u.unread > 0).collect())
         })
     }
 

@@ -40,6 +40,8 @@ const MIGRATIONS: &[&str] = &[
         receipt INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (app, cid, ts)
     ) WITHOUT ROWID;",
+    // 2: read positions for unread counts (protocol version 3).
+    "ALTER TABLE members ADD COLUMN read_ts INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings the database to the newest schema.

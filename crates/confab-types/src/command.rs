@@ -294,8 +294,17 @@ pub enum Push {
         id: String,
         /// When it was delivered (ms).
         t: i64,
-        /// Who received it.
+        /// Who received (or read) it.
         from: String,
+        /// A read receipt rather than a delivery receipt.
+        read: bool,
+    },
+    /// Unread counts (protocol version 3): after login, and when another device reads.
+    Unread {
+        /// One entry per conversation.
+        convs: Vec<UnreadEntry>,
+        /// Server time (ms) the client echoes as `lastUnreadNotifTime`.
+        notif_time: i64,
     },
     /// A membership or attribute change.
     Conv(ConvPush),
@@ -306,6 +315,17 @@ pub enum Push {
         /// Why.
         error: ProtocolError,
     },
+}
+
+/// Unread state of one conversation for one client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadEntry {
+    /// Conversation id.
+    pub cid: String,
+    /// Messages from others after the client's read position.
+    pub unread: i64,
+    /// The conversation's last message: id, timestamp, sender, body.
+    pub last: Option<(String, i64, String, String)>,
 }
 
 /// A message delivered to a member.

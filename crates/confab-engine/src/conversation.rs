@@ -95,6 +95,8 @@ pub struct Conv {
     pub cid: String,
     /// Kind.
     pub kind: ConvKind,
+    /// When a temporary conversation expires (ms).
+    pub expires_at: Option<i64>,
     pub(crate) state: Mutex<ConvState>,
 }
 
@@ -104,6 +106,7 @@ impl Conv {
         Conv {
             cid: record.id.clone(),
             kind: record.kind,
+            expires_at: record.expires_at,
             state: Mutex::new(ConvState {
                 members: record.members.iter().cloned().collect(),
                 last_assigned_ts: last,
@@ -151,10 +154,13 @@ pub(crate) fn query_doc(
     doc.insert("objectId".into(), json!(record.id));
     doc.insert("c".into(), json!(record.creator));
     doc.insert("m".into(), json!(room_members.unwrap_or_else(|| record.members.clone())));
-    doc.insert("mu".into(), json!([]));
+    doc.insert("mu".into(), json!(record.muted));
     doc.insert("tr".into(), json!(record.kind == ConvKind::Transient));
     if record.kind == ConvKind::System {
         doc.insert("sys".into(), json!(true));
+    }
+    if record.kind == ConvKind::Temporary {
+        doc.insert("temp".into(), json!(true));
     }
     doc.insert("unique".into(), json!(record.unique_key.is_some()));
     doc.insert("conv_type".into(), json!(record.kind as i64));

@@ -4,7 +4,7 @@ use crate::app::AppConfig;
 use crate::conversation::{Conv, apply_attributes, query_doc, result_json, unique_key};
 use crate::ids;
 use crate::outbound::{ConnHandle, Outbound, SharedPush};
-use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, Store, StoreError};
+use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, ScanFilter, Store, StoreError};
 use crate::query::{compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
 use crate::session::Session;
@@ -150,14 +150,24 @@ impl Engine {
     /// A conversation from the cache, loading it from the store on first use.
     pub(crate) async fn conv(&self, app: &AppState, cid: &str) -> Result<Option<Arc<Conv>>, ProtocolError> {
         if let Some(conv) = app.convs.get(cid) {
-            return Ok(Some(conv));
+            return Self::unexpired(conv, self.now()).map(Some);
         }
         let Some(record) = self.inner.store.conversation(&app.config.id, cid).await.map_err(store_error)?
         else {
             return Ok(None);
         };
         let loaded = Arc::new(Conv::from_record(&record));
-        Ok(Some(app.convs.shard(cid).entry(cid.to_owned()).or_insert(loaded).clone()))
+        let conv = app.convs.shard(cid).entry(cid.to_owned()).or_insert(loaded).clone();
+        Self::unexpired(conv, self.now()).map(Some)
+    }
+
+    fn unexpired(conv: Arc<Conv>, now: i64) -> Result<Arc<Conv>, ProtocolError> {
+        match conv.expires_at {
+            Some(expires) if expires <= now => {
+                Err(perr(ErrorCode::TemporaryConversationExpired, "temporary conversation expired"))
+            }
+            _ => Ok(conv),
+        }
     }
 
     /// Queues a push to every online session of `client`.
@@ -297,6 +307,36 @@ impl Connection {
                 Ok(None)
             }
             Request::Logs(query) => engine.logs(&app, &session, query).await.map(Some),
+            Request::ConvMute { cid, muted } => {
+                let conv = engine
+                    .conv(&app, &cid)
+                    .await?
+                    .ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
+                if !conv.has_member(&session.client_id) {
+                    return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can mute"));
+                }
+                let store = &engine.inner.store;
+                store
+                    .set_muted(&app.config.id, &cid, &session.client_id, muted)
+                    .await
+                    .map_err(store_error)?;
+                Ok(Some(Reply::ConvUpdated { updated_at: engine.now() }))
+            }
+            Request::ConvMaxRead { cid } => {
+                let conv = engine
+                    .conv(&app, &cid)
+                    .await?
+                    .ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
+                if !conv.has_member(&session.client_id) {
+                    return Err(perr(ErrorCode::ConversationMembershipRequired, "only members see receipts"));
+                }
+                let positions =
+                    engine.inner.store.member_positions(&app.config.id, &cid).await.map_err(store_error)?;
+                let others = positions.iter().filter(|(client, _, _)| **client != *session.client_id);
+                let (max_ack, max_read) =
+                    others.fold((0, 0), |(a, r), (_, ack, read)| (a.max(*ack).max(*read), r.max(*read)));
+                Ok(Some(Reply::ConvMaxRead { max_ack, max_read }))
+            }
             Request::Read { convs } => {
                 engine.read(&app, &session, convs).await;
                 Ok(None)
@@ -478,32 +518,62 @@ impl Engine {
                 members.push(m);
             }
         }
-        let kind = if start.transient { ConvKind::Transient } else { ConvKind::Normal };
+        let limits = &app.config.limits;
+        let kind = match (start.transient, start.temporary_ttl) {
+            (true, _) => ConvKind::Transient,
+            (false, Some(_)) => ConvKind::Temporary,
+            (false, None) => ConvKind::Normal,
+        };
+        let max_members = match kind {
+            ConvKind::Temporary => limits.temporary_members,
+            _ => limits.conversation_members,
+        };
         if kind == ConvKind::Transient {
             members.clear();
-        } else if members.len() > app.config.limits.conversation_members {
-            return Err(perr(
-                ErrorCode::ConversationFull,
-                format!("at most {} members", app.config.limits.conversation_members),
-            ));
+        } else if members.len() > max_members {
+            return Err(perr(ErrorCode::ConversationFull, format!("at most {max_members} members")));
         }
         let mut attrs = Map::new();
         apply_attributes(&mut attrs, &start.attr)
             .map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
-        let unique = (start.unique && kind == ConvKind::Normal).then(|| unique_key(&members));
+        // The same member set finds the same unique (or live temporary) conversation.
+        let unique = match kind {
+            ConvKind::Normal if start.unique => Some(unique_key(&members)),
+            ConvKind::Temporary => Some(format!("tmp\u{1e}{}", unique_key(&members))),
+            _ => None,
+        };
+        let now = self.now();
+        let started = |r: &ConversationRecord| Reply::ConvStarted {
+            cid: r.id.clone(),
+            created_at: r.created_at,
+            temporary_ttl: r.expires_at.map(|e| (e - now).max(0) / 1000),
+        };
         let store = &self.inner.store;
         if let Some(key) = &unique
             && let Some(found) = store.find_unique(&app.config.id, key).await.map_err(store_error)?
         {
-            return Ok(Some(Reply::ConvStarted { cid: found.id, created_at: found.created_at }));
+            match found.expires_at {
+                Some(expires) if expires <= now => {
+                    store.release_unique(&app.config.id, &found.id).await.map_err(store_error)?;
+                }
+                _ => return Ok(Some(started(&found))),
+            }
         }
-        let now = self.now();
+        let (id, expires_at) = match start.temporary_ttl {
+            Some(ttl) if kind == ConvKind::Temporary => {
+                let ttl = if ttl <= 0 { 86_400 } else { ttl.min(limits.temporary_ttl_max_secs) };
+                (ids::temporary_conversation_id(), Some(now + ttl * 1000))
+            }
+            _ => (ids::conversation_id(now), None),
+        };
         let record = ConversationRecord {
             app: app.config.id.clone(),
-            id: ids::conversation_id(now),
+            id,
             kind,
             creator: me.clone(),
             members: members.clone(),
+            muted: Vec::new(),
+            expires_at,
             attrs,
             unique_key: unique.clone(),
             created_at: now,
@@ -515,13 +585,13 @@ impl Engine {
             if let Some(key) = &unique
                 && let Ok(Some(found)) = store.find_unique(&app.config.id, key).await
             {
-                return Ok(Some(Reply::ConvStarted { cid: found.id, created_at: found.created_at }));
+                return Ok(Some(started(&found)));
             }
             return Err(store_error(e));
         }
         let conv = Arc::new(Conv::from_record(&record));
         app.convs.shard(&record.id).insert(record.id.clone(), conv.clone());
-        session.conn.reply(serial, Reply::ConvStarted { cid: record.id.clone(), created_at: now });
+        session.conn.reply(serial, started(&record));
         if kind == ConvKind::Transient {
             self.join_room(&conv, session);
         } else {
@@ -815,7 +885,19 @@ impl Engine {
         };
         let cond =
             parse_where(&where_).map_err(|e| perr(ErrorCode::ConversationQueryFailed, e.to_string()))?;
-        let filter = cond.scan_filter(limits.query_scan_max);
+        // Temporary conversations are found only by id, never by `where`.
+        let temporary = !query.temporary_ids.is_empty();
+        let filter = if temporary {
+            ScanFilter {
+                ids: Some(query.temporary_ids.clone()),
+                kind: Some(ConvKind::Temporary),
+                max: limits.query_scan_max,
+                ..ScanFilter::default()
+            }
+        } else {
+            cond.scan_filter(limits.query_scan_max)
+        };
+        let now = self.now();
         let records =
             self.inner.store.scan_conversations(&app.config.id, filter).await.map_err(store_error)?;
         if records.len() > limits.query_scan_max {
@@ -826,7 +908,9 @@ impl Engine {
         }
         let mut matched = Vec::new();
         for record in records {
-            if record.kind == ConvKind::Temporary {
+            if (record.kind == ConvKind::Temporary) != temporary
+                || record.expires_at.is_some_and(|e| e <= now)
+            {
                 continue;
             }
             let room = (record.kind == ConvKind::Transient)
@@ -841,7 +925,10 @@ impl Engine {
                 doc.remove("m");
                 doc.remove("mu");
             }
-            if cond.matches(&doc) {
+            if let Some(expires) = record.expires_at {
+                doc.insert("ttl".into(), Value::from((expires - now) / 1000));
+            }
+            if temporary || cond.matches(&doc) {
                 matched.push((record, doc, visible));
             }
         }
@@ -880,6 +967,9 @@ impl Engine {
                 ErrorCode::ConversationUpdateRejected,
                 "only members can update a conversation",
             ));
+        }
+        if conv.kind == ConvKind::Temporary {
+            return Err(perr(ErrorCode::NormalConversationRequired, "temporary conversations cannot change"));
         }
         let lock = app.conv_lock(cid);
         let _guard = lock.lock().await;

@@ -44,6 +44,12 @@ pub fn conversation_id(now_ms: i64) -> String {
     hex::encode(raw)
 }
 
+/// A temporary conversation id: `_tmp:` (the SDKs key behaviour off the prefix) and
+/// 22 URL-safe characters.
+pub fn temporary_conversation_id() -> String {
+    format!("_tmp:{}", message_id())
+}
+
 /// An id for an anonymous client.
 pub fn anonymous_client_id() -> String {
     let mut raw = [0u8; 12];

@@ -71,6 +71,10 @@ pub struct ConversationRecord {
     pub creator: String,
     /// Members (`m`), in join order.
     pub members: Vec<String>,
+    /// Members who muted the conversation (`mu`: no offline notifications for them).
+    pub muted: Vec<String>,
+    /// When a temporary conversation expires (ms).
+    pub expires_at: Option<i64>,
     /// Custom attributes, including `name` and `attr`.
     pub attrs: Map<String, Value>,
     /// For unique conversations: the canonical member set.
@@ -202,6 +206,19 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a client's read position forward (never back). Not awaited: a lost update
     /// only leaves a conversation counted unread.
     fn save_read(&self, app: &str, client: &str, cid: &str, ts: i64);
+    /// Mutes or unmutes the conversation for one member.
+    fn set_muted<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        muted: bool,
+    ) -> StoreFuture<'a, ()>;
+    /// Each member's delivery cursor and read position: `(client, acked_upto, read_upto)`.
+    fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str)
+    -> StoreFuture<'a, Vec<(String, i64, i64)>>;
+    /// Frees a unique key (an expired temporary conversation gives its member set up).
+    fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
     /// Unread counts of the client's conversations that have any, newest first, at
     /// most `max` of them.
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>>;

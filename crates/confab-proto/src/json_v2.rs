@@ -72,6 +72,11 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
             transient: f.flag("transient")?,
             unique: f.flag("unique")?,
             signature: f.signature()?,
+            temporary_ttl: if f.flag("tempConv")? {
+                Some(f.opt_int("tempConvTTL")?.unwrap_or(0))
+            } else {
+                None
+            },
         }),
         ("conv", Some(op @ ("add" | "remove"))) => {
             let change = MembersChange {
@@ -96,9 +101,14 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
                 limit: f.opt_int("limit")?,
                 skip: f.opt_int("skip")?,
                 flag: f.opt_int("flag")?.unwrap_or(0),
+                temporary_ids: f.str_list("tempConvIds")?.unwrap_or_default(),
             })
         }
         ("conv", Some("count")) => Request::ConvCount { cid: f.req_str("cid")? },
+        ("conv", Some(op @ ("mute" | "unmute"))) => {
+            Request::ConvMute { cid: f.req_str("cid")?, muted: op == "mute" }
+        }
+        ("conv", Some("max-read" | "max_read")) => Request::ConvMaxRead { cid: f.req_str("cid")? },
         ("conv", Some("update")) => {
             Request::ConvUpdate { cid: f.req_str("cid")?, attr: f.opt_object("attr")?.unwrap_or_default() }
         }
@@ -279,9 +289,17 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
         Reply::SessionQueryResult { online } => {
             object(json!({"cmd": "session", "op": "query-result", "onlineSessionPeerIds": online}))
         }
-        Reply::ConvStarted { cid, created_at } => {
-            object(json!({"cmd": "conv", "op": "started", "cid": cid, "cdate": iso8601(*created_at)}))
+        Reply::ConvStarted { cid, created_at, temporary_ttl } => {
+            let mut m =
+                object(json!({"cmd": "conv", "op": "started", "cid": cid, "cdate": iso8601(*created_at)}));
+            if let Some(ttl) = temporary_ttl {
+                m.insert("tempConvTTL".into(), json!(ttl));
+            }
+            m
         }
+        Reply::ConvMaxRead { max_ack, max_read } => object(
+            json!({"cmd": "conv", "op": "max-read", "maxAckTimestamp": max_ack, "maxReadTimestamp": max_read}),
+        ),
         Reply::ConvAdded(result) => members_reply("added", result),
         Reply::ConvRemoved(result) => members_reply("removed", result),
         Reply::ConvResults { results } => object(json!({"cmd": "conv", "op": "results", "results": results})),

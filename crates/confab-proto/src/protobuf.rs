@@ -115,10 +115,8 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
         },
         (CommandType::Conv, Some(OpType::Start)) => {
             let c = conv();
-            if c.temp_conv.unwrap_or(false) {
-                return Err(unsupported("temporary conversations"));
-            }
             Request::ConvStart(ConvStart {
+                temporary_ttl: c.temp_conv.unwrap_or(false).then(|| c.temp_conv_ttl.map_or(0, i64::from)),
                 members: c.m.clone(),
                 attr: json_object("attr", c.attr.as_ref())?,
                 transient: c.transient.unwrap_or(false),
@@ -134,9 +132,6 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
         }
         (CommandType::Conv, Some(OpType::Query)) => {
             let c = conv();
-            if !c.temp_conv_ids.is_empty() {
-                return Err(unsupported("temporary conversations"));
-            }
             let where_ = json_object("where", c.r#where.as_ref())?;
             Request::ConvQuery(ConvQuery {
                 where_: (!where_.is_empty()).then_some(Value::Object(where_)),
@@ -144,8 +139,13 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
                 limit: c.limit.map(i64::from),
                 skip: c.skip.map(i64::from),
                 flag: c.flag.map(i64::from).unwrap_or(0),
+                temporary_ids: c.temp_conv_ids.clone(),
             })
         }
+        (CommandType::Conv, Some(op @ (OpType::Mute | OpType::Unmute))) => {
+            Request::ConvMute { cid: cid(&conv())?, muted: op == OpType::Mute }
+        }
+        (CommandType::Conv, Some(OpType::MaxRead)) => Request::ConvMaxRead { cid: cid(&conv())? },
         (CommandType::Conv, Some(OpType::Count)) => Request::ConvCount { cid: cid(&conv())? },
         (CommandType::Conv, Some(OpType::Update)) => {
             let c = conv();
@@ -259,10 +259,19 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
             }),
             ..envelope(CommandType::Session, Some(OpType::QueryResult), serial)
         },
-        Reply::ConvStarted { cid, created_at } => GenericCommand {
+        Reply::ConvMaxRead { max_ack, max_read } => GenericCommand {
+            conv_message: Some(ConvCommand {
+                max_ack_timestamp: Some(*max_ack),
+                max_read_timestamp: Some(*max_read),
+                ..ConvCommand::default()
+            }),
+            ..envelope(CommandType::Conv, Some(OpType::MaxRead), serial)
+        },
+        Reply::ConvStarted { cid, created_at, temporary_ttl } => GenericCommand {
             conv_message: Some(ConvCommand {
                 cid: Some(cid.clone()),
                 cdate: Some(iso8601(*created_at)),
+                temp_conv_ttl: temporary_ttl.map(|t| i32::try_from(t).unwrap_or(i32::MAX)),
                 ..ConvCommand::default()
             }),
             ..envelope(CommandType::Conv, Some(OpType::Started), serial)

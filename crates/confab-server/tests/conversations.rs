@@ -290,3 +290,84 @@ async fn count_and_update() {
         a.request(json!({"cmd": "conv", "op": "count", "cid": "000000000000000000000000"})).await.unwrap();
     assert_eq!(error_code(&r), 4303);
 }
+
+#[tokio::test]
+async fn temporary_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut a = server.open("a").await;
+    let mut b = server.open("b").await;
+    let start = |m: Value, ttl: i64| json!({"cmd": "conv", "op": "start", "m": m, "tempConv": true, "tempConvTTL": ttl});
+    let r = a.request(start(json!(["b"]), 3600)).await.unwrap();
+    let cid = r["cid"].as_str().unwrap().to_owned();
+    assert!(cid.starts_with("_tmp:"), "{r}");
+    assert!((3590..=3600).contains(&r["tempConvTTL"].as_i64().unwrap()));
+    assert_eq!(
+        conv_pushes(&mut b, &cid).await,
+        [p("joined", "a", Value::Null), p("members-joined", "a", json!(["a", "b"]))]
+    );
+    // The same member set, created by the other member: the same conversation.
+    let again = b.request(start(json!(["a"]), 60)).await.unwrap();
+    assert_eq!(again["cid"], json!(cid));
+    // Not found by where, found by id, with its remaining ttl.
+    let q = a.request(json!({"cmd": "conv", "op": "query", "where": {"m": "a"}})).await.unwrap();
+    assert!(q["results"].as_array().unwrap().iter().all(|c| c["objectId"] != json!(cid)));
+    let q = a.request(json!({"cmd": "conv", "op": "query", "tempConvIds": [cid]})).await.unwrap();
+    assert_eq!(q["results"][0]["objectId"], json!(cid));
+    assert_eq!(q["results"][0]["m"], json!(["a", "b"]));
+    assert!(q["results"][0]["ttl"].as_i64().unwrap() > 3500);
+    // Membership and attributes are fixed; more than 10 members is refused.
+    let r = a.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["c"]})).await.unwrap();
+    assert_eq!(error_code(&r), 4314);
+    let r =
+        a.request(json!({"cmd": "conv", "op": "update", "cid": cid, "attr": {"name": "x"}})).await.unwrap();
+    assert_eq!(error_code(&r), 4314);
+    let many: Vec<String> = (0..10).map(|n| format!("u{n}")).collect();
+    let r = a.request(start(json!(many), 60)).await.unwrap();
+    assert_eq!(error_code(&r), 4304);
+    // Messages work; after expiry everything is 4323 and a new one replaces it.
+    common::send(&mut a, &cid, "short-lived").await;
+    let short = a.request(start(json!(["z"]), 1)).await.unwrap();
+    let short_id = short["cid"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = a.request(json!({"cmd": "direct", "cid": short_id, "msg": "late"})).await.unwrap();
+    assert_eq!(error_code(&r), 4323);
+    let r = a.request(json!({"cmd": "logs", "cid": short_id})).await.unwrap();
+    assert_eq!(error_code(&r), 4323);
+    let renewed = a.request(start(json!(["z"]), 60)).await.unwrap();
+    assert_ne!(renewed["cid"], json!(short_id));
+}
+
+#[tokio::test]
+async fn mute_and_receipt_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut a = server.open("a").await;
+    let mut b = server.open("b").await;
+    let cid = create(&mut a, &["b"]).await;
+    let r = a.request(json!({"cmd": "conv", "op": "mute", "cid": cid})).await.unwrap();
+    assert_eq!(r["op"], "updated");
+    let q = a.request(json!({"cmd": "conv", "op": "query", "where": {"objectId": cid}})).await.unwrap();
+    assert_eq!(q["results"][0]["mu"], json!(["a"]));
+    a.request(json!({"cmd": "conv", "op": "unmute", "cid": cid})).await.unwrap();
+    let q = a.request(json!({"cmd": "conv", "op": "query", "where": {"mu": "a"}})).await.unwrap();
+    assert_eq!(q["results"], json!([]));
+    let ack = common::send(&mut a, &cid, "hi").await;
+    let d = b.wait_for("direct", common::is_direct(&cid)).await.unwrap();
+    b.send(&json!({"cmd": "ack", "cid": cid, "mid": d["id"]})).await.unwrap();
+    let t = ack["t"].as_i64().unwrap();
+    let mut positions = json!(null);
+    for _ in 0..50 {
+        positions = a.request(json!({"cmd": "conv", "op": "max-read", "cid": cid})).await.unwrap();
+        if positions["maxAckTimestamp"] == json!(t) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (positions["maxAckTimestamp"].clone(), positions["maxReadTimestamp"].clone()),
+        (json!(t), json!(0))
+    );
+    let r = server.open("x").await.request(json!({"cmd": "conv", "op": "mute", "cid": cid})).await.unwrap();
+    assert_eq!(error_code(&r), 4317);
+}

@@ -173,11 +173,8 @@ async fn protobuf_and_json_clients_share_a_conversation() {
     assert_eq!(results[0]["objectId"], json!(cid));
     assert_eq!(results[0]["msg"], "from protobuf");
     // Unsupported commands fail fast with an error frame instead of a 20 s timeout.
-    let mute = GenericCommand {
-        conv_message: Some(ConvCommand { cid: Some(cid.clone()), ..Default::default() }),
-        ..cmd(CommandType::Conv, Some(OpType::Mute), Some(7))
-    };
-    send(&mut bob, &mute, false).await;
+    let pubsub = cmd(CommandType::Pubsub, Some(OpType::Subscribe), Some(7));
+    send(&mut bob, &pubsub, false).await;
     let e = recv(&mut bob, |g| g.i == Some(7)).await.error_message.unwrap();
     assert_eq!(e.code, 4114);
 }

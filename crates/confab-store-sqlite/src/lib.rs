@@ -61,6 +61,16 @@ enum WriteOp {
     Append(StoredMessage),
     /// Nothing to write: completes when everything queued before it is committed.
     Flush,
+    SetMuted {
+        app: String,
+        cid: String,
+        client: String,
+        muted: bool,
+    },
+    ReleaseUnique {
+        app: String,
+        cid: String,
+    },
     SaveRead {
         app: String,
         client: String,
@@ -236,10 +246,21 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
         WriteOp::CreateConversation(r) => {
             let attrs = Value::Object(r.attrs.clone()).to_string();
             c.prepare_cached(
-                "INSERT INTO conversations (app, id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+                "INSERT INTO conversations
+                 (app, id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
             )?
-            .execute(params![r.app, r.id, r.kind as i64, r.creator, r.unique_key, attrs, r.created_at, r.updated_at])?;
+            .execute(params![
+                r.app,
+                r.id,
+                r.kind as i64,
+                r.creator,
+                r.unique_key,
+                attrs,
+                r.created_at,
+                r.updated_at,
+                r.expires_at
+            ])?;
             let mut ins = c.prepare_cached(
                 "INSERT OR IGNORE INTO members (app, cid, client, cursor_ts, joined_at) VALUES (?1, ?2, ?3, 0, ?4)",
             )?;
@@ -296,13 +317,20 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
             )?
             .execute(params![app, cid, client, ts])?;
         }
+        WriteOp::SetMuted { app, cid, client, muted } => {
+            c.prepare_cached("UPDATE members SET muted = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3")?
+                .execute(params![app, cid, client, muted])?;
+        }
+        WriteOp::ReleaseUnique { app, cid } => {
+            c.prepare_cached("UPDATE conversations SET unique_key = NULL WHERE app = ?1 AND id = ?2")?
+                .execute(params![app, cid])?;
+        }
         WriteOp::Flush => {}
     }
     Ok(())
 }
 
-const CONV_COLUMNS: &str =
-    "id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts, last_mid, last_from, last_data";
+const CONV_COLUMNS: &str = "id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts, last_mid, last_from, last_data, expires_at";
 
 fn row_to_record(app: &str, row: &rusqlite::Row<'_>) -> Result<ConversationRecord, rusqlite::Error> {
     let attrs: String = row.get(4)?;
@@ -327,6 +355,8 @@ fn row_to_record(app: &str, row: &rusqlite::Row<'_>) -> Result<ConversationRecor
         kind: ConvKind::from_i64(row.get(1)?),
         creator: row.get(2)?,
         members: Vec::new(),
+        muted: Vec::new(),
+        expires_at: row.get(11)?,
         attrs,
         unique_key: row.get(3)?,
         created_at: row.get(5)?,
@@ -337,9 +367,12 @@ fn row_to_record(app: &str, row: &rusqlite::Row<'_>) -> Result<ConversationRecor
 
 fn load_members(c: &Connection, record: &mut ConversationRecord) -> Result<(), rusqlite::Error> {
     let mut stmt =
-        c.prepare_cached("SELECT client FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid")?;
-    record.members =
-        stmt.query_map(params![record.app, record.id], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        c.prepare_cached("SELECT client, muted FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid")?;
+    let rows = stmt
+        .query_map(params![record.app, record.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    record.muted = rows.iter().filter(|(_, muted)| *muted).map(|(c, _)| c.clone()).collect();
+    record.members = rows.into_iter().map(|(c, _)| c).collect();
     Ok(())
 }
 
@@ -511,6 +544,34 @@ impl Store for SqliteStore {
             })?
             .collect()
         })
+    }
+
+    fn set_muted<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        muted: bool,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::SetMuted { app: app.into(), cid: cid.into(), client: client.into(), muted })
+    }
+
+    fn member_positions<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+    ) -> StoreFuture<'a, Vec<(String, i64, i64)>> {
+        let (app, cid) = (app.to_owned(), cid.to_owned());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT client, cursor_ts, read_ts FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid",
+            )?;
+            stmt.query_map(params![app, cid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+        })
+    }
+
+    fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::ReleaseUnique { app: app.into(), cid: cid.into() })
     }
 
     fn save_read(&self, app: &str, client: &str, cid: &str, ts: i64) {

@@ -42,6 +42,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 2: read positions for unread counts (protocol version 3).
     "ALTER TABLE members ADD COLUMN read_ts INTEGER NOT NULL DEFAULT 0;",
+    // 3: mute (do-not-disturb) per member; expiry of temporary conversations.
+    "ALTER TABLE members ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE conversations ADD COLUMN expires_at INTEGER;",
 ];
 
 /// Brings the database to the newest schema.

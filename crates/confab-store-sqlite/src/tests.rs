@@ -9,6 +9,8 @@ fn record(app: &str, id: &str, members: &[&str], unique: Option<&str>) -> Conver
         kind: ConvKind::Normal,
         creator: members[0].into(),
         members: members.iter().map(|m| m.to_string()).collect(),
+        muted: Vec::new(),
+        expires_at: None,
         attrs,
         unique_key: unique.map(str::to_owned),
         created_at: 1,

@@ -66,6 +66,18 @@ pub enum Request {
     Ack(AckRequest),
     /// `logs`: history.
     Logs(LogsQuery),
+    /// `conv mute` / `conv unmute`: (no) offline notifications for the caller.
+    ConvMute {
+        /// Conversation id.
+        cid: String,
+        /// Mute (`true`) or unmute.
+        muted: bool,
+    },
+    /// `conv max_read`: how far the other members have received and read.
+    ConvMaxRead {
+        /// Conversation id.
+        cid: String,
+    },
     /// `read`: the client has read these conversations (3.x+ protocol).
     Read {
         /// `(conversation id, timestamp of the last message read)`.
@@ -103,6 +115,8 @@ pub struct ConvStart {
     pub unique: bool,
     /// Conversation signature, if sent.
     pub signature: Option<Signature>,
+    /// A temporary conversation living this many seconds.
+    pub temporary_ttl: Option<i64>,
 }
 
 /// Adding or removing members.
@@ -129,6 +143,8 @@ pub struct ConvQuery {
     pub skip: Option<i64>,
     /// Bit 0: compact (no members); bit 1: with last messages.
     pub flag: i64,
+    /// Look these temporary conversations up instead of evaluating `where`.
+    pub temporary_ids: Vec<String>,
 }
 
 /// A message to send.
@@ -223,6 +239,15 @@ pub enum Reply {
         cid: String,
         /// Creation time (ms).
         created_at: i64,
+        /// Remaining lifetime of a temporary conversation, in seconds.
+        temporary_ttl: Option<i64>,
+    },
+    /// Receipt positions of the other members.
+    ConvMaxRead {
+        /// Latest delivery (ms) among the other members.
+        max_ack: i64,
+        /// Latest read (ms) among the other members.
+        max_read: i64,
     },
     /// Members added.
     ConvAdded(MembersResult),

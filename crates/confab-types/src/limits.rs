@@ -13,6 +13,10 @@ pub struct Limits {
     pub message_bytes: usize,
     /// Most members of a normal conversation; more is refused with 4304.
     pub conversation_members: usize,
+    /// Most members of a temporary conversation.
+    pub temporary_members: usize,
+    /// Longest lifetime of a temporary conversation, in seconds.
+    pub temporary_ttl_max_secs: i64,
     /// Most client ids in one presence query (`ping`); extra ids are ignored.
     pub ping_ids: usize,
     /// Longest client id, in characters; longer closes with 4103.
@@ -49,6 +53,8 @@ impl Default for Limits {
             frame_bytes: 64 * 1024,
             message_bytes: 5 * 1024,
             conversation_members: 500,
+            temporary_members: 10,
+            temporary_ttl_max_secs: 30 * 86_400,
             ping_ids: 20,
             client_id_chars: 64,
             query_default_limit: 10,

@@ -112,6 +112,7 @@ impl Engine {
                 from: me,
                 data: req.msg,
                 receipt: req.receipt,
+                patched_at: None,
             };
             // Queued under the lock: the store applies writes in call order.
             let commit = self.inner.store.append_message(message.clone());

@@ -322,6 +322,7 @@ impl Connection {
                     .map_err(store_error)?;
                 Ok(Some(Reply::ConvUpdated { updated_at: engine.now() }))
             }
+            Request::Patch { items } => engine.patch(&app, &session, items).await.map(Some),
             Request::ConvMaxRead { cid } => {
                 let conv = engine
                     .conv(&app, &cid)
@@ -1036,7 +1037,13 @@ impl Engine {
         let messages = self.inner.store.messages(&app.config.id, &q.cid, range).await.map_err(store_error)?;
         let logs = messages
             .into_iter()
-            .map(|m| LogItem { from: m.from, data: m.data, timestamp: m.ts, msg_id: m.id })
+            .map(|m| LogItem {
+                from: m.from,
+                data: m.data,
+                timestamp: m.ts,
+                msg_id: m.id,
+                patched_at: m.patched_at,
+            })
             .collect();
         Ok(Reply::Logs { logs })
     }
@@ -1106,5 +1113,76 @@ impl Engine {
                 self.push_to_client(app, member, &receipt);
             }
         }
+    }
+}
+
+/// The body a recalled message keeps: the recall placeholder of the 4.x SDKs.
+pub const RECALLED_BODY: &str = r#"{"_lctype":-127}"#;
+
+impl Engine {
+    /// Edits or recalls messages the caller sent, and tells the other sessions.
+    async fn patch(
+        &self,
+        app: &AppState,
+        session: &Arc<Session>,
+        items: Vec<confab_types::PatchRequest>,
+    ) -> Result<Reply, ProtocolError> {
+        let me = session.client_id.to_string();
+        let store = &self.inner.store;
+        let now = self.now();
+        let mut done = Vec::new();
+        let mut recipients: Vec<String> = Vec::new();
+        for item in items {
+            let not_target =
+                || perr(ErrorCode::InvalidMessagingTarget, "conversation missing or not a member");
+            let conv = self.conv(app, &item.cid).await?.ok_or_else(not_target)?;
+            if !conv.has_member(&me) {
+                return Err(not_target());
+            }
+            let message = store
+                .message(&app.config.id, &item.cid, &item.mid)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| perr(ErrorCode::MessageNotFound, &item.mid))?;
+            if message.from != me {
+                return Err(perr(
+                    ErrorCode::MessageOwnershipRequired,
+                    "only the sender can change a message",
+                ));
+            }
+            let data = match (item.recall, item.data) {
+                (true, _) => RECALLED_BODY.to_owned(),
+                (false, Some(data)) if data.len() <= app.config.limits.message_bytes => data,
+                (false, Some(_)) => return Err(perr(ErrorCode::FrameTooLong, "message body over the limit")),
+                (false, None) => {
+                    return Err(perr(ErrorCode::UnparseableRawMsg, "an edit needs the new body"));
+                }
+            };
+            store
+                .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)
+                .await
+                .map_err(store_error)?;
+            match conv.kind {
+                ConvKind::Transient => recipients.extend(conv.room_clients()),
+                _ => recipients.extend(conv.state().members.iter().cloned()),
+            }
+            done.push(confab_types::PatchedMessage {
+                cid: item.cid,
+                mid: item.mid,
+                timestamp: message.ts,
+                recall: item.recall,
+                data,
+                from: me.clone(),
+            });
+        }
+        recipients.sort_unstable();
+        recipients.dedup();
+        let push = SharedPush::new(Push::Patch { items: done, patched_at: now });
+        for client in recipients {
+            for s in app.sessions_of(&client).into_iter().filter(|s| s.conn.id != session.conn.id) {
+                s.push(push.clone());
+            }
+        }
+        Ok(Reply::Patched { patched_at: now })
     }
 }

@@ -104,6 +104,8 @@ pub struct StoredMessage {
     pub data: String,
     /// The sender asked for receipts.
     pub receipt: bool,
+    /// When the body was last edited or recalled (ms).
+    pub patched_at: Option<i64>,
 }
 
 /// Which messages to read, by position. Bounds are `(ts, inclusive)`.
@@ -206,6 +208,23 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a client's read position forward (never back). Not awaited: a lost update
     /// only leaves a conversation counted unread.
     fn save_read(&self, app: &str, client: &str, cid: &str, ts: i64);
+    /// One message by id.
+    fn message<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        id: &'a str,
+    ) -> StoreFuture<'a, Option<StoredMessage>>;
+    /// Replaces a message's body (an edit, or the recall placeholder), keeping its
+    /// position; the conversation's last message follows if it was that one.
+    fn patch_message<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        data: String,
+        patched_at: i64,
+    ) -> StoreFuture<'a, ()>;
     /// Mutes or unmutes the conversation for one member.
     fn set_muted<'a>(
         &'a self,

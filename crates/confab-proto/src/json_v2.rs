@@ -10,7 +10,7 @@ use crate::{DecodeError, WireFrame};
 use confab_types::time::iso8601;
 use confab_types::{
     AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
+    MembersChange, MembersResult, PatchRequest, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
 };
 use serde_json::{Map, Value, json};
 
@@ -124,6 +124,23 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
             transient: f.flag("transient")?,
             dedupe: f.opt_str("dt")?,
         }),
+        ("patch", Some("modify")) => {
+            let Some(Value::Array(patches)) = f.0.get("patches") else { return Err(missing("patches")) };
+            let items = patches
+                .iter()
+                .map(|p| {
+                    let Value::Object(p) = p else { return Err(type_error("patches", "a list of objects")) };
+                    let p = Fields(p);
+                    Ok(PatchRequest {
+                        cid: p.req_str("cid")?,
+                        mid: p.req_str("mid")?,
+                        recall: p.flag("recall")?,
+                        data: p.opt_str("data")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Request::Patch { items }
+        }
         ("ack", None) => Request::Ack(AckRequest {
             cid: f.opt_str("cid")?,
             mid: f.opt_str("mid")?,
@@ -297,6 +314,9 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
             }
             m
         }
+        Reply::Patched { patched_at } => {
+            object(json!({"cmd": "patch", "op": "modified", "lastPatchTime": patched_at}))
+        }
         Reply::ConvMaxRead { max_ack, max_read } => object(
             json!({"cmd": "conv", "op": "max-read", "maxAckTimestamp": max_ack, "maxReadTimestamp": max_read}),
         ),
@@ -311,7 +331,14 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
         Reply::Logs { logs } => {
             let logs: Vec<Value> = logs
                 .iter()
-                .map(|l| json!({"from": l.from, "data": l.data, "timestamp": l.timestamp, "msgId": l.msg_id}))
+                .map(|l| {
+                    let mut item =
+                        json!({"from": l.from, "data": l.data, "timestamp": l.timestamp, "msgId": l.msg_id});
+                    if let Some(t) = l.patched_at {
+                        item["patchTimestamp"] = json!(t);
+                    }
+                    item
+                })
                 .collect();
             object(json!({"cmd": "logs", "logs": logs}))
         }
@@ -346,6 +373,16 @@ pub fn encode_push(push: &Push) -> String {
                 m.insert("read".into(), Value::Bool(true));
             }
             m
+        }
+        Push::Patch { items, patched_at } => {
+            let patches: Vec<Value> = items
+                .iter()
+                .map(|p| {
+                    json!({"cid": p.cid, "mid": p.mid, "timestamp": p.timestamp, "recall": p.recall,
+                           "data": p.data, "patchTimestamp": patched_at, "from": p.from})
+                })
+                .collect();
+            object(json!({"cmd": "patch", "op": "modify", "patches": patches, "lastPatchTime": patched_at}))
         }
         Push::Unread { convs, notif_time } => {
             let convs: Vec<Value> = convs
@@ -491,7 +528,13 @@ mod tests {
         let logs: Value = serde_json::from_str(&encode_reply(
             Some(1),
             &Reply::Logs {
-                logs: vec![LogItem { from: "a".into(), data: "d".into(), timestamp: 3, msg_id: "m".into() }],
+                logs: vec![LogItem {
+                    from: "a".into(),
+                    data: "d".into(),
+                    timestamp: 3,
+                    msg_id: "m".into(),
+                    patched_at: None,
+                }],
             },
         ))
         .expect("json");

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use confab_types::time::iso8601;
 use confab_types::{
     AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
+    MembersChange, MembersResult, PatchRequest, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
 };
 use prost::Message as _;
 use serde_json::{Map, Value};
@@ -24,8 +24,8 @@ pub mod wire {
 
 use wire::{
     AckCommand, CommandType, ConvCommand, DirectCommand, ErrorCommand, GenericCommand, JsonObjectMessage,
-    LogItem, LogsCommand, OpType, RcpCommand, SessionCommand, UnreadCommand, UnreadTuple,
-    logs_command::QueryDirection,
+    LogItem, LogsCommand, OpType, PatchCommand, PatchItem, RcpCommand, SessionCommand, UnreadCommand,
+    UnreadTuple, logs_command::QueryDirection,
 };
 
 /// `service` of instant-messaging pushes (the Swift SDK ignores others).
@@ -190,6 +190,25 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
                 lctype: l.lctype.map(i64::from),
             })
         }
+        (CommandType::Patch, Some(OpType::Modify)) => {
+            let p = g.patch_message.clone().unwrap_or_default();
+            let items = p
+                .patches
+                .into_iter()
+                .map(|item| {
+                    if item.binary_msg.is_some() {
+                        return Err(unsupported("binary messages"));
+                    }
+                    Ok(PatchRequest {
+                        cid: item.cid.unwrap_or_default(),
+                        mid: item.mid.unwrap_or_default(),
+                        recall: item.recall.unwrap_or(false),
+                        data: item.data,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Request::Patch { items }
+        }
         (CommandType::Read, _) => {
             let r = g.read_message.clone().unwrap_or_default();
             let mut convs: Vec<(String, Option<i64>)> =
@@ -259,6 +278,13 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
             }),
             ..envelope(CommandType::Session, Some(OpType::QueryResult), serial)
         },
+        Reply::Patched { patched_at } => GenericCommand {
+            patch_message: Some(PatchCommand {
+                last_patch_time: Some(*patched_at),
+                ..PatchCommand::default()
+            }),
+            ..envelope(CommandType::Patch, Some(OpType::Modified), serial)
+        },
         Reply::ConvMaxRead { max_ack, max_read } => GenericCommand {
             conv_message: Some(ConvCommand {
                 max_ack_timestamp: Some(*max_ack),
@@ -306,6 +332,7 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
                         data: Some(l.data.clone()),
                         timestamp: Some(l.timestamp),
                         msg_id: Some(l.msg_id.clone()),
+                        patch_timestamp: l.patched_at,
                         ..LogItem::default()
                     })
                     .collect(),
@@ -347,6 +374,25 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
                 read: read.then_some(true),
             }),
             ..envelope(CommandType::Rcp, None, None)
+        },
+        Push::Patch { items, patched_at } => GenericCommand {
+            patch_message: Some(PatchCommand {
+                patches: items
+                    .iter()
+                    .map(|p| PatchItem {
+                        cid: Some(p.cid.clone()),
+                        mid: Some(p.mid.clone()),
+                        timestamp: Some(p.timestamp),
+                        recall: Some(p.recall),
+                        data: Some(p.data.clone()),
+                        patch_timestamp: Some(*patched_at),
+                        from: Some(p.from.clone()),
+                        ..PatchItem::default()
+                    })
+                    .collect(),
+                last_patch_time: Some(*patched_at),
+            }),
+            ..envelope(CommandType::Patch, Some(OpType::Modify), None)
         },
         Push::Unread { convs, notif_time } => GenericCommand {
             unread_message: Some(UnreadCommand {

@@ -389,3 +389,49 @@ async fn a_resent_message_is_stored_once() {
     let logs = alice.request(json!({"cmd": "logs", "cid": cid})).await.unwrap();
     assert_eq!(logs["logs"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn edit_and_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut alice = server.open("alice").await;
+    let mut alice2 = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    let first = send(&mut alice, &cid, "typo").await;
+    let last = send(&mut alice, &cid, "oops").await;
+    let patch = |mid: &Value, recall: bool, data: Option<&str>| json!({"cmd": "patch", "op": "modify", "patches": [{"cid": cid, "mid": mid, "recall": recall, "data": data}]});
+    let r = alice.request(patch(&first["uid"], false, Some("fixed"))).await.unwrap();
+    assert_eq!(r["op"], "modified");
+    let edited_at = r["lastPatchTime"].as_i64().unwrap();
+    for c in [&mut bob, &mut alice2] {
+        let push = c.wait_for("patch", |f| f["cmd"] == "patch").await.unwrap();
+        let p = &push["patches"][0];
+        assert_eq!(
+            (p["mid"].clone(), p["data"].clone(), p["recall"].clone(), p["from"].clone()),
+            (first["uid"].clone(), json!("fixed"), json!(false), json!("alice"))
+        );
+        assert_eq!(p["timestamp"], first["t"]);
+    }
+    assert!(
+        alice.drain(QUIET, |f| f["cmd"] == "patch").await.unwrap().is_empty(),
+        "not echoed to the editing session"
+    );
+    alice.request(patch(&last["uid"], true, None)).await.unwrap();
+    // Others may not touch alice's messages; unknown ids are 4404.
+    let r = bob.request(patch(&first["uid"], true, None)).await.unwrap();
+    assert_eq!(error_code(&r), 4403);
+    let r = alice.request(patch(&json!("no-such-id"), true, None)).await.unwrap();
+    assert_eq!(error_code(&r), 4404);
+    // History and the last message show the new bodies at the same positions.
+    let logs = alice.request(json!({"cmd": "logs", "cid": cid})).await.unwrap();
+    let logs = logs["logs"].as_array().unwrap();
+    assert_eq!((logs[0]["data"].clone(), logs[0]["timestamp"].clone()), (json!("fixed"), first["t"].clone()));
+    assert_eq!(logs[0]["patchTimestamp"], json!(edited_at));
+    assert_eq!(logs[1]["data"], json!(r#"{"_lctype":-127}"#));
+    let q = alice
+        .request(json!({"cmd": "conv", "op": "query", "where": {"objectId": cid}, "flag": 2}))
+        .await
+        .unwrap();
+    assert_eq!(q["results"][0]["msg"], json!(r#"{"_lctype":-127}"#));
+}

@@ -61,6 +61,13 @@ enum WriteOp {
     Append(StoredMessage),
     /// Nothing to write: completes when everything queued before it is committed.
     Flush,
+    Patch {
+        app: String,
+        cid: String,
+        ts: i64,
+        data: String,
+        patched_at: i64,
+    },
     SetMuted {
         app: String,
         cid: String,
@@ -317,6 +324,20 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
             )?
             .execute(params![app, cid, client, ts])?;
         }
+        WriteOp::Patch { app, cid, ts, data, patched_at } => {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE messages SET body = ?4, patched_at = ?5 WHERE app = ?1 AND cid = ?2 AND ts = ?3",
+                )?
+                .execute(params![app, cid, ts, data, patched_at])?;
+            if changed == 0 {
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            }
+            c.prepare_cached(
+                "UPDATE conversations SET last_data = ?4 WHERE app = ?1 AND id = ?2 AND last_ts = ?3",
+            )?
+            .execute(params![app, cid, ts, data])?;
+        }
         WriteOp::SetMuted { app, cid, client, muted } => {
             c.prepare_cached("UPDATE members SET muted = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3")?
                 .execute(params![app, cid, client, muted])?;
@@ -328,6 +349,19 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
         WriteOp::Flush => {}
     }
     Ok(())
+}
+
+fn message_row(app: &str, cid: &str, r: &rusqlite::Row<'_>) -> Result<StoredMessage, rusqlite::Error> {
+    Ok(StoredMessage {
+        app: app.to_owned(),
+        cid: cid.to_owned(),
+        id: r.get(0)?,
+        ts: r.get(1)?,
+        from: r.get(2)?,
+        data: r.get(3)?,
+        receipt: r.get(4)?,
+        patched_at: r.get(5)?,
+    })
 }
 
 const CONV_COLUMNS: &str = "id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts, last_mid, last_from, last_data, expires_at";
@@ -490,7 +524,7 @@ impl Store for SqliteStore {
         let (app, cid) = (app.to_owned(), cid.to_owned());
         self.read(move |c| {
             let mut sql = String::from(
-                "SELECT id, ts, sender, body, receipt FROM messages WHERE app = ?1 AND cid = ?2",
+                "SELECT id, ts, sender, body, receipt, patched_at FROM messages WHERE app = ?1 AND cid = ?2",
             );
             let mut args: Vec<rusqlite::types::Value> = vec![app.clone().into(), cid.clone().into()];
             if let Some((ts, inclusive)) = range.after {
@@ -512,17 +546,7 @@ impl Store for SqliteStore {
             sql.push_str(&format!(" LIMIT {}", range.limit));
             let mut stmt = c.prepare_cached(&sql)?;
             let mut rows = stmt
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok(StoredMessage {
-                        app: app.clone(),
-                        cid: cid.clone(),
-                        id: r.get(0)?,
-                        ts: r.get(1)?,
-                        from: r.get(2)?,
-                        data: r.get(3)?,
-                        receipt: r.get(4)?,
-                    })
-                })?
+                .query_map(rusqlite::params_from_iter(args), |r| message_row(&app, &cid, r))?
                 .collect::<Result<Vec<_>, _>>()?;
             if range.newest_first {
                 rows.reverse();
@@ -544,6 +568,33 @@ impl Store for SqliteStore {
             })?
             .collect()
         })
+    }
+
+    fn message<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        id: &'a str,
+    ) -> StoreFuture<'a, Option<StoredMessage>> {
+        let (app, cid, id) = (app.to_owned(), cid.to_owned(), id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT id, ts, sender, body, receipt, patched_at FROM messages WHERE app = ?1 AND cid = ?2 AND id = ?3",
+            )?
+            .query_row(params![app, cid, id], |r| message_row(&app, &cid, r))
+            .optional()
+        })
+    }
+
+    fn patch_message<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        data: String,
+        patched_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::Patch { app: app.into(), cid: cid.into(), ts, data, patched_at })
     }
 
     fn set_muted<'a>(

@@ -45,6 +45,9 @@ const MIGRATIONS: &[&str] = &[
     // 3: mute (do-not-disturb) per member; expiry of temporary conversations.
     "ALTER TABLE members ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE conversations ADD COLUMN expires_at INTEGER;",
+    // 4: edits and recalls; looking a message up by id.
+    "ALTER TABLE messages ADD COLUMN patched_at INTEGER;
+     CREATE INDEX messages_by_id ON messages (app, cid, id);",
 ];
 
 /// Brings the database to the newest schema.

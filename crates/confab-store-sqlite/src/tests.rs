@@ -28,6 +28,7 @@ fn message(cid: &str, ts: i64) -> StoredMessage {
         from: "alice".into(),
         data: format!("{{\"_lctype\":{}}}", if ts % 2 == 0 { -1 } else { -2 }),
         receipt: ts == 3,
+        patched_at: None,
     }
 }
 

@@ -78,6 +78,11 @@ pub enum Request {
         /// Conversation id.
         cid: String,
     },
+    /// `patch modify`: edit or recall messages the caller sent.
+    Patch {
+        /// The changes.
+        items: Vec<PatchRequest>,
+    },
     /// `read`: the client has read these conversations (3.x+ protocol).
     Read {
         /// `(conversation id, timestamp of the last message read)`.
@@ -163,6 +168,19 @@ pub struct DirectRequest {
     pub dedupe: Option<String>,
 }
 
+/// One edit or recall.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PatchRequest {
+    /// Conversation id.
+    pub cid: String,
+    /// Message id.
+    pub mid: String,
+    /// Recall (replace the body with the recall placeholder).
+    pub recall: bool,
+    /// The new body of an edit.
+    pub data: Option<String>,
+}
+
 /// A recipient's acknowledgement.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AckRequest {
@@ -242,6 +260,11 @@ pub enum Reply {
         /// Remaining lifetime of a temporary conversation, in seconds.
         temporary_ttl: Option<i64>,
     },
+    /// Edits or recalls done.
+    Patched {
+        /// Server time of the change (ms).
+        patched_at: i64,
+    },
     /// Receipt positions of the other members.
     ConvMaxRead {
         /// Latest delivery (ms) among the other members.
@@ -304,6 +327,8 @@ pub struct LogItem {
     pub timestamp: i64,
     /// Message id.
     pub msg_id: String,
+    /// When the body was last edited or recalled (ms).
+    pub patched_at: Option<i64>,
 }
 
 /// A server-initiated frame.
@@ -324,6 +349,13 @@ pub enum Push {
         /// A read receipt rather than a delivery receipt.
         read: bool,
     },
+    /// Messages were edited or recalled.
+    Patch {
+        /// The changed messages.
+        items: Vec<PatchedMessage>,
+        /// Server time of the change (ms), the client's catch-up point.
+        patched_at: i64,
+    },
     /// Unread counts (protocol version 3): after login, and when another device reads.
     Unread {
         /// One entry per conversation.
@@ -340,6 +372,23 @@ pub enum Push {
         /// Why.
         error: ProtocolError,
     },
+}
+
+/// A message after an edit or recall.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchedMessage {
+    /// Conversation id.
+    pub cid: String,
+    /// Message id.
+    pub mid: String,
+    /// The message's timestamp (ms).
+    pub timestamp: i64,
+    /// Recalled rather than edited.
+    pub recall: bool,
+    /// The new body.
+    pub data: String,
+    /// The original sender.
+    pub from: String,
 }
 
 /// Unread state of one conversation for one client.

@@ -104,6 +104,10 @@ error_codes! {
     TemporaryConversationExpired = 4323, "TEMPORARY_CONVERSATION_EXPIRED", Reply;
     /// The conversation is missing or the sender is not a member.
     InvalidMessagingTarget = 4401, "INVALID_MESSAGING_TARGET", Reply;
+    /// Only the sender may edit or recall a message.
+    MessageOwnershipRequired = 4403, "MESSAGE_OWNERSHIP_REQUIRED", Reply;
+    /// The message to edit or recall does not exist.
+    MessageNotFound = 4404, "MESSAGE_NOT_FOUND", Reply;
     /// The client did not read its frames fast enough; it reconnects and resyncs.
     /// A standard WebSocket code (1013 "try again later"), so every SDK reconnects.
     SlowConsumer = 1013, "SLOW_CONSUMER", Close;

@@ -61,6 +61,12 @@ pub(crate) const RECENT_TOKENS: usize = 1024;
 #[derive(Debug, Default)]
 pub(crate) struct ConvState {
     pub members: HashSet<String>,
+    /// Members with the `Manager` role.
+    pub managers: HashSet<String>,
+    /// Members who may not send.
+    pub shut_up: HashSet<String>,
+    /// Clients who may not join.
+    pub blocked: HashSet<String>,
     /// Chat rooms: the sessions currently in the room.
     pub room: Vec<Arc<Session>>,
     /// Last timestamp handed out; the next is strictly greater.
@@ -97,6 +103,8 @@ pub struct Conv {
     pub kind: ConvKind,
     /// When a temporary conversation expires (ms).
     pub expires_at: Option<i64>,
+    /// The creator, who owns it.
+    pub creator: String,
     pub(crate) state: Mutex<ConvState>,
 }
 
@@ -107,8 +115,12 @@ impl Conv {
             cid: record.id.clone(),
             kind: record.kind,
             expires_at: record.expires_at,
+            creator: record.creator.clone(),
             state: Mutex::new(ConvState {
                 members: record.members.iter().cloned().collect(),
+                managers: record.managers.iter().cloned().collect(),
+                shut_up: record.shut_up.iter().cloned().collect(),
+                blocked: record.blocked.iter().cloned().collect(),
                 last_assigned_ts: last,
                 last_delivered_ts: last,
                 ..ConvState::default()

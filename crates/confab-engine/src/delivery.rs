@@ -56,6 +56,12 @@ impl Engine {
             ConvKind::System => return Err(not_target()),
             _ => {}
         }
+        if conv.state().shut_up.contains(&me) {
+            return Err(ProtocolError::new(
+                ErrorCode::ConversationNotAllowed,
+                "shut up in this conversation",
+            ));
+        }
         if req.transient {
             // Not stored, not ordered with stored messages, only for who is online now.
             let push = SharedPush::new(Push::Direct(DirectPush {

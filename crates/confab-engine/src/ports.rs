@@ -73,6 +73,12 @@ pub struct ConversationRecord {
     pub members: Vec<String>,
     /// Members who muted the conversation (`mu`: no offline notifications for them).
     pub muted: Vec<String>,
+    /// Members with the `Manager` role (the creator is the owner).
+    pub managers: Vec<String>,
+    /// Members who may not send (shut up).
+    pub shut_up: Vec<String>,
+    /// Clients blocked from the conversation.
+    pub blocked: Vec<String>,
     /// When a temporary conversation expires (ms).
     pub expires_at: Option<i64>,
     /// Custom attributes, including `name` and `attr`.
@@ -224,6 +230,30 @@ pub trait Store: Send + Sync + 'static {
         ts: i64,
         data: String,
         patched_at: i64,
+    ) -> StoreFuture<'a, ()>;
+    /// Sets a member's role (`Manager` or `Member`).
+    fn set_role<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        role: &'a str,
+    ) -> StoreFuture<'a, ()>;
+    /// Shuts members up (or lets them speak again).
+    fn set_shut_up<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        clients: Vec<String>,
+        on: bool,
+    ) -> StoreFuture<'a, ()>;
+    /// Blocks clients (removing them as members) or unblocks them.
+    fn set_blocked<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        clients: Vec<String>,
+        on: bool,
     ) -> StoreFuture<'a, ()>;
     /// Mutes or unmutes the conversation for one member.
     fn set_muted<'a>(

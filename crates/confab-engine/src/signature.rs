@@ -61,6 +61,20 @@ pub enum Signed<'a> {
         /// Members as received.
         members: &'a [String],
     },
+    /// `appId:clientId:convId:sortedMembers:t:n:conversation-block-clients`
+    Block {
+        /// Conversation id.
+        cid: &'a str,
+        /// Clients as received.
+        members: &'a [String],
+    },
+    /// `appId:clientId:convId:sortedMembers:t:n:conversation-unblock-clients`
+    Unblock {
+        /// Conversation id.
+        cid: &'a str,
+        /// Clients as received.
+        members: &'a [String],
+    },
 }
 
 /// The exact string to sign for an operation.
@@ -75,6 +89,18 @@ pub fn signed_string(app_id: &str, client_id: &str, op: Signed<'_>, t: &str, n: 
         }
         Signed::Kick { cid, members } => {
             format!("{app_id}:{client_id}:{cid}:{}:{t}:{n}:kick", sorted_members(members))
+        }
+        Signed::Block { cid, members } => {
+            format!(
+                "{app_id}:{client_id}:{cid}:{}:{t}:{n}:conversation-block-clients",
+                sorted_members(members)
+            )
+        }
+        Signed::Unblock { cid, members } => {
+            format!(
+                "{app_id}:{client_id}:{cid}:{}:{t}:{n}:conversation-unblock-clients",
+                sorted_members(members)
+            )
         }
     }
 }

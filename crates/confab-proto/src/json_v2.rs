@@ -314,6 +314,31 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
             }
             m
         }
+        Reply::MemberRoleUpdated => object(json!({"cmd": "conv", "op": "member-info-updated"})),
+        Reply::Restricted { blocked, on, result } => {
+            let op = match (blocked, on) {
+                (false, true) => "shutup-added",
+                (false, false) => "shutup-removed",
+                (true, true) => "blocked",
+                (true, false) => "unblocked",
+            };
+            let mut m = members_reply(op, result);
+            if *blocked {
+                m.insert("cmd".into(), json!("blacklist"));
+            }
+            m
+        }
+        Reply::RestrictedPage { blocked, members, next } => {
+            let mut m = if *blocked {
+                object(json!({"cmd": "blacklist", "op": "query-result", "blockedPids": members}))
+            } else {
+                object(json!({"cmd": "conv", "op": "shutup-result", "m": members}))
+            };
+            if let Some(next) = next {
+                m.insert("next".into(), json!(next));
+            }
+            m
+        }
         Reply::Patched { patched_at } => {
             object(json!({"cmd": "patch", "op": "modified", "lastPatchTime": patched_at}))
         }
@@ -407,12 +432,24 @@ pub fn encode_push(push: &Push) -> String {
                 ConvEvent::MembersJoined => "members-joined",
                 ConvEvent::MembersLeft => "members-left",
                 ConvEvent::Updated => "updated",
+                ConvEvent::MemberInfoChanged => "member-info-changed",
+                ConvEvent::ShutUp => "shutuped",
+                ConvEvent::Unshutup => "unshutuped",
+                ConvEvent::MembersShutUp => "members-shutuped",
+                ConvEvent::MembersUnshutup => "members-unshutuped",
+                ConvEvent::Blocked => "blocked",
+                ConvEvent::Unblocked => "unblocked",
+                ConvEvent::MembersBlocked => "members-blocked",
+                ConvEvent::MembersUnblocked => "members-unblocked",
             };
             let mut m = object(json!({
                 "cmd": "conv", "op": op, "cid": c.cid, "initBy": c.init_by,
                 "peerId": c.peer_id, "udate": iso8601(c.udate),
             }));
-            if matches!(c.event, ConvEvent::MembersJoined | ConvEvent::MembersLeft) {
+            if let Some((pid, role)) = &c.role {
+                m.insert("info".into(), json!({"pid": pid, "role": role}));
+            }
+            if c.event.lists_members() {
                 m.insert("m".into(), json!(c.members));
             }
             if let Some(attr) = &c.attr {
@@ -560,6 +597,7 @@ mod tests {
             init_by: "a".into(),
             members: vec!["b".into()],
             attr: None,
+            role: None,
             udate: 0,
         })))
         .expect("json");

@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use confab_types::time::iso8601;
 use confab_types::{
     AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, PatchRequest, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
+    MembersChange, MembersResult, PatchRequest, ProtocolError, Push, Reply, Request, Restriction,
+    SessionOpen, Signature,
 };
 use prost::Message as _;
 use serde_json::{Map, Value};
@@ -23,9 +24,9 @@ pub mod wire {
 }
 
 use wire::{
-    AckCommand, CommandType, ConvCommand, DirectCommand, ErrorCommand, GenericCommand, JsonObjectMessage,
-    LogItem, LogsCommand, OpType, PatchCommand, PatchItem, RcpCommand, SessionCommand, UnreadCommand,
-    UnreadTuple, logs_command::QueryDirection,
+    AckCommand, BlacklistCommand, CommandType, ConvCommand, ConvMemberInfo, DirectCommand, ErrorCommand,
+    GenericCommand, JsonObjectMessage, LogItem, LogsCommand, OpType, PatchCommand, PatchItem, RcpCommand,
+    SessionCommand, UnreadCommand, UnreadTuple, logs_command::QueryDirection,
 };
 
 /// `service` of instant-messaging pushes (the Swift SDK ignores others).
@@ -146,6 +147,56 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
             Request::ConvMute { cid: cid(&conv())?, muted: op == OpType::Mute }
         }
         (CommandType::Conv, Some(OpType::MaxRead)) => Request::ConvMaxRead { cid: cid(&conv())? },
+        (CommandType::Conv, Some(OpType::MemberInfoUpdate)) => {
+            let c = conv();
+            let info = c.info.clone().unwrap_or_default();
+            Request::MemberRole {
+                cid: cid(&c)?,
+                member: c.target_client_id.clone().or(info.pid).unwrap_or_default(),
+                role: info.role.unwrap_or_default(),
+            }
+        }
+        (CommandType::Conv, Some(op @ (OpType::AddShutup | OpType::RemoveShutup))) => {
+            let c = conv();
+            Request::Restrict(Restriction {
+                cid: cid(&c)?,
+                members: c.m.clone(),
+                blocked: false,
+                on: op == OpType::AddShutup,
+                signature: None,
+            })
+        }
+        (CommandType::Conv, Some(OpType::QueryShutup)) => {
+            let c = conv();
+            Request::RestrictedQuery {
+                cid: cid(&c)?,
+                blocked: false,
+                limit: c.limit.map(i64::from),
+                next: c.next.clone(),
+            }
+        }
+        (CommandType::Blacklist, Some(op @ (OpType::Block | OpType::Unblock | OpType::Query))) => {
+            let b = g.blacklist_message.clone().unwrap_or_default();
+            let cid = b.src_cid.clone().filter(|c| !c.is_empty()).ok_or_else(|| {
+                ProtocolError::new(ErrorCode::UnparseableRawMsg, "missing blacklistMessage.srcCid")
+            })?;
+            if op == OpType::Query {
+                Request::RestrictedQuery {
+                    cid,
+                    blocked: true,
+                    limit: b.limit.map(i64::from),
+                    next: b.next.clone(),
+                }
+            } else {
+                Request::Restrict(Restriction {
+                    cid,
+                    members: b.to_pids.clone(),
+                    blocked: true,
+                    on: op == OpType::Block,
+                    signature: signature(b.t, &b.n, &b.s),
+                })
+            }
+        }
         (CommandType::Conv, Some(OpType::Count)) => Request::ConvCount { cid: cid(&conv())? },
         (CommandType::Conv, Some(OpType::Update)) => {
             let c = conv();
@@ -277,6 +328,45 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
                 ..SessionCommand::default()
             }),
             ..envelope(CommandType::Session, Some(OpType::QueryResult), serial)
+        },
+        Reply::MemberRoleUpdated => envelope(CommandType::Conv, Some(OpType::MemberInfoUpdated), serial),
+        Reply::Restricted { blocked: false, on, result } => {
+            members_reply(if *on { OpType::ShutupAdded } else { OpType::ShutupRemoved }, serial, result)
+        }
+        Reply::Restricted { blocked: true, on, result } => {
+            let failed = result
+                .failed
+                .iter()
+                .map(|(e, pids)| ErrorCommand { pids: pids.clone(), ..error_command(e) })
+                .collect();
+            GenericCommand {
+                blacklist_message: Some(BlacklistCommand {
+                    allowed_pids: result.allowed.clone(),
+                    failed_pids: failed,
+                    ..BlacklistCommand::default()
+                }),
+                ..envelope(
+                    CommandType::Blacklist,
+                    Some(if *on { OpType::Blocked } else { OpType::Unblocked }),
+                    serial,
+                )
+            }
+        }
+        Reply::RestrictedPage { blocked: false, members, next } => GenericCommand {
+            conv_message: Some(ConvCommand {
+                m: members.clone(),
+                next: next.clone(),
+                ..ConvCommand::default()
+            }),
+            ..envelope(CommandType::Conv, Some(OpType::ShutupResult), serial)
+        },
+        Reply::RestrictedPage { blocked: true, members, next } => GenericCommand {
+            blacklist_message: Some(BlacklistCommand {
+                blocked_pids: members.clone(),
+                next: next.clone(),
+                ..BlacklistCommand::default()
+            }),
+            ..envelope(CommandType::Blacklist, Some(OpType::QueryResult), serial)
         },
         Reply::Patched { patched_at } => GenericCommand {
             patch_message: Some(PatchCommand {
@@ -420,8 +510,17 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
                 ConvEvent::MembersJoined => OpType::MembersJoined,
                 ConvEvent::MembersLeft => OpType::MembersLeft,
                 ConvEvent::Updated => OpType::Updated,
+                ConvEvent::MemberInfoChanged => OpType::MemberInfoChanged,
+                ConvEvent::ShutUp => OpType::Shutuped,
+                ConvEvent::Unshutup => OpType::Unshutuped,
+                ConvEvent::MembersShutUp => OpType::MembersShutuped,
+                ConvEvent::MembersUnshutup => OpType::MembersUnshutuped,
+                ConvEvent::Blocked => OpType::Blocked,
+                ConvEvent::Unblocked => OpType::Unblocked,
+                ConvEvent::MembersBlocked => OpType::MembersBlocked,
+                ConvEvent::MembersUnblocked => OpType::MembersUnblocked,
             };
-            let members = matches!(c.event, ConvEvent::MembersJoined | ConvEvent::MembersLeft);
+            let members = c.event.lists_members();
             GenericCommand {
                 server_ts: Some(c.udate),
                 conv_message: Some(ConvCommand {
@@ -431,6 +530,11 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
                     udate: Some(iso8601(c.udate)),
                     attr: c.attr.as_ref().map(json),
                     attr_modified: c.attr.as_ref().map(json),
+                    info: c.role.as_ref().map(|(pid, role)| ConvMemberInfo {
+                        pid: Some(pid.clone()),
+                        role: Some(role.clone()),
+                        info_id: None,
+                    }),
                     ..ConvCommand::default()
                 }),
                 ..envelope(CommandType::Conv, Some(op), None)
@@ -583,6 +687,7 @@ mod tests {
             init_by: "alice".into(),
             members: vec!["bob".into()],
             attr: None,
+            role: None,
             udate: 0,
         }));
         let g = GenericCommand::decode(joined.as_slice()).expect("decodes");

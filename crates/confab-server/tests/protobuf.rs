@@ -278,3 +278,115 @@ async fn a_device_tag_allows_one_session() {
     .await;
     assert_eq!(recv(&mut retry, |g| g.i == Some(1)).await.error_message.unwrap().code, 4111);
 }
+
+#[tokio::test]
+async fn roles_shut_up_and_blacklist() {
+    use confab_proto::protobuf::wire::{BlacklistCommand, ConvMemberInfo};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (mut owner, _) = login(&server, "lc.protobuf2.3", "owner", SessionCommand::default()).await;
+    let (mut mgr, _) = login(&server, "lc.protobuf2.3", "mgr", SessionCommand::default()).await;
+    let (mut xx, _) = login(&server, "lc.protobuf2.3", "xx", SessionCommand::default()).await;
+    let start = GenericCommand {
+        conv_message: Some(ConvCommand {
+            m: vec!["owner".into(), "mgr".into(), "xx".into()],
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Conv, Some(OpType::Start), Some(2))
+    };
+    send(&mut owner, &start, false).await;
+    let cid = recv(&mut owner, |g| g.i == Some(2)).await.conv_message.unwrap().cid.unwrap();
+    let conv_cmd = |op: OpType, i: i32, c: ConvCommand| GenericCommand {
+        conv_message: Some(ConvCommand { cid: Some(cid.clone()), ..c }),
+        ..cmd(CommandType::Conv, Some(op), Some(i))
+    };
+    // A plain member may not manage; the owner makes mgr a manager, everyone is told.
+    let promote = |i| {
+        conv_cmd(
+            OpType::MemberInfoUpdate,
+            i,
+            ConvCommand {
+                target_client_id: Some("mgr".into()),
+                info: Some(ConvMemberInfo {
+                    pid: Some("mgr".into()),
+                    role: Some("Manager".into()),
+                    info_id: None,
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    send(&mut xx, &promote(3), false).await;
+    let e = recv(&mut xx, |g| g.i == Some(3)).await.error_message.unwrap();
+    assert_eq!((e.code, e.reason.as_str()), (4325, "CONVERSATION_OPERATION_UNAUTHORIZED"));
+    send(&mut owner, &promote(4), false).await;
+    assert_eq!(recv(&mut owner, |g| g.i == Some(4)).await.op, Some(OpType::MemberInfoUpdated as i32));
+    let changed =
+        recv(&mut xx, |g| g.op == Some(OpType::MemberInfoChanged as i32)).await.conv_message.unwrap();
+    assert_eq!(changed.info.unwrap().role.as_deref(), Some("Manager"));
+    // The manager shuts xx up: xx is told, cannot send, shows in the list.
+    let shut = conv_cmd(
+        OpType::AddShutup,
+        5,
+        ConvCommand { m: vec!["xx".into(), "owner".into()], ..Default::default() },
+    );
+    send(&mut mgr, &shut, false).await;
+    let r = recv(&mut mgr, |g| g.i == Some(5)).await.conv_message.unwrap();
+    assert_eq!(r.allowed_pids, ["xx"]);
+    assert_eq!(r.failed_pids[0].pids, ["owner"], "nobody shuts the owner up");
+    assert_eq!(
+        recv(&mut xx, |g| g.op == Some(OpType::Shutuped as i32))
+            .await
+            .conv_message
+            .unwrap()
+            .init_by
+            .as_deref(),
+        Some("mgr")
+    );
+    let members_shut = recv(&mut owner, |g| g.op == Some(OpType::MembersShutuped as i32)).await;
+    assert_eq!(members_shut.conv_message.unwrap().m, ["xx"]);
+    let direct = GenericCommand {
+        direct_message: Some(DirectCommand {
+            cid: Some(cid.clone()),
+            msg: Some("hey".into()),
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Direct, None, Some(6))
+    };
+    send(&mut xx, &direct, false).await;
+    assert_eq!(recv(&mut xx, |g| g.i == Some(6)).await.error_message.unwrap().code, 4308);
+    send(&mut owner, &conv_cmd(OpType::QueryShutup, 7, ConvCommand::default()), false).await;
+    assert_eq!(recv(&mut owner, |g| g.i == Some(7)).await.conv_message.unwrap().m, ["xx"]);
+    // Blocking removes xx, who cannot join again until unblocked.
+    let block = |op: OpType, i| GenericCommand {
+        blacklist_message: Some(BlacklistCommand {
+            src_cid: Some(cid.clone()),
+            to_pids: vec!["xx".into()],
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Blacklist, Some(op), Some(i))
+    };
+    send(&mut owner, &block(OpType::Block, 8), false).await;
+    assert_eq!(recv(&mut owner, |g| g.i == Some(8)).await.blacklist_message.unwrap().allowed_pids, ["xx"]);
+    recv(&mut xx, |g| g.op == Some(OpType::Blocked as i32)).await;
+    recv(&mut xx, |g| g.op == Some(OpType::Left as i32)).await;
+    assert_eq!(
+        recv(&mut mgr, |g| g.op == Some(OpType::MembersLeft as i32)).await.conv_message.unwrap().m,
+        ["xx"]
+    );
+    let join = conv_cmd(OpType::Add, 9, ConvCommand { m: vec!["xx".into()], ..Default::default() });
+    send(&mut xx, &join, false).await;
+    assert_eq!(recv(&mut xx, |g| g.i == Some(9)).await.error_message.unwrap().code, 4315);
+    let query = GenericCommand {
+        blacklist_message: Some(BlacklistCommand { src_cid: Some(cid.clone()), ..Default::default() }),
+        ..cmd(CommandType::Blacklist, Some(OpType::Query), Some(10))
+    };
+    send(&mut mgr, &query, false).await;
+    assert_eq!(recv(&mut mgr, |g| g.i == Some(10)).await.blacklist_message.unwrap().blocked_pids, ["xx"]);
+    send(&mut owner, &block(OpType::Unblock, 11), false).await;
+    recv(&mut owner, |g| g.i == Some(11)).await;
+    recv(&mut xx, |g| g.op == Some(OpType::Unblocked as i32)).await;
+    let rejoin = conv_cmd(OpType::Add, 12, ConvCommand { m: vec!["xx".into()], ..Default::default() });
+    send(&mut xx, &rejoin, false).await;
+    assert_eq!(recv(&mut xx, |g| g.i == Some(12)).await.conv_message.unwrap().allowed_pids, ["xx"]);
+}

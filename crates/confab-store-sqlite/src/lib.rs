@@ -39,7 +39,7 @@ const MAX_BATCH: usize = 1024;
 type Done = oneshot::Sender<Result<(), StoreError>>;
 
 enum WriteOp {
-    CreateConversation(ConversationRecord),
+    CreateConversation(Box<ConversationRecord>),
     SetAttributes {
         app: String,
         cid: String,
@@ -61,6 +61,19 @@ enum WriteOp {
     Append(StoredMessage),
     /// Nothing to write: completes when everything queued before it is committed.
     Flush,
+    SetRole {
+        app: String,
+        cid: String,
+        client: String,
+        role: String,
+    },
+    SetFlags {
+        app: String,
+        cid: String,
+        clients: Vec<String>,
+        on: bool,
+        blocked: bool,
+    },
     Patch {
         app: String,
         cid: String,
@@ -324,6 +337,34 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
             )?
             .execute(params![app, cid, client, ts])?;
         }
+        WriteOp::SetRole { app, cid, client, role } => {
+            c.prepare_cached("UPDATE members SET role = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3")?
+                .execute(params![app, cid, client, role])?;
+        }
+        WriteOp::SetFlags { app, cid, clients, on, blocked: false } => {
+            let mut stmt = c.prepare_cached(
+                "UPDATE members SET shut_up = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3",
+            )?;
+            for client in clients {
+                stmt.execute(params![app, cid, client, on])?;
+            }
+        }
+        WriteOp::SetFlags { app, cid, clients, on, blocked: true } => {
+            let sql = if *on {
+                "INSERT OR IGNORE INTO blocked (app, cid, client) VALUES (?1, ?2, ?3)"
+            } else {
+                "DELETE FROM blocked WHERE app = ?1 AND cid = ?2 AND client = ?3"
+            };
+            let mut stmt = c.prepare_cached(sql)?;
+            let mut remove =
+                c.prepare_cached("DELETE FROM members WHERE app = ?1 AND cid = ?2 AND client = ?3")?;
+            for client in clients {
+                stmt.execute(params![app, cid, client])?;
+                if *on {
+                    remove.execute(params![app, cid, client])?;
+                }
+            }
+        }
         WriteOp::Patch { app, cid, ts, data, patched_at } => {
             let changed = c
                 .prepare_cached(
@@ -390,6 +431,9 @@ fn row_to_record(app: &str, row: &rusqlite::Row<'_>) -> Result<ConversationRecor
         creator: row.get(2)?,
         members: Vec::new(),
         muted: Vec::new(),
+        managers: Vec::new(),
+        shut_up: Vec::new(),
+        blocked: Vec::new(),
         expires_at: row.get(11)?,
         attrs,
         unique_key: row.get(3)?,
@@ -400,13 +444,28 @@ fn row_to_record(app: &str, row: &rusqlite::Row<'_>) -> Result<ConversationRecor
 }
 
 fn load_members(c: &Connection, record: &mut ConversationRecord) -> Result<(), rusqlite::Error> {
-    let mut stmt =
-        c.prepare_cached("SELECT client, muted FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid")?;
+    let mut stmt = c.prepare_cached(
+        "SELECT client, muted, role, shut_up FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid",
+    )?;
     let rows = stmt
-        .query_map(params![record.app, record.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
+        .query_map(params![record.app, record.id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, bool>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    record.muted = rows.iter().filter(|(_, muted)| *muted).map(|(c, _)| c.clone()).collect();
-    record.members = rows.into_iter().map(|(c, _)| c).collect();
+    record.muted = rows.iter().filter(|r| r.1).map(|r| r.0.clone()).collect();
+    record.managers =
+        rows.iter().filter(|r| r.2.as_deref() == Some("Manager")).map(|r| r.0.clone()).collect();
+    record.shut_up = rows.iter().filter(|r| r.3).map(|r| r.0.clone()).collect();
+    record.members = rows.into_iter().map(|r| r.0).collect();
+    let mut blocked =
+        c.prepare_cached("SELECT client FROM blocked WHERE app = ?1 AND cid = ?2 ORDER BY client")?;
+    record.blocked =
+        blocked.query_map(params![record.app, record.id], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(())
 }
 
@@ -427,7 +486,7 @@ fn read_conversation(
 
 impl Store for SqliteStore {
     fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()> {
-        self.write(WriteOp::CreateConversation(record))
+        self.write(WriteOp::CreateConversation(Box::new(record)))
     }
 
     fn conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Option<ConversationRecord>> {
@@ -595,6 +654,41 @@ impl Store for SqliteStore {
         patched_at: i64,
     ) -> StoreFuture<'a, ()> {
         self.write(WriteOp::Patch { app: app.into(), cid: cid.into(), ts, data, patched_at })
+    }
+
+    fn set_role<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        role: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::SetRole {
+            app: app.into(),
+            cid: cid.into(),
+            client: client.into(),
+            role: role.into(),
+        })
+    }
+
+    fn set_shut_up<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        clients: Vec<String>,
+        on: bool,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::SetFlags { app: app.into(), cid: cid.into(), clients, on, blocked: false })
+    }
+
+    fn set_blocked<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        clients: Vec<String>,
+        on: bool,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::SetFlags { app: app.into(), cid: cid.into(), clients, on, blocked: true })
     }
 
     fn set_muted<'a>(

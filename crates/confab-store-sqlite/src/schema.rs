@@ -48,6 +48,15 @@ const MIGRATIONS: &[&str] = &[
     // 4: edits and recalls; looking a message up by id.
     "ALTER TABLE messages ADD COLUMN patched_at INTEGER;
      CREATE INDEX messages_by_id ON messages (app, cid, id);",
+    // 5: member roles, shut-up members, blocked clients.
+    "ALTER TABLE members ADD COLUMN role TEXT;
+     ALTER TABLE members ADD COLUMN shut_up INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE blocked (
+        app TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        client TEXT NOT NULL,
+        PRIMARY KEY (app, cid, client)
+     ) WITHOUT ROWID;",
 ];
 
 /// Brings the database to the newest schema.

@@ -78,6 +78,28 @@ pub enum Request {
         /// Conversation id.
         cid: String,
     },
+    /// `conv member_info_update`: give a member a role.
+    MemberRole {
+        /// Conversation id.
+        cid: String,
+        /// The member.
+        member: String,
+        /// `Manager` or `Member`.
+        role: String,
+    },
+    /// `conv add_shutup` / `remove_shutup`, `blacklist block` / `unblock`.
+    Restrict(Restriction),
+    /// `conv query_shutup`, `blacklist query`: one page of restricted clients.
+    RestrictedQuery {
+        /// Conversation id.
+        cid: String,
+        /// Blocked clients (`true`) or shut-up members.
+        blocked: bool,
+        /// Page size.
+        limit: Option<i64>,
+        /// Where the previous page ended.
+        next: Option<String>,
+    },
     /// `patch modify`: edit or recall messages the caller sent.
     Patch {
         /// The changes.
@@ -166,6 +188,21 @@ pub struct DirectRequest {
     /// The client's own id for this message (`dt`): a re-sent message with the same
     /// token is acknowledged again, not stored twice.
     pub dedupe: Option<String>,
+}
+
+/// Shutting members up or blocking clients, or undoing it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Restriction {
+    /// Conversation id.
+    pub cid: String,
+    /// The clients.
+    pub members: Vec<String>,
+    /// Block (`true`) or shut up.
+    pub blocked: bool,
+    /// Impose (`true`) or lift.
+    pub on: bool,
+    /// Blacklist signature, if sent.
+    pub signature: Option<Signature>,
 }
 
 /// One edit or recall.
@@ -259,6 +296,26 @@ pub enum Reply {
         created_at: i64,
         /// Remaining lifetime of a temporary conversation, in seconds.
         temporary_ttl: Option<i64>,
+    },
+    /// A role changed.
+    MemberRoleUpdated,
+    /// Restriction changed: who was affected, who not.
+    Restricted {
+        /// What was asked.
+        blocked: bool,
+        /// Imposed or lifted.
+        on: bool,
+        /// Outcome.
+        result: MembersResult,
+    },
+    /// One page of restricted clients.
+    RestrictedPage {
+        /// Blocked clients or shut-up members.
+        blocked: bool,
+        /// The clients.
+        members: Vec<String>,
+        /// Cursor of the next page, when there is one.
+        next: Option<String>,
     },
     /// Edits or recalls done.
     Patched {
@@ -434,6 +491,39 @@ pub enum ConvEvent {
     MembersLeft,
     /// Attributes changed.
     Updated,
+    /// A member's role changed (`ConvPush::role`).
+    MemberInfoChanged,
+    /// The recipient was shut up.
+    ShutUp,
+    /// The recipient may speak again.
+    Unshutup,
+    /// Members were shut up.
+    MembersShutUp,
+    /// Members may speak again.
+    MembersUnshutup,
+    /// The recipient was blocked.
+    Blocked,
+    /// The recipient was unblocked.
+    Unblocked,
+    /// Clients were blocked.
+    MembersBlocked,
+    /// Clients were unblocked.
+    MembersUnblocked,
+}
+
+impl ConvEvent {
+    /// Whether the event lists the members it is about (`m`).
+    pub fn lists_members(self) -> bool {
+        matches!(
+            self,
+            ConvEvent::MembersJoined
+                | ConvEvent::MembersLeft
+                | ConvEvent::MembersShutUp
+                | ConvEvent::MembersUnshutup
+                | ConvEvent::MembersBlocked
+                | ConvEvent::MembersUnblocked
+        )
+    }
 }
 
 /// A conversation event for one recipient.
@@ -451,6 +541,8 @@ pub struct ConvPush {
     pub members: Vec<String>,
     /// The attributes as requested (for `Updated`).
     pub attr: Option<Map<String, Value>>,
+    /// `(member, role)` for `MemberInfoChanged`.
+    pub role: Option<(String, String)>,
     /// Event time (ms).
     pub udate: i64,
 }

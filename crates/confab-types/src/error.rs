@@ -90,16 +90,23 @@ error_codes! {
     ConversationUpdateRejected = 4309, "CONVERSATION_UPDATE_REJECTED", Reply;
     /// The query is invalid or too expensive.
     ConversationQueryFailed = 4310, "CONVERSATION_QUERY_FAILED", Reply;
+    /// The caller may not send here (it was shut up).
+    ConversationNotAllowed = 4308, "CONVERSATION_NOT_ALLOWED", Reply;
     /// History query failed.
     ConversationLogFailed = 4311, "CONVERSATION_LOG_FAILED", Reply;
     /// The history requester is not a member.
     ConversationLogRejected = 4312, "CONVERSATION_LOG_REJECTED", Reply;
     /// Only allowed on normal conversations.
     NormalConversationRequired = 4314, "NORMAL_CONVERSATION_REQUIRED", Reply;
+    /// The client is blocked from the conversation.
+    ConversationBlacklisted = 4315, "CONVERSATION_BLACKLISTED", Reply;
     /// The caller must be a member.
     ConversationMembershipRequired = 4317, "CONVERSATION_MEMBERSHIP_REQUIRED", Reply;
     /// The client uses the conversation API faster than the app's rate limit.
     ConversationApiQuotaExceeded = 4318, "CONVERSATION_API_QUOTA_EXCEEDED", Reply;
+    /// Only the owner or a manager may do this. (LeanCloud's number for this reason is
+    /// unknown; see docs/decisions.md.)
+    ConversationOperationUnauthorized = 4325, "CONVERSATION_OPERATION_UNAUTHORIZED", Reply;
     /// The temporary conversation expired.
     TemporaryConversationExpired = 4323, "TEMPORARY_CONVERSATION_EXPIRED", Reply;
     /// The conversation is missing or the sender is not a member.

@@ -71,7 +71,9 @@ impl Engine {
                 from: me,
                 msg: req.msg,
                 transient: true,
-                offline: false,
+                binary: req.binary,
+                mentions: req.mentions,
+                ..DirectPush::default()
             }));
             let recipients: Vec<Arc<Session>> = match conv.kind {
                 ConvKind::Transient => conv.state().room.clone(),
@@ -119,6 +121,8 @@ impl Engine {
                 data: req.msg,
                 receipt: req.receipt,
                 patched_at: None,
+                binary: req.binary,
+                mentions: req.mentions,
             };
             // Queued under the lock: the store applies writes in call order.
             let commit = self.inner.store.append_message(message.clone());
@@ -204,8 +208,9 @@ impl Engine {
             timestamp: m.ts,
             from: m.from.clone(),
             msg: m.data.clone(),
-            transient: false,
-            offline: false,
+            binary: m.binary,
+            mentions: m.mentions.clone(),
+            ..DirectPush::default()
         }));
         if conv.kind == ConvKind::Transient {
             for s in state.room.iter().filter(|s| s.conn.id != p.origin.conn.id) {
@@ -328,8 +333,11 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
                     timestamp: m.ts,
                     from: m.from,
                     msg: m.data,
-                    transient: false,
                     offline: true,
+                    binary: m.binary,
+                    mentions: m.mentions,
+                    patched_at: m.patched_at,
+                    ..DirectPush::default()
                 }));
                 if !session.push(push) {
                     return;

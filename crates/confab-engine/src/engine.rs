@@ -1088,6 +1088,8 @@ impl Engine {
                 timestamp: m.ts,
                 msg_id: m.id,
                 patched_at: m.patched_at,
+                binary: m.binary,
+                mentions: m.mentions,
             })
             .collect();
         Ok(Reply::Logs { logs })
@@ -1117,6 +1119,7 @@ impl Engine {
                 cid: u.cid,
                 unread: u.unread,
                 last: u.last.map(|l| (l.id, l.ts, l.from, l.data)),
+                mentioned: u.mentioned,
             })
             .collect();
         session.push(SharedPush::new(Push::Unread { convs, notif_time: self.now() }));
@@ -1142,6 +1145,7 @@ impl Engine {
                 cid: cid.clone(),
                 unread: 0,
                 last: Some((last.id.clone(), last.ts, last.from.clone(), last.data.clone())),
+                mentioned: false,
             };
             let unread = SharedPush::new(Push::Unread { convs: vec![zero], notif_time: now });
             for other in app.sessions_of(&me).into_iter().filter(|s| s.conn.id != session.conn.id) {

@@ -112,6 +112,10 @@ pub struct StoredMessage {
     pub receipt: bool,
     /// When the body was last edited or recalled (ms).
     pub patched_at: Option<i64>,
+    /// `data` is the base64 of a binary body.
+    pub binary: bool,
+    /// Who the message mentions.
+    pub mentions: confab_types::Mentions,
 }
 
 /// Which messages to read, by position. Bounds are `(ts, inclusive)`.
@@ -282,6 +286,8 @@ pub struct UnreadCount {
     pub unread: i64,
     /// The newest message.
     pub last: Option<LastMessage>,
+    /// One of the unread messages mentions the client.
+    pub mentioned: bool,
 }
 
 /// Where time comes from, so tests can control it.

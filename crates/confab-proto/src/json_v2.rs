@@ -10,7 +10,8 @@ use crate::{DecodeError, WireFrame};
 use confab_types::time::iso8601;
 use confab_types::{
     AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, PatchRequest, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
+    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply, Request, SessionOpen,
+    Signature,
 };
 use serde_json::{Map, Value, json};
 
@@ -123,6 +124,11 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
             receipt: f.flag("r")?,
             transient: f.flag("transient")?,
             dedupe: f.opt_str("dt")?,
+            binary: false,
+            mentions: Mentions {
+                all: f.flag("mentionAll")?,
+                pids: f.str_list("mentionPids")?.unwrap_or_default(),
+            },
         }),
         ("patch", Some("modify")) => {
             let Some(Value::Array(patches)) = f.0.get("patches") else { return Err(missing("patches")) };
@@ -372,6 +378,28 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
     frame(obj, serial)
 }
 
+/// Flags a message carries only when set: `bin` (the body is base64), mentions, and
+/// the time of its last edit.
+fn insert_message_flags(
+    m: &mut Map<String, Value>,
+    binary: bool,
+    mentions: &Mentions,
+    patched_at: Option<i64>,
+) {
+    if binary {
+        m.insert("bin".into(), Value::Bool(true));
+    }
+    if mentions.all {
+        m.insert("mentionAll".into(), Value::Bool(true));
+    }
+    if !mentions.pids.is_empty() {
+        m.insert("mentionPids".into(), json!(mentions.pids));
+    }
+    if let Some(t) = patched_at {
+        m.insert("patchTimestamp".into(), json!(t));
+    }
+}
+
 fn error_object(e: &ProtocolError) -> Map<String, Value> {
     object(json!({"cmd": "error", "code": e.code.number(), "reason": e.code.reason(), "detail": e.detail}))
 }
@@ -390,6 +418,7 @@ pub fn encode_push(push: &Push) -> String {
             if d.offline {
                 m.insert("offline".into(), Value::Bool(true));
             }
+            insert_message_flags(&mut m, d.binary, &d.mentions, d.patched_at);
             m
         }
         Push::Receipt { cid, id, t, from, read } => {
@@ -413,7 +442,7 @@ pub fn encode_push(push: &Push) -> String {
             let convs: Vec<Value> = convs
                 .iter()
                 .map(|u| {
-                    let mut e = json!({"cid": u.cid, "unread": u.unread});
+                    let mut e = json!({"cid": u.cid, "unread": u.unread, "mentioned": u.mentioned});
                     if let Some((mid, ts, from, data)) = &u.last {
                         e["mid"] = json!(mid);
                         e["timestamp"] = json!(ts);
@@ -571,6 +600,8 @@ mod tests {
                     timestamp: 3,
                     msg_id: "m".into(),
                     patched_at: None,
+                    binary: false,
+                    mentions: Mentions::default(),
                 }],
             },
         ))
@@ -582,8 +613,8 @@ mod tests {
             timestamp: 4,
             from: "a".into(),
             msg: "hi".into(),
-            transient: false,
             offline: true,
+            ..DirectPush::default()
         })))
         .expect("json");
         assert_eq!(

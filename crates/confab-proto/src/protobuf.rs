@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use confab_types::time::iso8601;
 use confab_types::{
     AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, PatchRequest, ProtocolError, Push, Reply, Request, Restriction,
+    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply, Request, Restriction,
     SessionOpen, Signature,
 };
 use prost::Message as _;
@@ -204,17 +204,20 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
         }
         (CommandType::Direct, _) => {
             let d = g.direct_message.clone().unwrap_or_default();
-            if d.binary_msg.is_some() {
-                return Err(unsupported("binary messages"));
-            }
+            let (msg, binary) = match &d.binary_msg {
+                Some(bytes) => (to_base64(bytes), true),
+                None => (d.msg.clone().unwrap_or_default(), false),
+            };
             Request::Direct(DirectRequest {
                 cid: d.cid.clone().filter(|c| !c.is_empty()).ok_or_else(|| {
                     ProtocolError::new(ErrorCode::UnparseableRawMsg, "missing directMessage.cid")
                 })?,
-                msg: d.msg.clone().unwrap_or_default(),
+                msg,
                 receipt: d.r.unwrap_or(false),
                 transient: d.transient.unwrap_or(false),
                 dedupe: d.dt.clone().filter(|t| !t.is_empty()),
+                binary,
+                mentions: Mentions { all: d.mention_all.unwrap_or(false), pids: d.mention_pids.clone() },
             })
         }
         (CommandType::Ack, _) => {
@@ -423,6 +426,9 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
                         timestamp: Some(l.timestamp),
                         msg_id: Some(l.msg_id.clone()),
                         patch_timestamp: l.patched_at,
+                        bin: l.binary.then_some(true),
+                        mention_all: l.mentions.all.then_some(true),
+                        mention_pids: l.mentions.pids.clone(),
                         ..LogItem::default()
                     })
                     .collect(),
@@ -442,19 +448,26 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
 /// connection, so the body is encoded once for every recipient.
 pub fn encode_push(push: &Push) -> Vec<u8> {
     let g = match push {
-        Push::Direct(d) => GenericCommand {
-            direct_message: Some(DirectCommand {
-                cid: Some(d.cid.clone()),
-                id: Some(d.id.clone()),
-                timestamp: Some(d.timestamp),
-                from_peer_id: Some(d.from.clone()),
-                msg: Some(d.msg.clone()),
-                transient: d.transient.then_some(true),
-                offline: d.offline.then_some(true),
-                ..DirectCommand::default()
-            }),
-            ..envelope(CommandType::Direct, None, None)
-        },
+        Push::Direct(d) => {
+            let binary = d.binary.then(|| from_base64(&d.msg)).flatten();
+            GenericCommand {
+                direct_message: Some(DirectCommand {
+                    cid: Some(d.cid.clone()),
+                    id: Some(d.id.clone()),
+                    timestamp: Some(d.timestamp),
+                    from_peer_id: Some(d.from.clone()),
+                    msg: if binary.is_some() { None } else { Some(d.msg.clone()) },
+                    binary_msg: binary,
+                    transient: d.transient.then_some(true),
+                    offline: d.offline.then_some(true),
+                    mention_all: d.mentions.all.then_some(true),
+                    mention_pids: d.mentions.pids.clone(),
+                    patch_timestamp: d.patched_at,
+                    ..DirectCommand::default()
+                }),
+                ..envelope(CommandType::Direct, None, None)
+            }
+        }
         Push::Receipt { cid, id, t, from, read } => GenericCommand {
             rcp_message: Some(RcpCommand {
                 id: Some(id.clone()),
@@ -495,7 +508,7 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
                         timestamp: u.last.as_ref().map(|l| l.1),
                         from: u.last.as_ref().map(|l| l.2.clone()),
                         data: u.last.as_ref().map(|l| l.3.clone()),
-                        mentioned: Some(false),
+                        mentioned: Some(u.mentioned),
                         ..UnreadTuple::default()
                     })
                     .collect(),
@@ -561,6 +574,10 @@ pub fn with_peer(body: &Bytes, peer: Option<&str>) -> Bytes {
     out.extend_from_slice(body);
     prost::encoding::string::encode(4, &peer.to_owned(), &mut out);
     out.freeze()
+}
+
+fn from_base64(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 /// Base64 text of bytes, for the `proto2base64` subprotocols.
@@ -668,8 +685,7 @@ mod tests {
             timestamp: 5,
             from: "alice".into(),
             msg: "hi".into(),
-            transient: false,
-            offline: false,
+            ..DirectPush::default()
         });
         let body = Bytes::from(encode_push(&push));
         let for_bob = with_peer(&body, Some("bob"));

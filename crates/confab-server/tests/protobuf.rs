@@ -390,3 +390,62 @@ async fn roles_shut_up_and_blacklist() {
     send(&mut xx, &rejoin, false).await;
     assert_eq!(recv(&mut xx, |g| g.i == Some(12)).await.conv_message.unwrap().allowed_pids, ["xx"]);
 }
+
+#[tokio::test]
+async fn binary_bodies_and_mentions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (mut a, _) = login(&server, "lc.protobuf2.3", "a", SessionCommand::default()).await;
+    let start = GenericCommand {
+        conv_message: Some(ConvCommand { m: vec!["a".into(), "b".into()], ..Default::default() }),
+        ..cmd(CommandType::Conv, Some(OpType::Start), Some(2))
+    };
+    send(&mut a, &start, false).await;
+    let cid = recv(&mut a, |g| g.i == Some(2)).await.conv_message.unwrap().cid.unwrap();
+    let bytes = vec![0u8, 1, 2, 250, 255];
+    let binary = GenericCommand {
+        direct_message: Some(DirectCommand {
+            cid: Some(cid.clone()),
+            binary_msg: Some(bytes.clone()),
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Direct, None, Some(3))
+    };
+    send(&mut a, &binary, false).await;
+    recv(&mut a, |g| g.i == Some(3)).await;
+    let mention = GenericCommand {
+        direct_message: Some(DirectCommand {
+            cid: Some(cid.clone()),
+            msg: Some("@b".into()),
+            mention_pids: vec!["b".into()],
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Direct, None, Some(4))
+    };
+    send(&mut a, &mention, false).await;
+    recv(&mut a, |g| g.i == Some(4)).await;
+    // b (version 3) is told it was mentioned; its version-1 device gets the bytes back.
+    let (mut b, _) = login(&server, "lc.protobuf2.3", "b", SessionCommand::default()).await;
+    let u = recv(&mut b, |g| g.cmd == Some(CommandType::Unread as i32)).await.unread_message.unwrap();
+    assert_eq!((u.convs[0].unread, u.convs[0].mentioned), (2, Some(true)));
+    let (mut b1, _) = login(&server, "lc.protobuf2.1", "b", SessionCommand::default()).await;
+    let first = recv(&mut b1, |g| g.cmd == Some(CommandType::Direct as i32)).await.direct_message.unwrap();
+    assert_eq!((first.binary_msg.as_deref(), first.msg.as_deref()), (Some(bytes.as_slice()), None));
+    let second = recv(&mut b1, |g| g.cmd == Some(CommandType::Direct as i32)).await.direct_message.unwrap();
+    assert_eq!(second.mention_pids, ["b"]);
+    // History marks the binary body and carries it as base64.
+    let logs = GenericCommand {
+        logs_message: Some(confab_proto::protobuf::wire::LogsCommand {
+            cid: Some(cid.clone()),
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Logs, None, Some(5))
+    };
+    send(&mut a, &logs, false).await;
+    let items = recv(&mut a, |g| g.i == Some(5)).await.logs_message.unwrap().logs;
+    assert_eq!(
+        (items[0].bin, items[0].data.as_deref()),
+        (Some(true), Some(confab_proto::protobuf::to_base64(&bytes).as_str()))
+    );
+    assert_eq!(items[1].mention_pids, ["b"]);
+}

@@ -315,10 +315,13 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
                 .execute(params![app, cid, updated_at])?;
         }
         WriteOp::Append(m) => {
+            let pids =
+                (!m.mentions.pids.is_empty()).then(|| Value::from(m.mentions.pids.clone()).to_string());
             c.prepare_cached(
-                "INSERT INTO messages (app, cid, ts, id, sender, body, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO messages (app, cid, ts, id, sender, body, receipt, binary, mention_all, mention_pids)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
-            .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data, m.receipt])?;
+            .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data, m.receipt, m.binary, m.mentions.all, pids])?;
             c.prepare_cached(
                 "UPDATE conversations SET last_ts = ?3, last_mid = ?4, last_from = ?5, last_data = ?6
                  WHERE app = ?1 AND id = ?2 AND last_ts < ?3",
@@ -402,6 +405,14 @@ fn message_row(app: &str, cid: &str, r: &rusqlite::Row<'_>) -> Result<StoredMess
         data: r.get(3)?,
         receipt: r.get(4)?,
         patched_at: r.get(5)?,
+        binary: r.get(6)?,
+        mentions: confab_types::Mentions {
+            all: r.get(7)?,
+            pids: r
+                .get::<_, Option<String>>(8)?
+                .and_then(|p| serde_json::from_str(&p).ok())
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -583,7 +594,8 @@ impl Store for SqliteStore {
         let (app, cid) = (app.to_owned(), cid.to_owned());
         self.read(move |c| {
             let mut sql = String::from(
-                "SELECT id, ts, sender, body, receipt, patched_at FROM messages WHERE app = ?1 AND cid = ?2",
+                "SELECT id, ts, sender, body, receipt, patched_at, binary, mention_all, mention_pids
+                 FROM messages WHERE app = ?1 AND cid = ?2",
             );
             let mut args: Vec<rusqlite::types::Value> = vec![app.clone().into(), cid.clone().into()];
             if let Some((ts, inclusive)) = range.after {
@@ -638,7 +650,8 @@ impl Store for SqliteStore {
         let (app, cid, id) = (app.to_owned(), cid.to_owned(), id.to_owned());
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT id, ts, sender, body, receipt, patched_at FROM messages WHERE app = ?1 AND cid = ?2 AND id = ?3",
+                "SELECT id, ts, sender, body, receipt, patched_at, binary, mention_all, mention_pids
+                 FROM messages WHERE app = ?1 AND cid = ?2 AND id = ?3",
             )?
             .query_row(params![app, cid, id], |r| message_row(&app, &cid, r))
             .optional()
@@ -730,7 +743,11 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT c.id, c.last_ts, c.last_mid, c.last_from, c.last_data,
                         (SELECT COUNT(*) FROM messages g
-                          WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client)
+                          WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client),
+                        EXISTS (SELECT 1 FROM messages g
+                          WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client
+                            AND (g.mention_all OR EXISTS (SELECT 1 FROM json_each(g.mention_pids) j
+                                                          WHERE j.value = m.client)))
                  FROM members m JOIN conversations c ON c.app = m.app AND c.id = m.cid
                  WHERE m.app = ?1 AND m.client = ?2 AND c.last_ts > m.read_ts AND c.kind <> 2
                  ORDER BY c.last_ts DESC LIMIT ?3",
@@ -740,6 +757,7 @@ impl Store for SqliteStore {
                 Ok(UnreadCount {
                     cid: r.get(0)?,
                     unread: r.get(5)?,
+                    mentioned: r.get(6)?,
                     last: last_mid
                         .map(|id| -> Result<LastMessage, rusqlite::Error> {
                             Ok(LastMessage {

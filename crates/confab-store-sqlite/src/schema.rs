@@ -57,6 +57,10 @@ const MIGRATIONS: &[&str] = &[
         client TEXT NOT NULL,
         PRIMARY KEY (app, cid, client)
      ) WITHOUT ROWID;",
+    // 6: binary bodies (stored as base64) and mentions.
+    "ALTER TABLE messages ADD COLUMN binary INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE messages ADD COLUMN mention_all INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE messages ADD COLUMN mention_pids TEXT;",
 ];
 
 /// Brings the database to the newest schema.

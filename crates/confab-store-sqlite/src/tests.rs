@@ -32,6 +32,11 @@ fn message(cid: &str, ts: i64) -> StoredMessage {
         data: format!("{{\"_lctype\":{}}}", if ts % 2 == 0 { -1 } else { -2 }),
         receipt: ts == 3,
         patched_at: None,
+        binary: false,
+        mentions: confab_types::Mentions {
+            all: false,
+            pids: if ts == 2 { vec!["bob".into()] } else { Vec::new() },
+        },
     }
 }
 

@@ -188,6 +188,26 @@ pub struct DirectRequest {
     /// The client's own id for this message (`dt`): a re-sent message with the same
     /// token is acknowledged again, not stored twice.
     pub dedupe: Option<String>,
+    /// `msg` is the base64 of a binary body.
+    pub binary: bool,
+    /// Who the message mentions.
+    pub mentions: Mentions,
+}
+
+/// Who a message mentions (`mentionAll`, `mentionPids`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mentions {
+    /// Everyone in the conversation.
+    pub all: bool,
+    /// These client ids.
+    pub pids: Vec<String>,
+}
+
+impl Mentions {
+    /// Whether `client` is mentioned.
+    pub fn includes(&self, client: &str) -> bool {
+        self.all || self.pids.iter().any(|p| p == client)
+    }
 }
 
 /// Shutting members up or blocking clients, or undoing it.
@@ -386,6 +406,10 @@ pub struct LogItem {
     pub msg_id: String,
     /// When the body was last edited or recalled (ms).
     pub patched_at: Option<i64>,
+    /// `data` is the base64 of a binary body.
+    pub binary: bool,
+    /// Who the message mentions.
+    pub mentions: Mentions,
 }
 
 /// A server-initiated frame.
@@ -457,10 +481,12 @@ pub struct UnreadEntry {
     pub unread: i64,
     /// The conversation's last message: id, timestamp, sender, body.
     pub last: Option<(String, i64, String, String)>,
+    /// An unread message mentions the client.
+    pub mentioned: bool,
 }
 
 /// A message delivered to a member.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DirectPush {
     /// Conversation id.
     pub cid: String,
@@ -476,6 +502,12 @@ pub struct DirectPush {
     pub transient: bool,
     /// Replayed from the offline backlog.
     pub offline: bool,
+    /// `msg` is the base64 of a binary body.
+    pub binary: bool,
+    /// Who the message mentions.
+    pub mentions: Mentions,
+    /// When the body was last edited or recalled (ms).
+    pub patched_at: Option<i64>,
 }
 
 /// Which conversation event a [`ConvPush`] reports.

@@ -91,3 +91,34 @@ pub fn development_app(data_dir: &Path) -> anyhow::Result<AppConfig> {
 pub const DEV_APP_ID: &str = "confab-dev";
 /// Key of the development app.
 pub const DEV_APP_KEY: &str = "confab-dev-key";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration example in the README is real: it parses, and names every limit.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed");
+        let config: FileConfig = toml::from_str(&readme[start..end]).expect("the README example parses");
+        assert_eq!(config.apps.len(), 1);
+        let limits = toml::to_string(&confab_types::Limits::default()).expect("serializes");
+        for line in limits.lines() {
+            let key = line.split('=').next().unwrap_or("").trim();
+            assert!(
+                readme[start..end].contains(&format!("\n{key} = ")),
+                "README does not document limit {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn app_specs() {
+        let app = parse_app("id:key:master").expect("valid");
+        assert_eq!((app.id.as_str(), app.key.as_str(), app.master_key.as_str()), ("id", "key", "master"));
+        assert!(parse_app("id:key").is_err());
+        assert!(parse_app("id::master").is_err());
+    }
+}

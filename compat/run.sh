@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Compatibility suite: the unmodified leancloud-realtime@2.4.0 SDK against the real Confab server.
-#   1. the SDK's own mocha suite (node_modules/leancloud-realtime/test/specs.js), seeded and redirected;
-#   2. our scenarios (test/*.test.mjs) with node's test runner.
+# Compatibility suite: the unmodified leancloud-realtime SDKs against the real Confab server.
+#   1. 2.4.0's own mocha suite (node_modules/leancloud-realtime/test/specs.js), seeded and redirected;
+#   2. our 2.4.0 scenarios (test/*.test.mjs) with node's test runner;
+#   3. our 4.3.1 scenarios (v4/*.test.mjs, npm alias leancloud-realtime-4), binary then base64 frames.
 # Server binary: $CONFAB_BIN, else ../target/debug/confab (built with `cargo build -p confab-server`
 # if missing). Exits non-zero if either runner fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-if [ ! -d node_modules/leancloud-realtime ]; then
+if [ ! -d node_modules/leancloud-realtime ] || [ ! -d node_modules/leancloud-realtime-4 ]; then
   npm ci --no-audit --no-fund
 fi
 
@@ -21,5 +22,12 @@ node official/run-official.mjs || status=$?
 
 echo "== Confab 2.4.0 compatibility scenarios (node --test) =="
 node --test --test-concurrency=1 --test-force-exit --test-timeout=180000 test/ || status=$?
+
+# leancloud-realtime@4.3.1 (protobuf protocol), once per framing: binary (lc.protobuf2.*) and
+# base64 text (noBinary, lc.proto2base64.*); push mode (lc.*.1) is chosen per test inside the suite.
+for mode in binary base64; do
+  echo "== Confab 4.3.1 compatibility scenarios, $mode frames (node --test v4/) =="
+  CONFAB_V4_MODE=$mode node --test --test-concurrency=1 --test-force-exit --test-timeout=180000 v4/ || status=$?
+done
 
 exit "$status"

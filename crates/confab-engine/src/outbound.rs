@@ -36,12 +36,13 @@ impl SharedPush {
 /// One item on a connection's outbound queue.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// The answer to a request.
+    /// The answer to a request (boxed: queue slots stay small, and an idle
+    /// connection's queue costs little memory).
     Reply {
         /// The request's serial.
         serial: Option<i32>,
         /// The answer.
-        reply: Reply,
+        reply: Box<Reply>,
     },
     /// A server push.
     Push(Arc<SharedPush>),
@@ -125,7 +126,7 @@ impl ConnHandle {
 
     /// Queues a reply.
     pub fn reply(&self, serial: Option<i32>, reply: Reply) -> bool {
-        self.send(Outbound::Reply { serial, reply })
+        self.send(Outbound::Reply { serial, reply: Box::new(reply) })
     }
 
     /// Asks the connection to close with this error's code; the first reason wins.

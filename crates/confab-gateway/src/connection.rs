@@ -125,7 +125,9 @@ pub async fn serve_socket(
             Err(e) => (e.serial, Err(e.error)),
             Ok(inbound) => {
                 let serial = inbound.serial;
-                (serial, conn.handle(inbound).await)
+                // Boxed: the engine's request future is large, and inline it would sit
+                // in every idle connection's task (~3 KB each).
+                (serial, Box::pin(conn.handle(inbound)).await)
             }
         };
         match result {

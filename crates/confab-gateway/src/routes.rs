@@ -135,7 +135,9 @@ async fn websocket_or_info(
     let origin = header_str(&headers, header::ORIGIN).map(str::to_owned);
     let frame_bytes = gateway.config.frame_bytes;
     let mut ws = ws
-        .read_buffer_size(8 * 1024)
+        // tungstenite allocates its whole read buffer per connection: 1 KiB instead of
+        // 8 KiB saves ~6.5 KB per idle connection; most frames are far smaller anyway.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(frame_bytes)
         .max_frame_size(frame_bytes);

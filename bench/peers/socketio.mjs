@@ -1,0 +1,25 @@
+// Socket.IO 4 peer for confab-bench: the equivalent of Confab's chat room and 1:1 sends.
+//   join(room, ack)          -> socket joins the room, ack()
+//   m(room, body, ack)       -> everyone else in the room gets m(body); the sender gets ack({t})
+// No persistence, no per-message ids: this is what Socket.IO does out of the box.
+// Listens on 127.0.0.1 only, on a free port; prints "listening on http://HOST:PORT".
+import { createServer } from 'node:http';
+import { Server } from 'socket.io';
+
+const http = createServer();
+const io = new Server(http, { transports: ['websocket'], serveClient: false, perMessageDeflate: false });
+io.on('connection', (socket) => {
+  socket.on('join', (room, ack) => {
+    socket.join(room);
+    if (typeof ack === 'function') ack();
+  });
+  socket.on('m', (room, body, ack) => {
+    socket.to(room).emit('m', body);
+    if (typeof ack === 'function') ack({ t: Date.now() });
+  });
+});
+http.listen(Number(process.env.PORT || 0), '127.0.0.1', 4096, () => {
+  const { address, port } = http.address();
+  process.stdout.write(`listening on http://${address}:${port}\n`);
+});
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));

@@ -1,0 +1,619 @@
+//! The scenarios: idle connections, room fan-out, durable 1:1 and session opens. Each
+//! starts a fresh server, is bounded in count and time, and returns a JSON object.
+
+use crate::server::{Programs, Server, cpu_us_of, rss_of, tcp_kernel_bytes};
+use crate::wire::{self, Incoming, Target, Ws};
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Connections opened at once while setting up a scenario.
+const RAMP: usize = 128;
+/// How long tasks may take to finish after the measured window.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Latency histograms in microseconds, sharded so a thousand tasks rarely share a lock.
+pub struct Latencies(Vec<Mutex<Histogram<u64>>>);
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies((0..16).map(|_| Mutex::new(new_histogram())).collect())
+    }
+
+    fn record(&self, shard: usize, micros: u64) {
+        if let Ok(mut h) = self.0[shard % self.0.len()].lock() {
+            let _ = h.record(micros.clamp(1, 60_000_000));
+        }
+    }
+
+    fn merged(&self) -> Histogram<u64> {
+        let mut all = new_histogram();
+        for shard in &self.0 {
+            if let Ok(h) = shard.lock() {
+                let _ = all.add(&*h);
+            }
+        }
+        all
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// p50/p99/p999/max in milliseconds.
+pub fn summary(h: &Histogram<u64>) -> Value {
+    let ms = |q: f64| (h.value_at_quantile(q) as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    json!({
+        "count": h.len(),
+        "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+        "max_ms": (h.max() as f64 / 1000.0 * 1000.0).round() / 1000.0,
+    })
+}
+
+/// Counters shared by every task of a run.
+#[derive(Default)]
+struct Shared {
+    measuring: AtomicBool,
+    measure_from_ns: AtomicU64,
+    delivered: AtomicU64,
+    delivered_total: AtomicU64,
+    acked: AtomicU64,
+    sent_total: AtomicU64,
+    errors: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct Stats {
+    c: Shared,
+    delivery: Latencies,
+    ack: Latencies,
+}
+
+impl Stats {
+    fn new() -> Arc<Stats> {
+        Arc::new(Stats { c: Shared::default(), delivery: Latencies::new(), ack: Latencies::new() })
+    }
+}
+
+/// What a connection does during a run.
+#[derive(Clone)]
+struct Role {
+    /// Publishes to this room/conversation when set.
+    publish: Option<Publish>,
+    /// Counts (and times) the messages it receives.
+    count_deliveries: bool,
+    /// Answers each delivered message with a Confab `ack {cid, mid}` like the SDKs do.
+    receipts: bool,
+}
+
+#[derive(Clone)]
+struct Publish {
+    room: String,
+    /// Unacknowledged publishes at most.
+    window: usize,
+    /// Time between publishes (rate mode); none = as fast as acks allow.
+    interval: Option<Duration>,
+    size: usize,
+    /// Flow control for fan-out: receivers per message and how many deliveries may be
+    /// outstanding before publishers wait (so no receiver is overrun into a 1013 close).
+    fanout: Option<(u64, u64)>,
+}
+
+async fn chatter(
+    target: Target,
+    mut ws: Ws,
+    role: Role,
+    stats: Arc<Stats>,
+    shard: usize,
+    stop_send: tokio::time::Instant,
+    stop_all: tokio::time::Instant,
+) {
+    let mut inflight: VecDeque<(i64, Instant)> = VecDeque::new();
+    let mut serial: i64 = 1000;
+    let mut next_tick = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= stop_all {
+            break;
+        }
+        let mut wake = stop_all;
+        if let Some(p) = &role.publish {
+            if now < stop_send {
+                loop {
+                    if inflight.len() >= p.window {
+                        break;
+                    }
+                    if let Some((per, budget)) = p.fanout {
+                        let out = stats.c.sent_total.load(Relaxed) * per;
+                        if out.saturating_sub(stats.c.delivered_total.load(Relaxed)) > budget {
+                            wake = wake.min(now + Duration::from_millis(1));
+                            break;
+                        }
+                    }
+                    if p.interval.is_some() && tokio::time::Instant::now() < next_tick {
+                        wake = wake.min(next_tick);
+                        break;
+                    }
+                    serial += 1;
+                    let frame = wire::publish(target, &p.room, serial, &wire::payload(p.size));
+                    inflight.push_back((serial, Instant::now()));
+                    stats.c.sent_total.fetch_add(1, Relaxed);
+                    if wire::send(&mut ws, frame).await.is_err() {
+                        stats.c.dropped.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    if let Some(i) = p.interval {
+                        next_tick += i;
+                    }
+                }
+            } else if inflight.is_empty() && !role.count_deliveries {
+                break;
+            }
+        }
+        let frame = tokio::select! {
+            f = ws.next() => f,
+            _ = tokio::time::sleep_until(wake) => continue,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                stats.c.dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            Some(Ok(_)) => continue,
+        };
+        let measuring = stats.c.measuring.load(Relaxed);
+        match wire::classify(target, text.as_str()) {
+            Incoming::Ack(serial) => {
+                let pos = match serial {
+                    Some(s) => inflight.iter().position(|(i, _)| *i == s),
+                    None if inflight.is_empty() => None,
+                    None => Some(0),
+                };
+                if let Some((_, at)) = pos.and_then(|p| inflight.remove(p))
+                    && measuring
+                {
+                    stats.c.acked.fetch_add(1, Relaxed);
+                    stats.ack.record(shard, at.elapsed().as_micros() as u64);
+                }
+            }
+            Incoming::Delivery => {
+                if role.count_deliveries {
+                    stats.c.delivered_total.fetch_add(1, Relaxed);
+                    if measuring {
+                        stats.c.delivered.fetch_add(1, Relaxed);
+                        if let Some(sent) = wire::sent_ns(text.as_str())
+                            && sent >= stats.c.measure_from_ns.load(Relaxed)
+                        {
+                            stats.delivery.record(shard, wire::now_ns().saturating_sub(sent) / 1000);
+                        }
+                    }
+                }
+                if role.receipts
+                    && target == Target::Confab
+                    && let Some(receipt) = wire::confab_receipt(text.as_str())
+                    && wire::send(&mut ws, receipt).await.is_err()
+                {
+                    stats.c.dropped.fetch_add(1, Relaxed);
+                    return;
+                }
+            }
+            Incoming::Ping => {
+                let _ = wire::send(&mut ws, "3".into()).await;
+            }
+            Incoming::Error => {
+                stats.c.errors.fetch_add(1, Relaxed);
+                // An error answering one of our publishes frees its window slot.
+                if let Some(at) = text.as_str().find(r#""i":"#) {
+                    let digits: String =
+                        text.as_str()[at + 4..].chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(s) = digits.parse::<i64>() {
+                        inflight.retain(|(i, _)| *i != s);
+                    }
+                }
+            }
+            Incoming::Other => {}
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
+/// Opens `n` sessions (and joins `room` unless it is empty), `RAMP` at a time.
+async fn open_many(
+    target: Target,
+    addr: SocketAddr,
+    first: usize,
+    n: usize,
+    prefix: &str,
+    room: Arc<String>,
+    join: bool,
+) -> Result<Vec<Ws>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..RAMP.min(n) {
+        let (next, room, prefix) = (next.clone(), room.clone(), prefix.to_owned());
+        set.spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let k = next.fetch_add(1, Relaxed);
+                if k >= n {
+                    return Ok::<_, anyhow::Error>(out);
+                }
+                let peer = format!("{prefix}{}", first + k);
+                let mut ws = wire::open(target, addr, wire::source_addr(first + k), &room, &peer).await?;
+                if join {
+                    wire::join(target, &mut ws, &room, &peer, 2).await?;
+                }
+                out.push(ws);
+            }
+        });
+    }
+    let mut all = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        all.extend(r??);
+    }
+    Ok(all)
+}
+
+/// Sizes and timing shared by the scenarios.
+#[derive(Clone, Debug)]
+pub struct Load {
+    /// Idle connections.
+    pub idle: usize,
+    /// Idle connections per load-tool worker process (each process may hold < 20,000 files).
+    pub idle_per_worker: usize,
+    /// Room members (receivers) in the fan-out scenario.
+    pub members: usize,
+    /// Publishers in the room.
+    pub publishers: usize,
+    /// Unacknowledged publishes per publisher.
+    pub window: usize,
+    /// Outstanding deliveries per member before publishers wait.
+    pub fanout_budget: u64,
+    /// Pairs in the durable 1:1 scenario.
+    pub pairs: usize,
+    /// Unacknowledged sends per 1:1 sender.
+    pub pair_window: usize,
+    /// Session opens in the opens scenario.
+    pub opens: usize,
+    /// Opens in flight at once.
+    pub open_concurrency: usize,
+    /// Message body size in bytes.
+    pub size: usize,
+    /// Measured seconds per throughput scenario.
+    pub seconds: f64,
+    /// Unmeasured warm-up seconds before each window.
+    pub warmup: f64,
+}
+
+fn window(load: &Load) -> (tokio::time::Instant, tokio::time::Instant, tokio::time::Instant) {
+    let start = tokio::time::Instant::now();
+    let measure = start + Duration::from_secs_f64(load.warmup);
+    let stop_send = measure + Duration::from_secs_f64(load.seconds);
+    (measure, stop_send, stop_send + GRACE)
+}
+
+/// What one measured window cost: seconds, server CPU µs, and the load tool's own CPU µs
+/// (on a 2-core machine the two compete; the "cores busy" fields show which one bounds).
+struct Window {
+    secs: f64,
+    server_cpu: u64,
+    client_cpu: u64,
+}
+
+impl Window {
+    fn json(&self) -> Value {
+        json!({
+            "server_cores_busy": self.server_cpu as f64 / 1e6 / self.secs,
+            "load_tool_cores_busy": self.client_cpu as f64 / 1e6 / self.secs,
+        })
+    }
+}
+
+async fn measure(
+    stats: &Stats,
+    server: &Server,
+    measure: tokio::time::Instant,
+    stop_send: tokio::time::Instant,
+) -> Window {
+    tokio::time::sleep_until(measure).await;
+    stats.c.measure_from_ns.store(wire::now_ns(), Relaxed);
+    stats.c.measuring.store(true, Relaxed);
+    let me = std::process::id();
+    let (t0, cpu0, own0) = (Instant::now(), server.cpu_us(), cpu_us_of(me));
+    tokio::time::sleep_until(stop_send).await;
+    stats.c.measuring.store(false, Relaxed);
+    Window {
+        secs: t0.elapsed().as_secs_f64(),
+        server_cpu: server.cpu_us().saturating_sub(cpu0),
+        client_cpu: cpu_us_of(me).saturating_sub(own0),
+    }
+}
+
+/// Room fan-out: `members` receivers and `publishers` senders in one chat room. With
+/// `rate` (messages/s over all publishers) it publishes at that pace, otherwise as fast
+/// as acks and the delivery budget allow.
+pub async fn fanout(target: Target, programs: &Programs, load: &Load, rate: Option<f64>) -> Result<Value> {
+    let server = Server::start(target, programs)?;
+    let addr = server.addr;
+    let room = match target {
+        Target::Confab => {
+            let mut admin = wire::open(target, addr, wire::source_addr(0), "", "admin").await?;
+            let cid = wire::confab_start(&mut admin, &[], true, 2).await?;
+            let _ = admin.close(None).await;
+            cid
+        }
+        _ => "bench".to_owned(),
+    };
+    let room = Arc::new(room);
+    let members =
+        open_many(target, addr, 1, load.members, "m", room.clone(), true).await.context("members")?;
+    let pubs = open_many(target, addr, 1_000_000, load.publishers, "p", room.clone(), true)
+        .await
+        .context("publishers")?;
+    let stats = Stats::new();
+    let (m0, stop_send, stop_all) = window(load);
+    let per = load.members as u64;
+    let interval = rate.map(|r| Duration::from_secs_f64(load.publishers as f64 / r.max(1.0)));
+    let mut tasks = JoinSet::new();
+    for (k, ws) in members.into_iter().enumerate() {
+        let role = Role { publish: None, count_deliveries: true, receipts: false };
+        tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
+    }
+    for (k, ws) in pubs.into_iter().enumerate() {
+        let publish = Publish {
+            room: room.to_string(),
+            window: load.window,
+            interval,
+            size: load.size,
+            fanout: Some((per, per * load.fanout_budget)),
+        };
+        let role = Role { publish: Some(publish), count_deliveries: false, receipts: false };
+        tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
+    }
+    let w = measure(&stats, &server, m0, stop_send).await;
+    let (secs, cpu) = (w.secs, w.server_cpu);
+    let rss = server.rss();
+    while tasks.join_next().await.is_some() {}
+    let c = &stats.c;
+    let delivered = c.delivered.load(Relaxed);
+    Ok(json!({
+        "members": load.members, "publishers": load.publishers, "window": load.window,
+        "target_rate": rate, "seconds": secs,
+        "published_per_s": c.acked.load(Relaxed) as f64 / secs,
+        "delivered_per_s": delivered as f64 / secs,
+        "delivery_latency": summary(&stats.delivery.merged()),
+        "ack_latency": summary(&stats.ack.merged()),
+        "server_cpu_us_per_delivery": if delivered > 0 { cpu as f64 / delivered as f64 } else { 0.0 },
+        "server_rss_mb": rss as f64 / 1048576.0,
+        "errors": c.errors.load(Relaxed), "dropped_connections": c.dropped.load(Relaxed),
+        "cpu": w.json(),
+    }))
+}
+
+/// Durable 1:1: `pairs` conversations of two, both sides sending acknowledged messages
+/// with `pair_window` in flight; recipients acknowledge deliveries (Confab).
+pub async fn durable(target: Target, programs: &Programs, load: &Load) -> Result<Value> {
+    let server = Server::start(target, programs)?;
+    let addr = server.addr;
+    let mut conns = Vec::new();
+    for i in 0..load.pairs {
+        let room = format!("p{i}");
+        let (pa, pb) = (format!("a{i}"), format!("b{i}"));
+        let mut a = wire::open(target, addr, wire::source_addr(2 * i), &room, &pa).await?;
+        let mut b = wire::open(target, addr, wire::source_addr(2 * i + 1), &room, &pb).await?;
+        let room = match target {
+            Target::Confab => wire::confab_start(&mut a, &[pb.as_str()], false, 2).await?,
+            _ => {
+                wire::join(target, &mut a, &room, &pa, 2).await?;
+                wire::join(target, &mut b, &room, &pb, 2).await?;
+                room
+            }
+        };
+        conns.push((a, room.clone()));
+        conns.push((b, room));
+    }
+    let stats = Stats::new();
+    let (m0, stop_send, stop_all) = window(load);
+    let mut tasks = JoinSet::new();
+    for (k, (ws, room)) in conns.into_iter().enumerate() {
+        let publish =
+            Publish { room, window: load.pair_window, interval: None, size: load.size, fanout: None };
+        let role = Role { publish: Some(publish), count_deliveries: true, receipts: true };
+        tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
+    }
+    let w = measure(&stats, &server, m0, stop_send).await;
+    let (secs, cpu) = (w.secs, w.server_cpu);
+    while tasks.join_next().await.is_some() {}
+    let c = &stats.c;
+    let acked = c.acked.load(Relaxed);
+    Ok(json!({
+        "pairs": load.pairs, "window": load.pair_window, "seconds": secs,
+        "durability": if target == Target::Confab { programs.durability.as_str() } else { "none (memory only)" },
+        "acked_per_s": acked as f64 / secs,
+        "delivered_per_s": c.delivered.load(Relaxed) as f64 / secs,
+        "ack_latency": summary(&stats.ack.merged()),
+        "delivery_latency": summary(&stats.delivery.merged()),
+        "server_cpu_us_per_message": if acked > 0 { cpu as f64 / acked as f64 } else { 0.0 },
+        "errors": c.errors.load(Relaxed), "dropped_connections": c.dropped.load(Relaxed),
+        "cpu": w.json(),
+    }))
+}
+
+/// Session opens: `opens` connect + open + drop, `open_concurrency` at a time.
+pub async fn opens(target: Target, programs: &Programs, load: &Load) -> Result<Value> {
+    let server = Server::start(target, programs)?;
+    let addr = server.addr;
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(Latencies::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let started = Instant::now();
+    let (cpu0, own0) = (server.cpu_us(), cpu_us_of(std::process::id()));
+    let mut set = JoinSet::new();
+    for w in 0..load.open_concurrency.min(load.opens).max(1) {
+        let (next, failed, lat, n) = (next.clone(), failed.clone(), lat.clone(), load.opens);
+        set.spawn(async move {
+            let mut ok = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                let k = next.fetch_add(1, Relaxed);
+                if k >= n {
+                    break;
+                }
+                let t = Instant::now();
+                match wire::open(target, addr, wire::source_addr(k), "open", &format!("o{k}")).await {
+                    Ok(ws) => {
+                        lat.record(w, t.elapsed().as_micros() as u64);
+                        ok += 1;
+                        drop(ws);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            ok
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = set.join_next().await {
+        ok += r.unwrap_or(0);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_us().saturating_sub(cpu0);
+    let w = Window { secs, server_cpu: cpu, client_cpu: cpu_us_of(std::process::id()).saturating_sub(own0) };
+    Ok(json!({
+        "opens": ok, "failed": failed.load(Relaxed), "concurrency": load.open_concurrency, "seconds": secs,
+        "opens_per_s": ok as f64 / secs,
+        "open_latency": summary(&lat.merged()),
+        "server_cpu_us_per_open": if ok > 0 { cpu as f64 / ok as f64 } else { 0.0 },
+        "cpu": w.json(),
+    }))
+}
+
+/// Idle: `idle` open sessions held by worker processes; the server's resident memory
+/// per connection.
+pub async fn idle(target: Target, programs: &Programs, load: &Load) -> Result<Value> {
+    let server = Server::start(target, programs)?;
+    let addr = server.addr;
+    // One session opened and dropped first, so lazily built state is in the baseline.
+    drop(wire::open(target, addr, wire::source_addr(0), "idle", "warm").await?);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss0, kernel0) = (server.rss(), tcp_kernel_bytes());
+    let exe = std::env::current_exe()?;
+    let per = load.idle_per_worker.clamp(1, 18_000);
+    let mut workers = Vec::new();
+    let mut first = 1;
+    while first <= load.idle {
+        let n = per.min(load.idle + 1 - first);
+        let child = Command::new(&exe)
+            .args(["worker", "--target", target.name(), "--addr", &addr.to_string()])
+            .args(["--first", &first.to_string(), "--count", &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        workers.push(child);
+        first += n;
+    }
+    let mut ok = 0u64;
+    let mut failed = 0u64;
+    for w in &mut workers {
+        let mut line = String::new();
+        BufReader::new(w.stdout.as_mut().context("worker stdout")?).read_line(&mut line)?;
+        let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        if !line.starts_with("ready") || f.len() != 2 {
+            bail!("worker said {line:?}");
+        }
+        ok += f[0];
+        failed += f[1];
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss1, kernel1) = (server.rss(), tcp_kernel_bytes());
+    let client_rss: u64 = workers.iter().map(|w| rss_of(w.id())).sum();
+    for w in &mut workers {
+        if let Some(mut stdin) = w.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+    }
+    for w in &mut workers {
+        let _ = w.wait();
+    }
+    let n = ok.max(1) as f64;
+    Ok(json!({
+        "connections": ok, "failed": failed, "workers": workers.len(),
+        "server_rss_base_mb": rss0 as f64 / 1048576.0,
+        "server_rss_mb": rss1 as f64 / 1048576.0,
+        "server_kb_per_conn": (rss1.saturating_sub(rss0)) as f64 / 1024.0 / n,
+        "kernel_tcp_kb_per_conn_both_ends": (kernel1.saturating_sub(kernel0)) as f64 / 1024.0 / n,
+        "load_tool_kb_per_conn": client_rss as f64 / 1024.0 / n,
+    }))
+}
+
+/// A load-tool worker process: holds `count` idle sessions until told to stop (a line or
+/// EOF on stdin), at most 10 minutes.
+pub async fn worker(target: Target, addr: SocketAddr, first: usize, count: usize) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let opened = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut ramp = JoinSet::new();
+    for _ in 0..RAMP.min(count) {
+        let (next, opened, failed, stop_rx) = (next.clone(), opened.clone(), failed.clone(), stop_rx.clone());
+        ramp.spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Relaxed);
+                if k >= count {
+                    return;
+                }
+                let n = first + k;
+                match wire::open(target, addr, wire::source_addr(n), "idle", &format!("i{n}")).await {
+                    Ok(ws) => {
+                        opened.fetch_add(1, Relaxed);
+                        tokio::spawn(hold(ws, stop_rx.clone()));
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while ramp.join_next().await.is_some() {}
+    println!("ready {} {}", opened.load(Relaxed), failed.load(Relaxed));
+    let _ = std::io::stdout().flush();
+    // Wait for the parent on a blocking thread, bounded.
+    let waited = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(600), waited).await;
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
+async fn hold(mut ws: Ws, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    let _ = wire::send(&mut ws, "3".into()).await;
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+        }
+    }
+}

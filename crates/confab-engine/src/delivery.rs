@@ -62,6 +62,13 @@ impl Engine {
                 "shut up in this conversation",
             ));
         }
+        if req.will && !session.is_closed() {
+            // Held until the session ends abnormally (then sent by the connection's end).
+            let ack = Reply::MessageAck { uid: ids::message_id(), t: self.now() };
+            *session.will.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(DirectRequest { will: false, ..req });
+            return Ok(Some(ack));
+        }
         if req.transient {
             // Not stored, not ordered with stored messages, only for who is online now.
             let push = SharedPush::new(Push::Direct(DirectPush {
@@ -82,7 +89,7 @@ impl Engine {
                     members.iter().flat_map(|m| app.sessions_of(m)).collect()
                 }
             };
-            for s in recipients.iter().filter(|s| s.conn.id != session.conn.id) {
+            for s in recipients.iter().filter(|s| !Arc::ptr_eq(s, session)) {
                 s.push(push.clone());
             }
             let Push::Direct(d) = &push.push else {
@@ -213,7 +220,7 @@ impl Engine {
             ..DirectPush::default()
         }));
         if conv.kind == ConvKind::Transient {
-            for s in state.room.iter().filter(|s| s.conn.id != p.origin.conn.id) {
+            for s in state.room.iter().filter(|s| !Arc::ptr_eq(s, &p.origin)) {
                 s.push(push.clone());
             }
             return;
@@ -222,7 +229,7 @@ impl Engine {
         let inflight_max = app.config.limits.offline_window.saturating_mul(4).max(64);
         for member in &state.members {
             for s in app.sessions_of(member) {
-                if s.conn.id == p.origin.conn.id {
+                if Arc::ptr_eq(&s, &p.origin) {
                     if let Some(cursor) = s.pass_own(&m.cid, prev, m.ts) {
                         self.inner.store.save_cursor(&app.config.id, &s.client_id, &m.cid, cursor);
                     }

@@ -144,7 +144,7 @@ impl Engine {
         let capacity = self.inner.apps.values().map(|a| a.config.limits.outbound_queue).max().unwrap_or(1024);
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (handle, rx) = ConnHandle::new(id, origin, capacity);
-        (Connection { engine: self.clone(), handle, session: None, push_offline: version < 3 }, rx)
+        (Connection { engine: self.clone(), handle, sessions: Vec::new(), push_offline: version < 3 }, rx)
     }
 
     /// A conversation from the cache, loading it from the store on first use.
@@ -215,23 +215,50 @@ pub struct Connection {
     engine: Engine,
     /// The connection's outbound handle.
     pub handle: Arc<ConnHandle>,
-    session: Option<Arc<Session>>,
+    /// The sessions on this connection: usually one; the 3.x+ SDKs put every client of
+    /// one `Realtime` on one socket and address commands by `peerId`.
+    sessions: Vec<Arc<Session>>,
     /// Push the offline backlog on login (protocol version 1) rather than unread counts.
     push_offline: bool,
 }
 
 impl Drop for Connection {
+    /// The connection ended without a logout: deliver the session's will, if any.
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
+        for session in std::mem::take(&mut self.sessions) {
             self.engine.end_session(&session);
+            let will = session.will.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let (Some(will), Some(app)) = (will, self.engine.app(&session.app_id).cloned()) {
+                let engine = self.engine.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = engine.send(&app, &session, None, will).await {
+                        tracing::debug!(error = %e, "will message not sent");
+                    }
+                });
+            }
         }
     }
 }
 
 impl Connection {
-    /// The logged-in client id, if any.
-    pub fn client_id(&self) -> Option<&str> {
-        self.session.as_deref().map(|s| &*s.client_id)
+    /// Whether a session is open on this connection.
+    pub fn has_session(&self) -> bool {
+        self.sessions.iter().any(|s| !s.is_closed())
+    }
+
+    /// The session a command addresses: by `peerId`, or the first when it has none
+    /// (4.3.1 omits `peerId` while it has a single client).
+    fn addressed(&mut self, peer_id: Option<&str>) -> Option<Arc<Session>> {
+        self.sessions.retain(|s| !s.is_closed());
+        match peer_id {
+            Some(peer) => self.sessions.iter().find(|s| &*s.client_id == peer).cloned(),
+            None => self.sessions.first().cloned(),
+        }
+    }
+
+    fn remove_session(&mut self, session: &Arc<Session>) {
+        self.sessions.retain(|s| !Arc::ptr_eq(s, session));
+        self.engine.end_session(session);
     }
 
     /// Handles one request. Replies are returned (or, where pushes must follow the
@@ -239,11 +266,13 @@ impl Connection {
     /// their disposition.
     pub async fn handle(&mut self, inbound: Inbound) -> Result<Option<Reply>, ProtocolError> {
         let Inbound { serial, peer_id, request } = inbound;
-        let session = match (&request, &self.session) {
-            (Request::Heartbeat, _) => return Ok(Some(Reply::Heartbeat)),
-            (Request::SessionOpen(open), _) => return self.open(serial, peer_id, open).await,
-            (_, Some(session)) if !session.is_closed() => session.clone(),
-            (_, _) => return Err(perr(ErrorCode::SessionRequired, "open a session first")),
+        let session = match &request {
+            Request::Heartbeat => return Ok(Some(Reply::Heartbeat)),
+            Request::SessionOpen(open) => return self.open(serial, peer_id, open).await,
+            _ => match self.addressed(peer_id.as_deref()) {
+                Some(session) => session,
+                None => return Err(perr(ErrorCode::SessionRequired, "open a session first")),
+            },
         };
         let engine = self.engine.clone();
         let app = engine
@@ -258,9 +287,11 @@ impl Connection {
             Request::Logs(_) => {
                 Some((RateClass::History, limits.history_per_minute, ErrorCode::ConversationApiQuotaExceeded))
             }
-            Request::Ack(_) | Request::Read { .. } | Request::SessionClose | Request::SessionQuery { .. } => {
-                None
-            }
+            Request::Ack(_)
+            | Request::Read { .. }
+            | Request::SessionClose
+            | Request::SessionRefresh
+            | Request::SessionQuery { .. } => None,
             _ => Some((RateClass::Op, limits.ops_per_minute, ErrorCode::ConversationApiQuotaExceeded)),
         };
         if let Some((class, limit, code)) = class {
@@ -272,11 +303,21 @@ impl Connection {
         }
         match request {
             Request::Heartbeat | Request::SessionOpen(_) => Ok(None),
+            Request::SessionRefresh => {
+                let c = &app.config;
+                let token = session_token::issue(
+                    &c.master_key,
+                    &c.id,
+                    &session.client_id,
+                    session.tag.as_deref(),
+                    engine.now(),
+                );
+                Ok(Some(Reply::SessionRefreshed { token }))
+            }
             Request::SessionClose => {
-                if let Some(s) = self.session.take() {
-                    engine.end_session(&s);
-                }
-                self.handle.set_peer_id(None);
+                // A logout is not an abnormal end: the will is dropped.
+                session.will.lock().unwrap_or_else(|p| p.into_inner()).take();
+                self.remove_session(&session);
                 Ok(Some(Reply::SessionClosed))
             }
             Request::SessionQuery { mut peer_ids } => {
@@ -441,8 +482,9 @@ impl Connection {
                 engine.end_session(&holder);
             }
         }
-        if let Some(old) = self.session.take() {
-            engine.end_session(&old);
+        // Opening a client id again on the same connection replaces its session.
+        if let Some(old) = self.sessions.iter().find(|s| *s.client_id == *client_id).cloned() {
+            self.remove_session(&old);
         }
         let session = Session::new(
             self.handle.clone(),
@@ -451,20 +493,17 @@ impl Connection {
             tag.clone(),
         );
         app.sessions.shard(&client_id).entry(client_id.clone()).or_default().push(session.clone());
-        self.session = Some(session.clone());
+        self.sessions.push(session.clone());
         let cursors = match engine.inner.store.member_cursors(&app.config.id, &client_id).await {
             Ok(c) => c,
             Err(e) => {
-                if let Some(s) = self.session.take() {
-                    engine.end_session(&s);
-                }
+                self.remove_session(&session);
                 return Err(store_error(e));
             }
         };
         tracing::debug!(app = %app.config.id, client = %client_id, conn = self.handle.id, "session opened");
         let now = engine.now();
         let token = session_token::issue(&config.master_key, &config.id, &client_id, tag.as_deref(), now);
-        self.handle.set_peer_id(Some(session.client_id.clone()));
         self.handle.reply(
             serial,
             Reply::SessionOpened { peer_id: client_id, session_token: Some(token), server_ts: now },
@@ -864,6 +903,9 @@ impl Engine {
             return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can remove others"));
         }
         let existing = conv.state().members.clone();
+        // The owner stays: removing it (or it leaving) fails for the owner alone.
+        let (owner, requested): (Vec<String>, Vec<String>) =
+            requested.into_iter().partition(|id| *id == conv.creator && existing.contains(id));
         let removed: Vec<String> = requested.iter().filter(|id| existing.contains(*id)).cloned().collect();
         let now = self.now();
         if !removed.is_empty() {
@@ -877,9 +919,12 @@ impl Engine {
                 state.members.remove(id);
             }
         }
-        session
-            .conn
-            .reply(serial, Reply::ConvRemoved(MembersResult { allowed: requested, failed: Vec::new() }));
+        let failed = if owner.is_empty() {
+            Vec::new()
+        } else {
+            vec![(perr(ErrorCode::ConversationNeedOwner, "the owner cannot leave or be removed"), owner)]
+        };
+        session.conn.reply(serial, Reply::ConvRemoved(MembersResult { allowed: requested, failed }));
         if !removed.is_empty() {
             for id in &removed {
                 for s in app.sessions_of(id) {
@@ -1148,7 +1193,7 @@ impl Engine {
                 mentioned: false,
             };
             let unread = SharedPush::new(Push::Unread { convs: vec![zero], notif_time: now });
-            for other in app.sessions_of(&me).into_iter().filter(|s| s.conn.id != session.conn.id) {
+            for other in app.sessions_of(&me).into_iter().filter(|s| !Arc::ptr_eq(s, session)) {
                 other.push(unread.clone());
             }
             let receipt = SharedPush::new(Push::Receipt {
@@ -1228,7 +1273,7 @@ impl Engine {
         recipients.dedup();
         let push = SharedPush::new(Push::Patch { items: done, patched_at: now });
         for client in recipients {
-            for s in app.sessions_of(&client).into_iter().filter(|s| s.conn.id != session.conn.id) {
+            for s in app.sessions_of(&client).into_iter().filter(|s| !Arc::ptr_eq(s, session)) {
                 s.push(push.clone());
             }
         }

@@ -44,8 +44,13 @@ pub enum Outbound {
         /// The answer.
         reply: Box<Reply>,
     },
-    /// A server push.
-    Push(Arc<SharedPush>),
+    /// A server push for one session of the connection.
+    Push {
+        /// The push, shared by all recipients.
+        push: Arc<SharedPush>,
+        /// The recipient's client id (codecs that address pushes add it per session).
+        to: Arc<str>,
+    },
     /// A transport-level keep-alive probe (a WebSocket ping). 2.4.0 stops sending its
     /// own heartbeats after a reconnect but answers pings.
     Ping,
@@ -59,7 +64,6 @@ pub struct ConnHandle {
     /// The `Origin` header of the handshake, if any.
     pub origin: Option<String>,
     tx: mpsc::Sender<Outbound>,
-    peer_id: Mutex<Option<Arc<str>>>,
     close_reason: Mutex<Option<ProtocolError>>,
     close_notify: Notify,
 }
@@ -72,14 +76,8 @@ impl ConnHandle {
         capacity: usize,
     ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let handle = ConnHandle {
-            id,
-            origin,
-            tx,
-            peer_id: Mutex::new(None),
-            close_reason: Mutex::new(None),
-            close_notify: Notify::new(),
-        };
+        let handle =
+            ConnHandle { id, origin, tx, close_reason: Mutex::new(None), close_notify: Notify::new() };
         (Arc::new(handle), rx)
     }
 
@@ -112,16 +110,6 @@ impl ConnHandle {
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
-    }
-
-    /// The client id logged in on this connection, which codecs that address every push
-    /// to its recipient (protobuf `peerId`) add per connection.
-    pub fn peer_id(&self) -> Option<Arc<str>> {
-        self.peer_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn set_peer_id(&self, peer: Option<Arc<str>>) {
-        *self.peer_id.lock().unwrap_or_else(|p| p.into_inner()) = peer;
     }
 
     /// Queues a reply.

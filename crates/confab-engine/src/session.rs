@@ -71,6 +71,8 @@ pub struct Session {
     pub(crate) closed: AtomicBool,
     /// Device tag of a single-device login (`None` for untagged or `default`).
     pub tag: Option<String>,
+    /// A will message, sent if the session ends without logging out.
+    pub(crate) will: Mutex<Option<confab_types::DirectRequest>>,
     pub(crate) rate: Mutex<crate::rate::RateWindow>,
 }
 
@@ -86,6 +88,7 @@ impl Session {
             app_id,
             client_id,
             tag,
+            will: Mutex::new(None),
             delivery: Mutex::new(Delivery::default()),
             acked: Notify::new(),
             rooms: Mutex::new(Vec::new()),
@@ -105,7 +108,7 @@ impl Session {
 
     /// Queues a push that needs no delivery tracking.
     pub(crate) fn push(&self, push: Arc<SharedPush>) -> bool {
-        !self.is_closed() && self.conn.send(Outbound::Push(push))
+        !self.is_closed() && self.conn.send(Outbound::Push { push, to: self.client_id.clone() })
     }
 
     /// Offers a committed message at position `ts` whose predecessor is `prev`.
@@ -142,7 +145,11 @@ impl Session {
         state.pushed_upto = ts;
         state.inflight.insert(ts, meta.clone());
         drop(delivery);
-        if self.conn.send(Outbound::Push(push.clone())) { Offer::Queued } else { Offer::Skipped }
+        if self.conn.send(Outbound::Push { push: push.clone(), to: self.client_id.clone() }) {
+            Offer::Queued
+        } else {
+            Offer::Skipped
+        }
     }
 
     /// The sending session does not get its own message back; it only moves its

@@ -5,7 +5,7 @@
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use confab_engine::{ConnHandle, Outbound};
+use confab_engine::Outbound;
 use confab_proto::{Codec, PushFrame, WireFrame};
 use confab_types::{Disposition, ErrorCode, ProtocolError, Reply};
 use futures_util::{SinkExt, StreamExt};
@@ -24,13 +24,13 @@ fn frame_to_message(frame: WireFrame) -> Message {
     }
 }
 
-fn encode(codec: Codec, handle: &ConnHandle, item: Outbound) -> Message {
+fn encode(codec: Codec, item: Outbound) -> Message {
     match item {
         Outbound::Reply { serial, reply } => frame_to_message(codec.encode_reply(serial, &reply)),
         Outbound::Ping => Message::Ping(Bytes::new()),
-        Outbound::Push(shared) => {
+        Outbound::Push { push: shared, to } => {
             let body = shared.encoded(codec.push_cache_slot(), |push| codec.encode_push_body(push));
-            match codec.frame_push(&body, handle.peer_id().as_deref()) {
+            match codec.frame_push(&body, Some(&to)) {
                 // Encoded from Strings, so always UTF-8.
                 PushFrame::Text(bytes) => Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_default()),
                 PushFrame::Binary(bytes) => Message::Binary(bytes),
@@ -63,13 +63,13 @@ pub async fn serve_socket(
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { break };
-                    if sink.feed(encode(codec, &writer_handle, item)).await.is_err() {
+                    if sink.feed(encode(codec, item)).await.is_err() {
                         break;
                     }
                     let mut failed = false;
                     for _ in 1..WRITE_BATCH {
                         match rx.try_recv() {
-                            Ok(item) => if sink.feed(encode(codec, &writer_handle, item)).await.is_err() { failed = true; break; },
+                            Ok(item) => if sink.feed(encode(codec, item)).await.is_err() { failed = true; break; },
                             Err(_) => break,
                         }
                     }
@@ -85,7 +85,7 @@ pub async fn serve_socket(
     // pong either) closes the connection.
     let mut pinged = false;
     loop {
-        let logged_in = conn.client_id().is_some();
+        let logged_in = conn.has_session();
         let timeout = if logged_in { gateway.config.read_timeout / 2 } else { gateway.config.login_timeout };
         let next = tokio::select! {
             _ = handle.close_requested() => break,

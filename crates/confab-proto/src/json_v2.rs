@@ -64,6 +64,7 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
             tag: f.opt_str("tag")?,
         }),
         ("session", Some("close")) => Request::SessionClose,
+        ("session", Some("refresh")) => Request::SessionRefresh,
         ("session", Some("query")) => {
             Request::SessionQuery { peer_ids: f.str_list("sessionPeerIds")?.unwrap_or_default() }
         }
@@ -129,6 +130,7 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
                 all: f.flag("mentionAll")?,
                 pids: f.str_list("mentionPids")?.unwrap_or_default(),
             },
+            will: f.flag("will")?,
         }),
         ("patch", Some("modify")) => {
             let Some(Value::Array(patches)) = f.0.get("patches") else { return Err(missing("patches")) };
@@ -309,6 +311,9 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
             object(json!({"cmd": "session", "op": "opened", "peerId": peer_id}))
         }
         Reply::SessionClosed => object(json!({"cmd": "session", "op": "closed"})),
+        Reply::SessionRefreshed { token } => {
+            object(json!({"cmd": "session", "op": "refreshed", "st": token.0, "stTtl": token.1}))
+        }
         Reply::SessionQueryResult { online } => {
             object(json!({"cmd": "session", "op": "query-result", "onlineSessionPeerIds": online}))
         }

@@ -111,6 +111,7 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
             })
         }
         (CommandType::Session, Some(OpType::Close)) => Request::SessionClose,
+        (CommandType::Session, Some(OpType::Refresh)) => Request::SessionRefresh,
         (CommandType::Session, Some(OpType::Query)) => Request::SessionQuery {
             peer_ids: g.session_message.as_ref().map(|s| s.session_peer_ids.clone()).unwrap_or_default(),
         },
@@ -218,6 +219,7 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
                 dedupe: d.dt.clone().filter(|t| !t.is_empty()),
                 binary,
                 mentions: Mentions { all: d.mention_all.unwrap_or(false), pids: d.mention_pids.clone() },
+                will: d.will.unwrap_or(false),
             })
         }
         (CommandType::Ack, _) => {
@@ -325,6 +327,14 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
             ..envelope(CommandType::Session, Some(OpType::Opened), serial)
         },
         Reply::SessionClosed => envelope(CommandType::Session, Some(OpType::Closed), serial),
+        Reply::SessionRefreshed { token } => GenericCommand {
+            session_message: Some(SessionCommand {
+                st: Some(token.0.clone()),
+                st_ttl: Some(token.1),
+                ..SessionCommand::default()
+            }),
+            ..envelope(CommandType::Session, Some(OpType::Refreshed), serial)
+        },
         Reply::SessionQueryResult { online } => GenericCommand {
             session_message: Some(SessionCommand {
                 online_session_peer_ids: online.clone(),

@@ -371,3 +371,24 @@ async fn mute_and_receipt_positions() {
     let r = server.open("x").await.request(json!({"cmd": "conv", "op": "mute", "cid": cid})).await.unwrap();
     assert_eq!(error_code(&r), 4317);
 }
+
+#[tokio::test]
+async fn the_owner_cannot_leave_or_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut owner = server.open("owner").await;
+    let mut b = server.open("b").await;
+    let cid = create(&mut owner, &["b", "c"]).await;
+    let r =
+        owner.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["owner", "c"]})).await.unwrap();
+    assert_eq!(r["allowedPids"], json!(["c"]));
+    assert_eq!(
+        (r["failedPids"][0]["code"].clone(), r["failedPids"][0]["reason"].clone()),
+        (json!(4326), json!("CONVERSATION_NEED_OWNER"))
+    );
+    assert_eq!(r["failedPids"][0]["pids"], json!(["owner"]));
+    let r = b.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["owner"]})).await.unwrap();
+    assert_eq!(r["failedPids"][0]["pids"], json!(["owner"]));
+    let count = b.request(json!({"cmd": "conv", "op": "count", "cid": cid})).await.unwrap();
+    assert_eq!(count["count"], 2, "owner and b remain");
+}

@@ -435,3 +435,28 @@ async fn edit_and_recall() {
         .unwrap();
     assert_eq!(q["results"][0]["msg"], json!(r#"{"_lctype":-127}"#));
 }
+
+#[tokio::test]
+async fn a_will_is_sent_when_the_session_ends_abnormally() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    let ack = alice
+        .request(json!({"cmd": "direct", "cid": cid, "msg": "alice went away", "will": true}))
+        .await
+        .unwrap();
+    assert_eq!(ack["cmd"], "ack");
+    assert!(bob.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty(), "held while alice is connected");
+    drop(alice); // the socket just goes away
+    let d = bob.wait_for("the will", is_direct(&cid)).await.unwrap();
+    assert_eq!((d["msg"].clone(), d["fromPeerId"].clone()), (json!("alice went away"), json!("alice")));
+    // A logout drops the will.
+    let mut carol = server.open("carol").await;
+    let cid2 = create(&mut carol, &["bob"]).await;
+    carol.request(json!({"cmd": "direct", "cid": cid2, "msg": "never", "will": true})).await.unwrap();
+    carol.request(json!({"cmd": "session", "op": "close"})).await.unwrap();
+    drop(carol);
+    assert!(bob.drain(QUIET, is_direct(&cid2)).await.unwrap().is_empty());
+}

@@ -449,3 +449,88 @@ async fn binary_bodies_and_mentions() {
     );
     assert_eq!(items[1].mention_pids, ["b"]);
 }
+
+#[tokio::test]
+async fn several_clients_share_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (mut ws, _) = connect(&server.ws, "lc.protobuf2.3").await;
+    send(&mut ws, &open("a", 1, SessionCommand::default()), false).await;
+    assert_eq!(recv(&mut ws, |g| g.i == Some(1)).await.peer_id.as_deref(), Some("a"));
+    send(&mut ws, &open("b", 2, SessionCommand::default()), false).await;
+    assert_eq!(recv(&mut ws, |g| g.i == Some(2)).await.peer_id.as_deref(), Some("b"));
+    // a creates (addressed by peerId); both clients on the socket get their own pushes.
+    let start = GenericCommand {
+        peer_id: Some("a".into()),
+        conv_message: Some(ConvCommand { m: vec!["a".into(), "b".into()], ..Default::default() }),
+        ..cmd(CommandType::Conv, Some(OpType::Start), Some(3))
+    };
+    send(&mut ws, &start, false).await;
+    let cid = recv(&mut ws, |g| g.i == Some(3)).await.conv_message.unwrap().cid.unwrap();
+    let mut joined = Vec::new();
+    for _ in 0..2 {
+        let j = recv(&mut ws, |g| g.op == Some(OpType::Joined as i32)).await;
+        assert_eq!(j.conv_message.unwrap().init_by.as_deref(), Some("a"));
+        joined.push(j.peer_id.unwrap());
+    }
+    joined.sort();
+    assert_eq!(joined, ["a", "b"]);
+    // b sends on the shared socket; a (same socket, other client) receives it.
+    let direct = GenericCommand {
+        peer_id: Some("b".into()),
+        direct_message: Some(DirectCommand {
+            cid: Some(cid.clone()),
+            msg: Some("hi a".into()),
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Direct, None, Some(4))
+    };
+    send(&mut ws, &direct, false).await;
+    let d = recv(&mut ws, |g| g.cmd == Some(CommandType::Direct as i32)).await;
+    assert_eq!(d.peer_id.as_deref(), Some("a"));
+    assert_eq!(d.direct_message.unwrap().from_peer_id.as_deref(), Some("b"));
+    // Closing b leaves a logged in.
+    let close = GenericCommand {
+        peer_id: Some("b".into()),
+        ..cmd(CommandType::Session, Some(OpType::Close), Some(5))
+    };
+    send(&mut ws, &close, false).await;
+    recv(&mut ws, |g| g.i == Some(5)).await;
+    let query = GenericCommand {
+        session_message: Some(SessionCommand {
+            session_peer_ids: vec!["a".into(), "b".into()],
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Session, Some(OpType::Query), Some(6))
+    };
+    send(&mut ws, &query, false).await;
+    let online = recv(&mut ws, |g| g.i == Some(6)).await.session_message.unwrap().online_session_peer_ids;
+    assert_eq!(online, ["a"]);
+}
+
+#[tokio::test]
+async fn session_tokens_can_be_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (mut ws, opened) = login(&server, "lc.protobuf2.3", "alice", SessionCommand::default()).await;
+    let old = opened.session_message.unwrap().st.unwrap();
+    let refresh = GenericCommand {
+        session_message: Some(SessionCommand { st: Some(old.clone()), ..Default::default() }),
+        ..cmd(CommandType::Session, Some(OpType::Refresh), Some(7))
+    };
+    send(&mut ws, &refresh, false).await;
+    let r = recv(&mut ws, |g| g.i == Some(7)).await;
+    assert_eq!(r.op, Some(OpType::Refreshed as i32));
+    let s = r.session_message.unwrap();
+    let fresh = s.st.unwrap();
+    assert!(s.st_ttl.unwrap() > 0);
+    // The fresh token re-opens the session.
+    let (mut ws2, _) = connect(&server.ws, "lc.protobuf2.3").await;
+    send(
+        &mut ws2,
+        &open("alice", 1, SessionCommand { r: Some(true), st: Some(fresh), ..Default::default() }),
+        false,
+    )
+    .await;
+    assert_eq!(recv(&mut ws2, |g| g.i == Some(1)).await.op, Some(OpType::Opened as i32));
+}

@@ -35,6 +35,8 @@ pub enum Request {
     SessionOpen(SessionOpen),
     /// `session close`: log out.
     SessionClose,
+    /// `session refresh`: a fresh session token.
+    SessionRefresh,
     /// `session query`: which of these client ids are online (presence).
     SessionQuery {
         /// Ids to look up.
@@ -192,6 +194,8 @@ pub struct DirectRequest {
     pub binary: bool,
     /// Who the message mentions.
     pub mentions: Mentions,
+    /// A will: hold it and deliver it only if the sender's session ends abnormally.
+    pub will: bool,
 }
 
 /// Who a message mentions (`mentionAll`, `mentionPids`).
@@ -303,6 +307,11 @@ pub enum Reply {
     },
     /// Logout done.
     SessionClosed,
+    /// A fresh session token and its lifetime in seconds.
+    SessionRefreshed {
+        /// The token.
+        token: (String, i32),
+    },
     /// Presence answer.
     SessionQueryResult {
         /// The subset of asked ids that are online.

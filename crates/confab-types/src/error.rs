@@ -107,6 +107,9 @@ error_codes! {
     /// Only the owner or a manager may do this. (LeanCloud's number for this reason is
     /// unknown; see docs/decisions.md.)
     ConversationOperationUnauthorized = 4325, "CONVERSATION_OPERATION_UNAUTHORIZED", Reply;
+    /// The owner cannot leave or be removed. (LeanCloud's number for this reason is
+    /// unknown; see docs/decisions.md.)
+    ConversationNeedOwner = 4326, "CONVERSATION_NEED_OWNER", Reply;
     /// The temporary conversation expired.
     TemporaryConversationExpired = 4323, "TEMPORARY_CONVERSATION_EXPIRED", Reply;
     /// The conversation is missing or the sender is not a member.

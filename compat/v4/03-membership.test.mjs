@@ -100,7 +100,7 @@ test('quit: quitter gets kicked{kickedBy: self} only; others membersleft{initBy:
   assert.ok(!bconv.members.includes(bob.id));
 });
 
-test('removing [owner, x] as owner: x removed, owner refused (failedPids with code, reason, pids)', { todo: 'server: the owner can be removed; §6.19 partial failure CONVERSATION_NEED_OWNER not implemented' }, async () => {
+test('removing [owner, x] as owner: x removed, owner refused (failedPids with code, reason, pids)', async () => {
   const [alice, bob] = await setup(2);
   const conv = await alice.im.createConversation({ members: [bob.id] });
   await created(conv, alice, bob);

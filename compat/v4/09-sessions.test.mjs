@@ -95,17 +95,20 @@ test('scenario 13: after a kick, the kicked device\'s automatic re-open (r:true)
   assert.equal(code, 4111, `refused with 4111, got ${reply instanceof Error ? reply.message : JSON.stringify(reply)}`);
 });
 
-test('R6 session/refresh: an expired token is refreshed ⇒ sessionMessage{st, stTtl}', { todo: 'server: session/refresh (op 12) answered with error 4114 UNPARSEABLE_RAW_MSG; expected session/refreshed{st, stTtl}' }, async () => {
+test('R6 session/refresh: an expired token is refreshed ⇒ sessionMessage{st, stTtl}', async () => {
   const c = await ctx.open(uid('refresh'));
   const sm = c.im._sessionManager;
   sm.revoke();
-  const token = await withTimeout(sm.getSessionToken(), 5000, 'refresh');
+  // 4.3.1 itself returns undefined here: its refresh path wraps setSessionTokenAsync twice and
+  // spreads an Expirable; so assert the frames, not the SDK's return value.
+  await withTimeout(sm.getSessionToken(), 5000, 'refresh');
   const out = c.frames('out').find((f) => f.cmd.op === 'refresh');
   assert.ok(out, 'session/refresh sent');
   assert.ok(out.cmd.sessionMessage.st, 'expired token presented');
   const reply = c.frames('in').find((f) => f.cmd.i === out.cmd.i);
   assert.notEqual(reply.cmd.cmd, 'error', JSON.stringify(reply.cmd));
-  assert.equal(reply.cmd.sessionMessage.st, token);
+  assert.equal(reply.cmd.op, 'refreshed');
+  assert.match(String(reply.cmd.sessionMessage.st), /^\d+\.[0-9a-f]{40}\./, 'a fresh session token');
   assert.ok(reply.cmd.sessionMessage.stTtl > 0);
   void ofConv; void sleep;
 });

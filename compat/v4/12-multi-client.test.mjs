@@ -1,5 +1,5 @@
-// Scenarios that fail because of server bugs in implemented features (reported to the lead).
-// Not in the CI path (run.sh): run with `node --test v4-pending/`. Move a test back into v4/ once it passes.
+// Several IM clients of one Realtime on one socket (protocol §2): commands and pushes are
+// routed by peerId.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { serverFixture } from '../lib/fixture4.mjs';
@@ -7,10 +7,6 @@ import { LC, uid } from '../lib/sdk4.mjs';
 
 const ctx = serverFixture();
 
-// BUG: with two sessions on one socket the server attributes every command to the session opened
-// last, ignoring the envelope peerId (C→S conv/start{peerId:A, m:[A,B]} ⇒ pushes joined/members_joined
-// only with peerId:B and initBy:B, query result c:B); A gets no push at all. Protocol §2 (several IM
-// sessions on one socket), §6.22.
 test('two IM clients on one Realtime share the socket; once there are two, every command carries peerId', async () => {
   const rt = ctx.rt();
   const a = await rt.createClient(uid('multiA'));

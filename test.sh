@@ -43,7 +43,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo test (unit + integration against the real binary)"
 cargo test --workspace --locked
 
-export CONFAB_BIN="$PWD/target/debug/confab"
+export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 
 say "compatibility: unmodified leancloud-realtime@2.4.0 against confab"
 bash compat/run.sh

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-if [ ! -d node_modules/leancloud-realtime ] || [ ! -d node_modules/leancloud-realtime-4 ]; then
+if [ ! -d node_modules/leancloud-realtime ] || [ ! -d node_modules/leancloud-realtime-4 ] || [ ! -d node_modules/leancloud-realtime-3 ]; then
   npm ci --no-audit --no-fund
 fi
 
@@ -29,5 +29,8 @@ for mode in binary base64; do
   echo "== Confab 4.3.1 compatibility scenarios, $mode frames (node --test v4/) =="
   CONFAB_V4_MODE=$mode node --test --test-concurrency=1 --test-force-exit --test-timeout=180000 v4/ || status=$?
 done
+
+echo "== Confab 3.5.7 compatibility scenarios (node --test v3/) =="
+node --test --test-concurrency=1 --test-force-exit --test-timeout=180000 v3/ || status=$?
 
 exit "$status"

@@ -80,6 +80,17 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The ids in order of first appearance, without repeats.
+fn distinct(ids: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids {
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
 fn store_error(e: StoreError) -> ProtocolError {
     tracing::error!(error = %e, "store failure");
     ProtocolError::new(ErrorCode::InternalError, "storage failure; the request may be retried")
@@ -583,12 +594,7 @@ impl Engine {
             )?;
         }
         Self::valid_member_ids(app, &start.members)?;
-        let mut members = vec![me.clone()];
-        for m in start.members {
-            if !members.contains(&m) {
-                members.push(m);
-            }
-        }
+        let mut members = distinct(std::iter::once(me.clone()).chain(start.members));
         let limits = &app.config.limits;
         let kind = match (start.transient, start.temporary_ttl) {
             (true, _) => ConvKind::Transient,
@@ -702,6 +708,34 @@ impl Engine {
         Ok(None)
     }
 
+    /// Chat rooms: a session joins or leaves itself; nobody adds or removes others.
+    fn room_membership(
+        &self,
+        conv: &Conv,
+        session: &Arc<Session>,
+        requested: Vec<String>,
+        join: bool,
+    ) -> MembersResult {
+        let mut result = MembersResult::default();
+        for id in requested {
+            if *id != *session.client_id {
+                let error = perr(
+                    ErrorCode::NormalConversationRequired,
+                    "chat room members join and leave themselves",
+                );
+                result.failed.push((error, vec![id]));
+            } else if join {
+                self.join_room(conv, session);
+                result.allowed.push(id);
+            } else {
+                conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
+                session.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| *c != conv.cid);
+                result.allowed.push(id);
+            }
+        }
+        result
+    }
+
     fn join_room(&self, conv: &Conv, session: &Arc<Session>) {
         let mut state = conv.state();
         if !state.room.iter().any(|s| Arc::ptr_eq(s, session)) {
@@ -730,28 +764,11 @@ impl Engine {
             )?;
         }
         Self::valid_member_ids(app, &change.members)?;
-        let mut requested: Vec<String> = Vec::new();
-        for m in change.members {
-            if !requested.contains(&m) {
-                requested.push(m);
-            }
-        }
+        let requested = distinct(change.members.iter().cloned());
         let only_me = requested.len() == 1 && requested[0] == me;
         match conv.kind {
             ConvKind::Transient => {
-                let mut result = MembersResult::default();
-                for id in requested {
-                    if id == me {
-                        self.join_room(&conv, session);
-                        result.allowed.push(id);
-                    } else {
-                        result.failed.push((
-                            perr(ErrorCode::NormalConversationRequired, "chat room members join themselves"),
-                            vec![id],
-                        ));
-                    }
-                }
-                return Ok(Some(Reply::ConvAdded(result)));
+                return Ok(Some(Reply::ConvAdded(self.room_membership(&conv, session, requested, true))));
             }
             ConvKind::Normal => {}
             _ => {
@@ -855,12 +872,7 @@ impl Engine {
         let me = session.client_id.to_string();
         let cid = change.cid.clone();
         let conv = self.conv(app, &cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
-        let mut requested: Vec<String> = Vec::new();
-        for m in change.members.iter() {
-            if !requested.contains(m) {
-                requested.push(m.clone());
-            }
-        }
+        let requested = distinct(change.members.iter().cloned());
         let only_me = requested.len() == 1 && requested[0] == me;
         // Leaving needs no signature (2.x sends none for it).
         if app.config.signatures.conversation && !only_me {
@@ -874,20 +886,7 @@ impl Engine {
         }
         match conv.kind {
             ConvKind::Transient => {
-                let mut result = MembersResult::default();
-                for id in requested {
-                    if id == me {
-                        conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
-                        session.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c != &cid);
-                        result.allowed.push(id);
-                    } else {
-                        result.failed.push((
-                            perr(ErrorCode::NormalConversationRequired, "chat room members leave themselves"),
-                            vec![id],
-                        ));
-                    }
-                }
-                return Ok(Some(Reply::ConvRemoved(result)));
+                return Ok(Some(Reply::ConvRemoved(self.room_membership(&conv, session, requested, false))));
             }
             ConvKind::Normal => {}
             _ => {

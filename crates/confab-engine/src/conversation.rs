@@ -71,6 +71,8 @@ pub(crate) struct ConvState {
     pub room: Vec<Arc<Session>>,
     /// Last timestamp handed out; the next is strictly greater.
     pub last_assigned_ts: i64,
+    /// The same for a system conversation's inbox (subscribers' messages to the app).
+    pub last_inbox_ts: i64,
     /// Position of the last message delivered (the predecessor of the next).
     pub last_delivered_ts: i64,
     pub next_seq: u64,

@@ -53,7 +53,9 @@ impl Engine {
             ConvKind::Normal | ConvKind::Temporary if !conv.has_member(&me) => {
                 return Err(not_target());
             }
-            ConvKind::System => return Err(not_target()),
+            // Clients write to a system conversation once subscribed; only the app's
+            // backend reaches the subscribers.
+            ConvKind::System if !session.admin && !conv.has_member(&me) => return Err(not_target()),
             _ => {}
         }
         if conv.state().shut_up.contains(&me) {
@@ -61,6 +63,9 @@ impl Engine {
                 ErrorCode::ConversationNotAllowed,
                 "shut up in this conversation",
             ));
+        }
+        if conv.kind == ConvKind::System && !session.admin {
+            return self.send_to_app(app, &conv, session, req).await.map(Some);
         }
         if req.will && !session.is_closed() {
             // Held until the session ends abnormally (then sent by the connection's end).
@@ -84,6 +89,7 @@ impl Engine {
             }));
             let recipients: Vec<Arc<Session>> = match conv.kind {
                 ConvKind::Transient => conv.state().room.clone(),
+                ConvKind::System if !session.admin => Vec::new(),
                 _ => {
                     let members: Vec<String> = conv.state().members.iter().cloned().collect();
                     members.iter().flat_map(|m| app.sessions_of(m)).collect()
@@ -154,6 +160,41 @@ impl Engine {
             engine.settle(&app, &conv, seq, result);
         });
         Ok(None)
+    }
+
+    /// A subscriber's message to a system conversation is for the app, not the other
+    /// subscribers: it is stored apart (`<cid>:inbox`), outside the conversation's
+    /// history and delivery order, and acknowledged once committed.
+    async fn send_to_app(
+        &self,
+        app: &AppState,
+        conv: &Conv,
+        session: &Session,
+        req: DirectRequest,
+    ) -> Result<Reply, ProtocolError> {
+        let ts = {
+            let mut state = conv.state();
+            state.last_inbox_ts = self.now().max(state.last_inbox_ts + 1);
+            state.last_inbox_ts
+        };
+        let message = StoredMessage {
+            app: app.config.id.clone(),
+            cid: format!("{}:inbox", req.cid),
+            id: ids::message_id(),
+            ts,
+            from: session.client_id.to_string(),
+            data: req.msg,
+            receipt: false,
+            patched_at: None,
+            binary: req.binary,
+            mentions: req.mentions,
+        };
+        let (uid, t) = (message.id.clone(), message.ts);
+        self.inner.store.append_message(message).await.map_err(|e| {
+            tracing::error!(error = %e, "system conversation message not stored");
+            ProtocolError::new(ErrorCode::InternalError, "message not stored; retry")
+        })?;
+        Ok(Reply::MessageAck { uid, t })
     }
 
     /// Records a commit outcome and delivers every settled message in sequence order.

@@ -708,6 +708,50 @@ impl Engine {
         Ok(None)
     }
 
+    /// System conversations: a client subscribes or unsubscribes itself; no events.
+    async fn subscription(
+        &self,
+        app: &AppState,
+        conv: &Conv,
+        session: &Arc<Session>,
+        requested: Vec<String>,
+        subscribe: bool,
+    ) -> Result<MembersResult, ProtocolError> {
+        let me = session.client_id.to_string();
+        let mut result = MembersResult::default();
+        for id in requested {
+            if id != me {
+                let error = perr(
+                    ErrorCode::NormalConversationRequired,
+                    "clients subscribe and unsubscribe themselves",
+                );
+                result.failed.push((error, vec![id]));
+                continue;
+            }
+            let (store, now) = (&self.inner.store, self.now());
+            if subscribe {
+                if !conv.has_member(&me) {
+                    store
+                        .add_members(&app.config.id, &conv.cid, vec![me.clone()], now)
+                        .await
+                        .map_err(store_error)?;
+                    conv.state().members.insert(me.clone());
+                }
+            } else if conv.has_member(&me) {
+                store
+                    .remove_members(&app.config.id, &conv.cid, vec![me.clone()], now)
+                    .await
+                    .map_err(store_error)?;
+                conv.state().members.remove(&me);
+            }
+            for s in app.sessions_of(&me) {
+                s.reset_conv(&conv.cid);
+            }
+            result.allowed.push(id);
+        }
+        Ok(result)
+    }
+
     /// Chat rooms: a session joins or leaves itself; nobody adds or removes others.
     fn room_membership(
         &self,
@@ -769,6 +813,11 @@ impl Engine {
         match conv.kind {
             ConvKind::Transient => {
                 return Ok(Some(Reply::ConvAdded(self.room_membership(&conv, session, requested, true))));
+            }
+            ConvKind::System => {
+                return Ok(Some(Reply::ConvAdded(
+                    self.subscription(app, &conv, session, requested, true).await?,
+                )));
             }
             ConvKind::Normal => {}
             _ => {
@@ -887,6 +936,11 @@ impl Engine {
         match conv.kind {
             ConvKind::Transient => {
                 return Ok(Some(Reply::ConvRemoved(self.room_membership(&conv, session, requested, false))));
+            }
+            ConvKind::System => {
+                return Ok(Some(Reply::ConvRemoved(
+                    self.subscription(app, &conv, session, requested, false).await?,
+                )));
             }
             ConvKind::Normal => {}
             _ => {
@@ -1464,5 +1518,77 @@ impl Engine {
             }
         }
         Ok(None)
+    }
+}
+
+/// The app's own backend: creating system conversations and broadcasting to their
+/// subscribers (the REST admin API of the gateway calls these).
+impl Engine {
+    /// Creates a system (service) conversation; returns its id and creation time.
+    pub async fn admin_create_system_conversation(
+        &self,
+        app_id: &str,
+        attrs: Map<String, Value>,
+    ) -> Result<(String, i64), ProtocolError> {
+        let app = self.app(app_id).ok_or_else(|| perr(ErrorCode::AppNotAvailable, "unknown app"))?;
+        let mut checked = Map::new();
+        apply_attributes(&mut checked, &attrs).map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
+        let now = self.now();
+        let record = ConversationRecord {
+            app: app.config.id.clone(),
+            id: ids::conversation_id(now),
+            kind: ConvKind::System,
+            creator: String::new(),
+            members: Vec::new(),
+            muted: Vec::new(),
+            managers: Vec::new(),
+            shut_up: Vec::new(),
+            blocked: Vec::new(),
+            expires_at: None,
+            attrs: checked,
+            unique_key: None,
+            created_at: now,
+            updated_at: now,
+            last_message: None,
+        };
+        self.inner.store.create_conversation(record.clone()).await.map_err(store_error)?;
+        Ok((record.id, now))
+    }
+
+    /// Sends `msg` from `from` to every subscriber of a system conversation, stored and
+    /// acknowledged like any message; returns its id and timestamp.
+    pub async fn admin_broadcast(
+        &self,
+        app_id: &str,
+        cid: &str,
+        from: &str,
+        msg: String,
+    ) -> Result<(String, i64), ProtocolError> {
+        let app = self.app(app_id).cloned().ok_or_else(|| perr(ErrorCode::AppNotAvailable, "unknown app"))?;
+        let conv = self.conv(&app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
+        if conv.kind != ConvKind::System {
+            return Err(perr(ErrorCode::ConversationNotFound, "not a system conversation"));
+        }
+        // A session of the backend, on a connection nobody reads but this call.
+        let (handle, mut replies) = ConnHandle::new(0, None, 4);
+        let mut session = Session::new(handle, Arc::from(app_id), Arc::from(from), None);
+        if let Some(s) = Arc::get_mut(&mut session) {
+            s.admin = true;
+        }
+        let request = confab_types::DirectRequest { cid: cid.to_owned(), msg, ..Default::default() };
+        if let Some(reply) = self.send(&app, &session, Some(1), request).await? {
+            return match reply {
+                Reply::MessageAck { uid, t } => Ok((uid, t)),
+                _ => Err(perr(ErrorCode::InternalError, "unexpected reply")),
+            };
+        }
+        match replies.recv().await {
+            Some(Outbound::Reply { reply, .. }) => match *reply {
+                Reply::MessageAck { uid, t } => Ok((uid, t)),
+                Reply::Error(e) => Err(e),
+                _ => Err(perr(ErrorCode::InternalError, "unexpected reply")),
+            },
+            _ => Err(perr(ErrorCode::InternalError, "message not stored")),
+        }
     }
 }

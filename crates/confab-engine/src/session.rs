@@ -74,6 +74,9 @@ pub struct Session {
     /// A will message, sent if the session ends without logging out.
     pub(crate) will: Mutex<Option<confab_types::DirectRequest>>,
     pub(crate) rate: Mutex<crate::rate::RateWindow>,
+    /// The app's own backend (the REST admin API), not a client: its messages to a
+    /// system conversation reach the subscribers.
+    pub(crate) admin: bool,
 }
 
 impl Session {
@@ -94,6 +97,7 @@ impl Session {
             rooms: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             rate: Mutex::new(crate::rate::RateWindow::default()),
+            admin: false,
         })
     }
 

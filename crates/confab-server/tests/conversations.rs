@@ -392,3 +392,95 @@ async fn the_owner_cannot_leave_or_be_removed() {
     let count = b.request(json!({"cmd": "conv", "op": "count", "cid": cid})).await.unwrap();
     assert_eq!(count["count"], 2, "owner and b remain");
 }
+
+/// A minimal HTTP/1.1 POST on loopback; returns (status, JSON body).
+async fn post(server: &Server, path: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.http.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = body.to_string();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let json = out.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn system_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = [("X-LC-Id", "test-app"), ("X-LC-Key", "test-master,master")];
+    // Only the app's backend, with the master key, creates them.
+    let (status, _) = post(
+        &server,
+        "/1.2/rtm/service-conversations",
+        &[("X-LC-Id", "test-app"), ("X-LC-Key", "test-key")],
+        &json!({"name": "news"}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, created) =
+        post(&server, "/1.2/rtm/service-conversations", &admin, &json!({"name": "news"})).await;
+    assert_eq!(status, 201, "{created}");
+    let cid = created["objectId"].as_str().unwrap().to_owned();
+    let mut a = server.open("a").await;
+    let mut b = server.open("b").await;
+    let q = a.request(json!({"cmd": "conv", "op": "query", "where": {"sys": true}})).await.unwrap();
+    assert_eq!(
+        (q["results"][0]["objectId"].clone(), q["results"][0]["name"].clone()),
+        (json!(cid), json!("news"))
+    );
+    // Subscribing is joining oneself; others cannot be subscribed.
+    for c in [&mut a, &mut b] {
+        let r = c
+            .request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": [c.peer_id.clone()]}))
+            .await
+            .unwrap();
+        assert_eq!(r["op"], "added");
+    }
+    let r = a.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["zed"]})).await.unwrap();
+    assert_eq!(r["failedPids"][0]["pids"], json!(["zed"]));
+    // A broadcast reaches every subscriber.
+    let (status, sent) = post(
+        &server,
+        &format!("/1.2/rtm/service-conversations/{cid}/broadcasts"),
+        &admin,
+        &json!({"from_client": "sys", "message": "hello all"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    for c in [&mut a, &mut b] {
+        let d = c.wait_for("broadcast", common::is_direct(&cid)).await.unwrap();
+        assert_eq!((d["msg"].clone(), d["fromPeerId"].clone()), (json!("hello all"), json!("sys")));
+        assert_eq!(d["id"], sent["result"]["msg-id"]);
+    }
+    // A subscriber's own message goes to the app, not to the other subscribers.
+    common::send(&mut a, &cid, "feedback").await;
+    assert!(b.drain(QUIET, common::is_direct(&cid)).await.unwrap().is_empty());
+    // Unsubscribed: no more broadcasts.
+    b.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["b"]})).await.unwrap();
+    post(
+        &server,
+        &format!("/1.2/rtm/service-conversations/{cid}/broadcasts"),
+        &admin,
+        &json!({"from_client": "sys", "message": "second"}),
+    )
+    .await;
+    a.wait_for("second broadcast", |f| f["msg"] == "second").await.unwrap();
+    assert!(b.drain(QUIET, common::is_direct(&cid)).await.unwrap().is_empty());
+    let (status, _) = post(
+        &server,
+        "/1.2/rtm/service-conversations/000000000000000000000000/broadcasts",
+        &admin,
+        &json!({"from_client": "sys", "message": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}

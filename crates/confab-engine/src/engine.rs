@@ -534,10 +534,17 @@ impl Connection {
             }
             delivery.ready = true;
         }
+        let last_patch_time = open.last_patch_time;
         if self.push_offline {
-            tokio::spawn(crate::delivery::replay_backlog(engine, app, session));
+            tokio::spawn(async move {
+                engine.push_patches(&app, &session, last_patch_time).await;
+                crate::delivery::replay_backlog(engine, app, session).await;
+            });
         } else {
-            tokio::spawn(async move { engine.push_unread(&app, &session).await });
+            tokio::spawn(async move {
+                engine.push_patches(&app, &session, last_patch_time).await;
+                engine.push_unread(&app, &session).await;
+            });
         }
         Ok(None)
     }
@@ -1194,10 +1201,41 @@ impl Engine {
     }
 }
 
+/// Edits and recalls caught up at login, at most (older ones are in history).
+const PATCH_CATCH_UP: usize = 500;
+
 /// Conversations reported in one `unread` push (LeanCloud tracked at most 50).
 const UNREAD_CONVERSATIONS: usize = 50;
 
 impl Engine {
+    /// Edits and recalls the client missed since its `lastPatchTime`, in one push.
+    async fn push_patches(&self, app: &AppState, session: &Arc<Session>, since: Option<i64>) {
+        let Some(since) = since else { return };
+        let store = &self.inner.store;
+        let patched =
+            match store.patched_since(&app.config.id, &session.client_id, since, PATCH_CATCH_UP).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "missed patches");
+                    return;
+                }
+            };
+        let Some(latest) = patched.iter().filter_map(|m| m.patched_at).max() else { return };
+        let items = patched
+            .into_iter()
+            .map(|m| confab_types::PatchedMessage {
+                recall: m.data == RECALLED_BODY,
+                patched_at: m.patched_at.unwrap_or(since),
+                cid: m.cid,
+                mid: m.id,
+                timestamp: m.ts,
+                data: m.data,
+                from: m.from,
+            })
+            .collect();
+        session.push(SharedPush::new(Push::Patch { items, patched_at: latest }));
+    }
+
     /// Pushes the client's unread counts to a freshly opened version-3 session.
     async fn push_unread(&self, app: &AppState, session: &Arc<Session>) {
         let counts =
@@ -1320,6 +1358,7 @@ impl Engine {
                 recall: item.recall,
                 data,
                 from: me.clone(),
+                patched_at: now,
             });
         }
         recipients.sort_unstable();

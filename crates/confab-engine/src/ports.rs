@@ -259,6 +259,15 @@ pub trait Store: Send + Sync + 'static {
         clients: Vec<String>,
         on: bool,
     ) -> StoreFuture<'a, ()>;
+    /// Messages of the client's conversations edited or recalled after `since` (ms),
+    /// oldest change first, at most `limit`.
+    fn patched_since<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        since: i64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>>;
     /// Mutes or unmutes the conversation for one member.
     fn set_muted<'a>(
         &'a self,

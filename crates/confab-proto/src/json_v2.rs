@@ -62,6 +62,7 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
             reconnect: f.flag("r")?,
             session_token: f.opt_str("st")?,
             tag: f.opt_str("tag")?,
+            last_patch_time: f.opt_int("lastPatchTime")?.filter(|t| *t > 0),
         }),
         ("session", Some("close")) => Request::SessionClose,
         ("session", Some("refresh")) => Request::SessionRefresh,
@@ -438,7 +439,7 @@ pub fn encode_push(push: &Push) -> String {
                 .iter()
                 .map(|p| {
                     json!({"cid": p.cid, "mid": p.mid, "timestamp": p.timestamp, "recall": p.recall,
-                           "data": p.data, "patchTimestamp": patched_at, "from": p.from})
+                           "data": p.data, "patchTimestamp": p.patched_at, "from": p.from})
                 })
                 .collect();
             object(json!({"cmd": "patch", "op": "modify", "patches": patches, "lastPatchTime": patched_at}))

@@ -108,6 +108,7 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
                 reconnect: s.r.unwrap_or(false),
                 session_token: s.st.clone().filter(|t| !t.is_empty()),
                 tag: s.tag.clone(),
+                last_patch_time: s.last_patch_time.filter(|t| *t > 0),
             })
         }
         (CommandType::Session, Some(OpType::Close)) => Request::SessionClose,
@@ -498,7 +499,7 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
                         timestamp: Some(p.timestamp),
                         recall: Some(p.recall),
                         data: Some(p.data.clone()),
-                        patch_timestamp: Some(*patched_at),
+                        patch_timestamp: Some(p.patched_at),
                         from: Some(p.from.clone()),
                         ..PatchItem::default()
                     })

@@ -534,3 +534,37 @@ async fn session_tokens_can_be_refreshed() {
     .await;
     assert_eq!(recv(&mut ws2, |g| g.i == Some(1)).await.op, Some(OpType::Opened as i32));
 }
+
+#[tokio::test]
+async fn missed_edits_and_recalls_are_sent_at_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut alice = server.open("alice").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    let first = common::send(&mut alice, &cid, "typo").await;
+    let second = common::send(&mut alice, &cid, "oops").await;
+    let before = second["t"].as_i64().unwrap();
+    let patch = |mid: &serde_json::Value, recall: bool| json!({"cmd": "patch", "op": "modify", "patches": [{"cid": cid, "mid": mid, "recall": recall, "data": "fixed"}]});
+    alice.request(patch(&first["uid"], false)).await.unwrap();
+    let recalled = alice.request(patch(&second["uid"], true)).await.unwrap();
+    // bob was offline; he saw nothing newer than `before`.
+    let session = SessionCommand { last_patch_time: Some(before), ..Default::default() };
+    let (mut bob, _) = login(&server, "lc.protobuf2.3", "bob", session).await;
+    let p = recv(&mut bob, |g| g.cmd == Some(CommandType::Patch as i32)).await.patch_message.unwrap();
+    assert_eq!(p.patches.len(), 2);
+    assert_eq!(
+        (p.patches[0].mid.as_deref(), p.patches[0].data.as_deref(), p.patches[0].recall),
+        (first["uid"].as_str(), Some("fixed"), Some(false))
+    );
+    assert_eq!((p.patches[1].mid.as_deref(), p.patches[1].recall), (second["uid"].as_str(), Some(true)));
+    assert_eq!(p.last_patch_time, recalled["lastPatchTime"].as_i64());
+    // Up to date: nothing is sent.
+    let session = SessionCommand { last_patch_time: p.last_patch_time, ..Default::default() };
+    let (mut bob2, _) = login(&server, "lc.protobuf2.3", "bob", session).await;
+    let none = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        recv(&mut bob2, |g| g.cmd == Some(CommandType::Patch as i32)),
+    )
+    .await;
+    assert!(none.is_err());
+}

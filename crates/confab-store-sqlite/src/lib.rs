@@ -704,6 +704,30 @@ impl Store for SqliteStore {
         self.write(WriteOp::SetFlags { app: app.into(), cid: cid.into(), clients, on, blocked: true })
     }
 
+    fn patched_since<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        since: i64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        let (app, client) = (app.to_owned(), client.to_owned());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT g.id, g.ts, g.sender, g.body, g.receipt, g.patched_at, g.binary, g.mention_all,
+                        g.mention_pids, g.cid
+                 FROM members m JOIN messages g ON g.app = m.app AND g.cid = m.cid
+                 WHERE m.app = ?1 AND m.client = ?2 AND g.patched_at > ?3
+                 ORDER BY g.patched_at LIMIT ?4",
+            )?;
+            stmt.query_map(params![app, client, since, limit as i64], |r| {
+                let cid: String = r.get(9)?;
+                message_row(&app, &cid, r)
+            })?
+            .collect()
+        })
+    }
+
     fn set_muted<'a>(
         &'a self,
         app: &'a str,

@@ -61,6 +61,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN binary INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE messages ADD COLUMN mention_all INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE messages ADD COLUMN mention_pids TEXT;",
+    // 7: finding edits and recalls newer than a client's lastPatchTime.
+    "CREATE INDEX messages_patched ON messages (app, cid, patched_at) WHERE patched_at IS NOT NULL;",
 ];
 
 /// Brings the database to the newest schema.

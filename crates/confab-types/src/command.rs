@@ -129,6 +129,8 @@ pub struct SessionOpen {
     pub session_token: Option<String>,
     /// Device tag for single-device login (`tag`).
     pub tag: Option<String>,
+    /// The newest edit/recall the client has seen (ms); newer ones are sent at login.
+    pub last_patch_time: Option<i64>,
 }
 
 /// Conversation creation.
@@ -479,6 +481,8 @@ pub struct PatchedMessage {
     pub data: String,
     /// The original sender.
     pub from: String,
+    /// When it was changed (ms).
+    pub patched_at: i64,
 }
 
 /// Unread state of one conversation for one client.

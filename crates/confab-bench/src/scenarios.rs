@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -511,6 +512,19 @@ pub async fn idle(target: Target, programs: &Programs, load: &Load) -> Result<Va
     drop(wire::open(target, addr, wire::source_addr(0), "idle", "warm").await?);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss0, kernel0) = (server.rss(), tcp_kernel_bytes());
+    // CONFAB_BENCH_SMAPS=DIR keeps the server's /proc/PID/smaps before and after, to see
+    // which mappings the per-connection memory lands in.
+    let smaps_dir = std::env::var_os("CONFAB_BENCH_SMAPS").map(PathBuf::from);
+    let keep_smaps = |when: &str| {
+        if let Some(dir) = &smaps_dir {
+            let _ = std::fs::create_dir_all(dir);
+            let _ = std::fs::copy(
+                format!("/proc/{}/smaps", server.pid()),
+                dir.join(format!("{}-{when}.smaps", target.name())),
+            );
+        }
+    };
+    keep_smaps("before");
     let exe = std::env::current_exe()?;
     let per = load.idle_per_worker.clamp(1, 18_000);
     let mut workers = Vec::new();
@@ -541,6 +555,7 @@ pub async fn idle(target: Target, programs: &Programs, load: &Load) -> Result<Va
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss1, kernel1) = (server.rss(), tcp_kernel_bytes());
+    keep_smaps("after");
     let client_rss: u64 = workers.iter().map(|w| rss_of(w.id())).sum();
     for w in &mut workers {
         if let Some(mut stdin) = w.stdin.take() {

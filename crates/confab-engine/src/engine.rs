@@ -406,7 +406,7 @@ impl Connection {
                 let next = (start + members.len() < all.len()).then(|| (start + members.len()).to_string());
                 Ok(Some(Reply::RestrictedPage { blocked, members, next }))
             }
-            Request::ConvMaxRead { cid } => {
+            Request::ConvMaxRead { cid, all_members } => {
                 let conv = engine
                     .conv(&app, &cid)
                     .await?
@@ -419,7 +419,13 @@ impl Connection {
                 let others = positions.iter().filter(|(client, _, _)| **client != *session.client_id);
                 let (max_ack, max_read) =
                     others.fold((0, 0), |(a, r), (_, ack, read)| (a.max(*ack).max(*read), r.max(*read)));
-                Ok(Some(Reply::ConvMaxRead { max_ack, max_read }))
+                // Reading implies having received.
+                let members = if all_members {
+                    positions.into_iter().map(|(client, ack, read)| (client, ack.max(read), read)).collect()
+                } else {
+                    Vec::new()
+                };
+                Ok(Some(Reply::ConvMaxRead { max_ack, max_read, members }))
             }
             Request::Read { convs } => {
                 engine.read(&app, &session, convs).await;

@@ -111,7 +111,9 @@ fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
         ("conv", Some(op @ ("mute" | "unmute"))) => {
             Request::ConvMute { cid: f.req_str("cid")?, muted: op == "mute" }
         }
-        ("conv", Some("max-read" | "max_read")) => Request::ConvMaxRead { cid: f.req_str("cid")? },
+        ("conv", Some("max-read" | "max_read")) => {
+            Request::ConvMaxRead { cid: f.req_str("cid")?, all_members: f.flag("queryAllMembers")? }
+        }
         ("conv", Some("update")) => {
             Request::ConvUpdate { cid: f.req_str("cid")?, attr: f.opt_object("attr")?.unwrap_or_default() }
         }
@@ -354,9 +356,19 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
         Reply::Patched { patched_at } => {
             object(json!({"cmd": "patch", "op": "modified", "lastPatchTime": patched_at}))
         }
-        Reply::ConvMaxRead { max_ack, max_read } => object(
-            json!({"cmd": "conv", "op": "max-read", "maxAckTimestamp": max_ack, "maxReadTimestamp": max_read}),
-        ),
+        Reply::ConvMaxRead { max_ack, max_read, members } => {
+            let mut m = object(
+                json!({"cmd": "conv", "op": "max-read", "maxAckTimestamp": max_ack, "maxReadTimestamp": max_read}),
+            );
+            if !members.is_empty() {
+                let tuples: Vec<Value> = members
+                    .iter()
+                    .map(|(pid, ack, read)| json!({"pid": pid, "maxAckTimestamp": ack, "maxReadTimestamp": read}))
+                    .collect();
+                m.insert("maxReadTuples".into(), Value::Array(tuples));
+            }
+            m
+        }
         Reply::ConvAdded(result) => members_reply("added", result),
         Reply::ConvRemoved(result) => members_reply("removed", result),
         Reply::ConvResults { results } => object(json!({"cmd": "conv", "op": "results", "results": results})),

@@ -25,8 +25,8 @@ pub mod wire {
 
 use wire::{
     AckCommand, BlacklistCommand, CommandType, ConvCommand, ConvMemberInfo, DirectCommand, ErrorCommand,
-    GenericCommand, JsonObjectMessage, LogItem, LogsCommand, OpType, PatchCommand, PatchItem, RcpCommand,
-    SessionCommand, UnreadCommand, UnreadTuple, logs_command::QueryDirection,
+    GenericCommand, JsonObjectMessage, LogItem, LogsCommand, MaxReadTuple, OpType, PatchCommand, PatchItem,
+    RcpCommand, SessionCommand, UnreadCommand, UnreadTuple, logs_command::QueryDirection,
 };
 
 /// `service` of instant-messaging pushes (the Swift SDK ignores others).
@@ -148,7 +148,10 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
         (CommandType::Conv, Some(op @ (OpType::Mute | OpType::Unmute))) => {
             Request::ConvMute { cid: cid(&conv())?, muted: op == OpType::Mute }
         }
-        (CommandType::Conv, Some(OpType::MaxRead)) => Request::ConvMaxRead { cid: cid(&conv())? },
+        (CommandType::Conv, Some(OpType::MaxRead)) => {
+            let c = conv();
+            Request::ConvMaxRead { cid: cid(&c)?, all_members: c.query_all_members.unwrap_or(false) }
+        }
         (CommandType::Conv, Some(OpType::MemberInfoUpdate)) => {
             let c = conv();
             let info = c.info.clone().unwrap_or_default();
@@ -389,10 +392,18 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
             }),
             ..envelope(CommandType::Patch, Some(OpType::Modified), serial)
         },
-        Reply::ConvMaxRead { max_ack, max_read } => GenericCommand {
+        Reply::ConvMaxRead { max_ack, max_read, members } => GenericCommand {
             conv_message: Some(ConvCommand {
                 max_ack_timestamp: Some(*max_ack),
                 max_read_timestamp: Some(*max_read),
+                max_read_tuples: members
+                    .iter()
+                    .map(|(pid, ack, read)| MaxReadTuple {
+                        pid: Some(pid.clone()),
+                        max_ack_timestamp: Some(*ack),
+                        max_read_timestamp: Some(*read),
+                    })
+                    .collect(),
                 ..ConvCommand::default()
             }),
             ..envelope(CommandType::Conv, Some(OpType::MaxRead), serial)

@@ -368,6 +368,17 @@ async fn mute_and_receipt_positions() {
         (positions["maxAckTimestamp"].clone(), positions["maxReadTimestamp"].clone()),
         (json!(t), json!(0))
     );
+    let all = a
+        .request(json!({"cmd": "conv", "op": "max-read", "cid": cid, "queryAllMembers": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        all["maxReadTuples"],
+        json!([
+            {"pid": "a", "maxAckTimestamp": t, "maxReadTimestamp": 0},
+            {"pid": "b", "maxAckTimestamp": t, "maxReadTimestamp": 0},
+        ])
+    );
     let r = server.open("x").await.request(json!({"cmd": "conv", "op": "mute", "cid": cid})).await.unwrap();
     assert_eq!(error_code(&r), 4317);
 }

@@ -79,6 +79,8 @@ pub enum Request {
     ConvMaxRead {
         /// Conversation id.
         cid: String,
+        /// Each member's positions too (`queryAllMembers`).
+        all_members: bool,
     },
     /// `conv member_info_update`: give a member a role.
     MemberRole {
@@ -359,6 +361,8 @@ pub enum Reply {
         max_ack: i64,
         /// Latest read (ms) among the other members.
         max_read: i64,
+        /// `(member, delivered up to, read up to)` when every member was asked for.
+        members: Vec<(String, i64, i64)>,
     },
     /// Members added.
     ConvAdded(MembersResult),

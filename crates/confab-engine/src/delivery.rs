@@ -217,14 +217,18 @@ impl Engine {
                 Some(Ok(())) => {
                     let prev = state.last_delivered_ts;
                     state.last_delivered_ts = p.message.ts;
-                    self.fan_out(app, conv, &state, &p, prev);
                     let (uid, t) = (p.message.id.clone(), p.message.ts);
                     if let Some(key) = p.dedupe_key.clone() {
                         state.recent.insert(key, Recent::Stored { uid: uid.clone(), t });
                     }
-                    for (session, serial) in std::iter::once((p.origin.clone(), p.serial)).chain(p.also_ack) {
+                    // The sender's ack first: in a large room it would otherwise wait
+                    // behind every member's delivery.
+                    for (session, serial) in
+                        std::iter::once((p.origin.clone(), p.serial)).chain(p.also_ack.iter().cloned())
+                    {
                         session.conn.reply(serial, Reply::MessageAck { uid: uid.clone(), t });
                     }
+                    self.fan_out(app, conv, &state, &p, prev);
                 }
                 Some(Err(e)) => {
                     tracing::error!(error = %e, cid = %conv.cid, "message not stored");

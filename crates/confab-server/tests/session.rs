@@ -290,3 +290,51 @@ async fn a_reconnect_storm_is_accepted_without_refusals() {
         .unwrap();
     assert_eq!(r["onlineSessionPeerIds"], json!(["storm-0", "storm-1499"]));
 }
+
+#[tokio::test]
+async fn page_and_scan_limits_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(
+        dir.path(),
+        r#"
+[[apps]]
+id = "test-app"
+key = "k"
+master_key = "m"
+[apps.limits]
+query_default_limit = 2
+query_max_limit = 3
+query_scan_max = 5
+history_default_limit = 2
+history_max_limit = 3
+client_id_chars = 8
+"#,
+    );
+    let mut c = server.open("alice").await;
+    let mut cids = Vec::new();
+    for _ in 0..4 {
+        cids.push(common::create(&mut c, &["bob"]).await);
+    }
+    for n in 0..5 {
+        common::send(&mut c, &cids[0], &format!("m{n}")).await;
+    }
+    let len = |r: &serde_json::Value, key: &str| r[key].as_array().map_or(0, Vec::len);
+    let q = c.request(json!({"cmd": "conv", "op": "query"})).await.unwrap();
+    assert_eq!(len(&q, "results"), 2, "query_default_limit");
+    let q = c.request(json!({"cmd": "conv", "op": "query", "limit": 100})).await.unwrap();
+    assert_eq!(len(&q, "results"), 3, "query_max_limit");
+    let h = c.request(json!({"cmd": "logs", "cid": cids[0]})).await.unwrap();
+    assert_eq!(len(&h, "logs"), 2, "history_default_limit");
+    let h = c.request(json!({"cmd": "logs", "cid": cids[0], "limit": 100})).await.unwrap();
+    assert_eq!(len(&h, "logs"), 3, "history_max_limit");
+    for _ in 0..2 {
+        common::create(&mut c, &["bob"]).await;
+    }
+    let q = c.request(json!({"cmd": "conv", "op": "query", "where": {"name": "test"}})).await.unwrap();
+    assert_eq!(error_code(&q), 4310, "query_scan_max: 6 candidates > 5");
+    let mut long = Client::connect(&server.ws).await.unwrap();
+    long.send(&json!({"cmd": "session", "op": "open", "appId": APP, "peerId": "ninechars", "i": 1}))
+        .await
+        .unwrap();
+    assert_eq!(long.closed().await.unwrap(), Some(4103), "client_id_chars");
+}

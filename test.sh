@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Confab: Rust formatting and lints, the Rust unit and integration
-# tests (real server, real SQLite, real WebSockets), the compatibility suite that drives
-# the unmodified leancloud-realtime@2.4.0 SDK, and the JavaScript SDK's Node and
-# headless-Chromium suites. Installs what it needs (npm packages; Debian's chromium when
+# tests (real server, real SQLite, real WebSockets, SIGKILL cycles, slow consumers), the
+# compatibility suites that drive the unmodified leancloud-realtime 2.4.0, 3.5.7 and
+# 4.3.1 SDKs, the JavaScript SDK's Node and headless-Chromium suites, a small benchmark
+# run against Confab and its peers, and a bounded fuzz run. Installs what it needs (npm packages; Debian's chromium when
 # run as root). With CI=true nothing may be skipped; elsewhere a missing browser is
 # skipped with a loud warning.
 set -euo pipefail

@@ -190,8 +190,10 @@ describe("the manual's example (two clients)", { timeout: 30000 }, () => {
     const [A, B, C] = [uniq('ka'), uniq('kb'), uniq('kc')];
     const [a, b, c] = [client(A), client(B), client(C)];
     await Promise.all([a, b, c]);
+    // Listen before creating: the push can arrive before the creation promise settles.
+    const invited = next(c, 'invited');
     const conv = await a.conv({ members: [B, C] });
-    await next(c, 'invited', (d) => d.cid === conv.id);
+    assert.equal((await invited).cid, conv.id);
     const kicked = next(b, 'kicked', (d) => d.cid === conv.id);
     const bLeft = next(b, 'left', (d) => d.cid === conv.id);
     const cLeft = next(c, 'membersleft', (d) => d.cid === conv.id);
@@ -208,8 +210,10 @@ describe('messages', { timeout: 30000 }, () => {
     const a = client(A);
     const b = client(B, { encodeHTML: true });
     await Promise.all([a, b]);
+    // Listen before creating: the push can arrive before the creation promise settles.
+    const invited = next(b, 'invited');
     const conv = await a.conv({ members: [B] });
-    await next(b, 'invited', (d) => d.cid === conv.id);
+    assert.equal((await invited).cid, conv.id);
     const receipts = [];
     conv.receipt((r) => receipts.push(r));
     const gotRcp = next(a, 'receipt', (r) => r.cid === conv.id);
@@ -256,8 +260,10 @@ describe('messages', { timeout: 30000 }, () => {
     const a = client(A);
     let b = client(B);
     await Promise.all([a, b]);
+    // Listen before creating: the push can arrive before the creation promise settles.
+    const invited = next(b, 'invited');
     const conv = await a.conv({ members: [B] });
-    await next(b, 'invited', (d) => d.cid === conv.id);
+    assert.equal((await invited).cid, conv.id);
     b.close();
     await sleep(200);
     const sent = [await conv.send('while away 1'), await conv.send('while away 2')];
@@ -370,8 +376,10 @@ describe('reconnect across a server restart', { timeout: 60000 }, () => {
     const a = client(A);
     const b = client(B);
     await Promise.all([a, b]);
+    // Listen before creating: the push can arrive before the creation promise settles.
+    const invited = next(b, 'invited');
     const conv = await a.conv({ members: [B] });
-    await next(b, 'invited', (d) => d.cid === conv.id);
+    assert.equal((await invited).cid, conv.id);
     const first = next(b, 'message', (m) => m.msg === 'before restart');
     await conv.send('before restart');
     await first;

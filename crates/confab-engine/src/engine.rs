@@ -525,6 +525,9 @@ impl Connection {
             serial,
             Reply::SessionOpened { peer_id: client_id, session_token: Some(token), server_ts: now },
         );
+        // A client in no conversation has nothing to catch up on: conversations it joins
+        // from now on start at their newest message.
+        let member_anywhere = !cursors.is_empty();
         {
             let mut delivery = session.delivery();
             for c in cursors {
@@ -541,6 +544,9 @@ impl Connection {
             delivery.ready = true;
         }
         let last_patch_time = open.last_patch_time;
+        if !member_anywhere {
+            return Ok(None);
+        }
         if self.push_offline {
             tokio::spawn(async move {
                 engine.push_patches(&app, &session, last_patch_time).await;

@@ -543,7 +543,8 @@ async fn missed_edits_and_recalls_are_sent_at_login() {
     let cid = create(&mut alice, &["bob"]).await;
     let first = common::send(&mut alice, &cid, "typo").await;
     let second = common::send(&mut alice, &cid, "oops").await;
-    let before = second["t"].as_i64().unwrap();
+    // A time before both edits (they may share a millisecond with the messages).
+    let before = first["t"].as_i64().unwrap() - 1;
     let patch = |mid: &serde_json::Value, recall: bool| json!({"cmd": "patch", "op": "modify", "patches": [{"cid": cid, "mid": mid, "recall": recall, "data": "fixed"}]});
     alice.request(patch(&first["uid"], false)).await.unwrap();
     let recalled = alice.request(patch(&second["uid"], true)).await.unwrap();

@@ -366,11 +366,7 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
             // Queued under the session's lock, like live pushes, so the two never
             // interleave out of order.
             let mut delivery = session.delivery();
-            let state = delivery.convs.entry(c.cid.clone()).or_insert_with(|| ConvDelivery {
-                pushed_upto: from,
-                acked_upto: from,
-                inflight: Default::default(),
-            });
+            let state = delivery.convs.entry(c.cid.clone()).or_insert_with(|| ConvDelivery::at(from));
             for m in page {
                 if m.ts <= state.pushed_upto {
                     continue;

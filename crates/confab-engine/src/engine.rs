@@ -534,12 +534,7 @@ impl Connection {
                 // Version 3 clients start caught up: what they missed shows up as unread
                 // counts and they read it from history.
                 let from = if self.push_offline { c.cursor } else { c.last_ts };
-                let state = crate::session::ConvDelivery {
-                    pushed_upto: from,
-                    acked_upto: from,
-                    inflight: Default::default(),
-                };
-                delivery.convs.insert(c.cid, state);
+                delivery.convs.insert(c.cid, crate::session::ConvDelivery::at(from));
             }
             delivery.ready = true;
         }
@@ -727,6 +722,26 @@ impl Engine {
         Ok(None)
     }
 
+    /// Membership of conversations other than normal ones: a chat room or a system
+    /// conversation is joined and left by each client itself; temporary ones are fixed.
+    async fn self_membership(
+        &self,
+        app: &AppState,
+        conv: &Conv,
+        session: &Arc<Session>,
+        requested: Vec<String>,
+        join: bool,
+    ) -> Result<MembersResult, ProtocolError> {
+        match conv.kind {
+            ConvKind::Transient => Ok(self.room_membership(conv, session, requested, join)),
+            ConvKind::System => self.subscription(app, conv, session, requested, join).await,
+            _ => Err(perr(
+                ErrorCode::NormalConversationRequired,
+                "membership of this conversation cannot change",
+            )),
+        }
+    }
+
     /// System conversations: a client subscribes or unsubscribes itself; no events.
     async fn subscription(
         &self,
@@ -829,22 +844,10 @@ impl Engine {
         Self::valid_member_ids(app, &change.members)?;
         let requested = distinct(change.members.iter().cloned());
         let only_me = requested.len() == 1 && requested[0] == me;
-        match conv.kind {
-            ConvKind::Transient => {
-                return Ok(Some(Reply::ConvAdded(self.room_membership(&conv, session, requested, true))));
-            }
-            ConvKind::System => {
-                return Ok(Some(Reply::ConvAdded(
-                    self.subscription(app, &conv, session, requested, true).await?,
-                )));
-            }
-            ConvKind::Normal => {}
-            _ => {
-                return Err(perr(
-                    ErrorCode::NormalConversationRequired,
-                    "membership of this conversation cannot change",
-                ));
-            }
+        if conv.kind != ConvKind::Normal {
+            return Ok(Some(Reply::ConvAdded(
+                self.self_membership(app, &conv, session, requested, true).await?,
+            )));
         }
         let lock = app.conv_lock(&cid);
         let _guard = lock.lock().await;
@@ -952,22 +955,10 @@ impl Engine {
                 ErrorCode::ConversationSignatureFailed,
             )?;
         }
-        match conv.kind {
-            ConvKind::Transient => {
-                return Ok(Some(Reply::ConvRemoved(self.room_membership(&conv, session, requested, false))));
-            }
-            ConvKind::System => {
-                return Ok(Some(Reply::ConvRemoved(
-                    self.subscription(app, &conv, session, requested, false).await?,
-                )));
-            }
-            ConvKind::Normal => {}
-            _ => {
-                return Err(perr(
-                    ErrorCode::NormalConversationRequired,
-                    "membership of this conversation cannot change",
-                ));
-            }
+        if conv.kind != ConvKind::Normal {
+            return Ok(Some(Reply::ConvRemoved(
+                self.self_membership(app, &conv, session, requested, false).await?,
+            )));
         }
         let lock = app.conv_lock(&cid);
         let _guard = lock.lock().await;

@@ -32,6 +32,13 @@ pub(crate) struct ConvDelivery {
     pub inflight: BTreeMap<i64, Inflight>,
 }
 
+impl ConvDelivery {
+    /// Caught up to position `pos`: everything up to it queued and acknowledged.
+    pub(crate) fn at(pos: i64) -> ConvDelivery {
+        ConvDelivery { pushed_upto: pos, acked_upto: pos, inflight: BTreeMap::new() }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Delivery {
     /// Live pushes are held back until the login has loaded the cursors.
@@ -132,11 +139,7 @@ impl Session {
         if !delivery.ready {
             return Offer::Skipped;
         }
-        let state = delivery.convs.entry(cid.to_owned()).or_insert_with(|| ConvDelivery {
-            pushed_upto: prev,
-            acked_upto: prev,
-            inflight: BTreeMap::new(),
-        });
+        let state = delivery.convs.entry(cid.to_owned()).or_insert_with(|| ConvDelivery::at(prev));
         if state.pushed_upto != prev {
             // Already queued (ts <= pushed_upto) or behind: the replay catches up in order.
             return Offer::Skipped;
@@ -163,11 +166,7 @@ impl Session {
         if !delivery.ready {
             return None;
         }
-        let state = delivery.convs.entry(cid.to_owned()).or_insert_with(|| ConvDelivery {
-            pushed_upto: prev,
-            acked_upto: prev,
-            inflight: BTreeMap::new(),
-        });
+        let state = delivery.convs.entry(cid.to_owned()).or_insert_with(|| ConvDelivery::at(prev));
         if state.pushed_upto != prev {
             return None;
         }

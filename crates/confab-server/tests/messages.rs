@@ -200,14 +200,9 @@ async fn receive_and_ack(c: &mut Client, cid: &str, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn offline_backlog_is_delivered_whole_in_order_once_acked() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_config(
+    let server = Server::start_with_limits(
         dir.path(),
         r#"
-[[apps]]
-id = "test-app"
-key = "k"
-master_key = "m"
-[apps.limits]
 offline_page = 7
 offline_window = 10
 "#,
@@ -310,14 +305,9 @@ async fn acknowledged_messages_survive_sigkill() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_not_buffered() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_config(
+    let server = Server::start_with_limits(
         dir.path(),
         r#"
-[[apps]]
-id = "test-app"
-key = "k"
-master_key = "m"
-[apps.limits]
 outbound_queue = 64
 message_bytes = 5120
 "#,

@@ -8,6 +8,8 @@ use confab_client::Client;
 use serde_json::json;
 use std::time::Duration;
 
+const ORIGIN_APP: &str = "[[apps]]\nid = \"test-app\"\nkey = \"k\"\nmaster_key = \"m\"\nallowed_origins = [\"https://good.example\"]\n";
+
 #[tokio::test]
 async fn open_heartbeat_and_anonymous_login() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,16 +33,7 @@ async fn open_heartbeat_and_anonymous_login() {
 #[tokio::test]
 async fn connection_level_errors_close_with_their_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_config(
-        dir.path(),
-        r#"
-[[apps]]
-id = "test-app"
-key = "k"
-master_key = "m"
-allowed_origins = ["https://good.example"]
-"#,
-    );
+    let server = Server::start_config(dir.path(), ORIGIN_APP);
     let open =
         |app: &str, peer: &str| json!({"cmd": "session", "op": "open", "appId": app, "peerId": peer, "i": 1});
     let mut c = Client::connect(&server.ws).await.unwrap();
@@ -102,14 +95,9 @@ async fn bad_input_gets_error_frames_and_the_connection_survives() {
 #[tokio::test]
 async fn oversized_frame_closes_with_4109_and_limits_are_configurable() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_config(
+    let server = Server::start_with_limits(
         dir.path(),
         r#"
-[[apps]]
-id = "test-app"
-key = "k"
-master_key = "m"
-[apps.limits]
 frame_bytes = 2048
 message_bytes = 100
 ping_ids = 2
@@ -143,14 +131,9 @@ conversation_members = 3
 #[tokio::test]
 async fn rate_limits_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_config(
+    let server = Server::start_with_limits(
         dir.path(),
         r#"
-[[apps]]
-id = "test-app"
-key = "k"
-master_key = "m"
-[apps.limits]
 sends_per_minute = 3
 ops_per_minute = 100
 "#,
@@ -187,16 +170,7 @@ async fn presence_follows_sessions() {
 #[tokio::test]
 async fn router_answers_with_cors_and_health() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_config(
-        dir.path(),
-        r#"
-[[apps]]
-id = "test-app"
-key = "k"
-master_key = "m"
-allowed_origins = ["https://good.example"]
-"#,
-    );
+    let server = Server::start_config(dir.path(), ORIGIN_APP);
     let get = |path: &str, origin: Option<&str>| {
         let addr = server.http.trim_start_matches("http://").to_owned();
         let path = path.to_owned();
@@ -244,17 +218,8 @@ allowed_origins = ["https://good.example"]
 #[tokio::test]
 async fn idle_clients_are_pinged_and_silent_ones_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_config(
-        dir.path(),
-        r#"
-read_timeout_secs = 2
-login_timeout_secs = 1
-[[apps]]
-id = "test-app"
-key = "k"
-master_key = "m"
-"#,
-    );
+    let config = format!("read_timeout_secs = 2\nlogin_timeout_secs = 1\n{}", common::TEST_APP);
+    let server = Server::start_config(dir.path(), &config);
     // A client that answers pings (tungstenite does while reading) stays connected
     // although it sends nothing itself, like 2.4.0 after a reconnect.
     let mut live = server.open("live").await;
@@ -294,14 +259,9 @@ async fn a_reconnect_storm_is_accepted_without_refusals() {
 #[tokio::test]
 async fn page_and_scan_limits_are_configurable() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_config(
+    let server = Server::start_with_limits(
         dir.path(),
         r#"
-[[apps]]
-id = "test-app"
-key = "k"
-master_key = "m"
-[apps.limits]
 query_default_limit = 2
 query_max_limit = 3
 query_scan_max = 5

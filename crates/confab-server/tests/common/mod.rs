@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 
 pub const APP: &str = "test-app";
 
+/// The test app as a config-file table, for tests that add settings to it.
+pub const TEST_APP: &str = "[[apps]]\nid = \"test-app\"\nkey = \"k\"\nmaster_key = \"m\"\n";
+
 pub struct Server {
     child: Child,
     pub http: String,
@@ -29,6 +32,12 @@ impl Server {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(&path, toml).unwrap();
         Server::start_with(dir, &["--config", path.to_str().unwrap()])
+    }
+
+    /// Starts with the test app (id `test-app`, master key `m`) and these lines of its
+    /// `[apps.limits]` table.
+    pub fn start_with_limits(dir: &Path, limits: &str) -> Server {
+        Server::start_config(dir, &format!("{TEST_APP}[apps.limits]\n{limits}\n"))
     }
 
     pub fn start_with(dir: &Path, args: &[&str]) -> Server {

@@ -273,8 +273,11 @@ impl Engine {
         let meta = Inflight { id: m.id.clone(), from: m.from.clone(), receipt: m.receipt, acked: false };
         let inflight_max = app.config.limits.offline_window.saturating_mul(4).max(64);
         for member in &state.members {
-            for s in app.sessions_of(member) {
-                if Arc::ptr_eq(&s, &p.origin) {
+            // Borrowed under the shard lock: no per-member copy of the session list on
+            // the per-message path (nothing below takes a shard lock).
+            let shard = app.sessions.shard(member);
+            for s in shard.get(member.as_str()).into_iter().flatten() {
+                if Arc::ptr_eq(s, &p.origin) {
                     if let Some(cursor) = s.pass_own(&m.cid, prev, m.ts) {
                         self.inner.store.save_cursor(&app.config.id, &s.client_id, &m.cid, cursor);
                     }

@@ -56,12 +56,14 @@ test('3.5.7: create, invite, send and receive, history, query, receipts', async 
   assert.equal(invitedTo.id, conv.id);
   assert.equal(payload.invitedBy, aId);
   const received = waitFor(b, 'message', (m) => m.text === 'hello from 3.5.7');
+  // Listen before sending: the receipt can come back before the receive is awaited.
+  const receipt = waitFor(conv, 'receipt');
   const sent = await conv.send(new TextMessage('hello from 3.5.7'), { receipt: true });
   const [message, inConv] = await received;
   assert.equal(message.id, sent.id, 'the receiver sees the id the sender was acknowledged with');
   assert.equal(message.from, aId);
   assert.equal(inConv.id, conv.id);
-  await waitFor(conv, 'receipt', () => true);
+  await receipt;
   const history = await conv.queryMessages({ limit: 10 });
   assert.deepEqual(history.map((m) => m.text), ['hello from 3.5.7']);
   const found = await b.getQuery().equalTo('objectId', conv.id).find();

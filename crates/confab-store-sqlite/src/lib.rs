@@ -4,7 +4,14 @@
 //!   order; the thread commits everything queued in one transaction (group commit, one
 //!   fsync for many messages) and then completes each caller. A caller is told "done"
 //!   only after the commit, which is what lets the engine acknowledge a message only
-//!   once it is durable.
+//!   once it is durable. Within a transaction the writes run without a savepoint each;
+//!   only when one fails is the batch rolled back and replayed write by write, so one
+//!   bad write fails alone.
+//! - **Delivery cursors** are positions, not facts: many acks of one member collapse
+//!   into one row update, written with the next batch at most [`CURSOR_FLUSH_INTERVAL`]
+//!   later (and on [`SqliteStore::flush`]). Reads see unwritten positions too; a crash
+//!   loses at most that interval of cursor progress, which only redelivers messages the
+//!   clients de-duplicate by id.
 //! - **Readers** use a small pool of read-only connections on blocking threads; WAL lets
 //!   them run beside the writer.
 //! - Migrations are numbered SQL scripts applied in order; the version lives in
@@ -18,8 +25,10 @@ use confab_engine::ports::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// How hard a commit pushes data to disk.
@@ -36,7 +45,41 @@ pub enum Durability {
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// How long a delivery cursor may wait in memory before it is written.
+pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
 type Done = oneshot::Sender<Result<(), StoreError>>;
+
+/// (app, cid, client) of a member's delivery cursor.
+type CursorKey = (String, String, String);
+
+/// Delivery cursors saved but not yet committed: `waiting` for the next flush, `writing`
+/// in the transaction being committed (readers must still see those).
+#[derive(Default)]
+struct PendingCursors {
+    waiting: HashMap<CursorKey, i64>,
+    writing: HashMap<CursorKey, i64>,
+}
+
+impl PendingCursors {
+    /// The newest unwritten position of a member's cursor, if any.
+    fn get(&self, key: &CursorKey) -> Option<i64> {
+        match (self.waiting.get(key), self.writing.get(key)) {
+            (Some(a), Some(b)) => Some(*a.max(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
+}
+
+/// Shared between the store handles (which add and read) and the writer thread.
+#[derive(Default)]
+struct CursorBuffer(Mutex<PendingCursors>);
+
+impl CursorBuffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingCursors> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 enum WriteOp {
     CreateConversation(Box<ConversationRecord>),
@@ -97,12 +140,6 @@ enum WriteOp {
         cid: String,
         ts: i64,
     },
-    SaveCursor {
-        app: String,
-        client: String,
-        cid: String,
-        ts: i64,
-    },
 }
 
 struct WriteRequest {
@@ -115,6 +152,7 @@ struct WriteRequest {
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
     readers: Arc<ReadPool>,
+    cursors: Arc<CursorBuffer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -170,16 +208,22 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", sync).map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
         let (tx, rx) = mpsc::channel();
+        let cursors = Arc::new(CursorBuffer::default());
+        let writer = Writer { conn, cursors: cursors.clone(), last_cursor_flush: Instant::now() };
         std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(SqliteStore { writer: tx, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }) })
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }),
+            cursors,
+        })
     }
 
     /// Resolves once every write queued before the call is committed (writes apply in
-    /// order). The server calls it on shutdown so fire-and-forget cursor updates are not
-    /// lost.
+    /// order), buffered delivery cursors included. The server calls it on shutdown so
+    /// fire-and-forget cursor updates are not lost.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.write(WriteOp::Flush).await
     }
@@ -211,37 +255,69 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(req) => batch.push(req),
-                Err(_) => break,
-            }
-        }
-        let mut results = Vec::with_capacity(batch.len());
-        let outcome = (|| -> Result<(), rusqlite::Error> {
-            let mut tx = conn.transaction()?;
-            for req in &batch {
-                // A savepoint per write: one bad write fails alone, not the batch.
-                let mut sp = tx.savepoint()?;
-                match apply(&sp, &req.op) {
-                    Ok(()) => {
-                        sp.commit()?;
-                        results.push(Ok(()));
-                    }
-                    Err(e) => {
-                        sp.rollback()?;
-                        drop(sp);
-                        results.push(Err(backend(e)));
-                    }
+/// The writer thread: owns the write connection.
+struct Writer {
+    conn: Connection,
+    cursors: Arc<CursorBuffer>,
+    last_cursor_flush: Instant,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<WriteRequest>) {
+        loop {
+            // Wake up for buffered cursors even when no other write comes.
+            let first = if self.cursors.lock().waiting.is_empty() {
+                match rx.recv() {
+                    Ok(req) => Some(req),
+                    Err(_) => break,
+                }
+            } else {
+                let wait = CURSOR_FLUSH_INTERVAL.saturating_sub(self.last_cursor_flush.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(req) => Some(req),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let mut batch: Vec<WriteRequest> = first.into_iter().collect();
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(_) => break,
                 }
             }
-            tx.commit()
-        })();
+            let flush_cursors = self.last_cursor_flush.elapsed() >= CURSOR_FLUSH_INTERVAL
+                || batch.iter().any(|r| matches!(r.op, WriteOp::Flush));
+            self.commit(batch, flush_cursors);
+        }
+        // Every handle is gone: write what is left.
+        self.commit(Vec::new(), true);
+    }
+
+    /// Commits one batch (and the buffered cursors when `flush_cursors`), then
+    /// completes each caller.
+    fn commit(&mut self, batch: Vec<WriteRequest>, flush_cursors: bool) {
+        let cursors = if flush_cursors {
+            self.last_cursor_flush = Instant::now();
+            let mut pending = self.cursors.lock();
+            let waiting = std::mem::take(&mut pending.waiting);
+            pending.writing = waiting;
+            pending.writing.clone()
+        } else {
+            HashMap::new()
+        };
+        if batch.is_empty() && cursors.is_empty() {
+            return;
+        }
+        let ops: Vec<&WriteOp> = batch.iter().map(|r| &r.op).collect();
+        let outcome = match commit_batch(&mut self.conn, &ops, &cursors) {
+            Ok(()) => Ok(vec![Ok(()); ops.len()]),
+            // One write failed: replay them one by one so only that one fails.
+            Err(_) => commit_each(&mut self.conn, &ops, &cursors),
+        };
+        self.cursors.lock().writing.clear();
         match outcome {
-            Ok(()) => {
+            Ok(results) => {
                 for (req, result) in batch.into_iter().zip(results) {
                     if let Some(done) = req.done {
                         let _ = done.send(result);
@@ -259,6 +335,107 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
             }
         }
     }
+}
+
+/// The fast path: every write of the batch in one transaction, no savepoints; the
+/// conversation's "last message" columns are updated once per conversation (the newest
+/// message of the batch) rather than once per message. Fails as a whole.
+fn commit_batch(
+    conn: &mut Connection,
+    ops: &[&WriteOp],
+    cursors: &HashMap<CursorKey, i64>,
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut newest: HashMap<(&str, &str), &StoredMessage> = HashMap::new();
+    for op in ops {
+        match op {
+            WriteOp::Append(m) => {
+                insert_message(&tx, m)?;
+                newest.insert((&m.app, &m.cid), m);
+            }
+            _ => {
+                // Later writes (an edit of the newest message) must see the columns
+                // as they would be after the appends before them.
+                for m in newest.drain().map(|(_, m)| m) {
+                    set_last_message(&tx, m)?;
+                }
+                apply(&tx, op)?;
+            }
+        }
+    }
+    for m in newest.into_values() {
+        set_last_message(&tx, m)?;
+    }
+    save_cursors(&tx, cursors)?;
+    tx.commit()
+}
+
+/// The slow path after a failed batch: a savepoint per write, so one bad write fails
+/// alone. Returns each write's outcome, or the error that failed the transaction.
+fn commit_each(
+    conn: &mut Connection,
+    ops: &[&WriteOp],
+    cursors: &HashMap<CursorKey, i64>,
+) -> Result<Vec<Result<(), StoreError>>, rusqlite::Error> {
+    let mut results = Vec::with_capacity(ops.len());
+    let mut tx = conn.transaction()?;
+    for op in ops {
+        let mut sp = tx.savepoint()?;
+        match apply(&sp, op) {
+            Ok(()) => {
+                sp.commit()?;
+                results.push(Ok(()));
+            }
+            Err(e) => {
+                sp.rollback()?;
+                drop(sp);
+                results.push(Err(backend(e)));
+            }
+        }
+    }
+    save_cursors(&tx, cursors)?;
+    tx.commit()?;
+    Ok(results)
+}
+
+fn insert_message(c: &Connection, m: &StoredMessage) -> Result<(), rusqlite::Error> {
+    let pids = (!m.mentions.pids.is_empty()).then(|| Value::from(m.mentions.pids.clone()).to_string());
+    c.prepare_cached(
+        "INSERT INTO messages (app, cid, ts, id, sender, body, receipt, binary, mention_all, mention_pids)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        m.app,
+        m.cid,
+        m.ts,
+        m.id,
+        m.from,
+        m.data,
+        m.receipt,
+        m.binary,
+        m.mentions.all,
+        pids
+    ])?;
+    Ok(())
+}
+
+fn set_last_message(c: &Connection, m: &StoredMessage) -> Result<(), rusqlite::Error> {
+    c.prepare_cached(
+        "UPDATE conversations SET last_ts = ?3, last_mid = ?4, last_from = ?5, last_data = ?6
+         WHERE app = ?1 AND id = ?2 AND last_ts < ?3",
+    )?
+    .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data])?;
+    Ok(())
+}
+
+fn save_cursors(c: &Connection, cursors: &HashMap<CursorKey, i64>) -> Result<(), rusqlite::Error> {
+    let mut stmt = c.prepare_cached(
+        "UPDATE members SET cursor_ts = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3 AND cursor_ts < ?4",
+    )?;
+    for ((app, cid, client), ts) in cursors {
+        stmt.execute(params![app, cid, client, ts])?;
+    }
+    Ok(())
 }
 
 fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
@@ -315,24 +492,8 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
                 .execute(params![app, cid, updated_at])?;
         }
         WriteOp::Append(m) => {
-            let pids =
-                (!m.mentions.pids.is_empty()).then(|| Value::from(m.mentions.pids.clone()).to_string());
-            c.prepare_cached(
-                "INSERT INTO messages (app, cid, ts, id, sender, body, receipt, binary, mention_all, mention_pids)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data, m.receipt, m.binary, m.mentions.all, pids])?;
-            c.prepare_cached(
-                "UPDATE conversations SET last_ts = ?3, last_mid = ?4, last_from = ?5, last_data = ?6
-                 WHERE app = ?1 AND id = ?2 AND last_ts < ?3",
-            )?
-            .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data])?;
-        }
-        WriteOp::SaveCursor { app, client, cid, ts } => {
-            c.prepare_cached(
-                "UPDATE members SET cursor_ts = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3 AND cursor_ts < ?4",
-            )?
-            .execute(params![app, cid, client, ts])?;
+            insert_message(c, m)?;
+            set_last_message(c, m)?;
         }
         WriteOp::SaveRead { app, client, cid, ts } => {
             c.prepare_cached(
@@ -628,16 +789,24 @@ impl Store for SqliteStore {
 
     fn member_cursors<'a>(&'a self, app: &'a str, client: &'a str) -> StoreFuture<'a, Vec<MemberCursor>> {
         let (app, client) = (app.to_owned(), client.to_owned());
+        let cursors = self.cursors.clone();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT m.cid, m.cursor_ts, c.last_ts FROM members m
                  JOIN conversations c ON c.app = m.app AND c.id = m.cid
                  WHERE m.app = ?1 AND m.client = ?2",
             )?;
-            stmt.query_map(params![app, client], |r| {
-                Ok(MemberCursor { cid: r.get(0)?, cursor: r.get(1)?, last_ts: r.get(2)? })
-            })?
-            .collect()
+            let mut rows: Vec<MemberCursor> = stmt
+                .query_map(params![app, client], |r| {
+                    Ok(MemberCursor { cid: r.get(0)?, cursor: r.get(1)?, last_ts: r.get(2)? })
+                })?
+                .collect::<Result<_, _>>()?;
+            let pending = cursors.lock();
+            for row in &mut rows {
+                let key = (app.clone(), row.cid.clone(), client.clone());
+                row.cursor = row.cursor.max(pending.get(&key).unwrap_or(0));
+            }
+            Ok(rows)
         })
     }
 
@@ -744,11 +913,20 @@ impl Store for SqliteStore {
         cid: &'a str,
     ) -> StoreFuture<'a, Vec<(String, i64, i64)>> {
         let (app, cid) = (app.to_owned(), cid.to_owned());
+        let cursors = self.cursors.clone();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT client, cursor_ts, read_ts FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid",
             )?;
-            stmt.query_map(params![app, cid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+            let mut rows: Vec<(String, i64, i64)> = stmt
+                .query_map(params![app, cid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let pending = cursors.lock();
+            for (client, cursor, _) in &mut rows {
+                let key = (app.clone(), cid.clone(), client.clone());
+                *cursor = (*cursor).max(pending.get(&key).unwrap_or(0));
+            }
+            Ok(rows)
         })
     }
 
@@ -799,8 +977,9 @@ impl Store for SqliteStore {
     }
 
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64) {
-        let op = WriteOp::SaveCursor { app: app.into(), client: client.into(), cid: cid.into(), ts };
-        let _ = self.writer.send(WriteRequest { op, done: None });
+        let mut pending = self.cursors.lock();
+        let cursor = pending.waiting.entry((app.into(), cid.into(), client.into())).or_insert(ts);
+        *cursor = (*cursor).max(ts);
     }
 }
 

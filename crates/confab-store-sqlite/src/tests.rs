@@ -59,6 +59,7 @@ async fn conversations_members_messages_and_cursors_survive_reopen() {
         store.save_cursor("a", "bob", "c1", 3);
         store.save_cursor("a", "bob", "c1", 2);
         store.remove_members("a", "c1", vec!["alice".into()], 10).await.expect("remove");
+        store.flush().await.expect("flush writes the buffered cursors");
     }
     let store = SqliteStore::open(dir.path(), Durability::Full).expect("reopen");
     let c1 = store.conversation("a", "c1").await.expect("read").expect("exists");
@@ -134,4 +135,83 @@ async fn concurrent_appends_are_grouped_and_all_durable() {
     assert!(all.windows(2).all(|w| w[0].ts < w[1].ts));
     assert!(store.append_message(message("c", 5)).await.is_err(), "a duplicate position is refused alone");
     store.append_message(message("c", 2001)).await.expect("the writer keeps going");
+}
+
+#[tokio::test]
+async fn one_bad_write_in_a_batch_fails_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+    store.create_conversation(record("a", "c", &["alice"], None)).await.expect("create");
+    store.append_message(message("c", 1)).await.expect("append");
+    // Queued back to back so they share a transaction: the duplicate position fails, the
+    // writes around it land, and the edit sees the append queued before it.
+    let good = store.append_message(message("c", 2));
+    let duplicate = store.append_message(message("c", 1));
+    let newest = store.append_message(message("c", 3));
+    let edit = store.patch_message("a", "c", 3, "edited".into(), 7);
+    let missing = store.patch_message("a", "c", 99, "nothing there".into(), 7);
+    assert!(good.await.is_ok());
+    assert!(duplicate.await.is_err(), "a duplicate position is refused");
+    assert!(newest.await.is_ok());
+    assert!(edit.await.is_ok());
+    assert!(missing.await.is_err(), "editing a missing message is refused");
+    let all = store.messages("a", "c", MessageRange { limit: 10, ..Default::default() }).await.expect("read");
+    assert_eq!(all.iter().map(|m| m.ts).collect::<Vec<_>>(), [1, 2, 3]);
+    let c = store.conversation("a", "c").await.expect("read").expect("exists");
+    let last = c.last_message.expect("last message");
+    assert_eq!((last.ts, last.data.as_str()), (3, "edited"));
+}
+
+#[tokio::test]
+async fn batched_appends_leave_the_newest_as_last_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+    store.create_conversation(record("a", "c", &["alice"], None)).await.expect("create");
+    store.create_conversation(record("a", "d", &["alice"], None)).await.expect("create");
+    let commits: Vec<_> =
+        (1..=50).map(|ts| store.append_message(message(if ts % 2 == 0 { "c" } else { "d" }, ts))).collect();
+    for c in commits {
+        c.await.expect("append");
+    }
+    for (cid, ts) in [("c", 50), ("d", 49)] {
+        let conv = store.conversation("a", cid).await.expect("read").expect("exists");
+        assert_eq!(conv.last_message.map(|m| m.ts), Some(ts), "{cid}");
+    }
+}
+
+/// The cursor column as committed, read past the store's buffer.
+fn committed_cursor(dir: &Path, client: &str) -> i64 {
+    let conn = Connection::open(dir.join("confab.db")).expect("open db");
+    conn.query_row("SELECT cursor_ts FROM members WHERE client = ?1", [client], |r| r.get(0))
+        .expect("member row")
+}
+
+#[tokio::test]
+async fn cursors_are_buffered_merged_and_written_within_the_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
+    store.create_conversation(record("a", "c", &["alice", "bob"], None)).await.expect("create");
+    for ts in 1..=5 {
+        store.append_message(message("c", ts)).await.expect("append");
+    }
+    store.save_cursor("a", "bob", "c", 4);
+    store.save_cursor("a", "bob", "c", 2);
+    // Readers see the newest position before it is written.
+    let cursors = store.member_cursors("a", "bob").await.expect("cursors");
+    assert_eq!(cursors[0].cursor, 4);
+    let positions = store.member_positions("a", "c").await.expect("positions");
+    assert!(positions.contains(&("bob".into(), 4, 0)), "{positions:?}");
+    // Written by the writer on its own, with no other write to carry it.
+    let deadline = Instant::now() + CURSOR_FLUSH_INTERVAL * 20;
+    while committed_cursor(dir.path(), "bob") != 4 {
+        assert!(Instant::now() < deadline, "cursor not written within {:?}", CURSOR_FLUSH_INTERVAL * 20);
+        tokio::time::sleep(CURSOR_FLUSH_INTERVAL / 4).await;
+    }
+    // A flush writes at once, and never moves a cursor back.
+    store.save_cursor("a", "bob", "c", 5);
+    store.save_cursor("a", "alice", "c", 3);
+    store.save_cursor("a", "alice", "c", 1);
+    store.flush().await.expect("flush");
+    assert_eq!(committed_cursor(dir.path(), "bob"), 5);
+    assert_eq!(committed_cursor(dir.path(), "alice"), 3);
 }

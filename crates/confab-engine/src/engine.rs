@@ -3,7 +3,7 @@
 use crate::app::AppConfig;
 use crate::conversation::{Conv, apply_attributes, query_doc, result_json, unique_key};
 use crate::ids;
-use crate::outbound::{ConnHandle, Outbound, SharedPush};
+use crate::outbound::{ConnHandle, Outbound, OutboundReceiver, SharedPush};
 use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, ScanFilter, Store, StoreError};
 use crate::query::{compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
@@ -19,7 +19,6 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc;
 
 /// A conversation event about to be pushed (per recipient).
 struct Notice<'a> {
@@ -147,11 +146,7 @@ impl Engine {
     /// `version` is the protocol version the client negotiated: 1 (and the v2 JSON
     /// protocol) has its offline backlog pushed on login; 3 gets unread counts instead
     /// and reads history itself.
-    pub fn open_connection(
-        &self,
-        origin: Option<String>,
-        version: u8,
-    ) -> (Connection, mpsc::Receiver<Outbound>) {
+    pub fn open_connection(&self, origin: Option<String>, version: u8) -> (Connection, OutboundReceiver) {
         let capacity = self.inner.apps.values().map(|a| a.config.limits.outbound_queue).max().unwrap_or(1024);
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (handle, rx) = ConnHandle::new(id, origin, capacity);
@@ -1625,7 +1620,7 @@ impl Engine {
             };
         }
         match replies.recv().await {
-            Some(Outbound::Reply { reply, .. }) => match *reply {
+            Outbound::Reply { reply, .. } => match *reply {
                 Reply::MessageAck { uid, t } => Ok((uid, t)),
                 Reply::Error(e) => Err(e),
                 _ => Err(perr(ErrorCode::InternalError, "unexpected reply")),

@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use confab_types::{ErrorCode, ProtocolError, Push, Reply};
-use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::{Notify, mpsc};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::Notify;
 
 /// Per-codec slots in a [`SharedPush`] cache; at least the number of codecs.
 pub const CODEC_SLOTS: usize = 4;
@@ -56,55 +57,132 @@ pub enum Outbound {
     Ping,
 }
 
+/// The items a connection's writer has not taken yet.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// The writer is gone: nothing queued would ever be written.
+    receiver_gone: bool,
+}
+
 /// The engine's handle on one network connection.
+///
+/// The outbound queue is a `VecDeque` under a mutex rather than a tokio channel: a
+/// bounded tokio channel allocates its state (512 B, cache-padded) and a first block of
+/// 32 slots (1 KB) up front, ~1.5 KB for every idle connection; this queue allocates
+/// nothing until an item is queued and frees its buffer whenever the writer drains it.
 #[derive(Debug)]
 pub struct ConnHandle {
     /// Unique per process.
     pub id: u64,
     /// The `Origin` header of the handshake, if any.
     pub origin: Option<String>,
-    tx: mpsc::Sender<Outbound>,
+    capacity: usize,
+    queue: Mutex<Queue>,
+    /// Wakes the writer when an item lands in an empty queue (a stored permit covers an
+    /// item queued before the writer waits).
+    queued: Notify,
     close_reason: Mutex<Option<ProtocolError>>,
     close_notify: Notify,
 }
 
+/// The writer's end of a connection's outbound queue: a single consumer, items in the
+/// order they were queued. Dropping it makes every later [`ConnHandle::send`] fail.
+#[derive(Debug)]
+pub struct OutboundReceiver {
+    handle: Arc<ConnHandle>,
+}
+
+impl OutboundReceiver {
+    /// Waits for the next item.
+    pub async fn recv(&mut self) -> Outbound {
+        loop {
+            let queued = self.handle.queued.notified();
+            if let Some(item) = self.handle.pop() {
+                return item;
+            }
+            queued.await;
+        }
+    }
+
+    /// The next item, if one is queued. Emptying the queue frees its buffer, so an idle
+    /// connection holds none (one allocation per burst for a busy one).
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.handle.pop()
+    }
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.handle.queue();
+        queue.receiver_gone = true;
+        queue.items = VecDeque::new();
+    }
+}
+
 impl ConnHandle {
-    /// A handle with a queue of `capacity` items; the receiver goes to the writer.
-    pub fn new(
-        id: u64,
-        origin: Option<String>,
-        capacity: usize,
-    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let handle =
-            ConnHandle { id, origin, tx, close_reason: Mutex::new(None), close_notify: Notify::new() };
-        (Arc::new(handle), rx)
+    /// A handle with a queue of at most `capacity` items; the receiver goes to the writer.
+    pub fn new(id: u64, origin: Option<String>, capacity: usize) -> (Arc<ConnHandle>, OutboundReceiver) {
+        let handle = Arc::new(ConnHandle {
+            id,
+            origin,
+            capacity: capacity.max(1),
+            queue: Mutex::new(Queue::default()),
+            queued: Notify::new(),
+            close_reason: Mutex::new(None),
+            close_notify: Notify::new(),
+        });
+        (handle.clone(), OutboundReceiver { handle })
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the oldest item (for the receiver only).
+    fn pop(&self) -> Option<Outbound> {
+        let mut queue = self.queue();
+        let item = queue.items.pop_front();
+        if queue.items.is_empty() && queue.items.capacity() > 0 {
+            queue.items = VecDeque::new();
+        }
+        item
     }
 
     /// Queues an item without waiting. A full queue means the client does not read
     /// fast enough: the connection is closed rather than buffered without limit; the
     /// client reconnects and resyncs from its cursors.
     pub fn send(&self, item: Outbound) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(ProtocolError::new(ErrorCode::SlowConsumer, "outbound queue full"));
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut queue = self.queue();
+        if queue.receiver_gone {
+            return false;
         }
+        if queue.items.len() >= self.capacity {
+            drop(queue);
+            self.close(ProtocolError::new(ErrorCode::SlowConsumer, "outbound queue full"));
+            return false;
+        }
+        let was_empty = queue.items.is_empty();
+        queue.items.push_back(item);
+        drop(queue);
+        // The writer drains the queue before it waits, so only the first item of a
+        // burst needs to wake it.
+        if was_empty {
+            self.queued.notify_one();
+        }
+        true
     }
 
     /// For a background producer (the backlog replay): waits until at least half the
     /// queue is free and returns how many items it may queue now while leaving a quarter
     /// for live traffic. `None` once the connection is gone.
     pub async fn wait_for_room(&self) -> Option<usize> {
-        let max = self.tx.max_capacity();
+        let max = self.capacity;
         loop {
             if self.is_closed() {
                 return None;
             }
-            let free = self.tx.capacity();
+            let free = max.saturating_sub(self.queue().items.len());
             if free * 2 >= max {
                 return Some(free.saturating_sub(max / 4).max(1));
             }
@@ -122,17 +200,22 @@ impl ConnHandle {
         let mut slot = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             *slot = Some(reason);
-            self.close_notify.notify_one();
+            drop(slot);
+            // Every waiter: the reader and the writer both watch for the close.
+            self.close_notify.notify_waiters();
         }
     }
 
     /// Resolves once a close was requested, with its reason.
     pub async fn close_requested(&self) -> ProtocolError {
         loop {
+            // Created before the check: `notify_waiters` wakes it even if it has not
+            // been polled yet, so a close between the check and the wait is not missed.
+            let notified = self.close_notify.notified();
             if let Some(reason) = self.close_reason() {
                 return reason;
             }
-            self.close_notify.notified().await;
+            notified.await;
         }
     }
 
@@ -143,6 +226,74 @@ impl ConnHandle {
 
     /// Whether the writer is gone or a close was requested.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.close_reason().is_some()
+        self.queue().receiver_gone || self.close_reason().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn serial(item: Outbound) -> Option<i32> {
+        match item {
+            Outbound::Reply { serial, .. } => serial,
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn fifo_bounded_and_a_full_queue_closes_as_slow_consumer() {
+        let (handle, mut rx) = ConnHandle::new(1, None, 3);
+        for i in 0..3 {
+            assert!(handle.reply(Some(i), Reply::Heartbeat));
+        }
+        assert!(!handle.is_closed());
+        assert!(!handle.reply(Some(3), Reply::Heartbeat));
+        assert_eq!(handle.close_reason().unwrap().code, ErrorCode::SlowConsumer);
+        for i in 0..3 {
+            assert_eq!(serial(rx.recv().await), Some(i));
+        }
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_and_the_drained_queue_holds_no_buffer() {
+        let (handle, mut rx) = ConnHandle::new(1, None, 8);
+        let writer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                got.push(serial(rx.recv().await));
+            }
+            (got, rx)
+        });
+        tokio::task::yield_now().await;
+        for i in 0..4 {
+            assert!(handle.reply(Some(i), Reply::Heartbeat));
+            tokio::task::yield_now().await;
+        }
+        let (got, rx) = writer.await.unwrap();
+        assert_eq!(got, vec![Some(0), Some(1), Some(2), Some(3)]);
+        assert_eq!(handle.queue().items.capacity(), 0);
+        drop(rx);
+        assert!(handle.is_closed());
+        assert!(!handle.reply(Some(9), Reply::Heartbeat));
+    }
+
+    #[tokio::test]
+    async fn every_waiter_sees_the_close() {
+        let (handle, _rx) = ConnHandle::new(1, None, 8);
+        let a = tokio::spawn({
+            let h = handle.clone();
+            async move { h.close_requested().await }
+        });
+        let b = tokio::spawn({
+            let h = handle.clone();
+            async move { h.close_requested().await }
+        });
+        tokio::task::yield_now().await;
+        handle.close(ProtocolError::new(ErrorCode::ReadTimeout, "t"));
+        assert_eq!(a.await.unwrap().code, ErrorCode::ReadTimeout);
+        assert_eq!(b.await.unwrap().code, ErrorCode::ReadTimeout);
     }
 }

@@ -62,15 +62,14 @@ pub async fn serve_socket(
                     break;
                 }
                 item = rx.recv() => {
-                    let Some(item) = item else { break };
                     if sink.feed(encode(codec, item)).await.is_err() {
                         break;
                     }
                     let mut failed = false;
                     for _ in 1..WRITE_BATCH {
                         match rx.try_recv() {
-                            Ok(item) => if sink.feed(encode(codec, item)).await.is_err() { failed = true; break; },
-                            Err(_) => break,
+                            Some(item) => if sink.feed(encode(codec, item)).await.is_err() { failed = true; break; },
+                            None => break,
                         }
                     }
                     if failed || sink.flush().await.is_err() {

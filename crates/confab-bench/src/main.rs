@@ -6,6 +6,7 @@
 mod scenarios;
 mod server;
 mod wire;
+mod ws;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

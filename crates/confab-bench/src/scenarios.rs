@@ -3,8 +3,8 @@
 
 use crate::server::{Programs, Server, cpu_us_of, rss_of, tcp_kernel_bytes};
 use crate::wire::{self, Incoming, Target, Ws};
+use crate::ws::Opcode;
 use anyhow::{Context, Result, bail};
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Connections opened at once while setting up a scenario.
 const RAMP: usize = 128;
@@ -123,6 +122,10 @@ async fn chatter(
     let mut inflight: VecDeque<(i64, Instant)> = VecDeque::new();
     let mut serial: i64 = 1000;
     let mut next_tick = tokio::time::Instant::now();
+    // One timer for the task's life, moved only when the wake-up time changes: a new
+    // timer per frame cost the load tool more than the frame.
+    let timer = tokio::time::sleep_until(stop_all);
+    tokio::pin!(timer);
     loop {
         let now = tokio::time::Instant::now();
         if now >= stop_all {
@@ -162,72 +165,123 @@ async fn chatter(
                 break;
             }
         }
-        let frame = tokio::select! {
-            f = ws.next() => f,
-            _ = tokio::time::sleep_until(wake) => continue,
-        };
-        let text = match frame {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
+        if !ws.has_buffered_frame() {
+            let filled = tokio::select! {
+                r = ws.fill() => r,
+                _ = &mut timer => continue,
+            };
+            if !matches!(filled, Ok(true)) {
                 stats.c.dropped.fetch_add(1, Relaxed);
                 return;
             }
-            Some(Ok(_)) => continue,
+        }
+        // Handle everything that has already arrived in one go: one clock read, one
+        // update of the shared counters and one write of our answers per burst.
+        let mut burst = Burst { received_ns: wire::now_ns(), delivered: 0 };
+        let handled = loop {
+            match ws.next_buffered() {
+                Ok(Some(frame)) if frame.opcode == Opcode::Close => break Err(()),
+                Ok(Some(frame)) => {
+                    let answer = handle_frame(
+                        target,
+                        ws.text(&frame),
+                        &role,
+                        &stats,
+                        shard,
+                        &mut inflight,
+                        &mut burst,
+                    );
+                    if let Some(answer) = answer {
+                        ws.feed_text(&answer);
+                    }
+                }
+                Ok(None) => match ws.try_fill() {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(_) => break Err(()),
+                },
+                Err(_) => break Err(()),
+            }
         };
-        let measuring = stats.c.measuring.load(Relaxed);
-        match wire::classify(target, text.as_str()) {
-            Incoming::Ack(serial) => {
-                let pos = match serial {
-                    Some(s) => inflight.iter().position(|(i, _)| *i == s),
-                    None if inflight.is_empty() => None,
-                    None => Some(0),
-                };
-                if let Some((_, at)) = pos.and_then(|p| inflight.remove(p))
-                    && measuring
-                {
-                    stats.c.acked.fetch_add(1, Relaxed);
-                    stats.ack.record(shard, at.elapsed().as_micros() as u64);
-                }
+        if burst.delivered > 0 {
+            stats.c.delivered_total.fetch_add(burst.delivered, Relaxed);
+            if stats.c.measuring.load(Relaxed) {
+                stats.c.delivered.fetch_add(burst.delivered, Relaxed);
             }
-            Incoming::Delivery => {
-                if role.count_deliveries {
-                    stats.c.delivered_total.fetch_add(1, Relaxed);
-                    if measuring {
-                        stats.c.delivered.fetch_add(1, Relaxed);
-                        if let Some(sent) = wire::sent_ns(text.as_str())
-                            && sent >= stats.c.measure_from_ns.load(Relaxed)
-                        {
-                            stats.delivery.record(shard, wire::now_ns().saturating_sub(sent) / 1000);
-                        }
-                    }
-                }
-                if role.receipts
-                    && target == Target::Confab
-                    && let Some(receipt) = wire::confab_receipt(text.as_str())
-                    && wire::send(&mut ws, receipt).await.is_err()
-                {
-                    stats.c.dropped.fetch_add(1, Relaxed);
-                    return;
-                }
-            }
-            Incoming::Ping => {
-                let _ = wire::send(&mut ws, "3".into()).await;
-            }
-            Incoming::Error => {
-                stats.c.errors.fetch_add(1, Relaxed);
-                // An error answering one of our publishes frees its window slot.
-                if let Some(at) = text.as_str().find(r#""i":"#) {
-                    let digits: String =
-                        text.as_str()[at + 4..].chars().take_while(char::is_ascii_digit).collect();
-                    if let Ok(s) = digits.parse::<i64>() {
-                        inflight.retain(|(i, _)| *i != s);
-                    }
-                }
-            }
-            Incoming::Other => {}
+        }
+        if handled.is_err() || ws.flush().await.is_err() {
+            stats.c.dropped.fetch_add(1, Relaxed);
+            return;
         }
     }
-    let _ = ws.close(None).await;
+    ws.close().await;
+}
+
+/// What one burst of frames has done so far.
+struct Burst {
+    /// When the burst was read (the receive time of each of its frames).
+    received_ns: u64,
+    delivered: u64,
+}
+
+/// Handles one incoming text frame ("" for others); returns the frame to answer with.
+fn handle_frame(
+    target: Target,
+    text: &str,
+    role: &Role,
+    stats: &Stats,
+    shard: usize,
+    inflight: &mut VecDeque<(i64, Instant)>,
+    burst: &mut Burst,
+) -> Option<String> {
+    if text.is_empty() {
+        return None;
+    }
+    let measuring = stats.c.measuring.load(Relaxed);
+    match wire::classify(target, text) {
+        Incoming::Ack(serial) => {
+            let pos = match serial {
+                Some(s) => inflight.iter().position(|(i, _)| *i == s),
+                None if inflight.is_empty() => None,
+                None => Some(0),
+            };
+            if let Some((_, at)) = pos.and_then(|p| inflight.remove(p))
+                && measuring
+            {
+                stats.c.acked.fetch_add(1, Relaxed);
+                stats.ack.record(shard, at.elapsed().as_micros() as u64);
+            }
+            None
+        }
+        Incoming::Delivery => {
+            if role.count_deliveries {
+                burst.delivered += 1;
+                if measuring
+                    && let Some(sent) = wire::sent_ns(text)
+                    && sent >= stats.c.measure_from_ns.load(Relaxed)
+                {
+                    stats.delivery.record(shard, burst.received_ns.saturating_sub(sent) / 1000);
+                }
+            }
+            if role.receipts && target == Target::Confab { wire::confab_receipt(text) } else { None }
+        }
+        Incoming::Ping => Some("3".into()),
+        Incoming::Error => {
+            stats.c.errors.fetch_add(1, Relaxed);
+            // An error answering one of our publishes frees its window slot.
+            if let Some(at) = text.find(r#""i":"#) {
+                let digits: String = text[at + 4..].chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(s) = digits.parse::<i64>() {
+                    inflight.retain(|(i, _)| *i != s);
+                }
+            }
+            None
+        }
+        Incoming::Other => None,
+    }
 }
 
 /// Opens `n` sessions (and joins `room` unless it is empty), `RAMP` at a time.
@@ -352,7 +406,7 @@ pub async fn fanout(target: Target, programs: &Programs, load: &Load, rate: Opti
         Target::Confab => {
             let mut admin = wire::open(target, addr, wire::source_addr(0), "", "admin").await?;
             let cid = wire::confab_start(&mut admin, &[], true, 2).await?;
-            let _ = admin.close(None).await;
+            admin.close().await;
             cid
         }
         _ => "bench".to_owned(),
@@ -622,11 +676,14 @@ async fn hold(mut ws: Ws, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            m = ws.next() => match m {
-                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
-                    let _ = wire::send(&mut ws, "3".into()).await;
+            frame = ws.next_frame() => match frame {
+                // An Engine.IO ping: answer, or the peer drops us.
+                Ok(Some(f)) if ws.text(&f) == "2" => {
+                    if ws.send_text("3").await.is_err() {
+                        break;
+                    }
                 }
-                Some(Ok(_)) => {}
+                Ok(Some(f)) if f.opcode != Opcode::Close => {}
                 _ => break,
             },
         }

@@ -1,18 +1,15 @@
-//! The three dialects the load tool speaks, over one WebSocket client with small
-//! buffers: Confab's LeanCloud v2 JSON protocol, Socket.IO 4 (Engine.IO v4 over a
-//! WebSocket, no polling) and the bare broadcaster (raw text, room = URL path).
+//! The three dialects the load tool speaks, over its own lean WebSocket client
+//! ([`crate::ws`]): Confab's LeanCloud v2 JSON protocol, Socket.IO 4 (Engine.IO v4 over
+//! a WebSocket, no polling) and the bare broadcaster (raw text, room = URL path).
 
+use crate::ws::{Client, Opcode};
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::net::TcpSocket;
 
 /// One client connection.
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = Client;
 
 /// How long one handshake or request may take before it counts as failed.
 pub const STEP: Duration = Duration::from_secs(15);
@@ -57,17 +54,9 @@ pub async fn connect(server: SocketAddr, src: Ipv4Addr, path: &str) -> Result<Ws
     socket.bind(SocketAddr::new(src.into(), 0)).with_context(|| format!("bind {src}"))?;
     let stream = tokio::time::timeout(STEP, socket.connect(server)).await.context("connect timed out")??;
     stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20));
-    let url = format!("ws://{server}{path}");
-    let (ws, _) =
-        tokio::time::timeout(STEP, tokio_tungstenite::client_async_with_config(url, stream, Some(config)))
-            .await
-            .context("websocket handshake timed out")??;
-    Ok(ws)
+    tokio::time::timeout(STEP, Client::handshake(stream, &server.to_string(), path))
+        .await
+        .context("websocket handshake timed out")?
 }
 
 /// The URL path a client of `target` connects to; `room` matters to the bare server only.
@@ -109,29 +98,28 @@ pub async fn open(target: Target, server: SocketAddr, src: Ipv4Addr, room: &str,
 
 /// Sends one text frame.
 pub async fn send(ws: &mut Ws, text: String) -> Result<()> {
-    ws.send(Message::Text(text.into())).await?;
-    Ok(())
+    ws.send_text(&text).await
 }
 
 /// Reads frames (answering Engine.IO pings) until one satisfies `pred`; returns it.
 pub async fn recv_until(ws: &mut Ws, pred: impl Fn(&str) -> bool) -> Result<String> {
     let deadline = tokio::time::Instant::now() + STEP;
     loop {
-        let frame = tokio::time::timeout_at(deadline, ws.next()).await.context("reply timed out")?;
-        match frame {
-            None => bail!("connection closed"),
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(Message::Text(t))) => {
-                if t.as_str() == "2" {
-                    send(ws, "3".into()).await?;
+        let frame = tokio::time::timeout_at(deadline, ws.next_frame()).await.context("reply timed out")??;
+        let Some(frame) = frame else { bail!("connection closed") };
+        match frame.opcode {
+            Opcode::Text => {
+                let text = ws.text(&frame);
+                if text == "2" {
+                    ws.send_text("3").await?;
                     continue;
                 }
-                if pred(t.as_str()) {
-                    return Ok(t.as_str().to_owned());
+                if pred(text) {
+                    return Ok(text.to_owned());
                 }
             }
-            Some(Ok(Message::Close(c))) => bail!("closed by the server: {c:?}"),
-            Some(Ok(_)) => {}
+            Opcode::Close => bail!("closed by the server"),
+            Opcode::Binary => {}
         }
     }
 }
@@ -254,9 +242,19 @@ pub fn payload(size: usize) -> String {
     p
 }
 
-/// The send time carried by a delivered frame's body.
+/// The send time carried by a delivered frame's body: the digits after the first
+/// `~T` (found with a byte search: the frame's other fields never hold a `~`).
 pub fn sent_ns(text: &str) -> Option<u64> {
-    number_after(text, "~T").and_then(|n| u64::try_from(n).ok())
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = bytes[from..].iter().position(|&b| b == b'~') {
+        let marker = from + at;
+        if bytes.get(marker + 1) == Some(&b'T') {
+            return leading_number(&text[marker + 2..]).and_then(|n| u64::try_from(n).ok());
+        }
+        from = marker + 1;
+    }
+    None
 }
 
 fn number_after(text: &str, marker: &str) -> Option<i64> {

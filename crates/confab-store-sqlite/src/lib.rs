@@ -45,6 +45,12 @@ pub enum Durability {
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// A client's cursors, read at every session open. A correlated subquery, not a join:
+/// SQLite re-prepared the join form on every call (see the test of that name).
+const MEMBER_CURSORS: &str = "SELECT m.cid, m.cursor_ts,
+        (SELECT c.last_ts FROM conversations c WHERE c.app = m.app AND c.id = m.cid)
+    FROM members m WHERE m.app = ?1 AND m.client = ?2";
+
 /// How long a delivery cursor may wait in memory before it is written.
 pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -791,15 +797,14 @@ impl Store for SqliteStore {
         let (app, client) = (app.to_owned(), client.to_owned());
         let cursors = self.cursors.clone();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT m.cid, m.cursor_ts, c.last_ts FROM members m
-                 JOIN conversations c ON c.app = m.app AND c.id = m.cid
-                 WHERE m.app = ?1 AND m.client = ?2",
-            )?;
+            let mut stmt = c.prepare_cached(MEMBER_CURSORS)?;
             let mut rows: Vec<MemberCursor> = stmt
                 .query_map(params![app, client], |r| {
-                    Ok(MemberCursor { cid: r.get(0)?, cursor: r.get(1)?, last_ts: r.get(2)? })
+                    // No conversation row (a member row left behind): nothing to deliver.
+                    let Some(last_ts) = r.get::<_, Option<i64>>(2)? else { return Ok(None) };
+                    Ok(Some(MemberCursor { cid: r.get(0)?, cursor: r.get(1)?, last_ts }))
                 })?
+                .filter_map(Result::transpose)
                 .collect::<Result<_, _>>()?;
             let pending = cursors.lock();
             for row in &mut rows {

@@ -215,3 +215,26 @@ async fn cursors_are_buffered_merged_and_written_within_the_interval() {
     assert_eq!(committed_cursor(dir.path(), "bob"), 5);
     assert_eq!(committed_cursor(dir.path(), "alice"), 3);
 }
+
+#[tokio::test]
+async fn the_login_read_is_not_prepared_again_on_every_call() {
+    // A join here made SQLite re-prepare the cached statement on every call (rusqlite
+    // clears the bindings of a statement returned to its cache, which expires
+    // statements whose plan looked at a bound value): a third of a session open's CPU.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+    store.create_conversation(record("a", "c", &["alice"], None)).await.expect("create");
+    let mut reprepares = Vec::new();
+    for client in ["alice", "bob", "alice"] {
+        let n = store
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(MEMBER_CURSORS)?;
+                let rows = stmt.query_map(params!["a", client], |_| Ok(()))?.count();
+                Ok((rows, stmt.get_status(rusqlite::StatementStatus::RePrepare)))
+            })
+            .await
+            .expect("read");
+        reprepares.push(n);
+    }
+    assert_eq!(reprepares, [(1, 0), (0, 0), (1, 0)]);
+}

@@ -112,11 +112,19 @@ impl OutboundReceiver {
     }
 }
 
-impl Drop for OutboundReceiver {
-    fn drop(&mut self) {
+impl OutboundReceiver {
+    /// Stops receiving (the writer can write no more): queued items are dropped and
+    /// later sends fail, as when the receiver is dropped.
+    pub fn close(&mut self) {
         let mut queue = self.handle.queue();
         queue.receiver_gone = true;
         queue.items = VecDeque::new();
+    }
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::app::AppConfig;
 use crate::conversation::{Conv, apply_attributes, query_doc, result_json, unique_key};
 use crate::ids;
-use crate::outbound::{ConnHandle, Outbound, OutboundReceiver, SharedPush};
+use crate::outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};
 use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, ScanFilter, Store, StoreError};
 use crate::query::{compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
@@ -1620,7 +1620,7 @@ impl Engine {
             };
         }
         match replies.recv().await {
-            Outbound::Reply { reply, .. } => match *reply {
+            Next::Item(Outbound::Reply { reply, .. }) => match *reply {
                 Reply::MessageAck { uid, t } => Ok((uid, t)),
                 Reply::Error(e) => Err(e),
                 _ => Err(perr(ErrorCode::InternalError, "unexpected reply")),

@@ -29,4 +29,4 @@ pub mod signature;
 
 pub use app::{AppConfig, SignaturePolicy};
 pub use engine::{Connection, Engine};
-pub use outbound::{ConnHandle, Outbound, OutboundReceiver, SharedPush};
+pub use outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};

@@ -57,12 +57,14 @@ pub enum Outbound {
     Ping,
 }
 
-/// The items a connection's writer has not taken yet.
+/// The items a connection's writer has not taken yet, and the close request.
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<Outbound>,
     /// The writer is gone: nothing queued would ever be written.
     receiver_gone: bool,
+    /// Why the connection must close; the first reason wins.
+    close_reason: Option<ProtocolError>,
 }
 
 /// The engine's handle on one network connection.
@@ -79,11 +81,20 @@ pub struct ConnHandle {
     pub origin: Option<String>,
     capacity: usize,
     queue: Mutex<Queue>,
-    /// Wakes the writer when an item lands in an empty queue (a stored permit covers an
-    /// item queued before the writer waits).
-    queued: Notify,
-    close_reason: Mutex<Option<ProtocolError>>,
-    close_notify: Notify,
+    /// Wakes the receiver when an item lands in an empty queue or a close is requested
+    /// (a stored permit covers one that happens before it waits). One receiver, one
+    /// waiter: whoever else must see a close checks [`ConnHandle::close_requested`] when
+    /// the receiver's task wakes.
+    wake: Notify,
+}
+
+/// What the writer takes from the queue next.
+#[derive(Debug)]
+pub enum Next {
+    /// A close was requested (it comes before any item still queued).
+    Close(ProtocolError),
+    /// The oldest queued item.
+    Item(Outbound),
 }
 
 /// The writer's end of a connection's outbound queue: a single consumer, items in the
@@ -94,27 +105,31 @@ pub struct OutboundReceiver {
 }
 
 impl OutboundReceiver {
-    /// Waits for the next item.
-    pub async fn recv(&mut self) -> Outbound {
+    /// Waits for a close request or the next item.
+    pub async fn recv(&mut self) -> Next {
         loop {
-            let queued = self.handle.queued.notified();
-            if let Some(item) = self.handle.pop() {
-                return item;
+            let wake = self.handle.wake.notified();
+            {
+                let queue = &mut *self.handle.queue();
+                if let Some(reason) = &queue.close_reason {
+                    return Next::Close(reason.clone());
+                }
+                if let Some(item) = pop(queue) {
+                    return Next::Item(item);
+                }
             }
-            queued.await;
+            wake.await;
         }
     }
 
-    /// The next item, if one is queued. Emptying the queue frees its buffer, so an idle
-    /// connection holds none (one allocation per burst for a busy one).
+    /// The next item, if one is queued.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        self.handle.pop()
+        pop(&mut self.handle.queue())
     }
-}
 
-impl OutboundReceiver {
     /// Stops receiving (the writer can write no more): queued items are dropped and
-    /// later sends fail, as when the receiver is dropped.
+    /// later sends fail, as when the receiver is dropped. [`Self::recv`] still reports
+    /// a close request.
     pub fn close(&mut self) {
         let mut queue = self.handle.queue();
         queue.receiver_gone = true;
@@ -128,6 +143,16 @@ impl Drop for OutboundReceiver {
     }
 }
 
+/// Takes the oldest item. Emptying the queue frees its buffer, so an idle connection
+/// holds none (one allocation per burst for a busy one).
+fn pop(queue: &mut Queue) -> Option<Outbound> {
+    let item = queue.items.pop_front();
+    if queue.items.is_empty() && queue.items.capacity() > 0 {
+        queue.items = VecDeque::new();
+    }
+    item
+}
+
 impl ConnHandle {
     /// A handle with a queue of at most `capacity` items; the receiver goes to the writer.
     pub fn new(id: u64, origin: Option<String>, capacity: usize) -> (Arc<ConnHandle>, OutboundReceiver) {
@@ -136,25 +161,13 @@ impl ConnHandle {
             origin,
             capacity: capacity.max(1),
             queue: Mutex::new(Queue::default()),
-            queued: Notify::new(),
-            close_reason: Mutex::new(None),
-            close_notify: Notify::new(),
+            wake: Notify::new(),
         });
         (handle.clone(), OutboundReceiver { handle })
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes the oldest item (for the receiver only).
-    fn pop(&self) -> Option<Outbound> {
-        let mut queue = self.queue();
-        let item = queue.items.pop_front();
-        if queue.items.is_empty() && queue.items.capacity() > 0 {
-            queue.items = VecDeque::new();
-        }
-        item
     }
 
     /// Queues an item without waiting. A full queue means the client does not read
@@ -176,7 +189,7 @@ impl ConnHandle {
         // The writer drains the queue before it waits, so only the first item of a
         // burst needs to wake it.
         if was_empty {
-            self.queued.notify_one();
+            self.wake.notify_one();
         }
         true
     }
@@ -203,38 +216,31 @@ impl ConnHandle {
         self.send(Outbound::Reply { serial, reply: Box::new(reply) })
     }
 
-    /// Asks the connection to close with this error's code; the first reason wins.
+    /// Asks the connection to close with this error's code; the first reason wins. The
+    /// receiver's [`OutboundReceiver::recv`] returns it before any queued item.
     pub fn close(&self, reason: ProtocolError) {
-        let mut slot = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(reason);
-            drop(slot);
-            // Every waiter: the reader and the writer both watch for the close.
-            self.close_notify.notify_waiters();
+        let mut queue = self.queue();
+        if queue.close_reason.is_none() {
+            queue.close_reason = Some(reason);
+            drop(queue);
+            self.wake.notify_one();
         }
     }
 
-    /// Resolves once a close was requested, with its reason.
-    pub async fn close_requested(&self) -> ProtocolError {
-        loop {
-            // Created before the check: `notify_waiters` wakes it even if it has not
-            // been polled yet, so a close between the check and the wait is not missed.
-            let notified = self.close_notify.notified();
-            if let Some(reason) = self.close_reason() {
-                return reason;
-            }
-            notified.await;
-        }
+    /// Whether a close was requested.
+    pub fn close_requested(&self) -> bool {
+        self.queue().close_reason.is_some()
     }
 
     /// The close reason, if a close was requested.
     pub fn close_reason(&self) -> Option<ProtocolError> {
-        self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.queue().close_reason.clone()
     }
 
     /// Whether the writer is gone or a close was requested.
     pub fn is_closed(&self) -> bool {
-        self.queue().receiver_gone || self.close_reason().is_some()
+        let queue = self.queue();
+        queue.receiver_gone || queue.close_reason.is_some()
     }
 }
 
@@ -243,9 +249,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn serial(item: Outbound) -> Option<i32> {
-        match item {
-            Outbound::Reply { serial, .. } => serial,
+    fn serial(next: Next) -> Option<i32> {
+        match next {
+            Next::Item(Outbound::Reply { serial, .. }) => serial,
             _ => None,
         }
     }
@@ -259,8 +265,10 @@ mod tests {
         assert!(!handle.is_closed());
         assert!(!handle.reply(Some(3), Reply::Heartbeat));
         assert_eq!(handle.close_reason().unwrap().code, ErrorCode::SlowConsumer);
+        // The close comes first; the queued items stay in order behind it.
+        assert!(matches!(rx.recv().await, Next::Close(e) if e.code == ErrorCode::SlowConsumer));
         for i in 0..3 {
-            assert_eq!(serial(rx.recv().await), Some(i));
+            assert_eq!(serial(Next::Item(rx.try_recv().unwrap())), Some(i));
         }
         assert!(rx.try_recv().is_none());
     }
@@ -289,19 +297,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_waiter_sees_the_close() {
-        let (handle, _rx) = ConnHandle::new(1, None, 8);
-        let a = tokio::spawn({
-            let h = handle.clone();
-            async move { h.close_requested().await }
-        });
-        let b = tokio::spawn({
-            let h = handle.clone();
-            async move { h.close_requested().await }
-        });
+    async fn a_waiting_receiver_wakes_for_a_close_even_after_it_closed_the_queue() {
+        let (handle, mut rx) = ConnHandle::new(1, None, 8);
+        rx.close();
+        assert!(!handle.reply(Some(1), Reply::Heartbeat));
+        let waiter = tokio::spawn(async move { rx.recv().await });
         tokio::task::yield_now().await;
+        assert!(!handle.close_requested());
         handle.close(ProtocolError::new(ErrorCode::ReadTimeout, "t"));
-        assert_eq!(a.await.unwrap().code, ErrorCode::ReadTimeout);
-        assert_eq!(b.await.unwrap().code, ErrorCode::ReadTimeout);
+        handle.close(ProtocolError::new(ErrorCode::SlowConsumer, "later reasons lose"));
+        assert!(handle.close_requested());
+        assert!(matches!(waiter.await.unwrap(), Next::Close(e) if e.code == ErrorCode::ReadTimeout));
     }
 }

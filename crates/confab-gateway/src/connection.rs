@@ -6,13 +6,14 @@
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use confab_engine::{ConnHandle, Connection, Outbound, OutboundReceiver};
+use confab_engine::{ConnHandle, Connection, Next, Outbound, OutboundReceiver};
 use confab_proto::{Codec, PushFrame, WireFrame};
 use confab_types::{Disposition, ErrorCode, ProtocolError, Reply};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 /// How long to wait for the client's answer to our Close frame.
@@ -43,18 +44,30 @@ fn encode(codec: Codec, item: Outbound) -> Message {
     }
 }
 
+/// What a connection needs from its handshake.
+///
+/// Captured boxed by the upgrade callback: axum's upgrade task keeps the callback's
+/// captures for the connection's whole life, so it should capture one pointer, not
+/// the gateway and the origin (~100 B per connection).
+#[derive(Debug)]
+pub struct Handshake {
+    /// The gateway.
+    pub gateway: Gateway,
+    /// The negotiated codec.
+    pub codec: Codec,
+    /// The negotiated protocol version.
+    pub version: u8,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+}
+
 /// Serves one upgraded socket until it closes.
 ///
 /// Not an `async fn`: an async fn's future keeps its by-value arguments (here the
-/// 368-byte socket and the gateway) for the connection's whole life. The future
+/// 368-byte socket and the handshake) for the connection's whole life. The future
 /// returned here holds only what the connection uses.
-pub fn serve_socket(
-    gateway: Gateway,
-    socket: WebSocket,
-    codec: Codec,
-    version: u8,
-    origin: Option<String>,
-) -> impl Future<Output = ()> + Send {
+pub fn serve_socket(handshake: Handshake, socket: WebSocket) -> impl Future<Output = ()> + Send {
+    let Handshake { gateway, codec, version, origin } = handshake;
     let (sink, stream) = socket.split();
     let (conn, rx) = gateway.engine.open_connection(origin, version);
     let timeouts = Timeouts { login: gateway.config.login_timeout, read: gateway.config.read_timeout };
@@ -62,7 +75,6 @@ pub fn serve_socket(
 }
 
 /// The timeouts of the gateway's settings a connection needs.
-#[derive(Clone, Copy)]
 struct Timeouts {
     login: Duration,
     read: Duration,
@@ -88,10 +100,10 @@ fn serve(mut halves: Halves, codec: Codec, timeouts: Timeouts) -> impl Future<Ou
         // The writer is polled inside this task, next to the reader, rather than spawned:
         // a task of its own costs every idle connection ~0.5 KB (a 128-byte-aligned cell).
         // Each wake-up polls both; the idle one returns at once.
-        let mut writer = pin!(write_loop(sink, rx, &handle, codec));
+        let mut writer = pin!(write_loop(sink, rx, codec));
         let mut writer_done = false;
         {
-            let mut reader = pin!(read_loop(conn, stream, &handle, codec, timeouts));
+            let mut reader = pin!(read_loop(conn, stream, &handle, codec, &timeouts));
             std::future::poll_fn(|cx| {
                 let read = reader.as_mut().poll(cx);
                 if !writer_done {
@@ -122,29 +134,31 @@ fn serve(mut halves: Halves, codec: Codec, timeouts: Timeouts) -> impl Future<Ou
 }
 
 /// Drains the queue to the socket, a batch per flush, until a close was requested (and
-/// its Close frame written) or the socket fails; then the queue takes no more items.
-async fn write_loop(
-    sink: &mut SplitSink<WebSocket, Message>,
-    rx: &mut OutboundReceiver,
-    handle: &ConnHandle,
-    codec: Codec,
-) {
+/// its Close frame written). A failed write closes the queue; the loop still waits for
+/// the close request, so that it wakes this task for the reader to see it.
+async fn write_loop(sink: &mut SplitSink<WebSocket, Message>, rx: &mut OutboundReceiver, codec: Codec) {
+    let mut failed = false;
     loop {
-        tokio::select! {
-            biased;
-            reason = handle.close_requested() => {
-                let frame = CloseFrame { code: reason.code.number(), reason: Utf8Bytes::from(reason.code.reason()) };
-                let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(Message::Close(Some(frame)))).await;
-                break;
+        match rx.recv().await {
+            Next::Close(reason) => {
+                if !failed {
+                    let code = reason.code;
+                    let frame = CloseFrame { code: code.number(), reason: Utf8Bytes::from(code.reason()) };
+                    // Boxed: this runs once per connection, and inline its timer would
+                    // sit in every idle connection's task.
+                    let close = sink.send(Message::Close(Some(frame)));
+                    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(5), close)).await;
+                }
+                return;
             }
-            item = rx.recv() => {
-                if write_batch(sink, rx, codec, item).await.is_err() {
-                    break;
+            Next::Item(item) => {
+                if !failed && write_batch(sink, rx, codec, item).await.is_err() {
+                    failed = true;
+                    rx.close();
                 }
             }
         }
     }
-    rx.close();
 }
 
 /// Writes `first` and up to `WRITE_BATCH - 1` more queued items, then flushes once.
@@ -169,7 +183,7 @@ async fn read_loop(
     stream: &mut SplitStream<WebSocket>,
     handle: &ConnHandle,
     codec: Codec,
-    timeouts: Timeouts,
+    timeouts: &Timeouts,
 ) {
     // Silence for half the read timeout earns a ping; silence for the whole of it (no
     // pong either) closes the connection.
@@ -177,8 +191,15 @@ async fn read_loop(
     loop {
         let logged_in = conn.has_session();
         let timeout = if logged_in { timeouts.read / 2 } else { timeouts.login };
+        // A close request wakes this task through the writer's wait (one waiter per
+        // connection, see `ConnHandle`), and the reader stops at its next poll.
+        let close_requested = std::future::poll_fn(|_| match handle.close_requested() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        });
         let next = tokio::select! {
-            _ = handle.close_requested() => return,
+            biased;
+            () = close_requested => return,
             next = tokio::time::timeout(timeout, stream.next()) => next,
         };
         let message = match next {
@@ -205,20 +226,25 @@ async fn read_loop(
             Ok(Some(Ok(m))) => m,
         };
         pinged = false;
-        let frame = match message {
-            Message::Text(t) => WireFrame::Text(t.as_str().to_owned()),
-            Message::Binary(b) => WireFrame::Binary(b.to_vec()),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return,
-        };
-        let (serial, result) = match codec.decode(&frame) {
-            Err(e) => (e.serial, Err(e.error)),
-            Ok(inbound) => {
-                let serial = inbound.serial;
+        // Decoded in a block of its own, so that neither the frame nor the decoded
+        // request (hundreds of bytes) is kept across the await in every connection's task.
+        let request = {
+            let frame = match message {
+                Message::Text(t) => WireFrame::Text(t.as_str().to_owned()),
+                Message::Binary(b) => WireFrame::Binary(b.to_vec()),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(_) => return,
+            };
+            match codec.decode(&frame) {
                 // Boxed: the engine's request future is large, and inline it would sit
                 // in every idle connection's task (~3 KB each).
-                (serial, Box::pin(conn.handle(inbound)).await)
+                Ok(inbound) => Ok((inbound.serial, Box::pin(conn.handle(inbound)))),
+                Err(e) => Err((e.serial, e.error)),
             }
+        };
+        let (serial, result) = match request {
+            Ok((serial, request)) => (serial, request.await),
+            Err((serial, error)) => (serial, Err(error)),
         };
         match result {
             Ok(Some(reply)) => {

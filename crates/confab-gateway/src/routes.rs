@@ -1,7 +1,7 @@
 //! HTTP endpoints.
 
 use crate::Gateway;
-use crate::connection::serve_socket;
+use crate::connection::{Handshake, serve_socket};
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -149,7 +149,9 @@ async fn websocket_or_info(
     if let Some(echo) = negotiated.echo {
         ws = ws.protocols([echo]);
     }
-    ws.on_upgrade(move |socket| serve_socket(gateway, socket, negotiated.codec, negotiated.version, origin))
+    let handshake =
+        Box::new(Handshake { gateway, codec: negotiated.codec, version: negotiated.version, origin });
+    ws.on_upgrade(move |socket| serve_socket(*handshake, socket))
 }
 
 /// The two-tab chat demo and the SDK it loads, built into the binary so `confab serve`

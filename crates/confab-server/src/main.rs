@@ -109,9 +109,18 @@ fn main() -> anyhow::Result<()> {
         );
         settings.apps.push(dev);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Store reads run on blocking threads; without a cap a burst of logins started
+    // hundreds of them (each with its own malloc arena and SQLite connection), which
+    // showed as +1.5 KB per idle connection. Reads beyond the cap wait their turn.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()?;
     runtime.block_on(serve(settings))
 }
+
+/// Most threads running store reads at once.
+const BLOCKING_THREADS: usize = 32;
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = SqliteStore::open(&settings.data_dir, settings.durability)

@@ -5,16 +5,13 @@
 //! When it accepts connections it prints exactly one line on stdout,
 //! `listening on http://HOST:PORT`; logs go to stderr.
 
-mod config;
-
 use clap::{Parser, Subcommand};
+use confab_config::{FileConfig, Overrides, Settings, development_app};
 use confab_engine::Engine;
 use confab_engine::ports::SystemClock;
 use confab_gateway::{Gateway, GatewayConfig};
-use confab_store_sqlite::{Durability, SqliteStore};
-use config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, FileConfig, Settings, development_app, parse_app};
+use confab_store_sqlite::SqliteStore;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,34 +57,13 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let listen: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
-    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let durability = match file.durability.as_deref() {
-        None | Some("full") => Durability::Full,
-        Some("normal") => Durability::Normal,
-        Some(other) => anyhow::bail!("durability must be \"full\" or \"normal\", got {other:?}"),
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        public_url: args.public_url,
+        apps: args.apps,
     };
-    let apps = if args.apps.is_empty() {
-        file.apps
-    } else {
-        args.apps.iter().map(|s| parse_app(s)).collect::<anyhow::Result<Vec<_>>>()?
-    };
-    let mut ids = std::collections::HashSet::new();
-    for app in &apps {
-        if !ids.insert(app.id.as_str()) {
-            anyhow::bail!("app {:?} is configured twice", app.id);
-        }
-    }
-    Ok(Settings {
-        listen,
-        data_dir,
-        public_url: args.public_url.or(file.public_url),
-        durability,
-        login_timeout_secs: file.login_timeout_secs.unwrap_or(60),
-        read_timeout_secs: file.read_timeout_secs.unwrap_or(400),
-        apps,
-    })
+    confab_config::resolve(file, overrides)
 }
 
 fn main() -> anyhow::Result<()> {

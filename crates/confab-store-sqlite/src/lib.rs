@@ -33,16 +33,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// How hard a commit pushes data to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// fsync on every commit: survives power loss (the default).
-    #[default]
-    Full,
-    /// fsync at WAL checkpoints only: survives a process crash, may lose the last
-    /// commits on power loss.
-    Normal,
-}
+pub use confab_types::Durability;
 
 /// The writer connection's page cache, in KiB (SQLite reads a negative `cache_size` as
 /// KiB).

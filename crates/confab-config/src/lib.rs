@@ -1,6 +1,10 @@
-//! Configuration: defaults ← `confab.toml` ← `CONFAB_*` environment ← command-line flags.
+//! The server's configuration: defaults ← `confab.toml` ← `CONFAB_*` environment ←
+//! command-line flags, resolved into [`Settings`]. Pure apart from reading the file and
+//! the development app's key: [`FileConfig::parse`] and [`resolve`] take any input and
+//! return an error naming the bad value (a fuzz target holds them to it).
 
 use confab_engine::AppConfig;
+pub use confab_types::Durability;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,7 +34,12 @@ impl FileConfig {
     /// Reads and parses a file; errors name the file and the bad key.
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        FileConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses the text of a `confab.toml`; errors name the bad key.
+    pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        Ok(toml::from_str(text)?)
     }
 }
 
@@ -55,13 +64,59 @@ pub struct Settings {
     /// Public URL.
     pub public_url: Option<String>,
     /// Durability mode.
-    pub durability: confab_store_sqlite::Durability,
+    pub durability: Durability,
     /// Login timeout.
     pub login_timeout_secs: u64,
     /// Read timeout.
     pub read_timeout_secs: u64,
     /// Apps; empty means "make the development app".
     pub apps: Vec<AppConfig>,
+}
+
+/// What the command line and the environment set, each winning over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `CONFAB_LISTEN`.
+    pub listen: Option<String>,
+    /// `--data-dir` / `CONFAB_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--public-url` / `CONFAB_PUBLIC_URL`.
+    pub public_url: Option<String>,
+    /// `--app ID:KEY:MASTER_KEY` (repeatable) / `CONFAB_APPS`; replaces the file's apps.
+    pub apps: Vec<String>,
+}
+
+/// Resolves the settings: flags and environment over the file over the defaults.
+/// Rejects a bad listen address, durability or app spec and an app configured twice.
+pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Settings> {
+    let listen = overrides.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
+    let data_dir = overrides.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let durability = match file.durability.as_deref() {
+        None | Some("full") => Durability::Full,
+        Some("normal") => Durability::Normal,
+        Some(other) => anyhow::bail!("durability must be \"full\" or \"normal\", got {other:?}"),
+    };
+    let apps = if overrides.apps.is_empty() {
+        file.apps
+    } else {
+        overrides.apps.iter().map(|s| parse_app(s)).collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let mut ids = std::collections::HashSet::new();
+    for app in &apps {
+        if !ids.insert(app.id.as_str()) {
+            anyhow::bail!("app {:?} is configured twice", app.id);
+        }
+    }
+    Ok(Settings {
+        listen,
+        data_dir,
+        public_url: overrides.public_url.or(file.public_url),
+        durability,
+        login_timeout_secs: file.login_timeout_secs.unwrap_or(60),
+        read_timeout_secs: file.read_timeout_secs.unwrap_or(400),
+        apps,
+    })
 }
 
 /// Default listen address.
@@ -112,6 +167,32 @@ mod tests {
                 "README does not document limit {key}"
             );
         }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_bad_values_are_named() {
+        let file = FileConfig::parse(
+            "listen = \"127.0.0.1:9000\"\ndurability = \"normal\"\n\
+             [[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\n",
+        )
+        .expect("parses");
+        let settings = resolve(file.clone(), Overrides::default()).expect("valid");
+        assert_eq!(settings.listen.port(), 9000);
+        assert_eq!(settings.durability, Durability::Normal);
+        assert_eq!(settings.apps.len(), 1);
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            apps: vec!["b:k:m".into(), "c:k:m".into()],
+            ..Overrides::default()
+        };
+        let settings = resolve(file.clone(), overrides).expect("valid");
+        assert_eq!(settings.listen.port(), 0);
+        assert_eq!(settings.apps.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        let twice = Overrides { apps: vec!["b:k:m".into(), "b:x:y".into()], ..Overrides::default() };
+        assert!(resolve(file.clone(), twice).is_err_and(|e| e.to_string().contains("twice")));
+        let bad = FileConfig { durability: Some("sometimes".into()), ..file };
+        assert!(resolve(bad, Overrides::default()).is_err_and(|e| e.to_string().contains("sometimes")));
+        assert!(FileConfig::parse("nonsense = 1").is_err_and(|e| e.to_string().contains("nonsense")));
     }
 
     #[test]

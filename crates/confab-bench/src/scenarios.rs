@@ -104,6 +104,10 @@ struct Publish {
     window: usize,
     /// Time between publishes (rate mode); none = as fast as acks allow.
     interval: Option<Duration>,
+    /// When the first publish is due (rate mode): publishers start staggered across one
+    /// interval, so a fixed total rate means evenly spaced messages, not every
+    /// publisher's message at the same instant.
+    offset: Duration,
     size: usize,
     /// Flow control for fan-out: receivers per message and how many deliveries may be
     /// outstanding before publishers wait (so no receiver is overrun into a 1013 close).
@@ -121,7 +125,8 @@ async fn chatter(
 ) {
     let mut inflight: VecDeque<(i64, Instant)> = VecDeque::new();
     let mut serial: i64 = 1000;
-    let mut next_tick = tokio::time::Instant::now();
+    let mut next_tick =
+        tokio::time::Instant::now() + role.publish.as_ref().map_or(Duration::ZERO, |p| p.offset);
     // One timer for the task's life, moved only when the wake-up time changes: a new
     // timer per frame cost the load tool more than the frame.
     let timer = tokio::time::sleep_until(stop_all);
@@ -427,10 +432,12 @@ pub async fn fanout(target: Target, programs: &Programs, load: &Load, rate: Opti
         tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
     }
     for (k, ws) in pubs.into_iter().enumerate() {
+        let offset = interval.map_or(Duration::ZERO, |i| i * k as u32 / load.publishers.max(1) as u32);
         let publish = Publish {
             room: room.to_string(),
             window: load.window,
             interval,
+            offset,
             size: load.size,
             fanout: Some((per, per * load.fanout_budget)),
         };
@@ -483,8 +490,14 @@ pub async fn durable(target: Target, programs: &Programs, load: &Load) -> Result
     let (m0, stop_send, stop_all) = window(load);
     let mut tasks = JoinSet::new();
     for (k, (ws, room)) in conns.into_iter().enumerate() {
-        let publish =
-            Publish { room, window: load.pair_window, interval: None, size: load.size, fanout: None };
+        let publish = Publish {
+            room,
+            window: load.pair_window,
+            interval: None,
+            offset: Duration::ZERO,
+            size: load.size,
+            fanout: None,
+        };
         let role = Role { publish: Some(publish), count_deliveries: true, receipts: true };
         tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
     }

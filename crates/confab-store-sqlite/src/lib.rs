@@ -48,6 +48,25 @@ const MEMBER_CURSORS: &str = "SELECT m.cid, m.cursor_ts,
         (SELECT c.last_ts FROM conversations c WHERE c.app = m.app AND c.id = m.cid)
     FROM members m WHERE m.app = ?1 AND m.client = ?2";
 
+/// A client's read positions and its conversations' newest message, for unread counts
+/// (a v3 login). Like [`MEMBER_CURSORS`] and [`UNREAD_IN_CONVERSATION`], no join: the
+/// bundled SQLite (built with STAT4) marks a join with bound parameters as depending on
+/// their values, and rusqlite clears a cached statement's bindings, so SQLite prepared
+/// the joined form again on every call.
+const MEMBER_READS: &str = "SELECT m.cid, m.read_ts,
+        (SELECT c.last_ts FROM conversations c WHERE c.app = m.app AND c.id = m.cid AND c.kind <> 2)
+    FROM members m WHERE m.app = ?1 AND m.client = ?2";
+
+/// One conversation's newest message, how many messages after `?3` are from others than
+/// `?4`, and whether one of them mentions `?4`.
+const UNREAD_IN_CONVERSATION: &str = "SELECT c.last_ts, c.last_mid, c.last_from, c.last_data,
+        (SELECT COUNT(*) FROM messages g
+          WHERE g.app = c.app AND g.cid = c.id AND g.ts > ?3 AND g.sender <> ?4),
+        EXISTS (SELECT 1 FROM messages g
+          WHERE g.app = c.app AND g.cid = c.id AND g.ts > ?3 AND g.sender <> ?4
+            AND (g.mention_all OR EXISTS (SELECT 1 FROM json_each(g.mention_pids) j WHERE j.value = ?4)))
+    FROM conversations c WHERE c.app = ?1 AND c.id = ?2";
+
 /// How long a delivery cursor may wait in memory before it is written.
 pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -107,6 +126,9 @@ enum WriteOp {
     Append(StoredMessage),
     /// Nothing to write: completes when everything queued before it is committed.
     Flush,
+    /// Nothing to write: wakes the writer so it times the flush of cursors that were
+    /// just buffered (it waits for them only when it knows of them).
+    Wake,
     SetRole {
         app: String,
         cid: String,
@@ -330,7 +352,7 @@ impl Writer {
         } else {
             HashMap::new()
         };
-        if batch.is_empty() && cursors.is_empty() {
+        if cursors.is_empty() && batch.iter().all(|r| matches!(r.op, WriteOp::Wake)) {
             return;
         }
         let ops: Vec<&WriteOp> = batch.iter().map(|r| &r.op).collect();
@@ -575,7 +597,7 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
             c.prepare_cached("UPDATE conversations SET unique_key = NULL WHERE app = ?1 AND id = ?2")?
                 .execute(params![app, cid])?;
         }
-        WriteOp::Flush => {}
+        WriteOp::Flush | WriteOp::Wake => {}
     }
     Ok(())
 }
@@ -965,44 +987,65 @@ impl Store for SqliteStore {
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>> {
         let (app, client) = (app.to_owned(), client.to_owned());
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT c.id, c.last_ts, c.last_mid, c.last_from, c.last_data,
-                        (SELECT COUNT(*) FROM messages g
-                          WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client),
-                        EXISTS (SELECT 1 FROM messages g
-                          WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client
-                            AND (g.mention_all OR EXISTS (SELECT 1 FROM json_each(g.mention_pids) j
-                                                          WHERE j.value = m.client)))
-                 FROM members m JOIN conversations c ON c.app = m.app AND c.id = m.cid
-                 WHERE m.app = ?1 AND m.client = ?2 AND c.last_ts > m.read_ts AND c.kind <> 2
-                 ORDER BY c.last_ts DESC LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![app, client, max as i64], |r| {
-                let last_mid: Option<String> = r.get(2)?;
-                Ok(UnreadCount {
-                    cid: r.get(0)?,
-                    unread: r.get(5)?,
-                    mentioned: r.get(6)?,
-                    last: last_mid
-                        .map(|id| -> Result<LastMessage, rusqlite::Error> {
-                            Ok(LastMessage {
-                                id,
-                                ts: r.get(1)?,
-                                from: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                                data: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                            })
-                        })
-                        .transpose()?,
+            // Join-free, in two cached statements: see MEMBER_READS.
+            let mut members = c.prepare_cached(MEMBER_READS)?;
+            let mut candidates: Vec<(String, i64, i64)> = members
+                .query_map(params![app, client], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?))
+                })?
+                .filter_map(|row| match row {
+                    Ok((cid, read_ts, Some(last_ts))) if last_ts > read_ts => {
+                        Some(Ok((cid, read_ts, last_ts)))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
                 })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().filter(|u| u.unread > 0).collect())
+                .collect::<Result<_, _>>()?;
+            // Newest conversation first; those with unread messages, at most `max`.
+            candidates.sort_by_key(|c| std::cmp::Reverse(c.2));
+            let mut counts = c.prepare_cached(UNREAD_IN_CONVERSATION)?;
+            let mut unread = Vec::new();
+            for (cid, read_ts, _) in candidates {
+                if unread.len() >= max {
+                    break;
+                }
+                let count = counts
+                    .query_row(params![app, cid, read_ts, client], |r| {
+                        let last_mid: Option<String> = r.get(1)?;
+                        Ok(UnreadCount {
+                            cid: cid.clone(),
+                            unread: r.get(4)?,
+                            mentioned: r.get(5)?,
+                            last: last_mid
+                                .map(|id| -> Result<LastMessage, rusqlite::Error> {
+                                    Ok(LastMessage {
+                                        id,
+                                        ts: r.get(0)?,
+                                        from: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                                        data: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                                    })
+                                })
+                                .transpose()?,
+                        })
+                    })
+                    .optional()?;
+                unread.extend(count.filter(|u| u.unread > 0));
+            }
+            Ok(unread)
         })
     }
 
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64) {
-        let mut pending = self.cursors.lock();
-        let cursor = pending.waiting.entry((app.into(), cid.into(), client.into())).or_insert(ts);
-        *cursor = (*cursor).max(ts);
+        let first = {
+            let mut pending = self.cursors.lock();
+            let first = pending.waiting.is_empty();
+            let cursor = pending.waiting.entry((app.into(), cid.into(), client.into())).or_insert(ts);
+            *cursor = (*cursor).max(ts);
+            first
+        };
+        if first {
+            let _ = self.writer.send(WriteRequest { op: WriteOp::Wake, done: None });
+        }
     }
 }
 

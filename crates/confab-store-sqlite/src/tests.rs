@@ -217,24 +217,58 @@ async fn cursors_are_buffered_merged_and_written_within_the_interval() {
 }
 
 #[tokio::test]
-async fn the_login_read_is_not_prepared_again_on_every_call() {
-    // A join here made SQLite re-prepare the cached statement on every call (rusqlite
+async fn the_login_reads_are_not_prepared_again_on_every_call() {
+    // Joins here made SQLite re-prepare the cached statements on every call (rusqlite
     // clears the bindings of a statement returned to its cache, which expires
     // statements whose plan looked at a bound value): a third of a session open's CPU.
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
-    store.create_conversation(record("a", "c", &["alice"], None)).await.expect("create");
-    let mut reprepares = Vec::new();
-    for client in ["alice", "bob", "alice"] {
-        let n = store
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(MEMBER_CURSORS)?;
-                let rows = stmt.query_map(params!["a", client], |_| Ok(()))?.count();
-                Ok((rows, stmt.get_status(rusqlite::StatementStatus::RePrepare)))
-            })
-            .await
-            .expect("read");
-        reprepares.push(n);
+    store.create_conversation(record("a", "c", &["alice", "bob"], None)).await.expect("create");
+    store.append_message(message("c", 1)).await.expect("append");
+    for (name, sql) in
+        [("cursors", MEMBER_CURSORS), ("reads", MEMBER_READS), ("unread", UNREAD_IN_CONVERSATION)]
+    {
+        let mut outcomes = Vec::new();
+        for (client, since) in [("alice", 0i64), ("bob", 5), ("alice", 0)] {
+            let outcome = store
+                .read(move |c| {
+                    let mut stmt = c.prepare_cached(sql)?;
+                    let rows = match stmt.parameter_count() {
+                        2 => stmt.query_map(params!["a", client], |_| Ok(()))?.count(),
+                        _ => stmt.query_map(params!["a", "c", since, client], |_| Ok(()))?.count(),
+                    };
+                    Ok((rows, stmt.get_status(rusqlite::StatementStatus::RePrepare)))
+                })
+                .await
+                .expect("read");
+            outcomes.push(outcome.1);
+        }
+        assert_eq!(outcomes, [0, 0, 0], "{name} was prepared again");
     }
-    assert_eq!(reprepares, [(1, 0), (0, 0), (1, 0)]);
+}
+
+#[tokio::test]
+async fn unread_counts_newest_conversation_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+    for cid in ["c1", "c2", "c3"] {
+        store.create_conversation(record("a", cid, &["alice", "bob"], None)).await.expect("create");
+    }
+    // c1: alice's messages 1..=3 (2 mentions bob); c2: alice's 4..=5; c3: bob's own 6.
+    for (cid, ts) in [("c1", 1), ("c1", 2), ("c1", 3), ("c2", 4), ("c2", 5), ("c3", 6)] {
+        let mut m = message(cid, ts);
+        if cid == "c3" {
+            m.from = "bob".into();
+        }
+        store.append_message(m).await.expect("append");
+    }
+    store.save_read("a", "bob", "c1", 1);
+    store.flush().await.expect("flush");
+    let unread = store.unread("a", "bob", 10).await.expect("unread");
+    let summary: Vec<_> = unread.iter().map(|u| (u.cid.as_str(), u.unread, u.mentioned)).collect();
+    assert_eq!(summary, [("c2", 2, false), ("c1", 2, true)], "c3 holds only bob's own message");
+    assert_eq!(unread[0].last.as_ref().map(|l| (l.id.as_str(), l.ts)), Some(("m5", 5)));
+    let newest = store.unread("a", "bob", 1).await.expect("unread");
+    assert_eq!(newest.iter().map(|u| u.cid.as_str()).collect::<Vec<_>>(), ["c2"]);
+    assert!(store.unread("a", "alice", 10).await.expect("unread").iter().all(|u| u.cid == "c3"));
 }

@@ -19,6 +19,8 @@ use tokio::task::JoinSet;
 
 /// Connections opened at once while setting up a scenario.
 const RAMP: usize = 128;
+/// Reads without waiting that one burst may do before yielding (see `chatter`).
+const MAX_REFILLS: usize = 8;
 /// How long tasks may take to finish after the measured window.
 const GRACE: Duration = Duration::from_secs(3);
 
@@ -186,6 +188,9 @@ async fn chatter(
         // Handle everything that has already arrived in one go: one clock read, one
         // update of the shared counters and one write of our answers per burst.
         let mut burst = Burst { received_ns: wire::now_ns(), delivered: 0 };
+        // A few refills at most, then back through the loop (and the scheduler), so a
+        // connection that keeps receiving cannot starve the others of this thread.
+        let mut refills = 0;
         let handled = loop {
             match ws.next_buffered() {
                 Ok(Some(frame)) if frame.opcode == Opcode::Close => break Err(()),
@@ -203,8 +208,9 @@ async fn chatter(
                         ws.feed_text(&answer);
                     }
                 }
+                Ok(None) if refills == MAX_REFILLS => break Ok(()),
                 Ok(None) => match ws.try_fill() {
-                    Ok(true) => {}
+                    Ok(true) => refills += 1,
                     Ok(false) => break Ok(()),
                     Err(_) => break Err(()),
                 },

@@ -18,7 +18,7 @@ use confab_types::{
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A conversation event about to be pushed (per recipient).
 struct Notice<'a> {
@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     verifier: Verifier,
     next_conn: AtomicU64,
+    /// Connections opened and not yet dropped.
+    live_connections: AtomicUsize,
 }
 
 /// The engine: cheap to clone, shared by every connection.
@@ -122,7 +124,25 @@ impl Engine {
                 clock,
                 verifier: Verifier::default(),
                 next_conn: AtomicU64::new(1),
+                live_connections: AtomicUsize::new(0),
             }),
+        }
+    }
+
+    /// Connections opened and not yet ended.
+    pub fn live_connections(&self) -> usize {
+        self.inner.live_connections.load(Ordering::Relaxed)
+    }
+
+    /// Asks every connection with a session to close with `reason` (a shutdown): each
+    /// writes what it has queued, then its Close frame.
+    pub fn close_all(&self, reason: &ProtocolError) {
+        for app in self.inner.apps.values() {
+            app.sessions.for_each(|sessions| {
+                for session in sessions {
+                    session.conn.close(reason.clone());
+                }
+            });
         }
     }
 
@@ -150,6 +170,7 @@ impl Engine {
         let capacity = self.inner.apps.values().map(|a| a.config.limits.outbound_queue).max().unwrap_or(1024);
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (handle, rx) = ConnHandle::new(id, origin, capacity);
+        self.inner.live_connections.fetch_add(1, Ordering::Relaxed);
         (Connection { engine: self.clone(), handle, sessions: Vec::new(), push_offline: version < 3 }, rx)
     }
 
@@ -231,6 +252,7 @@ pub struct Connection {
 impl Drop for Connection {
     /// The connection ended without a logout: deliver the session's will, if any.
     fn drop(&mut self) {
+        self.engine.inner.live_connections.fetch_sub(1, Ordering::Relaxed);
         for session in std::mem::take(&mut self.sessions) {
             self.engine.end_session(&session);
             let will = session.will.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -35,6 +35,15 @@ impl<V> Sharded<V> {
         self.shards.iter().map(|s| s.lock().map(|m| m.len()).unwrap_or(0)).sum()
     }
 
+    /// Calls `f` with every value, one shard locked at a time.
+    pub fn for_each(&self, mut f: impl FnMut(&V)) {
+        for shard in self.shards.iter() {
+            for value in shard.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                f(value);
+            }
+        }
+    }
+
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

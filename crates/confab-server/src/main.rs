@@ -11,6 +11,7 @@ use confab_engine::Engine;
 use confab_engine::ports::SystemClock;
 use confab_gateway::{Gateway, GatewayConfig};
 use confab_store_sqlite::SqliteStore;
+use confab_types::{ErrorCode, ProtocolError};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -102,9 +103,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = SqliteStore::open(&settings.data_dir, settings.durability)
         .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))?;
     let frame_bytes = settings.apps.iter().map(|a| a.limits.frame_bytes).max().unwrap_or(64 * 1024);
-    let engine = Engine::new(settings.apps.clone(), Arc::new(store), Arc::new(SystemClock));
+    let engine = Engine::new(settings.apps.clone(), Arc::new(store.clone()), Arc::new(SystemClock));
     let gateway = Gateway {
-        engine,
+        engine: engine.clone(),
         config: GatewayConfig {
             public_url: settings.public_url.clone(),
             login_timeout: Duration::from_secs(settings.login_timeout_secs),
@@ -136,7 +137,29 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     });
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    drain(&engine, &store).await;
     Ok(())
+}
+
+/// How long a shutdown waits for clients to answer their Close frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// After the listener stopped: closes every session with 1001 (clients reconnect, to
+/// this server after its restart or to another), waits a moment for the close
+/// handshakes, then writes what the store still buffers (delivery cursors). A WebSocket
+/// dropped without its Close frame shows as a reset to the client, and buffered cursors
+/// left unwritten would redeliver messages after the restart.
+async fn drain(engine: &Engine, store: &SqliteStore) {
+    let live = engine.live_connections();
+    engine.close_all(&ProtocolError::new(ErrorCode::ServerShutdown, "the server is shutting down"));
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while engine.live_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "flushing the store at shutdown");
+    }
+    tracing::info!(connections = live, left_open = engine.live_connections(), "shut down");
 }
 
 async fn shutdown_signal() {

@@ -121,6 +121,9 @@ error_codes! {
     /// The client did not read its frames fast enough; it reconnects and resyncs.
     /// A standard WebSocket code (1013 "try again later"), so every SDK reconnects.
     SlowConsumer = 1013, "SLOW_CONSUMER", Close;
+    /// The server is shutting down (a restart, a deploy): the client reconnects. A
+    /// standard WebSocket code (1001 "going away"), so every SDK reconnects.
+    ServerShutdown = 1001, "SERVER_SHUTDOWN", Close;
 }
 
 impl std::fmt::Display for ErrorCode {

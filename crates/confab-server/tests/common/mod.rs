@@ -65,6 +65,13 @@ impl Server {
         Server { child, http, ws, dir: dir.to_owned() }
     }
 
+    /// SIGTERM, then waits for the process to exit; true if it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let sent = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
     /// SIGKILL: no shutdown, no flushing.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -67,6 +67,16 @@ const UNREAD_IN_CONVERSATION: &str = "SELECT c.last_ts, c.last_mid, c.last_from,
             AND (g.mention_all OR EXISTS (SELECT 1 FROM json_each(g.mention_pids) j WHERE j.value = ?4)))
     FROM conversations c WHERE c.app = ?1 AND c.id = ?2";
 
+/// The conversations a client is a member of.
+const CLIENT_CONVERSATIONS: &str = "SELECT cid FROM members WHERE app = ?1 AND client = ?2";
+
+/// A conversation's messages edited or recalled after `?3`, in no particular order: with
+/// `ORDER BY patched_at` (or a join with `members`) SQLite prepared the statement again on
+/// every call, as with [`MEMBER_READS`]. Edits are rare; the caller sorts and limits.
+const PATCHED_IN_CONVERSATION: &str = "SELECT id, ts, sender, body, receipt, patched_at, binary, mention_all,
+        mention_pids
+    FROM messages WHERE app = ?1 AND cid = ?2 AND patched_at > ?3";
+
 /// How long a delivery cursor may wait in memory before it is written.
 pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -927,18 +937,21 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Vec<StoredMessage>> {
         let (app, client) = (app.to_owned(), client.to_owned());
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT g.id, g.ts, g.sender, g.body, g.receipt, g.patched_at, g.binary, g.mention_all,
-                        g.mention_pids, g.cid
-                 FROM members m JOIN messages g ON g.app = m.app AND g.cid = m.cid
-                 WHERE m.app = ?1 AND m.client = ?2 AND g.patched_at > ?3
-                 ORDER BY g.patched_at LIMIT ?4",
-            )?;
-            stmt.query_map(params![app, client, since, limit as i64], |r| {
-                let cid: String = r.get(9)?;
-                message_row(&app, &cid, r)
-            })?
-            .collect()
+            // Per conversation and sorted here: see PATCHED_IN_CONVERSATION.
+            let mut convs = c.prepare_cached(CLIENT_CONVERSATIONS)?;
+            let cids: Vec<String> =
+                convs.query_map(params![app, client], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut patched = c.prepare_cached(PATCHED_IN_CONVERSATION)?;
+            let mut changes = Vec::new();
+            for cid in &cids {
+                for row in patched.query_map(params![app, cid, since], |r| message_row(&app, cid, r))? {
+                    changes.push(row?);
+                }
+            }
+            // Oldest change first (ties in a fixed order), at most `limit`.
+            changes.sort_by(|a, b| (a.patched_at, &a.cid, a.ts).cmp(&(b.patched_at, &b.cid, b.ts)));
+            changes.truncate(limit);
+            Ok(changes)
         })
     }
 

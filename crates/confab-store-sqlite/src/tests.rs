@@ -225,9 +225,13 @@ async fn the_login_reads_are_not_prepared_again_on_every_call() {
     let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
     store.create_conversation(record("a", "c", &["alice", "bob"], None)).await.expect("create");
     store.append_message(message("c", 1)).await.expect("append");
-    for (name, sql) in
-        [("cursors", MEMBER_CURSORS), ("reads", MEMBER_READS), ("unread", UNREAD_IN_CONVERSATION)]
-    {
+    for (name, sql) in [
+        ("cursors", MEMBER_CURSORS),
+        ("reads", MEMBER_READS),
+        ("unread", UNREAD_IN_CONVERSATION),
+        ("conversations", CLIENT_CONVERSATIONS),
+        ("patched", PATCHED_IN_CONVERSATION),
+    ] {
         let mut outcomes = Vec::new();
         for (client, since) in [("alice", 0i64), ("bob", 5), ("alice", 0)] {
             let outcome = store
@@ -235,6 +239,7 @@ async fn the_login_reads_are_not_prepared_again_on_every_call() {
                     let mut stmt = c.prepare_cached(sql)?;
                     let rows = match stmt.parameter_count() {
                         2 => stmt.query_map(params!["a", client], |_| Ok(()))?.count(),
+                        3 => stmt.query_map(params!["a", "c", since], |_| Ok(()))?.count(),
                         _ => stmt.query_map(params!["a", "c", since, client], |_| Ok(()))?.count(),
                     };
                     Ok((rows, stmt.get_status(rusqlite::StatementStatus::RePrepare)))
@@ -271,4 +276,27 @@ async fn unread_counts_newest_conversation_first() {
     let newest = store.unread("a", "bob", 1).await.expect("unread");
     assert_eq!(newest.iter().map(|u| u.cid.as_str()).collect::<Vec<_>>(), ["c2"]);
     assert!(store.unread("a", "alice", 10).await.expect("unread").iter().all(|u| u.cid == "c3"));
+}
+
+#[tokio::test]
+async fn edits_since_a_time_come_oldest_first_across_conversations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+    for cid in ["c1", "c2", "c3"] {
+        let members: &[&str] = if cid == "c3" { &["alice"] } else { &["alice", "bob"] };
+        store.create_conversation(record("a", cid, members, None)).await.expect("create");
+        for ts in 1..=3 {
+            store.append_message(message(cid, ts)).await.expect("append");
+        }
+    }
+    // (cid, ts, patched_at): c3 is not bob's; the edit at 10 is older than `since`.
+    for (cid, ts, at) in [("c1", 1, 10), ("c2", 2, 30), ("c1", 3, 40), ("c2", 1, 20), ("c3", 1, 25)] {
+        store.patch_message("a", cid, ts, format!("edited {at}"), at).await.expect("patch");
+    }
+    let changes = store.patched_since("a", "bob", 15, 10).await.expect("read");
+    let seen: Vec<_> = changes.iter().map(|m| (m.cid.as_str(), m.ts, m.patched_at)).collect();
+    assert_eq!(seen, [("c2", 1, Some(20)), ("c2", 2, Some(30)), ("c1", 3, Some(40))]);
+    assert_eq!(changes[0].data, "edited 20");
+    let first = store.patched_since("a", "bob", 15, 2).await.expect("read");
+    assert_eq!(first.iter().map(|m| m.patched_at).collect::<Vec<_>>(), [Some(20), Some(30)]);
 }

@@ -22,6 +22,13 @@ it("runs the manual's example unchanged except for `server`", { timeout: 20000 }
   const fired = new Set();
   const console = { log: (label) => fired.add(label) };
 
+  // LeanCloud02 answers in the conversation once invited. It is online before the example
+  // starts: an invitation is pushed to whoever is online when the conversation is created
+  // and not replayed later, so a peer still logging in would never answer.
+  const peer = AV.realtime({ appId: APP.id, clientId: 'LeanCloud02', server: server.http, WebSocket });
+  peer.on('invited', (d) => peer.conv(d.cid).send('hello LeanCloud01'));
+  await new Promise((resolve) => peer.on('open', resolve));
+
   // ---- the example, translated ----
   // 最简的示例代码，请换成自己的 appId，可以通过浏览器多个标签模拟多用户通信
   const appId = APP.id;
@@ -111,10 +118,6 @@ it("runs the manual's example unchanged except for `server`", { timeout: 20000 }
     console.log('某个当前用户在的 Conversation 接收到消息：', data);
   });
   // ---- end of the example ----
-
-  // LeanCloud02 answers in the conversation once invited.
-  const peer = AV.realtime({ appId, clientId: 'LeanCloud02', server: server.http, WebSocket });
-  peer.on('invited', (d) => peer.conv(d.cid).send('hello LeanCloud01'));
 
   const expected = [
     '当前 SDK 版本是 ' + AV.realtime.version,

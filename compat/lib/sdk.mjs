@@ -9,7 +9,9 @@
 //      - ignores `send()` on a closed socket as browsers do (ws@0.8 throws, which would turn the SDK's
 //        60 s heartbeat timer of an already closed client into an uncaught exception).
 import { createRequire } from 'node:module';
-import crypto from 'node:crypto';
+import { DEFAULT_TIMEOUT, describe, sign, withTimeout } from './util.mjs';
+
+export { DEFAULT_TIMEOUT, describe, sign, sleep, uid, withTimeout } from './util.mjs';
 
 const require = createRequire(import.meta.url);
 export const realtime = require('leancloud-realtime');
@@ -72,19 +74,6 @@ export function useServer(server) {
 export const EVENTS = ['open', 'close', 'reuse', 'create', 'join', 'left', 'invited', 'kicked',
   'membersjoined', 'membersleft', 'message', 'receipt', 'update', 'error'];
 
-export const DEFAULT_TIMEOUT = 10_000;
-
-export function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-export function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 /** A 2.4.0 RealtimeObject plus a record of every app-visible event it emitted. */
 export class Client {
@@ -241,18 +230,6 @@ export function convCall(client, conv, method, ...args) {
   return client.request((cb) => conv[method](...args, cb), { what: `conv.${method}` });
 }
 
-export function describe(x) {
-  try {
-    return JSON.stringify(x, (k, v) => (k === 'target' ? undefined : v));
-  } catch {
-    return String(x);
-  }
-}
-
-/** HMAC-SHA1 hex signature over the strings of protocol §5.2. */
-export function sign(masterKey, parts) {
-  return crypto.createHmac('sha1', masterKey).update(parts.join(':')).digest('hex');
-}
 
 /**
  * A 2.4.0 `auth` function signing like an app backend would (protocol §5.2):
@@ -277,10 +254,6 @@ export function makeSigner({ appId, masterKey, tweak }) {
   };
   fn.calls = calls;
   return fn;
-}
-
-export function uid(prefix = 'c') {
-  return `${prefix}-${process.pid}-${Math.random().toString(36).slice(2, 9)}`;
 }
 
 /** Closes every given client; tolerant of already closed ones. */

@@ -10,7 +10,9 @@
 // Mode: CONFAB_V4_MODE=binary (default, lc.protobuf2.*) or base64 (`noBinary: true`, lc.proto2base64.*);
 // push mode (`pushOfflineMessages: true`, version 1) is chosen per client with `{push: true}`.
 import { createRequire } from 'node:module';
-import crypto from 'node:crypto';
+import { DEFAULT_TIMEOUT, describe, sign, sleep, withTimeout } from './util.mjs';
+
+export { DEFAULT_TIMEOUT, describe, sign, sleep, uid, withTimeout } from './util.mjs';
 
 const require = createRequire(import.meta.url);
 export const LC = require('leancloud-realtime-4');
@@ -22,7 +24,6 @@ const CMD_NAMES = Object.fromEntries(Object.entries(CommandType).map(([k, v]) =>
 const OP_NAMES = Object.fromEntries(Object.entries(OpType).map(([k, v]) => [v, k]));
 
 export const MODE = process.env.CONFAB_V4_MODE === 'base64' ? 'base64' : 'binary';
-export const DEFAULT_TIMEOUT = 10_000;
 
 // ---- frame taps ----------------------------------------------------------------------------------
 
@@ -89,37 +90,6 @@ if (!WS.prototype.__confabTapped) {
     if (event === 'close') this.__closeCode = args[0];
     return rawEmit.call(this, event, ...args);
   };
-}
-
-// ---- small utilities ---------------------------------------------------------------------------------
-
-export function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-export function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-export function uid(prefix = 'c') {
-  return `${prefix}-${process.pid}-${Math.random().toString(36).slice(2, 9)}`;
-}
-
-export function describe(x) {
-  try {
-    return JSON.stringify(x, (k, v) => (k === 'ws' ? undefined : v));
-  } catch {
-    return String(x);
-  }
-}
-
-/** HMAC-SHA1 hex over parts joined with ':' (protocol §5.1). */
-export function sign(masterKey, parts) {
-  return crypto.createHmac('sha1', masterKey).update(parts.join(':')).digest('hex');
 }
 
 /** All event names the SDK can emit (IMClient and Realtime). */

@@ -107,6 +107,14 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
         if !ids.insert(app.id.as_str()) {
             anyhow::bail!("app {:?} is configured twice", app.id);
         }
+        let depth = app.limits.json_depth;
+        if !(1..=confab_engine::bounds::MAX_JSON_DEPTH).contains(&depth) {
+            anyhow::bail!(
+                "app {:?}: limits.json_depth must be 1 to {}, got {depth}",
+                app.id,
+                confab_engine::bounds::MAX_JSON_DEPTH
+            );
+        }
     }
     Ok(Settings {
         listen,
@@ -193,6 +201,13 @@ mod tests {
         let bad = FileConfig { durability: Some("sometimes".into()), ..file };
         assert!(resolve(bad, Overrides::default()).is_err_and(|e| e.to_string().contains("sometimes")));
         assert!(FileConfig::parse("nonsense = 1").is_err_and(|e| e.to_string().contains("nonsense")));
+        for depth in ["0", "101"] {
+            let deep = FileConfig::parse(&format!(
+                "[[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\n[apps.limits]\njson_depth = {depth}\n"
+            ))
+            .expect("parses");
+            assert!(resolve(deep, Overrides::default()).is_err_and(|e| e.to_string().contains("json_depth")));
+        }
     }
 
     #[test]

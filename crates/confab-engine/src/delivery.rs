@@ -48,9 +48,20 @@ impl Engine {
                 "conversation missing or sender not a member",
             )
         };
+        if let Some(dt) = &req.dedupe
+            && dt.len() > limits.dedupe_token_bytes
+        {
+            return Err(crate::bounds::over_limit(
+                ErrorCode::UnparseableRawMsg,
+                "dedupe_token_bytes",
+                limits.dedupe_token_bytes,
+            ));
+        }
         let conv = self.conv(app, &req.cid).await?.ok_or_else(not_target)?;
         match conv.kind {
-            ConvKind::Normal | ConvKind::Temporary if !conv.has_member(&me) => {
+            // A chat room is written by who is in it: a client whose join was refused (a
+            // failed signature, a block) must not reach the room by sending.
+            ConvKind::Normal | ConvKind::Temporary | ConvKind::Transient if !conv.has_member(&me) => {
                 return Err(not_target());
             }
             // Clients write to a system conversation once subscribed; only the app's

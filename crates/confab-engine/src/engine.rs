@@ -1,11 +1,12 @@
 //! The engine and the per-connection request handler.
 
 use crate::app::AppConfig;
-use crate::conversation::{Conv, apply_attributes, query_doc, result_json, unique_key};
+use crate::bounds;
+use crate::conversation::{Conv, query_doc, result_json, unique_key};
 use crate::ids;
 use crate::outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};
 use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, ScanFilter, Store, StoreError};
-use crate::query::{compare_docs, parse_sort, parse_where};
+use crate::query::{Budget, QueryBounds, QueryError, compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
 use crate::session::Session;
 use crate::session_token;
@@ -467,14 +468,22 @@ impl Connection {
         }
         let client_id = match peer_id {
             None => ids::anonymous_client_id(),
-            Some(id) if id.is_empty() || id.chars().count() > app.config.limits.client_id_chars => {
-                return Err(perr(
-                    ErrorCode::InvalidLogin,
-                    format!("client id must be 1 to {} characters", app.config.limits.client_id_chars),
-                ));
+            Some(id) => {
+                bounds::check_client_id(&id, app.config.limits.client_id_chars)
+                    .map_err(|why| perr(ErrorCode::InvalidLogin, why))?;
+                id
             }
-            Some(id) => id,
         };
+        // Opening a client id again on the same connection replaces its session, so only
+        // a new id counts against the connection's share.
+        let max_sessions = app.config.limits.sessions_per_connection;
+        if self.sessions.len() >= max_sessions && !self.sessions.iter().any(|s| *s.client_id == *client_id) {
+            return Err(bounds::over_limit(
+                ErrorCode::UnparseableRawMsg,
+                "sessions_per_connection",
+                max_sessions,
+            ));
+        }
         let config = &app.config;
         let tag = match (&open.session_token, open.reconnect) {
             // A re-login after a reconnect presents its token instead of a signature; the
@@ -601,10 +610,15 @@ impl Engine {
 
     fn valid_member_ids(app: &AppState, members: &[String]) -> Result<(), ProtocolError> {
         let max = app.config.limits.client_id_chars;
-        match members.iter().find(|m| m.is_empty() || m.chars().count() > max) {
-            Some(bad) => Err(perr(ErrorCode::UnparseableRawMsg, format!("invalid client id {bad:?} in m"))),
-            None => Ok(()),
+        for member in members {
+            if let Err(why) = bounds::check_client_id(member, max) {
+                return Err(perr(
+                    ErrorCode::UnparseableRawMsg,
+                    format!("invalid client id {member:?} in m: {why}"),
+                ));
+            }
         }
+        Ok(())
     }
 
     async fn conv_start(
@@ -641,9 +655,7 @@ impl Engine {
         } else if members.len() > max_members {
             return Err(perr(ErrorCode::ConversationFull, format!("at most {max_members} members")));
         }
-        let mut attrs = Map::new();
-        apply_attributes(&mut attrs, &start.attr)
-            .map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
+        let attrs = bounds::updated_attributes(limits, &Map::new(), &start.attr)?;
         // The same member set finds the same unique (or live temporary) conversation.
         let unique = match kind {
             ConvKind::Normal if start.unique => Some(unique_key(&members)),
@@ -1054,8 +1066,16 @@ impl Engine {
             Some(Value::Object(m)) if !m.is_empty() => Value::Object(m),
             _ => serde_json::json!({ "m": me }),
         };
-        let cond =
-            parse_where(&where_).map_err(|e| perr(ErrorCode::ConversationQueryFailed, e.to_string()))?;
+        bounds::check_depth(limits, &where_)?;
+        if bounds::json_bytes(&where_) > limits.where_bytes {
+            return Err(bounds::over_limit(
+                ErrorCode::ConversationQueryFailed,
+                "where_bytes",
+                limits.where_bytes,
+            ));
+        }
+        let query_failed = |e: QueryError| perr(ErrorCode::ConversationQueryFailed, e.to_string());
+        let cond = parse_where(&where_, &QueryBounds::of(limits)).map_err(query_failed)?;
         // Temporary conversations are found only by id, never by `where`.
         let temporary = !query.temporary_ids.is_empty();
         let filter = if temporary {
@@ -1077,34 +1097,49 @@ impl Engine {
                 format!("query examines more than {} conversations; narrow it", limits.query_scan_max),
             ));
         }
-        let mut matched = Vec::new();
-        for record in records {
-            if (record.kind == ConvKind::Temporary) != temporary
-                || record.expires_at.is_some_and(|e| e <= now)
-            {
-                continue;
-            }
-            let room = (record.kind == ConvKind::Transient)
-                .then(|| app.convs.get(&record.id).map(|c| c.room_clients()).unwrap_or_default());
-            let mut doc = query_doc(&record, room);
-            // A query sees what its caller may see: members only of its own conversations.
-            let visible = match record.kind {
-                ConvKind::Normal | ConvKind::Temporary => record.members.iter().any(|m| m == &me),
-                _ => true,
-            };
-            if !visible {
-                doc.remove("m");
-                doc.remove("mu");
-            }
-            if let Some(expires) = record.expires_at {
-                doc.insert("ttl".into(), Value::from((expires - now) / 1000));
-            }
-            if temporary || cond.matches(&doc) {
-                matched.push((record, doc, visible));
-            }
-        }
+        // Evaluated on a blocking thread within a budget of steps: a costly query takes
+        // no async worker from other clients, and stops at the same point however busy
+        // the machine is.
         let keys = parse_sort(query.sort.as_deref().unwrap_or("-lm"));
-        matched.sort_by(|a, b| compare_docs(&keys, &a.1, &b.1));
+        let (steps, app_state) = (limits.query_budget, app.clone());
+        let evaluate = move || {
+            let spent = || QueryError::Limit { key: "query_budget", max: steps };
+            let mut budget = Budget::new(steps);
+            let mut matched = Vec::new();
+            for record in records {
+                if (record.kind == ConvKind::Temporary) != temporary
+                    || record.expires_at.is_some_and(|e| e <= now)
+                {
+                    continue;
+                }
+                budget.charge(1).ok_or_else(spent)?;
+                let room = (record.kind == ConvKind::Transient)
+                    .then(|| app_state.convs.get(&record.id).map(|c| c.room_clients()).unwrap_or_default());
+                let mut doc = query_doc(&record, room);
+                // A query sees what its caller may see: members only of its own conversations.
+                let visible = match record.kind {
+                    ConvKind::Normal | ConvKind::Temporary => record.members.iter().any(|m| m == &me),
+                    _ => true,
+                };
+                if !visible {
+                    doc.remove("m");
+                    doc.remove("mu");
+                }
+                if let Some(expires) = record.expires_at {
+                    doc.insert("ttl".into(), Value::from((expires - now) / 1000));
+                }
+                let hit = temporary || cond.matches_within(&doc, &mut budget).ok_or_else(spent)?;
+                if hit {
+                    matched.push((record, doc, visible));
+                }
+            }
+            matched.sort_by(|a, b| compare_docs(&keys, &a.1, &b.1));
+            Ok(matched)
+        };
+        let matched = tokio::task::spawn_blocking(evaluate)
+            .await
+            .map_err(|e| perr(ErrorCode::InternalError, format!("query evaluation failed: {e}")))?
+            .map_err(query_failed)?;
         let skip = query.skip.unwrap_or(0).max(0) as usize;
         let limit = match query.limit {
             Some(l) if l > 0 => (l as usize).min(limits.query_max_limit),
@@ -1150,8 +1185,7 @@ impl Engine {
             .await
             .map_err(store_error)?
             .ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
-        let mut attrs = record.attrs;
-        apply_attributes(&mut attrs, &attr).map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
+        let attrs = bounds::updated_attributes(&app.config.limits, &record.attrs, &attr)?;
         let now = self.now();
         store.set_attributes(&app.config.id, cid, attrs, now).await.map_err(store_error)?;
         session.conn.reply(serial, Reply::ConvUpdated { updated_at: now });
@@ -1590,8 +1624,7 @@ impl Engine {
         attrs: Map<String, Value>,
     ) -> Result<(String, i64), ProtocolError> {
         let app = self.app(app_id).ok_or_else(|| perr(ErrorCode::AppNotAvailable, "unknown app"))?;
-        let mut checked = Map::new();
-        apply_attributes(&mut checked, &attrs).map_err(|e| perr(ErrorCode::ConversationUpdateFailed, e))?;
+        let checked = bounds::updated_attributes(&app.config.limits, &Map::new(), &attrs)?;
         let now = self.now();
         let record = ConversationRecord {
             app: app.config.id.clone(),

@@ -8,12 +8,14 @@
 //! - [`delivery`]: ordered, durable sending, fan-out, acks and the offline backlog;
 //! - [`conversation`]: cached conversation state and record shapes;
 //! - [`session`]: per-session delivery state (cursors, in-flight messages);
+//! - [`bounds`]: the limits every request is checked against before it acts;
 //! - [`query`]: the conversation query language;
 //! - [`signature`]: HMAC-SHA1 signatures; [`session_token`]: re-login tokens;
 //! - [`outbound`]: the bounded per-connection queue and encode-once pushes;
 //! - [`ports`]: the store and clock traits.
 
 pub mod app;
+pub mod bounds;
 pub mod conversation;
 pub mod delivery;
 pub mod engine;

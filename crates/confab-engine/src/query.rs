@@ -47,17 +47,56 @@ pub enum FieldCond {
     Regex(Regex),
 }
 
-/// A query that cannot be understood.
+/// A query that cannot be run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid query: {0}")]
-pub struct QueryError(pub String);
-
-fn err<T>(msg: impl Into<String>) -> Result<T, QueryError> {
-    Err(QueryError(msg.into()))
+pub enum QueryError {
+    /// Not a query this engine understands.
+    #[error("invalid query: {0}")]
+    Invalid(String),
+    /// Over one of the app's limits, named by its configuration key.
+    #[error("query over the limit {key} = {max}")]
+    Limit {
+        /// The limit's key in `[apps.limits]`.
+        key: &'static str,
+        /// Its configured value.
+        max: u64,
+    },
 }
 
-/// Parses a `where` object.
-pub fn parse_where(value: &Value) -> Result<Cond, QueryError> {
+fn err<T>(msg: impl Into<String>) -> Result<T, QueryError> {
+    Err(QueryError::Invalid(msg.into()))
+}
+
+/// What a `where` may hold: its regular expressions are the costly part to compile and
+/// to run, so their number and length are bounded before any is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryBounds {
+    /// Most `$regex` conditions.
+    pub regexes: usize,
+    /// Longest `$regex` pattern, in characters.
+    pub regex_chars: usize,
+}
+
+impl QueryBounds {
+    /// The bounds of an app's limits.
+    pub fn of(limits: &confab_types::Limits) -> QueryBounds {
+        QueryBounds { regexes: limits.query_regexes, regex_chars: limits.regex_chars }
+    }
+}
+
+impl Default for QueryBounds {
+    fn default() -> Self {
+        QueryBounds::of(&confab_types::Limits::default())
+    }
+}
+
+/// Parses a `where` object within `bounds`.
+pub fn parse_where(value: &Value, bounds: &QueryBounds) -> Result<Cond, QueryError> {
+    let mut regexes = 0;
+    parse_object(value, bounds, &mut regexes)
+}
+
+fn parse_object(value: &Value, bounds: &QueryBounds, regexes: &mut usize) -> Result<Cond, QueryError> {
     let Value::Object(obj) = value else {
         return err("where must be an object");
     };
@@ -68,11 +107,12 @@ pub fn parse_where(value: &Value) -> Result<Cond, QueryError> {
                 let Value::Array(items) = v else {
                     return err(format!("{key} takes a list"));
                 };
-                let parts = items.iter().map(parse_where).collect::<Result<Vec<_>, _>>()?;
+                let parts =
+                    items.iter().map(|i| parse_object(i, bounds, regexes)).collect::<Result<Vec<_>, _>>()?;
                 all.push(if key == "$and" { Cond::And(parts) } else { Cond::Or(parts) });
             }
             k if k.starts_with('$') => return err(format!("unsupported operator {k}")),
-            field => all.extend(parse_field(field, v)?),
+            field => all.extend(parse_field(field, v, bounds, regexes)?),
         }
     }
     Ok(Cond::And(all))
@@ -86,7 +126,12 @@ fn is_date(v: &Value) -> bool {
     matches!(v, Value::Object(m) if m.get("__type").and_then(Value::as_str) == Some("Date"))
 }
 
-fn parse_field(field: &str, v: &Value) -> Result<Vec<Cond>, QueryError> {
+fn parse_field(
+    field: &str,
+    v: &Value,
+    bounds: &QueryBounds,
+    regexes: &mut usize,
+) -> Result<Vec<Cond>, QueryError> {
     let f = |c| Cond::Field(field.to_owned(), c);
     if !is_operator_object(v) {
         return Ok(vec![f(FieldCond::Eq(normalize(field, v)))]);
@@ -121,6 +166,13 @@ fn parse_field(field: &str, v: &Value) -> Result<Vec<Cond>, QueryError> {
                 let Some(pattern) = x.as_str() else {
                     return err("$regex takes a string");
                 };
+                *regexes += 1;
+                if *regexes > bounds.regexes {
+                    return Err(QueryError::Limit { key: "query_regexes", max: bounds.regexes as u64 });
+                }
+                if pattern.chars().count() > bounds.regex_chars {
+                    return Err(QueryError::Limit { key: "regex_chars", max: bounds.regex_chars as u64 });
+                }
                 let options = ops.get("$options").and_then(Value::as_str).unwrap_or("");
                 FieldCond::Regex(compile_regex(pattern, options)?)
             }
@@ -168,7 +220,7 @@ pub fn compile_regex(pattern: &str, options: &str) -> Result<Regex, QueryError> 
     regex::RegexBuilder::new(&full)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| QueryError(format!("bad regex: {e}")))
+        .map_err(|e| QueryError::Invalid(format!("bad regex: {e}")))
 }
 
 /// Dates (`{"__type":"Date","iso":…}`, or ISO strings on date fields) become numbers.
@@ -223,18 +275,82 @@ fn matches_eq(field: Option<&Value>, want: &Value) -> bool {
     }
 }
 
+/// Evaluation steps a query has left. A step is about one condition tested on one
+/// value; long strings under a regular expression and long lists cost more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget(u64);
+
+impl Budget {
+    /// A budget of `steps`.
+    pub fn new(steps: u64) -> Budget {
+        Budget(steps)
+    }
+
+    /// Takes `steps`; `None` when they are not left (the budget is then spent).
+    pub fn charge(&mut self, steps: u64) -> Option<()> {
+        match self.0.checked_sub(steps) {
+            Some(left) => {
+                self.0 = left;
+                Some(())
+            }
+            None => {
+                self.0 = 0;
+                None
+            }
+        }
+    }
+}
+
+/// Bytes of text a regular expression scans per step.
+const REGEX_BYTES_PER_STEP: u64 = 32;
+
+fn regex_cost(s: &str) -> u64 {
+    1 + s.len() as u64 / REGEX_BYTES_PER_STEP
+}
+
 impl Cond {
-    /// Whether `doc` satisfies the condition.
+    /// Whether `doc` satisfies the condition, without a budget (trusted queries, tests).
     pub fn matches(&self, doc: &Map<String, Value>) -> bool {
+        self.matches_within(doc, &mut Budget::new(u64::MAX)).unwrap_or(false)
+    }
+
+    /// Whether `doc` satisfies the condition; `None` once `budget` is spent.
+    pub fn matches_within(&self, doc: &Map<String, Value>, budget: &mut Budget) -> Option<bool> {
+        budget.charge(1)?;
         match self {
-            Cond::And(parts) => parts.iter().all(|c| c.matches(doc)),
-            Cond::Or(parts) => parts.iter().any(|c| c.matches(doc)),
+            Cond::And(parts) => {
+                for part in parts {
+                    if !part.matches_within(doc, budget)? {
+                        return Some(false);
+                    }
+                }
+                Some(true)
+            }
+            Cond::Or(parts) => {
+                for part in parts {
+                    if part.matches_within(doc, budget)? {
+                        return Some(true);
+                    }
+                }
+                Some(false)
+            }
             Cond::Field(path, cond) => {
                 let v = lookup(doc, path);
-                match cond {
-                    FieldCond::Eq(w) => matches_eq(v, w),
-                    FieldCond::Ne(w) => !matches_eq(v, w),
+                let width = match v {
+                    Some(Value::Array(items)) => items.len().max(1) as u64,
+                    _ => 1,
+                };
+                Some(match cond {
+                    FieldCond::Eq(w) => {
+                        budget.charge(width)?;
+                        matches_eq(v, w)
+                    }
+                    FieldCond::Ne(w) => {
+                        budget.charge(width)?;
+                        !matches_eq(v, w)
+                    }
                     FieldCond::Cmp(dir, or_equal, w) => {
+                        budget.charge(width)?;
                         let check = |x: &Value| {
                             compare(x, w).is_some_and(|o| o == *dir || (*or_equal && o == Ordering::Equal))
                         };
@@ -244,24 +360,44 @@ impl Cond {
                             None => false,
                         }
                     }
-                    FieldCond::In(ws) => ws.iter().any(|w| matches_eq(v, w)),
-                    FieldCond::Nin(ws) => !ws.iter().any(|w| matches_eq(v, w)),
-                    FieldCond::All(ws) => match v {
-                        Some(Value::Array(items)) => ws.iter().all(|w| items.iter().any(|i| equal(i, w))),
-                        _ => false,
-                    },
+                    FieldCond::In(ws) => {
+                        budget.charge(width.saturating_mul(ws.len() as u64))?;
+                        ws.iter().any(|w| matches_eq(v, w))
+                    }
+                    FieldCond::Nin(ws) => {
+                        budget.charge(width.saturating_mul(ws.len() as u64))?;
+                        !ws.iter().any(|w| matches_eq(v, w))
+                    }
+                    FieldCond::All(ws) => {
+                        budget.charge(width.saturating_mul(ws.len() as u64))?;
+                        match v {
+                            Some(Value::Array(items)) => ws.iter().all(|w| items.iter().any(|i| equal(i, w))),
+                            _ => false,
+                        }
+                    }
                     FieldCond::Exists(want) => v.is_some_and(|x| !x.is_null()) == *want,
                     FieldCond::Size(n) => {
                         matches!(v, Some(Value::Array(items)) if items.len() == *n)
                     }
                     FieldCond::Regex(re) => match v {
-                        Some(Value::String(s)) => re.is_match(s),
+                        Some(Value::String(s)) => {
+                            budget.charge(regex_cost(s))?;
+                            re.is_match(s)
+                        }
                         Some(Value::Array(items)) => {
-                            items.iter().any(|i| i.as_str().is_some_and(|s| re.is_match(s)))
+                            let mut found = false;
+                            for s in items.iter().filter_map(Value::as_str) {
+                                budget.charge(regex_cost(s))?;
+                                if re.is_match(s) {
+                                    found = true;
+                                    break;
+                                }
+                            }
+                            found
                         }
                         _ => false,
                     },
-                }
+                })
             }
         }
     }
@@ -357,7 +493,7 @@ mod tests {
     }
 
     fn q(w: Value) -> Cond {
-        match parse_where(&w) {
+        match parse_where(&w, &QueryBounds::default()) {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         }
@@ -402,10 +538,43 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_evaluate() {
-        assert!(parse_where(&json!({"m": {"$near": 1}})).is_err());
-        assert!(parse_where(&json!({"$where": "1"})).is_err());
-        assert!(parse_where(&json!({"name": {"$regex": "("}})).is_err());
-        assert!(parse_where(&json!([1])).is_err());
+        let b = QueryBounds::default();
+        assert!(parse_where(&json!({"m": {"$near": 1}}), &b).is_err());
+        assert!(parse_where(&json!({"$where": "1"}), &b).is_err());
+        assert!(parse_where(&json!({"name": {"$regex": "("}}), &b).is_err());
+        assert!(parse_where(&json!([1]), &b).is_err());
+    }
+
+    #[test]
+    fn regexes_are_counted_and_measured_before_they_are_compiled() {
+        let bounds = QueryBounds { regexes: 2, regex_chars: 5 };
+        let re = |p: &str| json!({"name": {"$regex": p}});
+        assert!(parse_where(&json!({"$or": [re("a"), re("b")]}), &bounds).is_ok());
+        assert_eq!(
+            parse_where(&json!({"$or": [re("a"), re("b"), re("c")]}), &bounds).expect_err("over the bounds"),
+            QueryError::Limit { key: "query_regexes", max: 2 }
+        );
+        assert_eq!(
+            parse_where(&re("abcdef"), &bounds).expect_err("over the bounds"),
+            QueryError::Limit { key: "regex_chars", max: 5 }
+        );
+        // Characters, not bytes: five CJK characters are within five.
+        assert!(parse_where(&re("会话名称啊"), &bounds).is_ok());
+    }
+
+    #[test]
+    fn evaluation_stops_when_the_budget_is_spent() {
+        let d = doc(json!({"name": "x".repeat(320), "m": ["a", "b", "c"]}));
+        let c = q(json!({"$or": [{"name": {"$regex": "^y"}}, {"m": {"$in": ["d", "e"]}}]}));
+        // The outer And 1, Or 1; And 1 + Field 1 + a regex over 320 bytes 11; And 1 +
+        // Field 1 + 3 items × 2 values 6.
+        let mut exact = Budget::new(23);
+        assert_eq!(c.matches_within(&d, &mut exact), Some(false));
+        assert_eq!(exact, Budget::new(0));
+        let mut short = Budget::new(22);
+        assert_eq!(c.matches_within(&d, &mut short), None);
+        // A spent budget stays spent.
+        assert_eq!(c.matches_within(&d, &mut short), None);
     }
 
     #[test]

@@ -637,9 +637,18 @@ const CONV_COLUMNS: &str = "id, kind, creator, unique_key, attrs, created_at, up
 
 fn row_to_record(app: &str, row: &rusqlite::Row<'_>) -> Result<ConversationRecord, rusqlite::Error> {
     let attrs: String = row.get(4)?;
+    // An unreadable document is an error, not `{}`: read as empty, the next attribute
+    // update would write the empty document back and erase it.
     let attrs = match serde_json::from_str::<Value>(&attrs) {
         Ok(Value::Object(m)) => m,
-        _ => Map::new(),
+        Ok(_) => Map::new(),
+        Err(e) => {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            ));
+        }
     };
     let last_ts: i64 = row.get(7)?;
     let last_mid: Option<String> = row.get(8)?;

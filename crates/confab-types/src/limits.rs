@@ -45,6 +45,33 @@ pub struct Limits {
     pub history_per_minute: u32,
     /// Other conversation operations per client per minute; 0 = unlimited (the default).
     pub ops_per_minute: u32,
+    /// Deepest nesting of a JSON value in a request (conversation attributes, a query's
+    /// `where`), and of a stored attribute document; at most 100. Deeper is refused
+    /// with 4114.
+    pub json_depth: usize,
+    /// Most segments of a dotted attribute key (`attr.a.b` has 3); more is refused
+    /// with 4114.
+    pub attr_key_depth: usize,
+    /// Largest attribute document of a conversation, in bytes of JSON; an update that
+    /// would make it larger is refused with 4114 and changes nothing.
+    pub attr_bytes: usize,
+    /// Most keys in a conversation's attribute document, counted at every level.
+    pub attr_keys: usize,
+    /// Longest re-send token (`dt`) of a message, in bytes; longer is refused with 4114.
+    pub dedupe_token_bytes: usize,
+    /// Largest `where` of a conversation query, in bytes of JSON.
+    pub where_bytes: usize,
+    /// Most `$regex` conditions in one conversation query.
+    pub query_regexes: usize,
+    /// Longest `$regex` pattern of a conversation query, in characters.
+    pub regex_chars: usize,
+    /// Evaluation steps one conversation query may take: about one per condition per
+    /// conversation examined, more for long values. Past it the query fails with 4310.
+    /// Counted in steps rather than time, so the outcome does not depend on load.
+    pub query_budget: u64,
+    /// Most sessions (client ids) open on one connection at once; one more is refused
+    /// with 4114.
+    pub sessions_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +95,16 @@ impl Default for Limits {
             sends_per_minute: 0,
             history_per_minute: 0,
             ops_per_minute: 0,
+            json_depth: 32,
+            attr_key_depth: 8,
+            attr_bytes: 64 * 1024,
+            attr_keys: 1000,
+            dedupe_token_bytes: 128,
+            where_bytes: 48 * 1024,
+            query_regexes: 16,
+            regex_chars: 256,
+            query_budget: 2_000_000,
+            sessions_per_connection: 64,
         }
     }
 }

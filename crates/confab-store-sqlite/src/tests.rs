@@ -300,3 +300,21 @@ async fn edits_since_a_time_come_oldest_first_across_conversations() {
     let first = store.patched_since("a", "bob", 15, 2).await.expect("read");
     assert_eq!(first.iter().map(|m| m.patched_at).collect::<Vec<_>>(), [Some(20), Some(30)]);
 }
+
+#[tokio::test]
+async fn an_unreadable_attribute_document_is_an_error_not_an_empty_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
+        store.create_conversation(record("a", "c1", &["alice"], None)).await.expect("create");
+        store.flush().await.expect("flush");
+    }
+    // Deeper than the JSON parser reads, as an attribute update could once store it.
+    let deep = format!("{}1{}", "{\"d\":".repeat(200), "}".repeat(200));
+    let conn = Connection::open(dir.path().join("confab.db")).expect("open the file");
+    conn.execute("UPDATE conversations SET attrs = ?1 WHERE id = 'c1'", [&deep]).expect("update");
+    drop(conn);
+    let store = SqliteStore::open(dir.path(), Durability::Full).expect("reopen");
+    // Read as `{}`, the next update would write `{}` back and erase the document.
+    assert!(store.conversation("a", "c1").await.is_err());
+}

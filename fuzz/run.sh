@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-20}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(json_v2_decode protobuf_decode where_query config_parse)
+  targets=(json_v2_decode protobuf_decode where_query config_parse attributes_update)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked

@@ -1330,7 +1330,10 @@ impl Engine {
             let now = self.now();
             let Some(last) = record.last_message else { continue };
             let upto = ts.filter(|t| *t > 0).unwrap_or(last.ts).min(last.ts);
-            self.inner.store.save_read(&app.config.id, &me, &cid, upto);
+            if let Err(e) = self.inner.store.save_read(&app.config.id, &me, &cid, upto).await {
+                tracing::warn!(error = %e, "read position not saved");
+                continue;
+            }
             let zero = UnreadEntry {
                 cid: cid.clone(),
                 unread: 0,

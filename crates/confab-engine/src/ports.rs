@@ -215,9 +215,10 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a cursor forward (never back). Not awaited by the engine: a lost cursor
     /// update only means a message is delivered again.
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64);
-    /// Moves a client's read position forward (never back). Not awaited: a lost update
-    /// only leaves a conversation counted unread.
-    fn save_read(&self, app: &str, client: &str, cid: &str, ts: i64);
+    /// Moves a client's read position forward (never back); completes once committed.
+    /// The engine tells the reader's other devices only then, so a device that logs in
+    /// after seeing "0 unread" never reads the old position.
+    fn save_read<'a>(&'a self, app: &'a str, client: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()>;
     /// One message by id.
     fn message<'a>(
         &'a self,

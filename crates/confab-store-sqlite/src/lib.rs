@@ -1001,9 +1001,8 @@ impl Store for SqliteStore {
         self.write(WriteOp::ReleaseUnique { app: app.into(), cid: cid.into() })
     }
 
-    fn save_read(&self, app: &str, client: &str, cid: &str, ts: i64) {
-        let op = WriteOp::SaveRead { app: app.into(), client: client.into(), cid: cid.into(), ts };
-        let _ = self.writer.send(WriteRequest { op, done: None });
+    fn save_read<'a>(&'a self, app: &'a str, client: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::SaveRead { app: app.into(), client: client.into(), cid: cid.into(), ts })
     }
 
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>> {

@@ -267,8 +267,7 @@ async fn unread_counts_newest_conversation_first() {
         }
         store.append_message(m).await.expect("append");
     }
-    store.save_read("a", "bob", "c1", 1);
-    store.flush().await.expect("flush");
+    store.save_read("a", "bob", "c1", 1).await.expect("read position");
     let unread = store.unread("a", "bob", 10).await.expect("unread");
     let summary: Vec<_> = unread.iter().map(|u| (u.cid.as_str(), u.unread, u.mentioned)).collect();
     assert_eq!(summary, [("c2", 2, false), ("c1", 2, true)], "c3 holds only bob's own message");

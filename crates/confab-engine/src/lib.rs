@@ -4,8 +4,9 @@
 //! a socket: the gateway feeds it decoded requests and writes out what it queues.
 //!
 //! Module map:
-//! - [`engine`]: the entry point, [`Engine`] and the per-connection [`Connection`];
-//! - [`delivery`]: ordered, durable sending, fan-out, acks and the offline backlog;
+//! - [`engine`]: the entry point, [`Engine`] and the per-connection [`Connection`], with
+//!   one module per feature (delivery: ordered, durable sending, fan-out, acks and the
+//!   offline backlog);
 //! - [`conversation`]: cached conversation state and record shapes;
 //! - [`session`]: per-session delivery state (cursors, in-flight messages);
 //! - [`bounds`]: the limits every request is checked against before it acts;
@@ -17,7 +18,6 @@
 pub mod app;
 pub mod bounds;
 pub mod conversation;
-pub mod delivery;
 pub mod engine;
 pub mod ids;
 pub mod outbound;

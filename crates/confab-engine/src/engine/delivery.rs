@@ -12,8 +12,8 @@
 //!    that is behind (just logged in, or skipped a message) is caught up from the store
 //!    by [`replay_backlog`], oldest first, in pages, paced by the client's acks.
 
+use super::{AppState, Engine};
 use crate::conversation::{Conv, PendingSend, Recent};
-use crate::engine::{AppState, Engine};
 use crate::ids;
 use crate::outbound::SharedPush;
 use crate::ports::{ConvKind, MessageRange, StoreError, StoredMessage};

@@ -1,0 +1,143 @@
+//! The engine's side of one network connection and the router of its requests: each
+//! request is rate-limited by its class and handed to the one feature module that
+//! serves it.
+
+use super::*;
+use confab_types::Limits;
+
+/// The engine's side of one network connection: at most one session (the v2 protocol
+/// logs in one client id per connection).
+#[derive(Debug)]
+pub struct Connection {
+    pub(super) engine: Engine,
+    /// The connection's outbound handle.
+    pub handle: Arc<ConnHandle>,
+    /// The sessions on this connection: usually one; the 3.x+ SDKs put every client of
+    /// one `Realtime` on one socket and address commands by `peerId`.
+    pub(super) sessions: Vec<Arc<Session>>,
+    /// Push the offline backlog on login (protocol version 1) rather than unread counts.
+    pub(super) push_offline: bool,
+}
+
+impl Drop for Connection {
+    /// The connection ended without a logout: deliver the session's will, if any.
+    fn drop(&mut self) {
+        self.engine.inner.live_connections.fetch_sub(1, Ordering::Relaxed);
+        for session in std::mem::take(&mut self.sessions) {
+            self.engine.end_session(&session);
+            let will = session.will.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let (Some(will), Some(app)) = (will, self.engine.app(&session.app_id).cloned()) {
+                let engine = self.engine.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = engine.send(&app, &session, None, will).await {
+                        tracing::debug!(error = %e, "will message not sent");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// Whether a session is open on this connection.
+    pub fn has_session(&self) -> bool {
+        self.sessions.iter().any(|s| !s.is_closed())
+    }
+
+    /// The session a command addresses: by `peerId`, or the first when it has none
+    /// (4.3.1 omits `peerId` while it has a single client).
+    fn addressed(&mut self, peer_id: Option<&str>) -> Option<Arc<Session>> {
+        self.sessions.retain(|s| !s.is_closed());
+        match peer_id {
+            Some(peer) => self.sessions.iter().find(|s| &*s.client_id == peer).cloned(),
+            None => self.sessions.first().cloned(),
+        }
+    }
+
+    pub(super) fn remove_session(&mut self, session: &Arc<Session>) {
+        self.sessions.retain(|s| !Arc::ptr_eq(s, session));
+        self.engine.end_session(session);
+    }
+
+    /// Handles one request. Replies are returned (or, where pushes must follow the
+    /// reply, queued directly); errors come back typed for the caller to encode by
+    /// their disposition.
+    pub async fn handle(&mut self, inbound: Inbound) -> Result<Option<Reply>, ProtocolError> {
+        let Inbound { serial, peer_id, request } = inbound;
+        let session = match &request {
+            Request::Heartbeat => return Ok(Some(Reply::Heartbeat)),
+            Request::SessionOpen(open) => return self.open(serial, peer_id, open).await,
+            _ => match self.addressed(peer_id.as_deref()) {
+                Some(session) => session,
+                None => return Err(perr(ErrorCode::SessionRequired, "open a session first")),
+            },
+        };
+        let engine = self.engine.clone();
+        let app = engine
+            .app(&session.app_id)
+            .cloned()
+            .ok_or_else(|| perr(ErrorCode::AppNotAvailable, "app removed"))?;
+        if let Some((class, limit, code)) = rate_class(&request, &app.config.limits) {
+            let admitted =
+                session.rate.lock().unwrap_or_else(|p| p.into_inner()).admit(class, limit, engine.now());
+            if !admitted {
+                return Err(perr(code, format!("rate limit of {limit} per minute exceeded")));
+            }
+        }
+        match request {
+            Request::Heartbeat | Request::SessionOpen(_) => Ok(None),
+            Request::SessionRefresh => Ok(Some(engine.session_refresh(&app, &session))),
+            Request::SessionClose => Ok(Some(self.session_close(&session))),
+            Request::SessionQuery { peer_ids } => Ok(Some(Engine::session_query(&app, peer_ids))),
+            Request::ConvStart(start) => engine.conv_start(&app, &session, serial, start).await,
+            Request::ConvAdd(change) => engine.conv_add(&app, &session, serial, change).await,
+            Request::ConvRemove(change) => engine.conv_remove(&app, &session, serial, change).await,
+            Request::ConvQuery(query) => engine.conv_query(&app, &session, query).await.map(Some),
+            Request::ConvCount { cid } => engine.conv_count(&app, &cid).await.map(Some),
+            Request::ConvUpdate { cid, attr } => engine.conv_update(&app, &session, serial, &cid, attr).await,
+            Request::ConvMute { cid, muted } => engine.conv_mute(&app, &session, &cid, muted).await.map(Some),
+            Request::Direct(direct) => engine.send(&app, &session, serial, direct).await,
+            Request::Ack(ack) => {
+                engine.ack(&app, &session, ack);
+                Ok(None)
+            }
+            Request::Logs(query) => engine.logs(&app, &session, query).await.map(Some),
+            Request::Read { convs } => {
+                engine.read(&app, &session, convs).await;
+                Ok(None)
+            }
+            Request::ConvMaxRead { cid, all_members } => {
+                engine.max_read(&app, &session, &cid, all_members).await.map(Some)
+            }
+            Request::Patch { items } => engine.patch(&app, &session, items).await.map(Some),
+            Request::MemberRole { cid, member, role } => {
+                engine.member_role(&app, &session, &cid, member, role).await.map(Some)
+            }
+            Request::Restrict(r) => engine.restrict(&app, &session, serial, r).await,
+            Request::RestrictedQuery { cid, blocked, limit, next } => {
+                engine.restricted_page(&app, &session, &cid, blocked, limit, next).await.map(Some)
+            }
+        }
+    }
+}
+
+/// The rate limit a request counts against: its class, the per-minute limit and the
+/// code of a refusal. Acks, reads and the session's own housekeeping are never limited.
+fn rate_class(request: &Request, limits: &Limits) -> Option<(RateClass, u32, ErrorCode)> {
+    match request {
+        Request::Direct(_) => {
+            Some((RateClass::Send, limits.sends_per_minute, ErrorCode::MessageSentQuotaExceeded))
+        }
+        Request::Logs(_) => {
+            Some((RateClass::History, limits.history_per_minute, ErrorCode::ConversationApiQuotaExceeded))
+        }
+        Request::Heartbeat
+        | Request::SessionOpen(_)
+        | Request::Ack(_)
+        | Request::Read { .. }
+        | Request::SessionClose
+        | Request::SessionRefresh
+        | Request::SessionQuery { .. } => None,
+        _ => Some((RateClass::Op, limits.ops_per_minute, ErrorCode::ConversationApiQuotaExceeded)),
+    }
+}

@@ -1,0 +1,106 @@
+//! Edits and recalls of sent messages.
+
+use super::*;
+
+/// Edits and recalls caught up at login, at most (older ones are in history).
+const PATCH_CATCH_UP: usize = 500;
+
+/// The body a recalled message keeps: the recall placeholder of the 4.x SDKs.
+pub const RECALLED_BODY: &str = r#"{"_lctype":-127}"#;
+
+impl Engine {
+    /// Edits and recalls the client missed since its `lastPatchTime`, in one push.
+    pub(super) async fn push_patches(&self, app: &AppState, session: &Arc<Session>, since: Option<i64>) {
+        let Some(since) = since else { return };
+        let store = &self.inner.store;
+        let patched =
+            match store.patched_since(&app.config.id, &session.client_id, since, PATCH_CATCH_UP).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "missed patches");
+                    return;
+                }
+            };
+        let Some(latest) = patched.iter().filter_map(|m| m.patched_at).max() else { return };
+        let items = patched
+            .into_iter()
+            .map(|m| confab_types::PatchedMessage {
+                recall: m.data == RECALLED_BODY,
+                patched_at: m.patched_at.unwrap_or(since),
+                cid: m.cid,
+                mid: m.id,
+                timestamp: m.ts,
+                data: m.data,
+                from: m.from,
+            })
+            .collect();
+        session.push(SharedPush::new(Push::Patch { items, patched_at: latest }));
+    }
+
+    /// Edits or recalls messages the caller sent, and tells the other sessions.
+    pub(super) async fn patch(
+        &self,
+        app: &AppState,
+        session: &Arc<Session>,
+        items: Vec<confab_types::PatchRequest>,
+    ) -> Result<Reply, ProtocolError> {
+        let me = session.client_id.to_string();
+        let store = &self.inner.store;
+        let now = self.now();
+        let mut done = Vec::new();
+        let mut recipients: Vec<String> = Vec::new();
+        for item in items {
+            let not_target =
+                || perr(ErrorCode::InvalidMessagingTarget, "conversation missing or not a member");
+            let conv = self.conv(app, &item.cid).await?.ok_or_else(not_target)?;
+            if !conv.has_member(&me) {
+                return Err(not_target());
+            }
+            let message = store
+                .message(&app.config.id, &item.cid, &item.mid)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| perr(ErrorCode::MessageNotFound, &item.mid))?;
+            if message.from != me {
+                return Err(perr(
+                    ErrorCode::MessageOwnershipRequired,
+                    "only the sender can change a message",
+                ));
+            }
+            let data = match (item.recall, item.data) {
+                (true, _) => RECALLED_BODY.to_owned(),
+                (false, Some(data)) if data.len() <= app.config.limits.message_bytes => data,
+                (false, Some(_)) => return Err(perr(ErrorCode::FrameTooLong, "message body over the limit")),
+                (false, None) => {
+                    return Err(perr(ErrorCode::UnparseableRawMsg, "an edit needs the new body"));
+                }
+            };
+            store
+                .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)
+                .await
+                .map_err(store_error)?;
+            match conv.kind {
+                ConvKind::Transient => recipients.extend(conv.room_clients()),
+                _ => recipients.extend(conv.state().members.iter().cloned()),
+            }
+            done.push(confab_types::PatchedMessage {
+                cid: item.cid,
+                mid: item.mid,
+                timestamp: message.ts,
+                recall: item.recall,
+                data,
+                from: me.clone(),
+                patched_at: now,
+            });
+        }
+        recipients.sort_unstable();
+        recipients.dedup();
+        let push = SharedPush::new(Push::Patch { items: done, patched_at: now });
+        for client in recipients {
+            for s in app.sessions_of(&client).into_iter().filter(|s| !Arc::ptr_eq(s, session)) {
+                s.push(push.clone());
+            }
+        }
+        Ok(Reply::Patched { patched_at: now })
+    }
+}

@@ -1,0 +1,192 @@
+//! Sessions: open (signatures, tokens, device-tag conflicts, the login catch-up), refresh,
+//! close, and presence queries.
+
+use super::*;
+
+impl Connection {
+    pub(super) async fn open(
+        &mut self,
+        serial: Option<i32>,
+        peer_id: Option<String>,
+        open: &SessionOpen,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let engine = self.engine.clone();
+        let app = engine
+            .app(&open.app_id)
+            .cloned()
+            .ok_or_else(|| perr(ErrorCode::AppNotAvailable, format!("unknown app {:?}", open.app_id)))?;
+        if !app.config.origin_allowed(self.handle.origin.as_deref()) {
+            return Err(perr(ErrorCode::InvalidOrigin, "origin not allowed for this app"));
+        }
+        let client_id = match peer_id {
+            None => ids::anonymous_client_id(),
+            Some(id) => {
+                bounds::check_client_id(&id, app.config.limits.client_id_chars)
+                    .map_err(|why| perr(ErrorCode::InvalidLogin, why))?;
+                id
+            }
+        };
+        // Opening a client id again on the same connection replaces its session, so only
+        // a new id counts against the connection's share.
+        let max_sessions = app.config.limits.sessions_per_connection;
+        if self.sessions.len() >= max_sessions && !self.sessions.iter().any(|s| *s.client_id == *client_id) {
+            return Err(bounds::over_limit(
+                ErrorCode::UnparseableRawMsg,
+                "sessions_per_connection",
+                max_sessions,
+            ));
+        }
+        let config = &app.config;
+        let tag = match (&open.session_token, open.reconnect) {
+            // A re-login after a reconnect presents its token instead of a signature; the
+            // token carries the device tag, which the re-login does not resend.
+            (Some(token), true) => {
+                session_token::check(&config.master_key, &config.id, &client_id, token, engine.now())
+                    .ok_or_else(|| perr(ErrorCode::SessionTokenExpired, "session token unknown or expired"))?
+            }
+            _ => {
+                if config.signatures.login {
+                    let sig = open.signature.as_ref();
+                    engine.check_signature(
+                        &app,
+                        &client_id,
+                        Signed::Login,
+                        sig,
+                        ErrorCode::SignatureFailed,
+                    )?;
+                }
+                open.tag.clone().filter(|t| !t.is_empty() && t != "default")
+            }
+        };
+        // Single-device login: a login with a tag ends the client's other sessions with
+        // the same tag; a re-login finding its tag taken is refused instead.
+        if let Some(tag) = &tag {
+            let holders: Vec<Arc<Session>> = app
+                .sessions_of(&client_id)
+                .into_iter()
+                .filter(|s| {
+                    s.tag.as_deref() == Some(tag.as_str()) && s.conn.id != self.handle.id && !s.is_closed()
+                })
+                .collect();
+            if !holders.is_empty() && open.reconnect {
+                return Err(perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"));
+            }
+            for holder in holders {
+                let error = perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
+                holder.push(SharedPush::new(Push::SessionClosed { peer_id: client_id.clone(), error }));
+                engine.end_session(&holder);
+            }
+        }
+        // Opening a client id again on the same connection replaces its session.
+        if let Some(old) = self.sessions.iter().find(|s| *s.client_id == *client_id).cloned() {
+            self.remove_session(&old);
+        }
+        let session = Session::new(
+            self.handle.clone(),
+            Arc::from(app.config.id.as_str()),
+            Arc::from(client_id.as_str()),
+            tag.clone(),
+        );
+        app.sessions.shard(&client_id).entry(client_id.clone()).or_default().push(session.clone());
+        self.sessions.push(session.clone());
+        let cursors = match engine.inner.store.member_cursors(&app.config.id, &client_id).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.remove_session(&session);
+                return Err(store_error(e));
+            }
+        };
+        tracing::debug!(app = %app.config.id, client = %client_id, conn = self.handle.id, "session opened");
+        let now = engine.now();
+        let token = session_token::issue(&config.master_key, &config.id, &client_id, tag.as_deref(), now);
+        self.handle.reply(
+            serial,
+            Reply::SessionOpened { peer_id: client_id, session_token: Some(token), server_ts: now },
+        );
+        // A client in no conversation has nothing to catch up on: conversations it joins
+        // from now on start at their newest message.
+        let member_anywhere = !cursors.is_empty();
+        {
+            let mut delivery = session.delivery();
+            for c in cursors {
+                // Version 3 clients start caught up: what they missed shows up as unread
+                // counts and they read it from history.
+                let from = if self.push_offline { c.cursor } else { c.last_ts };
+                delivery.convs.insert(c.cid, crate::session::ConvDelivery::at(from));
+            }
+            delivery.ready = true;
+        }
+        let last_patch_time = open.last_patch_time;
+        if !member_anywhere {
+            return Ok(None);
+        }
+        if self.push_offline {
+            tokio::spawn(async move {
+                engine.push_patches(&app, &session, last_patch_time).await;
+                delivery::replay_backlog(engine, app, session).await;
+            });
+        } else {
+            tokio::spawn(async move {
+                engine.push_patches(&app, &session, last_patch_time).await;
+                engine.push_unread(&app, &session).await;
+            });
+        }
+        Ok(None)
+    }
+}
+
+impl Connection {
+    /// A logout: the session ends without its will (it is not an abnormal end).
+    pub(super) fn session_close(&mut self, session: &Arc<Session>) -> Reply {
+        session.will.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.remove_session(session);
+        Reply::SessionClosed
+    }
+}
+
+impl Engine {
+    /// A fresh session token for the addressed session.
+    pub(super) fn session_refresh(&self, app: &AppState, session: &Session) -> Reply {
+        let c = &app.config;
+        let token = session_token::issue(
+            &c.master_key,
+            &c.id,
+            &session.client_id,
+            session.tag.as_deref(),
+            self.now(),
+        );
+        Reply::SessionRefreshed { token }
+    }
+
+    /// Which of `peer_ids` (the first `ping_ids` of them) are online.
+    pub(super) fn session_query(app: &AppState, mut peer_ids: Vec<String>) -> Reply {
+        peer_ids.truncate(app.config.limits.ping_ids);
+        let mut seen = HashSet::new();
+        let online = peer_ids.into_iter().filter(|id| seen.insert(id.clone()) && app.is_online(id)).collect();
+        Reply::SessionQueryResult { online }
+    }
+
+    /// Ends a session: it stops receiving, leaves its chat rooms, and its client goes
+    /// offline when it was the last session.
+    pub(crate) fn end_session(&self, session: &Arc<Session>) {
+        session.closed.store(true, Ordering::Release);
+        let Some(app) = self.app(&session.app_id) else {
+            return;
+        };
+        {
+            let mut shard = app.sessions.shard(&session.client_id);
+            if let Some(list) = shard.get_mut(&*session.client_id) {
+                list.retain(|s| !Arc::ptr_eq(s, session));
+                if list.is_empty() {
+                    shard.remove(&*session.client_id);
+                }
+            }
+        }
+        let rooms = std::mem::take(&mut *session.rooms.lock().unwrap_or_else(|p| p.into_inner()));
+        for cid in rooms {
+            if let Some(conv) = app.convs.get(&cid) {
+                conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
+            }
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! Membership: starting conversations, adding and removing members, joining and leaving
+//! chat rooms and system conversations.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn valid_member_ids(app: &AppState, members: &[String]) -> Result<(), ProtocolError> {
+        let max = app.config.limits.client_id_chars;
+        for member in members {
+            if let Err(why) = bounds::check_client_id(member, max) {
+                return Err(perr(
+                    ErrorCode::UnparseableRawMsg,
+                    format!("invalid client id {member:?} in m: {why}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn conv_start(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        start: ConvStart,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        if app.config.signatures.conversation {
+            self.check_signature(
+                app,
+                &me,
+                Signed::Start { members: &start.members },
+                start.signature.as_ref(),
+                ErrorCode::ConversationSignatureFailed,
+            )?;
+        }
+        Self::valid_member_ids(app, &start.members)?;
+        let mut members = distinct(std::iter::once(me.clone()).chain(start.members));
+        let limits = &app.config.limits;
+        let kind = match (start.transient, start.temporary_ttl) {
+            (true, _) => ConvKind::Transient,
+            (false, Some(_)) => ConvKind::Temporary,
+            (false, None) => ConvKind::Normal,
+        };
+        let max_members = match kind {
+            ConvKind::Temporary => limits.temporary_members,
+            _ => limits.conversation_members,
+        };
+        if kind == ConvKind::Transient {
+            members.clear();
+        } else if members.len() > max_members {
+            return Err(perr(ErrorCode::ConversationFull, format!("at most {max_members} members")));
+        }
+        let attrs = bounds::updated_attributes(limits, &Map::new(), &start.attr)?;
+        // The same member set finds the same unique (or live temporary) conversation.
+        let unique = match kind {
+            ConvKind::Normal if start.unique => Some(unique_key(&members)),
+            ConvKind::Temporary => Some(format!("tmp\u{1e}{}", unique_key(&members))),
+            _ => None,
+        };
+        let now = self.now();
+        let started = |r: &ConversationRecord| Reply::ConvStarted {
+            cid: r.id.clone(),
+            created_at: r.created_at,
+            temporary_ttl: r.expires_at.map(|e| (e - now).max(0) / 1000),
+        };
+        let store = &self.inner.store;
+        if let Some(key) = &unique
+            && let Some(found) = store.find_unique(&app.config.id, key).await.map_err(store_error)?
+        {
+            match found.expires_at {
+                Some(expires) if expires <= now => {
+                    store.release_unique(&app.config.id, &found.id).await.map_err(store_error)?;
+                }
+                _ => return Ok(Some(started(&found))),
+            }
+        }
+        let (id, expires_at) = match start.temporary_ttl {
+            Some(ttl) if kind == ConvKind::Temporary => {
+                let ttl = if ttl <= 0 { 86_400 } else { ttl.min(limits.temporary_ttl_max_secs) };
+                (ids::temporary_conversation_id(), Some(now + ttl * 1000))
+            }
+            _ => (ids::conversation_id(now), None),
+        };
+        let record = ConversationRecord {
+            app: app.config.id.clone(),
+            id,
+            kind,
+            creator: me.clone(),
+            members: members.clone(),
+            muted: Vec::new(),
+            managers: Vec::new(),
+            shut_up: Vec::new(),
+            blocked: Vec::new(),
+            expires_at,
+            attrs,
+            unique_key: unique.clone(),
+            created_at: now,
+            updated_at: now,
+            last_message: None,
+        };
+        if let Err(e) = store.create_conversation(record.clone()).await {
+            // A concurrent creation of the same unique conversation wins the race.
+            if let Some(key) = &unique
+                && let Ok(Some(found)) = store.find_unique(&app.config.id, key).await
+            {
+                return Ok(Some(started(&found)));
+            }
+            return Err(store_error(e));
+        }
+        let conv = Arc::new(Conv::from_record(&record));
+        app.convs.shard(&record.id).insert(record.id.clone(), conv.clone());
+        session.conn.reply(serial, started(&record));
+        if kind == ConvKind::Transient {
+            self.join_room(&conv, session);
+        } else {
+            for member in &members {
+                for s in app.sessions_of(member) {
+                    s.reset_conv(&record.id);
+                }
+                self.notify(
+                    app,
+                    member,
+                    &Notice {
+                        event: ConvEvent::Joined,
+                        cid: &record.id,
+                        init_by: &me,
+                        members: &[],
+                        attr: None,
+                        udate: now,
+                    },
+                );
+                self.notify(
+                    app,
+                    member,
+                    &Notice {
+                        event: ConvEvent::MembersJoined,
+                        cid: &record.id,
+                        init_by: &me,
+                        members: &members,
+                        attr: None,
+                        udate: now,
+                    },
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    /// Membership of conversations other than normal ones: a chat room or a system
+    /// conversation is joined and left by each client itself; temporary ones are fixed.
+    pub(super) async fn self_membership(
+        &self,
+        app: &AppState,
+        conv: &Conv,
+        session: &Arc<Session>,
+        requested: Vec<String>,
+        join: bool,
+    ) -> Result<MembersResult, ProtocolError> {
+        match conv.kind {
+            ConvKind::Transient => Ok(self.room_membership(conv, session, requested, join)),
+            ConvKind::System => self.subscription(app, conv, session, requested, join).await,
+            _ => Err(perr(
+                ErrorCode::NormalConversationRequired,
+                "membership of this conversation cannot change",
+            )),
+        }
+    }
+
+    /// System conversations: a client subscribes or unsubscribes itself; no events.
+    pub(super) async fn subscription(
+        &self,
+        app: &AppState,
+        conv: &Conv,
+        session: &Arc<Session>,
+        requested: Vec<String>,
+        subscribe: bool,
+    ) -> Result<MembersResult, ProtocolError> {
+        let me = session.client_id.to_string();
+        let mut result = MembersResult::default();
+        for id in requested {
+            if id != me {
+                let error = perr(
+                    ErrorCode::NormalConversationRequired,
+                    "clients subscribe and unsubscribe themselves",
+                );
+                result.failed.push((error, vec![id]));
+                continue;
+            }
+            let (store, now) = (&self.inner.store, self.now());
+            if subscribe {
+                if !conv.has_member(&me) {
+                    store
+                        .add_members(&app.config.id, &conv.cid, vec![me.clone()], now)
+                        .await
+                        .map_err(store_error)?;
+                    conv.state().members.insert(me.clone());
+                }
+            } else if conv.has_member(&me) {
+                store
+                    .remove_members(&app.config.id, &conv.cid, vec![me.clone()], now)
+                    .await
+                    .map_err(store_error)?;
+                conv.state().members.remove(&me);
+            }
+            for s in app.sessions_of(&me) {
+                s.reset_conv(&conv.cid);
+            }
+            result.allowed.push(id);
+        }
+        Ok(result)
+    }
+
+    /// Chat rooms: a session joins or leaves itself; nobody adds or removes others.
+    pub(super) fn room_membership(
+        &self,
+        conv: &Conv,
+        session: &Arc<Session>,
+        requested: Vec<String>,
+        join: bool,
+    ) -> MembersResult {
+        let mut result = MembersResult::default();
+        for id in requested {
+            if *id != *session.client_id {
+                let error = perr(
+                    ErrorCode::NormalConversationRequired,
+                    "chat room members join and leave themselves",
+                );
+                result.failed.push((error, vec![id]));
+            } else if join {
+                self.join_room(conv, session);
+                result.allowed.push(id);
+            } else {
+                conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
+                session.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| *c != conv.cid);
+                result.allowed.push(id);
+            }
+        }
+        result
+    }
+
+    pub(super) fn join_room(&self, conv: &Conv, session: &Arc<Session>) {
+        let mut state = conv.state();
+        if !state.room.iter().any(|s| Arc::ptr_eq(s, session)) {
+            state.room.push(session.clone());
+            session.rooms.lock().unwrap_or_else(|p| p.into_inner()).push(conv.cid.clone());
+        }
+    }
+
+    pub(super) async fn conv_add(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        change: MembersChange,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        let cid = change.cid.clone();
+        let conv = self.conv(app, &cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
+        if app.config.signatures.conversation {
+            self.check_signature(
+                app,
+                &me,
+                Signed::Invite { cid: &cid, members: &change.members },
+                change.signature.as_ref(),
+                ErrorCode::ConversationSignatureFailed,
+            )?;
+        }
+        Self::valid_member_ids(app, &change.members)?;
+        let requested = distinct(change.members.iter().cloned());
+        let only_me = requested.len() == 1 && requested[0] == me;
+        if conv.kind != ConvKind::Normal {
+            return Ok(Some(Reply::ConvAdded(
+                self.self_membership(app, &conv, session, requested, true).await?,
+            )));
+        }
+        let lock = app.conv_lock(&cid);
+        let _guard = lock.lock().await;
+        if !only_me && !conv.has_member(&me) {
+            return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can add others"));
+        }
+        let (existing, current, blocked) = {
+            let state = conv.state();
+            (state.members.clone(), state.members.len(), state.blocked.clone())
+        };
+        if only_me && blocked.contains(&me) {
+            return Err(perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation"));
+        }
+        let mut result = MembersResult::default();
+        let mut added = Vec::new();
+        let room = app.config.limits.conversation_members.saturating_sub(current);
+        let mut full = Vec::new();
+        let mut refused = Vec::new();
+        for id in requested {
+            if blocked.contains(&id) {
+                refused.push(id);
+            } else if existing.contains(&id) {
+                result.allowed.push(id);
+            } else if added.len() < room {
+                added.push(id.clone());
+                result.allowed.push(id);
+            } else {
+                full.push(id);
+            }
+        }
+        if !full.is_empty() {
+            result.failed.push((perr(ErrorCode::ConversationFull, "member limit reached"), full));
+        }
+        if !refused.is_empty() {
+            result
+                .failed
+                .push((perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation"), refused));
+        }
+        let now = self.now();
+        if !added.is_empty() {
+            self.inner
+                .store
+                .add_members(&app.config.id, &cid, added.clone(), now)
+                .await
+                .map_err(store_error)?;
+            conv.state().members.extend(added.iter().cloned());
+        }
+        session.conn.reply(serial, Reply::ConvAdded(result));
+        if !added.is_empty() {
+            let members: Vec<String> = conv.state().members.iter().cloned().collect();
+            for member in &members {
+                if added.contains(member) {
+                    for s in app.sessions_of(member) {
+                        s.reset_conv(&cid);
+                    }
+                    self.notify(
+                        app,
+                        member,
+                        &Notice {
+                            event: ConvEvent::Joined,
+                            cid: &cid,
+                            init_by: &me,
+                            members: &[],
+                            attr: None,
+                            udate: now,
+                        },
+                    );
+                }
+                self.notify(
+                    app,
+                    member,
+                    &Notice {
+                        event: ConvEvent::MembersJoined,
+                        cid: &cid,
+                        init_by: &me,
+                        members: &added,
+                        attr: None,
+                        udate: now,
+                    },
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn conv_remove(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        change: MembersChange,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        let cid = change.cid.clone();
+        let conv = self.conv(app, &cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, &cid))?;
+        let requested = distinct(change.members.iter().cloned());
+        let only_me = requested.len() == 1 && requested[0] == me;
+        // Leaving needs no signature (2.x sends none for it).
+        if app.config.signatures.conversation && !only_me {
+            self.check_signature(
+                app,
+                &me,
+                Signed::Kick { cid: &cid, members: &change.members },
+                change.signature.as_ref(),
+                ErrorCode::ConversationSignatureFailed,
+            )?;
+        }
+        if conv.kind != ConvKind::Normal {
+            return Ok(Some(Reply::ConvRemoved(
+                self.self_membership(app, &conv, session, requested, false).await?,
+            )));
+        }
+        let lock = app.conv_lock(&cid);
+        let _guard = lock.lock().await;
+        if !only_me && !conv.has_member(&me) {
+            return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can remove others"));
+        }
+        let existing = conv.state().members.clone();
+        // The owner stays: removing it (or it leaving) fails for the owner alone.
+        let (owner, requested): (Vec<String>, Vec<String>) =
+            requested.into_iter().partition(|id| *id == conv.creator && existing.contains(id));
+        let removed: Vec<String> = requested.iter().filter(|id| existing.contains(*id)).cloned().collect();
+        let now = self.now();
+        if !removed.is_empty() {
+            self.inner
+                .store
+                .remove_members(&app.config.id, &cid, removed.clone(), now)
+                .await
+                .map_err(store_error)?;
+            let mut state = conv.state();
+            for id in &removed {
+                state.members.remove(id);
+            }
+        }
+        let failed = if owner.is_empty() {
+            Vec::new()
+        } else {
+            vec![(perr(ErrorCode::ConversationNeedOwner, "the owner cannot leave or be removed"), owner)]
+        };
+        session.conn.reply(serial, Reply::ConvRemoved(MembersResult { allowed: requested, failed }));
+        if !removed.is_empty() {
+            for id in &removed {
+                for s in app.sessions_of(id) {
+                    s.reset_conv(&cid);
+                }
+                self.notify(
+                    app,
+                    id,
+                    &Notice {
+                        event: ConvEvent::Left,
+                        cid: &cid,
+                        init_by: &me,
+                        members: &[],
+                        attr: None,
+                        udate: now,
+                    },
+                );
+            }
+            let remaining: Vec<String> = conv.state().members.iter().cloned().collect();
+            for member in &remaining {
+                self.notify(
+                    app,
+                    member,
+                    &Notice {
+                        event: ConvEvent::MembersLeft,
+                        cid: &cid,
+                        init_by: &me,
+                        members: &removed,
+                        attr: None,
+                        udate: now,
+                    },
+                );
+            }
+        }
+        Ok(None)
+    }
+}

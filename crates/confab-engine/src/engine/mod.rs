@@ -1,0 +1,266 @@
+//! The engine: apps, their live state, and what every feature shares. One module per
+//! feature adds its requests to [`Engine`] (or, for the session's own lifecycle, to
+//! [`Connection`]); [`dispatch`] routes each decoded request to one of them.
+//!
+//! - [`dispatch`]: [`Connection`], rate limits and the request router;
+//! - [`login`]: session open, refresh, close, presence;
+//! - [`membership`]: start, add, remove, join and leave;
+//! - [`attributes`]: attribute updates and muting;
+//! - [`queries`]: conversation queries and member counts;
+//! - [`history`]: message history;
+//! - [`delivery`]: sending, ordered fan-out, acks and the offline backlog;
+//! - [`receipts`]: read positions, unread counts and receipts;
+//! - [`edits`]: edits and recalls;
+//! - [`moderation`]: roles, shut-up and blocking;
+//! - [`admin`]: the app backend's operations.
+
+mod admin;
+mod attributes;
+pub(crate) mod delivery;
+mod dispatch;
+mod edits;
+mod history;
+mod login;
+mod membership;
+mod moderation;
+mod queries;
+mod receipts;
+
+pub use dispatch::Connection;
+pub use edits::RECALLED_BODY;
+
+use crate::app::AppConfig;
+use crate::bounds;
+use crate::conversation::{Conv, query_doc, result_json, unique_key};
+use crate::ids;
+use crate::outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};
+use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, ScanFilter, Store, StoreError};
+use crate::query::{Budget, QueryBounds, QueryError, compare_docs, parse_sort, parse_where};
+use crate::rate::RateClass;
+use crate::session::Session;
+use crate::session_token;
+use crate::sharded::Sharded;
+use crate::signature::{Signed, Verifier};
+use confab_types::{
+    ConvEvent, ConvPush, ConvQuery, ConvStart, Direction, ErrorCode, Inbound, LogItem, LogsQuery,
+    MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature, UnreadEntry,
+};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A conversation event about to be pushed (per recipient).
+struct Notice<'a> {
+    event: ConvEvent,
+    cid: &'a str,
+    init_by: &'a str,
+    members: &'a [String],
+    attr: Option<&'a Map<String, Value>>,
+    udate: i64,
+}
+
+/// One app's live state.
+#[derive(Debug)]
+pub struct AppState {
+    /// Configuration.
+    pub config: AppConfig,
+    /// Online sessions by client id.
+    pub(crate) sessions: Sharded<Vec<Arc<Session>>>,
+    /// Cached conversations by id.
+    pub(crate) convs: Sharded<Arc<Conv>>,
+    /// Serializes membership and attribute changes per conversation.
+    pub(crate) conv_ops: Sharded<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl AppState {
+    /// The online sessions of a client.
+    pub(crate) fn sessions_of(&self, client: &str) -> Vec<Arc<Session>> {
+        self.sessions.get(client).unwrap_or_default()
+    }
+
+    /// Whether a client has at least one live session.
+    pub fn is_online(&self, client: &str) -> bool {
+        self.sessions.shard(client).get(client).is_some_and(|v| v.iter().any(|s| !s.is_closed()))
+    }
+
+    fn conv_lock(&self, cid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.conv_ops.shard(cid).entry(cid.to_owned()).or_default().clone()
+    }
+}
+
+pub(crate) struct Inner {
+    pub apps: HashMap<String, Arc<AppState>>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    verifier: Verifier,
+    next_conn: AtomicU64,
+    /// Connections opened and not yet dropped.
+    live_connections: AtomicUsize,
+}
+
+/// The engine: cheap to clone, shared by every connection.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("apps", &self.inner.apps.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// The ids in order of first appearance, without repeats.
+fn distinct(ids: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids {
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+fn store_error(e: StoreError) -> ProtocolError {
+    tracing::error!(error = %e, "store failure");
+    ProtocolError::new(ErrorCode::InternalError, "storage failure; the request may be retried")
+}
+
+fn perr(code: ErrorCode, detail: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(code, detail)
+}
+
+impl Engine {
+    /// An engine serving `apps` on `store`.
+    pub fn new(apps: Vec<AppConfig>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Engine {
+        let apps = apps
+            .into_iter()
+            .map(|config| {
+                let id = config.id.clone();
+                let state = AppState {
+                    config,
+                    sessions: Sharded::default(),
+                    convs: Sharded::default(),
+                    conv_ops: Sharded::default(),
+                };
+                (id, Arc::new(state))
+            })
+            .collect();
+        Engine {
+            inner: Arc::new(Inner {
+                apps,
+                store,
+                clock,
+                verifier: Verifier::default(),
+                next_conn: AtomicU64::new(1),
+                live_connections: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Connections opened and not yet ended.
+    pub fn live_connections(&self) -> usize {
+        self.inner.live_connections.load(Ordering::Relaxed)
+    }
+
+    /// Asks every connection with a session to close with `reason` (a shutdown): each
+    /// writes what it has queued, then its Close frame.
+    pub fn close_all(&self, reason: &ProtocolError) {
+        for app in self.inner.apps.values() {
+            app.sessions.for_each(|sessions| {
+                for session in sessions {
+                    session.conn.close(reason.clone());
+                }
+            });
+        }
+    }
+
+    /// An app's state.
+    pub fn app(&self, id: &str) -> Option<&Arc<AppState>> {
+        self.inner.apps.get(id)
+    }
+
+    /// Every app.
+    pub fn apps(&self) -> impl Iterator<Item = &AppConfig> {
+        self.inner.apps.values().map(|a| &a.config)
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Starts serving a connection. The receiver is the connection's outbound queue,
+    /// sized by the largest `outbound_queue` limit of any app.
+    ///
+    /// `version` is the protocol version the client negotiated: 1 (and the v2 JSON
+    /// protocol) has its offline backlog pushed on login; 3 gets unread counts instead
+    /// and reads history itself.
+    pub fn open_connection(&self, origin: Option<String>, version: u8) -> (Connection, OutboundReceiver) {
+        let capacity = self.inner.apps.values().map(|a| a.config.limits.outbound_queue).max().unwrap_or(1024);
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (handle, rx) = ConnHandle::new(id, origin, capacity);
+        self.inner.live_connections.fetch_add(1, Ordering::Relaxed);
+        (Connection { engine: self.clone(), handle, sessions: Vec::new(), push_offline: version < 3 }, rx)
+    }
+
+    /// A conversation from the cache, loading it from the store on first use.
+    pub(crate) async fn conv(&self, app: &AppState, cid: &str) -> Result<Option<Arc<Conv>>, ProtocolError> {
+        if let Some(conv) = app.convs.get(cid) {
+            return Self::unexpired(conv, self.now()).map(Some);
+        }
+        let Some(record) = self.inner.store.conversation(&app.config.id, cid).await.map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let loaded = Arc::new(Conv::from_record(&record));
+        let conv = app.convs.shard(cid).entry(cid.to_owned()).or_insert(loaded).clone();
+        Self::unexpired(conv, self.now()).map(Some)
+    }
+
+    fn unexpired(conv: Arc<Conv>, now: i64) -> Result<Arc<Conv>, ProtocolError> {
+        match conv.expires_at {
+            Some(expires) if expires <= now => {
+                Err(perr(ErrorCode::TemporaryConversationExpired, "temporary conversation expired"))
+            }
+            _ => Ok(conv),
+        }
+    }
+
+    /// Queues a push to every online session of `client`.
+    pub(crate) fn push_to_client(&self, app: &AppState, client: &str, push: &Arc<SharedPush>) {
+        for session in app.sessions_of(client) {
+            session.push(push.clone());
+        }
+    }
+
+    /// Sends a conversation event to every online session of `recipient`.
+    fn notify(&self, app: &AppState, recipient: &str, notice: &Notice<'_>) {
+        let push = SharedPush::new(Push::Conv(ConvPush {
+            event: notice.event,
+            peer_id: recipient.to_owned(),
+            cid: notice.cid.to_owned(),
+            init_by: notice.init_by.to_owned(),
+            members: notice.members.to_vec(),
+            attr: notice.attr.cloned(),
+            role: None,
+            udate: notice.udate,
+        }));
+        self.push_to_client(app, recipient, &push);
+    }
+
+    fn check_signature(
+        &self,
+        app: &AppState,
+        client: &str,
+        op: Signed<'_>,
+        sig: Option<&Signature>,
+        code: ErrorCode,
+    ) -> Result<(), ProtocolError> {
+        let c = &app.config;
+        self.inner
+            .verifier
+            .check(&c.id, &c.master_key, client, op, sig, self.now(), c.signatures.window_secs)
+            .map_err(|p| perr(code, p.detail()))
+    }
+}

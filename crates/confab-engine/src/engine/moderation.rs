@@ -1,0 +1,224 @@
+//! Roles, shut-up and blocking (the 3.x+ protocol).
+
+use super::*;
+
+impl Engine {
+    /// Owners (creators) and managers may manage a conversation.
+    pub(super) fn may_manage(conv: &Conv, client: &str) -> bool {
+        conv.creator == client || conv.state().managers.contains(client)
+    }
+
+    pub(super) async fn managed_conv(
+        &self,
+        app: &AppState,
+        cid: &str,
+        me: &str,
+    ) -> Result<Arc<Conv>, ProtocolError> {
+        let conv = self.conv(app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
+        if conv.kind != ConvKind::Normal {
+            return Err(perr(ErrorCode::NormalConversationRequired, "only normal conversations have roles"));
+        }
+        if !Self::may_manage(&conv, me) {
+            return Err(perr(
+                ErrorCode::ConversationOperationUnauthorized,
+                "only the owner or a manager may do this",
+            ));
+        }
+        Ok(conv)
+    }
+
+    /// `member_info_update`: the owner or a manager makes a member a `Manager` or a
+    /// plain `Member`; nobody can be made owner.
+    pub(super) async fn member_role(
+        &self,
+        app: &AppState,
+        session: &Arc<Session>,
+        cid: &str,
+        member: String,
+        role: String,
+    ) -> Result<Reply, ProtocolError> {
+        let me = session.client_id.to_string();
+        let conv = self.managed_conv(app, cid, &me).await?;
+        if role != "Manager" && role != "Member" {
+            return Err(perr(
+                ErrorCode::ConversationOperationUnauthorized,
+                format!("role {role:?} cannot be given"),
+            ));
+        }
+        if !conv.has_member(&member) || member == conv.creator {
+            return Err(perr(
+                ErrorCode::ConversationMembershipRequired,
+                "the target must be a member other than the owner",
+            ));
+        }
+        self.inner.store.set_role(&app.config.id, cid, &member, &role).await.map_err(store_error)?;
+        let members: Vec<String> = {
+            let mut state = conv.state();
+            if role == "Manager" {
+                state.managers.insert(member.clone());
+            } else {
+                state.managers.remove(&member);
+            }
+            state.members.iter().cloned().collect()
+        };
+        let now = self.now();
+        for recipient in members {
+            let push = SharedPush::new(Push::Conv(ConvPush {
+                event: ConvEvent::MemberInfoChanged,
+                peer_id: recipient.clone(),
+                cid: cid.to_owned(),
+                init_by: me.clone(),
+                members: Vec::new(),
+                attr: None,
+                role: Some((member.clone(), role.clone())),
+                udate: now,
+            }));
+            self.push_to_client(app, &recipient, &push);
+        }
+        Ok(Reply::MemberRoleUpdated)
+    }
+
+    /// Shut members up or block clients (and the reverse). Blocking also removes the
+    /// clients from the conversation, and blocked clients cannot join again.
+    pub(super) async fn restrict(
+        &self,
+        app: &AppState,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        r: confab_types::Restriction,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        let conv = self.managed_conv(app, &r.cid, &me).await?;
+        if r.blocked && app.config.signatures.conversation {
+            let op = if r.on {
+                Signed::Block { cid: &r.cid, members: &r.members }
+            } else {
+                Signed::Unblock { cid: &r.cid, members: &r.members }
+            };
+            self.check_signature(app, &me, op, r.signature.as_ref(), ErrorCode::ConversationSignatureFailed)?;
+        }
+        let lock = app.conv_lock(&r.cid);
+        let _guard = lock.lock().await;
+        let mut result = MembersResult::default();
+        let mut refused = Vec::new();
+        let mut changed = Vec::new();
+        for id in r.members.iter() {
+            if changed.contains(id) {
+                continue;
+            }
+            // Nobody restricts the owner or themselves; shut-up applies to members only.
+            if *id == conv.creator || *id == me || (!r.blocked && !conv.has_member(id)) {
+                refused.push(id.clone());
+            } else {
+                changed.push(id.clone());
+            }
+        }
+        if !refused.is_empty() {
+            result.failed.push((
+                perr(ErrorCode::ConversationOperationUnauthorized, "cannot restrict these clients"),
+                refused,
+            ));
+        }
+        let store = &self.inner.store;
+        let app_id = &app.config.id;
+        if !changed.is_empty() {
+            if r.blocked {
+                store.set_blocked(app_id, &r.cid, changed.clone(), r.on).await.map_err(store_error)?;
+            } else {
+                store.set_shut_up(app_id, &r.cid, changed.clone(), r.on).await.map_err(store_error)?;
+            }
+        }
+        let (removed, remaining) = {
+            let mut state = conv.state();
+            let mut removed = Vec::new();
+            for id in &changed {
+                match (r.blocked, r.on) {
+                    (true, true) => {
+                        state.blocked.insert(id.clone());
+                        if state.members.remove(id) {
+                            removed.push(id.clone());
+                        }
+                    }
+                    (true, false) => {
+                        state.blocked.remove(id);
+                    }
+                    (false, true) => {
+                        state.shut_up.insert(id.clone());
+                    }
+                    (false, false) => {
+                        state.shut_up.remove(id);
+                    }
+                }
+            }
+            (removed, state.members.iter().cloned().collect::<Vec<_>>())
+        };
+        result.allowed = changed.clone();
+        session.conn.reply(serial, Reply::Restricted { blocked: r.blocked, on: r.on, result });
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let now = self.now();
+        let (to_all, to_each) = match (r.blocked, r.on) {
+            (true, true) => (ConvEvent::MembersBlocked, ConvEvent::Blocked),
+            (true, false) => (ConvEvent::MembersUnblocked, ConvEvent::Unblocked),
+            (false, true) => (ConvEvent::MembersShutUp, ConvEvent::ShutUp),
+            (false, false) => (ConvEvent::MembersUnshutup, ConvEvent::Unshutup),
+        };
+        fn notice<'a>(
+            event: ConvEvent,
+            cid: &'a str,
+            me: &'a str,
+            members: &'a [String],
+            now: i64,
+        ) -> Notice<'a> {
+            Notice { event, cid, init_by: me, members, attr: None, udate: now }
+        }
+        for member in &remaining {
+            self.notify(app, member, &notice(to_all, &r.cid, &me, &changed, now));
+        }
+        for id in &changed {
+            self.notify(app, id, &notice(to_each, &r.cid, &me, &[], now));
+        }
+        for id in &removed {
+            for s in app.sessions_of(id) {
+                s.reset_conv(&r.cid);
+            }
+            self.notify(app, id, &notice(ConvEvent::Left, &r.cid, &me, &[], now));
+        }
+        if !removed.is_empty() {
+            for member in &remaining {
+                self.notify(app, member, &notice(ConvEvent::MembersLeft, &r.cid, &me, &removed, now));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A page of the shut-up (or, with `blocked`, the blocked) clients, by a numeric
+    /// offset in `next`.
+    pub(super) async fn restricted_page(
+        &self,
+        app: &AppState,
+        session: &Session,
+        cid: &str,
+        blocked: bool,
+        limit: Option<i64>,
+        next: Option<String>,
+    ) -> Result<Reply, ProtocolError> {
+        let conv = self.conv(app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
+        if !conv.has_member(&session.client_id) {
+            return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can look"));
+        }
+        let mut all: Vec<String> = {
+            let state = conv.state();
+            let set = if blocked { &state.blocked } else { &state.shut_up };
+            set.iter().cloned().collect()
+        };
+        all.sort_unstable();
+        let start = next.and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        let limit =
+            limit.filter(|l| *l > 0).map_or(10, |l| l as usize).min(app.config.limits.query_max_limit);
+        let members: Vec<String> = all.iter().skip(start).take(limit).cloned().collect();
+        let next = (start + members.len() < all.len()).then(|| (start + members.len()).to_string());
+        Ok(Reply::RestrictedPage { blocked, members, next })
+    }
+}

@@ -1,0 +1,106 @@
+//! Read positions, unread counts and read receipts.
+
+use super::*;
+
+/// Conversations reported in one `unread` push (LeanCloud tracked at most 50).
+const UNREAD_CONVERSATIONS: usize = 50;
+
+impl Engine {
+    /// Pushes the client's unread counts to a freshly opened version-3 session.
+    pub(super) async fn push_unread(&self, app: &AppState, session: &Arc<Session>) {
+        let counts =
+            match self.inner.store.unread(&app.config.id, &session.client_id, UNREAD_CONVERSATIONS).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "unread counts");
+                    return;
+                }
+            };
+        if counts.is_empty() {
+            return;
+        }
+        let convs = counts
+            .into_iter()
+            .map(|u| UnreadEntry {
+                cid: u.cid,
+                unread: u.unread,
+                last: u.last.map(|l| (l.id, l.ts, l.from, l.data)),
+                mentioned: u.mentioned,
+            })
+            .collect();
+        session.push(SharedPush::new(Push::Unread { convs, notif_time: self.now() }));
+    }
+
+    /// `read`: moves the reader's read positions, zeroes the count on its other devices
+    /// and sends read receipts to the other members.
+    pub(super) async fn read(
+        &self,
+        app: &AppState,
+        session: &Arc<Session>,
+        convs: Vec<(String, Option<i64>)>,
+    ) {
+        let me = session.client_id.to_string();
+        for (cid, ts) in convs {
+            let Ok(Some(conv)) = self.conv(app, &cid).await else { continue };
+            if conv.kind == ConvKind::Transient || !conv.has_member(&me) {
+                continue;
+            }
+            let Ok(Some(record)) = self.inner.store.conversation(&app.config.id, &cid).await else {
+                continue;
+            };
+            let now = self.now();
+            let Some(last) = record.last_message else { continue };
+            let upto = ts.filter(|t| *t > 0).unwrap_or(last.ts).min(last.ts);
+            if let Err(e) = self.inner.store.save_read(&app.config.id, &me, &cid, upto).await {
+                tracing::warn!(error = %e, "read position not saved");
+                continue;
+            }
+            let zero = UnreadEntry {
+                cid: cid.clone(),
+                unread: 0,
+                last: Some((last.id.clone(), last.ts, last.from.clone(), last.data.clone())),
+                mentioned: false,
+            };
+            let unread = SharedPush::new(Push::Unread { convs: vec![zero], notif_time: now });
+            for other in app.sessions_of(&me).into_iter().filter(|s| !Arc::ptr_eq(s, session)) {
+                other.push(unread.clone());
+            }
+            let receipt = SharedPush::new(Push::Receipt {
+                cid: cid.clone(),
+                id: last.id.clone(),
+                t: now,
+                from: me.clone(),
+                read: true,
+            });
+            for member in record.members.iter().filter(|m| **m != me) {
+                self.push_to_client(app, member, &receipt);
+            }
+        }
+    }
+
+    /// The latest delivery and read positions among the other members (and, when
+    /// asked, every member's).
+    pub(super) async fn max_read(
+        &self,
+        app: &AppState,
+        session: &Session,
+        cid: &str,
+        all_members: bool,
+    ) -> Result<Reply, ProtocolError> {
+        let conv = self.conv(app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
+        if !conv.has_member(&session.client_id) {
+            return Err(perr(ErrorCode::ConversationMembershipRequired, "only members see receipts"));
+        }
+        let positions = self.inner.store.member_positions(&app.config.id, cid).await.map_err(store_error)?;
+        let others = positions.iter().filter(|(client, _, _)| **client != *session.client_id);
+        let (max_ack, max_read) =
+            others.fold((0, 0), |(a, r), (_, ack, read)| (a.max(*ack).max(*read), r.max(*read)));
+        // Reading implies having received.
+        let members = if all_members {
+            positions.into_iter().map(|(client, ack, read)| (client, ack.max(read), read)).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Reply::ConvMaxRead { max_ack, max_read, members })
+    }
+}

@@ -6,7 +6,7 @@
 //! `listening on http://HOST:PORT`; logs go to stderr.
 
 use clap::{Parser, Subcommand};
-use confab_config::{FileConfig, Overrides, Settings, development_app};
+use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, development_app};
 use confab_engine::Engine;
 use confab_engine::ports::SystemClock;
 use confab_gateway::server::{HttpTimeouts, accept_until};
@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         );
         settings.apps.push(dev);
     }
+    warn_unsigned_logins(&settings);
     // Store reads run on blocking threads; without a cap a burst of logins started
     // hundreds of them (each with its own malloc arena and SQLite connection), which
     // showed as +1.5 KB per idle connection. Reads beyond the cap wait their turn.
@@ -95,6 +96,31 @@ fn main() -> anyhow::Result<()> {
         .max_blocking_threads(BLOCKING_THREADS)
         .build()?;
     runtime.block_on(serve(settings))
+}
+
+/// Warns about every app that lets anyone log in as any client id: apps other than the
+/// development app with login signatures off, and with a listen address other than
+/// loopback, the development app too.
+fn warn_unsigned_logins(settings: &Settings) {
+    let exposed = !settings.listen.ip().is_loopback();
+    for app in settings.apps.iter().filter(|a| !a.signatures.login) {
+        if app.id != DEV_APP_ID {
+            tracing::warn!(
+                app = %app.id,
+                "app {:?} has login signatures off: anyone who knows its id can log in as any client \
+                 (turn on [apps.signatures] login = true)",
+                app.id
+            );
+        } else if exposed {
+            tracing::warn!(
+                app = %app.id,
+                listen = %settings.listen,
+                "the development app {:?} (login signatures off) is served on {}, not only on loopback",
+                app.id,
+                settings.listen
+            );
+        }
+    }
 }
 
 /// Most threads running store reads at once.

@@ -231,3 +231,27 @@ async fn a_bad_trusted_proxy_stops_the_start() {
     assert!(stderr.contains("trusted_proxies") && stderr.contains("10.0.0.0/33"), "{stderr}");
     assert!(stderr.contains("prefix length"), "says what is wrong: {stderr}");
 }
+
+#[tokio::test]
+async fn apps_without_login_signatures_are_warned_about() {
+    let warnings = |dir: &std::path::Path| {
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("signatures"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}[[apps]]\nid = \"signed-app\"\nkey = \"k\"\nmaster_key = \"m\"\n[apps.signatures]\nlogin = true\n",
+        common::TEST_APP
+    );
+    let _server = Server::start_config(dir.path(), &config);
+    let warned = warnings(dir.path());
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("test-app"), "{warned:?}");
+    // The development app on loopback is what it says: no warning.
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start_with(dir.path(), &[]);
+    assert_eq!(warnings(dir.path()), Vec::<String>::new());
+}

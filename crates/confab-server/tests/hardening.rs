@@ -41,6 +41,25 @@ async fn heartbeats_do_not_extend_the_login_deadline() {
 }
 
 #[tokio::test]
+async fn a_connection_whose_session_ended_gets_a_fresh_login_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("login_timeout_secs = 2\n{}", common::TEST_APP);
+    let server = Server::start_config(dir.path(), &config);
+    let mut c = server.open("alice").await;
+    // Logged in past the first deadline.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let closed = c.request(serde_json::json!({"cmd": "session", "op": "close"})).await.unwrap();
+    assert_eq!(closed["op"], "closed", "{closed}");
+    // Not closed at once for the deadline that passed while the session was open...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.send_text("{}".into()).await.unwrap();
+    let hb = c.wait_for_within("heartbeat", Duration::from_secs(1), |f| *f == serde_json::json!({})).await;
+    assert!(hb.is_ok(), "{hb:?}");
+    // ...but when the new one passes.
+    assert_eq!(c.closed().await.unwrap(), Some(4108));
+}
+
+#[tokio::test]
 async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());

@@ -39,10 +39,15 @@ impl IpNet {
     /// (`::ffff:10.1.2.3`, as a dual-stack listener reports IPv4 peers) matches the IPv4
     /// networks it belongs to.
     pub fn contains(&self, addr: IpAddr) -> bool {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-            v4 => v4,
+        let unmapped = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
         };
+        self.holds(addr) || unmapped.is_some_and(|v4| self.holds(v4))
+    }
+
+    /// Whether `addr`, of the same family, is in this network.
+    fn holds(&self, addr: IpAddr) -> bool {
         match (self.network, addr) {
             (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
                 mask(addr, self.prefix) == self.network
@@ -137,6 +142,8 @@ mod tests {
         // A dual-stack listener reports IPv4 peers as mapped addresses.
         assert!(net("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")));
         assert!(!net("10.0.0.0/8").contains(ip("::ffff:11.1.2.3")));
+        // Written as IPv6, a mapped network holds the mapped addresses.
+        assert!(net("::ffff:10.0.0.0/104").contains(ip("::ffff:10.1.2.3")));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use confab_engine::AppConfig;
 pub use confab_types::Durability;
+pub use confab_types::net::IpNet;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,14 @@ pub struct FileConfig {
     pub login_timeout_secs: Option<u64>,
     /// Seconds of client silence before the connection is closed.
     pub read_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's headers.
+    pub http_header_timeout_secs: Option<u64>,
+    /// Seconds an HTTP connection (not a WebSocket) may go without reading or writing.
+    pub http_idle_timeout_secs: Option<u64>,
+    /// Addresses and networks of the reverse proxies whose `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` headers are believed (`"10.0.0.0/8"`, `"::1"`).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Apps.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -69,6 +78,14 @@ pub struct Settings {
     pub login_timeout_secs: u64,
     /// Read timeout.
     pub read_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers; also how long a keep-alive
+    /// connection may wait for its next request (at least 1).
+    pub http_header_timeout_secs: u64,
+    /// Seconds an HTTP connection that is not a WebSocket may go without reading or
+    /// writing (at least 1).
+    pub http_idle_timeout_secs: u64,
+    /// The proxies whose `X-Forwarded-*` headers are believed; empty: nobody's.
+    pub trusted_proxies: Vec<IpNet>,
     /// Apps; empty means "make the development app".
     pub apps: Vec<AppConfig>,
 }
@@ -87,7 +104,8 @@ pub struct Overrides {
 }
 
 /// Resolves the settings: flags and environment over the file over the defaults.
-/// Rejects a bad listen address, durability or app spec and an app configured twice.
+/// Rejects a bad listen address, durability, app spec, trusted proxy or HTTP timeout
+/// and an app configured twice.
 pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Settings> {
     let listen = overrides.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let listen: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
@@ -102,6 +120,22 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
     } else {
         overrides.apps.iter().map(|s| parse_app(s)).collect::<anyhow::Result<Vec<_>>>()?
     };
+    let trusted_proxies = file
+        .trusted_proxies
+        .iter()
+        .map(|p| p.parse::<IpNet>().map_err(|e| anyhow::anyhow!("trusted_proxies: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let at_least_one = |key: &str, value: Option<u64>, default: u64| match value.unwrap_or(default) {
+        0 => Err(anyhow::anyhow!("{key} must be at least 1")),
+        secs => Ok(secs),
+    };
+    let http_header_timeout_secs = at_least_one(
+        "http_header_timeout_secs",
+        file.http_header_timeout_secs,
+        DEFAULT_HTTP_HEADER_TIMEOUT_SECS,
+    )?;
+    let http_idle_timeout_secs =
+        at_least_one("http_idle_timeout_secs", file.http_idle_timeout_secs, DEFAULT_HTTP_IDLE_TIMEOUT_SECS)?;
     let mut ids = std::collections::HashSet::new();
     for app in &apps {
         if !ids.insert(app.id.as_str()) {
@@ -123,6 +157,9 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
         durability,
         login_timeout_secs: file.login_timeout_secs.unwrap_or(60),
         read_timeout_secs: file.read_timeout_secs.unwrap_or(400),
+        http_header_timeout_secs,
+        http_idle_timeout_secs,
+        trusted_proxies,
         apps,
     })
 }
@@ -131,6 +168,10 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./confab-data";
+/// Default seconds a client has to send a request's headers.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default seconds an HTTP connection may go without reading or writing.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
 
 /// The development app used when none is configured. Its master key is random per data
 /// directory and kept there.
@@ -207,6 +248,33 @@ mod tests {
             ))
             .expect("parses");
             assert!(resolve(deep, Overrides::default()).is_err_and(|e| e.to_string().contains("json_depth")));
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_and_http_timeouts() {
+        let file = FileConfig::parse(
+            "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\", \"fd00::/8\"]\n\
+             http_header_timeout_secs = 5\n",
+        )
+        .expect("parses");
+        let settings = resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(settings.trusted_proxies.len(), 4);
+        assert!(settings.trusted_proxies[1].contains("10.9.8.7".parse().expect("an address")));
+        assert_eq!(settings.http_header_timeout_secs, 5);
+        assert_eq!(settings.http_idle_timeout_secs, DEFAULT_HTTP_IDLE_TIMEOUT_SECS);
+        let defaults = resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert!(defaults.trusted_proxies.is_empty(), "nobody is trusted by default");
+        assert_eq!(defaults.http_header_timeout_secs, DEFAULT_HTTP_HEADER_TIMEOUT_SECS);
+        for (text, named) in [
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies"),
+            ("trusted_proxies = [\"proxy.internal\"]", "trusted_proxies"),
+            ("http_idle_timeout_secs = 0", "http_idle_timeout_secs"),
+            ("http_header_timeout_secs = 0", "http_header_timeout_secs"),
+        ] {
+            let file = FileConfig::parse(text).expect("parses");
+            let err = resolve(file, Overrides::default()).expect_err(text).to_string();
+            assert!(err.contains(named), "{text}: {err}");
         }
     }
 

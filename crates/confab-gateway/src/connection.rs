@@ -188,9 +188,19 @@ async fn read_loop(
     // Silence for half the read timeout earns a ping; silence for the whole of it (no
     // pong either) closes the connection.
     let mut pinged = false;
+    // Without a session the login timeout is a deadline, not an idle timer: frames that
+    // open no session (heartbeats, bad requests) do not keep the connection. A connection
+    // whose sessions all ended gets a fresh deadline.
+    let mut login_deadline = tokio::time::Instant::now() + timeouts.login;
+    let mut had_session = false;
     loop {
         let logged_in = conn.has_session();
-        let timeout = if logged_in { timeouts.read / 2 } else { timeouts.login };
+        if had_session && !logged_in {
+            login_deadline = tokio::time::Instant::now() + timeouts.login;
+        }
+        had_session = logged_in;
+        let deadline =
+            if logged_in { tokio::time::Instant::now() + timeouts.read / 2 } else { login_deadline };
         // A close request wakes this task through the writer's wait (one waiter per
         // connection, see `ConnHandle`), and the reader stops at its next poll.
         let close_requested = std::future::poll_fn(|_| match handle.close_requested() {
@@ -200,7 +210,7 @@ async fn read_loop(
         let next = tokio::select! {
             biased;
             () = close_requested => return,
-            next = tokio::time::timeout(timeout, stream.next()) => next,
+            next = tokio::time::timeout_at(deadline, stream.next()) => next,
         };
         let message = match next {
             Err(_) if logged_in && !pinged => {
@@ -215,12 +225,8 @@ async fn read_loop(
             }
             Ok(None) => return,
             Ok(Some(Err(e))) => {
-                // tungstenite reports oversized frames (and protocol violations) here.
                 tracing::debug!(error = %e, "websocket read failed");
-                handle.close(ProtocolError::new(
-                    ErrorCode::FrameTooLong,
-                    "frame over the size limit or invalid",
-                ));
+                handle.close(read_error(&e));
                 return;
             }
             Ok(Some(Ok(m))) => m,
@@ -261,5 +267,46 @@ async fn read_loop(
                 }
             },
         }
+    }
+}
+
+/// The close a failed WebSocket read earns: an oversized frame or message closes with
+/// 4109, a text frame that is not UTF-8 with 1007 and any other protocol violation with
+/// 1002 (RFC 6455 §7.4.1). I/O errors (the peer is gone) close with 1002 too; nobody is
+/// left to read it.
+fn read_error(e: &axum::Error) -> ProtocolError {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let source = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>());
+    match source {
+        Some(WsError::Capacity(_) | WsError::WriteBufferFull(_)) => {
+            ProtocolError::new(ErrorCode::FrameTooLong, "frame over the size limit")
+        }
+        Some(WsError::Utf8(_)) => {
+            ProtocolError::new(ErrorCode::InvalidFramePayload, "text frame is not valid UTF-8")
+        }
+        _ => ProtocolError::new(ErrorCode::ProtocolViolation, "invalid WebSocket frame"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError as WsProtocolError};
+
+    #[test]
+    fn read_errors_map_to_their_close_codes() {
+        let code = |e: WsError| read_error(&axum::Error::new(e)).code;
+        let too_long = CapacityError::MessageTooLong { size: 10, max_size: 5 };
+        assert_eq!(code(WsError::Capacity(too_long)), ErrorCode::FrameTooLong);
+        assert_eq!(code(WsError::Utf8("bad".into())), ErrorCode::InvalidFramePayload);
+        assert_eq!(
+            code(WsError::Protocol(WsProtocolError::NonZeroReservedBits)),
+            ErrorCode::ProtocolViolation
+        );
+        assert_eq!(code(WsError::AttackAttempt), ErrorCode::ProtocolViolation);
+        // An error that is not tungstenite's.
+        let other = read_error(&axum::Error::new(std::io::Error::other("gone")));
+        assert_eq!(other.code, ErrorCode::ProtocolViolation);
     }
 }

@@ -1,17 +1,19 @@
 //! HTTP endpoints.
 
-use crate::Gateway;
 use crate::connection::{Handshake, serve_socket};
+use crate::{Gateway, GatewayConfig};
 use axum::Router;
+use axum::extract::rejection::ExtensionRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use confab_proto::subprotocol::negotiate;
 use serde_json::json;
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// Seconds a router answer may be cached (the v2 SDK needs a number).
 const ROUTE_TTL_SECS: u64 = 3600;
@@ -34,9 +36,13 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The WebSocket URL clients should use: from `public_url`, else from the request.
-fn websocket_url(gateway: &Gateway, headers: &HeaderMap) -> String {
-    if let Some(public) = &gateway.config.public_url {
+/// The WebSocket URL clients should use: from `public_url`, else from the request: its
+/// `Host`, or `X-Forwarded-Host` and `X-Forwarded-Proto` when `peer` is a trusted proxy
+/// (from anyone else they would let a client choose the URL handed out). A host that is
+/// not a plain `host[:port]` or `[v6]:port` falls back to the listen address, so no
+/// header can put a path or a scheme into the URL.
+fn websocket_url(config: &GatewayConfig, headers: &HeaderMap, peer: Option<IpAddr>) -> String {
+    if let Some(public) = &config.public_url {
         let public = public.trim_end_matches('/');
         let ws = if let Some(rest) = public.strip_prefix("https://") {
             format!("wss://{rest}")
@@ -47,16 +53,43 @@ fn websocket_url(gateway: &Gateway, headers: &HeaderMap) -> String {
         };
         return format!("{ws}/");
     }
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let trusted = peer.is_some_and(|ip| config.trusted_proxies.iter().any(|net| net.contains(ip)));
+    // A proxy behind another proxy appends to the list: the first value is the client's.
+    let forwarded = |name: &str| {
+        let value = if trusted {
+            header_str(headers, header::HeaderName::from_bytes(name.as_bytes()).ok()?)
+        } else {
+            None
+        };
+        value.and_then(|v| v.split(',').next()).map(str::trim)
+    };
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| header_str(headers, header::HOST))
+        .filter(|h| valid_authority(h))
+        .map_or_else(|| config.listen.to_string(), str::to_owned);
+    let secure = forwarded("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
     format!("{}://{host}/", if secure { "wss" } else { "ws" })
+}
+
+/// Whether `s` is a URL authority without user info: `host`, `host:port`, `[v6]` or
+/// `[v6]:port`, where a host is letters, digits, `-`, `.` and `_`.
+fn valid_authority(s: &str) -> bool {
+    let port_ok = |p: &str| {
+        !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else { return false };
+        return v6.parse::<Ipv6Addr>().is_ok()
+            && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (s, None),
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && port.is_none_or(port_ok)
 }
 
 fn with_cors(
@@ -84,6 +117,7 @@ fn with_cors(
 /// `ws://` deployment is never sent to `wss://`.
 async fn route(
     State(gateway): State<Gateway>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -95,7 +129,8 @@ async fn route(
         )
             .into_response(),
         Some(_) => {
-            let url = websocket_url(&gateway, &headers);
+            let peer = peer.ok().map(|ConnectInfo(addr)| addr.ip());
+            let url = websocket_url(&gateway.config, &headers, peer);
             axum::Json(json!({"server": url, "secondary": url, "ttl": ROUTE_TTL_SECS, "groupId": "g0", "groupUrl": url}))
                 .into_response()
         }
@@ -278,4 +313,78 @@ async fn broadcast(
     };
     let (id, t) = gateway.engine.admin_broadcast(&app_id, &cid, &from, message).await?;
     Ok(axum::Json(json!({"result": {"msg-id": id, "timestamp": t}})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(trusted: &[&str]) -> GatewayConfig {
+        let trusted = trusted.iter().map(|t| t.parse().expect("a network")).collect::<Vec<_>>();
+        GatewayConfig {
+            trusted_proxies: trusted.into(),
+            listen: "10.1.1.1:7878".parse().expect("an address"),
+            ..GatewayConfig::default()
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_str(value).expect("a header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let forwarded = headers(&[
+            ("host", "internal:7878"),
+            ("x-forwarded-host", "chat.example.com"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let proxy = Some("10.0.0.5".parse().expect("an address"));
+        let stranger = Some("203.0.113.7".parse().expect("an address"));
+        let g = gateway(&["10.0.0.0/8"]);
+        assert_eq!(websocket_url(&g, &forwarded, proxy), "wss://chat.example.com/");
+        assert_eq!(websocket_url(&g, &forwarded, stranger), "ws://internal:7878/");
+        assert_eq!(websocket_url(&g, &forwarded, None), "ws://internal:7878/");
+        assert_eq!(websocket_url(&gateway(&[]), &forwarded, proxy), "ws://internal:7878/");
+        let chained =
+            headers(&[("x-forwarded-host", "a.example, b.internal"), ("x-forwarded-proto", "https,http")]);
+        assert_eq!(websocket_url(&g, &chained, proxy), "wss://a.example/");
+    }
+
+    #[test]
+    fn a_malformed_host_falls_back_to_the_listen_address() {
+        let g = gateway(&["10.0.0.0/8"]);
+        let proxy = Some("10.0.0.5".parse().expect("an address"));
+        for bad in [
+            "evil.example/path",
+            "evil.example:80/x",
+            "user@evil.example",
+            "a b",
+            "",
+            "ws://x",
+            "[::1",
+            "[nope]:80",
+            "h:99999",
+            "h:",
+        ] {
+            assert_eq!(websocket_url(&g, &headers(&[("host", bad)]), None), "ws://10.1.1.1:7878/", "{bad:?}");
+            let forwarded = headers(&[("x-forwarded-host", bad)]);
+            assert_eq!(websocket_url(&g, &forwarded, proxy), "ws://10.1.1.1:7878/", "{bad:?}");
+        }
+        assert_eq!(websocket_url(&g, &HeaderMap::new(), None), "ws://10.1.1.1:7878/");
+        for good in [
+            "chat.example.com",
+            "chat.example.com:443",
+            "127.0.0.1:7878",
+            "[::1]:7878",
+            "[2001:db8::1]",
+            "my_host",
+        ] {
+            assert_eq!(websocket_url(&g, &headers(&[("host", good)]), None), format!("ws://{good}/"));
+        }
+    }
 }

@@ -6,9 +6,10 @@
 //! `listening on http://HOST:PORT`; logs go to stderr.
 
 use clap::{Parser, Subcommand};
-use confab_config::{FileConfig, Overrides, Settings, development_app};
+use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, development_app};
 use confab_engine::Engine;
 use confab_engine::ports::SystemClock;
+use confab_gateway::server::{HttpTimeouts, accept_until};
 use confab_gateway::{Gateway, GatewayConfig};
 use confab_store_sqlite::SqliteStore;
 use confab_types::{ErrorCode, ProtocolError};
@@ -86,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         );
         settings.apps.push(dev);
     }
+    warn_unsigned_logins(&settings);
     // Store reads run on blocking threads; without a cap a burst of logins started
     // hundreds of them (each with its own malloc arena and SQLite connection), which
     // showed as +1.5 KB per idle connection. Reads beyond the cap wait their turn.
@@ -96,6 +98,31 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(serve(settings))
 }
 
+/// Warns about every app that lets anyone log in as any client id: apps other than the
+/// development app with login signatures off, and with a listen address other than
+/// loopback, the development app too.
+fn warn_unsigned_logins(settings: &Settings) {
+    let exposed = !settings.listen.ip().is_loopback();
+    for app in settings.apps.iter().filter(|a| !a.signatures.login) {
+        if app.id != DEV_APP_ID {
+            tracing::warn!(
+                app = %app.id,
+                "app {:?} has login signatures off: anyone who knows its id can log in as any client \
+                 (turn on [apps.signatures] login = true)",
+                app.id
+            );
+        } else if exposed {
+            tracing::warn!(
+                app = %app.id,
+                listen = %settings.listen,
+                "the development app {:?} (login signatures off) is served on {}, not only on loopback",
+                app.id,
+                settings.listen
+            );
+        }
+    }
+}
+
 /// Most threads running store reads at once.
 const BLOCKING_THREADS: usize = 32;
 
@@ -104,15 +131,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))?;
     let frame_bytes = settings.apps.iter().map(|a| a.limits.frame_bytes).max().unwrap_or(64 * 1024);
     let engine = Engine::new(settings.apps.clone(), Arc::new(store.clone()), Arc::new(SystemClock));
-    let gateway = Gateway {
-        engine: engine.clone(),
-        config: GatewayConfig {
-            public_url: settings.public_url.clone(),
-            login_timeout: Duration::from_secs(settings.login_timeout_secs),
-            read_timeout: Duration::from_secs(settings.read_timeout_secs),
-            frame_bytes,
-        },
-    };
     // A large backlog takes the reconnect storm after a restart without refusals.
     let socket = if settings.listen.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -123,6 +141,21 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     socket.bind(settings.listen).map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.listen))?;
     let listener = socket.listen(4096)?;
     let local = listener.local_addr()?;
+    let gateway = Gateway {
+        engine: engine.clone(),
+        config: GatewayConfig {
+            public_url: settings.public_url.clone(),
+            trusted_proxies: settings.trusted_proxies.clone().into(),
+            listen: local,
+            login_timeout: Duration::from_secs(settings.login_timeout_secs),
+            read_timeout: Duration::from_secs(settings.read_timeout_secs),
+            http_header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
+            http_idle_timeout: Duration::from_secs(settings.http_idle_timeout_secs),
+            frame_bytes,
+        },
+    };
+    let timeouts =
+        HttpTimeouts { header: gateway.config.http_header_timeout, idle: gateway.config.http_idle_timeout };
     tracing::info!(data_dir = %settings.data_dir.display(), apps = settings.apps.len(), "confab ready");
     {
         let mut out = std::io::stdout().lock();
@@ -130,18 +163,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         out.flush()?;
     }
     let app = confab_gateway::routes::router(gateway);
-    // Small frames must not wait for Nagle's algorithm (it showed as 29 ms p999 tails).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-    drain(&engine, &store).await;
+    let open = accept_until(listener, app, timeouts, shutdown_signal()).await;
+    // HTTP requests in flight and the WebSocket close handshakes share the grace period;
+    // HTTP connections still open at its end (a client that never finishes its request)
+    // are dropped, so a shutdown always ends.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let ((), dropped) = tokio::join!(drain(&engine, &store), open.close_by(deadline));
+    if dropped > 0 {
+        tracing::info!(connections = dropped, "HTTP connections dropped at shutdown");
+    }
     Ok(())
 }
 
-/// How long a shutdown waits for clients to answer their Close frames.
+/// How long a shutdown waits for clients to answer their Close frames and for HTTP
+/// requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// After the listener stopped: closes every session with 1001 (clients reconnect, to

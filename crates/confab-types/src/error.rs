@@ -124,6 +124,13 @@ error_codes! {
     /// The server is shutting down (a restart, a deploy): the client reconnects. A
     /// standard WebSocket code (1001 "going away"), so every SDK reconnects.
     ServerShutdown = 1001, "SERVER_SHUTDOWN", Close;
+    /// A text frame whose payload is not valid UTF-8. A standard WebSocket code (1007
+    /// "invalid frame payload data", RFC 6455 §7.4.1).
+    InvalidFramePayload = 1007, "INVALID_FRAME_PAYLOAD", Close;
+    /// A WebSocket protocol violation other than size or encoding (reserved bits, bad
+    /// opcodes, unmasked client frames). A standard WebSocket code (1002 "protocol
+    /// error", RFC 6455 §7.4.1).
+    ProtocolViolation = 1002, "PROTOCOL_ERROR", Close;
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -5,12 +5,14 @@
 //! - [`command`]: the protocol-neutral requests, replies and pushes that every codec
 //!   produces and consumes, so the engine never sees a wire format;
 //! - [`time`]: millisecond timestamps and their ISO-8601 form;
-//! - [`durability`]: how hard a commit pushes data to disk.
+//! - [`durability`]: how hard a commit pushes data to disk;
+//! - [`net`]: IP networks of the configuration (trusted proxies).
 
 pub mod command;
 pub mod durability;
 pub mod error;
 pub mod limits;
+pub mod net;
 pub mod time;
 
 pub use command::*;

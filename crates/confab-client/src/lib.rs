@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -64,18 +64,51 @@ impl Client {
         Ok(Client { ws, inbox: VecDeque::new(), next_serial: 1, close_code: None, peer_id: None })
     }
 
+    /// Connects to a `ws://` `url` over a socket whose kernel receive buffer is fixed
+    /// at `bytes` (no autotuning): a client that stops reading then makes the server's
+    /// writes block after little more than the server's own send buffer.
+    pub async fn connect_with_recv_buffer(url: &str, bytes: u32) -> Result<Client, ClientError> {
+        let request = url.into_client_request()?;
+        let bad_url = || ClientError::BadFrame(format!("not a ws://host:port url: {url}"));
+        let host = request.uri().host().ok_or_else(bad_url)?;
+        let port = request.uri().port_u16().ok_or_else(bad_url)?;
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ClientError::WebSocket(e.into()))?
+            .next()
+            .ok_or_else(bad_url)?;
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        let socket = socket.map_err(|e| ClientError::WebSocket(e.into()))?;
+        socket.set_recv_buffer_size(bytes).map_err(|e| ClientError::WebSocket(e.into()))?;
+        let stream = socket.connect(addr).await.map_err(|e| ClientError::WebSocket(e.into()))?;
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Client { ws, inbox: VecDeque::new(), next_serial: 1, close_code: None, peer_id: None })
+    }
+
     /// Connects and opens a session for `peer_id` in `app_id`; `extra` fields (a
     /// signature) are merged into the open frame.
     pub async fn open(url: &str, app_id: &str, peer_id: &str, extra: Value) -> Result<Client, ClientError> {
         let mut client = Client::connect(url).await?;
+        client.open_session(app_id, peer_id, extra).await?;
+        Ok(client)
+    }
+
+    /// Opens a session for `peer_id` in `app_id` on this connection; `extra` fields (a
+    /// signature) are merged into the open frame.
+    pub async fn open_session(
+        &mut self,
+        app_id: &str,
+        peer_id: &str,
+        extra: Value,
+    ) -> Result<(), ClientError> {
         let mut frame = json!({"cmd": "session", "op": "open", "appId": app_id, "peerId": peer_id, "ua": "confab-client"});
         merge(&mut frame, extra);
-        let reply = client.request(frame).await?;
+        let reply = self.request(frame).await?;
         if reply["op"] != "opened" {
             return Err(ClientError::BadFrame(reply.to_string()));
         }
-        client.peer_id = reply["peerId"].as_str().map(str::to_owned);
-        Ok(client)
+        self.peer_id = reply["peerId"].as_str().map(str::to_owned);
+        Ok(())
     }
 
     /// Sends a frame as is.

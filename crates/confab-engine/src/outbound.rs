@@ -1,14 +1,19 @@
-//! What the engine hands to a connection: replies and pushes on a bounded queue, and
-//! a close request when the connection must end.
+//! What the engine hands to a connection: replies and pushes on a queue bounded in
+//! bytes, and a close request when the connection must end.
 
 use bytes::Bytes;
 use confab_types::{ErrorCode, ProtocolError, Push, Reply};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Poll;
 use tokio::sync::Notify;
 
 /// Per-codec slots in a [`SharedPush`] cache; at least the number of codecs.
 pub const CODEC_SLOTS: usize = 4;
+
+/// What a queued WebSocket ping counts towards the byte budget.
+const PING_BYTES: usize = 16;
 
 /// A push shared by every recipient, encoded at most once per codec: the first
 /// connection that writes it encodes it, the others reuse the bytes.
@@ -16,13 +21,21 @@ pub const CODEC_SLOTS: usize = 4;
 pub struct SharedPush {
     /// The push.
     pub push: Push,
+    /// [`Push::approx_bytes`], computed once for every recipient.
+    bytes: usize,
     cache: [OnceLock<Bytes>; CODEC_SLOTS],
 }
 
 impl SharedPush {
     /// Wraps a push for sharing.
     pub fn new(push: Push) -> Arc<SharedPush> {
-        Arc::new(SharedPush { push, cache: Default::default() })
+        let bytes = push.approx_bytes();
+        Arc::new(SharedPush { push, bytes, cache: Default::default() })
+    }
+
+    /// The push's estimated encoded size ([`Push::approx_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The encoding for codec `slot`, computed on first use.
@@ -57,10 +70,27 @@ pub enum Outbound {
     Ping,
 }
 
+impl Outbound {
+    /// What the item counts towards the connection's byte budget: an estimate of its
+    /// encoded size, computed without encoding it.
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Outbound::Reply { reply, .. } => reply.approx_bytes(),
+            Outbound::Push { push, to } => push.approx_bytes() + to.len(),
+            Outbound::Ping => PING_BYTES,
+        }
+    }
+}
+
 /// The items a connection's writer has not taken yet, and the close request.
 #[derive(Debug, Default)]
 struct Queue {
-    items: VecDeque<Outbound>,
+    /// Each item with what it counts towards the budget.
+    items: VecDeque<(usize, Outbound)>,
+    /// The sum of the queued items' counts.
+    bytes: usize,
+    /// Bytes held for requests in flight (see [`ConnHandle::hold`]).
+    held: usize,
     /// The writer is gone: nothing queued would ever be written.
     receiver_gone: bool,
     /// Why the connection must close; the first reason wins.
@@ -68,6 +98,12 @@ struct Queue {
 }
 
 /// The engine's handle on one network connection.
+///
+/// The queue is bounded in bytes (estimated encoded sizes), not items: a history page
+/// of large messages weighs as much as a thousand acks. Over the budget a push closes
+/// the connection as a slow consumer; replies never do: the reader waits for room
+/// before it reads the next request ([`ConnHandle::room_to_read`]), so replies are only
+/// queued below the budget and one connection holds at most the budget plus one reply.
 ///
 /// The outbound queue is a `VecDeque` under a mutex rather than a tokio channel: a
 /// bounded tokio channel allocates its state (512 B, cache-padded) and a first block of
@@ -79,12 +115,14 @@ pub struct ConnHandle {
     pub id: u64,
     /// The `Origin` header of the handshake, if any.
     pub origin: Option<String>,
-    capacity: usize,
+    /// The byte budget.
+    budget: usize,
     queue: Mutex<Queue>,
     /// Wakes the receiver when an item lands in an empty queue or a close is requested
     /// (a stored permit covers one that happens before it waits). One receiver, one
-    /// waiter: whoever else must see a close checks [`ConnHandle::close_requested`] when
-    /// the receiver's task wakes.
+    /// waiter: whoever else must see a close, or room in the queue, checks
+    /// [`ConnHandle::close_requested`] or [`ConnHandle::room_to_read`] when the
+    /// receiver's task wakes.
     wake: Notify,
 }
 
@@ -134,6 +172,7 @@ impl OutboundReceiver {
         let mut queue = self.handle.queue();
         queue.receiver_gone = true;
         queue.items = VecDeque::new();
+        queue.bytes = 0;
     }
 }
 
@@ -146,20 +185,22 @@ impl Drop for OutboundReceiver {
 /// Takes the oldest item. Emptying the queue frees its buffer, so an idle connection
 /// holds none (one allocation per burst for a busy one).
 fn pop(queue: &mut Queue) -> Option<Outbound> {
-    let item = queue.items.pop_front();
+    let (bytes, item) = queue.items.pop_front()?;
+    queue.bytes = queue.bytes.saturating_sub(bytes);
     if queue.items.is_empty() && queue.items.capacity() > 0 {
         queue.items = VecDeque::new();
     }
-    item
+    Some(item)
 }
 
 impl ConnHandle {
-    /// A handle with a queue of at most `capacity` items; the receiver goes to the writer.
-    pub fn new(id: u64, origin: Option<String>, capacity: usize) -> (Arc<ConnHandle>, OutboundReceiver) {
+    /// A handle with a queue of `budget` bytes (see [`Outbound::approx_bytes`]); the
+    /// receiver goes to the writer.
+    pub fn new(id: u64, origin: Option<String>, budget: usize) -> (Arc<ConnHandle>, OutboundReceiver) {
         let handle = Arc::new(ConnHandle {
             id,
             origin,
-            capacity: capacity.max(1),
+            budget: budget.max(1),
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
         });
@@ -170,21 +211,35 @@ impl ConnHandle {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an item without waiting. A full queue means the client does not read
-    /// fast enough: the connection is closed rather than buffered without limit; the
-    /// client reconnects and resyncs from its cursors.
+    /// Queues an item without waiting. A push that would take a non-empty queue over
+    /// the byte budget means the client does not read fast enough: the connection is
+    /// closed rather than buffered without limit; the client reconnects and resyncs
+    /// from its cursors. Replies and pings are always queued: the reader bounds them by
+    /// not reading requests while the queue is full ([`ConnHandle::room_to_read`]).
     pub fn send(&self, item: Outbound) -> bool {
+        self.send_releasing(item, 0)
+    }
+
+    /// [`ConnHandle::send`], releasing `held` bytes of [`ConnHandle::hold`] under the
+    /// same lock.
+    fn send_releasing(&self, item: Outbound, held: usize) -> bool {
+        let bytes = item.approx_bytes();
         let mut queue = self.queue();
+        queue.held = queue.held.saturating_sub(held);
         if queue.receiver_gone {
             return false;
         }
-        if queue.items.len() >= self.capacity {
+        if matches!(item, Outbound::Push { .. })
+            && queue.bytes > 0
+            && queue.bytes.saturating_add(bytes) > self.budget
+        {
             drop(queue);
-            self.close(ProtocolError::new(ErrorCode::SlowConsumer, "outbound queue full"));
+            self.close(ProtocolError::new(ErrorCode::SlowConsumer, "outbound queue over its byte budget"));
             return false;
         }
         let was_empty = queue.items.is_empty();
-        queue.items.push_back(item);
+        queue.bytes = queue.bytes.saturating_add(bytes);
+        queue.items.push_back((bytes, item));
         drop(queue);
         // The writer drains the queue before it waits, so only the first item of a
         // burst needs to wake it.
@@ -195,25 +250,63 @@ impl ConnHandle {
     }
 
     /// For a background producer (the backlog replay): waits until at least half the
-    /// queue is free and returns how many items it may queue now while leaving a quarter
-    /// for live traffic. `None` once the connection is gone.
+    /// byte budget is free and returns how many bytes it may queue now while leaving a
+    /// quarter of the budget for live traffic. `None` once the connection is gone.
     pub async fn wait_for_room(&self) -> Option<usize> {
-        let max = self.capacity;
+        let max = self.budget;
         loop {
-            if self.is_closed() {
-                return None;
-            }
-            let free = max.saturating_sub(self.queue().items.len());
-            if free * 2 >= max {
+            let free = {
+                let queue = self.queue();
+                if queue.receiver_gone || queue.close_reason.is_some() {
+                    return None;
+                }
+                max.saturating_sub(queue.bytes)
+            };
+            if free.saturating_mul(2) >= max {
                 return Some(free.saturating_sub(max / 4).max(1));
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 
+    /// Resolves when the connection may read its next request: its queued bytes and the
+    /// bytes held for requests in flight are under the budget, or the connection is
+    /// closing (the caller then finds out on its own).
+    ///
+    /// Registers no waker of its own (an idle connection stays as small as it is): it
+    /// must be polled in the receiver's task, after the receiver, so that the task's
+    /// wake-ups see the room the writer made (a drained queue, a reply or a close
+    /// wakes the writer's wait).
+    pub fn room_to_read(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|_| if self.may_read() { Poll::Ready(()) } else { Poll::Pending })
+    }
+
+    /// Whether [`ConnHandle::room_to_read`] would resolve now.
+    pub fn may_read(&self) -> bool {
+        let queue = self.queue();
+        queue.bytes.saturating_add(queue.held) < self.budget
+            || queue.receiver_gone
+            || queue.close_reason.is_some()
+    }
+
+    /// Counts `bytes` towards the budget for a request whose reply comes later (a sent
+    /// message until its commit), so that the reader stops reading when the requests in
+    /// flight would fill the queue with their replies; [`ConnHandle::reply_held`]
+    /// releases them.
+    pub fn hold(&self, bytes: usize) {
+        let mut queue = self.queue();
+        queue.held = queue.held.saturating_add(bytes);
+    }
+
     /// Queues a reply.
     pub fn reply(&self, serial: Option<i32>, reply: Reply) -> bool {
         self.send(Outbound::Reply { serial, reply: Box::new(reply) })
+    }
+
+    /// Queues the reply of a request that [held](ConnHandle::hold) `held` bytes, and
+    /// releases them.
+    pub fn reply_held(&self, serial: Option<i32>, reply: Reply, held: usize) -> bool {
+        self.send_releasing(Outbound::Reply { serial, reply: Box::new(reply) }, held)
     }
 
     /// Asks the connection to close with this error's code; the first reason wins. The
@@ -248,6 +341,7 @@ impl ConnHandle {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::pin::pin;
 
     fn serial(next: Next) -> Option<i32> {
         match next {
@@ -256,26 +350,143 @@ mod tests {
         }
     }
 
+    fn push(body: usize) -> Outbound {
+        let push = Push::Direct(confab_types::DirectPush { msg: "z".repeat(body), ..Default::default() });
+        Outbound::Push { push: SharedPush::new(push), to: Arc::from("bob") }
+    }
+
+    fn bytes(handle: &ConnHandle) -> usize {
+        handle.queue().bytes
+    }
+
     #[tokio::test]
-    async fn fifo_bounded_and_a_full_queue_closes_as_slow_consumer() {
-        let (handle, mut rx) = ConnHandle::new(1, None, 3);
-        for i in 0..3 {
-            assert!(handle.reply(Some(i), Reply::Heartbeat));
+    async fn bytes_are_counted_on_push_and_pop_and_the_drained_queue_holds_no_buffer() {
+        let (handle, mut rx) = ConnHandle::new(1, None, 1 << 20);
+        let (small, large) = (push(10), push(5000));
+        let (small_bytes, large_bytes) = (small.approx_bytes(), large.approx_bytes());
+        assert!(large_bytes >= 5000 && small_bytes < large_bytes);
+        let heartbeat = Reply::Heartbeat.approx_bytes();
+        assert!(handle.reply(Some(1), Reply::Heartbeat));
+        assert!(handle.send(large));
+        assert!(handle.send(small));
+        assert_eq!(bytes(&handle), heartbeat + large_bytes + small_bytes);
+        assert_eq!(serial(Next::Item(rx.try_recv().unwrap())), Some(1));
+        assert_eq!(bytes(&handle), large_bytes + small_bytes);
+        assert!(matches!(rx.try_recv(), Some(Outbound::Push { .. })));
+        assert_eq!(bytes(&handle), small_bytes);
+        assert!(matches!(rx.try_recv(), Some(Outbound::Push { .. })));
+        assert!(rx.try_recv().is_none());
+        assert_eq!(bytes(&handle), 0);
+        assert_eq!(handle.queue().items.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_push_over_the_byte_budget_closes_as_slow_consumer() {
+        let one = push(1000).approx_bytes();
+        let (handle, mut rx) = ConnHandle::new(1, None, 3 * one);
+        for _ in 0..3 {
+            assert!(handle.send(push(1000)));
         }
         assert!(!handle.is_closed());
-        assert!(!handle.reply(Some(3), Reply::Heartbeat));
+        assert!(!handle.send(push(1000)));
         assert_eq!(handle.close_reason().unwrap().code, ErrorCode::SlowConsumer);
+        assert_eq!(bytes(&handle), 3 * one);
         // The close comes first; the queued items stay in order behind it.
         assert!(matches!(rx.recv().await, Next::Close(e) if e.code == ErrorCode::SlowConsumer));
-        for i in 0..3 {
-            assert_eq!(serial(Next::Item(rx.try_recv().unwrap())), Some(i));
+        for _ in 0..3 {
+            assert!(matches!(rx.try_recv(), Some(Outbound::Push { .. })));
         }
         assert!(rx.try_recv().is_none());
     }
 
     #[tokio::test]
+    async fn a_push_larger_than_the_budget_still_reaches_an_empty_queue() {
+        let (handle, mut rx) = ConnHandle::new(1, None, 100);
+        assert!(handle.send(push(1000)));
+        assert!(!handle.is_closed());
+        assert!(matches!(rx.try_recv(), Some(Outbound::Push { .. })));
+    }
+
+    #[tokio::test]
+    async fn replies_over_the_budget_never_close_but_stop_the_reader() {
+        let (handle, mut rx) = ConnHandle::new(1, None, 10 * Reply::Heartbeat.approx_bytes());
+        assert!(handle.may_read());
+        for i in 0..100 {
+            assert!(handle.reply(Some(i), Reply::Heartbeat));
+            assert!(handle.send(Outbound::Ping));
+        }
+        assert!(!handle.is_closed());
+        assert!(!handle.may_read());
+        // The reader's wait resolves once the writer has drained below the budget.
+        let mut wait = pin!(handle.room_to_read());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        let mut got = Vec::new();
+        while let Some(item) = rx.try_recv() {
+            if let Outbound::Reply { serial, .. } = item {
+                got.push(serial.unwrap());
+            }
+        }
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+        assert!(!handle.is_closed());
+        // A push still closes a queue the replies filled.
+        for i in 0..10 {
+            assert!(handle.reply(Some(i), Reply::Heartbeat));
+        }
+        assert!(!handle.send(push(10)));
+        assert_eq!(handle.close_reason().unwrap().code, ErrorCode::SlowConsumer);
+    }
+
+    #[tokio::test]
+    async fn held_bytes_stop_the_reader_until_their_reply_releases_them() {
+        let budget = 10_000;
+        let (handle, mut rx) = ConnHandle::new(1, None, budget);
+        handle.hold(6000);
+        assert!(handle.may_read());
+        handle.hold(6000);
+        assert!(!handle.may_read());
+        // Held bytes are not queued: a push still fits.
+        assert!(handle.send(push(100)));
+        assert!(!handle.is_closed());
+        let ack = Reply::MessageAck { uid: "u".into(), t: 1 };
+        assert!(handle.reply_held(Some(1), ack.clone(), 6000));
+        assert!(handle.may_read());
+        assert!(handle.reply_held(Some(2), ack, 6000));
+        assert_eq!(handle.queue().held, 0);
+        assert!(rx.try_recv().is_some());
+        assert_eq!(serial(Next::Item(rx.try_recv().unwrap())), Some(1));
+        assert_eq!(serial(Next::Item(rx.try_recv().unwrap())), Some(2));
+        assert_eq!(bytes(&handle), 0);
+    }
+
+    #[tokio::test]
+    async fn the_replay_waits_for_half_the_bytes_and_leaves_a_quarter() {
+        let one = push(1000).approx_bytes();
+        let budget = 8 * one;
+        let (handle, mut rx) = ConnHandle::new(1, None, budget);
+        assert_eq!(handle.wait_for_room().await, Some(budget - budget / 4));
+        for _ in 0..6 {
+            assert!(handle.send(push(1000)));
+        }
+        let waiter = {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.wait_for_room().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        for _ in 0..3 {
+            assert!(rx.try_recv().is_some());
+        }
+        // 3 pushes left: 5 of 8 free.
+        assert_eq!(waiter.await.unwrap(), Some(5 * one - budget / 4));
+        handle.close(ProtocolError::new(ErrorCode::SlowConsumer, "gone"));
+        assert_eq!(handle.wait_for_room().await, None);
+    }
+
+    #[tokio::test]
     async fn the_writer_is_woken_and_the_drained_queue_holds_no_buffer() {
-        let (handle, mut rx) = ConnHandle::new(1, None, 8);
+        let (handle, mut rx) = ConnHandle::new(1, None, 1 << 20);
         let writer = tokio::spawn(async move {
             let mut got = Vec::new();
             for _ in 0..4 {
@@ -291,6 +502,7 @@ mod tests {
         let (got, rx) = writer.await.unwrap();
         assert_eq!(got, vec![Some(0), Some(1), Some(2), Some(3)]);
         assert_eq!(handle.queue().items.capacity(), 0);
+        assert_eq!(bytes(&handle), 0);
         drop(rx);
         assert!(handle.is_closed());
         assert!(!handle.reply(Some(9), Reply::Heartbeat));
@@ -298,7 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_wakes_for_a_close_even_after_it_closed_the_queue() {
-        let (handle, mut rx) = ConnHandle::new(1, None, 8);
+        let (handle, mut rx) = ConnHandle::new(1, None, 1 << 20);
         rx.close();
         assert!(!handle.reply(Some(1), Reply::Heartbeat));
         let waiter = tokio::spawn(async move { rx.recv().await });

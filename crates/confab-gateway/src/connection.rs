@@ -99,17 +99,18 @@ fn serve(mut halves: Halves, codec: Codec, timeouts: Timeouts) -> impl Future<Ou
         let handle = conn.handle.clone();
         // The writer is polled inside this task, next to the reader, rather than spawned:
         // a task of its own costs every idle connection ~0.5 KB (a 128-byte-aligned cell).
-        // Each wake-up polls both; the idle one returns at once.
+        // Each wake-up polls both; the idle one returns at once. The writer goes first:
+        // a reader waiting for room in the queue (`ConnHandle::room_to_read`) then sees
+        // what the writer drained in the same wake-up.
         let mut writer = pin!(write_loop(sink, rx, codec));
         let mut writer_done = false;
         {
             let mut reader = pin!(read_loop(conn, stream, &handle, codec, &timeouts));
             std::future::poll_fn(|cx| {
-                let read = reader.as_mut().poll(cx);
                 if !writer_done {
                     writer_done = writer.as_mut().poll(cx).is_ready();
                 }
-                read
+                reader.as_mut().poll(cx)
             })
             .await;
         }
@@ -194,6 +195,14 @@ async fn read_loop(
     let mut login_deadline = tokio::time::Instant::now() + timeouts.login;
     let mut had_session = false;
     loop {
+        // Replies the client has not read fill its queue: read no further request until
+        // the writer has drained it below the budget (TCP then slows a client that
+        // pipelines requests without reading the answers). No progress for the whole
+        // read timeout: the client reads nothing at all.
+        if !handle.may_read() && tokio::time::timeout(timeouts.read, handle.room_to_read()).await.is_err() {
+            handle.close(ProtocolError::new(ErrorCode::SlowConsumer, "replies not read in time"));
+            return;
+        }
         let logged_in = conn.has_session();
         if had_session && !logged_in {
             login_deadline = tokio::time::Instant::now() + timeouts.login;

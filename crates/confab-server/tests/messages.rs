@@ -308,7 +308,7 @@ async fn a_client_that_stops_reading_is_disconnected_not_buffered() {
     let server = Server::start_with_limits(
         dir.path(),
         r#"
-outbound_queue = 64
+outbound_queue_bytes = 262144
 message_bytes = 5120
 "#,
     );
@@ -449,4 +449,33 @@ async fn a_will_is_sent_when_the_session_ends_abnormally() {
     carol.request(json!({"cmd": "session", "op": "close"})).await.unwrap();
     drop(carol);
     assert!(bob.drain(QUIET, is_direct(&cid2)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_fast_sender_with_thousands_in_flight_gets_every_ack_and_stays_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut alice = server.open("alice").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    // 3000 messages pipelined without reading a single ack: the store commits them in
+    // groups, and the acks of a group land on alice's queue together.
+    const N: i64 = 3000;
+    for n in 0..N {
+        alice
+            .send(&json!({"cmd": "direct", "cid": cid, "msg": format!("m{n}"), "i": 10_000 + n}))
+            .await
+            .unwrap();
+    }
+    let mut acks = 0;
+    for n in 0..N {
+        let ack = alice.wait_for("ack", |f| f["i"] == json!(10_000 + n)).await.unwrap();
+        assert_eq!(ack["cmd"], "ack", "{ack}");
+        assert!(ack.get("code").is_none(), "{ack}");
+        acks += 1;
+    }
+    assert_eq!(acks, N);
+    // Still connected: a request after the burst is answered.
+    let online =
+        alice.request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["alice"]})).await.unwrap();
+    assert_eq!(online["onlineSessionPeerIds"], json!(["alice"]));
 }

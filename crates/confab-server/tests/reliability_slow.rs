@@ -28,7 +28,7 @@ key = "test-key"
 master_key = "test-master"
 [apps.limits]
 conversation_members = 100000
-outbound_queue = 32
+outbound_queue_bytes = 131072
 "#;
 
 /// Messages the room's chatter sends, their size and pace.

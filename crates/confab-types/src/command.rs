@@ -595,3 +595,194 @@ pub struct ConvPush {
     /// Event time (ms).
     pub udate: i64,
 }
+
+/// Estimated encoded size of one field besides its text: key, quotes and separators in
+/// JSON, tag and length in protobuf.
+const FIELD_BYTES: usize = 16;
+/// Estimated encoded size of a frame besides its fields (`cmd`, `op`, serial, framing).
+const FRAME_BYTES: usize = 64;
+
+fn text_bytes(s: &str) -> usize {
+    s.len() + FIELD_BYTES
+}
+
+fn texts_bytes(items: &[String]) -> usize {
+    items.iter().map(|s| text_bytes(s)).sum::<usize>() + FIELD_BYTES
+}
+
+fn error_bytes(e: &ProtocolError) -> usize {
+    text_bytes(&e.detail) + text_bytes(e.code.reason()) + FIELD_BYTES
+}
+
+fn members_result_bytes(r: &MembersResult) -> usize {
+    texts_bytes(&r.allowed) + r.failed.iter().map(|(e, ids)| error_bytes(e) + texts_bytes(ids)).sum::<usize>()
+}
+
+/// Estimated encoded size of a JSON value, without encoding it.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => FIELD_BYTES,
+        Value::String(s) => text_bytes(s),
+        Value::Array(items) => items.iter().map(value_bytes).sum::<usize>() + FIELD_BYTES,
+        Value::Object(map) => map.iter().map(|(k, v)| k.len() + value_bytes(v)).sum::<usize>() + FIELD_BYTES,
+    }
+}
+
+fn attr_bytes(attr: &Map<String, Value>) -> usize {
+    attr.iter().map(|(k, v)| k.len() + value_bytes(v)).sum::<usize>() + FIELD_BYTES
+}
+
+impl Mentions {
+    fn approx_bytes(&self) -> usize {
+        FIELD_BYTES + texts_bytes(&self.pids)
+    }
+}
+
+impl LogItem {
+    /// Estimated encoded size of this history entry.
+    pub fn approx_bytes(&self) -> usize {
+        text_bytes(&self.from)
+            + text_bytes(&self.data)
+            + text_bytes(&self.msg_id)
+            + 4 * FIELD_BYTES
+            + self.mentions.approx_bytes()
+    }
+}
+
+impl Reply {
+    /// Estimated size of the encoded frame, computed from its text lengths without
+    /// encoding it (the outbound queue's byte budget counts replies by it). Within a
+    /// small factor of any codec's encoding; a history page is the sum of its messages.
+    pub fn approx_bytes(&self) -> usize {
+        FRAME_BYTES
+            + match self {
+                Reply::Heartbeat
+                | Reply::SessionClosed
+                | Reply::MemberRoleUpdated
+                | Reply::Patched { .. }
+                | Reply::ConvCount { .. }
+                | Reply::ConvUpdated { .. } => 0,
+                Reply::SessionOpened { peer_id, session_token, .. } => {
+                    text_bytes(peer_id)
+                        + session_token.as_ref().map_or(0, |(t, _)| text_bytes(t))
+                        + FIELD_BYTES
+                }
+                Reply::SessionRefreshed { token } => text_bytes(&token.0) + FIELD_BYTES,
+                Reply::SessionQueryResult { online } => texts_bytes(online),
+                Reply::ConvStarted { cid, .. } => text_bytes(cid) + 2 * FIELD_BYTES,
+                Reply::Restricted { result, .. } => members_result_bytes(result),
+                Reply::RestrictedPage { members, next, .. } => {
+                    texts_bytes(members) + next.as_deref().map_or(0, text_bytes)
+                }
+                Reply::ConvMaxRead { members, .. } => {
+                    2 * FIELD_BYTES
+                        + members.iter().map(|(m, _, _)| text_bytes(m) + 2 * FIELD_BYTES).sum::<usize>()
+                }
+                Reply::ConvAdded(result) | Reply::ConvRemoved(result) => members_result_bytes(result),
+                Reply::ConvResults { results } => {
+                    results.iter().map(value_bytes).sum::<usize>() + FIELD_BYTES
+                }
+                Reply::MessageAck { uid, .. } => text_bytes(uid) + FIELD_BYTES,
+                Reply::Logs { logs } => logs.iter().map(LogItem::approx_bytes).sum::<usize>() + FIELD_BYTES,
+                Reply::Error(e) => error_bytes(e),
+            }
+    }
+}
+
+impl Push {
+    /// Estimated size of the encoded frame for one recipient, computed from its text
+    /// lengths without encoding it (see [`Reply::approx_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        FRAME_BYTES
+            + match self {
+                Push::Direct(d) => {
+                    text_bytes(&d.cid)
+                        + text_bytes(&d.id)
+                        + text_bytes(&d.from)
+                        + text_bytes(&d.msg)
+                        + 5 * FIELD_BYTES
+                        + d.mentions.approx_bytes()
+                }
+                Push::Receipt { cid, id, from, .. } => {
+                    text_bytes(cid) + text_bytes(id) + text_bytes(from) + 2 * FIELD_BYTES
+                }
+                Push::Patch { items, .. } => {
+                    FIELD_BYTES
+                        + items
+                            .iter()
+                            .map(|p| {
+                                text_bytes(&p.cid)
+                                    + text_bytes(&p.mid)
+                                    + text_bytes(&p.data)
+                                    + text_bytes(&p.from)
+                                    + 3 * FIELD_BYTES
+                            })
+                            .sum::<usize>()
+                }
+                Push::Unread { convs, .. } => {
+                    FIELD_BYTES
+                        + convs
+                            .iter()
+                            .map(|c| {
+                                text_bytes(&c.cid)
+                                    + 2 * FIELD_BYTES
+                                    + c.last.as_ref().map_or(0, |(id, _, from, body)| {
+                                        text_bytes(id) + text_bytes(from) + text_bytes(body) + FIELD_BYTES
+                                    })
+                            })
+                            .sum::<usize>()
+                }
+                Push::Conv(c) => {
+                    text_bytes(&c.peer_id)
+                        + text_bytes(&c.cid)
+                        + text_bytes(&c.init_by)
+                        + texts_bytes(&c.members)
+                        + c.attr.as_ref().map_or(0, attr_bytes)
+                        + c.role.as_ref().map_or(0, |(m, r)| text_bytes(m) + text_bytes(r))
+                        + FIELD_BYTES
+                }
+                Push::SessionClosed { peer_id, error } => text_bytes(peer_id) + error_bytes(error),
+            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(body: &str) -> LogItem {
+        LogItem {
+            from: "alice".into(),
+            data: body.into(),
+            timestamp: 1,
+            msg_id: "0123456789abcdef".into(),
+            patched_at: None,
+            binary: false,
+            mentions: Mentions::default(),
+        }
+    }
+
+    #[test]
+    fn a_history_page_counts_every_message_body() {
+        let body = "z".repeat(5000);
+        let page = Reply::Logs { logs: (0..40).map(|_| log(&body)).collect() };
+        let bytes = page.approx_bytes();
+        assert!(bytes >= 40 * 5000, "{bytes}");
+        assert!(bytes < 40 * 5000 + 40 * 512, "{bytes}");
+        // Small frames count a fixed overhead, never zero.
+        assert!(Reply::Heartbeat.approx_bytes() > 0);
+        assert!(Reply::Logs { logs: Vec::new() }.approx_bytes() < 256);
+    }
+
+    #[test]
+    fn a_push_counts_its_body() {
+        let push = Push::Direct(DirectPush {
+            cid: "c".into(),
+            id: "m".into(),
+            msg: "z".repeat(4000),
+            ..DirectPush::default()
+        });
+        let bytes = push.approx_bytes();
+        assert!((4000..4000 + 512).contains(&bytes), "{bytes}");
+    }
+}

@@ -36,9 +36,16 @@ pub struct Limits {
     /// Unacknowledged messages one session may hold per conversation before the
     /// backlog replay waits for acks.
     pub offline_window: usize,
-    /// Frames queued for one connection before it counts as a slow consumer and is
-    /// closed (it reconnects and resyncs; nothing is lost).
-    pub outbound_queue: usize,
+    /// Estimated bytes of frames queued for one connection (replies and pushes the
+    /// client has not read yet). A push that would take the queue over it closes the
+    /// connection with 1013 as a slow consumer (it reconnects and resyncs by its
+    /// cursors; nothing is lost). At or over it, the connection's requests are not read
+    /// (replies never close it: a client that pipelines requests without reading the
+    /// answers is slowed down by TCP instead); waiting longer than the read timeout for
+    /// the queue to drain closes it with 1013. Messages a client has sent that await
+    /// their commit count towards it too. A connection holds at most about this much
+    /// plus one reply (a history page of up to `history_max_limit` messages).
+    pub outbound_queue_bytes: usize,
     /// Sends per client per minute; 0 = unlimited (the default).
     pub sends_per_minute: u32,
     /// History queries per client per minute; 0 = unlimited (the default).
@@ -91,7 +98,7 @@ impl Default for Limits {
             history_max_limit: 1000,
             offline_page: 100,
             offline_window: 500,
-            outbound_queue: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             sends_per_minute: 0,
             history_per_minute: 0,
             ops_per_minute: 0,

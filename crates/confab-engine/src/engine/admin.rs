@@ -49,7 +49,7 @@ impl Engine {
             return Err(perr(ErrorCode::ConversationNotFound, "not a system conversation"));
         }
         // A session of the backend, on a connection nobody reads but this call.
-        let (handle, mut replies) = ConnHandle::new(0, None, 4);
+        let (handle, mut replies) = ConnHandle::new(0, None, app.config.limits.outbound_queue_bytes);
         let mut session = Session::new(handle, Arc::from(app_id), Arc::from(from), None);
         if let Some(s) = Arc::get_mut(&mut session) {
             s.admin = true;

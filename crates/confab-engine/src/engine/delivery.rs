@@ -26,6 +26,18 @@ use std::time::Duration;
 /// the next login).
 const REPLAY_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What a sent message awaiting its commit counts towards its sender's outbound byte
+/// budget besides its body and mentions: its ids, its ack to come and the bookkeeping.
+const HELD_OVERHEAD: usize = 256;
+
+/// What a message in flight holds of its sender's outbound byte budget until its ack is
+/// queued ([`crate::ConnHandle::hold`]): the memory it pins meanwhile (pending here and
+/// in the store's queue), so a sender that pipelines without waiting for acks is read
+/// no faster than its messages commit and its acks fit in its queue.
+fn held_bytes(m: &StoredMessage) -> usize {
+    m.data.len() + m.mentions.pids.iter().map(String::len).sum::<usize>() + HELD_OVERHEAD
+}
+
 impl Engine {
     pub(crate) async fn send(
         &self,
@@ -150,6 +162,8 @@ impl Engine {
             };
             // Queued under the lock: the store applies writes in call order.
             let commit = self.inner.store.append_message(message.clone());
+            // Released when the ack (or the error) is queued, in `settle`.
+            session.conn.hold(held_bytes(&message));
             if let Some(key) = &dedupe_key {
                 state.remember(key.clone(), Recent::Pending(seq));
             }
@@ -234,10 +248,10 @@ impl Engine {
                     }
                     // The sender's ack first: in a large room it would otherwise wait
                     // behind every member's delivery.
-                    for (session, serial) in
-                        std::iter::once((p.origin.clone(), p.serial)).chain(p.also_ack.iter().cloned())
-                    {
-                        session.conn.reply(serial, Reply::MessageAck { uid: uid.clone(), t });
+                    let ack = Reply::MessageAck { uid: uid.clone(), t };
+                    p.origin.conn.reply_held(p.serial, ack, held_bytes(&p.message));
+                    for (session, serial) in &p.also_ack {
+                        session.conn.reply(*serial, Reply::MessageAck { uid: uid.clone(), t });
                     }
                     self.fan_out(app, conv, &state, &p, prev);
                 }
@@ -247,7 +261,8 @@ impl Engine {
                         state.recent.remove(key);
                     }
                     let error = ProtocolError::new(ErrorCode::InternalError, "message not stored; retry");
-                    for (session, serial) in std::iter::once((p.origin.clone(), p.serial)).chain(p.also_ack) {
+                    p.origin.conn.reply_held(p.serial, Reply::Error(error.clone()), held_bytes(&p.message));
+                    for (session, serial) in p.also_ack {
                         session.conn.reply(serial, Reply::Error(error.clone()));
                     }
                 }
@@ -358,13 +373,14 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
             if !wait_for_window(&session, &c.cid, limits.offline_window).await {
                 return;
             }
+            // Bytes it may queue now; a page holds as many messages of the largest size.
             let Some(room) = session.conn.wait_for_room().await else {
                 return;
             };
             let from = pushed(&session);
             let range = MessageRange {
                 after: Some((from, false)),
-                limit: limits.offline_page.min(room),
+                limit: limits.offline_page.min((room / limits.message_bytes.max(1)).max(1)),
                 ..MessageRange::default()
             };
             let page = match store.messages(&app.config.id, &c.cid, range).await {
@@ -381,9 +397,15 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
             // interleave out of order.
             let mut delivery = session.delivery();
             let state = delivery.convs.entry(c.cid.clone()).or_insert_with(|| ConvDelivery::at(from));
+            let mut queued = 0;
             for m in page {
                 if m.ts <= state.pushed_upto {
                     continue;
+                }
+                if queued >= room {
+                    // The rest of the page waits for the next room (re-read from the
+                    // store: pushed_upto stops here).
+                    break;
                 }
                 state.pushed_upto = m.ts;
                 let meta =
@@ -401,6 +423,7 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
                     patched_at: m.patched_at,
                     ..DirectPush::default()
                 }));
+                queued += push.approx_bytes();
                 if !session.push(push) {
                     return;
                 }

@@ -191,15 +191,16 @@ impl Engine {
     }
 
     /// Starts serving a connection. The receiver is the connection's outbound queue,
-    /// sized by the largest `outbound_queue` limit of any app.
+    /// bounded by the largest `outbound_queue_bytes` limit of any app.
     ///
     /// `version` is the protocol version the client negotiated: 1 (and the v2 JSON
     /// protocol) has its offline backlog pushed on login; 3 gets unread counts instead
     /// and reads history itself.
     pub fn open_connection(&self, origin: Option<String>, version: u8) -> (Connection, OutboundReceiver) {
-        let capacity = self.inner.apps.values().map(|a| a.config.limits.outbound_queue).max().unwrap_or(1024);
+        let budget = self.inner.apps.values().map(|a| a.config.limits.outbound_queue_bytes).max();
+        let budget = budget.unwrap_or_else(|| confab_types::Limits::default().outbound_queue_bytes);
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (handle, rx) = ConnHandle::new(id, origin, capacity);
+        let (handle, rx) = ConnHandle::new(id, origin, budget);
         self.inner.live_connections.fetch_add(1, Ordering::Relaxed);
         (Connection { engine: self.clone(), handle, sessions: Vec::new(), push_offline: version < 3 }, rx)
     }

@@ -218,6 +218,29 @@ mod tests {
         }
     }
 
+    /// The security pages, in both languages, list every limit and server-wide bound.
+    #[test]
+    fn the_security_docs_list_every_limit() {
+        let pages = [
+            ("docs/security.md", include_str!("../../../docs/security.md")),
+            ("docs/security.zh-CN.md", include_str!("../../../docs/security.zh-CN.md")),
+        ];
+        let limits = toml::to_string(&confab_types::Limits::default()).expect("serializes");
+        let keys = limits.lines().map(|line| line.split('=').next().unwrap_or("").trim().to_owned());
+        let server = [
+            "login_timeout_secs",
+            "read_timeout_secs",
+            "http_header_timeout_secs",
+            "http_idle_timeout_secs",
+            "trusted_proxies",
+        ];
+        for key in keys.chain(server.iter().map(|k| (*k).to_owned())) {
+            for (name, page) in pages {
+                assert!(page.contains(&format!("`{key}`")), "{name} does not document {key}");
+            }
+        }
+    }
+
     #[test]
     fn flags_win_over_the_file_and_bad_values_are_named() {
         let file = FileConfig::parse(

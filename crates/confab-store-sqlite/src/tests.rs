@@ -317,3 +317,29 @@ async fn an_unreadable_attribute_document_is_an_error_not_an_empty_one() {
     // Read as `{}`, the next update would write `{}` back and erase the document.
     assert!(store.conversation("a", "c1").await.is_err());
 }
+
+/// A store on a fresh temporary directory, removed when the test ends.
+struct TempStore {
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    fn new() -> TempStore {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+        TempStore { store, _dir: dir }
+    }
+}
+
+impl confab_store_tests::AsStore for TempStore {
+    fn as_store(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+mod conformance {
+    use super::TempStore;
+
+    confab_store_tests::store_conformance_tests!(TempStore::new());
+}

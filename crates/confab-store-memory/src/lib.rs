@@ -153,8 +153,8 @@ fn missing(cid: &str) -> StoreError {
     StoreError::Backend(format!("no conversation {cid}"))
 }
 
-/// Whether a body is a JSON object whose `_lctype` equals `lctype`, compared as SQLite's
-/// `json_extract(body, '$._lctype') = ?` compares (numbers by value, `true` as 1).
+/// Whether a body is a JSON object whose `_lctype` is the number `lctype` (compared by
+/// value: `1.0` is `1`).
 fn has_lctype(body: &str, lctype: i64) -> bool {
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) else { return false };
     match map.get("_lctype") {
@@ -162,7 +162,6 @@ fn has_lctype(body: &str, lctype: i64) -> bool {
             Some(v) => v == lctype,
             None => n.as_f64() == Some(lctype as f64),
         },
-        Some(Value::Bool(b)) => i64::from(*b) == lctype,
         _ => false,
     }
 }

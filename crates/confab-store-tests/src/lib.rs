@@ -535,6 +535,8 @@ pub async fn lctype_filters_before_the_limit(store: &dyn Store) {
         (9, "{not json"),
         (10, "{\"_lctype\":-1}"),
         (11, "{\"_lctype\":-2}"),
+        (12, "{\"_lctype\":true}"),
+        (13, "{\"_lctype\":1}"),
     ];
     for (ts, body) in bodies {
         append(store, msg("c", ts, "alice", body)).await;
@@ -549,6 +551,9 @@ pub async fn lctype_filters_before_the_limit(store: &dyn Store) {
     assert_eq!(typed(None, Some((8, false)), true, 1).await, [6]);
     let minus_one = MessageRange { lctype: Some(-1), ..range(None, None, false, 10) };
     assert_eq!(page(store, "c", minus_one).await, [1, 10]);
+    // A boolean is not a number (SQLite's json_extract reads `true` as 1).
+    let one = MessageRange { lctype: Some(1), ..range(None, None, false, 10) };
+    assert_eq!(page(store, "c", one).await, [13]);
 }
 
 /// The record's last message is the newest position appended (not the latest

@@ -282,9 +282,19 @@ impl Store for MemoryStore {
         filter: ScanFilter,
     ) -> StoreFuture<'a, Vec<ConversationRecord>> {
         done(self.with_app(app, |a| {
-            let mut found: Vec<&Conversation> = a
-                .conversations
-                .values()
+            // Candidates from the narrowest index the filter allows, then every condition.
+            let candidates: Vec<&Conversation> = match (&filter.ids, &filter.member) {
+                (Some(ids), _) => {
+                    let unique: BTreeSet<&String> = ids.iter().collect();
+                    unique.into_iter().filter_map(|id| a.conversations.get(id)).collect()
+                }
+                (None, Some(member)) => {
+                    a.member_cids(member).filter_map(|cid| a.conversations.get(cid)).collect()
+                }
+                (None, None) => a.conversations.values().collect(),
+            };
+            let mut found: Vec<&Conversation> = candidates
+                .into_iter()
                 .filter(|c| filter.ids.as_ref().is_none_or(|ids| ids.contains(&c.id)))
                 .filter(|c| filter.member.as_ref().is_none_or(|m| c.members.iter().any(|x| &x.client == m)))
                 .filter(|c| filter.kind.is_none_or(|k| c.kind == k))

@@ -219,7 +219,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, ()>;
     /// Adds members at the end of the member list and sets `updated_at`. Each new
     /// member's delivery cursor starts at the newest message (0 without messages), its
-    /// read position at 0; current members are left as they are.
+    /// read position at 0 (so earlier messages from others count in [`Store::unread`]);
+    /// current members are left as they are.
     fn add_members<'a>(
         &'a self,
         app: &'a str,

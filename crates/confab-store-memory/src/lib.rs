@@ -611,6 +611,66 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::MemoryStore;
+    use confab_engine::ports::{ConvKind, ConversationRecord, MessageRange, Store, StoredMessage};
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
 
     confab_store_tests::store_conformance_tests!(MemoryStore::new());
+
+    /// Polls a future once: the memory store's are complete when returned.
+    fn ready<T>(f: impl Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("the memory store's futures are complete when returned"),
+        }
+    }
+
+    #[test]
+    fn writes_apply_before_the_call_returns() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let record = ConversationRecord {
+            app: "a".into(),
+            id: "c".into(),
+            kind: ConvKind::Normal,
+            creator: "alice".into(),
+            members: vec!["alice".into(), "bob".into()],
+            muted: Vec::new(),
+            managers: Vec::new(),
+            shut_up: Vec::new(),
+            blocked: Vec::new(),
+            expires_at: None,
+            attrs: serde_json::Map::new(),
+            unique_key: None,
+            created_at: 1,
+            updated_at: 1,
+            last_message: None,
+        };
+        ready(store.create_conversation(record)).unwrap();
+        // Not polled: the appends are in the store already, in call order.
+        let pending: Vec<_> = (1..=3)
+            .map(|ts| {
+                store.append_message(StoredMessage {
+                    app: "a".into(),
+                    cid: "c".into(),
+                    id: format!("m{ts}"),
+                    ts,
+                    from: "alice".into(),
+                    data: format!("{ts}"),
+                    receipt: false,
+                    patched_at: None,
+                    binary: false,
+                    mentions: Default::default(),
+                })
+            })
+            .collect();
+        let all = ready(store.messages("a", "c", MessageRange { limit: 10, ..Default::default() })).unwrap();
+        assert_eq!(all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m1", "m2", "m3"]);
+        for p in pending {
+            ready(p).unwrap();
+        }
+        store.save_cursor("a", "bob", "c", 2);
+        assert_eq!(ready(store.member_positions("a", "c")).unwrap()[1], ("bob".into(), 2, 0));
+    }
 }

@@ -119,6 +119,12 @@ pub struct StoredMessage {
 }
 
 /// Which messages to read, by position. Bounds are `(ts, inclusive)`.
+///
+/// The engine builds two shapes: history walks (`logs`: towards older messages with
+/// `before` = the start anchor, `after` = the end anchor and `newest_first`; towards
+/// newer ones with `after` = start, `before` = end, oldest first; each bound inclusive
+/// or not as the client asked) and the offline replay (`after: Some((cursor, false))`,
+/// oldest first, a page at a time until a page comes back empty).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MessageRange {
     /// Lower bound.
@@ -127,9 +133,10 @@ pub struct MessageRange {
     pub before: Option<(i64, bool)>,
     /// Take the newest matching messages first (the result is still returned oldest first).
     pub newest_first: bool,
-    /// At most this many.
+    /// At most this many (0: none), counted after the `lctype` filter.
     pub limit: usize,
-    /// Only bodies whose JSON has this `_lctype`.
+    /// Only bodies that are a JSON object whose `_lctype` is this number (`1.0` matches
+    /// `1`; a string `"1"` does not); other bodies, JSON or not, never match.
     pub lctype: Option<i64>,
 }
 
@@ -140,39 +147,69 @@ pub struct MemberCursor {
     pub cid: String,
     /// Position up to which the client acknowledged, contiguously.
     pub cursor: i64,
-    /// Position of the conversation's newest message.
+    /// Position of the conversation's newest message (0 when it has none).
     pub last_ts: i64,
 }
 
-/// Narrows a conversation scan; the engine still evaluates the full query.
+/// Narrows a conversation scan; the engine still evaluates the full query. The
+/// conditions that are set must all hold.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ScanFilter {
-    /// Only these ids.
+    /// Only these ids (an empty list matches nothing; unknown ids are skipped).
     pub ids: Option<Vec<String>>,
-    /// Only conversations with this member.
+    /// Only conversations this client is currently a member of.
     pub member: Option<String>,
     /// Only this kind.
     pub kind: Option<ConvKind>,
-    /// Fail rather than return more than this many candidates.
+    /// The most candidates the caller accepts: the store returns at most `max + 1`, and
+    /// `max + 1` records tell the caller there are too many (the engine then refuses
+    /// the query).
     pub max: usize,
 }
 
 /// Persistent state. Writes complete only once durable: the engine acknowledges a
 /// message to its sender after [`Store::append_message`] resolves.
+///
+/// Rules every implementation keeps (the `confab-store-tests` crate checks them):
+///
+/// - **Apps are isolated**: every key is scoped by `app`; the same conversation id,
+///   unique key or client id in two apps names unrelated things.
+/// - **Members** are kept in join order. A member carries a delivery cursor, a read
+///   position, a role, a mute flag and a shut-up flag; all of them go when the member
+///   is removed or blocked, and a member added again starts afresh at the end of the
+///   list. Adding a current member changes nothing about them.
+/// - **Member-only writes**: [`Store::save_cursor`], [`Store::save_read`],
+///   [`Store::set_role`], [`Store::set_shut_up`] and [`Store::set_muted`] change
+///   members only; naming a non-member is not an error and changes nothing.
+/// - **Positions never go back**: a cursor or read position lower than the stored one
+///   is ignored.
+/// - A write that resolves `Ok` is visible to every read started afterwards.
+/// - The engine never writes to a conversation it has not created; what a store does
+///   with such a write (ignore or refuse it) is not part of the contract.
 pub trait Store: Send + Sync + 'static {
-    /// Creates a conversation with its members (their cursors start at 0).
+    /// Creates a conversation with its members (duplicates in `record.members` are
+    /// kept once, in first-seen order; their cursors and read positions start at 0).
+    /// Only the conversation's own fields and its members are stored: `muted`,
+    /// `managers`, `shut_up`, `blocked` and `last_message` of `record` are ignored (a
+    /// new conversation has none). Fails, storing nothing, when the id exists in the
+    /// app or when `unique_key` is held by another conversation of the app.
     fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()>;
-    /// Reads one conversation with its members.
+    /// Reads one conversation with its members: `members`, `muted`, `managers` (role
+    /// `Manager`) and `shut_up` in join order, `blocked` sorted by client id,
+    /// `last_message` the newest appended message (with its current body), if any.
     fn conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Option<ConversationRecord>>;
-    /// Finds the unique conversation with this canonical member set.
+    /// Finds the conversation holding this unique key (a canonical member set), unless
+    /// [`Store::release_unique`] gave the key up.
     fn find_unique<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, Option<ConversationRecord>>;
-    /// Candidate conversations for a query; fails past `filter.max` candidates.
+    /// Candidate conversations for a query, read like [`Store::conversation`]: those
+    /// matching every condition of `filter`, oldest created first (ties in no
+    /// particular order), at most `filter.max + 1` of them (see [`ScanFilter::max`]).
     fn scan_conversations<'a>(
         &'a self,
         app: &'a str,
         filter: ScanFilter,
     ) -> StoreFuture<'a, Vec<ConversationRecord>>;
-    /// Replaces the attributes.
+    /// Replaces the attributes (keys not in `attrs` are gone) and sets `updated_at`.
     fn set_attributes<'a>(
         &'a self,
         app: &'a str,
@@ -180,7 +217,10 @@ pub trait Store: Send + Sync + 'static {
         attrs: Map<String, Value>,
         updated_at: i64,
     ) -> StoreFuture<'a, ()>;
-    /// Adds members; each new member's cursor starts at the newest message.
+    /// Adds members at the end of the member list and sets `updated_at`. Each new
+    /// member's delivery cursor starts at the newest message (0 without messages), its
+    /// read position at 0 (so earlier messages from others count in [`Store::unread`]);
+    /// current members are left as they are.
     fn add_members<'a>(
         &'a self,
         app: &'a str,
@@ -188,7 +228,8 @@ pub trait Store: Send + Sync + 'static {
         members: Vec<String>,
         updated_at: i64,
     ) -> StoreFuture<'a, ()>;
-    /// Removes members and their cursors.
+    /// Removes members with their cursors, read positions, roles and flags, and sets
+    /// `updated_at`. Naming a non-member is not an error.
     fn remove_members<'a>(
         &'a self,
         app: &'a str,
@@ -196,30 +237,39 @@ pub trait Store: Send + Sync + 'static {
         members: Vec<String>,
         updated_at: i64,
     ) -> StoreFuture<'a, ()>;
-    /// Appends a message and makes it the conversation's last message.
+    /// Appends a message and makes it the conversation's last message when its
+    /// position is newer than the last message's (positions are > 0). A position that
+    /// is already taken in the conversation fails that write alone.
     ///
     /// Contract: the write is queued before this method returns, and queued writes are
     /// applied in call order; the future resolves once the write is durable. The engine
     /// relies on this to keep one order per conversation without holding a lock across
     /// the commit.
     fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()>;
-    /// Reads messages of a conversation, returned oldest first.
+    /// Reads messages of a conversation within `range`'s bounds, returned oldest
+    /// first. With `newest_first` the `limit` newest matching messages are taken,
+    /// otherwise the `limit` oldest.
     fn messages<'a>(
         &'a self,
         app: &'a str,
         cid: &'a str,
         range: MessageRange,
     ) -> StoreFuture<'a, Vec<StoredMessage>>;
-    /// The client's cursors in all its conversations.
+    /// The client's cursors in every conversation it is a member of (any kind), in no
+    /// particular order, each with the conversation's newest position.
     fn member_cursors<'a>(&'a self, app: &'a str, client: &'a str) -> StoreFuture<'a, Vec<MemberCursor>>;
-    /// Moves a cursor forward (never back). Not awaited by the engine: a lost cursor
-    /// update only means a message is delivered again.
+    /// Moves a member's delivery cursor forward (never back; non-members: nothing).
+    /// Not awaited by the engine: a lost cursor update only means a message is
+    /// delivered again. A store may write it later, but [`Store::member_cursors`] and
+    /// [`Store::member_positions`] called after this returns see the new position.
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64);
-    /// Moves a client's read position forward (never back); completes once committed.
+    /// Moves a member's read position forward (never back; non-members: nothing);
+    /// completes once committed.
     /// The engine tells the reader's other devices only then, so a device that logs in
     /// after seeing "0 unread" never reads the old position.
     fn save_read<'a>(&'a self, app: &'a str, client: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()>;
-    /// One message by id.
+    /// One message of the conversation by id (`None` if the id is in another
+    /// conversation). Ids are unique within a conversation.
     fn message<'a>(
         &'a self,
         app: &'a str,
@@ -227,7 +277,8 @@ pub trait Store: Send + Sync + 'static {
         id: &'a str,
     ) -> StoreFuture<'a, Option<StoredMessage>>;
     /// Replaces a message's body (an edit, or the recall placeholder), keeping its
-    /// position; the conversation's last message follows if it was that one.
+    /// position and id and setting its `patched_at`; the conversation's last message
+    /// follows if it was that one. Fails when no message has position `ts`.
     fn patch_message<'a>(
         &'a self,
         app: &'a str,
@@ -236,7 +287,8 @@ pub trait Store: Send + Sync + 'static {
         data: String,
         patched_at: i64,
     ) -> StoreFuture<'a, ()>;
-    /// Sets a member's role (`Manager` or `Member`).
+    /// Sets a member's role (`Manager` or `Member`); only `Manager` puts the member in
+    /// [`ConversationRecord::managers`].
     fn set_role<'a>(
         &'a self,
         app: &'a str,
@@ -244,7 +296,7 @@ pub trait Store: Send + Sync + 'static {
         client: &'a str,
         role: &'a str,
     ) -> StoreFuture<'a, ()>;
-    /// Shuts members up (or lets them speak again).
+    /// Shuts members up (or lets them speak again); non-members are skipped.
     fn set_shut_up<'a>(
         &'a self,
         app: &'a str,
@@ -252,7 +304,9 @@ pub trait Store: Send + Sync + 'static {
         clients: Vec<String>,
         on: bool,
     ) -> StoreFuture<'a, ()>;
-    /// Blocks clients (removing them as members) or unblocks them.
+    /// Blocks clients, members or not (members are removed as by
+    /// [`Store::remove_members`], without touching `updated_at`), or unblocks them
+    /// (they do not become members again).
     fn set_blocked<'a>(
         &'a self,
         app: &'a str,
@@ -260,8 +314,9 @@ pub trait Store: Send + Sync + 'static {
         clients: Vec<String>,
         on: bool,
     ) -> StoreFuture<'a, ()>;
-    /// Messages of the client's conversations edited or recalled after `since` (ms),
-    /// oldest change first, at most `limit`.
+    /// Messages of the conversations the client is a member of, edited or recalled
+    /// strictly after `since` (ms): ordered by `patched_at`, then conversation id, then
+    /// position, and cut to the first `limit`.
     fn patched_since<'a>(
         &'a self,
         app: &'a str,
@@ -269,7 +324,7 @@ pub trait Store: Send + Sync + 'static {
         since: i64,
         limit: usize,
     ) -> StoreFuture<'a, Vec<StoredMessage>>;
-    /// Mutes or unmutes the conversation for one member.
+    /// Mutes or unmutes the conversation for one member (non-members: nothing).
     fn set_muted<'a>(
         &'a self,
         app: &'a str,
@@ -277,13 +332,20 @@ pub trait Store: Send + Sync + 'static {
         client: &'a str,
         muted: bool,
     ) -> StoreFuture<'a, ()>;
-    /// Each member's delivery cursor and read position: `(client, acked_upto, read_upto)`.
+    /// Each member's delivery cursor and read position: `(client, acked_upto,
+    /// read_upto)`, in join order. Cursors saved by [`Store::save_cursor`] show at once.
     fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str)
     -> StoreFuture<'a, Vec<(String, i64, i64)>>;
-    /// Frees a unique key (an expired temporary conversation gives its member set up).
+    /// Frees a unique key (an expired temporary conversation gives its member set up):
+    /// the conversation keeps existing with `unique_key: None`, and another
+    /// conversation may take the key.
     fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
-    /// Unread counts of the client's conversations that have any, newest first, at
-    /// most `max` of them.
+    /// Unread counts of the client's conversations that have any, at most `max` of
+    /// them. Only conversations the client is a member of and that are not
+    /// [`ConvKind::Transient`] count; a conversation has unread messages when messages
+    /// from others come after the client's read position (its own messages never
+    /// count). Conversations come newest last message first (ties in no particular
+    /// order); `max` counts only the conversations returned.
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>>;
 }
 
@@ -294,9 +356,9 @@ pub struct UnreadCount {
     pub cid: String,
     /// Messages from others after the client's read position.
     pub unread: i64,
-    /// The newest message.
+    /// The conversation's newest message (its current body).
     pub last: Option<LastMessage>,
-    /// One of the unread messages mentions the client.
+    /// One of the unread messages mentions the client (by id or `all`).
     pub mentioned: bool,
 }
 

@@ -835,7 +835,9 @@ impl Store for SqliteStore {
             if let Some(lctype) = range.lctype {
                 args.push(lctype.into());
                 sql.push_str(&format!(
-                    " AND json_valid(body) AND json_extract(body, '$._lctype') = ?{}",
+                    // Numbers only: json_extract reads a JSON `true` as 1.
+                    " AND json_valid(body) AND json_type(body, '$._lctype') IN ('integer', 'real')
+                      AND json_extract(body, '$._lctype') = ?{}",
                     args.len()
                 ));
             }

@@ -253,54 +253,6 @@ async fn the_login_reads_are_not_prepared_again_on_every_call() {
 }
 
 #[tokio::test]
-async fn unread_counts_newest_conversation_first() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
-    for cid in ["c1", "c2", "c3"] {
-        store.create_conversation(record("a", cid, &["alice", "bob"], None)).await.expect("create");
-    }
-    // c1: alice's messages 1..=3 (2 mentions bob); c2: alice's 4..=5; c3: bob's own 6.
-    for (cid, ts) in [("c1", 1), ("c1", 2), ("c1", 3), ("c2", 4), ("c2", 5), ("c3", 6)] {
-        let mut m = message(cid, ts);
-        if cid == "c3" {
-            m.from = "bob".into();
-        }
-        store.append_message(m).await.expect("append");
-    }
-    store.save_read("a", "bob", "c1", 1).await.expect("read position");
-    let unread = store.unread("a", "bob", 10).await.expect("unread");
-    let summary: Vec<_> = unread.iter().map(|u| (u.cid.as_str(), u.unread, u.mentioned)).collect();
-    assert_eq!(summary, [("c2", 2, false), ("c1", 2, true)], "c3 holds only bob's own message");
-    assert_eq!(unread[0].last.as_ref().map(|l| (l.id.as_str(), l.ts)), Some(("m5", 5)));
-    let newest = store.unread("a", "bob", 1).await.expect("unread");
-    assert_eq!(newest.iter().map(|u| u.cid.as_str()).collect::<Vec<_>>(), ["c2"]);
-    assert!(store.unread("a", "alice", 10).await.expect("unread").iter().all(|u| u.cid == "c3"));
-}
-
-#[tokio::test]
-async fn edits_since_a_time_come_oldest_first_across_conversations() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
-    for cid in ["c1", "c2", "c3"] {
-        let members: &[&str] = if cid == "c3" { &["alice"] } else { &["alice", "bob"] };
-        store.create_conversation(record("a", cid, members, None)).await.expect("create");
-        for ts in 1..=3 {
-            store.append_message(message(cid, ts)).await.expect("append");
-        }
-    }
-    // (cid, ts, patched_at): c3 is not bob's; the edit at 10 is older than `since`.
-    for (cid, ts, at) in [("c1", 1, 10), ("c2", 2, 30), ("c1", 3, 40), ("c2", 1, 20), ("c3", 1, 25)] {
-        store.patch_message("a", cid, ts, format!("edited {at}"), at).await.expect("patch");
-    }
-    let changes = store.patched_since("a", "bob", 15, 10).await.expect("read");
-    let seen: Vec<_> = changes.iter().map(|m| (m.cid.as_str(), m.ts, m.patched_at)).collect();
-    assert_eq!(seen, [("c2", 1, Some(20)), ("c2", 2, Some(30)), ("c1", 3, Some(40))]);
-    assert_eq!(changes[0].data, "edited 20");
-    let first = store.patched_since("a", "bob", 15, 2).await.expect("read");
-    assert_eq!(first.iter().map(|m| m.patched_at).collect::<Vec<_>>(), [Some(20), Some(30)]);
-}
-
-#[tokio::test]
 async fn an_unreadable_attribute_document_is_an_error_not_an_empty_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
@@ -316,4 +268,30 @@ async fn an_unreadable_attribute_document_is_an_error_not_an_empty_one() {
     let store = SqliteStore::open(dir.path(), Durability::Full).expect("reopen");
     // Read as `{}`, the next update would write `{}` back and erase the document.
     assert!(store.conversation("a", "c1").await.is_err());
+}
+
+/// A store on a fresh temporary directory, removed when the test ends.
+struct TempStore {
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    fn new() -> TempStore {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+        TempStore { store, _dir: dir }
+    }
+}
+
+impl confab_store_tests::AsStore for TempStore {
+    fn as_store(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+mod conformance {
+    use super::TempStore;
+
+    confab_store_tests::store_conformance_tests!(TempStore::new());
 }

@@ -1,0 +1,676 @@
+//! A Confab [`Store`] held in process memory: the engine's unit tests use it to run
+//! without a socket or a file, and a server may run on it when nothing needs to
+//! survive a restart.
+//!
+//! Every method applies its change under one lock before it returns, and the future it
+//! returns is already complete. So writes are applied (and their futures complete) in
+//! call order, as [`Store::append_message`] requires, and a delivery cursor saved with
+//! [`Store::save_cursor`] is visible to the next read at once — which the contract
+//! allows, since the SQLite store's reads see its buffered cursors too. "Durable" here
+//! means "in this process": everything is lost when the store is dropped.
+//!
+//! The observable behaviour is that of the SQLite store, as written down in the
+//! [`Store`] docs and checked by the `confab-store-tests` suite.
+
+use confab_engine::ports::{
+    ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store, StoreError,
+    StoreFuture, StoredMessage, UnreadCount,
+};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+
+/// The in-memory store. Cheap to create; share it behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    apps: Mutex<HashMap<String, AppData>>,
+}
+
+/// One app's data.
+#[derive(Debug, Default)]
+struct AppData {
+    conversations: HashMap<String, Conversation>,
+    /// Unique key → conversation id.
+    unique: HashMap<String, String>,
+    /// Client → the conversations it is a member of.
+    memberships: HashMap<String, BTreeSet<String>>,
+    /// Messages by conversation, kept apart from the conversations as SQLite keeps them.
+    messages: HashMap<String, MessageLog>,
+    /// Creation counter, to keep the scan order stable for equal creation times.
+    created: u64,
+}
+
+#[derive(Debug)]
+struct Conversation {
+    id: String,
+    kind: ConvKind,
+    creator: String,
+    unique_key: Option<String>,
+    attrs: Map<String, Value>,
+    created_at: i64,
+    updated_at: i64,
+    expires_at: Option<i64>,
+    /// Position of the newest message, 0 for none (positions are > 0); the message
+    /// itself is read from the log, so an edit of it shows.
+    last_ts: i64,
+    /// In join order.
+    members: Vec<Member>,
+    blocked: BTreeSet<String>,
+    order: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    client: String,
+    cursor: i64,
+    read: i64,
+    role: Option<String>,
+    muted: bool,
+    shut_up: bool,
+}
+
+impl Member {
+    fn new(client: String, cursor: i64) -> Member {
+        Member { client, cursor, read: 0, role: None, muted: false, shut_up: false }
+    }
+}
+
+#[derive(Debug, Default)]
+struct MessageLog {
+    by_ts: BTreeMap<i64, StoredMessage>,
+    /// Message id → position (the first message stored with that id).
+    by_id: HashMap<String, i64>,
+    /// Positions of messages ever edited or recalled.
+    patched: BTreeSet<i64>,
+}
+
+impl Conversation {
+    fn member_mut(&mut self, client: &str) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.client == client)
+    }
+
+    fn last_ts(&self) -> i64 {
+        self.last_ts
+    }
+}
+
+impl AppData {
+    /// The conversation as the [`Store`] returns it.
+    fn record(&self, app: &str, c: &Conversation) -> ConversationRecord {
+        let pick = |keep: fn(&Member) -> bool| {
+            c.members.iter().filter(|m| keep(m)).map(|m| m.client.clone()).collect::<Vec<_>>()
+        };
+        ConversationRecord {
+            app: app.to_owned(),
+            id: c.id.clone(),
+            kind: c.kind,
+            creator: c.creator.clone(),
+            members: pick(|_| true),
+            muted: pick(|m| m.muted),
+            managers: pick(|m| m.role.as_deref() == Some("Manager")),
+            shut_up: pick(|m| m.shut_up),
+            blocked: c.blocked.iter().cloned().collect(),
+            expires_at: c.expires_at,
+            attrs: c.attrs.clone(),
+            unique_key: c.unique_key.clone(),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            last_message: self.last_message(c),
+        }
+    }
+
+    fn last_message(&self, c: &Conversation) -> Option<LastMessage> {
+        if c.last_ts <= 0 {
+            return None;
+        }
+        let m = self.messages.get(&c.id)?.by_ts.get(&c.last_ts)?;
+        Some(LastMessage { id: m.id.clone(), ts: m.ts, from: m.from.clone(), data: m.data.clone() })
+    }
+
+    fn conversation_mut(&mut self, cid: &str) -> Result<&mut Conversation, StoreError> {
+        self.conversations.get_mut(cid).ok_or_else(|| missing(cid))
+    }
+
+    /// Removes `client` as a member of `cid`, if it is one.
+    fn remove_member(&mut self, cid: &str, client: &str) {
+        let Some(c) = self.conversations.get_mut(cid) else { return };
+        c.members.retain(|m| m.client != client);
+        if let Some(set) = self.memberships.get_mut(client) {
+            set.remove(cid);
+            if set.is_empty() {
+                self.memberships.remove(client);
+            }
+        }
+    }
+
+    fn member_cids(&self, client: &str) -> impl Iterator<Item = &String> {
+        self.memberships.get(client).into_iter().flatten()
+    }
+}
+
+fn missing(cid: &str) -> StoreError {
+    StoreError::Backend(format!("no conversation {cid}"))
+}
+
+/// Whether a body is a JSON object whose `_lctype` is the number `lctype` (compared by
+/// value: `1.0` is `1`).
+fn has_lctype(body: &str, lctype: i64) -> bool {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) else { return false };
+    match map.get("_lctype") {
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) => v == lctype,
+            None => n.as_f64() == Some(lctype as f64),
+        },
+        _ => false,
+    }
+}
+
+fn bound((ts, inclusive): (i64, bool)) -> Bound<i64> {
+    if inclusive { Bound::Included(ts) } else { Bound::Excluded(ts) }
+}
+
+fn done<'a, T: Send + 'a>(result: Result<T, StoreError>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(result))
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, AppData>> {
+        // Every change is made whole under the lock, so a panic elsewhere while it was
+        // held leaves nothing half-written.
+        self.apps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the app's data (created empty if needed) under the lock.
+    fn with_app<T>(
+        &self,
+        app: &str,
+        f: impl FnOnce(&mut AppData) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut apps = self.lock();
+        f(apps.entry(app.to_owned()).or_default())
+    }
+
+    /// A write on one conversation, as an already-complete future.
+    fn update<'a>(
+        &self,
+        app: &str,
+        cid: &str,
+        f: impl FnOnce(&mut Conversation) -> Result<(), StoreError>,
+    ) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| f(a.conversation_mut(cid)?)))
+    }
+
+    /// Sets one flag of the members among `clients`.
+    fn set_member_flag<'a>(
+        &self,
+        app: &str,
+        cid: &str,
+        clients: &[String],
+        set: impl Fn(&mut Member),
+    ) -> StoreFuture<'a, ()> {
+        self.update(app, cid, |c| {
+            for client in clients {
+                if let Some(m) = c.member_mut(client) {
+                    set(m);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Store for MemoryStore {
+    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()> {
+        done(self.with_app(&record.app, |a| {
+            if a.conversations.contains_key(&record.id) {
+                return Err(StoreError::Backend(format!("conversation {} exists", record.id)));
+            }
+            if let Some(key) = &record.unique_key
+                && a.unique.contains_key(key)
+            {
+                return Err(StoreError::Backend(format!("unique key {key} is taken")));
+            }
+            let mut members: Vec<Member> = Vec::with_capacity(record.members.len());
+            for client in record.members {
+                if !members.iter().any(|m| m.client == client) {
+                    a.memberships.entry(client.clone()).or_default().insert(record.id.clone());
+                    members.push(Member::new(client, 0));
+                }
+            }
+            if let Some(key) = &record.unique_key {
+                a.unique.insert(key.clone(), record.id.clone());
+            }
+            a.created += 1;
+            let conversation = Conversation {
+                id: record.id.clone(),
+                kind: record.kind,
+                creator: record.creator,
+                unique_key: record.unique_key,
+                attrs: record.attrs,
+                created_at: record.created_at,
+                updated_at: record.updated_at,
+                expires_at: record.expires_at,
+                last_ts: 0,
+                members,
+                blocked: BTreeSet::new(),
+                order: a.created,
+            };
+            a.conversations.insert(record.id, conversation);
+            Ok(())
+        }))
+    }
+
+    fn conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Option<ConversationRecord>> {
+        done(self.with_app(app, |a| Ok(a.conversations.get(cid).map(|c| a.record(app, c)))))
+    }
+
+    fn find_unique<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, Option<ConversationRecord>> {
+        done(self.with_app(app, |a| {
+            Ok(a.unique.get(key).and_then(|cid| a.conversations.get(cid)).map(|c| a.record(app, c)))
+        }))
+    }
+
+    fn scan_conversations<'a>(
+        &'a self,
+        app: &'a str,
+        filter: ScanFilter,
+    ) -> StoreFuture<'a, Vec<ConversationRecord>> {
+        done(self.with_app(app, |a| {
+            // Candidates from the narrowest index the filter allows, then every condition.
+            let candidates: Vec<&Conversation> = match (&filter.ids, &filter.member) {
+                (Some(ids), _) => {
+                    let unique: BTreeSet<&String> = ids.iter().collect();
+                    unique.into_iter().filter_map(|id| a.conversations.get(id)).collect()
+                }
+                (None, Some(member)) => {
+                    a.member_cids(member).filter_map(|cid| a.conversations.get(cid)).collect()
+                }
+                (None, None) => a.conversations.values().collect(),
+            };
+            let mut found: Vec<&Conversation> = candidates
+                .into_iter()
+                .filter(|c| filter.ids.as_ref().is_none_or(|ids| ids.contains(&c.id)))
+                .filter(|c| filter.member.as_ref().is_none_or(|m| c.members.iter().any(|x| &x.client == m)))
+                .filter(|c| filter.kind.is_none_or(|k| c.kind == k))
+                .collect();
+            found.sort_by_key(|c| (c.created_at, c.order));
+            Ok(found.into_iter().take(filter.max.saturating_add(1)).map(|c| a.record(app, c)).collect())
+        }))
+    }
+
+    fn set_attributes<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        attrs: Map<String, Value>,
+        updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.update(app, cid, |c| {
+            c.attrs = attrs;
+            c.updated_at = updated_at;
+            Ok(())
+        })
+    }
+
+    fn add_members<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        members: Vec<String>,
+        updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            let c = a.conversations.get_mut(cid).ok_or_else(|| missing(cid))?;
+            let last_ts = c.last_ts();
+            for client in members {
+                if !c.members.iter().any(|m| m.client == client) {
+                    a.memberships.entry(client.clone()).or_default().insert(cid.to_owned());
+                    c.members.push(Member::new(client, last_ts));
+                }
+            }
+            c.updated_at = updated_at;
+            Ok(())
+        }))
+    }
+
+    fn remove_members<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        members: Vec<String>,
+        updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            a.conversation_mut(cid)?.updated_at = updated_at;
+            for client in &members {
+                a.remove_member(cid, client);
+            }
+            Ok(())
+        }))
+    }
+
+    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()> {
+        done(self.with_app(&message.app.clone(), |a| {
+            let log = a.messages.entry(message.cid.clone()).or_default();
+            if log.by_ts.contains_key(&message.ts) {
+                return Err(StoreError::Backend(format!(
+                    "position {} of {} is taken",
+                    message.ts, message.cid
+                )));
+            }
+            log.by_id.entry(message.id.clone()).or_insert(message.ts);
+            if let Some(c) = a.conversations.get_mut(&message.cid)
+                && message.ts > c.last_ts()
+            {
+                c.last_ts = message.ts;
+            }
+            log.by_ts.insert(message.ts, message);
+            Ok(())
+        }))
+    }
+
+    fn messages<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        done(self.with_app(app, |a| {
+            let Some(log) = a.messages.get(cid) else { return Ok(Vec::new()) };
+            let lower = range.after.map_or(Bound::Unbounded, bound);
+            let upper = range.before.map_or(Bound::Unbounded, bound);
+            // An empty or inverted range: BTreeMap::range would panic on some of these.
+            let empty = match (lower, upper) {
+                (Bound::Included(l), Bound::Included(u)) => l > u,
+                (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) => l >= u,
+                _ => false,
+            };
+            if empty || range.limit == 0 {
+                return Ok(Vec::new());
+            }
+            let matches = |m: &&StoredMessage| range.lctype.is_none_or(|t| has_lctype(&m.data, t));
+            let window = log.by_ts.range((lower, upper)).map(|(_, m)| m);
+            let mut page: Vec<StoredMessage> = if range.newest_first {
+                window.rev().filter(matches).take(range.limit).cloned().collect()
+            } else {
+                window.filter(matches).take(range.limit).cloned().collect()
+            };
+            if range.newest_first {
+                page.reverse();
+            }
+            Ok(page)
+        }))
+    }
+
+    fn member_cursors<'a>(&'a self, app: &'a str, client: &'a str) -> StoreFuture<'a, Vec<MemberCursor>> {
+        done(self.with_app(app, |a| {
+            Ok(a.member_cids(client)
+                .filter_map(|cid| a.conversations.get(cid))
+                .filter_map(|c| {
+                    let m = c.members.iter().find(|m| m.client == client)?;
+                    Some(MemberCursor { cid: c.id.clone(), cursor: m.cursor, last_ts: c.last_ts() })
+                })
+                .collect())
+        }))
+    }
+
+    fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64) {
+        // Nothing to report to: a cursor for a missing conversation changes nothing.
+        let _ = self.with_app(app, |a| {
+            if let Some(m) = a.conversations.get_mut(cid).and_then(|c| c.member_mut(client)) {
+                m.cursor = m.cursor.max(ts);
+            }
+            Ok(())
+        });
+    }
+
+    fn save_read<'a>(&'a self, app: &'a str, client: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {
+        self.set_member_flag(app, cid, &[client.to_owned()], |m| m.read = m.read.max(ts))
+    }
+
+    fn message<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        id: &'a str,
+    ) -> StoreFuture<'a, Option<StoredMessage>> {
+        done(self.with_app(app, |a| {
+            Ok(a.messages
+                .get(cid)
+                .and_then(|log| log.by_id.get(id).and_then(|ts| log.by_ts.get(ts)))
+                .cloned())
+        }))
+    }
+
+    fn patch_message<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        data: String,
+        patched_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            let log = a.messages.get_mut(cid);
+            let Some((log, m)) = log.and_then(|l| l.by_ts.get_mut(&ts).map(|m| (&mut l.patched, m))) else {
+                return Err(StoreError::Backend(format!("no message at {ts} in {cid}")));
+            };
+            m.data = data;
+            m.patched_at = Some(patched_at);
+            log.insert(ts);
+            Ok(())
+        }))
+    }
+
+    fn set_role<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        role: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        self.set_member_flag(app, cid, &[client.to_owned()], |m| m.role = Some(role.to_owned()))
+    }
+
+    fn set_shut_up<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        clients: Vec<String>,
+        on: bool,
+    ) -> StoreFuture<'a, ()> {
+        self.set_member_flag(app, cid, &clients, |m| m.shut_up = on)
+    }
+
+    fn set_blocked<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        clients: Vec<String>,
+        on: bool,
+    ) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            let c = a.conversation_mut(cid)?;
+            for client in &clients {
+                if on {
+                    c.blocked.insert(client.clone());
+                } else {
+                    c.blocked.remove(client);
+                }
+            }
+            if on {
+                for client in &clients {
+                    a.remove_member(cid, client);
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn patched_since<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        since: i64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        done(self.with_app(app, |a| {
+            let mut changes: Vec<&StoredMessage> = a
+                .member_cids(client)
+                .filter_map(|cid| a.messages.get(cid))
+                .flat_map(|log| log.patched.iter().filter_map(|ts| log.by_ts.get(ts)))
+                .filter(|m| m.patched_at.is_some_and(|at| at > since))
+                .collect();
+            changes.sort_by(|x, y| (x.patched_at, &x.cid, x.ts).cmp(&(y.patched_at, &y.cid, y.ts)));
+            Ok(changes.into_iter().take(limit).cloned().collect())
+        }))
+    }
+
+    fn set_muted<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        muted: bool,
+    ) -> StoreFuture<'a, ()> {
+        self.set_member_flag(app, cid, &[client.to_owned()], |m| m.muted = muted)
+    }
+
+    fn member_positions<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+    ) -> StoreFuture<'a, Vec<(String, i64, i64)>> {
+        done(self.with_app(app, |a| {
+            Ok(a.conversations
+                .get(cid)
+                .map(|c| c.members.iter().map(|m| (m.client.clone(), m.cursor, m.read)).collect())
+                .unwrap_or_default())
+        }))
+    }
+
+    fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            let c = a.conversation_mut(cid)?;
+            if let Some(key) = c.unique_key.take()
+                && a.unique.get(&key).is_some_and(|holder| holder == cid)
+            {
+                a.unique.remove(&key);
+            }
+            Ok(())
+        }))
+    }
+
+    fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>> {
+        done(self.with_app(app, |a| {
+            let mut candidates: Vec<(&Conversation, i64)> = a
+                .member_cids(client)
+                .filter_map(|cid| a.conversations.get(cid))
+                .filter(|c| c.kind != ConvKind::Transient)
+                .filter_map(|c| {
+                    let read = c.members.iter().find(|m| m.client == client)?.read;
+                    (c.last_ts() > read).then_some((c, read))
+                })
+                .collect();
+            candidates.sort_by(|x, y| y.0.last_ts().cmp(&x.0.last_ts()).then_with(|| x.0.id.cmp(&y.0.id)));
+            let mut unread = Vec::new();
+            for (c, read) in candidates {
+                if unread.len() >= max {
+                    break;
+                }
+                let Some(log) = a.messages.get(&c.id) else { continue };
+                let (mut count, mut mentioned) = (0, false);
+                for m in log.by_ts.range((Bound::Excluded(read), Bound::Unbounded)).map(|(_, m)| m) {
+                    if m.from != client {
+                        count += 1;
+                        mentioned |= m.mentions.includes(client);
+                    }
+                }
+                if count > 0 {
+                    unread.push(UnreadCount {
+                        cid: c.id.clone(),
+                        unread: count,
+                        last: a.last_message(c),
+                        mentioned,
+                    });
+                }
+            }
+            Ok(unread)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::MemoryStore;
+    use confab_engine::ports::{ConvKind, ConversationRecord, MessageRange, Store, StoredMessage};
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    confab_store_tests::store_conformance_tests!(MemoryStore::new());
+
+    /// Polls a future once: the memory store's are complete when returned.
+    fn ready<T>(f: impl Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("the memory store's futures are complete when returned"),
+        }
+    }
+
+    #[test]
+    fn writes_apply_before_the_call_returns() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let record = ConversationRecord {
+            app: "a".into(),
+            id: "c".into(),
+            kind: ConvKind::Normal,
+            creator: "alice".into(),
+            members: vec!["alice".into(), "bob".into()],
+            muted: Vec::new(),
+            managers: Vec::new(),
+            shut_up: Vec::new(),
+            blocked: Vec::new(),
+            expires_at: None,
+            attrs: serde_json::Map::new(),
+            unique_key: None,
+            created_at: 1,
+            updated_at: 1,
+            last_message: None,
+        };
+        ready(store.create_conversation(record)).unwrap();
+        // Not polled: the appends are in the store already, in call order.
+        let pending: Vec<_> = (1..=3)
+            .map(|ts| {
+                store.append_message(StoredMessage {
+                    app: "a".into(),
+                    cid: "c".into(),
+                    id: format!("m{ts}"),
+                    ts,
+                    from: "alice".into(),
+                    data: format!("{ts}"),
+                    receipt: false,
+                    patched_at: None,
+                    binary: false,
+                    mentions: Default::default(),
+                })
+            })
+            .collect();
+        let all = ready(store.messages("a", "c", MessageRange { limit: 10, ..Default::default() })).unwrap();
+        assert_eq!(all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m1", "m2", "m3"]);
+        for p in pending {
+            ready(p).unwrap();
+        }
+        store.save_cursor("a", "bob", "c", 2);
+        assert_eq!(ready(store.member_positions("a", "c")).unwrap()[1], ("bob".into(), 2, 0));
+    }
+}

@@ -1,0 +1,872 @@
+//! The store conformance suite: the rules of [`Store`] (see its docs) as one async
+//! function per rule, each taking a fresh, empty store. A store crate runs them all
+//! with one line in its tests:
+//!
+//! ```ignore
+//! confab_store_tests::store_conformance_tests!(MemoryStore::new());
+//! ```
+//!
+//! The expression is evaluated once per test and must give a value implementing
+//! [`AsStore`] (every [`Store`] does; a fixture that owns a temporary directory
+//! implements it to lend its store). The calling crate needs `tokio` (with `macros`
+//! and `rt`) as a dev-dependency.
+//!
+//! Positions (`ts`) used here are small numbers and every write is awaited before the
+//! read that checks it, except [`Store::save_cursor`], whose effect reads must show at
+//! once.
+
+use confab_engine::ports::{
+    ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store, StoredMessage,
+    UnreadCount,
+};
+use confab_types::Mentions;
+use serde_json::{Map, Value, json};
+
+/// Lends the store a conformance test runs against.
+pub trait AsStore {
+    /// The store under test.
+    fn as_store(&self) -> &dyn Store;
+}
+
+impl<T: Store> AsStore for T {
+    fn as_store(&self) -> &dyn Store {
+        self
+    }
+}
+
+/// Expands to one `#[tokio::test]` per rule of the suite, each running against a
+/// store made by evaluating `$make` (a value implementing [`AsStore`]).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::__store_rules!($crate::__each_rule, $make);
+    };
+}
+
+/// Calls `$then!($arg; rule, rule, …)` with every rule's name: the one list of rules.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_rules {
+    ($then:path, $arg:expr) => {
+        $then!(
+            $arg;
+            conversations_round_trip,
+            an_existing_id_is_refused,
+            unique_keys_are_held_and_released,
+            apps_are_isolated,
+            members_are_added_and_removed_in_join_order,
+            new_members_start_at_the_newest_message,
+            attributes_are_replaced,
+            scans_apply_every_filter_and_max,
+            messages_round_trip_in_append_order,
+            a_taken_position_is_refused_alone,
+            queued_writes_apply_in_call_order,
+            history_pages_towards_older_messages,
+            history_pages_towards_newer_messages,
+            offline_replay_pages_until_empty,
+            lctype_filters_before_the_limit,
+            last_message_follows_the_newest_append,
+            cursors_never_go_back_and_show_at_once,
+            member_cursors_cover_every_membership,
+            read_positions_never_go_back,
+            unread_counts_others_messages_after_the_read_position,
+            unread_is_newest_first_and_capped,
+            patches_replace_the_body_in_place,
+            patched_since_orders_and_caps_changes,
+            message_by_id,
+            roles_apply_to_members,
+            shut_up_applies_to_members,
+            blocking_removes_members,
+            muting_applies_to_members,
+            member_positions_in_join_order,
+        );
+    };
+}
+
+/// Emits one test per rule name.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __each_rule {
+    ($make:expr; $($rule:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $rule() {
+                let fixture = $make;
+                $crate::$rule($crate::AsStore::as_store(&fixture)).await;
+            }
+        )*
+    };
+}
+
+const APP: &str = "app";
+
+fn attrs(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// A normal conversation of [`APP`] created at `created_at`, the first member its creator.
+fn conv(id: &str, members: &[&str], created_at: i64) -> ConversationRecord {
+    ConversationRecord {
+        app: APP.into(),
+        id: id.into(),
+        kind: ConvKind::Normal,
+        creator: members.first().copied().unwrap_or("").into(),
+        members: members.iter().map(|m| m.to_string()).collect(),
+        muted: Vec::new(),
+        managers: Vec::new(),
+        shut_up: Vec::new(),
+        blocked: Vec::new(),
+        expires_at: None,
+        attrs: attrs(json!({ "name": id })),
+        unique_key: None,
+        created_at,
+        updated_at: created_at,
+        last_message: None,
+    }
+}
+
+/// A message of [`APP`] with id `m<cid>-<ts>`.
+fn msg(cid: &str, ts: i64, from: &str, data: &str) -> StoredMessage {
+    StoredMessage {
+        app: APP.into(),
+        cid: cid.into(),
+        id: format!("m{cid}-{ts}"),
+        ts,
+        from: from.into(),
+        data: data.into(),
+        receipt: false,
+        patched_at: None,
+        binary: false,
+        mentions: Mentions::default(),
+    }
+}
+
+async fn create(store: &dyn Store, record: ConversationRecord) {
+    let id = record.id.clone();
+    store.create_conversation(record).await.unwrap_or_else(|e| panic!("create {id}: {e}"));
+}
+
+async fn append(store: &dyn Store, message: StoredMessage) {
+    let at = (message.cid.clone(), message.ts);
+    store.append_message(message).await.unwrap_or_else(|e| panic!("append {at:?}: {e}"));
+}
+
+/// Appends messages from `from` at each position, bodies `"<ts>"`.
+async fn fill(store: &dyn Store, cid: &str, from: &str, positions: impl IntoIterator<Item = i64>) {
+    for ts in positions {
+        append(store, msg(cid, ts, from, &ts.to_string())).await;
+    }
+}
+
+async fn read(store: &dyn Store, cid: &str) -> ConversationRecord {
+    store.conversation(APP, cid).await.expect("read conversation").expect("conversation exists")
+}
+
+async fn page(store: &dyn Store, cid: &str, range: MessageRange) -> Vec<i64> {
+    store.messages(APP, cid, range).await.expect("read messages").iter().map(|m| m.ts).collect()
+}
+
+fn range(
+    after: Option<(i64, bool)>,
+    before: Option<(i64, bool)>,
+    newest_first: bool,
+    limit: usize,
+) -> MessageRange {
+    MessageRange { after, before, newest_first, limit, lctype: None }
+}
+
+async fn positions(store: &dyn Store, cid: &str) -> Vec<(String, i64, i64)> {
+    store.member_positions(APP, cid).await.expect("member positions")
+}
+
+async fn cursors(store: &dyn Store, client: &str) -> Vec<MemberCursor> {
+    let mut c = store.member_cursors(APP, client).await.expect("member cursors");
+    c.sort_by(|a, b| a.cid.cmp(&b.cid));
+    c
+}
+
+fn owned(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+fn summary(unread: &[UnreadCount]) -> Vec<(&str, i64, bool)> {
+    unread.iter().map(|u| (u.cid.as_str(), u.unread, u.mentioned)).collect()
+}
+
+/// A conversation reads back as created (duplicate members once), missing ones as `None`.
+pub async fn conversations_round_trip(store: &dyn Store) {
+    let mut record = conv("c1", &["alice", "bob", "alice", "carol"], 100);
+    record.kind = ConvKind::Temporary;
+    record.expires_at = Some(9_000);
+    record.updated_at = 150;
+    record.unique_key = Some("alice,bob,carol".into());
+    record.attrs = attrs(json!({ "name": "trip", "attr": { "a": [1, 2], "b": null }, "x": 1.5 }));
+    create(store, record.clone()).await;
+    let mut expected = record;
+    expected.members = owned(&["alice", "bob", "carol"]);
+    assert_eq!(read(store, "c1").await, expected);
+
+    let mut system = conv("sys", &[], 200);
+    system.kind = ConvKind::System;
+    create(store, system.clone()).await;
+    assert_eq!(read(store, "sys").await, system);
+
+    assert_eq!(store.conversation(APP, "nope").await.expect("read"), None);
+}
+
+/// Creating an id that exists fails and leaves the first conversation as it was.
+pub async fn an_existing_id_is_refused(store: &dyn Store) {
+    create(store, conv("c1", &["alice"], 1)).await;
+    let mut again = conv("c1", &["mallory"], 2);
+    again.attrs = attrs(json!({ "name": "other" }));
+    assert!(store.create_conversation(again).await.is_err(), "an existing id is refused");
+    let kept = read(store, "c1").await;
+    assert_eq!((kept.members, kept.created_at), (owned(&["alice"]), 1));
+    assert_eq!(kept.attrs, attrs(json!({ "name": "c1" })));
+}
+
+/// A unique key finds its conversation, cannot be taken twice, and once released is
+/// free for another conversation.
+pub async fn unique_keys_are_held_and_released(store: &dyn Store) {
+    let mut first = conv("c1", &["alice", "bob"], 1);
+    first.unique_key = Some("alice,bob".into());
+    create(store, first).await;
+    let found = store.find_unique(APP, "alice,bob").await.expect("find").expect("found");
+    assert_eq!((found.id.as_str(), found.members), ("c1", owned(&["alice", "bob"])));
+    assert_eq!(store.find_unique(APP, "bob,carol").await.expect("find"), None);
+
+    let mut rival = conv("c2", &["alice", "bob"], 2);
+    rival.unique_key = Some("alice,bob".into());
+    assert!(store.create_conversation(rival.clone()).await.is_err(), "a held key is refused");
+    assert_eq!(store.conversation(APP, "c2").await.expect("read"), None, "nothing stored");
+
+    store.release_unique(APP, "c1").await.expect("release");
+    assert_eq!(store.find_unique(APP, "alice,bob").await.expect("find"), None);
+    let released = read(store, "c1").await;
+    assert_eq!((released.unique_key, released.members), (None, owned(&["alice", "bob"])));
+
+    create(store, rival).await;
+    let found = store.find_unique(APP, "alice,bob").await.expect("find").expect("found");
+    assert_eq!(found.id, "c2");
+}
+
+/// The same conversation id, unique key and client ids in two apps are unrelated.
+pub async fn apps_are_isolated(store: &dyn Store) {
+    let mut mine = conv("c1", &["alice", "bob"], 1);
+    mine.unique_key = Some("k".into());
+    let mut theirs = conv("c1", &["mallory", "bob"], 2);
+    theirs.app = "other".into();
+    theirs.unique_key = Some("k".into());
+    create(store, mine).await;
+    create(store, theirs).await;
+    fill(store, "c1", "alice", [1, 2]).await;
+    let mut foreign = msg("c1", 1, "mallory", "theirs");
+    foreign.app = "other".into();
+    store.append_message(foreign).await.expect("the same position in another app");
+    store.save_cursor(APP, "bob", "c1", 2);
+    store.save_read(APP, "bob", "c1", 2).await.expect("read position");
+
+    assert_eq!(read(store, "c1").await.members, owned(&["alice", "bob"]));
+    let other = store.conversation("other", "c1").await.expect("read").expect("exists");
+    assert_eq!(other.members, owned(&["mallory", "bob"]));
+    assert_eq!(other.last_message.map(|m| m.data), Some("theirs".into()));
+    let found = store.find_unique("other", "k").await.expect("find").expect("found");
+    assert_eq!(found.created_at, 2);
+    let history = store.messages("other", "c1", range(None, None, false, 10)).await.expect("read");
+    assert_eq!(history.iter().map(|m| m.data.as_str()).collect::<Vec<_>>(), ["theirs"]);
+    assert_eq!(
+        store.member_cursors("other", "bob").await.expect("cursors"),
+        [MemberCursor { cid: "c1".into(), cursor: 0, last_ts: 1 }]
+    );
+    assert_eq!(
+        store.member_positions("other", "c1").await.expect("positions"),
+        [("mallory".into(), 0, 0), ("bob".into(), 0, 0)]
+    );
+    let unread = store.unread("other", "bob", 10).await.expect("unread");
+    assert_eq!(summary(&unread), [("c1", 1, false)]);
+    let scan = store.scan_conversations("third", ScanFilter { max: 10, ..Default::default() }).await;
+    assert_eq!(scan.expect("scan").len(), 0);
+}
+
+/// Members keep join order; adding a member again changes nothing; removing takes the
+/// member out; both set `updated_at`; a member added again goes to the end.
+pub async fn members_are_added_and_removed_in_join_order(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    store.add_members(APP, "c", owned(&["carol", "bob", "dave", "carol"]), 5).await.expect("add");
+    let c = read(store, "c").await;
+    assert_eq!((c.members, c.updated_at, c.created_at), (owned(&["alice", "bob", "carol", "dave"]), 5, 1));
+
+    store.remove_members(APP, "c", owned(&["bob", "zed"]), 7).await.expect("remove");
+    let c = read(store, "c").await;
+    assert_eq!((c.members, c.updated_at), (owned(&["alice", "carol", "dave"]), 7));
+
+    store.add_members(APP, "c", owned(&["bob"]), 9).await.expect("add again");
+    let c = read(store, "c").await;
+    assert_eq!((c.members, c.updated_at), (owned(&["alice", "carol", "dave", "bob"]), 9));
+    let filter = ScanFilter { member: Some("carol".into()), max: 10, ..Default::default() };
+    assert_eq!(store.scan_conversations(APP, filter).await.expect("scan").len(), 1);
+    store.remove_members(APP, "c", owned(&["carol"]), 10).await.expect("remove");
+    let filter = ScanFilter { member: Some("carol".into()), max: 10, ..Default::default() };
+    assert_eq!(store.scan_conversations(APP, filter).await.expect("scan").len(), 0);
+    assert_eq!(cursors(store, "carol").await, []);
+}
+
+/// Creation starts cursors and read positions at 0; a member added later starts its
+/// cursor at the newest message (read position 0); a current member keeps its own.
+pub async fn new_members_start_at_the_newest_message(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    create(store, conv("empty", &["alice"], 1)).await;
+    fill(store, "c", "alice", [10, 20, 30]).await;
+    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 0, 0)]);
+    store.save_cursor(APP, "bob", "c", 10);
+    store.add_members(APP, "c", owned(&["carol", "bob"]), 40).await.expect("add");
+    store.add_members(APP, "empty", owned(&["carol"]), 40).await.expect("add");
+    assert_eq!(
+        positions(store, "c").await,
+        [("alice".into(), 0, 0), ("bob".into(), 10, 0), ("carol".into(), 30, 0)]
+    );
+    assert_eq!(
+        cursors(store, "carol").await,
+        [
+            MemberCursor { cid: "c".into(), cursor: 30, last_ts: 30 },
+            MemberCursor { cid: "empty".into(), cursor: 0, last_ts: 0 },
+        ]
+    );
+    // Removed and added again: a fresh start at the newest message.
+    store.save_read(APP, "bob", "c", 20).await.expect("read");
+    store.remove_members(APP, "c", owned(&["bob"]), 41).await.expect("remove");
+    fill(store, "c", "alice", [50]).await;
+    store.add_members(APP, "c", owned(&["bob"]), 42).await.expect("add");
+    assert_eq!(positions(store, "c").await.last(), Some(&("bob".into(), 50, 0)));
+}
+
+/// Attributes are replaced whole, with `updated_at`; nothing else changes.
+pub async fn attributes_are_replaced(store: &dyn Store) {
+    let mut record = conv("c", &["alice"], 1);
+    record.attrs = attrs(json!({ "name": "old", "attr": { "k": 1 }, "gone": true }));
+    create(store, record).await;
+    let new = attrs(json!({ "name": "new", "attr": { "k": 2, "deep": { "x": [1, "two"] } } }));
+    store.set_attributes(APP, "c", new.clone(), 77).await.expect("set");
+    let c = read(store, "c").await;
+    assert_eq!((c.attrs, c.updated_at, c.created_at, c.members), (new, 77, 1, owned(&["alice"])));
+}
+
+/// Scans match every filter that is set, oldest created first, at most `max + 1`.
+pub async fn scans_apply_every_filter_and_max(store: &dyn Store) {
+    create(store, conv("n3", &["alice", "bob"], 30)).await;
+    create(store, conv("n1", &["alice"], 10)).await;
+    let mut room = conv("room", &[], 20);
+    room.kind = ConvKind::Transient;
+    create(store, room).await;
+    let mut tmp = conv("tmp", &["bob"], 40);
+    tmp.kind = ConvKind::Temporary;
+    create(store, tmp).await;
+    let mut elsewhere = conv("n0", &["alice"], 5);
+    elsewhere.app = "other".into();
+    create(store, elsewhere).await;
+
+    let scan = |filter: ScanFilter| async move {
+        let found = store.scan_conversations(APP, filter).await.expect("scan");
+        found.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let all = ScanFilter { max: 100, ..Default::default() };
+    assert_eq!(scan(all.clone()).await, ["n1", "room", "n3", "tmp"]);
+    let ids = |ids: &[&str]| ScanFilter { ids: Some(owned(ids)), ..all.clone() };
+    assert_eq!(scan(ids(&["tmp", "n1", "missing", "n0"])).await, ["n1", "tmp"]);
+    assert_eq!(scan(ids(&[])).await, Vec::<String>::new());
+    let member = |m: &str| ScanFilter { member: Some(m.into()), ..all.clone() };
+    assert_eq!(scan(member("alice")).await, ["n1", "n3"]);
+    assert_eq!(scan(member("bob")).await, ["n3", "tmp"]);
+    assert_eq!(scan(member("nobody")).await, Vec::<String>::new());
+    let kind = |k: ConvKind| ScanFilter { kind: Some(k), ..all.clone() };
+    assert_eq!(scan(kind(ConvKind::Transient)).await, ["room"]);
+    assert_eq!(scan(kind(ConvKind::Normal)).await, ["n1", "n3"]);
+    assert_eq!(scan(kind(ConvKind::System)).await, Vec::<String>::new());
+    let both = ScanFilter { kind: Some(ConvKind::Temporary), ..ids(&["tmp", "n3"]) };
+    assert_eq!(scan(both).await, ["tmp"]);
+    let both = ScanFilter { kind: Some(ConvKind::Normal), ..member("bob") };
+    assert_eq!(scan(both).await, ["n3"]);
+
+    // Past `max`: `max + 1` candidates say "too many"; exactly `max` are all returned.
+    assert_eq!(scan(ScanFilter { max: 2, ..Default::default() }).await, ["n1", "room", "n3"]);
+    assert_eq!(scan(ScanFilter { max: 0, ..Default::default() }).await, ["n1"]);
+    assert_eq!(scan(ScanFilter { max: 2, ..member("alice") }).await, ["n1", "n3"]);
+
+    // Records come whole, as `conversation` reads them.
+    let full = store.scan_conversations(APP, ids(&["n3"])).await.expect("scan");
+    assert_eq!(full, [read(store, "n3").await]);
+}
+
+/// Every field of a message reads back as appended, oldest first.
+pub async fn messages_round_trip_in_append_order(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    let mut rich = msg("c", 5, "bob", "AAEC");
+    rich.receipt = true;
+    rich.binary = true;
+    rich.mentions = Mentions { all: true, pids: owned(&["alice", "carol"]) };
+    let plain = msg("c", 3, "alice", "{\"_lctype\":-1,\"_lctext\":\"hi\"}");
+    let mut later = msg("c", 8, "alice", "text with \u{1F600} and 'quotes'");
+    later.mentions = Mentions { all: false, pids: owned(&["bob"]) };
+    for m in [plain.clone(), rich.clone(), later.clone()] {
+        append(store, m).await;
+    }
+    let all = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
+    assert_eq!(all, [plain, rich.clone(), later]);
+    assert_eq!(store.messages(APP, "nope", range(None, None, false, 10)).await.expect("read"), []);
+    assert_eq!(store.message(APP, "c", &rich.id).await.expect("read"), Some(rich));
+}
+
+/// A position taken in the conversation is refused; the writes around it land.
+pub async fn a_taken_position_is_refused_alone(store: &dyn Store) {
+    create(store, conv("c", &["alice"], 1)).await;
+    create(store, conv("d", &["alice"], 1)).await;
+    fill(store, "c", "alice", [1]).await;
+    let good = store.append_message(msg("c", 2, "alice", "two"));
+    let taken = store.append_message(msg("c", 1, "mallory", "again"));
+    let other = store.append_message(msg("d", 1, "alice", "same position, other conversation"));
+    let newest = store.append_message(msg("c", 3, "alice", "three"));
+    good.await.expect("the write before lands");
+    assert!(taken.await.is_err(), "a taken position is refused");
+    other.await.expect("positions are per conversation");
+    newest.await.expect("the write after lands");
+    let all = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
+    let got: Vec<_> = all.iter().map(|m| (m.ts, m.from.as_str(), m.data.as_str())).collect();
+    assert_eq!(got, [(1, "alice", "1"), (2, "alice", "two"), (3, "alice", "three")]);
+    assert_eq!(read(store, "c").await.last_message.map(|m| m.ts), Some(3));
+}
+
+/// Writes queued without awaiting apply in call order: a patch queued after an
+/// append sees it, and every append is there once the futures resolve.
+pub async fn queued_writes_apply_in_call_order(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    let mut pending: Vec<_> = (1..=200).map(|ts| store.append_message(msg("c", ts, "alice", "x"))).collect();
+    pending.push(store.patch_message(APP, "c", 200, "edited".into(), 500));
+    pending.push(store.add_members(APP, "c", owned(&["carol"]), 501));
+    for p in pending {
+        p.await.expect("write");
+    }
+    let all = page(store, "c", range(None, None, false, 1000)).await;
+    assert_eq!(all, (1..=200).collect::<Vec<_>>());
+    let c = read(store, "c").await;
+    assert_eq!(c.last_message.map(|m| (m.ts, m.data)), Some((200, "edited".into())));
+    assert_eq!(positions(store, "c").await.last(), Some(&("carol".into(), 200, 0)));
+}
+
+/// `logs` towards older messages: `before` = start anchor, `after` = end anchor,
+/// newest first, returned oldest first.
+pub async fn history_pages_towards_older_messages(store: &dyn Store) {
+    create(store, conv("c", &["alice"], 1)).await;
+    fill(store, "c", "alice", [10, 20, 30, 40, 50, 60]).await;
+    let older = |start, end, limit| page(store, "c", range(end, start, true, limit));
+    assert_eq!(older(None, None, 3).await, [40, 50, 60]);
+    assert_eq!(older(None, None, 100).await, [10, 20, 30, 40, 50, 60]);
+    assert_eq!(older(Some((50, false)), None, 2).await, [30, 40]);
+    assert_eq!(older(Some((50, true)), None, 2).await, [40, 50]);
+    assert_eq!(older(Some((45, false)), None, 2).await, [30, 40], "an anchor between messages");
+    assert_eq!(older(Some((50, false)), Some((20, false)), 10).await, [30, 40]);
+    assert_eq!(older(Some((50, false)), Some((20, true)), 10).await, [20, 30, 40]);
+    assert_eq!(older(Some((50, true)), Some((20, true)), 10).await, [20, 30, 40, 50]);
+    assert_eq!(older(Some((50, true)), Some((20, true)), 2).await, [40, 50], "the newest of the window");
+    assert_eq!(older(None, Some((40, false)), 10).await, [50, 60]);
+    assert_eq!(older(Some((10, false)), None, 10).await, Vec::<i64>::new());
+    assert_eq!(older(Some((30, true)), Some((30, true)), 10).await, [30]);
+    assert_eq!(older(Some((30, false)), Some((30, true)), 10).await, Vec::<i64>::new());
+    assert_eq!(older(Some((30, true)), Some((30, false)), 10).await, Vec::<i64>::new());
+    assert_eq!(older(Some((30, false)), Some((30, false)), 10).await, Vec::<i64>::new());
+    assert_eq!(older(Some((20, true)), Some((50, true)), 10).await, Vec::<i64>::new(), "inverted");
+    assert_eq!(older(None, None, 0).await, Vec::<i64>::new());
+}
+
+/// `logs` towards newer messages: `after` = start anchor, `before` = end anchor,
+/// oldest first.
+pub async fn history_pages_towards_newer_messages(store: &dyn Store) {
+    create(store, conv("c", &["alice"], 1)).await;
+    fill(store, "c", "alice", [10, 20, 30, 40, 50, 60]).await;
+    let newer = |start, end, limit| page(store, "c", range(start, end, false, limit));
+    assert_eq!(newer(None, None, 3).await, [10, 20, 30]);
+    assert_eq!(newer(Some((20, false)), None, 2).await, [30, 40]);
+    assert_eq!(newer(Some((20, true)), None, 2).await, [20, 30]);
+    assert_eq!(newer(Some((25, true)), None, 2).await, [30, 40], "an anchor between messages");
+    assert_eq!(newer(Some((20, false)), Some((50, false)), 10).await, [30, 40]);
+    assert_eq!(newer(Some((20, false)), Some((50, true)), 10).await, [30, 40, 50]);
+    assert_eq!(newer(Some((20, true)), Some((50, true)), 10).await, [20, 30, 40, 50]);
+    assert_eq!(newer(Some((20, true)), Some((50, true)), 2).await, [20, 30], "the oldest of the window");
+    assert_eq!(newer(None, Some((30, false)), 10).await, [10, 20]);
+    assert_eq!(newer(None, Some((30, true)), 10).await, [10, 20, 30]);
+    assert_eq!(newer(Some((60, false)), None, 10).await, Vec::<i64>::new());
+    assert_eq!(newer(Some((-5, false)), Some((1_000, false)), 10).await, [10, 20, 30, 40, 50, 60]);
+    assert_eq!(newer(Some((50, true)), Some((20, true)), 10).await, Vec::<i64>::new(), "inverted");
+    assert_eq!(newer(Some((20, false)), None, 0).await, Vec::<i64>::new());
+}
+
+/// The offline replay's reads: strictly after the cursor, a page at a time.
+pub async fn offline_replay_pages_until_empty(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    fill(store, "c", "alice", 1..=7).await;
+    let mut from = 2;
+    let mut pages = Vec::new();
+    loop {
+        let got =
+            page(store, "c", MessageRange { after: Some((from, false)), limit: 2, ..Default::default() })
+                .await;
+        let Some(last) = got.last() else { break };
+        from = *last;
+        pages.push(got);
+    }
+    assert_eq!(pages, [vec![3, 4], vec![5, 6], vec![7]]);
+}
+
+/// `lctype` keeps bodies that are JSON objects with that `_lctype` number, before
+/// the limit applies.
+pub async fn lctype_filters_before_the_limit(store: &dyn Store) {
+    create(store, conv("c", &["alice"], 1)).await;
+    let bodies = [
+        (1, "{\"_lctype\":-1}"),
+        (2, "{\"_lctype\":-2,\"_lctext\":\"image\"}"),
+        (3, "plain text"),
+        (4, "{\"_lctype\":\"-2\"}"),
+        (5, "[{\"_lctype\":-2}]"),
+        (6, "{\"_lctype\":-2.0}"),
+        (7, "{\"nested\":{\"_lctype\":-2}}"),
+        (8, "{\"_lctype\":-2}"),
+        (9, "{not json"),
+        (10, "{\"_lctype\":-1}"),
+        (11, "{\"_lctype\":-2}"),
+        (12, "{\"_lctype\":true}"),
+        (13, "{\"_lctype\":1}"),
+    ];
+    for (ts, body) in bodies {
+        append(store, msg("c", ts, "alice", body)).await;
+    }
+    let typed = |after, before, newest_first, limit| {
+        page(store, "c", MessageRange { lctype: Some(-2), ..range(after, before, newest_first, limit) })
+    };
+    assert_eq!(typed(None, None, false, 10).await, [2, 6, 8, 11]);
+    assert_eq!(typed(None, None, false, 2).await, [2, 6]);
+    assert_eq!(typed(None, None, true, 2).await, [8, 11]);
+    assert_eq!(typed(Some((2, false)), Some((11, false)), false, 10).await, [6, 8]);
+    assert_eq!(typed(None, Some((8, false)), true, 1).await, [6]);
+    let minus_one = MessageRange { lctype: Some(-1), ..range(None, None, false, 10) };
+    assert_eq!(page(store, "c", minus_one).await, [1, 10]);
+    // A boolean is not a number (SQLite's json_extract reads `true` as 1).
+    let one = MessageRange { lctype: Some(1), ..range(None, None, false, 10) };
+    assert_eq!(page(store, "c", one).await, [13]);
+}
+
+/// The record's last message is the newest position appended (not the latest
+/// call), and shows edits of that message only.
+pub async fn last_message_follows_the_newest_append(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    assert_eq!(read(store, "c").await.last_message, None);
+    append(store, msg("c", 10, "alice", "ten")).await;
+    let last = LastMessage { id: "mc-10".into(), ts: 10, from: "alice".into(), data: "ten".into() };
+    assert_eq!(read(store, "c").await.last_message, Some(last));
+    append(store, msg("c", 20, "bob", "twenty")).await;
+    append(store, msg("c", 15, "alice", "late")).await;
+    let last = LastMessage { id: "mc-20".into(), ts: 20, from: "bob".into(), data: "twenty".into() };
+    assert_eq!(read(store, "c").await.last_message, Some(last.clone()));
+    store.patch_message(APP, "c", 15, "edited older".into(), 30).await.expect("patch");
+    assert_eq!(read(store, "c").await.last_message, Some(last.clone()));
+    store.patch_message(APP, "c", 20, "edited newest".into(), 31).await.expect("patch");
+    let edited = LastMessage { data: "edited newest".into(), ..last };
+    assert_eq!(read(store, "c").await.last_message, Some(edited));
+    assert_eq!(cursors(store, "bob").await, [MemberCursor { cid: "c".into(), cursor: 0, last_ts: 20 }]);
+}
+
+/// A delivery cursor moves forward only, members only, and reads see it at once.
+pub async fn cursors_never_go_back_and_show_at_once(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    fill(store, "c", "alice", 1..=5).await;
+    store.save_cursor(APP, "bob", "c", 3);
+    assert_eq!(cursors(store, "bob").await, [MemberCursor { cid: "c".into(), cursor: 3, last_ts: 5 }]);
+    store.save_cursor(APP, "bob", "c", 2);
+    assert_eq!(cursors(store, "bob").await, [MemberCursor { cid: "c".into(), cursor: 3, last_ts: 5 }]);
+    store.save_cursor(APP, "bob", "c", 5);
+    store.save_cursor(APP, "bob", "c", 4);
+    store.save_cursor(APP, "mallory", "c", 5);
+    store.save_cursor(APP, "bob", "missing", 5);
+    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 5, 0)]);
+    assert_eq!(cursors(store, "bob").await, [MemberCursor { cid: "c".into(), cursor: 5, last_ts: 5 }]);
+    assert_eq!(cursors(store, "mallory").await, []);
+    // Other writes do not move it back.
+    store.add_members(APP, "c", owned(&["bob", "carol"]), 9).await.expect("add");
+    fill(store, "c", "alice", [6]).await;
+    assert_eq!(cursors(store, "bob").await, [MemberCursor { cid: "c".into(), cursor: 5, last_ts: 6 }]);
+}
+
+/// `member_cursors` lists each conversation the client is in, of any kind, with the
+/// newest position (0 without messages); none it left, none of another app.
+pub async fn member_cursors_cover_every_membership(store: &dyn Store) {
+    create(store, conv("a1", &["alice", "bob"], 1)).await;
+    create(store, conv("a2", &["bob"], 2)).await;
+    let mut sys = conv("a3", &["carol"], 3);
+    sys.kind = ConvKind::System;
+    create(store, sys).await;
+    create(store, conv("a4", &["alice"], 4)).await;
+    create(store, conv("a5", &["alice", "bob"], 5)).await;
+    let mut foreign = conv("a6", &["bob"], 6);
+    foreign.app = "other".into();
+    create(store, foreign).await;
+    store.add_members(APP, "a3", owned(&["bob"]), 7).await.expect("add");
+    fill(store, "a1", "alice", [3, 8]).await;
+    fill(store, "a3", "carol", [4]).await;
+    store.remove_members(APP, "a5", owned(&["bob"]), 9).await.expect("remove");
+    store.save_cursor(APP, "bob", "a1", 3);
+    assert_eq!(
+        cursors(store, "bob").await,
+        [
+            MemberCursor { cid: "a1".into(), cursor: 3, last_ts: 8 },
+            MemberCursor { cid: "a2".into(), cursor: 0, last_ts: 0 },
+            MemberCursor { cid: "a3".into(), cursor: 0, last_ts: 4 },
+        ]
+    );
+    assert_eq!(cursors(store, "nobody").await, []);
+}
+
+/// A read position moves forward only, members only.
+pub async fn read_positions_never_go_back(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    fill(store, "c", "alice", 1..=5).await;
+    store.save_read(APP, "bob", "c", 4).await.expect("read");
+    store.save_read(APP, "bob", "c", 2).await.expect("an older read is not an error");
+    store.save_read(APP, "mallory", "c", 5).await.expect("a non-member is not an error");
+    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 0, 4)]);
+    let unread = store.unread(APP, "bob", 10).await.expect("unread");
+    assert_eq!(summary(&unread), [("c", 1, false)]);
+    store.save_read(APP, "bob", "c", 5).await.expect("read");
+    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 0, 5)]);
+    assert_eq!(store.unread(APP, "bob", 10).await.expect("unread"), []);
+}
+
+/// `unread` counts messages from others after the read position, notes mentions among
+/// those only, carries the last message, skips transient conversations and those
+/// with nothing unread.
+pub async fn unread_counts_others_messages_after_the_read_position(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob", "carol"], 1)).await;
+    let mut room = conv("room", &["alice", "bob"], 1);
+    room.kind = ConvKind::Transient;
+    create(store, room).await;
+    create(store, conv("own", &["alice", "bob"], 1)).await;
+    create(store, conv("quiet", &["alice", "bob"], 1)).await;
+    let mentioning = |ts, from: &str, mentions| {
+        let mut m = msg("c", ts, from, &format!("m{ts}"));
+        m.mentions = mentions;
+        m
+    };
+    // bob reads up to 2; 1 mentions him (already read); 4 is his own and mentions him.
+    append(store, mentioning(1, "alice", Mentions { all: false, pids: owned(&["bob"]) })).await;
+    fill(store, "c", "alice", [2]).await;
+    append(store, mentioning(3, "carol", Mentions { all: false, pids: owned(&["alice"]) })).await;
+    append(store, mentioning(4, "bob", Mentions { all: true, pids: owned(&["bob"]) })).await;
+    fill(store, "c", "alice", [5]).await;
+    fill(store, "room", "alice", [1, 2]).await;
+    fill(store, "own", "bob", [1, 2]).await;
+    fill(store, "quiet", "alice", [1]).await;
+    store.save_read(APP, "bob", "c", 2).await.expect("read");
+    store.save_read(APP, "bob", "quiet", 1).await.expect("read");
+
+    let unread = store.unread(APP, "bob", 10).await.expect("unread");
+    let last = LastMessage { id: "mc-5".into(), ts: 5, from: "alice".into(), data: "5".into() };
+    assert_eq!(unread, [UnreadCount { cid: "c".into(), unread: 2, last: Some(last), mentioned: false }]);
+
+    // alice: bob's "all" at 4 and carol's at 3 mention her; her own 5 does not count.
+    let alice = store.unread(APP, "alice", 10).await.expect("unread");
+    let mut alice = summary(&alice);
+    alice.sort();
+    assert_eq!(alice, [("c", 2, true), ("own", 2, false)]);
+    // carol reads nothing yet: everything but her own.
+    assert_eq!(summary(&store.unread(APP, "carol", 10).await.expect("unread")), [("c", 4, true)]);
+
+    // Mentioned by `all` alone.
+    append(store, mentioning(6, "carol", Mentions { all: true, pids: Vec::new() })).await;
+    assert_eq!(summary(&store.unread(APP, "bob", 10).await.expect("unread")), [("c", 3, true)]);
+    assert_eq!(store.unread(APP, "nobody", 10).await.expect("unread"), []);
+}
+
+/// `unread` lists the conversations with the newest last message first, at most
+/// `max`, counting only conversations that have unread messages.
+pub async fn unread_is_newest_first_and_capped(store: &dyn Store) {
+    for cid in ["c1", "c2", "c3", "c4"] {
+        create(store, conv(cid, &["alice", "bob"], 1)).await;
+    }
+    fill(store, "c1", "alice", [10, 50]).await;
+    fill(store, "c2", "alice", [20]).await;
+    fill(store, "c3", "bob", [60]).await;
+    fill(store, "c4", "alice", [30, 40]).await;
+    store.save_read(APP, "bob", "c4", 30).await.expect("read");
+    let unread = store.unread(APP, "bob", 10).await.expect("unread");
+    assert_eq!(summary(&unread), [("c1", 2, false), ("c4", 1, false), ("c2", 1, false)]);
+    assert_eq!(
+        unread.iter().map(|u| u.last.as_ref().map(|l| l.ts)).collect::<Vec<_>>(),
+        [Some(50), Some(40), Some(20)]
+    );
+    // c3 (newest, but only bob's own) does not take a place.
+    let two = store.unread(APP, "bob", 2).await.expect("unread");
+    assert_eq!(summary(&two), [("c1", 2, false), ("c4", 1, false)]);
+    assert_eq!(store.unread(APP, "bob", 0).await.expect("unread"), []);
+}
+
+/// A patch replaces the body in place (same id and position) and sets `patched_at`;
+/// patching a missing position fails.
+pub async fn patches_replace_the_body_in_place(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    let mut original = msg("c", 7, "alice", "typo");
+    original.receipt = true;
+    original.mentions = Mentions { all: false, pids: owned(&["bob"]) };
+    append(store, original.clone()).await;
+    fill(store, "c", "bob", [8]).await;
+    store.patch_message(APP, "c", 7, "fixed".into(), 100).await.expect("patch");
+    let patched = StoredMessage { data: "fixed".into(), patched_at: Some(100), ..original };
+    assert_eq!(store.message(APP, "c", "mc-7").await.expect("read"), Some(patched.clone()));
+    let all = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
+    assert_eq!(all.first(), Some(&patched));
+    assert_eq!(all.get(1).map(|m| m.patched_at), Some(None));
+    store.patch_message(APP, "c", 7, "recalled".into(), 120).await.expect("patch again");
+    let again = store.message(APP, "c", "mc-7").await.expect("read").expect("found");
+    assert_eq!((again.data.as_str(), again.patched_at, again.ts), ("recalled", Some(120), 7));
+    assert!(store.patch_message(APP, "c", 99, "nothing".into(), 130).await.is_err(), "missing position");
+    assert!(
+        store.patch_message(APP, "nope", 7, "nothing".into(), 130).await.is_err(),
+        "missing conversation"
+    );
+}
+
+/// `patched_since`: the client's conversations' changes strictly after `since`, by
+/// `patched_at`, conversation id, position; the first `limit`.
+pub async fn patched_since_orders_and_caps_changes(store: &dyn Store) {
+    for cid in ["c1", "c2", "c3"] {
+        let members: &[&str] = if cid == "c3" { &["alice"] } else { &["alice", "bob"] };
+        create(store, conv(cid, members, 1)).await;
+        fill(store, cid, "alice", 1..=4).await;
+    }
+    // (cid, ts, patched_at): c3 is not bob's; the edit at 10 is not after `since`.
+    for (cid, ts, at) in [
+        ("c1", 1, 10),
+        ("c2", 2, 30),
+        ("c1", 3, 40),
+        ("c2", 1, 20),
+        ("c3", 1, 25),
+        ("c1", 4, 30),
+        ("c2", 3, 15),
+    ] {
+        store.patch_message(APP, cid, ts, format!("edited {at}"), at).await.expect("patch");
+    }
+    let seen = |changes: Vec<StoredMessage>| {
+        changes.into_iter().map(|m| (m.cid, m.ts, m.patched_at, m.data)).collect::<Vec<_>>()
+    };
+    let e = |cid: &str, ts, at: i64| (cid.to_string(), ts, Some(at), format!("edited {at}"));
+    let all = store.patched_since(APP, "bob", 15, 100).await.expect("read");
+    assert_eq!(seen(all), [e("c2", 1, 20), e("c1", 4, 30), e("c2", 2, 30), e("c1", 3, 40)]);
+    let first = store.patched_since(APP, "bob", 15, 2).await.expect("read");
+    assert_eq!(seen(first), [e("c2", 1, 20), e("c1", 4, 30)]);
+    assert_eq!(store.patched_since(APP, "bob", 40, 100).await.expect("read"), []);
+    let alice = store.patched_since(APP, "alice", 0, 100).await.expect("read");
+    assert_eq!(alice.len(), 7);
+    // Patched again: it moves to its new time.
+    store.patch_message(APP, "c2", 1, "edited 50".into(), 50).await.expect("patch");
+    let all = store.patched_since(APP, "bob", 15, 100).await.expect("read");
+    assert_eq!(seen(all), [e("c1", 4, 30), e("c2", 2, 30), e("c1", 3, 40), e("c2", 1, 50)]);
+    // Leaving a conversation leaves its changes out.
+    store.remove_members(APP, "c1", owned(&["bob"]), 60).await.expect("remove");
+    let all = store.patched_since(APP, "bob", 15, 100).await.expect("read");
+    assert_eq!(seen(all), [e("c2", 2, 30), e("c2", 1, 50)]);
+}
+
+/// `message` finds a message of the conversation by id, only there.
+pub async fn message_by_id(store: &dyn Store) {
+    create(store, conv("c", &["alice"], 1)).await;
+    create(store, conv("d", &["alice"], 1)).await;
+    fill(store, "c", "alice", [1, 2, 3]).await;
+    fill(store, "d", "alice", [1]).await;
+    let found = store.message(APP, "c", "mc-2").await.expect("read");
+    assert_eq!(found, Some(msg("c", 2, "alice", "2")));
+    assert_eq!(store.message(APP, "c", "mc-9").await.expect("read"), None);
+    assert_eq!(store.message(APP, "c", "md-1").await.expect("read"), None, "another conversation's id");
+    assert_eq!(store.message("other", "c", "mc-2").await.expect("read"), None, "another app");
+}
+
+/// `Manager` makes a member a manager, `Member` undoes it; non-members are skipped;
+/// the role goes with the membership.
+pub async fn roles_apply_to_members(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob", "carol", "dave"], 1)).await;
+    for who in ["dave", "bob", "mallory"] {
+        store.set_role(APP, "c", who, "Manager").await.expect("role");
+    }
+    assert_eq!(read(store, "c").await.managers, owned(&["bob", "dave"]));
+    store.set_role(APP, "c", "dave", "Member").await.expect("role");
+    let c = read(store, "c").await;
+    assert_eq!((c.managers, c.members.len()), (owned(&["bob"]), 4));
+    store.remove_members(APP, "c", owned(&["bob"]), 2).await.expect("remove");
+    store.add_members(APP, "c", owned(&["bob", "mallory"]), 3).await.expect("add");
+    assert_eq!(read(store, "c").await.managers, Vec::<String>::new());
+}
+
+/// Shut-up flags are set and cleared on members, in join order; non-members are
+/// skipped; the flag goes with the membership.
+pub async fn shut_up_applies_to_members(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob", "carol", "dave"], 1)).await;
+    store.set_shut_up(APP, "c", owned(&["dave", "bob", "mallory"]), true).await.expect("shut up");
+    assert_eq!(read(store, "c").await.shut_up, owned(&["bob", "dave"]));
+    store.set_shut_up(APP, "c", owned(&["bob", "carol"]), false).await.expect("let speak");
+    assert_eq!(read(store, "c").await.shut_up, owned(&["dave"]));
+    store.add_members(APP, "c", owned(&["mallory"]), 2).await.expect("add");
+    assert_eq!(read(store, "c").await.shut_up, owned(&["dave"]), "not shut up before joining");
+    store.remove_members(APP, "c", owned(&["dave"]), 3).await.expect("remove");
+    store.add_members(APP, "c", owned(&["dave"]), 4).await.expect("add");
+    assert_eq!(read(store, "c").await.shut_up, Vec::<String>::new());
+}
+
+/// Blocking records clients (sorted), members or not, and removes members with their
+/// positions; unblocking does not make them members again.
+pub async fn blocking_removes_members(store: &dyn Store) {
+    create(store, conv("c", &["alice", "zoe", "bob"], 1)).await;
+    fill(store, "c", "alice", [1, 2]).await;
+    store.save_cursor(APP, "zoe", "c", 2);
+    store.set_blocked(APP, "c", owned(&["zoe", "mallory"]), true).await.expect("block");
+    let c = read(store, "c").await;
+    assert_eq!(
+        (c.members, c.blocked, c.updated_at),
+        (owned(&["alice", "bob"]), owned(&["mallory", "zoe"]), 1)
+    );
+    assert_eq!(cursors(store, "zoe").await, []);
+    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 0, 0)]);
+    let filter = ScanFilter { member: Some("zoe".into()), max: 10, ..Default::default() };
+    assert_eq!(store.scan_conversations(APP, filter).await.expect("scan"), []);
+
+    store.set_blocked(APP, "c", owned(&["zoe", "nobody"]), false).await.expect("unblock");
+    let c = read(store, "c").await;
+    assert_eq!((c.members, c.blocked), (owned(&["alice", "bob"]), owned(&["mallory"])));
+}
+
+/// Muting is per member, set and cleared; non-members are skipped.
+pub async fn muting_applies_to_members(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob", "carol"], 1)).await;
+    store.set_muted(APP, "c", "carol", true).await.expect("mute");
+    store.set_muted(APP, "c", "alice", true).await.expect("mute");
+    store.set_muted(APP, "c", "mallory", true).await.expect("a non-member is not an error");
+    assert_eq!(read(store, "c").await.muted, owned(&["alice", "carol"]));
+    store.set_muted(APP, "c", "alice", false).await.expect("unmute");
+    store.set_muted(APP, "c", "bob", false).await.expect("unmute an unmuted member");
+    assert_eq!(read(store, "c").await.muted, owned(&["carol"]));
+    store.remove_members(APP, "c", owned(&["carol"]), 2).await.expect("remove");
+    store.add_members(APP, "c", owned(&["carol", "mallory"]), 3).await.expect("add");
+    assert_eq!(read(store, "c").await.muted, Vec::<String>::new());
+}
+
+/// Each member's delivery cursor and read position, in join order.
+pub async fn member_positions_in_join_order(store: &dyn Store) {
+    create(store, conv("c", &["carol", "alice"], 1)).await;
+    fill(store, "c", "carol", 1..=6).await;
+    store.add_members(APP, "c", owned(&["bob"]), 2).await.expect("add");
+    store.save_cursor(APP, "alice", "c", 5);
+    store.save_read(APP, "alice", "c", 3).await.expect("read");
+    store.save_read(APP, "carol", "c", 6).await.expect("read");
+    assert_eq!(
+        positions(store, "c").await,
+        [("carol".into(), 0, 6), ("alice".into(), 5, 3), ("bob".into(), 6, 0)]
+    );
+    assert_eq!(positions(store, "missing").await, []);
+}

@@ -1,0 +1,375 @@
+//! The engine's delivery rules, tested without a socket: an [`Engine`] on the in-memory
+//! store and a manual clock, driven through [`Connection::handle`] as the gateway drives
+//! it, with each connection's outbound queue read directly.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use confab_engine::ports::{ManualClock, Store};
+use confab_engine::{AppConfig, Connection, Engine, Next, Outbound, OutboundReceiver};
+use confab_store_memory::MemoryStore;
+use confab_types::{
+    AckRequest, ConvStart, DirectPush, DirectRequest, ErrorCode, Inbound, Limits, LogsQuery, ProtocolError,
+    Push, Reply, Request, SessionOpen,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+const APP: &str = "app";
+const T0: i64 = 1_800_000_000_000;
+
+struct World {
+    engine: Engine,
+    clock: Arc<ManualClock>,
+    store: Arc<MemoryStore>,
+}
+
+impl World {
+    fn new() -> World {
+        World::with_limits(Limits::default())
+    }
+
+    fn with_limits(limits: Limits) -> World {
+        let mut app = AppConfig::new(APP, "key", "master");
+        app.limits = limits;
+        let clock = Arc::new(ManualClock::at(T0));
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::new(vec![app], store.clone(), clock.clone());
+        World { engine, clock, store }
+    }
+
+    /// A connection of protocol `version` (1: offline backlog pushed on login).
+    fn connect(&self, version: u8) -> Peer {
+        let (conn, rx) = self.engine.open_connection(None, version);
+        Peer { conn, rx, serial: 0, replies: Vec::new(), pushes: Vec::new() }
+    }
+
+    /// A logged-in client on a version-1 connection.
+    async fn login(&self, client: &str) -> Peer {
+        let mut peer = self.connect(1);
+        let reply = peer.open(client, SessionOpen { app_id: APP.into(), ..SessionOpen::default() }).await;
+        assert!(matches!(reply, Ok(Reply::SessionOpened { .. })), "{reply:?}");
+        peer
+    }
+}
+
+/// One connection: what the gateway would have written to it, split into replies (by
+/// serial) and pushes.
+struct Peer {
+    conn: Connection,
+    rx: OutboundReceiver,
+    serial: i32,
+    replies: Vec<(Option<i32>, Reply)>,
+    pushes: Vec<Push>,
+}
+
+impl Peer {
+    fn take_queued(&mut self) {
+        while let Some(item) = self.rx.try_recv() {
+            self.file(item);
+        }
+    }
+
+    fn file(&mut self, item: Outbound) {
+        match item {
+            Outbound::Reply { serial, reply } => self.replies.push((serial, *reply)),
+            Outbound::Push { push, .. } => self.pushes.push(push.push.clone()),
+            Outbound::Ping => {}
+        }
+    }
+
+    /// Waits (in virtual terms: until the engine's tasks have run) for an item.
+    async fn wait_for_item(&mut self) -> bool {
+        match tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await {
+            Ok(Next::Item(item)) => {
+                self.file(item);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends a request as the gateway does and returns its reply, however it travels
+    /// (returned, or queued by the engine ahead of the pushes that follow it).
+    async fn request(&mut self, request: Request) -> Result<Reply, ProtocolError> {
+        self.serial += 1;
+        let serial = Some(self.serial);
+        self.request_with(serial, None, request).await
+    }
+
+    async fn request_with(
+        &mut self,
+        serial: Option<i32>,
+        peer_id: Option<String>,
+        request: Request,
+    ) -> Result<Reply, ProtocolError> {
+        match self.conn.handle(Inbound { serial, peer_id, request }).await? {
+            Some(reply) => Ok(reply),
+            None => loop {
+                self.take_queued();
+                if let Some(at) = self.replies.iter().position(|(s, _)| *s == serial) {
+                    return match self.replies.remove(at).1 {
+                        Reply::Error(e) => Err(e),
+                        reply => Ok(reply),
+                    };
+                }
+                assert!(self.wait_for_item().await, "no reply to request {serial:?}");
+            },
+        }
+    }
+
+    async fn open(&mut self, client: &str, open: SessionOpen) -> Result<Reply, ProtocolError> {
+        self.serial += 1;
+        self.request_with(Some(self.serial), Some(client.into()), Request::SessionOpen(open)).await
+    }
+
+    async fn start(&mut self, members: &[&str]) -> String {
+        let start =
+            ConvStart { members: members.iter().map(|m| m.to_string()).collect(), ..ConvStart::default() };
+        match self.request(Request::ConvStart(start)).await.unwrap() {
+            Reply::ConvStarted { cid, .. } => cid,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn send(&mut self, direct: DirectRequest) -> Result<(String, i64), ProtocolError> {
+        match self.request(Request::Direct(direct)).await? {
+            Reply::MessageAck { uid, t } => Ok((uid, t)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn say(&mut self, cid: &str, msg: &str) -> (String, i64) {
+        self.send(DirectRequest { cid: cid.into(), msg: msg.into(), ..DirectRequest::default() })
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `n` direct pushes have arrived and returns them all (in order).
+    async fn messages(&mut self, n: usize) -> Vec<DirectPush> {
+        loop {
+            self.take_queued();
+            let got: Vec<DirectPush> = self
+                .pushes
+                .iter()
+                .filter_map(|p| match p {
+                    Push::Direct(d) => Some(d.clone()),
+                    _ => None,
+                })
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(self.wait_for_item().await, "only {} of {n} messages arrived", got.len());
+        }
+    }
+
+    /// Lets the engine's spawned tasks run, then returns the direct pushes so far.
+    async fn settled_messages(&mut self) -> Vec<DirectPush> {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        self.messages(0).await
+    }
+
+    fn ack(&mut self, cid: &str, mid: &str) -> impl Future<Output = Result<Reply, ProtocolError>> {
+        let ack = AckRequest { cid: Some(cid.into()), mid: Some(mid.into()), from_ts: None, to_ts: None };
+        let request = Request::Ack(ack);
+        async move {
+            match self.conn.handle(Inbound { serial: None, peer_id: None, request }).await? {
+                Some(reply) => Ok(reply),
+                None => Ok(Reply::Heartbeat),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn timestamps_strictly_increase_while_the_clock_stands_still_and_delivery_follows_them() {
+    let world = World::new();
+    let mut alice = world.login("alice").await;
+    let mut bob = world.login("bob").await;
+    let cid = alice.start(&["bob"]).await;
+    let mut acks = Vec::new();
+    for i in 0..5 {
+        acks.push(alice.say(&cid, &format!("m{i}")).await);
+    }
+    let times: Vec<i64> = acks.iter().map(|(_, t)| *t).collect();
+    assert_eq!(times, [T0, T0 + 1, T0 + 2, T0 + 3, T0 + 4]);
+    // A clock that steps back does not reorder either.
+    world.clock.set(T0 - 60_000);
+    let (_, t) = alice.say(&cid, "m5").await;
+    assert_eq!(t, T0 + 5);
+    let got = bob.messages(6).await;
+    let bodies: Vec<&str> = got.iter().map(|d| d.msg.as_str()).collect();
+    assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4", "m5"]);
+    assert!(got.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+}
+
+#[tokio::test]
+async fn a_resend_with_the_same_token_is_acknowledged_as_the_original_and_stored_once() {
+    let world = World::new();
+    let mut alice = world.login("alice").await;
+    let cid = alice.start(&["bob"]).await;
+    let direct = DirectRequest {
+        cid: cid.clone(),
+        msg: "hi".into(),
+        dedupe: Some("tok-1".into()),
+        ..DirectRequest::default()
+    };
+    let first = alice.send(direct.clone()).await.unwrap();
+    world.clock.advance(1000);
+    let again = alice.send(direct.clone()).await.unwrap();
+    assert_eq!(first, again, "the same id and timestamp");
+    // Another sender's equal token is another message.
+    let mut bob = world.login("bob").await;
+    let bobs = bob.send(direct).await.unwrap();
+    assert_ne!(bobs.0, first.0);
+    let logs = LogsQuery { cid: cid.clone(), limit: Some(10), ..LogsQuery::default() };
+    let Reply::Logs { logs } = alice.request(Request::Logs(logs)).await.unwrap() else { panic!() };
+    assert_eq!(logs.len(), 2, "{logs:?}");
+}
+
+#[tokio::test]
+async fn the_offline_backlog_comes_oldest_first_and_the_cursor_follows_the_acks() {
+    let world = World::new();
+    let mut alice = world.login("alice").await;
+    let cid = alice.start(&["bob"]).await;
+    let sent: Vec<(String, i64)> =
+        [alice.say(&cid, "a").await, alice.say(&cid, "b").await, alice.say(&cid, "c").await].into();
+
+    let mut bob = world.login("bob").await;
+    let got = bob.messages(3).await;
+    assert_eq!(
+        got.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        sent.iter().map(|s| s.0.clone()).collect::<Vec<_>>()
+    );
+    assert!(got.iter().all(|d| d.offline), "{got:?}");
+    // Bob acknowledges a and b, not c, and goes away.
+    bob.ack(&cid, &got[0].id).await.unwrap();
+    bob.ack(&cid, &got[1].id).await.unwrap();
+    drop(bob);
+    let cursors = world.store.member_cursors(APP, "bob").await.unwrap();
+    let cursor = cursors.iter().find(|c| c.cid == cid).unwrap();
+    assert_eq!(cursor.cursor, sent[1].1, "the cursor is at b");
+
+    // Only c is delivered again.
+    let mut bob = world.login("bob").await;
+    let again = bob.messages(1).await;
+    assert_eq!(again[0].id, sent[2].0);
+    assert_eq!(bob.settled_messages().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_ack_beyond_a_gap_does_not_move_the_cursor_past_the_gap() {
+    let world = World::new();
+    let mut alice = world.login("alice").await;
+    let cid = alice.start(&["bob"]).await;
+    let mut bob = world.login("bob").await;
+    for m in ["a", "b", "c"] {
+        alice.say(&cid, m).await;
+    }
+    let got = bob.messages(3).await;
+    bob.ack(&cid, &got[2].id).await.unwrap();
+    let cursors = world.store.member_cursors(APP, "bob").await.unwrap();
+    let before = cursors.iter().find(|c| c.cid == cid).unwrap().cursor;
+    assert!(before < got[0].timestamp, "c's ack alone leaves the cursor before a");
+    bob.ack(&cid, &got[0].id).await.unwrap();
+    bob.ack(&cid, &got[1].id).await.unwrap();
+    let cursors = world.store.member_cursors(APP, "bob").await.unwrap();
+    assert_eq!(cursors.iter().find(|c| c.cid == cid).unwrap().cursor, got[2].timestamp);
+}
+
+#[tokio::test]
+async fn the_offline_replay_waits_for_acks_beyond_its_window() {
+    let world = World::with_limits(Limits { offline_window: 2, offline_page: 2, ..Limits::default() });
+    let mut alice = world.login("alice").await;
+    let cid = alice.start(&["bob"]).await;
+    for i in 0..5 {
+        alice.say(&cid, &format!("m{i}")).await;
+    }
+    let mut bob = world.login("bob").await;
+    let first = bob.messages(2).await;
+    assert_eq!(bob.settled_messages().await.len(), 2, "at most the window unacknowledged");
+    for d in &first {
+        bob.ack(&cid, &d.id).await.unwrap();
+    }
+    let all = bob.messages(4).await;
+    assert_eq!(bob.settled_messages().await.len(), 4);
+    for d in &all[2..] {
+        bob.ack(&cid, &d.id).await.unwrap();
+    }
+    let all = bob.messages(5).await;
+    let bodies: Vec<&str> = all.iter().map(|d| d.msg.as_str()).collect();
+    assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4"]);
+}
+
+#[tokio::test]
+async fn a_receipt_goes_to_the_sender_when_the_recipient_acks() {
+    let world = World::new();
+    let mut alice = world.login("alice").await;
+    let mut bob = world.login("bob").await;
+    let cid = alice.start(&["bob"]).await;
+    let receipted =
+        DirectRequest { cid: cid.clone(), msg: "r".into(), receipt: true, ..DirectRequest::default() };
+    let (id, _) = alice.send(receipted).await.unwrap();
+    alice.say(&cid, "no receipt asked").await;
+    let got = bob.messages(2).await;
+    alice.take_queued();
+    assert!(!alice.pushes.iter().any(|p| matches!(p, Push::Receipt { .. })), "nothing before the ack");
+    for d in &got {
+        bob.ack(&cid, &d.id).await.unwrap();
+    }
+    alice.take_queued();
+    let receipts: Vec<&Push> = alice.pushes.iter().filter(|p| matches!(p, Push::Receipt { .. })).collect();
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    assert!(
+        matches!(receipts[0], Push::Receipt { id: rid, from, read: false, .. } if *rid == id && from == "bob")
+    );
+}
+
+#[tokio::test]
+async fn a_login_with_a_taken_device_tag_ends_the_other_session_and_a_relogin_is_refused() {
+    let world = World::new();
+    let tagged = || SessionOpen { app_id: APP.into(), tag: Some("mobile".into()), ..SessionOpen::default() };
+    let mut phone1 = world.connect(3);
+    let token = match phone1.open("bob", tagged()).await.unwrap() {
+        Reply::SessionOpened { session_token: Some((token, _)), .. } => token,
+        other => panic!("{other:?}"),
+    };
+    let mut phone2 = world.connect(3);
+    assert!(matches!(phone2.open("bob", tagged()).await, Ok(Reply::SessionOpened { .. })));
+    phone1.take_queued();
+    let closed = phone1.pushes.iter().find_map(|p| match p {
+        Push::SessionClosed { error, .. } => Some(error.code),
+        _ => None,
+    });
+    assert_eq!(closed, Some(ErrorCode::SessionConflict));
+    assert!(!phone1.conn.has_session());
+    // phone1 reconnects with its token while phone2 holds the tag: refused.
+    let mut phone1_again = world.connect(3);
+    let relogin = SessionOpen { reconnect: true, session_token: Some(token), ..tagged() };
+    let refused = phone1_again.open("bob", relogin).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::SessionConflict);
+    // A different tag lives beside it.
+    let mut pad = world.connect(3);
+    let other = SessionOpen { tag: Some("pad".into()), ..tagged() };
+    assert!(matches!(pad.open("bob", other).await, Ok(Reply::SessionOpened { .. })));
+    assert!(phone2.conn.has_session());
+}
+
+#[tokio::test]
+async fn a_temporary_conversation_expires_by_the_clock() {
+    let world = World::new();
+    let mut alice = world.login("alice").await;
+    let start = ConvStart { members: vec!["bob".into()], temporary_ttl: Some(10), ..ConvStart::default() };
+    let Reply::ConvStarted { cid, temporary_ttl, .. } =
+        alice.request(Request::ConvStart(start)).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(temporary_ttl, Some(10));
+    world.clock.advance(9_999);
+    alice.say(&cid, "in time").await;
+    world.clock.advance(1);
+    let late = alice.send(DirectRequest { cid, msg: "late".into(), ..DirectRequest::default() }).await;
+    assert_eq!(late.unwrap_err().code, ErrorCode::TemporaryConversationExpired);
+}

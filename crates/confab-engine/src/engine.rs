@@ -164,15 +164,18 @@ impl Engine {
     /// Starts serving a connection. The receiver is the connection's outbound queue,
     /// sized by the largest `outbound_queue` limit of any app.
     ///
-    /// `version` is the protocol version the client negotiated: 1 (and the v2 JSON
-    /// protocol) has its offline backlog pushed on login; 3 gets unread counts instead
-    /// and reads history itself.
+    /// `version` is the protocol version the client negotiated: 1 and 2 (the v2 JSON
+    /// protocol) have their offline backlog pushed on login; 3 gets unread counts instead
+    /// and reads history itself. Version 2 has no roles (see `conv_remove`).
     pub fn open_connection(&self, origin: Option<String>, version: u8) -> (Connection, OutboundReceiver) {
         let capacity = self.inner.apps.values().map(|a| a.config.limits.outbound_queue).max().unwrap_or(1024);
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (handle, rx) = ConnHandle::new(id, origin, capacity);
         self.inner.live_connections.fetch_add(1, Ordering::Relaxed);
-        (Connection { engine: self.clone(), handle, sessions: Vec::new(), push_offline: version < 3 }, rx)
+        (
+            Connection { engine: self.clone(), handle, sessions: Vec::new(), push_offline: version < 3, v2: version == 2 },
+            rx,
+        )
     }
 
     /// A conversation from the cache, loading it from the store on first use.
@@ -248,6 +251,8 @@ pub struct Connection {
     sessions: Vec<Arc<Session>>,
     /// Push the offline backlog on login (protocol version 1) rather than unread counts.
     push_offline: bool,
+    /// The v2 JSON protocol (2.x SDKs): no roles, and no way to read a partial failure.
+    v2: bool,
 }
 
 impl Drop for Connection {
@@ -358,7 +363,7 @@ impl Connection {
             }
             Request::ConvStart(start) => engine.conv_start(&app, &session, serial, start).await,
             Request::ConvAdd(change) => engine.conv_add(&app, &session, serial, change).await,
-            Request::ConvRemove(change) => engine.conv_remove(&app, &session, serial, change).await,
+            Request::ConvRemove(change) => engine.conv_remove(&app, &session, serial, change, self.v2).await,
             Request::ConvQuery(query) => engine.conv_query(&app, &session, query).await.map(Some),
             Request::ConvCount { cid } => {
                 let conv = engine
@@ -968,6 +973,7 @@ impl Engine {
         session: &Arc<Session>,
         serial: Option<i32>,
         change: MembersChange,
+        v2: bool,
     ) -> Result<Option<Reply>, ProtocolError> {
         let me = session.client_id.to_string();
         let cid = change.cid.clone();
@@ -995,9 +1001,15 @@ impl Engine {
             return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can remove others"));
         }
         let existing = conv.state().members.clone();
-        // The owner stays: removing it (or it leaving) fails for the owner alone.
+        // The owner stays: removing it (or it leaving) fails for the owner alone. The v2
+        // protocol has no roles and its SDKs ignore `failedPids` (2.4.0 would report a
+        // refused leave as done): there the creator may leave, and a removal of the
+        // creator by anyone else is refused whole, as an error the SDK does see.
         let (owner, requested): (Vec<String>, Vec<String>) =
-            requested.into_iter().partition(|id| *id == conv.creator && existing.contains(id));
+            requested.into_iter().partition(|id| *id == conv.creator && existing.contains(id) && !(v2 && *id == me));
+        if v2 && !owner.is_empty() {
+            return Err(perr(ErrorCode::ConversationNeedOwner, "only the creator can remove itself"));
+        }
         let removed: Vec<String> = requested.iter().filter(|id| existing.contains(*id)).cloned().collect();
         let now = self.now();
         if !removed.is_empty() {

@@ -179,6 +179,31 @@ test('leave(): the leaver gets kicked (initBy self) only; others get membersleft
   assert.deepEqual(sorted(await convCall(alice, conv, 'list')), sorted([alice.id, bob.id]));
 });
 
+test("the creator's leave(): done as 2.4.0 reports it; no more messages, not in list(); others cannot remove it", async () => {
+  const { alice, bob, carol } = await setup(3);
+  const conv = await alice.createConv({ members: [bob.id, carol.id] });
+  await created(conv, alice, bob, carol);
+  const bconv = await bob.openConv(conv.id);
+  // 2.4.0 ignores failedPids: removing the creator is refused as an error it does see
+  const err = await bob.expectError((cb) => bconv.remove(alice.id, cb), { what: 'remove(creator)' });
+  assert.equal(err.code, 4326);
+  assert.equal(err.reason, 'CONVERSATION_NEED_OWNER');
+  assert.equal(await convCall(bob, bconv, 'count'), 3, 'nobody was removed');
+  const [ma, mb] = [alice.mark(), bob.mark()];
+  const reply = await convCall(alice, conv, 'leave');
+  assert.equal(reply.op, 'removed');
+  assert.deepEqual(reply.allowedPids, [alice.id]);
+  assert.deepEqual(reply.failedPids, []);
+  assert.equal((await alice.waitFor('kicked', ofConv(conv.id), { since: ma })).initBy, alice.id);
+  assert.deepEqual((await bob.waitFor('membersleft', ofConv(conv.id), { since: mb })).m, [alice.id]);
+  assert.deepEqual(sorted(await convCall(bob, bconv, 'list')), sorted([bob.id, carol.id]));
+  const ack = await convCall(bob, bconv, 'send', 'after the creator left');
+  await carol.waitFor('message', (m) => m.id === ack.uid);
+  await sleep(QUIET_MS);
+  assert.equal(alice.seen('message', ma).length, 0, 'the creator left: no more messages');
+  assert.equal(alice.seen('error', ma).length, 0);
+});
+
 test('add/remove of offline clients: list() and count() reflect the stored membership', async () => {
   const { alice } = await setup(1);
   const conv = await alice.createConv({ members: ['ghost-1'] });

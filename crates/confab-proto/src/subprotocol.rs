@@ -12,8 +12,8 @@ use crate::Codec;
 pub struct Negotiated {
     /// The codec that serves the connection.
     pub codec: Codec,
-    /// Protocol version: 1 pushes offline messages, 3 reports unread counts instead
-    /// (the v2 JSON protocol behaves as 1).
+    /// Protocol version: 1 pushes offline messages, 3 reports unread counts instead;
+    /// 2 is the v2 JSON protocol (offline messages pushed as for 1, and no roles).
     pub version: u8,
     /// The subprotocol to echo, if any.
     pub echo: Option<String>,
@@ -44,7 +44,7 @@ pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>, query: Option<&
         offered.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
     let query = query.map(str::trim).filter(|s| !s.is_empty());
     if offered.is_empty() && query.is_none() {
-        return Some(Negotiated { codec: Codec::JsonV2, version: 1, echo: None });
+        return Some(Negotiated { codec: Codec::JsonV2, version: 2, echo: None });
     }
     if let Some(name) = offered.iter().copied().find(|n| parse(n).is_some()) {
         let (codec, version) = parse(name)?;
@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn no_subprotocol_means_json_v2_without_echo() {
-        let json = Some(Negotiated { codec: Codec::JsonV2, version: 1, echo: None });
+        let json = Some(Negotiated { codec: Codec::JsonV2, version: 2, echo: None });
         assert_eq!(negotiate([], None), json);
         assert_eq!(negotiate([" "], Some("")), json);
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, create, error_code, is_conv};
+use common::{Server, create, error_code, is_conv, is_direct, send};
 use confab_client::Client;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -383,25 +383,45 @@ async fn mute_and_receipt_positions() {
     assert_eq!(error_code(&r), 4317);
 }
 
+/// The v2 JSON protocol has no roles and 2.x SDKs ignore `failedPids`: the creator's own
+/// leave succeeds, and a removal of the creator by anyone else is refused whole with an
+/// error (a partial success would read as complete). The protobuf side is in protobuf.rs.
 #[tokio::test]
-async fn the_owner_cannot_leave_or_be_removed() {
+async fn a_v2_creator_leaves_but_nobody_else_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let mut owner = server.open("owner").await;
     let mut b = server.open("b").await;
+    let mut c = server.open("c").await;
     let cid = create(&mut owner, &["b", "c"]).await;
-    let r =
-        owner.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["owner", "c"]})).await.unwrap();
-    assert_eq!(r["allowedPids"], json!(["c"]));
-    assert_eq!(
-        (r["failedPids"][0]["code"].clone(), r["failedPids"][0]["reason"].clone()),
-        (json!(4326), json!("CONVERSATION_NEED_OWNER"))
-    );
-    assert_eq!(r["failedPids"][0]["pids"], json!(["owner"]));
-    let r = b.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["owner"]})).await.unwrap();
-    assert_eq!(r["failedPids"][0]["pids"], json!(["owner"]));
+    for m in [json!(["owner"]), json!(["owner", "c"])] {
+        let r = b.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": m})).await.unwrap();
+        assert_eq!(error_code(&r), 4326, "{r}");
+        assert_eq!(r["reason"], "CONVERSATION_NEED_OWNER");
+    }
     let count = b.request(json!({"cmd": "conv", "op": "count", "cid": cid})).await.unwrap();
-    assert_eq!(count["count"], 2, "owner and b remain");
+    assert_eq!(count["count"], 3, "a refused removal removes nobody");
+    // Drop the creation pushes, then the creator leaves.
+    for cl in [&mut owner, &mut b, &mut c] {
+        conv_pushes(cl, &cid).await;
+    }
+    let r = owner.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["owner"]})).await.unwrap();
+    assert_eq!(
+        (r["op"].clone(), r["allowedPids"].clone(), r["failedPids"].clone()),
+        (json!("removed"), json!(["owner"]), json!([]))
+    );
+    assert_eq!(conv_pushes(&mut owner, &cid).await, [p("left", "owner", Value::Null)]);
+    assert_eq!(conv_pushes(&mut b, &cid).await, [p("members-left", "owner", json!(["owner"]))]);
+    // It no longer receives the conversation's messages and is no longer a member.
+    let ack = send(&mut b, &cid, "after the creator left").await;
+    let got = c.wait_for("message", is_direct(&cid)).await.unwrap();
+    assert_eq!(got["id"], ack["uid"]);
+    assert!(owner.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty(), "the creator left");
+    let q = b.request(json!({"cmd": "conv", "op": "query", "where": {"objectId": cid}})).await.unwrap();
+    assert_eq!(q["results"][0]["m"], json!(["b", "c"]));
+    assert_eq!(q["results"][0]["c"], "owner", "the record still names its creator");
+    let r = owner.request(json!({"cmd": "direct", "cid": cid, "msg": "x"})).await.unwrap();
+    assert_eq!(error_code(&r), 4401, "a former member cannot send");
 }
 
 /// A minimal HTTP/1.1 POST on loopback; returns (status, JSON body).

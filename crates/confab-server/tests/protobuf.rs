@@ -569,3 +569,38 @@ async fn missed_edits_and_recalls_are_sent_at_login() {
     .await;
     assert!(none.is_err());
 }
+
+/// The owner rule still holds for protobuf clients, push mode (version 1) included: the
+/// owner's own removal lands in `failedPids` (4326) and it stays a member.
+#[tokio::test]
+async fn a_protobuf_owner_cannot_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (mut owner, _) = login(&server, "lc.protobuf2.1", "owner", SessionCommand::default()).await;
+    let start = GenericCommand {
+        conv_message: Some(ConvCommand { m: vec!["b".into()], ..Default::default() }),
+        ..cmd(CommandType::Conv, Some(OpType::Start), Some(2))
+    };
+    send(&mut owner, &start, false).await;
+    let cid = recv(&mut owner, |g| g.i == Some(2)).await.conv_message.unwrap().cid.unwrap();
+    let leave = GenericCommand {
+        conv_message: Some(ConvCommand {
+            cid: Some(cid.clone()),
+            m: vec!["owner".into()],
+            ..Default::default()
+        }),
+        ..cmd(CommandType::Conv, Some(OpType::Remove), Some(3))
+    };
+    send(&mut owner, &leave, false).await;
+    let r = recv(&mut owner, |g| g.i == Some(3)).await;
+    assert_eq!(r.op, Some(OpType::Removed as i32));
+    let r = r.conv_message.unwrap();
+    assert!(r.allowed_pids.is_empty(), "{:?}", r.allowed_pids);
+    assert_eq!((r.failed_pids[0].code, r.failed_pids[0].pids.clone()), (4326, vec!["owner".to_owned()]));
+    let count = GenericCommand {
+        conv_message: Some(ConvCommand { cid: Some(cid.clone()), ..Default::default() }),
+        ..cmd(CommandType::Conv, Some(OpType::Count), Some(4))
+    };
+    send(&mut owner, &count, false).await;
+    assert_eq!(recv(&mut owner, |g| g.i == Some(4)).await.conv_message.unwrap().count, Some(2));
+}

@@ -62,14 +62,24 @@ var check = (ok, what) => {
   if (!ok) throw new TypeError("AV.realtime: " + what);
 };
 var fail = (message, code, extra) => Object.assign(new Error(message), { code }, extra);
-var chain = (target, p) => {
-  const c = Object.create(target);
+var out = (p, cb) => {
+  check(!cb || isFn(cb), "callback must be a function");
   p.catch(noop);
-  c.then = (a, b) => p.then(a, b);
-  c.catch = (f) => p.catch(f);
-  c.finally = (f) => p.finally(f);
-  return c;
+  if (cb) p.then(cb, noop);
+  return p;
 };
+var both = (o, fns, need) => {
+  for (const k in fns) {
+    o[k + "Async"] = fns[k];
+    o[k] = (...a) => {
+      check(!need.includes(k) || isFn(a[a.length - 1]), k + "() needs a callback (or use " + k + "Async())");
+      fns[k](...a);
+      return o;
+    };
+  }
+  return o;
+};
+var evArgs = (what, name, f) => check(name && isStr(name) && (f === 0 || isFn(f)), what + " needs an event name" + (f === 0 ? "" : " and a callback function"));
 var idList = (ids, what) => {
   ids = isStr(ids) ? [ids] : ids;
   check(isArr(ids) && ids.every(isStr), what + " needs a client id or an array of client ids");
@@ -168,15 +178,6 @@ function realtime(options, callback) {
     ).then(map);
     p.catch((e) => e.code != "CLOSED" && emit("error", e));
     return p;
-  };
-  const out = (t, p, cb) => {
-    check(!cb || isFn(cb), "callback must be a function");
-    if (cb) p.then(
-      /** @type {any} */
-      cb,
-      noop
-    );
-    return chain(t, p);
   };
   const arm = () => {
     clearTimeout(beatTimer);
@@ -356,14 +357,9 @@ function realtime(options, callback) {
       (d) => d.results || []
     );
   };
-  const ping = (t, ids, cb) => out(
-    t,
-    req({ cmd: "session", op: "query", sessionPeerIds: idList(ids, "ping()") }, (d) => d.onlineSessionPeerIds || []),
-    cb
-  );
+  const ping = (ids, cb) => out(req({ cmd: "session", op: "query", sessionPeerIds: idList(ids, "ping()") }, (d) => d.onlineSessionPeerIds || []), cb);
   const makeConv = (id, name, attr, ready) => {
     const creq = (build, cb, map, sig, noReply) => out(
-      c,
       ready.then(() => {
         const f = build();
         return req(f, map, sig && sig(f), noReply);
@@ -393,6 +389,10 @@ function realtime(options, callback) {
       id,
       name,
       attr,
+      receive: (cb) => sub("message", cb),
+      receipt: (cb) => sub("receipt", cb)
+    };
+    both(c, {
       add: (ids, cb) => members("add", ids, cb),
       remove: (ids, cb) => members("remove", ids, cb),
       join: (cb) => members("add", clientId, cb),
@@ -438,10 +438,7 @@ function realtime(options, callback) {
           })
         );
       },
-      receive: (cb) => sub("message", cb),
-      receipt: (cb) => sub("receipt", cb),
       list: (cb) => out(
-        c,
         ready.then(() => query({ where: { objectId: c.id } })).then((r) => r[0] && r[0].m || []),
         cb
       ),
@@ -453,8 +450,8 @@ function realtime(options, callback) {
           return d;
         });
       },
-      ping: (ids, cb) => ping(c, ids, cb)
-    };
+      ping
+    }, ["list", "count", "ping"]);
     if (id) convs[id] = c;
     return c;
   };
@@ -462,14 +459,16 @@ function realtime(options, callback) {
     if (isStr(arg)) {
       check(arg, "conversation id must not be empty");
       const c2 = convs[arg] || makeConv(arg, "", {}, Promise.resolve());
-      return out(
+      return [
         c2,
-        query({ where: { objectId: arg } }).then((r) => {
-          if (r[0]) apply(c2, r[0]);
-          return r[0] ? c2 : null;
-        }),
-        cb
-      );
+        out(
+          query({ where: { objectId: arg } }).then((r) => {
+            if (r[0]) apply(c2, r[0]);
+            return r[0] ? c2 : null;
+          }),
+          cb
+        )
+      ];
     }
     if (isFn(arg)) {
       cb = arg;
@@ -491,35 +490,23 @@ function realtime(options, callback) {
       { clientId, members: m }
     );
     c = makeConv("", name, attr, started);
-    return out(c, started, cb);
+    return [c, out(started, cb)];
   };
   const rt = {
     clientId,
-    /** @param {any} [cb] */
-    open(cb) {
-      const p = state == 3 ? Promise.resolve(rt) : new Promise((ok, ko) => waiters.push([ok, ko]));
-      if (!state) {
-        attempt = 0;
-        if (browser) {
-          g.addEventListener("online", online);
-          g.addEventListener("offline", offline);
-        }
-        connect();
-      }
-      return out(rt, p, cb);
-    },
     close() {
       shutdown(fail("closed by the application", "CLOSED"));
       return rt;
     },
     /** @param {string} name @param {Function} f */
     on(name, f) {
-      check(isStr(name) && isFn(f), "on(eventName, callback)");
+      evArgs("on(eventName, callback)", name, f);
       listeners[name] = (listeners[name] || []).concat(f);
       return rt;
     },
     /** @param {string} name @param {Function} f */
     once(name, f) {
+      evArgs("once(eventName, callback)", name, f);
       const w = (d) => {
         rt.off(name, w);
         f(d);
@@ -527,29 +514,53 @@ function realtime(options, callback) {
       w.f = f;
       return rt.on(name, w);
     },
-    /** @param {string} name @param {Function} [f] omit to remove every listener of the event */
+    /** @param {string} name @param {Function} f the function given to on() or once() */
     off(name, f) {
-      listeners[name] = f ? (listeners[name] || []).filter((x) => x != f && x.f != f) : [];
+      evArgs("off(eventName, callback)", name, f);
+      listeners[name] = (listeners[name] || []).filter((x) => x != f && x.f != f);
       return rt;
     },
     /** @param {string} name @param {any} [data] */
     emit(name, data) {
+      evArgs("emit(eventName[, data])", name, 0);
       emit(name, data);
       return rt;
     },
-    conv,
-    room: conv,
-    /** @param {any} [opts] @param {any} [cb] */
-    query(opts, cb) {
-      if (isFn(opts)) {
-        cb = opts;
-        opts = 0;
-      }
-      return out(rt, query(opts || {}), cb);
-    },
-    /** @param {any} ids @param {any} [cb] */
-    ping: (ids, cb) => ping(rt, ids, cb)
+    /** @param {any} arg @param {any} [cb] */
+    conv: (arg, cb) => conv(arg, cb)[0],
+    /** @param {any} arg */
+    convAsync: (arg) => conv(arg)[1]
   };
+  rt.room = rt.conv;
+  rt.roomAsync = rt.convAsync;
+  both(
+    rt,
+    {
+      /** @param {any} [cb] */
+      open(cb) {
+        const p = state == 3 ? Promise.resolve(rt) : new Promise((ok, ko) => waiters.push([ok, ko]));
+        if (!state) {
+          attempt = 0;
+          if (browser) {
+            g.addEventListener("online", online);
+            g.addEventListener("offline", offline);
+          }
+          connect();
+        }
+        return out(p, cb);
+      },
+      /** @param {any} [opts] @param {any} [cb] */
+      query(opts, cb) {
+        if (isFn(opts)) {
+          cb = opts;
+          opts = 0;
+        }
+        return out(query(opts || {}), cb);
+      },
+      ping
+    },
+    ["query", "ping"]
+  );
   return rt.open(callback);
 }
 realtime.version = version;

@@ -37,18 +37,39 @@ const check = (ok, what) => {
 const fail = (message, code, extra) => Object.assign(new Error(message), { code }, extra);
 
 /**
- * What every request method returns: the object itself (its properties and methods, through the
- * prototype, so chaining works exactly as in 2.x) that is also a Promise of the request's result.
- * @param {object} target @param {Promise<any>} p
+ * Attach an optional success callback to a request's promise and return the promise.
+ * Callback-style users must not get unhandled rejections: the promise is marked handled.
+ * @param {Promise<any>} p @param {any} cb
  */
-const chain = (target, p) => {
-  const c = Object.create(target);
-  p.catch(noop); // callback-style users must not get unhandled rejections
-  c.then = (/** @type {any} */ a, /** @type {any} */ b) => p.then(a, b);
-  c.catch = (/** @type {any} */ f) => p.catch(f);
-  c.finally = (/** @type {any} */ f) => p.finally(f);
-  return c;
+const out = (p, cb) => {
+  check(!cb || isFn(cb), 'callback must be a function');
+  p.catch(noop);
+  if (cb) p.then(cb, noop);
+  return p;
 };
+
+/**
+ * Give `o` every request method of `fns` twice: `name(...args[, callback])`, the manual's
+ * method, which returns `o` itself (so calls chain on the very object), and
+ * `nameAsync(...args)`, which returns the Promise of the result. The methods named in `need`
+ * have a callback the manual marks required (必须): without one, the manual's form throws.
+ * @param {any} o @param {Record<string, Function>} fns @param {string[]} need
+ */
+const both = (o, fns, need) => {
+  for (const k in fns) {
+    o[k + 'Async'] = fns[k];
+    o[k] = (/** @type {any[]} */ ...a) => {
+      check(!need.includes(k) || isFn(a[a.length - 1]), k + '() needs a callback (or use ' + k + 'Async())');
+      fns[k](...a);
+      return o;
+    };
+  }
+  return o;
+};
+
+/** eventName must be a non-empty string; `f` a function unless `f === 0` is passed (emit). @param {string} what @param {any} name @param {any} f */
+const evArgs = (what, name, f) =>
+  check(name && isStr(name) && (f === 0 || isFn(f)), what + ' needs an event name' + (f === 0 ? '' : ' and a callback function'));
 
 /** @param {any} ids @param {string} what */
 const idList = (ids, what) => {
@@ -184,13 +205,6 @@ export default function realtime(options, callback) {
       .then(map);
     p.catch((e) => e.code != 'CLOSED' && emit('error', e));
     return p;
-  };
-
-  /** Attach an optional callback and return the chain. @param {any} t @param {Promise<any>} p @param {any} cb */
-  const out = (t, p, cb) => {
-    check(!cb || isFn(cb), 'callback must be a function');
-    if (cb) p.then(/** @type {any} */ (cb), noop);
-    return chain(t, p);
   };
 
   /** Restart the heartbeat timer: `{}` after `heartbeat` ms of silence, drop after twice that. */
@@ -386,13 +400,9 @@ export default function realtime(options, callback) {
     );
   };
 
-  /** session query = presence. @param {any} t @param {any} ids @param {any} cb */
-  const ping = (t, ids, cb) =>
-    out(
-      t,
-      req({ cmd: 'session', op: 'query', sessionPeerIds: idList(ids, 'ping()') }, (/** @type {any} */ d) => d.onlineSessionPeerIds || []),
-      cb,
-    );
+  /** session query = presence. @param {any} ids @param {any} [cb] */
+  const ping = (ids, cb) =>
+    out(req({ cmd: 'session', op: 'query', sessionPeerIds: idList(ids, 'ping()') }, (/** @type {any} */ d) => d.onlineSessionPeerIds || []), cb);
 
   /**
    * A conversation object; `ready` resolves once it has an id (immediately for existing ones,
@@ -403,7 +413,6 @@ export default function realtime(options, callback) {
     /** Conversation request: frame built once the id is known. @param {Function} build @param {any} [cb] @param {any} [map] @param {any} [sig] @param {any} [noReply] */
     const creq = (build, cb, map, sig, noReply) =>
       out(
-        c,
         ready.then(() => {
           const f = build();
           return req(f, map, sig && sig(f), noReply);
@@ -437,6 +446,10 @@ export default function realtime(options, callback) {
       id,
       name,
       attr,
+      receive: (/** @type {any} */ cb) => sub('message', cb),
+      receipt: (/** @type {any} */ cb) => sub('receipt', cb),
+    };
+    both(c, {
       add: (/** @type {any} */ ids, /** @type {any} */ cb) => members('add', ids, cb),
       remove: (/** @type {any} */ ids, /** @type {any} */ cb) => members('remove', ids, cb),
       join: (/** @type {any} */ cb) => members('add', clientId, cb),
@@ -483,11 +496,8 @@ export default function realtime(options, callback) {
             }),
         );
       },
-      receive: (/** @type {any} */ cb) => sub('message', cb),
-      receipt: (/** @type {any} */ cb) => sub('receipt', cb),
       list: (/** @type {any} */ cb) =>
         out(
-          c,
           ready.then(() => query({ where: { objectId: c.id } })).then((r) => (r[0] && r[0].m) || []),
           cb,
         ),
@@ -500,25 +510,31 @@ export default function realtime(options, callback) {
           return d;
         });
       },
-      ping: (/** @type {any} */ ids, /** @type {any} */ cb) => ping(c, ids, cb),
-    };
+      ping,
+    }, ['list', 'count', 'ping']);
     if (id) convs[id] = c;
     return c;
   };
 
-  /** conv(options, cb) creates; conv(id, cb) opens an existing one. @param {any} arg @param {any} cb */
+  /**
+   * conv(options, cb) creates; conv(id, cb) opens an existing one. Returns [the conversation
+   * object, the promise the callback is attached to].
+   * @param {any} arg @param {any} [cb] @returns {[any, Promise<any>]}
+   */
   const conv = (arg, cb) => {
     if (isStr(arg)) {
       check(arg, 'conversation id must not be empty');
       const c = convs[arg] || makeConv(arg, '', {}, Promise.resolve());
-      return out(
+      return [
         c,
-        query({ where: { objectId: arg } }).then((r) => {
-          if (r[0]) apply(c, r[0]);
-          return r[0] ? c : null;
-        }),
-        cb,
-      );
+        out(
+          query({ where: { objectId: arg } }).then((r) => {
+            if (r[0]) apply(c, r[0]);
+            return r[0] ? c : null;
+          }),
+          cb,
+        ),
+      ];
     }
     if (isFn(arg)) {
       cb = arg;
@@ -541,36 +557,25 @@ export default function realtime(options, callback) {
       { clientId, members: m },
     );
     c = makeConv('', name, attr, started);
-    return out(c, started, cb);
+    return [c, out(started, cb)];
   };
 
+  /** @type {any} */
   const rt = {
     clientId,
-    /** @param {any} [cb] */
-    open(cb) {
-      const p = state == 3 ? Promise.resolve(rt) : new Promise((ok, ko) => waiters.push([ok, ko]));
-      if (!state) {
-        attempt = 0;
-        if (browser) {
-          g.addEventListener('online', online);
-          g.addEventListener('offline', offline);
-        }
-        connect();
-      }
-      return out(rt, p, cb);
-    },
     close() {
       shutdown(fail('closed by the application', 'CLOSED'));
       return rt;
     },
     /** @param {string} name @param {Function} f */
     on(name, f) {
-      check(isStr(name) && isFn(f), 'on(eventName, callback)');
+      evArgs('on(eventName, callback)', name, f);
       listeners[name] = (listeners[name] || []).concat(f);
       return rt;
     },
     /** @param {string} name @param {Function} f */
     once(name, f) {
+      evArgs('once(eventName, callback)', name, f);
       /** @type {any} */
       const w = (/** @type {any} */ d) => {
         rt.off(name, w);
@@ -579,29 +584,53 @@ export default function realtime(options, callback) {
       w.f = f;
       return rt.on(name, w);
     },
-    /** @param {string} name @param {Function} [f] omit to remove every listener of the event */
+    /** @param {string} name @param {Function} f the function given to on() or once() */
     off(name, f) {
-      listeners[name] = f ? (listeners[name] || []).filter((/** @type {any} */ x) => x != f && x.f != f) : [];
+      evArgs('off(eventName, callback)', name, f);
+      listeners[name] = (listeners[name] || []).filter((/** @type {any} */ x) => x != f && x.f != f);
       return rt;
     },
     /** @param {string} name @param {any} [data] */
     emit(name, data) {
+      evArgs('emit(eventName[, data])', name, 0);
       emit(name, data);
       return rt;
     },
-    conv,
-    room: conv,
-    /** @param {any} [opts] @param {any} [cb] */
-    query(opts, cb) {
-      if (isFn(opts)) {
-        cb = opts;
-        opts = 0;
-      }
-      return out(rt, query(opts || {}), cb);
-    },
-    /** @param {any} ids @param {any} [cb] */
-    ping: (ids, cb) => ping(rt, ids, cb),
+    /** @param {any} arg @param {any} [cb] */
+    conv: (arg, cb) => conv(arg, cb)[0],
+    /** @param {any} arg */
+    convAsync: (arg) => conv(arg)[1],
   };
+  rt.room = rt.conv;
+  rt.roomAsync = rt.convAsync;
+  both(
+    rt,
+    {
+      /** @param {any} [cb] */
+      open(cb) {
+        const p = state == 3 ? Promise.resolve(rt) : new Promise((ok, ko) => waiters.push([ok, ko]));
+        if (!state) {
+          attempt = 0;
+          if (browser) {
+            g.addEventListener('online', online);
+            g.addEventListener('offline', offline);
+          }
+          connect();
+        }
+        return out(p, cb);
+      },
+      /** @param {any} [opts] @param {any} [cb] */
+      query(opts, cb) {
+        if (isFn(opts)) {
+          cb = opts;
+          opts = 0;
+        }
+        return out(query(opts || {}), cb);
+      },
+      ping,
+    },
+    ['query', 'ping'],
+  );
   return rt.open(callback);
 }
 

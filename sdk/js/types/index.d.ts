@@ -1,9 +1,9 @@
 // Type declarations for confab-realtime: the leancloud-realtime 2.x `AV.realtime` API.
-// Every request method returns the object it was called on (for 2.x-style chaining), which is
-// also a Promise of the request's result: `Chain<This, Result>`.
-
-/** The object a method was called on, which is also a Promise of the request's result. */
-export type Chain<T, R> = T & Promise<R>;
+// Every method of the manual returns the very object it was called on (`this`), with or without
+// its callback, so calls chain as in 2.x; no object is a thenable. Callbacks are success
+// callbacks. The Promise style has names of its own: each request method `name` has a
+// `nameAsync` twin that takes the same arguments without the callback and returns a Promise of
+// what the callback would get (rejected with a RealtimeError on failure).
 
 /** The constructor shape the SDK needs: browsers' WebSocket, undici's, or the `ws` package. */
 export interface WebSocketConstructor {
@@ -205,45 +205,81 @@ export interface Conversation {
   id: string;
   name: string;
   attr: any;
-  add(clientIds: string | string[], callback?: (reply: Frame) => void): Chain<Conversation, Frame>;
-  remove(clientIds: string | string[], callback?: (reply: Frame) => void): Chain<Conversation, Frame>;
-  join(callback?: (reply: Frame) => void): Chain<Conversation, Frame>;
-  leave(callback?: (reply: Frame) => void): Chain<Conversation, Frame>;
-  send(data: string | object, callback?: (ack: Ack) => void): Chain<Conversation, Ack>;
-  send(data: string | object, options: SendOptions & { transient: true }, callback?: () => void): Chain<Conversation, void>;
-  send(data: string | object, options: SendOptions, callback?: (ack: Ack) => void): Chain<Conversation, Ack>;
-  log(callback?: (logs: LogItem[]) => void): Chain<Conversation, LogItem[]>;
-  log(options: LogOptions, callback?: (logs: LogItem[]) => void): Chain<Conversation, LogItem[]>;
-  receive(callback: (message: Message) => void): Conversation;
-  receipt(callback: (receipt: Receipt) => void): Conversation;
-  list(callback?: (members: string[]) => void): Chain<Conversation, string[]>;
-  count(callback?: (count: number) => void): Chain<Conversation, number>;
-  update(data: { name?: string; attr?: any; [key: string]: any }, callback?: (reply: Frame) => void): Chain<Conversation, Frame>;
-  ping(clientIds: string | string[], callback?: (online: string[]) => void): Chain<Conversation, string[]>;
+  add(clientIds: string | string[], callback?: (reply: Frame) => void): this;
+  remove(clientIds: string | string[], callback?: (reply: Frame) => void): this;
+  join(callback?: (reply: Frame) => void): this;
+  /** Leave the conversation (the manual's "clientIdList" parameter of leave is a copy-paste slip: there is none). */
+  leave(callback?: (reply: Frame) => void): this;
+  send(data: string | object, callback?: (ack: Ack) => void): this;
+  /** A transient message has no ack: the callback runs once it is written, without an argument. */
+  send(data: string | object, options: SendOptions & { transient: true }, callback?: () => void): this;
+  send(data: string | object, options: SendOptions, callback?: (ack: Ack) => void): this;
+  log(callback?: (logs: LogItem[]) => void): this;
+  log(options: LogOptions, callback?: (logs: LogItem[]) => void): this;
+  /** The callback is required (必须). */
+  receive(callback: (message: Message) => void): this;
+  /** The callback is required (必须). */
+  receipt(callback: (receipt: Receipt) => void): this;
+  /** The callback is required (必须); without one this throws. Promise style: listAsync(). */
+  list(callback: (members: string[]) => void): this;
+  /** The callback is required (必须); without one this throws. Promise style: countAsync(). */
+  count(callback: (count: number) => void): this;
+  update(data: { name?: string; attr?: any; [key: string]: any }, callback?: (reply: Frame) => void): this;
+  /** The callback is required (必须); without one this throws. Promise style: pingAsync(). */
+  ping(clientIds: string | string[], callback: (online: string[]) => void): this;
+
+  // Promise style: the same requests, resolved with what the callback would get.
+  addAsync(clientIds: string | string[]): Promise<Frame>;
+  removeAsync(clientIds: string | string[]): Promise<Frame>;
+  joinAsync(): Promise<Frame>;
+  leaveAsync(): Promise<Frame>;
+  sendAsync(data: string | object, options: SendOptions & { transient: true }): Promise<void>;
+  sendAsync(data: string | object, options?: SendOptions): Promise<Ack>;
+  logAsync(options?: LogOptions): Promise<LogItem[]>;
+  listAsync(): Promise<string[]>;
+  countAsync(): Promise<number>;
+  updateAsync(data: { name?: string; attr?: any; [key: string]: any }): Promise<Frame>;
+  pingAsync(clientIds: string | string[]): Promise<string[]>;
 }
 
 export type Room = Conversation;
 
 export interface RealtimeObject {
   clientId: string;
-  open(callback?: (realtime: RealtimeObject) => void): Chain<RealtimeObject, RealtimeObject>;
-  close(): RealtimeObject;
-  /** Built-in events get typed data; any other name is a custom event (see emit). */
-  on<K extends string>(event: K, callback: (data: EventData<K>) => void): RealtimeObject;
-  once<K extends string>(event: K, callback: (data: EventData<K>) => void): RealtimeObject;
-  off(event: string, callback?: (data?: any) => void): RealtimeObject;
-  emit(event: string, data?: any): RealtimeObject;
-  conv(options: ConvOptions, callback?: (conversation: Conversation) => void): Chain<Conversation, Conversation>;
-  conv(callback: (conversation: Conversation) => void): Chain<Conversation, Conversation>;
-  conv(convId: string, callback?: (conversation: Conversation | null) => void): Chain<Conversation, Conversation | null>;
+  /** Called for you by AV.realtime(); after close() it connects again. The callback gets this object. */
+  open(callback?: (realtime: this) => void): this;
+  close(): this;
+  /** Built-in events get typed data; any other name is a custom event (see emit). Both arguments are required. */
+  on<K extends string>(event: K, callback: (data: EventData<K>) => void): this;
+  once<K extends string>(event: K, callback: (data: EventData<K>) => void): this;
+  /** Removes the function from the event (every registration of it, once() ones included). Both arguments are required. */
+  off(event: string, callback: (data?: any) => void): this;
+  emit(event: string, data?: any): this;
+  /** Creates a conversation; returns its object at once (usable before it exists); the callback gets that same object. */
+  conv(options: ConvOptions, callback?: (conversation: Conversation) => void): Conversation;
+  conv(callback: (conversation: Conversation) => void): Conversation;
+  /** An existing conversation; the callback gets the returned object, or null when there is no such conversation. */
+  conv(convId: string, callback?: (conversation: Conversation | null) => void): Conversation;
   room: RealtimeObject['conv'];
-  query(callback?: (results: ConversationRecord[]) => void): Chain<RealtimeObject, ConversationRecord[]>;
-  query(options: QueryOptions, callback?: (results: ConversationRecord[]) => void): Chain<RealtimeObject, ConversationRecord[]>;
-  ping(clientIds: string | string[], callback?: (online: string[]) => void): Chain<RealtimeObject, string[]>;
+  /** The callback is required (必须); without one this throws. Promise style: queryAsync(). */
+  query(callback: (results: ConversationRecord[]) => void): this;
+  query(options: QueryOptions, callback: (results: ConversationRecord[]) => void): this;
+  /** The callback is required (必须); without one this throws. Promise style: pingAsync(). */
+  ping(clientIds: string | string[], callback: (online: string[]) => void): this;
+
+  // Promise style: the same requests, resolved with what the callback would get.
+  /** Resolves with this object once the session is open (at once if it is). */
+  openAsync(): Promise<this>;
+  convAsync(options: ConvOptions): Promise<Conversation>;
+  convAsync(convId: string): Promise<Conversation | null>;
+  roomAsync: RealtimeObject['convAsync'];
+  queryAsync(options?: QueryOptions): Promise<ConversationRecord[]>;
+  pingAsync(clientIds: string | string[]): Promise<string[]>;
 }
 
 export interface Realtime {
-  (options: Options, callback?: (realtime: RealtimeObject) => void): Chain<RealtimeObject, RealtimeObject>;
+  /** Creates a RealtimeObject and starts connecting; returns the object itself (not a thenable). */
+  (options: Options, callback?: (realtime: RealtimeObject) => void): RealtimeObject;
   /** SDK version. */
   readonly version: string;
   /** Global settings for all instances (2.x): the WebSocket implementation. */

@@ -17,6 +17,8 @@ pub struct Connection {
     pub(super) sessions: Vec<Arc<Session>>,
     /// Push the offline backlog on login (protocol version 1) rather than unread counts.
     pub(super) push_offline: bool,
+    /// The v2 JSON protocol (2.x SDKs): no roles, and no way to read a partial failure.
+    pub(super) v2: bool,
 }
 
 impl Drop for Connection {
@@ -91,7 +93,7 @@ impl Connection {
             Request::SessionQuery { peer_ids } => Ok(Some(Engine::session_query(&app, peer_ids))),
             Request::ConvStart(start) => engine.conv_start(&app, &session, serial, start).await,
             Request::ConvAdd(change) => engine.conv_add(&app, &session, serial, change).await,
-            Request::ConvRemove(change) => engine.conv_remove(&app, &session, serial, change).await,
+            Request::ConvRemove(change) => engine.conv_remove(&app, &session, serial, change, self.v2).await,
             Request::ConvQuery(query) => engine.conv_query(&app, &session, query).await.map(Some),
             Request::ConvCount { cid } => engine.conv_count(&app, &cid).await.map(Some),
             Request::ConvUpdate { cid, attr } => engine.conv_update(&app, &session, serial, &cid, attr).await,

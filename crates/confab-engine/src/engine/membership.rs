@@ -364,6 +364,7 @@ impl Engine {
         session: &Arc<Session>,
         serial: Option<i32>,
         change: MembersChange,
+        v2: bool,
     ) -> Result<Option<Reply>, ProtocolError> {
         let me = session.client_id.to_string();
         let cid = change.cid.clone();
@@ -391,9 +392,16 @@ impl Engine {
             return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can remove others"));
         }
         let existing = conv.state().members.clone();
-        // The owner stays: removing it (or it leaving) fails for the owner alone.
-        let (owner, requested): (Vec<String>, Vec<String>) =
-            requested.into_iter().partition(|id| *id == conv.creator && existing.contains(id));
+        // The owner stays: removing it (or it leaving) fails for the owner alone. The v2
+        // protocol has no roles and its SDKs ignore `failedPids` (2.4.0 would report a
+        // refused leave as done): there the creator may leave, and a removal of the
+        // creator by anyone else is refused whole, as an error the SDK does see.
+        let (owner, requested): (Vec<String>, Vec<String>) = requested
+            .into_iter()
+            .partition(|id| *id == conv.creator && existing.contains(id) && !(v2 && *id == me));
+        if v2 && !owner.is_empty() {
+            return Err(perr(ErrorCode::ConversationNeedOwner, "only the creator can remove itself"));
+        }
         let removed: Vec<String> = requested.iter().filter(|id| existing.contains(*id)).cloned().collect();
         let now = self.now();
         if !removed.is_empty() {

@@ -193,16 +193,23 @@ impl Engine {
     /// Starts serving a connection. The receiver is the connection's outbound queue,
     /// bounded by the largest `outbound_queue_bytes` limit of any app.
     ///
-    /// `version` is the protocol version the client negotiated: 1 (and the v2 JSON
-    /// protocol) has its offline backlog pushed on login; 3 gets unread counts instead
-    /// and reads history itself.
+    /// `version` is the protocol version the client negotiated: 1 and 2 (the v2 JSON
+    /// protocol) have their offline backlog pushed on login; 3 gets unread counts instead
+    /// and reads history itself. Version 2 has no roles (see `conv_remove`).
     pub fn open_connection(&self, origin: Option<String>, version: u8) -> (Connection, OutboundReceiver) {
         let budget = self.inner.apps.values().map(|a| a.config.limits.outbound_queue_bytes).max();
         let budget = budget.unwrap_or_else(|| confab_types::Limits::default().outbound_queue_bytes);
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (handle, rx) = ConnHandle::new(id, origin, budget);
         self.inner.live_connections.fetch_add(1, Ordering::Relaxed);
-        (Connection { engine: self.clone(), handle, sessions: Vec::new(), push_offline: version < 3 }, rx)
+        let connection = Connection {
+            engine: self.clone(),
+            handle,
+            sessions: Vec::new(),
+            push_offline: version < 3,
+            v2: version == 2,
+        };
+        (connection, rx)
     }
 
     /// A conversation from the cache, loading it from the store on first use.

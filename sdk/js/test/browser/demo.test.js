@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { startConfab, APP } from '../integration/confab.js';
+import { checkIdentity } from '../integration/identity.js';
 
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -51,6 +52,21 @@ describe('demo in two browser pages', { timeout: 60000 }, () => {
     const js = await fetch(`${server.http}/demo/AV.realtime.js`);
     assert.equal(js.status, 200);
     assert.match(await js.text(), /AV/);
+  });
+
+  it('dist/AV.realtime.js in the page: every documented method returns its own object (===)', async () => {
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => problems.push(`identity page: ${e.message}`));
+    await page.goto(`${server.http}/demo/?appId=${APP.id}`);
+    // the same checks as test/integration/identity.test.js, run by the page on the served SDK
+    const { checks, callbacks, missing } = await page.evaluate(
+      `(${checkIdentity.toString()})(AV.realtime, { appId: ${JSON.stringify(APP.id)}, server: location.origin })`,
+    );
+    await page.close();
+    assert.deepEqual(checks.filter(([, ok]) => !ok).map(([label]) => label), [], 'checks that failed');
+    assert.deepEqual(callbacks.filter(([, ok]) => !ok).map(([label]) => label), [], 'callbacks with a wrong argument');
+    assert.equal(missing, 0, 'callbacks that never fired');
+    assert.ok(checks.length > 60 && callbacks.length > 25, `${checks.length} checks, ${callbacks.length} callbacks`);
   });
 
   it('chats: send, receive, receipts, who is online, history, language', async () => {

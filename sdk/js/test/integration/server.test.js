@@ -73,13 +73,13 @@ describe('connecting', { timeout: 20000 }, () => {
     const rt = client(uniq('route'));
     let cb = 0;
     rt.open(() => cb++);
-    await rt;
+    await rt.openAsync();
     assert.equal(cb, 1);
   });
 
   it('ws(s) URL connects directly', async () => {
     const rt = client(uniq('direct'), { server: server.ws });
-    await rt;
+    await rt.openAsync();
     assert.equal(rt.errors.length, 0);
   });
 
@@ -90,12 +90,12 @@ describe('connecting', { timeout: 20000 }, () => {
       const n = Math.random().toString(36).slice(2);
       cb({ nonce: n, timestamp: t, signature: createHmac('sha1', APP.master).update(`${APP.id}:${d.clientId}::${t}:${n}`).digest('hex') });
     };
-    await client(id, { authFun });
+    await client(id, { authFun }).openAsync();
   });
 
   it('heartbeats are answered: no reconnect while idle', async () => {
     const rt = client(uniq('beat'), { heartbeat: 200 });
-    await rt;
+    await rt.openAsync();
     const reuse = collect(rt, 'reuse');
     await sleep(1200);
     assert.deepEqual(reuse, [], 'the server must answer {} with a frame within the heartbeat interval');
@@ -110,16 +110,16 @@ describe("the manual's example (two clients)", { timeout: 30000 }, () => {
     const D = uniq('LeanCloud04');
     const a = client(A);
     const b = client(B);
-    await Promise.all([a, b]);
+    await Promise.all([a.openAsync(), b.openAsync()]);
     const invited = next(b, 'invited');
     const bMembersJoined = next(b, 'membersjoined');
     const created = next(a, 'create');
-    let cbConv;
-    const conversationObj = a.conv({ members: [B], data: { name: 'LeanCloud', m: 123 } }, (data) => (cbConv = data));
+    let conversationObj;
+    const cbConv = new Promise((r) => (conversationObj = a.conv({ members: [B], data: { name: 'LeanCloud', m: 123 } }, r)));
     const ev = await created;
-    const conv = await conversationObj;
+    const conv = conversationObj;
+    assert.equal(await cbConv, conv, 'the callback gets the object conv() returned');
     assert.equal(ev.cid, conv.id);
-    assert.equal(cbConv, conv);
     assert.ok(conv.id);
     const inv = await invited;
     assert.equal(inv.cid, conv.id);
@@ -127,18 +127,15 @@ describe("the manual's example (two clients)", { timeout: 30000 }, () => {
     const mj = await bMembersJoined;
     assert.equal(mj.cid, conv.id);
 
-    let added;
-    await conversationObj.add([C, D], (d) => (added = d));
+    const added = await new Promise((r) => conversationObj.add([C, D], r));
     assert.equal(added.cmd, 'conv');
-    let removed;
-    await conversationObj.remove(C, (d) => (removed = d));
+    const removed = await new Promise((r) => conversationObj.remove(C, r));
     assert.equal(removed.cmd, 'conv');
 
     const received = [];
     const got = next(b, 'message');
     b.conv(conv.id).receive((d) => received.push(d));
-    let ack;
-    await conversationObj.send({ abc: 123 }, (d) => (ack = d));
+    const ack = await new Promise((r) => conversationObj.send({ abc: 123 }, r));
     assert.ok(ack.uid, 'ack carries uid');
     assert.equal(typeof ack.t, 'number');
     const m = await got;
@@ -168,20 +165,19 @@ describe("the manual's example (two clients)", { timeout: 30000 }, () => {
     const B = uniq('joiner');
     const a = client(A);
     const b = client(B);
-    await Promise.all([a, b]);
-    const conv = await a.conv({ members: [], name: 'open room' });
+    await Promise.all([a.openAsync(), b.openAsync()]);
+    const conv = await a.convAsync({ members: [], name: 'open room' });
     const aJoin = next(a, 'membersjoined', (d) => d.cid === conv.id && d.m.includes(B));
     const legacy = next(a, 'join', (d) => d.cid === conv.id && (d.m || []).includes(B));
     const bInvited = next(b, 'invited', (d) => d.cid === conv.id);
-    let joinReply;
-    await b.conv(conv.id).join((d) => (joinReply = d));
-    assert.ok(joinReply);
+    const joinReply = await new Promise((r) => b.conv(conv.id).join(r));
+    assert.equal(joinReply.op, 'added');
     assert.equal((await aJoin).initBy, B);
     await legacy;
     await bInvited;
     const aLeft = next(a, 'membersleft', (d) => d.cid === conv.id && d.m.includes(B));
     const bKicked = next(b, 'kicked', (d) => d.cid === conv.id);
-    await b.conv(conv.id).leave();
+    await b.conv(conv.id).leaveAsync();
     assert.equal((await aLeft).initBy, B);
     assert.equal((await bKicked).initBy, B);
   });
@@ -189,15 +185,15 @@ describe("the manual's example (two clients)", { timeout: 30000 }, () => {
   it('remove kicks: kicked + left for the removed client, membersleft for the others', async () => {
     const [A, B, C] = [uniq('ka'), uniq('kb'), uniq('kc')];
     const [a, b, c] = [client(A), client(B), client(C)];
-    await Promise.all([a, b, c]);
+    await Promise.all([a.openAsync(), b.openAsync(), c.openAsync()]);
     // Listen before creating: the push can arrive before the creation promise settles.
     const invited = next(c, 'invited');
-    const conv = await a.conv({ members: [B, C] });
+    const conv = await a.convAsync({ members: [B, C] });
     assert.equal((await invited).cid, conv.id);
     const kicked = next(b, 'kicked', (d) => d.cid === conv.id);
     const bLeft = next(b, 'left', (d) => d.cid === conv.id);
     const cLeft = next(c, 'membersleft', (d) => d.cid === conv.id);
-    await conv.remove(B);
+    await conv.removeAsync(B);
     assert.equal((await kicked).initBy, A);
     await bLeft;
     assert.deepEqual((await cLeft).m, [B]);
@@ -209,49 +205,49 @@ describe('messages', { timeout: 30000 }, () => {
     const [A, B] = [uniq('ra'), uniq('rb')];
     const a = client(A);
     const b = client(B, { encodeHTML: true });
-    await Promise.all([a, b]);
+    await Promise.all([a.openAsync(), b.openAsync()]);
     // Listen before creating: the push can arrive before the creation promise settles.
     const invited = next(b, 'invited');
-    const conv = await a.conv({ members: [B] });
+    const conv = await a.convAsync({ members: [B] });
     assert.equal((await invited).cid, conv.id);
     const receipts = [];
     conv.receipt((r) => receipts.push(r));
     const gotRcp = next(a, 'receipt', (r) => r.cid === conv.id);
-    const ack = await conv.send('needs a receipt', { receipt: true });
+    const ack = await conv.sendAsync('needs a receipt', { receipt: true });
     const rcp = await gotRcp;
     assert.equal(rcp.id, ack.uid);
     assert.equal(typeof rcp.t, 'number');
     assert.equal(receipts.length, 1);
 
     const flash = next(b, 'message', (m) => m.msg === 'flash');
-    assert.equal(await conv.send('flash', { transient: true }), undefined);
+    assert.equal(await conv.sendAsync('flash', { transient: true }), undefined);
     assert.equal((await flash).transient, true);
 
     const img = next(b, 'message', (m) => m.msg && m.msg.type === 'image');
-    await conv.send({ text: '<cat>', url: 'https://x/cat.png', metaData: { name: 'cat', format: 'png', width: 2, height: 3, size: 4 } }, { type: 'image' });
+    await conv.sendAsync({ text: '<cat>', url: 'https://x/cat.png', metaData: { name: 'cat', format: 'png', width: 2, height: 3, size: 4 } }, { type: 'image' });
     const im = (await img).msg;
     assert.equal(im.text, '&lt;cat&gt;');
     assert.equal(im.url, 'https://x/cat.png');
     assert.equal(im.metaData.width, 2);
     const html = next(b, 'message', (m) => typeof m.msg === 'string' && m.msg.includes('script'));
-    await conv.send('<script>alert(1)</script>');
+    await conv.sendAsync('<script>alert(1)</script>');
     assert.equal((await html).msg, '&lt;script&gt;alert(1)&lt;/script&gt;');
 
-    const logs = await conv.log();
+    const logs = await conv.logAsync();
     assert.equal(logs.some((l) => l.data === 'flash'), false, 'transient messages are not stored');
     assert.equal(logs.at(-1).data, '<script>alert(1)</script>');
   });
 
   it('history pages oldest-first with t/mid', async () => {
     const a = client(uniq('hist'));
-    await a;
-    const conv = await a.conv({ members: [] });
+    await a.openAsync();
+    const conv = await a.convAsync({ members: [] });
     const acks = [];
-    for (let k = 0; k < 5; k++) acks.push(await conv.send('m' + k));
-    const last3 = await conv.log({ limit: 3 });
+    for (let k = 0; k < 5; k++) acks.push(await conv.sendAsync('m' + k));
+    const last3 = await conv.logAsync({ limit: 3 });
     assert.deepEqual(last3.map((l) => l.data), ['m2', 'm3', 'm4']);
     assert.deepEqual(last3.map((l) => l.msgId), acks.slice(2).map((x) => x.uid));
-    const older = await conv.log({ t: last3[0].timestamp, mid: last3[0].msgId, limit: 10 });
+    const older = await conv.logAsync({ t: last3[0].timestamp, mid: last3[0].msgId, limit: 10 });
     assert.deepEqual(older.map((l) => l.data), ['m0', 'm1']);
   });
 
@@ -259,17 +255,17 @@ describe('messages', { timeout: 30000 }, () => {
     const [A, B] = [uniq('oa'), uniq('ob')];
     const a = client(A);
     let b = client(B);
-    await Promise.all([a, b]);
+    await Promise.all([a.openAsync(), b.openAsync()]);
     // Listen before creating: the push can arrive before the creation promise settles.
     const invited = next(b, 'invited');
-    const conv = await a.conv({ members: [B] });
+    const conv = await a.convAsync({ members: [B] });
     assert.equal((await invited).cid, conv.id);
     b.close();
     await sleep(200);
-    const sent = [await conv.send('while away 1'), await conv.send('while away 2')];
+    const sent = [await conv.sendAsync('while away 1'), await conv.sendAsync('while away 2')];
     b = client(B);
     const got = collect(b, 'message');
-    await b;
+    await b.openAsync();
     await until(() => got.length >= 2, 5000, 'offline messages');
     await sleep(300);
     assert.deepEqual(got.map((m) => m.msg), ['while away 1', 'while away 2']);
@@ -278,7 +274,7 @@ describe('messages', { timeout: 30000 }, () => {
     b.close();
     const b2 = client(B);
     const again = collect(b2, 'message');
-    await b2;
+    await b2.openAsync();
     await sleep(500);
     assert.deepEqual(again, [], 'acknowledged offline messages are not delivered twice');
   });
@@ -289,41 +285,41 @@ describe('queries, presence, update, errors', { timeout: 30000 }, () => {
     const [A, B] = [uniq('qa'), uniq('qb')];
     const a = client(A);
     const b = client(B);
-    await Promise.all([a, b]);
+    await Promise.all([a.openAsync(), b.openAsync()]);
     const title = uniq('title');
-    const conv = await a.room({ members: [B], name: title, attr: { topic: 'x' } });
+    const conv = await a.roomAsync({ members: [B], name: title, attr: { topic: 'x' } });
     const mine = await new Promise((r) => a.query(r));
     assert.ok(mine.some((c) => c.objectId === conv.id), 'default query: my conversations');
-    const byName = await a.query({ where: { name: title } });
+    const byName = await a.queryAsync({ where: { name: title } });
     assert.deepEqual(byName.map((c) => c.objectId), [conv.id]);
-    const compact = await a.query({ where: { name: title }, compact: true });
+    const compact = await a.queryAsync({ where: { name: title }, compact: true });
     assert.equal(compact[0].m, undefined, 'compact drops members');
-    const found = await b.conv(conv.id);
+    const found = await b.convAsync(conv.id);
     assert.equal(found.id, conv.id);
     assert.equal(found.name, title);
-    assert.equal(await b.conv('000000000000000000000000'), null);
+    assert.equal(await b.convAsync('000000000000000000000000'), null);
 
     const offline = uniq('nobody');
-    assert.deepEqual(await a.ping([B, offline]), [B]);
-    assert.deepEqual(await conv.ping(A), [A]);
+    assert.deepEqual(await a.pingAsync([B, offline]), [B]);
+    assert.deepEqual(await conv.pingAsync(A), [A]);
     let pinged;
     await new Promise((r) => a.ping(B, (d) => r((pinged = d))));
     assert.deepEqual(pinged, [B]);
 
     const upd = next(b, 'update', (d) => d.cid === conv.id);
-    await conv.update({ name: title + '!' });
+    await conv.updateAsync({ name: title + '!' });
     assert.equal(conv.name, title + '!');
     await upd;
-    const again = await b.conv(conv.id);
+    const again = await b.convAsync(conv.id);
     assert.equal(again.name, title + '!');
   });
 
   it('server errors reject with code and reason, fire error, keep the connection', async () => {
     const a = client(uniq('err'));
-    await a;
+    await a.openAsync();
     const ghost = a.conv('000000000000000000000000');
     const ev = next(a, 'error', (e) => e.request && e.request.cmd === 'direct');
-    await assert.rejects(ghost.send('into the void'), (e) => {
+    await assert.rejects(ghost.sendAsync('into the void'), (e) => {
       assert.equal(typeof e.code, 'number');
       assert.match(e.reason, /^[A-Z_]+$/);
       assert.equal(e.request.msg, 'into the void');
@@ -331,8 +327,8 @@ describe('queries, presence, update, errors', { timeout: 30000 }, () => {
     });
     const e = await ev;
     assert.ok(e.code >= 4000);
-    const conv = await a.conv({ members: [] });
-    assert.ok((await conv.send('still connected')).uid);
+    const conv = await a.convAsync({ members: [] });
+    assert.ok((await conv.sendAsync('still connected')).uid);
   });
 });
 
@@ -341,9 +337,9 @@ describe('close()', { timeout: 20000 }, () => {
     const script = `
       import WebSocket from 'ws';
       import realtime from ${JSON.stringify(fileURLToPath(new URL('../../src/index.js', import.meta.url)))};
-      const rt = await realtime({ appId: ${JSON.stringify(APP.id)}, clientId: 'exiter', server: process.argv[1], WebSocket });
-      const room = await rt.conv({ members: ['someone'] });
-      await room.send('bye');
+      const rt = await realtime({ appId: ${JSON.stringify(APP.id)}, clientId: 'exiter', server: process.argv[1], WebSocket }).openAsync();
+      const room = await rt.convAsync({ members: ['someone'] });
+      await room.sendAsync('bye');
       rt.close();
       console.log('closed at', Date.now());
     `;
@@ -375,13 +371,13 @@ describe('reconnect across a server restart', { timeout: 60000 }, () => {
     const [A, B] = [uniq('sa'), uniq('sb')];
     const a = client(A);
     const b = client(B);
-    await Promise.all([a, b]);
+    await Promise.all([a.openAsync(), b.openAsync()]);
     // Listen before creating: the push can arrive before the creation promise settles.
     const invited = next(b, 'invited');
-    const conv = await a.conv({ members: [B] });
+    const conv = await a.convAsync({ members: [B] });
     assert.equal((await invited).cid, conv.id);
     const first = next(b, 'message', (m) => m.msg === 'before restart');
-    await conv.send('before restart');
+    await conv.sendAsync('before restart');
     await first;
     await sleep(200); // let bob's ack reach the server
     const aEvents = [];
@@ -392,7 +388,7 @@ describe('reconnect across a server restart', { timeout: 60000 }, () => {
     const stopped = server.stop();
     await next(a, 'reuse', () => true, 10000);
     await stopped;
-    const queued = [conv.send('queued 1'), conv.send('queued 2'), conv.send('queued 3')];
+    const queued = [conv.sendAsync('queued 1'), conv.sendAsync('queued 2'), conv.sendAsync('queued 3')];
     server = await server.restart();
     await Promise.all([aReopened, bReopened]);
     assert.deepEqual(aEvents.slice(0, 2), ['close', 'reuse']);
@@ -401,7 +397,7 @@ describe('reconnect across a server restart', { timeout: 60000 }, () => {
     assert.ok(acks.every((x) => x.uid));
     await until(() => bGot.length >= 3, 10000, 'queued messages at the other client');
     assert.deepEqual(bGot.map((m) => m.msg), ['queued 1', 'queued 2', 'queued 3']);
-    const logs = await conv.log();
+    const logs = await conv.logAsync();
     assert.deepEqual(logs.map((l) => l.data), ['before restart', 'queued 1', 'queued 2', 'queued 3']);
   });
 });

@@ -13,6 +13,8 @@ const open = (opts = {}, cb) => {
   clients.push(rt);
   return rt;
 };
+/** The same, once its session is open (the Promise-style name of open()). */
+const opened = (...a) => open(...a).openAsync();
 const strip = ({ i, peerId, ...rest }) => rest;
 
 before(async () => {
@@ -32,9 +34,10 @@ describe('AV.realtime()', () => {
     assert.equal(realtime.encodeHTML('<a href="x">&\'</a>'), '&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;');
   });
 
-  it('opens a session: frame, callback, open event and promise', async () => {
+  it('opens a session: frame, callback, open event and openAsync()', async () => {
     let cbArg;
     const rt = open({}, (x) => (cbArg = x));
+    assert.equal(typeof rt.then, 'undefined', 'AV.realtime() returns the object itself, not a thenable');
     const ev = once(rt, 'open');
     const f = await fake.next((f) => f.cmd === 'session');
     assert.deepEqual(strip(f), { cmd: 'session', op: 'open', appId: 'app', ua: 'js/' + realtime.version });
@@ -42,25 +45,28 @@ describe('AV.realtime()', () => {
     assert.equal(f.peerId, 'alice');
     const data = await ev;
     assert.equal(data.op, 'opened');
-    const resolved = await rt;
-    assert.equal(resolved.clientId, 'alice');
-    assert.equal(typeof resolved.then, 'undefined', 'resolves to the plain object');
-    assert.equal(cbArg.clientId, 'alice');
+    assert.equal(await rt.openAsync(), rt);
+    assert.equal(cbArg, rt, 'the callback gets the object itself');
     assert.equal(rt.clientId, 'alice');
   });
 
-  it('open(callback) on an open object calls back and returns a chain', async () => {
-    const rt = await open();
-    let called = 0;
-    const r = rt.open(() => called++);
-    assert.equal(typeof r.on, 'function');
-    assert.equal(await r, rt);
-    await sleep(1);
-    assert.equal(called, 1);
+  it('open(callback) on an open object calls back and returns the object', async () => {
+    const rt = await opened();
+    const called = new Promise((r) => assert.equal(rt.open(r), rt));
+    assert.equal(await called, rt);
+    assert.equal(await rt.openAsync(), rt);
+  });
+
+  it('an async function returning AV.realtime() resolves to the object (no thenable trap)', async () => {
+    const connect = async () => open();
+    const rt = await connect();
+    assert.equal(typeof rt.on, 'function');
+    assert.equal(typeof rt.then, 'undefined');
+    assert.equal(await rt.openAsync(), rt);
   });
 
   it('on/once/off/emit work as in the manual (custom events, chaining)', async () => {
-    const rt = await open();
+    const rt = await opened();
     const got = [];
     const fun = (d) => got.push(d.aaa);
     assert.equal(rt.on('LeanCloud123', fun), rt);
@@ -70,12 +76,12 @@ describe('AV.realtime()', () => {
     assert.deepEqual(got, ['test', 'once:test', 'again']);
     const once2 = () => got.push('x');
     rt.once('e2', once2).off('e2', once2).emit('e2');
-    rt.on('e3', once2).on('e3', once2).off('e3').emit('e3');
+    rt.on('e3', once2).on('e3', once2).off('e3', once2).emit('e3'); // every registration of the function
     assert.equal(got.length, 3);
   });
 
   it('a throwing listener does not stop other listeners', async () => {
-    const rt = await open();
+    const rt = await opened();
     const seen = [];
     const orig = process.listeners('uncaughtException');
     process.removeAllListeners('uncaughtException');
@@ -92,10 +98,10 @@ describe('AV.realtime()', () => {
 
 describe('conv / room', () => {
   it('creates a conversation: frame, callback, create event, promise', async () => {
-    const rt = await open();
+    const rt = await opened();
     const created = once(rt, 'create');
-    let cbConv;
-    const room = rt.conv({ members: ['LeanCloud02'], data: { name: 'LeanCloud', m: 123 } }, (c) => (cbConv = c));
+    let room;
+    const called = new Promise((r) => (room = rt.conv({ members: ['LeanCloud02'], data: { name: 'LeanCloud', m: 123 } }, r)));
     assert.equal(typeof room.add, 'function', 'returns a conversation object synchronously');
     const f = await fake.next((f) => f.op === 'start');
     assert.deepEqual(strip(f), {
@@ -107,18 +113,16 @@ describe('conv / room', () => {
       transient: false,
     });
     const ev = await created;
-    const c = await room;
-    assert.equal(ev.cid, c.id);
-    assert.match(c.id, /^conv\d+$/);
-    assert.equal(room.id, c.id, 'the returned object sees the id');
-    assert.equal(cbConv, c);
-    assert.equal(c.name, 'LeanCloud');
+    assert.match(room.id, /^conv\d+$/);
+    assert.equal(ev.cid, room.id);
+    assert.equal(await called, room, 'the callback gets the very object conv() returned');
+    assert.equal(room.name, 'LeanCloud');
   });
 
   it('room is conv; name/attr/unique/transient options', async () => {
-    const rt = await open();
+    const rt = await opened();
     assert.equal(rt.room, rt.conv);
-    const c = await rt.room({ members: ['a', 'b'], name: 'n', attr: { x: 1 }, unique: true, transient: true });
+    const c = await rt.roomAsync({ members: ['a', 'b'], name: 'n', attr: { x: 1 }, unique: true, transient: true });
     const f = fake.sent((f) => f.op === 'start').pop();
     assert.deepEqual(f.attr, { name: 'n', attr: { x: 1 } });
     assert.equal(f.unique, true);
@@ -128,22 +132,24 @@ describe('conv / room', () => {
   });
 
   it('conv(callback) creates an empty conversation', async () => {
-    const rt = await open();
-    const c = await new Promise((r) => rt.conv(r));
+    const rt = await opened();
+    let room;
+    const c = await new Promise((r) => (room = rt.conv(r)));
+    assert.equal(c, room);
     assert.ok(c.id);
   });
 
   it('methods called before the conversation exists wait for its id', async () => {
     const rt = open();
     const room = rt.conv({ members: ['bob'] });
-    const ack = room.send('early');
+    const ack = room.sendAsync('early');
     const f = await fake.next((f) => f.cmd === 'direct');
-    assert.equal(f.cid, (await room).id);
+    assert.equal(f.cid, room.id);
     assert.ok((await ack).uid);
   });
 
   it('conv(id) looks the conversation up; callback gets it or null', async () => {
-    const rt = await open();
+    const rt = await opened();
     fake.reply['conv query'] = (f) => ({
       cmd: 'conv',
       op: 'results',
@@ -154,7 +160,8 @@ describe('conv / room', () => {
       let got;
       const room = rt.conv('known', (c) => (got = c));
       assert.equal(room.id, 'known', 'id is usable immediately');
-      const c = await room;
+      const c = await rt.convAsync('known');
+      assert.equal(c, room, 'the same object for the same id');
       const f = fake.sent((f) => f.op === 'query').pop();
       assert.deepEqual(f.where, { objectId: 'known' });
       assert.equal(got, c);
@@ -162,11 +169,11 @@ describe('conv / room', () => {
       assert.deepEqual(c.attr, { a: 1 });
       assert.equal(rt.conv('known').id, 'known');
       let missing = 'unset';
-      assert.equal(await rt.conv('nope', (c) => (missing = c)), null);
+      await new Promise((r) => rt.conv('nope', (c) => r((missing = c))));
       assert.equal(missing, null);
-      assert.deepEqual(await c.list(), ['alice', 'x']);
-      let listed;
-      await rt.room('nope').list((m) => (listed = m));
+      assert.equal(await rt.convAsync('nope'), null);
+      assert.deepEqual(await c.listAsync(), ['alice', 'x']);
+      const listed = await new Promise((r) => rt.room('nope').list(r));
       assert.deepEqual(listed, []);
     } finally {
       delete fake.reply['conv query'];
@@ -178,16 +185,16 @@ describe('conv / room', () => {
 describe('conversation methods', () => {
   let rt, room;
   beforeEach(async () => {
-    rt = await open();
-    room = await rt.conv({ members: ['LeanCloud02'] });
+    rt = await opened();
+    room = await rt.convAsync({ members: ['LeanCloud02'] });
   });
 
   it('add/remove with one id or a list; callbacks get the reply; chaining', async () => {
     const got = [];
     const r = room.add('LeanCloud03', (d) => got.push(d.op)).add(['LeanCloud04', 'LeanCloud05'], (d) => got.push(d.op));
-    assert.equal(r.id, room.id);
-    await r;
-    await room.remove('LeanCloud03', (d) => got.push(d.op)).remove(['LeanCloud04', 'LeanCloud05']);
+    assert.equal(r, room);
+    await new Promise((done) => room.remove('LeanCloud03', (d) => done(got.push(d.op))).remove(['LeanCloud04', 'LeanCloud05']));
+    await room.countAsync(); // answered after the removals
     const fs = fake.sent((f) => f.op === 'add' || f.op === 'remove').slice(-4).map(strip);
     assert.deepEqual(fs, [
       { cmd: 'conv', op: 'add', cid: room.id, m: ['LeanCloud03'] },
@@ -200,9 +207,9 @@ describe('conversation methods', () => {
 
   it('join/leave add and remove the current client', async () => {
     let joined;
-    await room.join((d) => (joined = d));
+    await new Promise((r) => room.join((d) => r((joined = d))));
     assert.equal(joined.op, 'added');
-    await room.leave();
+    await room.leaveAsync();
     const fs = fake.sent((f) => f.op === 'add' || f.op === 'remove').slice(-2);
     assert.deepEqual(fs.map((f) => [f.op, f.m]), [
       ['add', ['alice']],
@@ -212,10 +219,10 @@ describe('conversation methods', () => {
 
   it('send: string, object, receipt, callback gets the ack', async () => {
     let ack;
-    await room.send('hello', (d) => (ack = d));
+    await new Promise((r) => room.send('hello', (d) => r((ack = d))));
     assert.equal(ack.cmd, 'ack');
     assert.ok(ack.uid && ack.t);
-    const a2 = await room.send({ abc: 123 }, { receipt: true });
+    const a2 = await room.sendAsync({ abc: 123 }, { receipt: true });
     assert.ok(a2.uid);
     await new Promise((r) => room.send({ testMsg: 'abcde' }, {}, r));
     const sent = fake.sent((f) => f.cmd === 'direct').slice(-3);
@@ -232,20 +239,20 @@ describe('conversation methods', () => {
 
   it('transient send resolves once written (no ack exists)', async () => {
     const from = fake.frames.length;
-    assert.equal(await room.send('blink', { transient: true }), undefined);
+    assert.equal(await room.sendAsync('blink', { transient: true }), undefined);
     const f = await fake.next((f) => f.cmd === 'direct', { from });
     assert.equal(f.transient, true);
     assert.equal(f.msg, 'blink');
   });
 
   it('rich media bodies (_lctype)', async () => {
-    await room.send({ text: 'hi', attr: { a: 1 } }, { type: 'text' });
-    await room.send(
+    await room.sendAsync({ text: 'hi', attr: { a: 1 } }, { type: 'text' });
+    await room.sendAsync(
       { text: 'pic', url: 'http://x/p.png', objectId: 'o1', metaData: { name: 'p', format: 'png', height: 1, width: 2, size: 3 } },
       { type: 'image' },
     );
-    await room.send({ metaData: { longitude: 1.5, latitude: 2.5 } }, { type: 'location' });
-    await room.send({ url: 'http://x/f', metaData: { name: 'f.txt', size: 9 } }, { type: 'file' });
+    await room.sendAsync({ metaData: { longitude: 1.5, latitude: 2.5 } }, { type: 'location' });
+    await room.sendAsync({ url: 'http://x/f', metaData: { name: 'f.txt', size: 9 } }, { type: 'file' });
     const bodies = fake.sent((f) => f.cmd === 'direct').slice(-4).map((f) => JSON.parse(f.msg));
     assert.deepEqual(bodies[0], { _lctype: -1, _lctext: 'hi', _lcattrs: { a: 1 } });
     assert.deepEqual(bodies[1], {
@@ -268,14 +275,14 @@ describe('conversation methods', () => {
     });
     try {
       let got;
-      await room.log((l) => (got = l));
+      await new Promise((r) => room.log((l) => r((got = l))));
       assert.deepEqual(strip(fake.sent((f) => f.cmd === 'logs').pop()), { cmd: 'logs', cid: room.id, limit: 20 });
       assert.equal(got.length, 2);
       assert.deepEqual(got[0].data, { type: 'text', text: '<b>', attr: undefined, url: undefined, metaData: undefined, location: undefined });
       assert.equal(got[0].msg, got[0].data);
       assert.equal(got[0].fromPeerId, 'bob');
       assert.equal(got[1].msg, 'plain');
-      const l2 = await room.log({ t: 5, mid: 'b', limit: 3 });
+      const l2 = await room.logAsync({ t: 5, mid: 'b', limit: 3 });
       assert.equal(l2.length, 2);
       assert.deepEqual(strip(fake.sent((f) => f.cmd === 'logs').pop()), { cmd: 'logs', cid: room.id, t: 5, mid: 'b', limit: 3 });
     } finally {
@@ -285,11 +292,11 @@ describe('conversation methods', () => {
 
   it('count, update, list', async () => {
     let n;
-    await room.count((x) => (n = x));
+    await new Promise((r) => room.count((x) => r((n = x))));
     assert.equal(n, 2);
-    assert.equal(await room.count(), 2);
+    assert.equal(await room.countAsync(), 2);
     assert.deepEqual(strip(fake.sent((f) => f.op === 'count').pop()), { cmd: 'conv', op: 'count', cid: room.id });
-    const up = await room.update({ name: 'renamed', attr: { t: 1 } });
+    const up = await room.updateAsync({ name: 'renamed', attr: { t: 1 } });
     assert.equal(up.op, 'updated');
     assert.deepEqual(strip(fake.sent((f) => f.op === 'update').pop()), {
       cmd: 'conv',
@@ -298,7 +305,7 @@ describe('conversation methods', () => {
       attr: { name: 'renamed', attr: { t: 1 } },
     });
     assert.equal(room.name, 'renamed');
-    assert.deepEqual(await room.list(), []);
+    assert.deepEqual(await room.listAsync(), []);
   });
 
   it('receive and receipt only see their own conversation; messages are acked', async () => {
@@ -332,26 +339,27 @@ describe('conversation methods', () => {
   it('ping on the realtime object and on the room object', async () => {
     fake.online.add('LeanCloud02');
     let got;
-    await rt.ping(['LeanCloud01', 'LeanCloud02'], (d) => (got = d));
+    await new Promise((r) => rt.ping(['LeanCloud01', 'LeanCloud02'], (d) => r((got = d))));
     assert.deepEqual(got, ['LeanCloud02']);
     assert.deepEqual(strip(fake.sent((f) => f.op === 'query').pop()), {
       cmd: 'session',
       op: 'query',
       sessionPeerIds: ['LeanCloud01', 'LeanCloud02'],
     });
-    assert.deepEqual(await room.ping('LeanCloud01'), []);
-    const r = room.ping('alice');
-    assert.equal(r.id, room.id, 'room.ping chains on the room');
-    assert.deepEqual(await r, ['alice']);
+    assert.deepEqual(await room.pingAsync('LeanCloud01'), []);
+    let r;
+    const online = await new Promise((done) => (r = room.ping('alice', done)));
+    assert.equal(r, room, 'room.ping chains on the room');
+    assert.deepEqual(online, ['alice']);
     fake.online.delete('LeanCloud02');
   });
 });
 
 describe('query', () => {
   it('defaults to my conversations, sorted by last message', async () => {
-    const rt = await open();
+    const rt = await opened();
     let res;
-    await rt.query((d) => (res = d));
+    await new Promise((r) => rt.query((d) => r((res = d))));
     assert.deepEqual(res, []);
     assert.deepEqual(strip(fake.sent((f) => f.op === 'query').pop()), {
       cmd: 'conv',
@@ -365,8 +373,8 @@ describe('query', () => {
   });
 
   it('passes options and rewrites members lists and roomIds', async () => {
-    const rt = await open();
-    await rt.query({ where: { m: 'abc123' }, sort: '-lm', limit: 100, skip: 200, compact: false });
+    const rt = await opened();
+    await rt.queryAsync({ where: { m: 'abc123' }, sort: '-lm', limit: 100, skip: 200, compact: false });
     assert.deepEqual(strip(fake.sent((f) => f.op === 'query').pop()), {
       cmd: 'conv',
       op: 'query',
@@ -377,20 +385,20 @@ describe('query', () => {
       flag: 0,
     });
     const where = { m: ['a', 'b'], roomIds: ['r1'] };
-    await rt.query({ where, compact: true, withLastMessages: true });
+    await rt.queryAsync({ where, compact: true, withLastMessages: true });
     const f = fake.sent((f) => f.op === 'query').pop();
     assert.deepEqual(f.where, { m: { $all: ['a', 'b'] }, objectId: { $in: ['r1'] } });
     assert.equal(f.flag, 3);
     assert.deepEqual(where, { m: ['a', 'b'], roomIds: ['r1'] }, 'the caller object is not modified');
-    await rt.query({ where: { convIds: ['c1', 'c2'] } });
+    await rt.queryAsync({ where: { convIds: ['c1', 'c2'] } });
     assert.deepEqual(fake.sent((f) => f.op === 'query').pop().where, { objectId: { $in: ['c1', 'c2'] } });
   });
 });
 
 describe('membership and update pushes', () => {
   it('maps conv pushes to the 2.x events', async () => {
-    const rt = await open();
-    const room = await rt.conv({ members: [] });
+    const rt = await opened();
+    const room = await rt.convAsync({ members: [] });
     const log = [];
     for (const n of ['join', 'left', 'invited', 'kicked', 'membersjoined', 'membersleft', 'update']) rt.on(n, (d) => log.push(n + ':' + d.op));
     const push = (o) => fake.push({ cmd: 'conv', cid: room.id, peerId: 'alice', ...o }, 'alice');
@@ -420,14 +428,14 @@ describe('membership and update pushes', () => {
 
 describe('errors', () => {
   it('an error frame rejects the request, fires error, never calls the callback', async () => {
-    const rt = await open();
-    const room = await rt.conv({ members: [] });
+    const rt = await opened();
+    const room = await rt.convAsync({ members: [] });
     fake.reply.direct = (f) => ({ cmd: 'error', code: 4401, reason: 'INVALID_MESSAGING_TARGET', i: f.i, detail: 'not a member' });
     try {
       const ev = once(rt, 'error');
       let called = false;
-      const p = room.send('x', () => (called = true));
-      await assert.rejects(p, (e) => {
+      assert.equal(room.send('x', () => (called = true)), room);
+      await assert.rejects(room.sendAsync('x'), (e) => {
         assert.equal(e.code, 4401);
         assert.equal(e.reason, 'INVALID_MESSAGING_TARGET');
         assert.equal(e.message, 'INVALID_MESSAGING_TARGET');
@@ -446,14 +454,16 @@ describe('errors', () => {
   });
 
   it('a failed conversation creation fails the calls made on it', async () => {
-    const rt = await open();
+    const rt = await opened();
     const saved = fake.reply['conv start'];
     fake.reply['conv start'] = (f) => ({ cmd: 'conv', op: 'error', code: 4304, reason: 'CONVERSATION_FULL', i: f.i });
     try {
       rt.on('error', () => {});
-      const room = rt.conv({ members: ['x'] });
-      await assert.rejects(room.send('x'), { code: 4304 });
-      await assert.rejects(room, { code: 4304 });
+      let called = false;
+      const room = rt.conv({ members: ['x'] }, () => (called = true));
+      await assert.rejects(room.sendAsync('x'), { code: 4304 });
+      await assert.rejects(rt.convAsync({ members: ['x'] }), { code: 4304 });
+      assert.equal(called, false, 'the creation callback is a success callback');
     } finally {
       fake.reply['conv start'] = saved;
     }
@@ -474,9 +484,37 @@ describe('errors', () => {
     assert.throws(() => realtime({ appId: 'a', clientId: 'b', server: fake.url, WebSocket, authFun: 3 }), /authFun/);
     const rt = open();
     const room = rt.conv('c1');
+    const f = () => {};
     assert.throws(() => rt.on('x', 'nope'), TypeError);
-    assert.throws(() => rt.ping(5), /ping\(\)/);
-    assert.throws(() => rt.ping(['a', 2]), /ping\(\)/);
+    // on, once, off and emit check their required arguments alike (the manual marks them 必须)
+    for (const [name, call] of [
+      ['on', () => rt.on('x')],
+      ['on', () => rt.on(f)],
+      ['on', () => rt.on('', f)],
+      ['once', () => rt.once('x')],
+      ['once', () => rt.once(f)],
+      ['off', () => rt.off('x')],
+      ['off', () => rt.off()],
+      ['emit', () => rt.emit()],
+      ['emit', () => rt.emit({ aaa: 1 })],
+    ]) {
+      assert.throws(call, (e) => e instanceof TypeError && e.message.startsWith('AV.realtime: ' + name + '(eventName'));
+    }
+    // callbacks the manual marks 必须: the manual's form throws without one; the *Async form needs none
+    for (const [name, call] of [
+      ['query', () => rt.query()],
+      ['query', () => rt.query({ limit: 1 })],
+      ['ping', () => rt.ping(['a'])],
+      ['ping', () => room.ping('a')],
+      ['list', () => room.list()],
+      ['count', () => room.count()],
+    ]) {
+      assert.throws(call, new RegExp('^TypeError: AV\\.realtime: ' + name + '\\(\\) needs a callback \\(or use ' + name + 'Async\\(\\)\\)$'));
+    }
+    assert.throws(() => room.receipt(), /callback/);
+    assert.throws(() => rt.ping(5, f), /ping\(\)/);
+    assert.throws(() => rt.ping(['a', 2], f), /ping\(\)/);
+    assert.throws(() => rt.pingAsync(5), /ping\(\)/);
     assert.throws(() => rt.conv(42), /conv\(\)/);
     assert.throws(() => rt.conv(''), /empty/);
     assert.throws(() => rt.conv({ members: 'bob' }), /members/);
@@ -489,13 +527,13 @@ describe('errors', () => {
     assert.throws(() => room.send({}, { type: 'location' }), /location/);
     assert.throws(() => room.update(), /update\(\)/);
     assert.throws(() => room.receive(), /callback/);
-    await rt;
+    await rt.openAsync();
   });
 });
 
 describe('options', () => {
   it('encodeHTML escapes received text', async () => {
-    const rt = await open({ encodeHTML: true });
+    const rt = await opened({ encodeHTML: true });
     const room = rt.conv('c-html');
     const got = [];
     room.receive((d) => got.push(d.msg));
@@ -514,13 +552,13 @@ describe('options', () => {
       calls.push(data);
       cb({ signature: 'sig' + calls.length, timestamp: 1000 + calls.length, nonce: 'n' + calls.length });
     };
-    const rt = await open({ authFun });
+    const rt = await opened({ authFun });
     const f0 = fake.sent((f) => f.op === 'open').pop();
     assert.deepEqual([f0.s, f0.t, f0.n], ['sig1', 1001, 'n1']);
-    const room = await rt.conv({ members: ['bob'] });
-    await room.add('carol');
-    await room.remove(['carol']);
-    await room.leave();
+    const room = await rt.convAsync({ members: ['bob'] });
+    await room.addAsync('carol');
+    await room.removeAsync(['carol']);
+    await room.leaveAsync();
     assert.deepEqual(calls, [
       { clientId: 'alice' },
       { clientId: 'alice', members: ['bob'] },
@@ -533,23 +571,23 @@ describe('options', () => {
     assert.equal(rm.s, 'sig4');
     assert.equal(leave.s, undefined, 'leaving needs no signature');
 
-    const rt2 = await open({ clientId: 'dave', auth: async (d) => ({ signature: 'p-' + d.clientId, timestamp: 1, nonce: 'x' }) });
+    const rt2 = await opened({ clientId: 'dave', auth: async (d) => ({ signature: 'p-' + d.clientId, timestamp: 1, nonce: 'x' }) });
     assert.equal(fake.sent((f) => f.op === 'open' && f.peerId === 'dave').pop().s, 'p-dave');
     rt2.close();
   });
 
   it('a refused signature fails the request', async () => {
     let n = 0;
-    const rt = await open({ authFun: (d, cb) => cb(n++ ? null : { signature: 's', timestamp: 1, nonce: 'n' }) });
+    const rt = await opened({ authFun: (d, cb) => cb(n++ ? null : { signature: 's', timestamp: 1, nonce: 'n' }) });
     rt.on('error', () => {});
-    await assert.rejects(rt.conv({ members: ['x'] }), { code: 'SIGNATURE' });
+    await assert.rejects(rt.convAsync({ members: ['x'] }), { code: 'SIGNATURE' });
   });
 
   it('server: an http(s) base asks the router, a ws(s) URL connects directly', async () => {
     const before = fake.routeRequests.length;
-    await open({ server: fake.http + '/', appId: 'my app' });
+    await opened({ server: fake.http + '/', appId: 'my app' });
     assert.deepEqual(fake.routeRequests.slice(before), ['my app']);
-    await open({ server: fake.url });
+    await opened({ server: fake.url });
     assert.equal(fake.routeRequests.length, before + 1);
   });
 
@@ -565,7 +603,7 @@ describe('options', () => {
     try {
       const rt = realtime({ appId: 'app', clientId: 'cfg', server: fake.url });
       clients.push(rt);
-      await rt;
+      await rt.openAsync();
       assert.equal(made, 1);
     } finally {
       realtime.config({ WebSocket: undefined });

@@ -15,6 +15,8 @@ const open = (opts = {}) => {
   clients.push(rt);
   return rt;
 };
+/** The same, once its session is open (the Promise-style name of open()). */
+const opened = (...a) => open(...a).openAsync();
 const events = (rt, names) => {
   const log = [];
   for (const n of names) rt.on(n, () => log.push(n));
@@ -31,7 +33,7 @@ afterEach(() => {
 
 describe('reconnect', () => {
   it('emits close, reuse, then open again and opens a new session', async () => {
-    const rt = await open();
+    const rt = await opened();
     const log = events(rt, ['close', 'reuse', 'open']);
     const opens = fake.sent((f) => f.op === 'open').length;
     const reopened = once(rt, 'open');
@@ -40,7 +42,7 @@ describe('reconnect', () => {
     assert.deepEqual(log.slice(0, 2), ['close', 'reuse']);
     assert.equal(log.at(-1), 'open');
     assert.equal(fake.sent((f) => f.op === 'open').length, opens + 1);
-    const room = await rt.conv({ members: [] });
+    const room = await rt.convAsync({ members: [] });
     assert.ok(room.id);
   });
 
@@ -57,16 +59,16 @@ describe('reconnect', () => {
   });
 
   it('queues requests while disconnected and flushes them in call order', async () => {
-    const rt = await open();
-    const room = await rt.conv({ members: [] });
+    const rt = await opened();
+    const room = await rt.convAsync({ members: [] });
     const saved = fake.reply['session open'];
     fake.reply['session open'] = () => undefined; // hold the next session open
     const lost = once(rt, 'reuse');
     fake.dropAll();
     await lost;
     const from = fake.frames.length;
-    const sends = ['one', 'two', 'three'].map((m) => room.send(m));
-    const counted = room.count();
+    const sends = ['one', 'two', 'three'].map((m) => room.sendAsync(m));
+    const counted = room.countAsync();
     await sleep(100);
     assert.equal(fake.frames.slice(from).filter((x) => x.frame.cmd === 'direct').length, 0, 'nothing written before the session is open');
     fake.reply['session open'] = saved;
@@ -79,11 +81,11 @@ describe('reconnect', () => {
   });
 
   it('re-sends requests whose answer was lost in a dropped connection (same i)', async () => {
-    const rt = await open();
-    const room = await rt.conv({ members: [] });
+    const rt = await opened();
+    const room = await rt.convAsync({ members: [] });
     const saved = fake.reply.direct;
     fake.reply.direct = () => undefined; // swallow
-    const p = room.send('retry me');
+    const p = room.sendAsync('retry me');
     const first = await fake.next((f) => f.msg === 'retry me');
     fake.reply.direct = saved;
     const from = fake.frames.length;
@@ -95,22 +97,22 @@ describe('reconnect', () => {
   });
 
   it('fails queued requests after the documented timeout with code TIMEOUT', async () => {
-    const rt = await open({ timeout: 150 });
-    const room = await rt.conv({ members: [] });
+    const rt = await opened({ timeout: 150 });
+    const room = await rt.convAsync({ members: [] });
     const saved = fake.reply['session open'];
     fake.reply['session open'] = () => undefined;
     fake.dropAll();
     await once(rt, 'reuse');
     const err = once(rt, 'error');
     const t0 = Date.now();
-    await assert.rejects(room.send('late'), (e) => e.code === 'TIMEOUT' && e.request.msg === 'late');
+    await assert.rejects(room.sendAsync('late'), (e) => e.code === 'TIMEOUT' && e.request.msg === 'late');
     assert.ok(Date.now() - t0 >= 140);
     assert.equal((await err).code, 'TIMEOUT');
     fake.reply['session open'] = saved;
   });
 
   it('server-closed session: reconnects, except for fatal codes', async () => {
-    const rt = await open();
+    const rt = await opened();
     const log = events(rt, ['error', 'close', 'open']);
     fake.push({ cmd: 'session', op: 'closed', code: 4200, reason: 'INTERNAL_ERROR' }, 'alice');
     await once(rt, 'open');
@@ -124,11 +126,11 @@ describe('reconnect', () => {
     await sleep(100);
     assert.deepEqual(errs, [4111]);
     assert.equal(fake.sent((f) => f.op === 'open').length, opens, 'no reconnect after a conflict');
-    await assert.rejects(rt.conv({ members: [] }), { code: 'CLOSED' });
+    await assert.rejects(rt.convAsync({ members: [] }), { code: 'CLOSED' });
   });
 
   it('fatal WebSocket close codes stop reconnecting', async () => {
-    const rt = await open({ clientId: 'fatal' });
+    const rt = await opened({ clientId: 'fatal' });
     const err = once(rt, 'error');
     const closed = once(rt, 'close');
     fake.conns.find((c) => c.peerId === 'fatal').ws.close(4100);
@@ -148,7 +150,7 @@ describe('reconnect', () => {
       const e = await once(rt, 'error');
       assert.equal(e.code, 4102);
       assert.equal(e.reason, 'SIGNATURE_FAILED');
-      await rt;
+      await rt.openAsync();
     } finally {
       fake.reply['session open'] = saved;
     }
@@ -161,14 +163,14 @@ describe('login signature', () => {
     const rt = open({ clientId: 'signer', authFun: (d, cb) => cb(n++ ? { signature: 's', timestamp: 1, nonce: 'n' } : null) });
     const e = await once(rt, 'error');
     assert.equal(e.code, 'SIGNATURE');
-    await rt;
+    await rt.openAsync();
     assert.equal(fake.sent((f) => f.op === 'open' && f.peerId === 'signer').pop().s, 's');
   });
 });
 
 describe('heartbeat', () => {
   it('sends {} after idle time and keeps the connection while answered', async () => {
-    const rt = await open({ heartbeat: 60 });
+    const rt = await opened({ heartbeat: 60 });
     const log = events(rt, ['reuse']);
     const from = fake.frames.length;
     await sleep(300);
@@ -181,7 +183,7 @@ describe('heartbeat', () => {
     const saved = fake.reply.heartbeat;
     fake.reply.heartbeat = () => undefined;
     try {
-      const rt = await open({ heartbeat: 50 });
+      const rt = await opened({ heartbeat: 50 });
       const log = events(rt, ['close', 'reuse']);
       await once(rt, 'reuse', 1000);
       assert.deepEqual(log.slice(0, 2), ['close', 'reuse']);
@@ -194,7 +196,7 @@ describe('heartbeat', () => {
 describe('router', () => {
   it('caches the route for ttl, asks again after a failed connection', async () => {
     const before = fake.routeRequests.length;
-    const rt = await open({ server: fake.http });
+    const rt = await opened({ server: fake.http });
     fake.dropAll();
     await once(rt, 'open');
     assert.equal(fake.routeRequests.length, before + 1, 'still within ttl: no new route request');
@@ -216,7 +218,7 @@ describe('router', () => {
       const e = await once(rt, 'error');
       assert.equal(e.code, 'ROUTE');
       fake.routeStatus = 200;
-      await rt;
+      await rt.openAsync();
     } finally {
       fake.routeStatus = 200;
     }
@@ -227,11 +229,14 @@ describe('close()', () => {
   it('works before the connection opened (manual example) and rejects what is pending', async () => {
     const rt = open();
     const room = rt.conv({ members: [] });
-    rt.close();
+    const creating = rt.convAsync({ members: [] });
+    const opening = rt.openAsync();
+    assert.equal(rt.close(), rt);
     let closed = false;
     rt.on('close', () => (closed = true));
-    await assert.rejects(room, { code: 'CLOSED' });
-    await assert.rejects(rt, { code: 'CLOSED' });
+    await assert.rejects(room.sendAsync('x'), { code: 'CLOSED' });
+    await assert.rejects(creating, { code: 'CLOSED' });
+    await assert.rejects(opening, { code: 'CLOSED' });
     await sleep(10);
     assert.equal(closed, true);
   });
@@ -240,10 +245,10 @@ describe('close()', () => {
     const script = `
       import WebSocket from 'ws';
       import realtime from ${JSON.stringify(fileURLToPath(new URL('../../src/index.js', import.meta.url)))};
-      const rt = await realtime({ appId: 'app', clientId: 'exiter', server: process.argv[1], WebSocket });
-      const room = await rt.conv({ members: [] });
-      await room.send('bye');
-      room.send('pending forever?').catch(() => {});
+      const rt = await realtime({ appId: 'app', clientId: 'exiter', server: process.argv[1], WebSocket }).openAsync();
+      const room = await rt.convAsync({ members: [] });
+      await room.sendAsync('bye');
+      room.send('pending forever?');
       rt.close();
       console.log('closed');
     `;
@@ -268,19 +273,19 @@ describe('close()', () => {
   });
 
   it('open() after close() connects again', async () => {
-    const rt = await open();
+    const rt = await opened();
     rt.close();
     await once(rt, 'close');
-    const back = await rt.open();
+    const back = await rt.openAsync();
     assert.equal(back, rt);
-    assert.ok((await rt.conv({ members: [] })).id);
+    assert.ok((await rt.convAsync({ members: [] })).id);
   });
 });
 
 describe('several instances', () => {
   it('are independent (events, state, serials)', async () => {
-    const a = await open({ clientId: 'ia' });
-    const b = await open({ clientId: 'ib' });
+    const a = await opened({ clientId: 'ia' });
+    const b = await opened({ clientId: 'ib' });
     const la = events(a, ['close', 'message']);
     const lb = events(b, ['close', 'message']);
     fake.conns.find((c) => c.peerId === 'ia').ws.terminate();
@@ -290,7 +295,7 @@ describe('several instances', () => {
     assert.deepEqual(la, ['close']);
     assert.deepEqual(lb, ['message']);
     b.close();
-    assert.ok((await a.conv({ members: [] })).id);
+    assert.ok((await a.convAsync({ members: [] })).id);
   });
 });
 
@@ -300,7 +305,7 @@ describe('browser online/offline', () => {
     globalThis.addEventListener = target.addEventListener.bind(target);
     globalThis.removeEventListener = target.removeEventListener.bind(target);
     try {
-      const rt = await open({ minDelay: 60000, maxDelay: 60000 });
+      const rt = await opened({ minDelay: 60000, maxDelay: 60000 });
       const log = events(rt, ['close', 'reuse', 'open']);
       target.dispatchEvent(new Event('offline'));
       assert.deepEqual(log, ['close', 'reuse']);

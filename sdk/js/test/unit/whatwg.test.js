@@ -9,9 +9,9 @@ it('uses globalThis.WebSocket when none is injected', { skip: typeof globalThis.
   const fake = await startFake();
   try {
     const rt = realtime({ appId: 'app', clientId: 'std', server: fake.http });
-    await rt;
-    const room = await rt.conv({ members: [] });
-    assert.ok((await room.send('hi')).uid);
+    assert.equal(await rt.openAsync(), rt);
+    const room = await rt.convAsync({ members: [] });
+    assert.ok((await room.sendAsync('hi')).uid);
     const got = once(rt, 'message');
     fake.push({ cmd: 'direct', cid: room.id, id: 'w1', msg: 'back' });
     assert.equal((await got).msg, 'back');

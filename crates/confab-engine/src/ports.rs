@@ -1,5 +1,13 @@
-//! The engine's ports: the [`Store`] that is the source of truth, and the [`Clock`].
-//! The engine does I/O only through these, so its rules do not depend on a back end.
+//! The engine's ports: the [`Store`] that is the source of truth, the [`Clock`], the
+//! [`Presence`] registry of live sessions and the [`Broker`] that fans out to them. The
+//! engine does I/O and crosses processes only through these, so its rules do not depend
+//! on a back end; each has an in-process implementation that the single-node mode uses.
+
+mod broker;
+mod presence;
+
+pub use broker::{Broker, ClientEvent, Committed, LocalBroker};
+pub use presence::{LocalPresence, Presence, TagClaim, TagHeld};
 
 use serde_json::{Map, Value};
 use std::future::Future;

@@ -16,7 +16,7 @@ use super::{AppState, Engine};
 use crate::conversation::{Conv, PendingSend, Recent};
 use crate::ids;
 use crate::outbound::SharedPush;
-use crate::ports::{ConvKind, MessageRange, StoreError, StoredMessage};
+use crate::ports::{ClientEvent, Committed, ConvKind, MessageRange, StoreError, StoredMessage};
 use crate::session::{ConvDelivery, Inflight, Session};
 use confab_types::{AckRequest, DirectPush, DirectRequest, ErrorCode, ProtocolError, Push, Reply};
 use std::sync::Arc;
@@ -110,16 +110,20 @@ impl Engine {
                 mentions: req.mentions,
                 ..DirectPush::default()
             }));
-            let recipients: Vec<Arc<Session>> = match conv.kind {
-                ConvKind::Transient => conv.state().room.clone(),
-                ConvKind::System if !session.admin => Vec::new(),
+            match conv.kind {
+                ConvKind::Transient => {
+                    let room = conv.state().room.clone();
+                    for s in room.iter().filter(|s| !Arc::ptr_eq(s, session)) {
+                        s.push(push.clone());
+                    }
+                }
+                ConvKind::System if !session.admin => {}
                 _ => {
                     let members: Vec<String> = conv.state().members.iter().cloned().collect();
-                    members.iter().flat_map(|m| app.sessions_of(m)).collect()
+                    for member in &members {
+                        app.broker.to_client(member, ClientEvent::Push(&push), Some(session));
+                    }
                 }
-            };
-            for s in recipients.iter().filter(|s| !Arc::ptr_eq(s, session)) {
-                s.push(push.clone());
             }
             let Push::Direct(d) = &push.push else {
                 return Ok(None);
@@ -296,22 +300,24 @@ impl Engine {
             }
             return;
         }
-        let meta = Inflight { id: m.id.clone(), from: m.from.clone(), receipt: m.receipt, acked: false };
-        let inflight_max = app.config.limits.offline_window.saturating_mul(4).max(64);
-        for member in &state.members {
-            // Borrowed under the shard lock: no per-member copy of the session list on
-            // the per-message path (nothing below takes a shard lock).
-            let shard = app.sessions.shard(member);
-            for s in shard.get(member.as_str()).into_iter().flatten() {
-                if Arc::ptr_eq(s, &p.origin) {
-                    if let Some(cursor) = s.pass_own(&m.cid, prev, m.ts) {
-                        self.inner.store.save_cursor(&app.config.id, &s.client_id, &m.cid, cursor);
-                    }
-                } else {
-                    s.offer_live(&m.cid, prev, m.ts, &meta, &push, inflight_max);
-                }
-            }
+        // The sending session only moves its pointers past its own message.
+        if !p.origin.closed.load(std::sync::atomic::Ordering::Acquire)
+            && let Some(cursor) = p.origin.pass_own(&m.cid, prev, m.ts)
+        {
+            self.inner.store.save_cursor(&app.config.id, &p.origin.client_id, &m.cid, cursor);
         }
+        app.broker.message(&Committed {
+            cid: &m.cid,
+            members: &state.members,
+            prev,
+            ts: m.ts,
+            id: &m.id,
+            from: &m.from,
+            receipt: m.receipt,
+            push: &push,
+            origin: &p.origin,
+            inflight_max: app.config.limits.offline_window.saturating_mul(4).max(64),
+        });
     }
 
     /// A recipient acknowledged messages: move its cursor, send delivery receipts.

@@ -97,9 +97,7 @@ impl Engine {
         recipients.dedup();
         let push = SharedPush::new(Push::Patch { items: done, patched_at: now });
         for client in recipients {
-            for s in app.sessions_of(&client).into_iter().filter(|s| !Arc::ptr_eq(s, session)) {
-                s.push(push.clone());
-            }
+            app.broker.to_client(&client, ClientEvent::Push(&push), Some(session));
         }
         Ok(Reply::Patched { patched_at: now })
     }

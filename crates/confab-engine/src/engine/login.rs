@@ -2,6 +2,7 @@
 //! close, and presence queries.
 
 use super::*;
+use crate::ports::TagClaim;
 
 impl Connection {
     pub(super) async fn open(
@@ -59,35 +60,29 @@ impl Connection {
             }
         };
         // Single-device login: a login with a tag ends the client's other sessions with
-        // the same tag; a re-login finding its tag taken is refused instead.
-        if let Some(tag) = &tag {
-            let holders: Vec<Arc<Session>> = app
-                .sessions_of(&client_id)
-                .into_iter()
-                .filter(|s| {
-                    s.tag.as_deref() == Some(tag.as_str()) && s.conn.id != self.handle.id && !s.is_closed()
-                })
-                .collect();
-            if !holders.is_empty() && open.reconnect {
-                return Err(perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"));
-            }
-            for holder in holders {
-                let error = perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
-                holder.push(SharedPush::new(Push::SessionClosed { peer_id: client_id.clone(), error }));
-                engine.end_session(&holder);
-            }
-        }
-        // Opening a client id again on the same connection replaces its session.
-        if let Some(old) = self.sessions.iter().find(|s| *s.client_id == *client_id).cloned() {
-            self.remove_session(&old);
-        }
+        // the same tag; a re-login finding its tag taken is refused instead. The check and
+        // the registration are one step of the presence registry, so two logins with one
+        // tag cannot both win.
         let session = Session::new(
             self.handle.clone(),
             Arc::from(app.config.id.as_str()),
             Arc::from(client_id.as_str()),
             tag.clone(),
         );
-        app.sessions.shard(&client_id).entry(client_id.clone()).or_default().push(session.clone());
+        let claim = if open.reconnect { TagClaim::Keep } else { TagClaim::Take };
+        let displaced = app
+            .presence
+            .register(&session, claim)
+            .map_err(|_| perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"))?;
+        for holder in displaced {
+            let error = perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
+            holder.push(SharedPush::new(Push::SessionClosed { peer_id: client_id.clone(), error }));
+            engine.end_session(&holder);
+        }
+        // Opening a client id again on the same connection replaces its session.
+        if let Some(old) = self.sessions.iter().find(|s| *s.client_id == *client_id).cloned() {
+            self.remove_session(&old);
+        }
         self.sessions.push(session.clone());
         let cursors = match engine.inner.store.member_cursors(&app.config.id, &client_id).await {
             Ok(c) => c,
@@ -173,15 +168,7 @@ impl Engine {
         let Some(app) = self.app(&session.app_id) else {
             return;
         };
-        {
-            let mut shard = app.sessions.shard(&session.client_id);
-            if let Some(list) = shard.get_mut(&*session.client_id) {
-                list.retain(|s| !Arc::ptr_eq(s, session));
-                if list.is_empty() {
-                    shard.remove(&*session.client_id);
-                }
-            }
-        }
+        app.presence.unregister(session);
         let rooms = std::mem::take(&mut *session.rooms.lock().unwrap_or_else(|p| p.into_inner()));
         for cid in rooms {
             if let Some(conv) = app.convs.get(&cid) {

@@ -115,9 +115,7 @@ impl Engine {
             self.join_room(&conv, session);
         } else {
             for member in &members {
-                for s in app.sessions_of(member) {
-                    s.reset_conv(&record.id);
-                }
+                app.membership_changed(member, &record.id);
                 self.notify(
                     app,
                     member,
@@ -203,9 +201,7 @@ impl Engine {
                     .map_err(store_error)?;
                 conv.state().members.remove(&me);
             }
-            for s in app.sessions_of(&me) {
-                s.reset_conv(&conv.cid);
-            }
+            app.membership_changed(&me, &conv.cid);
             result.allowed.push(id);
         }
         Ok(result)
@@ -325,9 +321,7 @@ impl Engine {
             let members: Vec<String> = conv.state().members.iter().cloned().collect();
             for member in &members {
                 if added.contains(member) {
-                    for s in app.sessions_of(member) {
-                        s.reset_conv(&cid);
-                    }
+                    app.membership_changed(member, &cid);
                     self.notify(
                         app,
                         member,
@@ -423,9 +417,7 @@ impl Engine {
         session.conn.reply(serial, Reply::ConvRemoved(MembersResult { allowed: requested, failed }));
         if !removed.is_empty() {
             for id in &removed {
-                for s in app.sessions_of(id) {
-                    s.reset_conv(&cid);
-                }
+                app.membership_changed(id, &cid);
                 self.notify(
                     app,
                     id,

@@ -34,7 +34,10 @@ use crate::bounds;
 use crate::conversation::{Conv, query_doc, result_json, unique_key};
 use crate::ids;
 use crate::outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};
-use crate::ports::{Clock, ConvKind, ConversationRecord, MessageRange, ScanFilter, Store, StoreError};
+use crate::ports::{
+    Broker, ClientEvent, Clock, ConvKind, ConversationRecord, LocalBroker, LocalPresence, MessageRange,
+    Presence, ScanFilter, Store, StoreError,
+};
 use crate::query::{Budget, QueryBounds, QueryError, compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
 use crate::session::Session;
@@ -65,8 +68,10 @@ struct Notice<'a> {
 pub struct AppState {
     /// Configuration.
     pub config: AppConfig,
-    /// Online sessions by client id.
-    pub(crate) sessions: Sharded<Vec<Arc<Session>>>,
+    /// Who is online (the live sessions, with their device tags).
+    pub(crate) presence: Arc<dyn Presence>,
+    /// Fan-out to the sessions of clients.
+    pub(crate) broker: Arc<dyn Broker>,
     /// Cached conversations by id.
     pub(crate) convs: Sharded<Arc<Conv>>,
     /// Serializes membership and attribute changes per conversation.
@@ -74,14 +79,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The online sessions of a client.
-    pub(crate) fn sessions_of(&self, client: &str) -> Vec<Arc<Session>> {
-        self.sessions.get(client).unwrap_or_default()
-    }
-
     /// Whether a client has at least one live session.
     pub fn is_online(&self, client: &str) -> bool {
-        self.sessions.shard(client).get(client).is_some_and(|v| v.iter().any(|s| !s.is_closed()))
+        self.presence.is_online(client)
+    }
+
+    /// Tells every session of `client` (except `except`) that its membership of `cid`
+    /// changed.
+    pub(crate) fn membership_changed(&self, client: &str, cid: &str) {
+        self.broker.to_client(client, ClientEvent::MembershipChanged { cid }, None);
     }
 
     fn conv_lock(&self, cid: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -132,15 +138,18 @@ fn perr(code: ErrorCode, detail: impl Into<String>) -> ProtocolError {
 }
 
 impl Engine {
-    /// An engine serving `apps` on `store`.
+    /// An engine serving `apps` on `store`, in one process: presence and fan-out are
+    /// the in-process [`LocalPresence`] and [`LocalBroker`].
     pub fn new(apps: Vec<AppConfig>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Engine {
         let apps = apps
             .into_iter()
             .map(|config| {
                 let id = config.id.clone();
+                let presence = Arc::new(LocalPresence::default());
                 let state = AppState {
                     config,
-                    sessions: Sharded::default(),
+                    broker: Arc::new(LocalBroker::new(presence.clone())),
+                    presence,
                     convs: Sharded::default(),
                     conv_ops: Sharded::default(),
                 };
@@ -168,11 +177,7 @@ impl Engine {
     /// writes what it has queued, then its Close frame.
     pub fn close_all(&self, reason: &ProtocolError) {
         for app in self.inner.apps.values() {
-            app.sessions.for_each(|sessions| {
-                for session in sessions {
-                    session.conn.close(reason.clone());
-                }
-            });
+            app.presence.for_each_session(&mut |session| session.conn.close(reason.clone()));
         }
     }
 
@@ -237,9 +242,7 @@ impl Engine {
 
     /// Queues a push to every online session of `client`.
     pub(crate) fn push_to_client(&self, app: &AppState, client: &str, push: &Arc<SharedPush>) {
-        for session in app.sessions_of(client) {
-            session.push(push.clone());
-        }
+        app.broker.to_client(client, ClientEvent::Push(push), None);
     }
 
     /// Sends a conversation event to every online session of `recipient`.

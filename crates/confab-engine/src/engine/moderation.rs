@@ -180,9 +180,7 @@ impl Engine {
             self.notify(app, id, &notice(to_each, &r.cid, &me, &[], now));
         }
         for id in &removed {
-            for s in app.sessions_of(id) {
-                s.reset_conv(&r.cid);
-            }
+            app.membership_changed(id, &r.cid);
             self.notify(app, id, &notice(ConvEvent::Left, &r.cid, &me, &[], now));
         }
         if !removed.is_empty() {

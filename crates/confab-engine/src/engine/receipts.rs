@@ -62,9 +62,7 @@ impl Engine {
                 mentioned: false,
             };
             let unread = SharedPush::new(Push::Unread { convs: vec![zero], notif_time: now });
-            for other in app.sessions_of(&me).into_iter().filter(|s| !Arc::ptr_eq(s, session)) {
-                other.push(unread.clone());
-            }
+            app.broker.to_client(&me, ClientEvent::Push(&unread), Some(session));
             let receipt = SharedPush::new(Push::Receipt {
                 cid: cid.clone(),
                 id: last.id.clone(),

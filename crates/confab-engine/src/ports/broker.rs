@@ -1,0 +1,103 @@
+//! The broker port: fan-out to the sessions of clients, wherever they are connected.
+
+use super::presence::LocalPresence;
+use crate::outbound::SharedPush;
+use crate::session::{Inflight, Session};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// What a client's sessions are told.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientEvent<'a> {
+    /// A push with no delivery tracking: a conversation event, a receipt, an edit,
+    /// unread counts, a transient message.
+    Push(&'a Arc<SharedPush>),
+    /// The client's membership of a conversation changed: its sessions forget their
+    /// delivery state there (the next message starts them afresh).
+    MembershipChanged {
+        /// The conversation.
+        cid: &'a str,
+    },
+}
+
+/// A stored message, committed, for the sessions of its conversation's members.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed<'a> {
+    /// The conversation.
+    pub cid: &'a str,
+    /// Its members at the moment of delivery.
+    pub members: &'a HashSet<String>,
+    /// The message's position (timestamp) and its predecessor's: a session takes the
+    /// message only if the predecessor is the last it was given; otherwise it is behind
+    /// and its backlog replay catches up in order.
+    pub prev: i64,
+    /// The message's position.
+    pub ts: i64,
+    /// Message id.
+    pub id: &'a str,
+    /// Sender.
+    pub from: &'a str,
+    /// The sender asked for a delivery receipt.
+    pub receipt: bool,
+    /// The push, encoded at most once per codec for every recipient.
+    pub push: &'a Arc<SharedPush>,
+    /// The sending session: it does not get its own message back.
+    pub origin: &'a Arc<Session>,
+    /// Unacknowledged messages a session may hold before it counts as a slow consumer.
+    pub inflight_max: usize,
+}
+
+/// Fan-out between the engine and every session of a client, on any node.
+///
+/// In one process, [`LocalBroker`] hands each delivery straight to this node's sessions:
+/// no copy of the push, no encoding, the same path as a direct call. A cluster's broker
+/// also publishes it to the nodes where the recipients have sessions, each of which hands
+/// it to its own. Calls never wait: a broker queues what it cannot hand over at once.
+pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
+    /// `event` for every session of `client`, except `except`.
+    fn to_client(&self, client: &str, event: ClientEvent<'_>, except: Option<&Arc<Session>>);
+    /// A committed message for every session of every member, except the sender's.
+    fn message(&self, message: &Committed<'_>);
+}
+
+/// The in-process [`Broker`]: delivers to the sessions of a [`LocalPresence`].
+#[derive(Debug)]
+pub struct LocalBroker {
+    presence: Arc<LocalPresence>,
+}
+
+impl LocalBroker {
+    /// A broker for the sessions registered in `presence`.
+    pub fn new(presence: Arc<LocalPresence>) -> LocalBroker {
+        LocalBroker { presence }
+    }
+}
+
+impl Broker for LocalBroker {
+    fn to_client(&self, client: &str, event: ClientEvent<'_>, except: Option<&Arc<Session>>) {
+        self.presence.with_sessions(client, |sessions| {
+            for s in sessions.iter().filter(|s| !except.is_some_and(|e| Arc::ptr_eq(e, s))) {
+                match event {
+                    ClientEvent::Push(push) => {
+                        s.push(push.clone());
+                    }
+                    ClientEvent::MembershipChanged { cid } => s.reset_conv(cid),
+                }
+            }
+        });
+    }
+
+    fn message(&self, m: &Committed<'_>) {
+        let meta =
+            Inflight { id: m.id.to_owned(), from: m.from.to_owned(), receipt: m.receipt, acked: false };
+        for member in m.members {
+            // Walked under the shard lock: no per-member copy of the session list on the
+            // per-message path (offering takes no shard lock).
+            self.presence.with_sessions(member, |sessions| {
+                for s in sessions.iter().filter(|s| !Arc::ptr_eq(s, m.origin)) {
+                    s.offer_live(m.cid, m.prev, m.ts, &meta, m.push, m.inflight_max);
+                }
+            });
+        }
+    }
+}

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{Server, create, error_code, is_conv, is_direct, send};
-use confab_client::Client;
+use common::{Server, Start, create, error_code, is_conv, is_direct, send};
+use confab_testkit::Client;
 use serde_json::{Value, json};
 use std::time::Duration;
 

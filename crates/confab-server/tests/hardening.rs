@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::Server;
-use confab_client::{Client, ClientError};
+use common::{Server, Start};
+use confab_testkit::{Client, ClientError};
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;

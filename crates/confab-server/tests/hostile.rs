@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{APP, Server, TEST_APP, create, error_code, send};
-use confab_client::Client;
+use common::{APP, Server, Start, TEST_APP, create, error_code, send};
+use confab_testkit::Client;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;

@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{APP, Server, create, send};
-use confab_client::Client;
+use common::{APP, Server, Start, create, send};
+use confab_testkit::Client;
 use serde_json::json;
 use std::time::Duration;
 

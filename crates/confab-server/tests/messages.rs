@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{Server, create, error_code, is_direct, send};
-use confab_client::Client;
+use common::{Server, Start, create, error_code, is_direct, send};
+use confab_testkit::Client;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -341,7 +341,7 @@ message_bytes = 5120
     // bob's socket carries the close code once he reads again.
     let code = loop {
         match bob.wait_for("close", |_| false).await {
-            Err(confab_client::ClientError::Closed(code)) => break code,
+            Err(confab_testkit::ClientError::Closed(code)) => break code,
             Err(e) => panic!("{e}"),
             Ok(_) => {}
         }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{APP, Server, create, is_direct};
+use common::{APP, Server, Start, create, is_direct};
 use confab_proto::protobuf::wire::{
     CommandType, ConvCommand, DirectCommand, GenericCommand, JsonObjectMessage, OpType, SessionCommand,
 };

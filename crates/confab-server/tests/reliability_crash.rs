@@ -9,8 +9,8 @@
 
 mod common;
 
-use common::{APP, Server, create};
-use confab_client::{Client, ClientError};
+use common::{APP, Server, Start, create};
+use confab_testkit::{Client, ClientError};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -14,8 +14,8 @@
 
 mod common;
 
-use common::{APP, Server, create};
-use confab_client::Client;
+use common::{APP, Server, Start, create};
+use confab_testkit::Client;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

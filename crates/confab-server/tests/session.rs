@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{APP, Server, error_code};
-use confab_client::Client;
+use common::{APP, Server, Start, error_code};
+use confab_testkit::Client;
 use serde_json::json;
 use std::time::Duration;
 
@@ -224,7 +224,7 @@ async fn idle_clients_are_pinged_and_silent_ones_closed() {
     // although it sends nothing itself, like 2.4.0 after a reconnect.
     let mut live = server.open("live").await;
     let waited = live.wait_for_within("nothing", Duration::from_millis(4500), |_| true).await;
-    assert!(matches!(waited, Err(confab_client::ClientError::Timeout(_))), "{waited:?}");
+    assert!(matches!(waited, Err(confab_testkit::ClientError::Timeout(_))), "{waited:?}");
     let r = live.request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["live"]})).await.unwrap();
     assert_eq!(r["onlineSessionPeerIds"], json!(["live"]));
     // A client that reads nothing and answers nothing is closed with 4107.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, create, is_direct};
+use common::{Server, Start, create, is_direct};
 use serde_json::json;
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{Server, error_code};
-use confab_client::Client;
+use common::{Server, Start, error_code};
+use confab_testkit::Client;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;

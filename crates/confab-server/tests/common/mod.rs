@@ -1,137 +1,48 @@
-//! Test support: runs the real `confab` binary on a free port with its own data
-//! directory, and opens clients against it.
-#![allow(dead_code, clippy::unwrap_used)]
+//! Test support: the shared kit (`confab-testkit`) pointed at this package's own
+//! `confab` binary, which cargo builds for these tests and names in
+//! `CARGO_BIN_EXE_confab`. [`Start`] gives the kit's `Server` the binary-less
+//! constructors the test files call (`Server::start(dir)` and friends).
+#![allow(dead_code, unused_imports)]
 
-use confab_client::Client;
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+pub use confab_testkit::{APP, Launcher, Server, TEST_APP, create, error_code, is_conv, is_direct, send};
+use std::path::Path;
 
-pub const APP: &str = "test-app";
-
-/// The test app as a config-file table, for tests that add settings to it.
-pub const TEST_APP: &str = "[[apps]]\nid = \"test-app\"\nkey = \"k\"\nmaster_key = \"m\"\n";
-
-pub struct Server {
-    child: Child,
-    pub http: String,
-    pub ws: String,
-    pub dir: PathBuf,
+/// The `confab` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_confab")
 }
 
-impl Server {
+/// A launcher for the `confab` binary under test.
+pub fn launcher() -> Launcher {
+    Launcher::new(bin())
+}
+
+/// [`Launcher`]'s constructors on [`Server`], with the binary under test.
+pub trait Start {
     /// Starts with the default test app.
-    pub fn start(dir: &Path) -> Server {
-        Server::start_with(dir, &["--app", "test-app:test-key:test-master"])
-    }
-
+    fn start(dir: &Path) -> Server;
     /// Starts with a config file holding `toml`.
-    pub fn start_config(dir: &Path, toml: &str) -> Server {
-        let path = dir.join("confab.toml");
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(&path, toml).unwrap();
-        Server::start_with(dir, &["--config", path.to_str().unwrap()])
-    }
-
-    /// Starts with the test app (id `test-app`, master key `m`) and these lines of its
-    /// `[apps.limits]` table.
-    pub fn start_with_limits(dir: &Path, limits: &str) -> Server {
-        Server::start_config(dir, &format!("{TEST_APP}[apps.limits]\n{limits}\n"))
-    }
-
-    pub fn start_with(dir: &Path, args: &[&str]) -> Server {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(args)
-            .env("CONFAB_LOG", "confab=debug,info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("confab binary runs");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let http = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        let ws = format!("{}/", http.replacen("http://", "ws://", 1));
-        Server { child, http, ws, dir: dir.to_owned() }
-    }
-
-    /// SIGTERM, then waits for the process to exit; true if it exited successfully.
-    pub fn terminate(&mut self) -> bool {
-        let sent = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
-        self.child.wait().is_ok_and(|s| s.success())
-    }
-
-    /// The server process's id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The server process's resident memory (VmRSS), in bytes.
-    pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap();
-        kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
-    }
-
-    /// SIGKILL: no shutdown, no flushing.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub async fn open(&self, peer: &str) -> Client {
-        Client::open(&self.ws, APP, peer, json!({})).await.unwrap()
-    }
-
-    pub async fn open_in(&self, app: &str, peer: &str) -> Client {
-        Client::open(&self.ws, app, peer, json!({})).await.unwrap()
-    }
+    fn start_config(dir: &Path, toml: &str) -> Server;
+    /// Starts with the test app and these lines of its `[apps.limits]` table.
+    fn start_with_limits(dir: &Path, limits: &str) -> Server;
+    /// Starts with these extra command-line arguments after `serve`.
+    fn start_with(dir: &Path, args: &[&str]) -> Server;
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
+impl Start for Server {
+    fn start(dir: &Path) -> Server {
+        launcher().start(dir)
     }
-}
 
-/// Creates a normal conversation and returns its id (pushes stay in the inboxes).
-pub async fn create(client: &mut Client, members: &[&str]) -> String {
-    let reply = client
-        .request(json!({"cmd": "conv", "op": "start", "m": members, "attr": {"name": "test"}}))
-        .await
-        .unwrap();
-    assert_eq!(reply["op"], "started", "{reply}");
-    reply["cid"].as_str().unwrap().to_owned()
-}
+    fn start_config(dir: &Path, toml: &str) -> Server {
+        launcher().start_config(dir, toml)
+    }
 
-/// Sends a message and returns the ack.
-pub async fn send(client: &mut Client, cid: &str, msg: &str) -> Value {
-    let ack = client.request(json!({"cmd": "direct", "cid": cid, "msg": msg})).await.unwrap();
-    assert_eq!(ack["cmd"], "ack", "{ack}");
-    ack
-}
+    fn start_with_limits(dir: &Path, limits: &str) -> Server {
+        launcher().start_with_limits(dir, limits)
+    }
 
-pub fn is_direct(cid: &str) -> impl Fn(&Value) -> bool + '_ {
-    move |f: &Value| f["cmd"] == "direct" && f["cid"] == cid
-}
-
-pub fn is_conv(op: &'static str) -> impl Fn(&Value) -> bool {
-    move |f: &Value| f["cmd"] == "conv" && f["op"] == op && f.get("i").is_none()
-}
-
-pub fn error_code(frame: &Value) -> i64 {
-    assert_eq!(frame["cmd"], "error", "expected an error frame, got {frame}");
-    assert!(frame["reason"].as_str().is_some_and(|r| !r.is_empty()), "{frame}");
-    frame["code"].as_i64().unwrap()
+    fn start_with(dir: &Path, args: &[&str]) -> Server {
+        launcher().start_with(dir, args)
+    }
 }

@@ -1,6 +1,6 @@
 //! A small client for the LeanCloud v2 JSON protocol, used by Confab's integration
-//! tests and load tool. It keeps every received frame in arrival order so a test can
-//! wait for a reply by serial or for a push matching a predicate.
+//! tests. It keeps every received frame in arrival order so a test can wait for a
+//! reply by serial or for a push matching a predicate.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

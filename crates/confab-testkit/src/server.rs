@@ -1,0 +1,177 @@
+//! Runs the real `confab` binary on a free port with its own data directory, and opens
+//! clients against it. The binary's path is always passed in; see the crate docs.
+//!
+//! Everything here panics on failure: in a test the panic is the report.
+#![allow(clippy::unwrap_used)]
+
+use crate::Client;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The app id the default test server ([`Launcher::start`]) and [`TEST_APP`] serve.
+pub const APP: &str = "test-app";
+
+/// The test app as a config-file table, for tests that add settings to it.
+pub const TEST_APP: &str = "[[apps]]\nid = \"test-app\"\nkey = \"k\"\nmaster_key = \"m\"\n";
+
+/// Starts `confab` servers from one binary.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    bin: PathBuf,
+}
+
+impl Launcher {
+    /// A launcher for the `confab` binary at `bin`.
+    pub fn new(bin: impl Into<PathBuf>) -> Launcher {
+        Launcher { bin: bin.into() }
+    }
+
+    /// The binary this launcher runs.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// Starts with the default test app.
+    pub fn start(&self, dir: &Path) -> Server {
+        self.start_with(dir, &["--app", "test-app:test-key:test-master"])
+    }
+
+    /// Starts with a config file holding `toml`.
+    pub fn start_config(&self, dir: &Path, toml: &str) -> Server {
+        let path = dir.join("confab.toml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&path, toml).unwrap();
+        self.start_with(dir, &["--config", path.to_str().unwrap()])
+    }
+
+    /// Starts with the test app (id `test-app`, master key `m`) and these lines of its
+    /// `[apps.limits]` table.
+    pub fn start_with_limits(&self, dir: &Path, limits: &str) -> Server {
+        self.start_config(dir, &format!("{TEST_APP}[apps.limits]\n{limits}\n"))
+    }
+
+    /// Starts with these extra command-line arguments after `serve`.
+    pub fn start_with(&self, dir: &Path, args: &[&str]) -> Server {
+        Server::start_with_bin(&self.bin, dir, args)
+    }
+}
+
+/// A running `confab serve`, killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// The HTTP base URL, e.g. `http://127.0.0.1:40123`.
+    pub http: String,
+    /// The WebSocket URL, e.g. `ws://127.0.0.1:40123/`.
+    pub ws: String,
+    /// The directory holding the server's data (`data/`), log (`server.log`) and any
+    /// config file.
+    pub dir: PathBuf,
+}
+
+impl Server {
+    /// Runs `bin serve` listening on a free port of 127.0.0.1, with its data under
+    /// `dir/data`, its log appended to `dir/server.log` and these extra `args`; returns
+    /// once the server has printed the address it listens on.
+    pub fn start_with_bin(bin: impl AsRef<Path>, dir: &Path, args: &[&str]) -> Server {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+        let mut child = Command::new(bin.as_ref())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(args)
+            .env("CONFAB_LOG", "confab=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("confab binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let http = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let ws = format!("{}/", http.replacen("http://", "ws://", 1));
+        Server { child, http, ws, dir: dir.to_owned() }
+    }
+
+    /// SIGTERM, then waits for the process to exit; true if it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let sent = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server process's resident memory (VmRSS), in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap();
+        kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+    }
+
+    /// SIGKILL: no shutdown, no flushing.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Opens a session for `peer` in [`APP`].
+    pub async fn open(&self, peer: &str) -> Client {
+        Client::open(&self.ws, APP, peer, json!({})).await.unwrap()
+    }
+
+    /// Opens a session for `peer` in `app`.
+    pub async fn open_in(&self, app: &str, peer: &str) -> Client {
+        Client::open(&self.ws, app, peer, json!({})).await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Creates a normal conversation and returns its id (pushes stay in the inboxes).
+pub async fn create(client: &mut Client, members: &[&str]) -> String {
+    let reply = client
+        .request(json!({"cmd": "conv", "op": "start", "m": members, "attr": {"name": "test"}}))
+        .await
+        .unwrap();
+    assert_eq!(reply["op"], "started", "{reply}");
+    reply["cid"].as_str().unwrap().to_owned()
+}
+
+/// Sends a message and returns the ack.
+pub async fn send(client: &mut Client, cid: &str, msg: &str) -> Value {
+    let ack = client.request(json!({"cmd": "direct", "cid": cid, "msg": msg})).await.unwrap();
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    ack
+}
+
+/// Matches a message push in conversation `cid`.
+pub fn is_direct(cid: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |f: &Value| f["cmd"] == "direct" && f["cid"] == cid
+}
+
+/// Matches a conversation push (no serial) with this `op`.
+pub fn is_conv(op: &'static str) -> impl Fn(&Value) -> bool {
+    move |f: &Value| f["cmd"] == "conv" && f["op"] == op && f.get("i").is_none()
+}
+
+/// The code of an error frame; panics unless `frame` is an error with a reason.
+pub fn error_code(frame: &Value) -> i64 {
+    assert_eq!(frame["cmd"], "error", "expected an error frame, got {frame}");
+    assert!(frame["reason"].as_str().is_some_and(|r| !r.is_empty()), "{frame}");
+    frame["code"].as_i64().unwrap()
+}

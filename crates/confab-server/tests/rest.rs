@@ -486,11 +486,11 @@ async fn history_pages_as_leanclouds_worked_example() {
         }
     };
     let back = format!("timestamp={t3}&msgid={id3}&till_timestamp={t1}&till_msgid={id1}");
-    assert_eq!(page(back.clone()).await, [id2.clone()]);
+    assert_eq!(page(back.clone()).await, vec![id2.clone()]);
     assert_eq!(page(format!("{back}&include_start=true")).await, [id3.clone(), id2.clone()]);
     assert_eq!(page(format!("{back}&include_stop=true")).await, [id2.clone(), id1.clone()]);
     let fwd = format!("reversed=true&timestamp={t1}&msgid={id1}&till_timestamp={t3}&till_msgid={id3}");
-    assert_eq!(page(fwd.clone()).await, [id2.clone()]);
+    assert_eq!(page(fwd.clone()).await, vec![id2.clone()]);
     assert_eq!(page(format!("{fwd}&include_start=true")).await, [id1.clone(), id2.clone()]);
     assert_eq!(page(format!("{fwd}&include_stop=true")).await, [id2.clone(), id3.clone()]);
     // Defaults: newest first, everything; reversed: oldest first.
@@ -498,7 +498,7 @@ async fn history_pages_as_leanclouds_worked_example() {
     assert_eq!(page("reversed=true".into()).await, [id1.clone(), id2.clone(), id3.clone()]);
     // limit, and paging backwards from the last record (include_start false).
     assert_eq!(page("limit=2".into()).await, [id3.clone(), id2.clone()]);
-    assert_eq!(page(format!("limit=2&timestamp={t2}&msgid={id2}")).await, [id1.clone()]);
+    assert_eq!(page(format!("limit=2&timestamp={t2}&msgid={id2}")).await, vec![id1.clone()]);
     assert_eq!(page(format!("max_ts={t3}")).await, [id2.clone(), id1.clone()]);
     assert_eq!(page("limit=0".into()).await, Vec::<String>::new());
 }

@@ -6,10 +6,10 @@ use axum::Router;
 use axum::extract::rejection::ExtensionRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use confab_proto::subprotocol::negotiate;
 use serde_json::json;
 use std::collections::HashMap;
@@ -24,11 +24,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/", get(websocket_or_info))
         .route("/v1/route", get(route).options(route_preflight))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/1.2/rtm/service-conversations", post(create_system_conversation))
-        .route("/1.2/rtm/service-conversations/{cid}/broadcasts", post(broadcast))
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
         .route("/demo/", get(demo_page))
         .route("/demo/AV.realtime.js", get(demo_sdk))
+        .merge(crate::rest::router(gateway.clone()))
         .with_state(gateway)
 }
 
@@ -222,97 +221,6 @@ fn percent_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// An error of the REST admin API: HTTP status plus LeanCloud-style `{code, error}`.
-#[derive(Debug)]
-struct RestError {
-    status: StatusCode,
-    code: u16,
-    error: String,
-}
-
-impl RestError {
-    fn bad_request(error: &str) -> RestError {
-        RestError { status: StatusCode::BAD_REQUEST, code: 107, error: error.to_owned() }
-    }
-
-    fn unauthorized() -> RestError {
-        RestError { status: StatusCode::UNAUTHORIZED, code: 401, error: "Unauthorized.".to_owned() }
-    }
-}
-
-impl From<confab_types::ProtocolError> for RestError {
-    fn from(e: confab_types::ProtocolError) -> RestError {
-        let status = match e.code {
-            confab_types::ErrorCode::ConversationNotFound => StatusCode::NOT_FOUND,
-            confab_types::ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        RestError { status, code: e.code.number(), error: format!("{}: {}", e.code.reason(), e.detail) }
-    }
-}
-
-impl IntoResponse for RestError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({"code": self.code, "error": self.error}))).into_response()
-    }
-}
-
-/// The app's backend authenticates with `X-LC-Id: <appId>` and
-/// `X-LC-Key: <masterKey>,master`, as with LeanCloud's REST API.
-fn admin_app(gateway: &Gateway, headers: &HeaderMap) -> Result<String, RestError> {
-    let header =
-        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).ok_or_else(RestError::unauthorized);
-    let app_id = header("x-lc-id")?;
-    let master = header("x-lc-key")?.strip_suffix(",master").ok_or_else(RestError::unauthorized)?;
-    let app = gateway.engine.app(app_id).ok_or_else(RestError::unauthorized)?;
-    if master != app.config.master_key {
-        return Err(RestError::unauthorized());
-    }
-    Ok(app_id.to_owned())
-}
-
-fn json_body(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, RestError> {
-    match serde_json::from_slice(body) {
-        Ok(serde_json::Value::Object(m)) => Ok(m),
-        _ => Err(RestError::bad_request("body must be a JSON object")),
-    }
-}
-
-/// `POST /1.2/rtm/service-conversations`: create a system conversation; the body holds
-/// its attributes (`name`, custom keys).
-async fn create_system_conversation(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, RestError> {
-    let app_id = admin_app(&gateway, &headers)?;
-    let attrs = json_body(&body)?;
-    let (cid, created_at) = gateway.engine.admin_create_system_conversation(&app_id, attrs).await?;
-    let created = json!({"objectId": cid, "createdAt": confab_types::time::iso8601(created_at)});
-    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
-}
-
-/// `POST /1.2/rtm/service-conversations/{cid}/broadcasts` with `{from_client, message}`:
-/// a message to every subscriber.
-async fn broadcast(
-    State(gateway): State<Gateway>,
-    Path(cid): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, RestError> {
-    let app_id = admin_app(&gateway, &headers)?;
-    let body = json_body(&body)?;
-    let from = body.get("from_client").and_then(|v| v.as_str()).filter(|f| !f.is_empty());
-    let from = from.ok_or_else(|| RestError::bad_request("from_client is required"))?.to_owned();
-    let message = match body.get("message") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(other) if !other.is_null() => other.to_string(),
-        _ => return Err(RestError::bad_request("message is required")),
-    };
-    let (id, t) = gateway.engine.admin_broadcast(&app_id, &cid, &from, message).await?;
-    Ok(axum::Json(json!({"result": {"msg-id": id, "timestamp": t}})).into_response())
 }
 
 #[cfg(test)]

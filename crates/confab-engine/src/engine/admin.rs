@@ -1,37 +1,342 @@
-//! The app's own backend: creating system conversations and broadcasting to their
-//! subscribers (the REST admin API of the gateway calls these).
+//! The app's own backend: the operations of the REST API (the gateway's `rest` module).
+//!
+//! Each goes through the code path a client's request takes, with a *backend session*:
+//! a session on a connection nobody reads but the call itself, never registered as
+//! online, marked `admin` so that it may act on conversations it is not a member of
+//! (LeanCloud's REST API does not check membership). The same store calls, locks,
+//! ordering and pushes follow as for a client.
 
 use super::*;
+use crate::ports::StoredMessage;
+
+/// The client id a backend session acts as when no client is named (`initBy` of the
+/// pushes of a REST membership or attribute change): empty, as no client did it.
+const BACKEND: &str = "";
+
+/// At most this many conversations are summed for a client's unread count.
+const UNREAD_MAX_CONVERSATIONS: usize = 10_000;
+
+/// A message the backend sends as a client (`POST …/messages`).
+#[derive(Debug, Clone, Default)]
+pub struct AdminMessage {
+    /// The sender (any client id; it need not be a member).
+    pub from: String,
+    /// The body.
+    pub msg: String,
+    /// Not stored; only for who is online now.
+    pub transient: bool,
+    /// Who it mentions.
+    pub mentions: confab_types::Mentions,
+}
+
+/// A new conversation made by the backend (`POST /1.2/rtm/conversations`, `/chatrooms`).
+#[derive(Debug, Clone, Default)]
+pub struct AdminConversation {
+    /// Creator (`c`); may be empty.
+    pub creator: String,
+    /// Members (`m`); ignored for chat rooms.
+    pub members: Vec<String>,
+    /// One conversation per member set: an existing one is returned.
+    pub unique: bool,
+    /// Attributes (`name`, `attr`, custom keys).
+    pub attrs: Map<String, Value>,
+}
+
+/// Reads the reply a request queued to a backend session.
+async fn backend_reply(first: Option<Reply>, replies: &mut OutboundReceiver) -> Result<Reply, ProtocolError> {
+    let reply = match first {
+        Some(reply) => reply,
+        None => match replies.recv().await {
+            Next::Item(Outbound::Reply { reply, .. }) => *reply,
+            _ => return Err(perr(ErrorCode::InternalError, "no reply to the backend's request")),
+        },
+    };
+    match reply {
+        Reply::Error(e) => Err(e),
+        reply => Ok(reply),
+    }
+}
+
+fn unexpected() -> ProtocolError {
+    perr(ErrorCode::InternalError, "unexpected reply")
+}
 
 impl Engine {
+    fn backend_app(&self, app_id: &str) -> Result<Arc<AppState>, ProtocolError> {
+        self.app(app_id).cloned().ok_or_else(|| perr(ErrorCode::AppNotAvailable, "unknown app"))
+    }
+
+    /// A session of the backend acting as `client`, with the queue its replies go to.
+    fn backend_session(app: &AppState, client: &str) -> (Arc<Session>, OutboundReceiver) {
+        let (handle, replies) = ConnHandle::new(0, None, app.config.limits.outbound_queue_bytes);
+        let mut session = Session::new(handle, Arc::from(app.config.id.as_str()), Arc::from(client), None);
+        if let Some(s) = Arc::get_mut(&mut session) {
+            s.admin = true;
+        }
+        (session, replies)
+    }
+
+    /// A conversation of one of `kinds` (another kind is not found under this path).
+    async fn backend_conv(
+        &self,
+        app: &AppState,
+        cid: &str,
+        kinds: &[ConvKind],
+    ) -> Result<Arc<crate::conversation::Conv>, ProtocolError> {
+        let conv = self.conv(app, cid).await?;
+        conv.filter(|c| kinds.contains(&c.kind)).ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))
+    }
+
+    /// A conversation as the REST API shows it: every field, members included.
+    pub fn conversation_json(record: &ConversationRecord) -> Value {
+        result_json(record, query_doc(record, None), true, false)
+    }
+
     /// Creates a system (service) conversation; returns its id and creation time.
     pub async fn admin_create_system_conversation(
         &self,
         app_id: &str,
         attrs: Map<String, Value>,
     ) -> Result<(String, i64), ProtocolError> {
-        let app = self.app(app_id).ok_or_else(|| perr(ErrorCode::AppNotAvailable, "unknown app"))?;
-        let checked = bounds::updated_attributes(&app.config.limits, &Map::new(), &attrs)?;
+        let record = self
+            .admin_create_conversation(
+                app_id,
+                ConvKind::System,
+                AdminConversation { attrs, ..Default::default() },
+            )
+            .await?;
+        Ok((record.id, record.created_at))
+    }
+
+    /// Creates a normal conversation or a chat room as `conv start` does (without adding
+    /// a caller): the same limits, the same unique lookup, `joined` and `members-joined`
+    /// to every member. A unique conversation that exists is returned as it is.
+    pub async fn admin_create_conversation(
+        &self,
+        app_id: &str,
+        kind: ConvKind,
+        new: AdminConversation,
+    ) -> Result<ConversationRecord, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let limits = &app.config.limits;
+        if !new.creator.is_empty() {
+            Self::valid_member_ids(&app, std::slice::from_ref(&new.creator))?;
+        }
+        Self::valid_member_ids(&app, &new.members)?;
+        let members = match kind {
+            ConvKind::Normal => distinct(new.members),
+            _ => Vec::new(),
+        };
+        if members.len() > limits.conversation_members {
+            return Err(perr(
+                ErrorCode::ConversationFull,
+                format!("at most {} members", limits.conversation_members),
+            ));
+        }
+        let attrs = bounds::updated_attributes(limits, &Map::new(), &new.attrs)?;
+        let store = &self.inner.store;
+        let unique = (kind == ConvKind::Normal && new.unique).then(|| unique_key(&members));
+        if let Some(key) = &unique
+            && let Some(found) = store.find_unique(&app.config.id, key).await.map_err(store_error)?
+        {
+            return Ok(found);
+        }
         let now = self.now();
         let record = ConversationRecord {
             app: app.config.id.clone(),
             id: ids::conversation_id(now),
-            kind: ConvKind::System,
-            creator: String::new(),
-            members: Vec::new(),
+            kind,
+            creator: new.creator,
+            members: members.clone(),
             muted: Vec::new(),
             managers: Vec::new(),
             shut_up: Vec::new(),
             blocked: Vec::new(),
             expires_at: None,
-            attrs: checked,
-            unique_key: None,
+            attrs,
+            unique_key: unique.clone(),
             created_at: now,
             updated_at: now,
             last_message: None,
         };
-        self.inner.store.create_conversation(record.clone()).await.map_err(store_error)?;
-        Ok((record.id, now))
+        if let Err(e) = store.create_conversation(record.clone()).await {
+            // A concurrent creation of the same unique conversation wins the race.
+            if let Some(key) = &unique
+                && let Ok(Some(found)) = store.find_unique(&app.config.id, key).await
+            {
+                return Ok(found);
+            }
+            return Err(store_error(e));
+        }
+        let conv = Arc::new(Conv::from_record(&record));
+        app.convs.shard(&record.id).insert(record.id.clone(), conv);
+        for member in &members {
+            app.membership_changed(member, &record.id);
+            for (event, list) in [(ConvEvent::Joined, &[][..]), (ConvEvent::MembersJoined, &members[..])] {
+                let notice = Notice {
+                    event,
+                    cid: &record.id,
+                    init_by: &record.creator,
+                    members: list,
+                    attr: None,
+                    udate: now,
+                };
+                self.notify(&app, member, &notice);
+            }
+        }
+        Ok(record)
+    }
+
+    /// Queries conversations of `kind` as `conv query` does (the same evaluator, scan
+    /// and step limits), seeing every field: the backend is no member to hide them from.
+    /// `where_` `None` matches every conversation of the kind; `order` is LeanStorage's
+    /// (`-updatedAt,name`), oldest created first by default.
+    pub async fn admin_query_conversations(
+        &self,
+        app_id: &str,
+        kind: ConvKind,
+        where_: Option<Value>,
+        order: Option<&str>,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<Value>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let limits = &app.config.limits;
+        let where_ = where_.unwrap_or_else(|| Value::Object(Map::new()));
+        bounds::check_depth(limits, &where_)?;
+        if bounds::json_bytes(&where_) > limits.where_bytes {
+            return Err(bounds::over_limit(
+                ErrorCode::ConversationQueryFailed,
+                "where_bytes",
+                limits.where_bytes,
+            ));
+        }
+        let query_failed = |e: QueryError| perr(ErrorCode::ConversationQueryFailed, e.to_string());
+        let cond = parse_where(&where_, &QueryBounds::of(limits)).map_err(query_failed)?;
+        let mut filter = cond.scan_filter(limits.query_scan_max);
+        if filter.kind.is_some_and(|k| k != kind) {
+            return Ok(Vec::new());
+        }
+        filter.kind = Some(kind);
+        let records =
+            self.inner.store.scan_conversations(&app.config.id, filter).await.map_err(store_error)?;
+        if records.len() > limits.query_scan_max {
+            return Err(perr(
+                ErrorCode::ConversationQueryFailed,
+                format!("query examines more than {} conversations; narrow it", limits.query_scan_max),
+            ));
+        }
+        let keys = parse_sort(order.unwrap_or("createdAt"));
+        let (steps, app_state) = (limits.query_budget, app.clone());
+        let evaluate = move || {
+            let spent = || QueryError::Limit { key: "query_budget", max: steps };
+            let mut budget = Budget::new(steps);
+            let mut matched = Vec::new();
+            for record in records {
+                budget.charge(1).ok_or_else(spent)?;
+                let room = (record.kind == ConvKind::Transient)
+                    .then(|| app_state.convs.get(&record.id).map(|c| c.room_clients()).unwrap_or_default());
+                let doc = query_doc(&record, room);
+                if cond.matches_within(&doc, &mut budget).ok_or_else(spent)? {
+                    matched.push((record, doc));
+                }
+            }
+            matched.sort_by(|a, b| compare_docs(&keys, &a.1, &b.1));
+            Ok(matched)
+        };
+        let matched = tokio::task::spawn_blocking(evaluate)
+            .await
+            .map_err(|e| perr(ErrorCode::InternalError, format!("query evaluation failed: {e}")))?
+            .map_err(query_failed)?;
+        let limit = limit.map_or(limits.query_default_limit, |l| l.min(limits.query_max_limit));
+        Ok(matched
+            .into_iter()
+            .skip(skip)
+            .take(limit)
+            .map(|(record, doc)| result_json(&record, doc, true, false))
+            .collect())
+    }
+
+    /// Updates attributes as `conv update` does (same limits, `updated` to the members);
+    /// returns the update time.
+    pub async fn admin_update_conversation(
+        &self,
+        app_id: &str,
+        kinds: &[ConvKind],
+        cid: &str,
+        attrs: Map<String, Value>,
+    ) -> Result<i64, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.backend_conv(&app, cid, kinds).await?;
+        let (session, mut replies) = Self::backend_session(&app, BACKEND);
+        let first = self.conv_update(&app, &session, Some(1), cid, attrs).await?;
+        match backend_reply(first, &mut replies).await? {
+            Reply::ConvUpdated { updated_at } => Ok(updated_at),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Adds (`add`) or removes members of a normal conversation as `conv add` / `conv
+    /// remove` do (same limits, blocks and pushes); returns what the client would get
+    /// and the conversation's update time.
+    pub async fn admin_change_members(
+        &self,
+        app_id: &str,
+        cid: &str,
+        members: Vec<String>,
+        add: bool,
+    ) -> Result<(MembersResult, i64), ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.backend_conv(&app, cid, &[ConvKind::Normal]).await?;
+        let (session, mut replies) = Self::backend_session(&app, BACKEND);
+        let change = MembersChange { cid: cid.to_owned(), members, signature: None };
+        let first = if add {
+            self.conv_add(&app, &session, Some(1), change).await?
+        } else {
+            self.conv_remove(&app, &session, Some(1), change, false).await?
+        };
+        let result = match backend_reply(first, &mut replies).await? {
+            Reply::ConvAdded(r) | Reply::ConvRemoved(r) => r,
+            _ => return Err(unexpected()),
+        };
+        let record = self.inner.store.conversation(&app.config.id, cid).await.map_err(store_error)?;
+        Ok((result, record.map_or_else(|| self.now(), |r| r.updated_at)))
+    }
+
+    /// Members of a normal conversation, in join order.
+    pub async fn admin_members(&self, app_id: &str, cid: &str) -> Result<Vec<String>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.backend_conv(&app, cid, &[ConvKind::Normal, ConvKind::Temporary]).await?;
+        let record = self.inner.store.conversation(&app.config.id, cid).await.map_err(store_error)?;
+        Ok(record.map(|r| r.members).unwrap_or_default())
+    }
+
+    /// Sends a message as `m.from` through the clients' send path (ordered, stored,
+    /// acknowledged after the commit, pushed to the members and to the sender's other
+    /// sessions), without a membership check; returns its id and timestamp.
+    pub async fn admin_send(
+        &self,
+        app_id: &str,
+        kinds: &[ConvKind],
+        cid: &str,
+        m: AdminMessage,
+    ) -> Result<(String, i64), ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        Self::valid_member_ids(&app, std::slice::from_ref(&m.from))?;
+        self.backend_conv(&app, cid, kinds).await?;
+        let (session, mut replies) = Self::backend_session(&app, &m.from);
+        let request = confab_types::DirectRequest {
+            cid: cid.to_owned(),
+            msg: m.msg,
+            transient: m.transient,
+            mentions: m.mentions,
+            ..Default::default()
+        };
+        let first = self.send(&app, &session, Some(1), request).await?;
+        match backend_reply(first, &mut replies).await? {
+            Reply::MessageAck { uid, t } => Ok((uid, t)),
+            _ => Err(unexpected()),
+        }
     }
 
     /// Sends `msg` from `from` to every subscriber of a system conversation, stored and
@@ -43,31 +348,67 @@ impl Engine {
         from: &str,
         msg: String,
     ) -> Result<(String, i64), ProtocolError> {
-        let app = self.app(app_id).cloned().ok_or_else(|| perr(ErrorCode::AppNotAvailable, "unknown app"))?;
-        let conv = self.conv(&app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
-        if conv.kind != ConvKind::System {
-            return Err(perr(ErrorCode::ConversationNotFound, "not a system conversation"));
+        let m = AdminMessage { from: from.to_owned(), msg, ..Default::default() };
+        self.admin_send(app_id, &[ConvKind::System], cid, m).await
+    }
+
+    /// Stored messages of a conversation within `range` (oldest first), read as a
+    /// member's history query reads them, without the membership check.
+    pub async fn admin_history(
+        &self,
+        app_id: &str,
+        kinds: &[ConvKind],
+        cid: &str,
+        range: MessageRange,
+    ) -> Result<Vec<StoredMessage>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.backend_conv(&app, cid, kinds).await?;
+        self.inner.store.messages(&app.config.id, cid, range).await.map_err(store_error)
+    }
+
+    /// Which of `ids` are online, as `session query` answers a client.
+    pub fn admin_online(&self, app_id: &str, ids: Vec<String>) -> Result<Vec<String>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        match Self::session_query(&app, ids) {
+            Reply::SessionQueryResult { online } => Ok(online),
+            _ => Err(unexpected()),
         }
-        // A session of the backend, on a connection nobody reads but this call.
-        let (handle, mut replies) = ConnHandle::new(0, None, app.config.limits.outbound_queue_bytes);
-        let mut session = Session::new(handle, Arc::from(app_id), Arc::from(from), None);
-        if let Some(s) = Arc::get_mut(&mut session) {
-            s.admin = true;
+    }
+
+    /// Ends every session of `client` as a login with the same tag ends another: a
+    /// `session closed` push with 4115 KICKED_BY_APP, then the session is gone (its
+    /// socket stays open). Returns how many sessions ended.
+    pub fn admin_kick(&self, app_id: &str, client: &str, reason: &str) -> Result<usize, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let mut sessions = Vec::new();
+        app.presence.for_each_session(&mut |s| {
+            if *s.client_id == *client {
+                sessions.push(s.clone());
+            }
+        });
+        let detail = if reason.is_empty() { "kicked by the app" } else { reason };
+        for session in &sessions {
+            let error = perr(ErrorCode::KickedByApp, detail);
+            session.push(SharedPush::new(Push::SessionClosed { peer_id: client.to_owned(), error }));
+            self.end_session(session);
         }
-        let request = confab_types::DirectRequest { cid: cid.to_owned(), msg, ..Default::default() };
-        if let Some(reply) = self.send(&app, &session, Some(1), request).await? {
-            return match reply {
-                Reply::MessageAck { uid, t } => Ok((uid, t)),
-                _ => Err(perr(ErrorCode::InternalError, "unexpected reply")),
-            };
-        }
-        match replies.recv().await {
-            Next::Item(Outbound::Reply { reply, .. }) => match *reply {
-                Reply::MessageAck { uid, t } => Ok((uid, t)),
-                Reply::Error(e) => Err(e),
-                _ => Err(perr(ErrorCode::InternalError, "unexpected reply")),
-            },
-            _ => Err(perr(ErrorCode::InternalError, "message not stored")),
-        }
+        Ok(sessions.len())
+    }
+
+    /// A client's unread messages: in one conversation, or in all of them.
+    pub async fn admin_unread(
+        &self,
+        app_id: &str,
+        client: &str,
+        cid: Option<&str>,
+    ) -> Result<i64, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let counts = self
+            .inner
+            .store
+            .unread(&app.config.id, client, UNREAD_MAX_CONVERSATIONS)
+            .await
+            .map_err(store_error)?;
+        Ok(counts.iter().filter(|c| cid.is_none_or(|cid| c.cid == cid)).map(|c| c.unread).sum())
     }
 }

@@ -13,7 +13,7 @@ impl Engine {
     ) -> Result<Option<Reply>, ProtocolError> {
         let me = session.client_id.to_string();
         let conv = self.conv(app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
-        if !conv.has_member(&me) {
+        if !session.admin && !conv.has_member(&me) {
             return Err(perr(
                 ErrorCode::ConversationUpdateRejected,
                 "only members can update a conversation",

@@ -73,7 +73,10 @@ impl Engine {
         match conv.kind {
             // A chat room is written by who is in it: a client whose join was refused (a
             // failed signature, a block) must not reach the room by sending.
-            ConvKind::Normal | ConvKind::Temporary | ConvKind::Transient if !conv.has_member(&me) => {
+            // The app's backend sends as any client, member or not (LeanCloud's REST).
+            ConvKind::Normal | ConvKind::Temporary | ConvKind::Transient
+                if !session.admin && !conv.has_member(&me) =>
+            {
                 return Err(not_target());
             }
             // Clients write to a system conversation once subscribed; only the app's

@@ -26,6 +26,7 @@ mod moderation;
 mod queries;
 mod receipts;
 
+pub use admin::{AdminConversation, AdminMessage};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, is_conv, is_direct};
+use common::{Server, Start, is_conv, is_direct};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -2,7 +2,7 @@
 //! bytes, and a close request when the connection must end.
 
 use bytes::Bytes;
-use confab_types::{ErrorCode, ProtocolError, Push, Reply};
+use confab_types::{Disposition, ErrorCode, ProtocolError, Push, Reply};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -307,6 +307,33 @@ impl ConnHandle {
     /// releases them.
     pub fn reply_held(&self, serial: Option<i32>, reply: Reply, held: usize) -> bool {
         self.send_releasing(Outbound::Reply { serial, reply: Box::new(reply) }, held)
+    }
+
+    /// Reports a request's error as the error table says ([`ErrorCode::disposition`]):
+    /// an error frame answering request `serial`, or a close with the error's code.
+    /// Returns whether the connection stays open. Every request error reaches its client
+    /// through here.
+    pub fn fail(&self, serial: Option<i32>, error: ProtocolError) -> bool {
+        self.fail_held(serial, error, 0)
+    }
+
+    /// [`ConnHandle::fail`] for a request that [held](ConnHandle::hold) `held` bytes,
+    /// releasing them.
+    pub fn fail_held(&self, serial: Option<i32>, error: ProtocolError, held: usize) -> bool {
+        match error.code.disposition() {
+            Disposition::Reply => {
+                self.send_releasing(Outbound::Reply { serial, reply: Box::new(Reply::Error(error)) }, held);
+                true
+            }
+            Disposition::Close => {
+                {
+                    let mut queue = self.queue();
+                    queue.held = queue.held.saturating_sub(held);
+                }
+                self.close(error);
+                false
+            }
+        }
     }
 
     /// Asks the connection to close with this error's code; the first reason wins. The

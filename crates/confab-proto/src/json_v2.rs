@@ -11,8 +11,8 @@ use bytes::Bytes;
 use confab_types::time::iso8601;
 use confab_types::{
     AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply, RestrictionKind,
-    RestrictionOp, Request, SessionOpen, Signature,
+    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply, Request,
+    RestrictionKind, RestrictionOp, SessionOpen, Signature,
 };
 use serde_json::{Map, Value, json};
 
@@ -351,7 +351,9 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
                 RestrictionKind::Block => {
                     object(json!({"cmd": "blacklist", "op": "query-result", "blockedPids": members}))
                 }
-                RestrictionKind::ShutUp => object(json!({"cmd": "conv", "op": "shutup-result", "m": members})),
+                RestrictionKind::ShutUp => {
+                    object(json!({"cmd": "conv", "op": "shutup-result", "m": members}))
+                }
             };
             if let Some(next) = next {
                 m.insert("next".into(), json!(next));
@@ -475,7 +477,9 @@ pub fn with_peer(body: &Bytes, peer: Option<&str>) -> Bytes {
         return body.clone();
     }
     let json = &body[1..];
-    let Some(at) = json.iter().position(|b| *b == PEER_SLOT as u8) else { return Bytes::copy_from_slice(json) };
+    let Some(at) = json.iter().position(|b| *b == PEER_SLOT as u8) else {
+        return Bytes::copy_from_slice(json);
+    };
     let (before, after) = (&json[..at], &json[at + 1..]);
     match peer {
         Some(peer) => {

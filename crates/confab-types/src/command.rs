@@ -705,7 +705,8 @@ fn error_bytes(e: &ProtocolError) -> usize {
 }
 
 fn members_result_bytes(r: &MembersResult) -> usize {
-    texts_bytes(&r.allowed) + r.failed.iter().map(|f| error_bytes(&f.error) + texts_bytes(&f.members)).sum::<usize>()
+    texts_bytes(&r.allowed)
+        + r.failed.iter().map(|f| error_bytes(&f.error) + texts_bytes(&f.members)).sum::<usize>()
 }
 
 /// Estimated encoded size of a JSON value, without encoding it.
@@ -817,7 +818,10 @@ impl Push {
                                 text_bytes(&c.cid)
                                     + 2 * FIELD_BYTES
                                     + c.last.as_ref().map_or(0, |l| {
-                                        text_bytes(&l.id) + text_bytes(&l.from) + text_bytes(&l.data) + FIELD_BYTES
+                                        text_bytes(&l.id)
+                                            + text_bytes(&l.from)
+                                            + text_bytes(&l.data)
+                                            + FIELD_BYTES
                                     })
                             })
                             .sum::<usize>()

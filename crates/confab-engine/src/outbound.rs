@@ -466,6 +466,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_error_replies_or_closes_as_the_table_says() {
+        let (handle, mut rx) = ConnHandle::new(1, None, 1 << 20);
+        handle.hold(100);
+        let stored = ProtocolError::new(ErrorCode::InternalError, "retry");
+        assert!(handle.fail_held(Some(3), stored.clone(), 100));
+        assert_eq!(handle.queue().held, 0);
+        assert!(matches!(
+            rx.try_recv(),
+            Some(Outbound::Reply { serial: Some(3), reply }) if *reply == Reply::Error(stored)
+        ));
+        assert!(!handle.is_closed());
+        assert!(!handle.fail(Some(4), ProtocolError::new(ErrorCode::InvalidLogin, "bad id")));
+        assert_eq!(handle.close_reason().unwrap().code, ErrorCode::InvalidLogin);
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
     async fn held_bytes_stop_the_reader_until_their_reply_releases_them() {
         let budget = 10_000;
         let (handle, mut rx) = ConnHandle::new(1, None, budget);

@@ -2,7 +2,7 @@
 //! bytes, and a close request when the connection must end.
 
 use bytes::Bytes;
-use confab_types::{ErrorCode, ProtocolError, Push, Reply};
+use confab_types::{Disposition, ErrorCode, ProtocolError, Push, Reply};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -309,6 +309,33 @@ impl ConnHandle {
         self.send_releasing(Outbound::Reply { serial, reply: Box::new(reply) }, held)
     }
 
+    /// Reports a request's error as the error table says ([`ErrorCode::disposition`]):
+    /// an error frame answering request `serial`, or a close with the error's code.
+    /// Returns whether the connection stays open. Every request error reaches its client
+    /// through here.
+    pub fn fail(&self, serial: Option<i32>, error: ProtocolError) -> bool {
+        self.fail_held(serial, error, 0)
+    }
+
+    /// [`ConnHandle::fail`] for a request that [held](ConnHandle::hold) `held` bytes,
+    /// releasing them.
+    pub fn fail_held(&self, serial: Option<i32>, error: ProtocolError, held: usize) -> bool {
+        match error.code.disposition() {
+            Disposition::Reply => {
+                self.send_releasing(Outbound::Reply { serial, reply: Box::new(Reply::Error(error)) }, held);
+                true
+            }
+            Disposition::Close => {
+                {
+                    let mut queue = self.queue();
+                    queue.held = queue.held.saturating_sub(held);
+                }
+                self.close(error);
+                false
+            }
+        }
+    }
+
     /// Asks the connection to close with this error's code; the first reason wins. The
     /// receiver's [`OutboundReceiver::recv`] returns it before any queued item.
     pub fn close(&self, reason: ProtocolError) {
@@ -436,6 +463,23 @@ mod tests {
         }
         assert!(!handle.send(push(10)));
         assert_eq!(handle.close_reason().unwrap().code, ErrorCode::SlowConsumer);
+    }
+
+    #[tokio::test]
+    async fn a_request_error_replies_or_closes_as_the_table_says() {
+        let (handle, mut rx) = ConnHandle::new(1, None, 1 << 20);
+        handle.hold(100);
+        let stored = ProtocolError::new(ErrorCode::InternalError, "retry");
+        assert!(handle.fail_held(Some(3), stored.clone(), 100));
+        assert_eq!(handle.queue().held, 0);
+        assert!(matches!(
+            rx.try_recv(),
+            Some(Outbound::Reply { serial: Some(3), reply }) if *reply == Reply::Error(stored)
+        ));
+        assert!(!handle.is_closed());
+        assert!(!handle.fail(Some(4), ProtocolError::new(ErrorCode::InvalidLogin, "bad id")));
+        assert_eq!(handle.close_reason().unwrap().code, ErrorCode::InvalidLogin);
+        assert!(rx.try_recv().is_none());
     }
 
     #[tokio::test]

@@ -53,18 +53,8 @@ impl ConvKind {
     }
 }
 
-/// The newest stored message of a conversation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LastMessage {
-    /// Message id.
-    pub id: String,
-    /// Timestamp (ms).
-    pub ts: i64,
-    /// Sender.
-    pub from: String,
-    /// Body.
-    pub data: String,
-}
+/// The newest stored message of a conversation (the type the unread push reports).
+pub use confab_types::LastMessage;
 
 /// A stored conversation.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +136,17 @@ pub struct MessageRange {
     /// Only bodies that are a JSON object whose `_lctype` is this number (`1.0` matches
     /// `1`; a string `"1"` does not); other bodies, JSON or not, never match.
     pub lctype: Option<i64>,
+}
+
+/// How far one member has received and read a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPosition {
+    /// The member.
+    pub client: String,
+    /// Delivery cursor: position up to which the client acknowledged, contiguously.
+    pub acked_upto: i64,
+    /// Read position.
+    pub read_upto: i64,
 }
 
 /// A client's delivery cursor in one conversation.
@@ -340,10 +341,9 @@ pub trait Store: Send + Sync + 'static {
         client: &'a str,
         muted: bool,
     ) -> StoreFuture<'a, ()>;
-    /// Each member's delivery cursor and read position: `(client, acked_upto,
-    /// read_upto)`, in join order. Cursors saved by [`Store::save_cursor`] show at once.
-    fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str)
-    -> StoreFuture<'a, Vec<(String, i64, i64)>>;
+    /// Each member's delivery cursor and read position, in join order. Cursors saved
+    /// by [`Store::save_cursor`] show at once.
+    fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<MemberPosition>>;
     /// Frees a unique key (an expired temporary conversation gives its member set up):
     /// the conversation keeps existing with `unique_key: None`, and another
     /// conversation may take the key.

@@ -6,6 +6,7 @@
 //! server restart, need no storage, and carry the tag the re-login does not resend.
 
 use crate::signature::{sign, verify};
+use confab_types::SessionToken;
 
 /// Lifetime of a session token.
 pub const TOKEN_TTL_SECS: i32 = 86_400;
@@ -14,18 +15,18 @@ fn message(app_id: &str, client_id: &str, expires_ms: i64, tag: &str) -> String 
     format!("st:{app_id}:{client_id}:{expires_ms}:{tag}")
 }
 
-/// Issues a token and its lifetime in seconds.
+/// Issues a token.
 pub fn issue(
     master_key: &str,
     app_id: &str,
     client_id: &str,
     tag: Option<&str>,
     now_ms: i64,
-) -> (String, i32) {
+) -> SessionToken {
     let expires = now_ms + i64::from(TOKEN_TTL_SECS) * 1000;
     let tag = tag.unwrap_or("");
     let mac = sign(master_key, &message(app_id, client_id, expires, tag));
-    (format!("{expires}.{mac}.{tag}"), TOKEN_TTL_SECS)
+    SessionToken { token: format!("{expires}.{mac}.{tag}"), ttl_secs: TOKEN_TTL_SECS }
 }
 
 /// The device tag bound to `token` (`Some(None)` for an untagged session) if the token
@@ -51,7 +52,7 @@ mod tests {
 
     #[test]
     fn tokens_bind_app_client_tag_and_time() {
-        let (t, ttl) = issue("mk", "app", "alice", None, 1_000);
+        let SessionToken { token: t, ttl_secs: ttl } = issue("mk", "app", "alice", None, 1_000);
         assert_eq!(ttl, TOKEN_TTL_SECS);
         assert_eq!(check("mk", "app", "alice", &t, 2_000), Some(None));
         assert_eq!(check("mk", "app", "bob", &t, 2_000), None);
@@ -59,7 +60,7 @@ mod tests {
         assert_eq!(check("other-key", "app", "alice", &t, 2_000), None);
         assert_eq!(check("mk", "app", "alice", &t, 1_000 + 86_400_001), None);
         assert_eq!(check("mk", "app", "alice", "garbage", 2_000), None);
-        let (tagged, _) = issue("mk", "app", "alice", Some("Mobile.v2"), 1_000);
+        let tagged = issue("mk", "app", "alice", Some("Mobile.v2"), 1_000).token;
         assert_eq!(check("mk", "app", "alice", &tagged, 2_000), Some(Some("Mobile.v2".into())));
         let forged = tagged.replace("Mobile.v2", "Web");
         assert_eq!(check("mk", "app", "alice", &forged, 2_000), None);

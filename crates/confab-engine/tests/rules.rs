@@ -332,7 +332,7 @@ async fn a_login_with_a_taken_device_tag_ends_the_other_session_and_a_relogin_is
     let tagged = || SessionOpen { app_id: APP.into(), tag: Some("mobile".into()), ..SessionOpen::default() };
     let mut phone1 = world.connect(3);
     let token = match phone1.open("bob", tagged()).await.unwrap() {
-        Reply::SessionOpened { session_token: Some((token, _)), .. } => token,
+        Reply::SessionOpened { session_token: Some(st), .. } => st.token,
         other => panic!("{other:?}"),
     };
     let mut phone2 = world.connect(3);

@@ -1,14 +1,16 @@
 //! One WebSocket connection: a reader that decodes frames and feeds the engine, and a
 //! writer that drains the connection's bounded queue, encodes, and writes; both run in
-//! the connection's one task. Errors become frames or close codes here, by their
-//! disposition.
+//! the connection's one task. A request's error becomes a frame or a close code by its
+//! disposition in the error table ([`ConnHandle::fail`]); the connection closes on its
+//! own only for what is no request's error: timeouts, a client that does not read, and
+//! a broken WebSocket stream.
 
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use confab_engine::{ConnHandle, Connection, Next, Outbound, OutboundReceiver};
 use confab_proto::{Codec, PushFrame, WireFrame};
-use confab_types::{Disposition, ErrorCode, ProtocolError, Reply};
+use confab_types::{ErrorCode, ProtocolError};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
@@ -266,15 +268,11 @@ async fn read_loop(
                 handle.reply(serial, reply);
             }
             Ok(None) => {}
-            Err(error) => match error.code.disposition() {
-                Disposition::Close => {
-                    handle.close(error);
+            Err(error) => {
+                if !handle.fail(serial, error) {
                     return;
                 }
-                Disposition::Reply => {
-                    handle.reply(serial, Reply::Error(error));
-                }
-            },
+            }
         }
     }
 }

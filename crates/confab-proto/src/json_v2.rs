@@ -7,11 +7,12 @@
 //! its socket handler (docs/decisions.md, "v2 error frames").
 
 use crate::{DecodeError, WireFrame};
+use bytes::Bytes;
 use confab_types::time::iso8601;
 use confab_types::{
     AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply, Request, SessionOpen,
-    Signature,
+    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply, Request,
+    RestrictionKind, RestrictionOp, SessionOpen, Signature,
 };
 use serde_json::{Map, Value, json};
 
@@ -301,7 +302,10 @@ fn members_reply(op: &str, result: &MembersResult) -> Map<String, Value> {
     let failed: Vec<Value> = result
         .failed
         .iter()
-        .map(|(e, pids)| json!({"code": e.code.number(), "reason": e.code.reason(), "detail": e.detail, "pids": pids}))
+        .map(|f| {
+            let e = &f.error;
+            json!({"code": e.code.number(), "reason": e.code.reason(), "detail": e.detail, "pids": f.members})
+        })
         .collect();
     object(json!({"cmd": "conv", "op": op, "allowedPids": result.allowed, "failedPids": failed}))
 }
@@ -315,7 +319,7 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
         }
         Reply::SessionClosed => object(json!({"cmd": "session", "op": "closed"})),
         Reply::SessionRefreshed { token } => {
-            object(json!({"cmd": "session", "op": "refreshed", "st": token.0, "stTtl": token.1}))
+            object(json!({"cmd": "session", "op": "refreshed", "st": token.token, "stTtl": token.ttl_secs}))
         }
         Reply::SessionQueryResult { online } => {
             object(json!({"cmd": "session", "op": "query-result", "onlineSessionPeerIds": online}))
@@ -329,24 +333,27 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
             m
         }
         Reply::MemberRoleUpdated => object(json!({"cmd": "conv", "op": "member-info-updated"})),
-        Reply::Restricted { blocked, on, result } => {
-            let op = match (blocked, on) {
-                (false, true) => "shutup-added",
-                (false, false) => "shutup-removed",
-                (true, true) => "blocked",
-                (true, false) => "unblocked",
+        Reply::Restricted { op, result } => {
+            let name = match op {
+                RestrictionOp::ShutUp => "shutup-added",
+                RestrictionOp::Unshut => "shutup-removed",
+                RestrictionOp::Block => "blocked",
+                RestrictionOp::Unblock => "unblocked",
             };
-            let mut m = members_reply(op, result);
-            if *blocked {
+            let mut m = members_reply(name, result);
+            if op.kind() == RestrictionKind::Block {
                 m.insert("cmd".into(), json!("blacklist"));
             }
             m
         }
-        Reply::RestrictedPage { blocked, members, next } => {
-            let mut m = if *blocked {
-                object(json!({"cmd": "blacklist", "op": "query-result", "blockedPids": members}))
-            } else {
-                object(json!({"cmd": "conv", "op": "shutup-result", "m": members}))
+        Reply::RestrictedPage { kind, members, next } => {
+            let mut m = match kind {
+                RestrictionKind::Block => {
+                    object(json!({"cmd": "blacklist", "op": "query-result", "blockedPids": members}))
+                }
+                RestrictionKind::ShutUp => {
+                    object(json!({"cmd": "conv", "op": "shutup-result", "m": members}))
+                }
             };
             if let Some(next) = next {
                 m.insert("next".into(), json!(next));
@@ -363,7 +370,9 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
             if !members.is_empty() {
                 let tuples: Vec<Value> = members
                     .iter()
-                    .map(|(pid, ack, read)| json!({"pid": pid, "maxAckTimestamp": ack, "maxReadTimestamp": read}))
+                    .map(|r| {
+                        json!({"pid": r.client, "maxAckTimestamp": r.max_ack, "maxReadTimestamp": r.max_read})
+                    })
                     .collect();
                 m.insert("maxReadTuples".into(), Value::Array(tuples));
             }
@@ -422,7 +431,78 @@ fn error_object(e: &ProtocolError) -> Map<String, Value> {
     object(json!({"cmd": "error", "code": e.code.number(), "reason": e.code.reason(), "detail": e.detail}))
 }
 
-/// Encodes a push (never carries a serial).
+/// Marks the body of a push addressed to its recipient (first byte) and the place of
+/// its `peerId` (an entry of its own): a NUL byte, which serde_json never writes (it
+/// escapes control characters inside strings).
+const PEER_SLOT: char = '\0';
+
+/// Writes an object as serde_json does (compact, keys in the map's order), with
+/// [`PEER_SLOT`] where a `peerId` key would sort, and a leading [`PEER_SLOT`] that tells
+/// [`with_peer`] to fill it.
+fn addressed(obj: &Map<String, Value>) -> String {
+    let mut out = String::from("\0{");
+    let mut entries = 0;
+    let mut slot = false;
+    let separate = |out: &mut String, entries: &mut usize| {
+        if *entries > 0 {
+            out.push(',');
+        }
+        *entries += 1;
+    };
+    for (key, value) in obj {
+        if !slot && key.as_str() > "peerId" {
+            separate(&mut out, &mut entries);
+            out.push(PEER_SLOT);
+            slot = true;
+        }
+        separate(&mut out, &mut entries);
+        out.push_str(&Value::String(key.clone()).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
+    }
+    if !slot {
+        separate(&mut out, &mut entries);
+        out.push(PEER_SLOT);
+    }
+    out.push('}');
+    out
+}
+
+/// Frames a push body for one recipient: a body from [`encode_push`] that is addressed
+/// (a conversation event, a session close) gets the recipient as `peerId` where the
+/// encoder left its place; any other body is sent as it is, without a copy. Without a
+/// recipient the place is dropped.
+pub fn with_peer(body: &Bytes, peer: Option<&str>) -> Bytes {
+    if body.first() != Some(&(PEER_SLOT as u8)) {
+        return body.clone();
+    }
+    let json = &body[1..];
+    let Some(at) = json.iter().position(|b| *b == PEER_SLOT as u8) else {
+        return Bytes::copy_from_slice(json);
+    };
+    let (before, after) = (&json[..at], &json[at + 1..]);
+    match peer {
+        Some(peer) => {
+            let field = format!("\"peerId\":{}", Value::String(peer.to_owned()));
+            let mut out = Vec::with_capacity(json.len() + field.len());
+            out.extend_from_slice(before);
+            out.extend_from_slice(field.as_bytes());
+            out.extend_from_slice(after);
+            Bytes::from(out)
+        }
+        None => {
+            // Drop the place with one of its separators.
+            let (before, after) = match after.strip_prefix(b",") {
+                Some(rest) => (before, rest),
+                None => (before.strip_suffix(b",").unwrap_or(before), after),
+            };
+            Bytes::from([before, after].concat())
+        }
+    }
+}
+
+/// Encodes a push (never carries a serial). The body is the same for every recipient;
+/// frame it for one with [`with_peer`].
 pub fn encode_push(push: &Push) -> String {
     let obj = match push {
         Push::Direct(d) => {
@@ -461,11 +541,11 @@ pub fn encode_push(push: &Push) -> String {
                 .iter()
                 .map(|u| {
                     let mut e = json!({"cid": u.cid, "unread": u.unread, "mentioned": u.mentioned});
-                    if let Some((mid, ts, from, data)) = &u.last {
-                        e["mid"] = json!(mid);
-                        e["timestamp"] = json!(ts);
-                        e["from"] = json!(from);
-                        e["data"] = json!(data);
+                    if let Some(last) = &u.last {
+                        e["mid"] = json!(last.id);
+                        e["timestamp"] = json!(last.ts);
+                        e["from"] = json!(last.from);
+                        e["data"] = json!(last.data);
                     }
                     e
                 })
@@ -490,11 +570,10 @@ pub fn encode_push(push: &Push) -> String {
                 ConvEvent::MembersUnblocked => "members-unblocked",
             };
             let mut m = object(json!({
-                "cmd": "conv", "op": op, "cid": c.cid, "initBy": c.init_by,
-                "peerId": c.peer_id, "udate": iso8601(c.udate),
+                "cmd": "conv", "op": op, "cid": c.cid, "initBy": c.init_by, "udate": iso8601(c.udate),
             }));
-            if let Some((pid, role)) = &c.role {
-                m.insert("info".into(), json!({"pid": pid, "role": role}));
+            if let Some(r) = &c.role {
+                m.insert("info".into(), json!({"pid": r.member, "role": r.role}));
             }
             if c.event.lists_members() {
                 m.insert("m".into(), json!(c.members));
@@ -503,12 +582,14 @@ pub fn encode_push(push: &Push) -> String {
                 m.insert("attr".into(), Value::Object(attr.clone()));
                 m.insert("attrModified".into(), Value::Object(attr.clone()));
             }
-            m
+            return addressed(&m);
         }
-        Push::SessionClosed { peer_id, error } => object(json!({
-            "cmd": "session", "op": "closed", "peerId": peer_id,
-            "code": error.code.number(), "reason": error.code.reason(), "detail": error.detail,
-        })),
+        Push::SessionClosed { error } => {
+            return addressed(&object(json!({
+                "cmd": "session", "op": "closed",
+                "code": error.code.number(), "reason": error.code.reason(), "detail": error.detail,
+            })));
+        }
     };
     frame(obj, None)
 }
@@ -639,20 +720,64 @@ mod tests {
             direct,
             json!({"cmd": "direct", "cid": "c", "id": "m", "timestamp": 4, "fromPeerId": "a", "msg": "hi", "offline": true})
         );
-        let joined: Value = serde_json::from_str(&encode_push(&Push::Conv(ConvPush {
+        let body = Bytes::from(encode_push(&Push::Conv(ConvPush {
             event: ConvEvent::MembersJoined,
-            peer_id: "b".into(),
             cid: "c".into(),
             init_by: "a".into(),
             members: vec!["b".into()],
             attr: None,
             role: None,
             udate: 0,
-        })))
-        .expect("json");
+        })));
+        let joined: Value = serde_json::from_slice(&with_peer(&body, Some("b"))).expect("json");
         assert_eq!(joined["op"], "members-joined");
         assert_eq!(joined["m"], json!(["b"]));
         assert_eq!(joined["peerId"], "b");
         assert!(joined.get("i").is_none());
+        // Other pushes are framed as they are.
+        let direct = Bytes::from(encode_push(&Push::Direct(DirectPush::default())));
+        assert_eq!(with_peer(&direct, Some("b")), direct);
+    }
+
+    /// The recipient lands where it did when the push body carried it: the bytes are
+    /// those of the object with `peerId` among its keys.
+    #[test]
+    fn addressed_pushes_frame_byte_for_byte_as_objects_with_their_recipient() {
+        let mut attr = Map::new();
+        attr.insert("name".into(), json!("x\u{0}\"peerId\":,y"));
+        attr.insert("udate".into(), json!(1));
+        let pushes = [
+            Push::Conv(ConvPush {
+                event: ConvEvent::Updated,
+                cid: "c".into(),
+                init_by: "a".into(),
+                members: Vec::new(),
+                attr: Some(attr),
+                role: None,
+                udate: 1_700_000_000_123,
+            }),
+            Push::Conv(ConvPush {
+                event: ConvEvent::MemberInfoChanged,
+                cid: "c".into(),
+                init_by: "a".into(),
+                members: Vec::new(),
+                attr: None,
+                role: Some(confab_types::RoleChange { member: "m".into(), role: "Manager".into() }),
+                udate: 5,
+            }),
+            Push::SessionClosed { error: ProtocolError::new(ErrorCode::SessionConflict, "kicked \"out\"") },
+        ];
+        for push in pushes {
+            let body = Bytes::from(encode_push(&push));
+            for peer in ["bob", "é\"\\\u{1}"] {
+                let framed = with_peer(&body, Some(peer));
+                let mut expected: Map<String, Value> = serde_json::from_slice(&framed).expect("json");
+                assert_eq!(expected["peerId"], peer);
+                expected.insert("peerId".into(), json!(peer));
+                assert_eq!(std::str::from_utf8(&framed).expect("utf-8"), Value::Object(expected).to_string());
+            }
+            let bare: Map<String, Value> = serde_json::from_slice(&with_peer(&body, None)).expect("json");
+            assert!(bare.get("peerId").is_none());
+        }
     }
 }

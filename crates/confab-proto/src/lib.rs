@@ -94,7 +94,7 @@ impl Codec {
     /// Frames a shared push body for one recipient.
     pub fn frame_push(self, body: &Bytes, recipient: Option<&str>) -> PushFrame {
         match self {
-            Codec::JsonV2 => PushFrame::Text(body.clone()),
+            Codec::JsonV2 => PushFrame::Text(json_v2::with_peer(body, recipient)),
             Codec::Protobuf => PushFrame::Binary(protobuf::with_peer(body, recipient)),
             Codec::ProtobufBase64 => {
                 PushFrame::Text(Bytes::from(protobuf::to_base64(&protobuf::with_peer(body, recipient))))

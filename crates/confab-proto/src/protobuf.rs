@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use confab_types::time::iso8601;
 use confab_types::{
     AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply, Request, Restriction,
-    SessionOpen, Signature,
+    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, ReadMark, Reply, Request,
+    Restriction, RestrictionKind, RestrictionOp, SessionOpen, Signature,
 };
 use prost::Message as _;
 use serde_json::{Map, Value};
@@ -166,8 +166,7 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
             Request::Restrict(Restriction {
                 cid: cid(&c)?,
                 members: c.m.clone(),
-                blocked: false,
-                on: op == OpType::AddShutup,
+                op: if op == OpType::AddShutup { RestrictionOp::ShutUp } else { RestrictionOp::Unshut },
                 signature: None,
             })
         }
@@ -175,7 +174,7 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
             let c = conv();
             Request::RestrictedQuery {
                 cid: cid(&c)?,
-                blocked: false,
+                kind: RestrictionKind::ShutUp,
                 limit: c.limit.map(i64::from),
                 next: c.next.clone(),
             }
@@ -188,7 +187,7 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
             if op == OpType::Query {
                 Request::RestrictedQuery {
                     cid,
-                    blocked: true,
+                    kind: RestrictionKind::Block,
                     limit: b.limit.map(i64::from),
                     next: b.next.clone(),
                 }
@@ -196,8 +195,7 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
                 Request::Restrict(Restriction {
                     cid,
                     members: b.to_pids.clone(),
-                    blocked: true,
-                    on: op == OpType::Block,
+                    op: if op == OpType::Block { RestrictionOp::Block } else { RestrictionOp::Unblock },
                     signature: signature(b.t, &b.n, &b.s),
                 })
             }
@@ -271,9 +269,9 @@ fn decode_request(g: &GenericCommand) -> Result<Request, ProtocolError> {
         }
         (CommandType::Read, _) => {
             let r = g.read_message.clone().unwrap_or_default();
-            let mut convs: Vec<(String, Option<i64>)> =
-                r.convs.into_iter().map(|t| (t.cid, t.timestamp)).collect();
-            convs.extend(r.cid.into_iter().chain(r.cids).map(|c| (c, None)));
+            let mut convs: Vec<ReadMark> =
+                r.convs.into_iter().map(|t| ReadMark { cid: t.cid, ts: t.timestamp }).collect();
+            convs.extend(r.cid.into_iter().chain(r.cids).map(|cid| ReadMark { cid, ts: None }));
             Request::Read { convs }
         }
         (cmd, op) => {
@@ -299,9 +297,12 @@ fn error_command(e: &ProtocolError) -> ErrorCommand {
     }
 }
 
+fn failed_pids(r: &MembersResult) -> Vec<ErrorCommand> {
+    r.failed.iter().map(|f| ErrorCommand { pids: f.members.clone(), ..error_command(&f.error) }).collect()
+}
+
 fn members_reply(op: OpType, serial: Option<i32>, r: &MembersResult) -> GenericCommand {
-    let failed =
-        r.failed.iter().map(|(e, pids)| ErrorCommand { pids: pids.clone(), ..error_command(e) }).collect();
+    let failed = failed_pids(r);
     GenericCommand {
         conv_message: Some(ConvCommand {
             allowed_pids: r.allowed.clone(),
@@ -324,8 +325,8 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
             peer_id: Some(peer_id.clone()),
             server_ts: Some(*server_ts),
             session_message: Some(SessionCommand {
-                st: session_token.as_ref().map(|t| t.0.clone()),
-                st_ttl: session_token.as_ref().map(|t| t.1),
+                st: session_token.as_ref().map(|t| t.token.clone()),
+                st_ttl: session_token.as_ref().map(|t| t.ttl_secs),
                 ..SessionCommand::default()
             }),
             ..envelope(CommandType::Session, Some(OpType::Opened), serial)
@@ -333,8 +334,8 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
         Reply::SessionClosed => envelope(CommandType::Session, Some(OpType::Closed), serial),
         Reply::SessionRefreshed { token } => GenericCommand {
             session_message: Some(SessionCommand {
-                st: Some(token.0.clone()),
-                st_ttl: Some(token.1),
+                st: Some(token.token.clone()),
+                st_ttl: Some(token.ttl_secs),
                 ..SessionCommand::default()
             }),
             ..envelope(CommandType::Session, Some(OpType::Refreshed), serial)
@@ -347,29 +348,27 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
             ..envelope(CommandType::Session, Some(OpType::QueryResult), serial)
         },
         Reply::MemberRoleUpdated => envelope(CommandType::Conv, Some(OpType::MemberInfoUpdated), serial),
-        Reply::Restricted { blocked: false, on, result } => {
-            members_reply(if *on { OpType::ShutupAdded } else { OpType::ShutupRemoved }, serial, result)
+        Reply::Restricted { op: RestrictionOp::ShutUp, result } => {
+            members_reply(OpType::ShutupAdded, serial, result)
         }
-        Reply::Restricted { blocked: true, on, result } => {
-            let failed = result
-                .failed
-                .iter()
-                .map(|(e, pids)| ErrorCommand { pids: pids.clone(), ..error_command(e) })
-                .collect();
+        Reply::Restricted { op: RestrictionOp::Unshut, result } => {
+            members_reply(OpType::ShutupRemoved, serial, result)
+        }
+        Reply::Restricted { op: op @ (RestrictionOp::Block | RestrictionOp::Unblock), result } => {
             GenericCommand {
                 blacklist_message: Some(BlacklistCommand {
                     allowed_pids: result.allowed.clone(),
-                    failed_pids: failed,
+                    failed_pids: failed_pids(result),
                     ..BlacklistCommand::default()
                 }),
                 ..envelope(
                     CommandType::Blacklist,
-                    Some(if *on { OpType::Blocked } else { OpType::Unblocked }),
+                    Some(if op.imposes() { OpType::Blocked } else { OpType::Unblocked }),
                     serial,
                 )
             }
         }
-        Reply::RestrictedPage { blocked: false, members, next } => GenericCommand {
+        Reply::RestrictedPage { kind: RestrictionKind::ShutUp, members, next } => GenericCommand {
             conv_message: Some(ConvCommand {
                 m: members.clone(),
                 next: next.clone(),
@@ -377,7 +376,7 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
             }),
             ..envelope(CommandType::Conv, Some(OpType::ShutupResult), serial)
         },
-        Reply::RestrictedPage { blocked: true, members, next } => GenericCommand {
+        Reply::RestrictedPage { kind: RestrictionKind::Block, members, next } => GenericCommand {
             blacklist_message: Some(BlacklistCommand {
                 blocked_pids: members.clone(),
                 next: next.clone(),
@@ -398,10 +397,10 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> Vec<u8> {
                 max_read_timestamp: Some(*max_read),
                 max_read_tuples: members
                     .iter()
-                    .map(|(pid, ack, read)| MaxReadTuple {
-                        pid: Some(pid.clone()),
-                        max_ack_timestamp: Some(*ack),
-                        max_read_timestamp: Some(*read),
+                    .map(|m| MaxReadTuple {
+                        pid: Some(m.client.clone()),
+                        max_ack_timestamp: Some(m.max_ack),
+                        max_read_timestamp: Some(m.max_read),
                     })
                     .collect(),
                 ..ConvCommand::default()
@@ -526,10 +525,10 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
                     .map(|u| UnreadTuple {
                         cid: u.cid.clone(),
                         unread: i32::try_from(u.unread).unwrap_or(i32::MAX),
-                        mid: u.last.as_ref().map(|l| l.0.clone()),
-                        timestamp: u.last.as_ref().map(|l| l.1),
-                        from: u.last.as_ref().map(|l| l.2.clone()),
-                        data: u.last.as_ref().map(|l| l.3.clone()),
+                        mid: u.last.as_ref().map(|l| l.id.clone()),
+                        timestamp: u.last.as_ref().map(|l| l.ts),
+                        from: u.last.as_ref().map(|l| l.from.clone()),
+                        data: u.last.as_ref().map(|l| l.data.clone()),
                         mentioned: Some(u.mentioned),
                         ..UnreadTuple::default()
                     })
@@ -565,9 +564,9 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
                     udate: Some(iso8601(c.udate)),
                     attr: c.attr.as_ref().map(json),
                     attr_modified: c.attr.as_ref().map(json),
-                    info: c.role.as_ref().map(|(pid, role)| ConvMemberInfo {
-                        pid: Some(pid.clone()),
-                        role: Some(role.clone()),
+                    info: c.role.as_ref().map(|r| ConvMemberInfo {
+                        pid: Some(r.member.clone()),
+                        role: Some(r.role.clone()),
                         info_id: None,
                     }),
                     ..ConvCommand::default()
@@ -575,7 +574,7 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
                 ..envelope(CommandType::Conv, Some(op), None)
             }
         }
-        Push::SessionClosed { error, .. } => GenericCommand {
+        Push::SessionClosed { error } => GenericCommand {
             session_message: Some(SessionCommand {
                 code: Some(i32::from(error.code.number())),
                 reason: Some(error.code.reason().to_owned()),
@@ -720,7 +719,6 @@ mod tests {
         );
         let joined = encode_push(&Push::Conv(ConvPush {
             event: ConvEvent::MembersJoined,
-            peer_id: "bob".into(),
             cid: "c".into(),
             init_by: "alice".into(),
             members: vec!["bob".into()],

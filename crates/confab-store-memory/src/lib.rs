@@ -13,8 +13,8 @@
 //! [`Store`] docs and checked by the `confab-store-tests` suite.
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store, StoreError,
-    StoreFuture, StoredMessage, UnreadCount,
+    ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange, ScanFilter, Store,
+    StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -542,15 +542,20 @@ impl Store for MemoryStore {
         self.set_member_flag(app, cid, &[client.to_owned()], |m| m.muted = muted)
     }
 
-    fn member_positions<'a>(
-        &'a self,
-        app: &'a str,
-        cid: &'a str,
-    ) -> StoreFuture<'a, Vec<(String, i64, i64)>> {
+    fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<MemberPosition>> {
         done(self.with_app(app, |a| {
             Ok(a.conversations
                 .get(cid)
-                .map(|c| c.members.iter().map(|m| (m.client.clone(), m.cursor, m.read)).collect())
+                .map(|c| {
+                    c.members
+                        .iter()
+                        .map(|m| MemberPosition {
+                            client: m.client.clone(),
+                            acked_upto: m.cursor,
+                            read_upto: m.read,
+                        })
+                        .collect()
+                })
                 .unwrap_or_default())
         }))
     }
@@ -671,6 +676,6 @@ mod tests {
             ready(p).unwrap();
         }
         store.save_cursor("a", "bob", "c", 2);
-        assert_eq!(ready(store.member_positions("a", "c")).unwrap()[1], ("bob".into(), 2, 0));
+        assert_eq!(ready(store.member_positions("a", "c")).unwrap()[1].acked_upto, 2);
     }
 }

@@ -22,8 +22,8 @@
 mod schema;
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store, StoreError,
-    StoreFuture, StoredMessage, UnreadCount,
+    ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange, ScanFilter, Store,
+    StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -976,24 +976,22 @@ impl Store for SqliteStore {
         self.write(WriteOp::SetMuted { app: app.into(), cid: cid.into(), client: client.into(), muted })
     }
 
-    fn member_positions<'a>(
-        &'a self,
-        app: &'a str,
-        cid: &'a str,
-    ) -> StoreFuture<'a, Vec<(String, i64, i64)>> {
+    fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<MemberPosition>> {
         let (app, cid) = (app.to_owned(), cid.to_owned());
         let cursors = self.cursors.clone();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT client, cursor_ts, read_ts FROM members WHERE app = ?1 AND cid = ?2 ORDER BY rowid",
             )?;
-            let mut rows: Vec<(String, i64, i64)> = stmt
-                .query_map(params![app, cid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            let mut rows: Vec<MemberPosition> = stmt
+                .query_map(params![app, cid], |r| {
+                    Ok(MemberPosition { client: r.get(0)?, acked_upto: r.get(1)?, read_upto: r.get(2)? })
+                })?
                 .collect::<Result<_, _>>()?;
             let pending = cursors.lock();
-            for (client, cursor, _) in &mut rows {
-                let key = (app.clone(), cid.clone(), client.clone());
-                *cursor = (*cursor).max(pending.get(&key).unwrap_or(0));
+            for row in &mut rows {
+                let key = (app.clone(), cid.clone(), row.client.clone());
+                row.acked_upto = row.acked_upto.max(pending.get(&key).unwrap_or(0));
             }
             Ok(rows)
         })

@@ -200,7 +200,8 @@ async fn cursors_are_buffered_merged_and_written_within_the_interval() {
     let cursors = store.member_cursors("a", "bob").await.expect("cursors");
     assert_eq!(cursors[0].cursor, 4);
     let positions = store.member_positions("a", "c").await.expect("positions");
-    assert!(positions.contains(&("bob".into(), 4, 0)), "{positions:?}");
+    let bob = MemberPosition { client: "bob".into(), acked_upto: 4, read_upto: 0 };
+    assert!(positions.contains(&bob), "{positions:?}");
     // Written by the writer on its own, with no other write to carry it.
     let deadline = Instant::now() + CURSOR_FLUSH_INTERVAL * 20;
     while committed_cursor(dir.path(), "bob") != 4 {

@@ -16,8 +16,8 @@
 //! once.
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MessageRange, ScanFilter, Store, StoredMessage,
-    UnreadCount,
+    ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange, ScanFilter, Store,
+    StoredMessage, UnreadCount,
 };
 use confab_types::Mentions;
 use serde_json::{Map, Value, json};
@@ -178,7 +178,11 @@ fn range(
     MessageRange { after, before, newest_first, limit, lctype: None }
 }
 
-async fn positions(store: &dyn Store, cid: &str) -> Vec<(String, i64, i64)> {
+fn pos(client: &str, acked_upto: i64, read_upto: i64) -> MemberPosition {
+    MemberPosition { client: client.to_owned(), acked_upto, read_upto }
+}
+
+async fn positions(store: &dyn Store, cid: &str) -> Vec<MemberPosition> {
     store.member_positions(APP, cid).await.expect("member positions")
 }
 
@@ -283,7 +287,7 @@ pub async fn apps_are_isolated(store: &dyn Store) {
     );
     assert_eq!(
         store.member_positions("other", "c1").await.expect("positions"),
-        [("mallory".into(), 0, 0), ("bob".into(), 0, 0)]
+        [pos("mallory", 0, 0), pos("bob", 0, 0)]
     );
     let unread = store.unread("other", "bob", 10).await.expect("unread");
     assert_eq!(summary(&unread), [("c1", 1, false)]);
@@ -320,14 +324,11 @@ pub async fn new_members_start_at_the_newest_message(store: &dyn Store) {
     create(store, conv("c", &["alice", "bob"], 1)).await;
     create(store, conv("empty", &["alice"], 1)).await;
     fill(store, "c", "alice", [10, 20, 30]).await;
-    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 0, 0)]);
+    assert_eq!(positions(store, "c").await, [pos("alice", 0, 0), pos("bob", 0, 0)]);
     store.save_cursor(APP, "bob", "c", 10);
     store.add_members(APP, "c", owned(&["carol", "bob"]), 40).await.expect("add");
     store.add_members(APP, "empty", owned(&["carol"]), 40).await.expect("add");
-    assert_eq!(
-        positions(store, "c").await,
-        [("alice".into(), 0, 0), ("bob".into(), 10, 0), ("carol".into(), 30, 0)]
-    );
+    assert_eq!(positions(store, "c").await, [pos("alice", 0, 0), pos("bob", 10, 0), pos("carol", 30, 0)]);
     assert_eq!(
         cursors(store, "carol").await,
         [
@@ -340,7 +341,7 @@ pub async fn new_members_start_at_the_newest_message(store: &dyn Store) {
     store.remove_members(APP, "c", owned(&["bob"]), 41).await.expect("remove");
     fill(store, "c", "alice", [50]).await;
     store.add_members(APP, "c", owned(&["bob"]), 42).await.expect("add");
-    assert_eq!(positions(store, "c").await.last(), Some(&("bob".into(), 50, 0)));
+    assert_eq!(positions(store, "c").await.last(), Some(&pos("bob", 50, 0)));
 }
 
 /// Attributes are replaced whole, with `updated_at`; nothing else changes.
@@ -452,7 +453,7 @@ pub async fn queued_writes_apply_in_call_order(store: &dyn Store) {
     assert_eq!(all, (1..=200).collect::<Vec<_>>());
     let c = read(store, "c").await;
     assert_eq!(c.last_message.map(|m| (m.ts, m.data)), Some((200, "edited".into())));
-    assert_eq!(positions(store, "c").await.last(), Some(&("carol".into(), 200, 0)));
+    assert_eq!(positions(store, "c").await.last(), Some(&pos("carol", 200, 0)));
 }
 
 /// `logs` towards older messages: `before` = start anchor, `after` = end anchor,
@@ -588,7 +589,7 @@ pub async fn cursors_never_go_back_and_show_at_once(store: &dyn Store) {
     store.save_cursor(APP, "bob", "c", 4);
     store.save_cursor(APP, "mallory", "c", 5);
     store.save_cursor(APP, "bob", "missing", 5);
-    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 5, 0)]);
+    assert_eq!(positions(store, "c").await, [pos("alice", 0, 0), pos("bob", 5, 0)]);
     assert_eq!(cursors(store, "bob").await, [MemberCursor { cid: "c".into(), cursor: 5, last_ts: 5 }]);
     assert_eq!(cursors(store, "mallory").await, []);
     // Other writes do not move it back.
@@ -633,11 +634,11 @@ pub async fn read_positions_never_go_back(store: &dyn Store) {
     store.save_read(APP, "bob", "c", 4).await.expect("read");
     store.save_read(APP, "bob", "c", 2).await.expect("an older read is not an error");
     store.save_read(APP, "mallory", "c", 5).await.expect("a non-member is not an error");
-    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 0, 4)]);
+    assert_eq!(positions(store, "c").await, [pos("alice", 0, 0), pos("bob", 0, 4)]);
     let unread = store.unread(APP, "bob", 10).await.expect("unread");
     assert_eq!(summary(&unread), [("c", 1, false)]);
     store.save_read(APP, "bob", "c", 5).await.expect("read");
-    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 0, 5)]);
+    assert_eq!(positions(store, "c").await, [pos("alice", 0, 0), pos("bob", 0, 5)]);
     assert_eq!(store.unread(APP, "bob", 10).await.expect("unread"), []);
 }
 
@@ -832,7 +833,7 @@ pub async fn blocking_removes_members(store: &dyn Store) {
         (owned(&["alice", "bob"]), owned(&["mallory", "zoe"]), 1)
     );
     assert_eq!(cursors(store, "zoe").await, []);
-    assert_eq!(positions(store, "c").await, [("alice".into(), 0, 0), ("bob".into(), 0, 0)]);
+    assert_eq!(positions(store, "c").await, [pos("alice", 0, 0), pos("bob", 0, 0)]);
     let filter = ScanFilter { member: Some("zoe".into()), max: 10, ..Default::default() };
     assert_eq!(store.scan_conversations(APP, filter).await.expect("scan"), []);
 
@@ -864,9 +865,6 @@ pub async fn member_positions_in_join_order(store: &dyn Store) {
     store.save_cursor(APP, "alice", "c", 5);
     store.save_read(APP, "alice", "c", 3).await.expect("read");
     store.save_read(APP, "carol", "c", 6).await.expect("read");
-    assert_eq!(
-        positions(store, "c").await,
-        [("carol".into(), 0, 6), ("alice".into(), 5, 3), ("bob".into(), 6, 0)]
-    );
+    assert_eq!(positions(store, "c").await, [pos("carol", 0, 6), pos("alice", 5, 3), pos("bob", 6, 0)]);
     assert_eq!(positions(store, "missing").await, []);
 }

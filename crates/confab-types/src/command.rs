@@ -97,8 +97,8 @@ pub enum Request {
     RestrictedQuery {
         /// Conversation id.
         cid: String,
-        /// Blocked clients (`true`) or shut-up members.
-        blocked: bool,
+        /// Shut-up members or blocked clients.
+        kind: RestrictionKind,
         /// Page size.
         limit: Option<i64>,
         /// Where the previous page ended.
@@ -111,9 +111,18 @@ pub enum Request {
     },
     /// `read`: the client has read these conversations (3.x+ protocol).
     Read {
-        /// `(conversation id, timestamp of the last message read)`.
-        convs: Vec<(String, Option<i64>)>,
+        /// How far each conversation was read.
+        convs: Vec<ReadMark>,
     },
+}
+
+/// How far a client has read one conversation (`read`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadMark {
+    /// Conversation id.
+    pub cid: String,
+    /// Timestamp of the last message read; `None`: everything up to the newest.
+    pub ts: Option<i64>,
 }
 
 /// Login parameters.
@@ -218,17 +227,52 @@ impl Mentions {
     }
 }
 
+/// Which list a restriction puts clients on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestrictionKind {
+    /// Members who may not send (`shutup`).
+    ShutUp,
+    /// Clients who may not be or become members (`blacklist`).
+    Block,
+}
+
+/// A restriction operation: imposing or lifting one kind of restriction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestrictionOp {
+    /// `conv add_shutup`: members may no longer send.
+    ShutUp,
+    /// `conv remove_shutup`: members may send again.
+    Unshut,
+    /// `blacklist block`: clients are removed and may not join again.
+    Block,
+    /// `blacklist unblock`: clients may join again.
+    Unblock,
+}
+
+impl RestrictionOp {
+    /// The list the operation changes.
+    pub fn kind(self) -> RestrictionKind {
+        match self {
+            RestrictionOp::ShutUp | RestrictionOp::Unshut => RestrictionKind::ShutUp,
+            RestrictionOp::Block | RestrictionOp::Unblock => RestrictionKind::Block,
+        }
+    }
+
+    /// Whether the operation imposes the restriction (rather than lifting it).
+    pub fn imposes(self) -> bool {
+        matches!(self, RestrictionOp::ShutUp | RestrictionOp::Block)
+    }
+}
+
 /// Shutting members up or blocking clients, or undoing it.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Restriction {
     /// Conversation id.
     pub cid: String,
     /// The clients.
     pub members: Vec<String>,
-    /// Block (`true`) or shut up.
-    pub blocked: bool,
-    /// Impose (`true`) or lift.
-    pub on: bool,
+    /// What to do to them.
+    pub op: RestrictionOp,
     /// Blacklist signature, if sent.
     pub signature: Option<Signature>,
 }
@@ -303,18 +347,17 @@ pub enum Reply {
     SessionOpened {
         /// The client id (server-assigned for anonymous logins).
         peer_id: String,
-        /// A token for re-opening the session without a signature, and its lifetime in
-        /// seconds.
-        session_token: Option<(String, i32)>,
+        /// A token for re-opening the session without a signature.
+        session_token: Option<SessionToken>,
         /// Server time (ms).
         server_ts: i64,
     },
     /// Logout done.
     SessionClosed,
-    /// A fresh session token and its lifetime in seconds.
+    /// A fresh session token.
     SessionRefreshed {
         /// The token.
-        token: (String, i32),
+        token: SessionToken,
     },
     /// Presence answer.
     SessionQueryResult {
@@ -335,16 +378,14 @@ pub enum Reply {
     /// Restriction changed: who was affected, who not.
     Restricted {
         /// What was asked.
-        blocked: bool,
-        /// Imposed or lifted.
-        on: bool,
+        op: RestrictionOp,
         /// Outcome.
         result: MembersResult,
     },
     /// One page of restricted clients.
     RestrictedPage {
-        /// Blocked clients or shut-up members.
-        blocked: bool,
+        /// Shut-up members or blocked clients.
+        kind: RestrictionKind,
         /// The clients.
         members: Vec<String>,
         /// Cursor of the next page, when there is one.
@@ -361,8 +402,8 @@ pub enum Reply {
         max_ack: i64,
         /// Latest read (ms) among the other members.
         max_read: i64,
-        /// `(member, delivered up to, read up to)` when every member was asked for.
-        members: Vec<(String, i64, i64)>,
+        /// Each member's positions, when every member was asked for.
+        members: Vec<MemberReceipt>,
     },
     /// Members added.
     ConvAdded(MembersResult),
@@ -399,13 +440,42 @@ pub enum Reply {
     Error(ProtocolError),
 }
 
+/// A session token (`st`) and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    /// The token the client presents to re-open its session.
+    pub token: String,
+    /// Its lifetime in seconds (`stTtl`).
+    pub ttl_secs: i32,
+}
+
+/// How far one member has received and read a conversation (`maxReadTuples`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberReceipt {
+    /// The member.
+    pub client: String,
+    /// Delivered up to (ms).
+    pub max_ack: i64,
+    /// Read up to (ms).
+    pub max_read: i64,
+}
+
 /// Outcome of add/remove: who changed and who could not.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MembersResult {
     /// Ids actually added or removed.
     pub allowed: Vec<String>,
     /// Ids that failed, grouped by error.
-    pub failed: Vec<(ProtocolError, Vec<String>)>,
+    pub failed: Vec<MemberFailure>,
+}
+
+/// Members an add, remove or restriction failed for, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberFailure {
+    /// Why.
+    pub error: ProtocolError,
+    /// The client ids.
+    pub members: Vec<String>,
 }
 
 /// One history entry.
@@ -461,10 +531,8 @@ pub enum Push {
     },
     /// A membership or attribute change.
     Conv(ConvPush),
-    /// The session was ended by the server.
+    /// The session was ended by the server (the framing names the session).
     SessionClosed {
-        /// Recipient client id.
-        peer_id: String,
         /// Why.
         error: ProtocolError,
     },
@@ -496,10 +564,23 @@ pub struct UnreadEntry {
     pub cid: String,
     /// Messages from others after the client's read position.
     pub unread: i64,
-    /// The conversation's last message: id, timestamp, sender, body.
-    pub last: Option<(String, i64, String, String)>,
+    /// The conversation's last message.
+    pub last: Option<LastMessage>,
     /// An unread message mentions the client.
     pub mentioned: bool,
+}
+
+/// A conversation's newest message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastMessage {
+    /// Message id.
+    pub id: String,
+    /// Timestamp (ms).
+    pub ts: i64,
+    /// Sender.
+    pub from: String,
+    /// Body.
+    pub data: String,
 }
 
 /// A message delivered to a member.
@@ -575,13 +656,13 @@ impl ConvEvent {
     }
 }
 
-/// A conversation event for one recipient.
+/// A conversation event. The recipient is not part of it: the framing names the
+/// session it goes to, so an event with the same content for several members is one
+/// push.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConvPush {
     /// The event.
     pub event: ConvEvent,
-    /// The recipient's client id.
-    pub peer_id: String,
     /// Conversation id.
     pub cid: String,
     /// Who did it.
@@ -590,10 +671,19 @@ pub struct ConvPush {
     pub members: Vec<String>,
     /// The attributes as requested (for `Updated`).
     pub attr: Option<Map<String, Value>>,
-    /// `(member, role)` for `MemberInfoChanged`.
-    pub role: Option<(String, String)>,
+    /// The member and its new role, for `MemberInfoChanged`.
+    pub role: Option<RoleChange>,
     /// Event time (ms).
     pub udate: i64,
+}
+
+/// A member's new role (`info` of `member-info-changed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleChange {
+    /// The member.
+    pub member: String,
+    /// `Manager` or `Member`.
+    pub role: String,
 }
 
 /// Estimated encoded size of one field besides its text: key, quotes and separators in
@@ -615,7 +705,8 @@ fn error_bytes(e: &ProtocolError) -> usize {
 }
 
 fn members_result_bytes(r: &MembersResult) -> usize {
-    texts_bytes(&r.allowed) + r.failed.iter().map(|(e, ids)| error_bytes(e) + texts_bytes(ids)).sum::<usize>()
+    texts_bytes(&r.allowed)
+        + r.failed.iter().map(|f| error_bytes(&f.error) + texts_bytes(&f.members)).sum::<usize>()
 }
 
 /// Estimated encoded size of a JSON value, without encoding it.
@@ -664,10 +755,10 @@ impl Reply {
                 | Reply::ConvUpdated { .. } => 0,
                 Reply::SessionOpened { peer_id, session_token, .. } => {
                     text_bytes(peer_id)
-                        + session_token.as_ref().map_or(0, |(t, _)| text_bytes(t))
+                        + session_token.as_ref().map_or(0, |t| text_bytes(&t.token))
                         + FIELD_BYTES
                 }
-                Reply::SessionRefreshed { token } => text_bytes(&token.0) + FIELD_BYTES,
+                Reply::SessionRefreshed { token } => text_bytes(&token.token) + FIELD_BYTES,
                 Reply::SessionQueryResult { online } => texts_bytes(online),
                 Reply::ConvStarted { cid, .. } => text_bytes(cid) + 2 * FIELD_BYTES,
                 Reply::Restricted { result, .. } => members_result_bytes(result),
@@ -676,7 +767,7 @@ impl Reply {
                 }
                 Reply::ConvMaxRead { members, .. } => {
                     2 * FIELD_BYTES
-                        + members.iter().map(|(m, _, _)| text_bytes(m) + 2 * FIELD_BYTES).sum::<usize>()
+                        + members.iter().map(|m| text_bytes(&m.client) + 2 * FIELD_BYTES).sum::<usize>()
                 }
                 Reply::ConvAdded(result) | Reply::ConvRemoved(result) => members_result_bytes(result),
                 Reply::ConvResults { results } => {
@@ -726,22 +817,26 @@ impl Push {
                             .map(|c| {
                                 text_bytes(&c.cid)
                                     + 2 * FIELD_BYTES
-                                    + c.last.as_ref().map_or(0, |(id, _, from, body)| {
-                                        text_bytes(id) + text_bytes(from) + text_bytes(body) + FIELD_BYTES
+                                    + c.last.as_ref().map_or(0, |l| {
+                                        text_bytes(&l.id)
+                                            + text_bytes(&l.from)
+                                            + text_bytes(&l.data)
+                                            + FIELD_BYTES
                                     })
                             })
                             .sum::<usize>()
                 }
+                // The recipient's field, which the framing adds: one more field.
                 Push::Conv(c) => {
-                    text_bytes(&c.peer_id)
+                    FIELD_BYTES
                         + text_bytes(&c.cid)
                         + text_bytes(&c.init_by)
                         + texts_bytes(&c.members)
                         + c.attr.as_ref().map_or(0, attr_bytes)
-                        + c.role.as_ref().map_or(0, |(m, r)| text_bytes(m) + text_bytes(r))
+                        + c.role.as_ref().map_or(0, |r| text_bytes(&r.member) + text_bytes(&r.role))
                         + FIELD_BYTES
                 }
-                Push::SessionClosed { peer_id, error } => text_bytes(peer_id) + error_bytes(error),
+                Push::SessionClosed { error } => FIELD_BYTES + error_bytes(error),
             }
     }
 }

@@ -4,7 +4,12 @@
 //! Every layer returns typed errors that carry an [`ErrorCode`]; only the codecs turn an
 //! [`ErrorCode`] into a wire shape (an error frame, an ack with a code, or a close code).
 
-/// How an error reaches the client.
+/// How an error reaches the client. The table is the one authority: the gateway
+/// answers or closes by [`ErrorCode::disposition`] for every error a request earns, and
+/// the engine closes a connection only with codes whose disposition is `Close`. The one
+/// exception is a connection whose transport failed (an oversized or malformed
+/// WebSocket frame): nothing more can be read from it, so it closes with its error's
+/// code whatever the table says for that code as a request error (4109).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     /// Answer the failed request with an error frame and keep the connection.
@@ -172,6 +177,37 @@ mod tests {
         reasons.sort_unstable();
         reasons.dedup();
         assert_eq!(reasons.len(), ErrorCode::ALL.len());
+    }
+
+    #[test]
+    fn exactly_these_codes_close_the_connection() {
+        let closing = [
+            ErrorCode::AppNotAvailable,
+            ErrorCode::InvalidLogin,
+            ErrorCode::ReadTimeout,
+            ErrorCode::LoginTimeout,
+            ErrorCode::InvalidOrigin,
+            ErrorCode::SlowConsumer,
+            ErrorCode::ServerShutdown,
+            ErrorCode::InvalidFramePayload,
+            ErrorCode::ProtocolViolation,
+        ];
+        for code in ErrorCode::ALL.iter().copied() {
+            let expected = if closing.contains(&code) { Disposition::Close } else { Disposition::Reply };
+            assert_eq!(code.disposition(), expected, "{code}");
+        }
+        // Request errors that keep the connection, among them the ones a client could
+        // mistake for fatal: a kicked or displaced session ends, its connection stays.
+        for code in [
+            ErrorCode::FrameTooLong,
+            ErrorCode::SessionConflict,
+            ErrorCode::SessionTokenExpired,
+            ErrorCode::KickedByApp,
+            ErrorCode::SignatureFailed,
+            ErrorCode::InternalError,
+        ] {
+            assert_eq!(code.disposition(), Disposition::Reply, "{code}");
+        }
     }
 
     #[test]

@@ -38,20 +38,8 @@ impl Engine {
             ConvKind::Transient => conv.room_clients(),
             _ => conv.state().members.iter().cloned().collect(),
         };
-        for member in recipients {
-            self.notify(
-                app,
-                &member,
-                &Notice {
-                    event: ConvEvent::Updated,
-                    cid,
-                    init_by: &me,
-                    members: &[],
-                    attr: Some(&attr),
-                    udate: now,
-                },
-            );
-        }
+        let updated = conv_event(ConvEvent::Updated, cid, &me, &[], Some(&attr), now);
+        self.push_to_clients(app, &recipients, &updated);
         Ok(None)
     }
 

@@ -268,9 +268,9 @@ impl Engine {
                         state.recent.remove(key);
                     }
                     let error = ProtocolError::new(ErrorCode::InternalError, "message not stored; retry");
-                    p.origin.conn.reply_held(p.serial, Reply::Error(error.clone()), held_bytes(&p.message));
+                    p.origin.conn.fail_held(p.serial, error.clone(), held_bytes(&p.message));
                     for (session, serial) in p.also_ack {
-                        session.conn.reply(serial, Reply::Error(error.clone()));
+                        session.conn.fail(serial, error.clone());
                     }
                 }
                 None => {}

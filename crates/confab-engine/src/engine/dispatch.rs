@@ -116,8 +116,8 @@ impl Connection {
                 engine.member_role(&app, &session, &cid, member, role).await.map(Some)
             }
             Request::Restrict(r) => engine.restrict(&app, &session, serial, r).await,
-            Request::RestrictedQuery { cid, blocked, limit, next } => {
-                engine.restricted_page(&app, &session, &cid, blocked, limit, next).await.map(Some)
+            Request::RestrictedQuery { cid, kind, limit, next } => {
+                engine.restricted_page(&app, &session, &cid, kind, limit, next).await.map(Some)
             }
         }
     }

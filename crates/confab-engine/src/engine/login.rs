@@ -76,7 +76,7 @@ impl Connection {
             .map_err(|_| perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"))?;
         for holder in displaced {
             let error = perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
-            holder.push(SharedPush::new(Push::SessionClosed { peer_id: client_id.clone(), error }));
+            holder.push(SharedPush::new(Push::SessionClosed { error }));
             engine.end_session(&holder);
         }
         // Opening a client id again on the same connection replaces its session.

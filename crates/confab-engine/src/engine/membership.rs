@@ -114,32 +114,13 @@ impl Engine {
         if kind == ConvKind::Transient {
             self.join_room(&conv, session);
         } else {
+            let event = |event, members: &[String]| conv_event(event, &record.id, &me, members, None, now);
+            let joined = event(ConvEvent::Joined, &[]);
+            let members_joined = event(ConvEvent::MembersJoined, &members);
             for member in &members {
                 app.membership_changed(member, &record.id);
-                self.notify(
-                    app,
-                    member,
-                    &Notice {
-                        event: ConvEvent::Joined,
-                        cid: &record.id,
-                        init_by: &me,
-                        members: &[],
-                        attr: None,
-                        udate: now,
-                    },
-                );
-                self.notify(
-                    app,
-                    member,
-                    &Notice {
-                        event: ConvEvent::MembersJoined,
-                        cid: &record.id,
-                        init_by: &me,
-                        members: &members,
-                        attr: None,
-                        udate: now,
-                    },
-                );
+                self.push_to_client(app, member, &joined);
+                self.push_to_client(app, member, &members_joined);
             }
         }
         Ok(None)
@@ -182,7 +163,7 @@ impl Engine {
                     ErrorCode::NormalConversationRequired,
                     "clients subscribe and unsubscribe themselves",
                 );
-                result.failed.push((error, vec![id]));
+                result.failed.push(MemberFailure { error, members: vec![id] });
                 continue;
             }
             let (store, now) = (&self.inner.store, self.now());
@@ -222,7 +203,7 @@ impl Engine {
                     ErrorCode::NormalConversationRequired,
                     "chat room members join and leave themselves",
                 );
-                result.failed.push((error, vec![id]));
+                result.failed.push(MemberFailure { error, members: vec![id] });
             } else if join {
                 self.join_room(conv, session);
                 result.allowed.push(id);
@@ -300,12 +281,12 @@ impl Engine {
             }
         }
         if !full.is_empty() {
-            result.failed.push((perr(ErrorCode::ConversationFull, "member limit reached"), full));
+            let error = perr(ErrorCode::ConversationFull, "member limit reached");
+            result.failed.push(MemberFailure { error, members: full });
         }
         if !refused.is_empty() {
-            result
-                .failed
-                .push((perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation"), refused));
+            let error = perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation");
+            result.failed.push(MemberFailure { error, members: refused });
         }
         let now = self.now();
         if !added.is_empty() {
@@ -319,34 +300,15 @@ impl Engine {
         session.conn.reply(serial, Reply::ConvAdded(result));
         if !added.is_empty() {
             let members: Vec<String> = conv.state().members.iter().cloned().collect();
+            let event = |event, members: &[String]| conv_event(event, &cid, &me, members, None, now);
+            let joined = event(ConvEvent::Joined, &[]);
+            let members_joined = event(ConvEvent::MembersJoined, &added);
             for member in &members {
                 if added.contains(member) {
                     app.membership_changed(member, &cid);
-                    self.notify(
-                        app,
-                        member,
-                        &Notice {
-                            event: ConvEvent::Joined,
-                            cid: &cid,
-                            init_by: &me,
-                            members: &[],
-                            attr: None,
-                            udate: now,
-                        },
-                    );
+                    self.push_to_client(app, member, &joined);
                 }
-                self.notify(
-                    app,
-                    member,
-                    &Notice {
-                        event: ConvEvent::MembersJoined,
-                        cid: &cid,
-                        init_by: &me,
-                        members: &added,
-                        attr: None,
-                        udate: now,
-                    },
-                );
+                self.push_to_client(app, member, &members_joined);
             }
         }
         Ok(None)
@@ -412,40 +374,19 @@ impl Engine {
         let failed = if owner.is_empty() {
             Vec::new()
         } else {
-            vec![(perr(ErrorCode::ConversationNeedOwner, "the owner cannot leave or be removed"), owner)]
+            let error = perr(ErrorCode::ConversationNeedOwner, "the owner cannot leave or be removed");
+            vec![MemberFailure { error, members: owner }]
         };
         session.conn.reply(serial, Reply::ConvRemoved(MembersResult { allowed: requested, failed }));
         if !removed.is_empty() {
+            let event = |event, members: &[String]| conv_event(event, &cid, &me, members, None, now);
+            let left = event(ConvEvent::Left, &[]);
             for id in &removed {
                 app.membership_changed(id, &cid);
-                self.notify(
-                    app,
-                    id,
-                    &Notice {
-                        event: ConvEvent::Left,
-                        cid: &cid,
-                        init_by: &me,
-                        members: &[],
-                        attr: None,
-                        udate: now,
-                    },
-                );
+                self.push_to_client(app, id, &left);
             }
             let remaining: Vec<String> = conv.state().members.iter().cloned().collect();
-            for member in &remaining {
-                self.notify(
-                    app,
-                    member,
-                    &Notice {
-                        event: ConvEvent::MembersLeft,
-                        cid: &cid,
-                        init_by: &me,
-                        members: &removed,
-                        attr: None,
-                        udate: now,
-                    },
-                );
-            }
+            self.push_to_clients(app, &remaining, &event(ConvEvent::MembersLeft, &removed));
         }
         Ok(None)
     }

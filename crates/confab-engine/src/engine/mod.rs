@@ -47,21 +47,33 @@ use crate::sharded::Sharded;
 use crate::signature::{Signed, Verifier};
 use confab_types::{
     ConvEvent, ConvPush, ConvQuery, ConvStart, Direction, ErrorCode, Inbound, LogItem, LogsQuery,
-    MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature, UnreadEntry,
+    MemberFailure, MembersChange, MembersResult, ProtocolError, Push, Reply, Request, SessionOpen, Signature,
+    UnreadEntry,
 };
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// A conversation event about to be pushed (per recipient).
-struct Notice<'a> {
+/// A conversation event, as one push for all its recipients: its content is the same
+/// for each of them (the framing adds the recipient), so it is built and encoded once.
+fn conv_event(
     event: ConvEvent,
-    cid: &'a str,
-    init_by: &'a str,
-    members: &'a [String],
-    attr: Option<&'a Map<String, Value>>,
+    cid: &str,
+    init_by: &str,
+    members: &[String],
+    attr: Option<&Map<String, Value>>,
     udate: i64,
+) -> Arc<SharedPush> {
+    SharedPush::new(Push::Conv(ConvPush {
+        event,
+        cid: cid.to_owned(),
+        init_by: init_by.to_owned(),
+        members: members.to_vec(),
+        attr: attr.cloned(),
+        role: None,
+        udate,
+    }))
 }
 
 /// One app's live state.
@@ -246,19 +258,16 @@ impl Engine {
         app.broker.to_client(client, ClientEvent::Push(push), None);
     }
 
-    /// Sends a conversation event to every online session of `recipient`.
-    fn notify(&self, app: &AppState, recipient: &str, notice: &Notice<'_>) {
-        let push = SharedPush::new(Push::Conv(ConvPush {
-            event: notice.event,
-            peer_id: recipient.to_owned(),
-            cid: notice.cid.to_owned(),
-            init_by: notice.init_by.to_owned(),
-            members: notice.members.to_vec(),
-            attr: notice.attr.cloned(),
-            role: None,
-            udate: notice.udate,
-        }));
-        self.push_to_client(app, recipient, &push);
+    /// Sends one push to every online session of each recipient.
+    fn push_to_clients<'r>(
+        &self,
+        app: &AppState,
+        recipients: impl IntoIterator<Item = &'r String>,
+        push: &Arc<SharedPush>,
+    ) {
+        for recipient in recipients {
+            self.push_to_client(app, recipient, push);
+        }
     }
 
     fn check_signature(

@@ -1,6 +1,7 @@
 //! Roles, shut-up and blocking (the 3.x+ protocol).
 
 use super::*;
+use confab_types::{RestrictionKind, RestrictionOp, RoleChange};
 
 impl Engine {
     /// Owners (creators) and managers may manage a conversation.
@@ -61,20 +62,16 @@ impl Engine {
             }
             state.members.iter().cloned().collect()
         };
-        let now = self.now();
-        for recipient in members {
-            let push = SharedPush::new(Push::Conv(ConvPush {
-                event: ConvEvent::MemberInfoChanged,
-                peer_id: recipient.clone(),
-                cid: cid.to_owned(),
-                init_by: me.clone(),
-                members: Vec::new(),
-                attr: None,
-                role: Some((member.clone(), role.clone())),
-                udate: now,
-            }));
-            self.push_to_client(app, &recipient, &push);
-        }
+        let push = SharedPush::new(Push::Conv(ConvPush {
+            event: ConvEvent::MemberInfoChanged,
+            cid: cid.to_owned(),
+            init_by: me,
+            members: Vec::new(),
+            attr: None,
+            role: Some(RoleChange { member, role }),
+            udate: self.now(),
+        }));
+        self.push_to_clients(app, &members, &push);
         Ok(Reply::MemberRoleUpdated)
     }
 
@@ -89,14 +86,17 @@ impl Engine {
     ) -> Result<Option<Reply>, ProtocolError> {
         let me = session.client_id.to_string();
         let conv = self.managed_conv(app, &r.cid, &me).await?;
-        if r.blocked && app.config.signatures.conversation {
-            let op = if r.on {
-                Signed::Block { cid: &r.cid, members: &r.members }
-            } else {
-                Signed::Unblock { cid: &r.cid, members: &r.members }
-            };
+        let signed = match r.op {
+            RestrictionOp::Block => Some(Signed::Block { cid: &r.cid, members: &r.members }),
+            RestrictionOp::Unblock => Some(Signed::Unblock { cid: &r.cid, members: &r.members }),
+            RestrictionOp::ShutUp | RestrictionOp::Unshut => None,
+        };
+        if let Some(op) = signed
+            && app.config.signatures.conversation
+        {
             self.check_signature(app, &me, op, r.signature.as_ref(), ErrorCode::ConversationSignatureFailed)?;
         }
+        let kind = r.op.kind();
         let lock = app.conv_lock(&r.cid);
         let _guard = lock.lock().await;
         let mut result = MembersResult::default();
@@ -107,45 +107,44 @@ impl Engine {
                 continue;
             }
             // Nobody restricts the owner or themselves; shut-up applies to members only.
-            if *id == conv.creator || *id == me || (!r.blocked && !conv.has_member(id)) {
+            if *id == conv.creator || *id == me || (kind == RestrictionKind::ShutUp && !conv.has_member(id)) {
                 refused.push(id.clone());
             } else {
                 changed.push(id.clone());
             }
         }
         if !refused.is_empty() {
-            result.failed.push((
-                perr(ErrorCode::ConversationOperationUnauthorized, "cannot restrict these clients"),
-                refused,
-            ));
+            let error = perr(ErrorCode::ConversationOperationUnauthorized, "cannot restrict these clients");
+            result.failed.push(MemberFailure { error, members: refused });
         }
         let store = &self.inner.store;
         let app_id = &app.config.id;
         if !changed.is_empty() {
-            if r.blocked {
-                store.set_blocked(app_id, &r.cid, changed.clone(), r.on).await.map_err(store_error)?;
-            } else {
-                store.set_shut_up(app_id, &r.cid, changed.clone(), r.on).await.map_err(store_error)?;
+            let on = r.op.imposes();
+            match kind {
+                RestrictionKind::Block => store.set_blocked(app_id, &r.cid, changed.clone(), on).await,
+                RestrictionKind::ShutUp => store.set_shut_up(app_id, &r.cid, changed.clone(), on).await,
             }
+            .map_err(store_error)?;
         }
         let (removed, remaining) = {
             let mut state = conv.state();
             let mut removed = Vec::new();
             for id in &changed {
-                match (r.blocked, r.on) {
-                    (true, true) => {
+                match r.op {
+                    RestrictionOp::Block => {
                         state.blocked.insert(id.clone());
                         if state.members.remove(id) {
                             removed.push(id.clone());
                         }
                     }
-                    (true, false) => {
+                    RestrictionOp::Unblock => {
                         state.blocked.remove(id);
                     }
-                    (false, true) => {
+                    RestrictionOp::ShutUp => {
                         state.shut_up.insert(id.clone());
                     }
-                    (false, false) => {
+                    RestrictionOp::Unshut => {
                         state.shut_up.remove(id);
                     }
                 }
@@ -153,40 +152,27 @@ impl Engine {
             (removed, state.members.iter().cloned().collect::<Vec<_>>())
         };
         result.allowed = changed.clone();
-        session.conn.reply(serial, Reply::Restricted { blocked: r.blocked, on: r.on, result });
+        session.conn.reply(serial, Reply::Restricted { op: r.op, result });
         if changed.is_empty() {
             return Ok(None);
         }
         let now = self.now();
-        let (to_all, to_each) = match (r.blocked, r.on) {
-            (true, true) => (ConvEvent::MembersBlocked, ConvEvent::Blocked),
-            (true, false) => (ConvEvent::MembersUnblocked, ConvEvent::Unblocked),
-            (false, true) => (ConvEvent::MembersShutUp, ConvEvent::ShutUp),
-            (false, false) => (ConvEvent::MembersUnshutup, ConvEvent::Unshutup),
+        let (to_all, to_each) = match r.op {
+            RestrictionOp::Block => (ConvEvent::MembersBlocked, ConvEvent::Blocked),
+            RestrictionOp::Unblock => (ConvEvent::MembersUnblocked, ConvEvent::Unblocked),
+            RestrictionOp::ShutUp => (ConvEvent::MembersShutUp, ConvEvent::ShutUp),
+            RestrictionOp::Unshut => (ConvEvent::MembersUnshutup, ConvEvent::Unshutup),
         };
-        fn notice<'a>(
-            event: ConvEvent,
-            cid: &'a str,
-            me: &'a str,
-            members: &'a [String],
-            now: i64,
-        ) -> Notice<'a> {
-            Notice { event, cid, init_by: me, members, attr: None, udate: now }
-        }
-        for member in &remaining {
-            self.notify(app, member, &notice(to_all, &r.cid, &me, &changed, now));
-        }
-        for id in &changed {
-            self.notify(app, id, &notice(to_each, &r.cid, &me, &[], now));
-        }
+        let event = |event, members: &[String]| conv_event(event, &r.cid, &me, members, None, now);
+        self.push_to_clients(app, &remaining, &event(to_all, &changed));
+        self.push_to_clients(app, &changed, &event(to_each, &[]));
+        let left = event(ConvEvent::Left, &[]);
         for id in &removed {
             app.membership_changed(id, &r.cid);
-            self.notify(app, id, &notice(ConvEvent::Left, &r.cid, &me, &[], now));
+            self.push_to_client(app, id, &left);
         }
         if !removed.is_empty() {
-            for member in &remaining {
-                self.notify(app, member, &notice(ConvEvent::MembersLeft, &r.cid, &me, &removed, now));
-            }
+            self.push_to_clients(app, &remaining, &event(ConvEvent::MembersLeft, &removed));
         }
         Ok(None)
     }
@@ -198,7 +184,7 @@ impl Engine {
         app: &AppState,
         session: &Session,
         cid: &str,
-        blocked: bool,
+        kind: RestrictionKind,
         limit: Option<i64>,
         next: Option<String>,
     ) -> Result<Reply, ProtocolError> {
@@ -208,7 +194,10 @@ impl Engine {
         }
         let mut all: Vec<String> = {
             let state = conv.state();
-            let set = if blocked { &state.blocked } else { &state.shut_up };
+            let set = match kind {
+                RestrictionKind::Block => &state.blocked,
+                RestrictionKind::ShutUp => &state.shut_up,
+            };
             set.iter().cloned().collect()
         };
         all.sort_unstable();
@@ -217,6 +206,6 @@ impl Engine {
             limit.filter(|l| *l > 0).map_or(10, |l| l as usize).min(app.config.limits.query_max_limit);
         let members: Vec<String> = all.iter().skip(start).take(limit).cloned().collect();
         let next = (start + members.len() < all.len()).then(|| (start + members.len()).to_string());
-        Ok(Reply::RestrictedPage { blocked, members, next })
+        Ok(Reply::RestrictedPage { kind, members, next })
     }
 }

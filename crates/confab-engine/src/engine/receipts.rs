@@ -1,6 +1,7 @@
 //! Read positions, unread counts and read receipts.
 
 use super::*;
+use confab_types::{MemberReceipt, ReadMark};
 
 /// Conversations reported in one `unread` push (LeanCloud tracked at most 50).
 const UNREAD_CONVERSATIONS: usize = 50;
@@ -21,26 +22,16 @@ impl Engine {
         }
         let convs = counts
             .into_iter()
-            .map(|u| UnreadEntry {
-                cid: u.cid,
-                unread: u.unread,
-                last: u.last.map(|l| (l.id, l.ts, l.from, l.data)),
-                mentioned: u.mentioned,
-            })
+            .map(|u| UnreadEntry { cid: u.cid, unread: u.unread, last: u.last, mentioned: u.mentioned })
             .collect();
         session.push(SharedPush::new(Push::Unread { convs, notif_time: self.now() }));
     }
 
     /// `read`: moves the reader's read positions, zeroes the count on its other devices
     /// and sends read receipts to the other members.
-    pub(super) async fn read(
-        &self,
-        app: &AppState,
-        session: &Arc<Session>,
-        convs: Vec<(String, Option<i64>)>,
-    ) {
+    pub(super) async fn read(&self, app: &AppState, session: &Arc<Session>, convs: Vec<ReadMark>) {
         let me = session.client_id.to_string();
-        for (cid, ts) in convs {
+        for ReadMark { cid, ts } in convs {
             let Ok(Some(conv)) = self.conv(app, &cid).await else { continue };
             if conv.kind == ConvKind::Transient || !conv.has_member(&me) {
                 continue;
@@ -55,12 +46,8 @@ impl Engine {
                 tracing::warn!(error = %e, "read position not saved");
                 continue;
             }
-            let zero = UnreadEntry {
-                cid: cid.clone(),
-                unread: 0,
-                last: Some((last.id.clone(), last.ts, last.from.clone(), last.data.clone())),
-                mentioned: false,
-            };
+            let zero =
+                UnreadEntry { cid: cid.clone(), unread: 0, last: Some(last.clone()), mentioned: false };
             let unread = SharedPush::new(Push::Unread { convs: vec![zero], notif_time: now });
             app.broker.to_client(&me, ClientEvent::Push(&unread), Some(session));
             let receipt = SharedPush::new(Push::Receipt {
@@ -90,12 +77,19 @@ impl Engine {
             return Err(perr(ErrorCode::ConversationMembershipRequired, "only members see receipts"));
         }
         let positions = self.inner.store.member_positions(&app.config.id, cid).await.map_err(store_error)?;
-        let others = positions.iter().filter(|(client, _, _)| **client != *session.client_id);
+        let others = positions.iter().filter(|p| *p.client != *session.client_id);
         let (max_ack, max_read) =
-            others.fold((0, 0), |(a, r), (_, ack, read)| (a.max(*ack).max(*read), r.max(*read)));
+            others.fold((0, 0), |(a, r), p| (a.max(p.acked_upto).max(p.read_upto), r.max(p.read_upto)));
         // Reading implies having received.
         let members = if all_members {
-            positions.into_iter().map(|(client, ack, read)| (client, ack.max(read), read)).collect()
+            positions
+                .into_iter()
+                .map(|p| MemberReceipt {
+                    max_ack: p.acked_upto.max(p.read_upto),
+                    max_read: p.read_upto,
+                    client: p.client,
+                })
+                .collect()
         } else {
             Vec::new()
         };

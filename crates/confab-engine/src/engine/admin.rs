@@ -170,19 +170,13 @@ impl Engine {
         }
         let conv = Arc::new(Conv::from_record(&record));
         app.convs.shard(&record.id).insert(record.id.clone(), conv);
+        let event = |event, list: &[String]| conv_event(event, &record.id, &record.creator, list, None, now);
+        let joined = event(ConvEvent::Joined, &[]);
+        let members_joined = event(ConvEvent::MembersJoined, &members);
         for member in &members {
             app.membership_changed(member, &record.id);
-            for (event, list) in [(ConvEvent::Joined, &[][..]), (ConvEvent::MembersJoined, &members[..])] {
-                let notice = Notice {
-                    event,
-                    cid: &record.id,
-                    init_by: &record.creator,
-                    members: list,
-                    attr: None,
-                    udate: now,
-                };
-                self.notify(&app, member, &notice);
-            }
+            self.push_to_client(&app, member, &joined);
+            self.push_to_client(&app, member, &members_joined);
         }
         Ok(record)
     }
@@ -389,7 +383,7 @@ impl Engine {
         let detail = if reason.is_empty() { "kicked by the app" } else { reason };
         for session in &sessions {
             let error = perr(ErrorCode::KickedByApp, detail);
-            session.push(SharedPush::new(Push::SessionClosed { peer_id: client.to_owned(), error }));
+            session.push(SharedPush::new(Push::SessionClosed { error }));
             self.end_session(session);
         }
         Ok(sessions.len())

@@ -210,7 +210,7 @@ async fn change_members(
         let failed: Vec<Value> = result
             .failed
             .iter()
-            .map(|(e, ids)| json!({"code": e.code.number(), "error": e.detail, "client_ids": ids}))
+            .map(|f| json!({"code": f.error.code.number(), "error": f.error.detail, "client_ids": f.members}))
             .collect();
         answer["failed"] = Value::Array(failed);
     }

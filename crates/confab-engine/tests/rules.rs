@@ -101,18 +101,16 @@ impl Peer {
         peer_id: Option<String>,
         request: Request,
     ) -> Result<Reply, ProtocolError> {
-        match self.conn.handle(Inbound { serial, peer_id, request }).await? {
-            Some(reply) => Ok(reply),
-            None => loop {
-                self.take_queued();
-                if let Some(at) = self.replies.iter().position(|(s, _)| *s == serial) {
-                    return match self.replies.remove(at).1 {
-                        Reply::Error(e) => Err(e),
-                        reply => Ok(reply),
-                    };
-                }
-                assert!(self.wait_for_item().await, "no reply to request {serial:?}");
-            },
+        assert!(self.conn.handle(Inbound { serial, peer_id, request }).await, "the connection closed");
+        loop {
+            self.take_queued();
+            if let Some(at) = self.replies.iter().position(|(s, _)| *s == serial) {
+                return match self.replies.remove(at).1 {
+                    Reply::Error(e) => Err(e),
+                    reply => Ok(reply),
+                };
+            }
+            assert!(self.wait_for_item().await, "no reply to request {serial:?}");
         }
     }
 
@@ -170,15 +168,11 @@ impl Peer {
         self.messages(0).await
     }
 
-    fn ack(&mut self, cid: &str, mid: &str) -> impl Future<Output = Result<Reply, ProtocolError>> {
+    /// Acknowledges a message (no reply by protocol).
+    async fn ack(&mut self, cid: &str, mid: &str) {
         let ack = AckRequest { cid: Some(cid.into()), mid: Some(mid.into()), from_ts: None, to_ts: None };
-        let request = Request::Ack(ack);
-        async move {
-            match self.conn.handle(Inbound { serial: None, peer_id: None, request }).await? {
-                Some(reply) => Ok(reply),
-                None => Ok(Reply::Heartbeat),
-            }
-        }
+        let inbound = Inbound { serial: None, peer_id: None, request: Request::Ack(ack) };
+        assert!(self.conn.handle(inbound).await, "the connection closed");
     }
 }
 
@@ -244,8 +238,8 @@ async fn the_offline_backlog_comes_oldest_first_and_the_cursor_follows_the_acks(
     );
     assert!(got.iter().all(|d| d.offline), "{got:?}");
     // Bob acknowledges a and b, not c, and goes away.
-    bob.ack(&cid, &got[0].id).await.unwrap();
-    bob.ack(&cid, &got[1].id).await.unwrap();
+    bob.ack(&cid, &got[0].id).await;
+    bob.ack(&cid, &got[1].id).await;
     drop(bob);
     let cursors = world.store.member_cursors(APP, "bob").await.unwrap();
     let cursor = cursors.iter().find(|c| c.cid == cid).unwrap();
@@ -268,12 +262,12 @@ async fn an_ack_beyond_a_gap_does_not_move_the_cursor_past_the_gap() {
         alice.say(&cid, m).await;
     }
     let got = bob.messages(3).await;
-    bob.ack(&cid, &got[2].id).await.unwrap();
+    bob.ack(&cid, &got[2].id).await;
     let cursors = world.store.member_cursors(APP, "bob").await.unwrap();
     let before = cursors.iter().find(|c| c.cid == cid).unwrap().cursor;
     assert!(before < got[0].timestamp, "c's ack alone leaves the cursor before a");
-    bob.ack(&cid, &got[0].id).await.unwrap();
-    bob.ack(&cid, &got[1].id).await.unwrap();
+    bob.ack(&cid, &got[0].id).await;
+    bob.ack(&cid, &got[1].id).await;
     let cursors = world.store.member_cursors(APP, "bob").await.unwrap();
     assert_eq!(cursors.iter().find(|c| c.cid == cid).unwrap().cursor, got[2].timestamp);
 }
@@ -290,12 +284,12 @@ async fn the_offline_replay_waits_for_acks_beyond_its_window() {
     let first = bob.messages(2).await;
     assert_eq!(bob.settled_messages().await.len(), 2, "at most the window unacknowledged");
     for d in &first {
-        bob.ack(&cid, &d.id).await.unwrap();
+        bob.ack(&cid, &d.id).await;
     }
     let all = bob.messages(4).await;
     assert_eq!(bob.settled_messages().await.len(), 4);
     for d in &all[2..] {
-        bob.ack(&cid, &d.id).await.unwrap();
+        bob.ack(&cid, &d.id).await;
     }
     let all = bob.messages(5).await;
     let bodies: Vec<&str> = all.iter().map(|d| d.msg.as_str()).collect();
@@ -316,7 +310,7 @@ async fn a_receipt_goes_to_the_sender_when_the_recipient_acks() {
     alice.take_queued();
     assert!(!alice.pushes.iter().any(|p| matches!(p, Push::Receipt { .. })), "nothing before the ack");
     for d in &got {
-        bob.ack(&cid, &d.id).await.unwrap();
+        bob.ack(&cid, &d.id).await;
     }
     alice.take_queued();
     let receipts: Vec<&Push> = alice.pushes.iter().filter(|p| matches!(p, Push::Receipt { .. })).collect();

@@ -255,24 +255,18 @@ async fn read_loop(
             match codec.decode(&frame) {
                 // Boxed: the engine's request future is large, and inline it would sit
                 // in every idle connection's task (~3 KB each).
-                Ok(inbound) => Ok((inbound.serial, Box::pin(conn.handle(inbound)))),
+                Ok(inbound) => Ok(Box::pin(conn.handle(inbound))),
                 Err(e) => Err((e.serial, e.error)),
             }
         };
-        let (serial, result) = match request {
-            Ok((serial, request)) => (serial, request.await),
-            Err((serial, error)) => (serial, Err(error)),
+        // The engine answers (a reply, an error frame, or a close by the error table);
+        // this loop only stops reading when the connection is closing.
+        let open = match request {
+            Ok(request) => request.await,
+            Err((serial, error)) => handle.fail(serial, error),
         };
-        match result {
-            Ok(Some(reply)) => {
-                handle.reply(serial, reply);
-            }
-            Ok(None) => {}
-            Err(error) => {
-                if !handle.fail(serial, error) {
-                    return;
-                }
-            }
+        if !open {
+            return;
         }
     }
 }

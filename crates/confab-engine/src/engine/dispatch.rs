@@ -61,10 +61,32 @@ impl Connection {
         self.engine.end_session(session);
     }
 
-    /// Handles one request. Replies are returned (or, where pushes must follow the
-    /// reply, queued directly); errors come back typed for the caller to encode by
-    /// their disposition.
-    pub async fn handle(&mut self, inbound: Inbound) -> Result<Option<Reply>, ProtocolError> {
+    /// Handles one request and answers it: the reply, or the error (an error frame or a
+    /// close, as the error table says), goes on this connection's queue. Returns whether
+    /// the connection stays open. Every answer goes through here or, for a frame that
+    /// could not be decoded, through [`ConnHandle::fail`], which decides the same way; a
+    /// handler whose pushes must follow its reply queues the reply first on the same
+    /// queue, and a send is acknowledged when its commit settles.
+    pub async fn handle(&mut self, inbound: Inbound) -> bool {
+        let serial = inbound.serial;
+        let outcome = self.route(inbound).await;
+        self.answer(serial, outcome)
+    }
+
+    fn answer(&self, serial: Option<i32>, outcome: Result<Option<Reply>, ProtocolError>) -> bool {
+        match outcome {
+            Ok(Some(reply)) => {
+                self.handle.reply(serial, reply);
+                true
+            }
+            Ok(None) => true,
+            Err(error) => self.handle.fail(serial, error),
+        }
+    }
+
+    /// Routes a request to the feature that serves it: its reply, `None` when it was
+    /// queued already or there is none by protocol (acks, read marks), or its error.
+    async fn route(&mut self, inbound: Inbound) -> Result<Option<Reply>, ProtocolError> {
         let Inbound { serial, peer_id, request } = inbound;
         let session = match &request {
             Request::Heartbeat => return Ok(Some(Reply::Heartbeat)),

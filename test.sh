@@ -52,11 +52,11 @@ bash compat/run.sh
 say "JavaScript SDK: build, types, Node and browser suites"
 SKIP_BROWSER=$skip_browser bash sdk/js/run-tests.sh
 
-say "benchmarks: confab-bench smoke run (tiny sizes, debug build) against Confab, Socket.IO and bare ws"
+say "benchmarks: confab-bench smoke run (tiny sizes, debug build) against Confab, Socket.IO and the bare Node and Rust broadcasters"
 # The reliability tests (SIGKILL cycles, slow consumers) ran with cargo test above.
 (cd bench/peers && npm ci --no-audit --no-fund --silent)
 cargo build --locked -p confab-bench
-timeout 300 target/debug/confab-bench run --targets confab,socketio,bare \
+timeout 300 target/debug/confab-bench run --targets confab,socketio,bare,bare-rust \
   --confab-bin target/debug/confab --peers-dir bench/peers \
   --idle 300 --members 30 --pairs 3 --opens 300 --seconds 1 --warmup 0.3 \
   --out "$(mktemp -d)/bench-smoke.json"

@@ -6,16 +6,18 @@ import { readFileSync, writeFileSync } from 'node:fs';
 const [input = 'bench/results/latest.json', output = 'docs/performance.svg'] = process.argv.slice(2);
 const report = JSON.parse(readFileSync(input, 'utf8'));
 const r = report.results;
-const servers = ['confab', 'socketio', 'bare'].filter((s) => r[s]);
-const colors = { confab: '#2b6cb0', socketio: '#a0a0a0', bare: '#d69e2e' };
-const names = { confab: 'Confab', socketio: 'Socket.IO 4', bare: 'bare ws broadcast' };
+const servers = ['confab', 'socketio', 'bare', 'bare-rust'].filter((s) => r[s]);
+const colors = { confab: '#2b6cb0', socketio: '#a0a0a0', bare: '#d69e2e', 'bare-rust': '#c05621' };
+const names = { confab: 'Confab', socketio: 'Socket.IO 4', bare: 'bare ws (Node)', 'bare-rust': 'bare Rust (tokio)' };
 const get = (obj, path) => path.split('/').reduce((o, k) => (o == null ? undefined : o[k]), obj);
 const panels = [
+  ['fanout', 'delivered_per_s', 'Room, members ack: delivered msg/s', 'higher is better'],
+  ['fanout', 'server_cpu_us_per_delivery', 'Room, members ack: server CPU µs per delivery', 'lower is better'],
+  ['fanout-half', 'delivery_latency/p99_ms', 'Room at half rate: p99 ms', 'lower is better'],
+  ['durable', 'acked_per_s', '1:1, one in flight: acked msg/s (Confab fsyncs)', 'higher is better'],
+  ['durable', 'ack_latency/p50_ms', '1:1, one in flight: ack p50 ms', 'lower is better'],
+  ['durable', 'server_cpu_us_per_message', '1:1: server CPU µs per acked message', 'lower is better'],
   ['idle', 'server_kb_per_conn', 'Idle: server KB per connection', 'lower is better'],
-  ['fanout', 'delivered_per_s', 'Room fan-out: delivered msg/s', 'higher is better'],
-  ['fanout', 'server_cpu_us_per_delivery', 'Fan-out: server CPU µs per delivery', 'lower is better'],
-  ['fanout-half', 'delivery_latency/p99_ms', 'Fan-out at half rate: p99 ms', 'lower is better'],
-  ['durable', 'acked_per_s', '1:1: acknowledged msg/s (Confab fsyncs)', 'higher is better'],
   ['opens', 'opens_per_s', 'Session opens per second', 'higher is better'],
 ];
 const W = 420, H = 40 + servers.length * 26 + 20, cols = 2;
@@ -26,7 +28,7 @@ let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W * cols}" height="$
 svg += `<rect width="100%" height="100%" fill="white"/>\n`;
 const m = report.machine || {};
 svg += `<text x="10" y="20" font-size="14" font-weight="bold">confab-bench: ${esc(m.cores)} cores, ${esc(m.cpu || '')}</text>\n`;
-svg += servers.map((s, i) => `<rect x="${10 + i * 160}" y="30" width="12" height="12" fill="${colors[s]}"/><text x="${26 + i * 160}" y="40">${names[s]}</text>`).join('') + '\n';
+svg += servers.map((s, i) => `<rect x="${10 + i * 190}" y="30" width="12" height="12" fill="${colors[s]}"/><text x="${26 + i * 190}" y="40">${names[s]}</text>`).join('') + '\n';
 panels.forEach(([scenario, path, title, hint], i) => {
   const x0 = (i % cols) * W + 10, y0 = Math.floor(i / cols) * H + 55;
   const vals = servers.map((s) => get(r[s]?.[scenario], path)).map((v) => (typeof v === 'number' ? v : null));

@@ -1,6 +1,9 @@
 // Socket.IO 4 peer for confab-bench: the equivalent of Confab's chat room and 1:1 sends.
 //   join(room, ack)          -> socket joins the room, ack()
 //   m(room, body, ack)       -> everyone else in the room gets m(body); the sender gets ack({t})
+//   a(room, id)              -> a member's ack of a delivered message (the load tool's
+//                               stand-in for Confab's `ack {cid, mid}`, same frame size):
+//                               decoded by Socket.IO, then nothing, no answer
 // No persistence, no per-message ids: this is what Socket.IO does out of the box.
 // Listens on 127.0.0.1 only, on a free port; prints "listening on http://HOST:PORT".
 import { createServer } from 'node:http';
@@ -13,6 +16,7 @@ io.on('connection', (socket) => {
     socket.join(room);
     if (typeof ack === 'function') ack();
   });
+  socket.on('a', () => {});
   socket.on('m', (room, body, ack) => {
     socket.to(room).emit('m', body);
     if (typeof ack === 'function') ack({ t: Date.now() });

@@ -1,8 +1,9 @@
 //! `confab-bench`: drives a real Confab server (and, for comparison, the Socket.IO and
-//! bare-broadcast peers in `bench/peers`) over loopback WebSockets, prints a table with
-//! ratios and writes JSON. Every scenario starts a fresh server and is bounded in count
-//! and time. See docs/performance.md.
+//! bare-broadcast peers in `bench/peers` and its own do-nothing Rust broadcaster) over
+//! loopback WebSockets, prints a table with ratios and writes JSON. Every scenario
+//! starts a fresh server and is bounded in count and time. See docs/performance.md.
 
+mod bare;
 mod scenarios;
 mod server;
 mod wire;
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use server::Programs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use wire::Target;
+use wire::{MemberAcks, Target};
 
 #[derive(Parser)]
 #[command(about = "Confab load tool and benchmarks (loopback only)")]
@@ -29,6 +30,13 @@ enum Cmd {
     /// Runs the scenarios against each target in turn and prints ratios Confab/peer.
     #[command(args_override_self = true)]
     Run(Box<RunArgs>),
+    /// Runs the do-nothing Rust WebSocket broadcaster (the bare-rust target: tokio
+    /// multi-threaded + tungstenite, the dialect of bench/peers/bare.mjs) until killed.
+    ServeBare {
+        /// Loopback address to listen on; port 0 picks a free one (printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
     /// (internal) Holds idle connections for the idle scenario.
     #[command(hide = true)]
     Worker {
@@ -45,10 +53,13 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Servers to measure, in order (Confab first: its maximum sets the half-rate load).
+    /// Servers to measure, in order (Confab first: its maximum sets the half-rate load):
+    /// confab, socketio, bare (Node), bare-rust (this program's `serve-bare`).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "confab")]
     targets: Vec<Target>,
-    /// Scenarios: idle, fanout, fanout-half, durable, opens.
+    /// Scenarios: idle, fanout, fanout-half, durable, opens; and the older, kinder
+    /// shapes as secondary rows: fanout-silent (members never ack), durable-burst
+    /// (`--burst-window` sends in flight per 1:1 sender).
     #[arg(long, value_delimiter = ',', default_value = "idle,fanout,fanout-half,durable,opens")]
     scenarios: Vec<String>,
     /// The confab binary (the release build).
@@ -78,16 +89,26 @@ struct RunArgs {
     /// Undelivered messages per member before publishers wait.
     #[arg(long, default_value_t = 32)]
     fanout_budget: u64,
+    /// How room members and 1:1 recipients acknowledge deliveries: 2.4 (leancloud-realtime
+    /// 2.4.0: `ack {cid, mid}` for every message, chat rooms included), 4x (4.x:
+    /// `ack {cid, fromts, tots}` batches at most once a second, never in chat rooms) or
+    /// none. The peers get frames of the same size in their own dialect.
+    #[arg(long, value_enum, default_value = "2.4")]
+    member_acks: MemberAcks,
     /// Fixed publish rate (messages/s, all publishers) for fanout-half; default: half of
     /// the first target's measured maximum.
     #[arg(long)]
     half_rate: Option<f64>,
-    /// 1:1 pairs in the durable scenario.
-    #[arg(long, default_value_t = 20)]
+    /// 1:1 pairs in the durable scenarios.
+    #[arg(long, default_value_t = 200)]
     pairs: usize,
-    /// Unacknowledged sends per 1:1 sender.
-    #[arg(long, default_value_t = 8)]
+    /// Unacknowledged sends per 1:1 sender (1: send, wait for the ack, send the next, as
+    /// a chat client does).
+    #[arg(long, default_value_t = 1)]
     pair_window: usize,
+    /// Unacknowledged sends per 1:1 sender in durable-burst (the older, kinder shape).
+    #[arg(long, default_value_t = 8)]
+    burst_window: usize,
     /// Session opens.
     #[arg(long, default_value_t = 2000)]
     opens: usize,
@@ -118,6 +139,7 @@ fn main() -> Result<()> {
             r?;
             std::process::exit(0);
         }
+        Cmd::ServeBare { listen } => rt.block_on(bare::serve(listen)),
         Cmd::Run(args) => rt.block_on(run(*args)),
     }
 }
@@ -135,8 +157,10 @@ async fn run(a: RunArgs) -> Result<()> {
         publishers: a.publishers,
         window: a.window,
         fanout_budget: a.fanout_budget,
+        member_acks: a.member_acks,
         pairs: a.pairs,
         pair_window: a.pair_window,
+        burst_window: a.burst_window,
         opens: a.opens,
         open_concurrency: a.open_concurrency,
         size: a.size,
@@ -151,7 +175,8 @@ async fn run(a: RunArgs) -> Result<()> {
             eprintln!("== {} {s}", target.name());
             let out = match s.as_str() {
                 "idle" => scenarios::idle(target, &programs, &load).await,
-                "fanout" => scenarios::fanout(target, &programs, &load, None).await,
+                "fanout" => scenarios::fanout(target, &programs, &load, None, load.member_acks).await,
+                "fanout-silent" => scenarios::fanout(target, &programs, &load, None, MemberAcks::None).await,
                 "fanout-half" => {
                     let rate = match (half_rate, r.get("fanout")) {
                         (Some(h), _) => Some(h),
@@ -161,12 +186,13 @@ async fn run(a: RunArgs) -> Result<()> {
                     match rate {
                         Some(rate) => {
                             half_rate = Some(rate);
-                            scenarios::fanout(target, &programs, &load, Some(rate)).await
+                            scenarios::fanout(target, &programs, &load, Some(rate), load.member_acks).await
                         }
                         None => Err(anyhow::anyhow!("fanout-half needs fanout first or --half-rate")),
                     }
                 }
-                "durable" => scenarios::durable(target, &programs, &load).await,
+                "durable" => scenarios::durable(target, &programs, &load, load.pair_window).await,
+                "durable-burst" => scenarios::durable(target, &programs, &load, load.burst_window).await,
                 "opens" => scenarios::opens(target, &programs, &load).await,
                 other => Err(anyhow::anyhow!("unknown scenario {other}")),
             };
@@ -181,7 +207,8 @@ async fn run(a: RunArgs) -> Result<()> {
         "machine": machine(),
         "load": {
             "idle": a.idle, "members": a.members, "publishers": a.publishers, "window": a.window,
-            "fanout_budget": a.fanout_budget, "pairs": a.pairs, "pair_window": a.pair_window,
+            "fanout_budget": a.fanout_budget, "member_acks": a.member_acks.name(),
+            "pairs": a.pairs, "pair_window": a.pair_window, "burst_window": a.burst_window,
             "opens": a.opens, "open_concurrency": a.open_concurrency, "size": a.size,
             "seconds": a.seconds, "warmup": a.warmup, "durability": a.durability,
         },
@@ -197,30 +224,46 @@ async fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// The headline metrics: (scenario, JSON pointer inside it, label, higher is better).
+/// The headline metrics, real shapes first: (scenario, JSON pointer inside it, label,
+/// higher is better). Rows of [`SECONDARY`] scenarios come last, under their own heading.
 const METRICS: &[(&str, &str, &str, bool)] = &[
+    ("fanout", "/delivered_per_s", "room: delivered msg/s (max)", true),
+    ("fanout", "/member_acks_per_s", "room: member acks sent/s", true),
+    ("fanout", "/delivery_latency/p99_ms", "room: p99 ms (max rate)", false),
+    ("fanout", "/server_cpu_us_per_delivery", "room: server CPU µs/delivery", false),
+    ("fanout", "/cpu/server_cores_busy", "room: server cores busy", false),
+    ("fanout", "/cpu/load_tool_cores_busy", "room: load tool cores busy", false),
+    ("fanout-half", "/delivered_per_s", "room at half rate: delivered msg/s", true),
+    ("fanout-half", "/delivery_latency/p50_ms", "room at half rate: p50 ms", false),
+    ("fanout-half", "/delivery_latency/p99_ms", "room at half rate: p99 ms", false),
+    ("fanout-half", "/delivery_latency/p999_ms", "room at half rate: p999 ms", false),
+    ("durable", "/acked_per_s", "1:1 pairs: acked msg/s", true),
+    ("durable", "/ack_latency/p50_ms", "1:1 pairs: ack p50 ms", false),
+    ("durable", "/ack_latency/p99_ms", "1:1 pairs: ack p99 ms", false),
+    ("durable", "/server_cpu_us_per_message", "1:1 pairs: server CPU µs/acked msg", false),
+    ("durable", "/cpu/server_cores_busy", "1:1 pairs: server cores busy", false),
     ("idle", "/server_kb_per_conn", "idle: server KB/connection", false),
-    ("fanout", "/delivered_per_s", "fan-out: delivered msg/s (max)", true),
-    ("fanout", "/delivery_latency/p99_ms", "fan-out: p99 ms (max rate)", false),
-    ("fanout", "/server_cpu_us_per_delivery", "fan-out: server CPU µs/delivery", false),
-    ("fanout", "/cpu/server_cores_busy", "fan-out: server cores busy", false),
-    ("fanout", "/cpu/load_tool_cores_busy", "fan-out: load tool cores busy", false),
-    ("fanout-half", "/delivered_per_s", "fan-out at half rate: delivered msg/s", true),
-    ("fanout-half", "/delivery_latency/p50_ms", "fan-out at half rate: p50 ms", false),
-    ("fanout-half", "/delivery_latency/p99_ms", "fan-out at half rate: p99 ms", false),
-    ("fanout-half", "/delivery_latency/p999_ms", "fan-out at half rate: p999 ms", false),
-    ("durable", "/acked_per_s", "1:1: acked msg/s", true),
-    ("durable", "/ack_latency/p50_ms", "1:1: ack p50 ms", false),
-    ("durable", "/ack_latency/p99_ms", "1:1: ack p99 ms", false),
-    ("durable", "/server_cpu_us_per_message", "1:1: server CPU µs/message", false),
-    ("durable", "/cpu/server_cores_busy", "1:1: server cores busy", false),
     ("opens", "/opens_per_s", "session opens/s", true),
     ("opens", "/server_cpu_us_per_open", "session open: server CPU µs", false),
+    ("fanout-silent", "/delivered_per_s", "room, silent: delivered msg/s", true),
+    ("fanout-silent", "/delivery_latency/p99_ms", "room, silent: p99 ms", false),
+    ("fanout-silent", "/server_cpu_us_per_delivery", "room, silent: server CPU µs/delivery", false),
+    ("durable-burst", "/acked_per_s", "1:1 burst window: acked msg/s", true),
+    ("durable-burst", "/ack_latency/p50_ms", "1:1 burst window: ack p50 ms", false),
+    ("durable-burst", "/ack_latency/p99_ms", "1:1 burst window: ack p99 ms", false),
+    ("durable-burst", "/server_cpu_us_per_message", "1:1 burst window: server CPU µs/msg", false),
 ];
+
+/// The older, kinder shapes, reported after the real ones.
+const SECONDARY: &[&str] = &["fanout-silent", "durable-burst"];
+
+/// Every target in table order, and the peers Confab is compared with.
+const TARGETS: &[&str] = &["confab", "socketio", "bare", "bare-rust"];
+const PEERS: &[&str] = &["socketio", "bare", "bare-rust"];
 
 fn ratios(results: &Value) -> Value {
     let mut out = serde_json::Map::new();
-    for peer in ["socketio", "bare"] {
+    for peer in PEERS {
         let mut m = serde_json::Map::new();
         for (s, p, label, _) in METRICS {
             let c = results["confab"][s].pointer(p).and_then(Value::as_f64);
@@ -240,21 +283,45 @@ fn ratios(results: &Value) -> Value {
 
 fn table(report: &Value) -> String {
     let results = &report["results"];
-    let targets: Vec<&str> =
-        ["confab", "socketio", "bare"].into_iter().filter(|t| results.get(t).is_some()).collect();
-    let mut s = format!("{:<42}", "metric");
+    let targets: Vec<&str> = TARGETS.iter().copied().filter(|t| results.get(t).is_some()).collect();
+    let peers: Vec<&str> =
+        PEERS.iter().copied().filter(|p| targets.contains(&"confab") && targets.contains(p)).collect();
+    let load = &report["load"];
+    let mut s = format!(
+        "load: room of {} members ({} publishers, {} in flight each), {} 1:1 pairs ({} in flight per sender), \
+         member acks {}, {}-byte bodies\n",
+        load["members"],
+        load["publishers"],
+        load["window"],
+        load["pairs"],
+        load["pair_window"],
+        match load["member_acks"].as_str() {
+            Some("2.4") => "2.4 (each message, chat rooms too)",
+            Some("4x") => "4x (batched once a second, none in chat rooms)",
+            Some("none") => "none",
+            _ => "?",
+        },
+        load["size"],
+    );
+    s += &format!("{:<42}", "metric");
     for t in &targets {
         s += &format!("{t:>12}");
     }
-    for peer in ["socketio", "bare"] {
-        if targets.contains(&"confab") && targets.contains(&peer) {
-            s += &format!("{:>16}", format!("confab/{peer}"));
-        }
+    for peer in &peers {
+        s += &format!("{:>18}", format!("confab/{peer}"));
     }
     s.push('\n');
+    let mut secondary_heading = false;
     for (sc, p, label, _) in METRICS {
         if targets.iter().all(|t| results[t].get(*sc).is_none()) {
             continue;
+        }
+        if SECONDARY.contains(sc) && !secondary_heading {
+            secondary_heading = true;
+            s += &format!(
+                "-- older, kinder shapes: members silent; {} in flight per 1:1 sender\n",
+                load["burst_window"]
+            );
         }
         s += &format!("{label:<42}");
         for t in &targets {
@@ -263,13 +330,11 @@ fn table(report: &Value) -> String {
                 None => format!("{:>12}", "-"),
             };
         }
-        for peer in ["socketio", "bare"] {
-            if targets.contains(&"confab") && targets.contains(&peer) {
-                s += &match report["ratios"][format!("confab/{peer}")][label].as_f64() {
-                    Some(v) => format!("{:>16}", format!("{v:.2}×")),
-                    None => format!("{:>16}", "-"),
-                };
-            }
+        for peer in &peers {
+            s += &match report["ratios"][format!("confab/{peer}")][label].as_f64() {
+                Some(v) => format!("{:>18}", format!("{v:.2}×")),
+                None => format!("{:>18}", "-"),
+            };
         }
         s.push('\n');
     }
@@ -299,4 +364,73 @@ fn machine() -> Value {
         .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
     json!({"cpu": model, "cores": cores, "memory": mem, "kernel": kernel})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Value {
+        let results = json!({
+            "confab": {"fanout": {"delivered_per_s": 400.0, "cpu": {"server_cores_busy": 1.0}},
+                       "durable-burst": {"acked_per_s": 30.0}},
+            "socketio": {"fanout": {"delivered_per_s": 100.0}},
+            "bare-rust": {"fanout": {"delivered_per_s": 800.0}, "durable-burst": {"acked_per_s": 0.0}},
+        });
+        let ratios = ratios(&results);
+        json!({
+            "load": {"members": 30, "publishers": 4, "window": 4, "pairs": 3, "pair_window": 1,
+                     "burst_window": 8, "member_acks": "2.4", "size": 64},
+            "results": results, "ratios": ratios,
+        })
+    }
+
+    #[test]
+    fn ratios_against_each_peer_present() {
+        let r = report();
+        let label = "room: delivered msg/s (max)";
+        assert_eq!(r["ratios"]["confab/socketio"][label], json!(4.0));
+        assert_eq!(r["ratios"]["confab/bare-rust"][label], json!(0.5));
+        assert!(r["ratios"].get("confab/bare").is_none(), "bare did not run");
+        assert!(
+            r["ratios"]["confab/bare-rust"].get("1:1 burst window: acked msg/s").is_none(),
+            "no ratio against a zero"
+        );
+    }
+
+    #[test]
+    fn table_puts_real_shapes_first() {
+        let t = table(&report());
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("member acks 2.4") && lines[0].contains("3 1:1 pairs (1 in flight"), "{t}");
+        assert!(lines[1].contains("bare-rust") && lines[1].contains("confab/bare-rust"), "{t}");
+        assert!(!lines[1].contains("confab/bare "), "{t}");
+        let real = t.find("room: delivered").expect("real row");
+        let heading = t.find("-- older, kinder shapes").expect("secondary heading");
+        let kind = t.find("1:1 burst window: acked").expect("secondary row");
+        assert!(real < heading && heading < kind, "{t}");
+        assert!(t.contains("0.50×") && t.contains("4.00×"), "{t}");
+        assert!(!t.contains("idle:"), "rows of scenarios that did not run are left out: {t}");
+    }
+
+    #[test]
+    fn run_defaults_are_the_real_shapes() {
+        let cli = Cli::try_parse_from(["confab-bench", "run"]).expect("parse");
+        let Cmd::Run(a) = cli.command else { panic!("run expected") };
+        assert_eq!(a.member_acks, MemberAcks::V24);
+        assert_eq!((a.pairs, a.pair_window, a.burst_window), (200, 1, 8));
+        let cli = Cli::try_parse_from([
+            "confab-bench",
+            "run",
+            "--member-acks",
+            "4x",
+            "--targets",
+            "confab,bare-rust",
+        ])
+        .expect("parse");
+        let Cmd::Run(a) = cli.command else { panic!("run expected") };
+        assert_eq!(a.member_acks, MemberAcks::V4x);
+        assert_eq!(a.targets, vec![Target::Confab, Target::BareRust]);
+        assert!(Cli::try_parse_from(["confab-bench", "run", "--member-acks", "3"]).is_err());
+    }
 }

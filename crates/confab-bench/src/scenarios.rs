@@ -2,7 +2,7 @@
 //! starts a fresh server, is bounded in count and time, and returns a JSON object.
 
 use crate::server::{Programs, Server, cpu_us_of, rss_of, tcp_kernel_bytes};
-use crate::wire::{self, Incoming, Target, Ws};
+use crate::wire::{self, AckBatch, Incoming, MemberAcks, Target, Ws};
 use crate::ws::Opcode;
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
@@ -71,6 +71,7 @@ struct Shared {
     delivered: AtomicU64,
     delivered_total: AtomicU64,
     acked: AtomicU64,
+    member_acks: AtomicU64,
     sent_total: AtomicU64,
     errors: AtomicU64,
     dropped: AtomicU64,
@@ -80,13 +81,31 @@ struct Stats {
     c: Shared,
     delivery: Latencies,
     ack: Latencies,
+    /// Counted deliveries each sent message makes (room members, or 1 for a pair): once
+    /// sending has stopped and all have arrived, the receivers leave without waiting
+    /// out the grace period.
+    per_message: u64,
 }
 
 impl Stats {
-    fn new() -> Arc<Stats> {
-        Arc::new(Stats { c: Shared::default(), delivery: Latencies::new(), ack: Latencies::new() })
+    fn new(per_message: u64) -> Arc<Stats> {
+        Arc::new(Stats {
+            c: Shared::default(),
+            delivery: Latencies::new(),
+            ack: Latencies::new(),
+            per_message,
+        })
+    }
+
+    /// Whether every message sent so far has been delivered to every counted receiver.
+    fn all_delivered(&self) -> bool {
+        self.c.delivered_total.load(Relaxed)
+            >= self.c.sent_total.load(Relaxed).saturating_mul(self.per_message)
     }
 }
+
+/// How often receivers check, after the sending stopped, whether all has arrived.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// What a connection does during a run.
 #[derive(Clone)]
@@ -95,8 +114,24 @@ struct Role {
     publish: Option<Publish>,
     /// Counts (and times) the messages it receives.
     count_deliveries: bool,
-    /// Answers each delivered message with a Confab `ack {cid, mid}` like the SDKs do.
-    receipts: bool,
+    /// How it acknowledges the messages delivered to it (already `None` where the
+    /// client it plays would not ack, e.g. a 4.x client in a chat room).
+    acks: MemberAcks,
+    /// The room/conversation it is in (what its acks name).
+    room: Arc<str>,
+}
+
+impl Role {
+    fn new(
+        publish: Option<Publish>,
+        count_deliveries: bool,
+        acks: MemberAcks,
+        room: &str,
+        chat_room: bool,
+    ) -> Role {
+        let acks = if acks.acks_in(chat_room) { acks } else { MemberAcks::None };
+        Role { publish, count_deliveries, acks, room: room.into() }
+    }
 }
 
 #[derive(Clone)]
@@ -126,6 +161,7 @@ async fn chatter(
     stop_all: tokio::time::Instant,
 ) {
     let mut inflight: VecDeque<(i64, Instant)> = VecDeque::new();
+    let mut batch = AckBatch::default();
     let mut serial: i64 = 1000;
     let mut next_tick =
         tokio::time::Instant::now() + role.publish.as_ref().map_or(Duration::ZERO, |p| p.offset);
@@ -139,6 +175,31 @@ async fn chatter(
             break;
         }
         let mut wake = stop_all;
+        if role.count_deliveries {
+            if now < stop_send {
+                wake = wake.min(stop_send);
+            } else if stats.all_delivered() && (role.publish.is_none() || inflight.is_empty()) {
+                break;
+            } else {
+                wake = wake.min(now + DRAIN_POLL);
+            }
+        }
+        if role.acks == MemberAcks::V4x {
+            match batch.due(Instant::now()) {
+                Ok((from, to)) => {
+                    ws.feed_text(&wire::member_ack_range(target, &role.room, from, to));
+                    if stats.c.measuring.load(Relaxed) {
+                        stats.c.member_acks.fetch_add(1, Relaxed);
+                    }
+                    if ws.flush().await.is_err() {
+                        stats.c.dropped.fetch_add(1, Relaxed);
+                        return;
+                    }
+                }
+                Err(Some(at)) => wake = wake.min(tokio::time::Instant::from_std(at)),
+                Err(None) => {}
+            }
+        }
         if let Some(p) = &role.publish {
             if now < stop_send {
                 loop {
@@ -187,7 +248,7 @@ async fn chatter(
         }
         // Handle everything that has already arrived in one go: one clock read, one
         // update of the shared counters and one write of our answers per burst.
-        let mut burst = Burst { received_ns: wire::now_ns(), delivered: 0 };
+        let mut burst = Burst { received_ns: wire::now_ns(), delivered: 0, acks: 0 };
         // A few refills at most, then back through the loop (and the scheduler), so a
         // connection that keeps receiving cannot starve the others of this thread.
         let mut refills = 0;
@@ -202,6 +263,7 @@ async fn chatter(
                         &stats,
                         shard,
                         &mut inflight,
+                        &mut batch,
                         &mut burst,
                     );
                     if let Some(answer) = answer {
@@ -223,6 +285,9 @@ async fn chatter(
                 stats.c.delivered.fetch_add(burst.delivered, Relaxed);
             }
         }
+        if burst.acks > 0 && stats.c.measuring.load(Relaxed) {
+            stats.c.member_acks.fetch_add(burst.acks, Relaxed);
+        }
         if handled.is_err() || ws.flush().await.is_err() {
             stats.c.dropped.fetch_add(1, Relaxed);
             return;
@@ -236,9 +301,13 @@ struct Burst {
     /// When the burst was read (the receive time of each of its frames).
     received_ns: u64,
     delivered: u64,
+    /// Acks it answered deliveries with.
+    acks: u64,
 }
 
 /// Handles one incoming text frame ("" for others); returns the frame to answer with.
+// The per-frame hot path: plain borrows of the task's state rather than a struct of them.
+#[allow(clippy::too_many_arguments)]
 fn handle_frame(
     target: Target,
     text: &str,
@@ -246,6 +315,7 @@ fn handle_frame(
     stats: &Stats,
     shard: usize,
     inflight: &mut VecDeque<(i64, Instant)>,
+    batch: &mut AckBatch,
     burst: &mut Burst,
 ) -> Option<String> {
     if text.is_empty() {
@@ -277,7 +347,20 @@ fn handle_frame(
                     stats.delivery.record(shard, burst.received_ns.saturating_sub(sent) / 1000);
                 }
             }
-            if role.receipts && target == Target::Confab { wire::confab_receipt(text) } else { None }
+            match role.acks {
+                MemberAcks::None => None,
+                MemberAcks::V24 => {
+                    let (mid, _) = wire::delivered_id(target, text)?;
+                    burst.acks += 1;
+                    Some(wire::member_ack(target, &role.room, mid))
+                }
+                MemberAcks::V4x => {
+                    if let Some((_, ts)) = wire::delivered_id(target, text) {
+                        batch.add(ts);
+                    }
+                    None
+                }
+            }
         }
         Incoming::Ping => Some("3".into()),
         Incoming::Error => {
@@ -347,10 +430,14 @@ pub struct Load {
     pub window: usize,
     /// Outstanding deliveries per member before publishers wait.
     pub fanout_budget: u64,
+    /// How room members and 1:1 recipients acknowledge deliveries.
+    pub member_acks: MemberAcks,
     /// Pairs in the durable 1:1 scenario.
     pub pairs: usize,
     /// Unacknowledged sends per 1:1 sender.
     pub pair_window: usize,
+    /// Unacknowledged sends per 1:1 sender in the secondary `durable-burst` scenario.
+    pub burst_window: usize,
     /// Session opens in the opens scenario.
     pub opens: usize,
     /// Opens in flight at once.
@@ -410,7 +497,21 @@ async fn measure(
 /// Room fan-out: `members` receivers and `publishers` senders in one chat room. With
 /// `rate` (messages/s over all publishers) it publishes at that pace, otherwise as fast
 /// as acks and the delivery budget allow.
-pub async fn fanout(target: Target, programs: &Programs, load: &Load, rate: Option<f64>) -> Result<Value> {
+///
+/// Members acknowledge what they receive as `acks` says. With 2.4 (leancloud-realtime
+/// 2.4.0, which acks every non-transient message, chat rooms included) each delivery is
+/// answered at once: Confab gets `ack {cid, mid}`; Socket.IO and the bare servers get a
+/// frame of the same size in their own dialect (Socket.IO event `a` with no ack callback,
+/// bare `k…`) that they read and drop, the cheapest handling each can do — so every
+/// server reads one client frame per delivery. 4.x never acks in chat rooms, so with 4x
+/// (and none) the members stay silent, the older and kinder shape.
+pub async fn fanout(
+    target: Target,
+    programs: &Programs,
+    load: &Load,
+    rate: Option<f64>,
+    acks: MemberAcks,
+) -> Result<Value> {
     let server = Server::start(target, programs)?;
     let addr = server.addr;
     let room = match target {
@@ -428,13 +529,13 @@ pub async fn fanout(target: Target, programs: &Programs, load: &Load, rate: Opti
     let pubs = open_many(target, addr, 1_000_000, load.publishers, "p", room.clone(), true)
         .await
         .context("publishers")?;
-    let stats = Stats::new();
+    let stats = Stats::new(load.members as u64);
     let (m0, stop_send, stop_all) = window(load);
     let per = load.members as u64;
     let interval = rate.map(|r| Duration::from_secs_f64(load.publishers as f64 / r.max(1.0)));
     let mut tasks = JoinSet::new();
     for (k, ws) in members.into_iter().enumerate() {
-        let role = Role { publish: None, count_deliveries: true, receipts: false };
+        let role = Role::new(None, true, acks, &room, true);
         tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
     }
     for (k, ws) in pubs.into_iter().enumerate() {
@@ -447,7 +548,8 @@ pub async fn fanout(target: Target, programs: &Programs, load: &Load, rate: Opti
             size: load.size,
             fanout: Some((per, per * load.fanout_budget)),
         };
-        let role = Role { publish: Some(publish), count_deliveries: false, receipts: false };
+        // A publisher is a member too: it acks the others' messages like the rest.
+        let role = Role::new(Some(publish), false, acks, &room, true);
         tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
     }
     let w = measure(&stats, &server, m0, stop_send).await;
@@ -458,9 +560,10 @@ pub async fn fanout(target: Target, programs: &Programs, load: &Load, rate: Opti
     let delivered = c.delivered.load(Relaxed);
     Ok(json!({
         "members": load.members, "publishers": load.publishers, "window": load.window,
-        "target_rate": rate, "seconds": secs,
+        "member_acks": acks.name(), "target_rate": rate, "seconds": secs,
         "published_per_s": c.acked.load(Relaxed) as f64 / secs,
         "delivered_per_s": delivered as f64 / secs,
+        "member_acks_per_s": c.member_acks.load(Relaxed) as f64 / secs,
         "delivery_latency": summary(&stats.delivery.merged()),
         "ack_latency": summary(&stats.ack.merged()),
         "server_cpu_us_per_delivery": if delivered > 0 { cpu as f64 / delivered as f64 } else { 0.0 },
@@ -471,8 +574,13 @@ pub async fn fanout(target: Target, programs: &Programs, load: &Load, rate: Opti
 }
 
 /// Durable 1:1: `pairs` conversations of two, both sides sending acknowledged messages
-/// with `pair_window` in flight; recipients acknowledge deliveries (Confab).
-pub async fn durable(target: Target, programs: &Programs, load: &Load) -> Result<Value> {
+/// with `in_flight` unacknowledged (1 as a chat client does: send, wait for the server's ack,
+/// send the next); recipients acknowledge deliveries as `load.member_acks` says (2.4:
+/// each message at once; 4x: `fromts`/`tots` batches at most once a second; the peers
+/// get frames of the same size in their own dialect, read and dropped, as in
+/// [`fanout`]). Reports acknowledged messages/s, the sender's ack latency and the
+/// server CPU per acknowledged message.
+pub async fn durable(target: Target, programs: &Programs, load: &Load, in_flight: usize) -> Result<Value> {
     let server = Server::start(target, programs)?;
     let addr = server.addr;
     let mut conns = Vec::new();
@@ -492,19 +600,19 @@ pub async fn durable(target: Target, programs: &Programs, load: &Load) -> Result
         conns.push((a, room.clone()));
         conns.push((b, room));
     }
-    let stats = Stats::new();
+    let stats = Stats::new(1);
     let (m0, stop_send, stop_all) = window(load);
     let mut tasks = JoinSet::new();
     for (k, (ws, room)) in conns.into_iter().enumerate() {
         let publish = Publish {
-            room,
-            window: load.pair_window,
+            room: room.clone(),
+            window: in_flight,
             interval: None,
             offset: Duration::ZERO,
             size: load.size,
             fanout: None,
         };
-        let role = Role { publish: Some(publish), count_deliveries: true, receipts: true };
+        let role = Role::new(Some(publish), true, load.member_acks, &room, false);
         tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
     }
     let w = measure(&stats, &server, m0, stop_send).await;
@@ -513,10 +621,11 @@ pub async fn durable(target: Target, programs: &Programs, load: &Load) -> Result
     let c = &stats.c;
     let acked = c.acked.load(Relaxed);
     Ok(json!({
-        "pairs": load.pairs, "window": load.pair_window, "seconds": secs,
+        "pairs": load.pairs, "window": in_flight, "member_acks": load.member_acks.name(), "seconds": secs,
         "durability": if target == Target::Confab { programs.durability.as_str() } else { "none (memory only)" },
         "acked_per_s": acked as f64 / secs,
         "delivered_per_s": c.delivered.load(Relaxed) as f64 / secs,
+        "member_acks_per_s": c.member_acks.load(Relaxed) as f64 / secs,
         "ack_latency": summary(&stats.ack.merged()),
         "delivery_latency": summary(&stats.delivery.merged()),
         "server_cpu_us_per_message": if acked > 0 { cpu as f64 / acked as f64 } else { 0.0 },

@@ -14,7 +14,8 @@ use std::time::Duration;
 pub struct Programs {
     /// The `confab` binary (use the release build).
     pub confab: PathBuf,
-    /// The folder holding socketio.mjs and bare.mjs (with node_modules installed).
+    /// The folder holding socketio.mjs and bare.mjs (with node_modules installed). The
+    /// bare-rust server is this program itself (`confab-bench serve-bare`).
     pub peers: PathBuf,
     /// `durability` for Confab's store: "full" (fsync per commit) or "normal".
     pub durability: String,
@@ -58,6 +59,11 @@ impl Server {
                     programs.peers.join(if target == Target::Socketio { "socketio.mjs" } else { "bare.mjs" });
                 let mut c = Command::new("node");
                 c.arg(script);
+                c
+            }
+            Target::BareRust => {
+                let mut c = Command::new(std::env::current_exe().context("the load tool's own path")?);
+                c.args(["serve-bare", "--listen", "127.0.0.1:0"]);
                 c
             }
         };

@@ -1,6 +1,7 @@
 //! The three dialects the load tool speaks, over its own lean WebSocket client
 //! ([`crate::ws`]): Confab's LeanCloud v2 JSON protocol, Socket.IO 4 (Engine.IO v4 over
-//! a WebSocket, no polling) and the bare broadcaster (raw text, room = URL path).
+//! a WebSocket, no polling) and the bare broadcasters, Node's and Rust's (raw text,
+//! room = URL path, a member's ack = a text frame starting with `k`).
 
 use crate::ws::{Client, Opcode};
 use anyhow::{Context, Result, anyhow, bail};
@@ -21,8 +22,11 @@ pub enum Target {
     Confab,
     /// The Socket.IO 4 peer in bench/peers/socketio.mjs.
     Socketio,
-    /// The bare broadcaster in bench/peers/bare.mjs.
+    /// The bare broadcaster in bench/peers/bare.mjs (single-threaded Node).
     Bare,
+    /// The bare broadcaster of `confab-bench serve-bare` (tokio multi-threaded +
+    /// tungstenite): the machine's limit.
+    BareRust,
 }
 
 impl Target {
@@ -32,9 +36,48 @@ impl Target {
             Target::Confab => "confab",
             Target::Socketio => "socketio",
             Target::Bare => "bare",
+            Target::BareRust => "bare-rust",
         }
     }
 }
+
+/// How receivers acknowledge the messages delivered to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemberAcks {
+    /// leancloud-realtime 2.4.0: `ack {cid, mid}` for every non-transient message, right
+    /// away, in chat rooms too.
+    #[value(name = "2.4")]
+    V24,
+    /// leancloud-realtime 4.x: `ack {cid, fromts, tots}` per conversation, at most once a
+    /// second (the SDK's `throttle(1000)`), never in chat rooms.
+    #[value(name = "4x")]
+    V4x,
+    /// Receivers never answer (the older, kinder shape).
+    None,
+}
+
+impl MemberAcks {
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberAcks::V24 => "2.4",
+            MemberAcks::V4x => "4x",
+            MemberAcks::None => "none",
+        }
+    }
+
+    /// Whether a receiver in a conversation of this kind acknowledges at all.
+    pub fn acks_in(self, chat_room: bool) -> bool {
+        match self {
+            MemberAcks::V24 => true,
+            MemberAcks::V4x => !chat_room,
+            MemberAcks::None => false,
+        }
+    }
+}
+
+/// How often a 4.x client sends its batched acks, at most.
+pub const BATCH_ACK_EVERY: Duration = Duration::from_secs(1);
 
 /// The app id the load tool logs into on Confab.
 pub const APP: &str = "bench";
@@ -64,7 +107,7 @@ pub fn path(target: Target, room: &str) -> String {
     match target {
         Target::Confab => "/".into(),
         Target::Socketio => "/socket.io/?EIO=4&transport=websocket".into(),
-        Target::Bare => format!("/r/{room}"),
+        Target::Bare | Target::BareRust => format!("/r/{room}"),
     }
 }
 
@@ -91,7 +134,7 @@ pub async fn open(target: Target, server: SocketAddr, src: Ipv4Addr, room: &str,
             send(&mut ws, "40".into()).await?;
             recv_until(&mut ws, |t| t.starts_with("40")).await?;
         }
-        Target::Bare => {}
+        Target::Bare | Target::BareRust => {}
     }
     Ok(ws)
 }
@@ -158,7 +201,7 @@ pub async fn join(target: Target, ws: &mut Ws, room: &str, peer: &str, serial: i
             let marker = format!("43{serial}[");
             recv_until(ws, |t| t.starts_with(&marker)).await?;
         }
-        Target::Bare => {}
+        Target::Bare | Target::BareRust => {}
     }
     Ok(())
 }
@@ -168,7 +211,7 @@ pub fn publish(target: Target, room: &str, serial: i64, payload: &str) -> String
     match target {
         Target::Confab => format!(r#"{{"cmd":"direct","cid":"{room}","msg":"{payload}","i":{serial}}}"#),
         Target::Socketio => format!(r#"42{serial}["m","{room}","{payload}"]"#),
-        Target::Bare => payload.to_owned(),
+        Target::Bare | Target::BareRust => payload.to_owned(),
     }
 }
 
@@ -212,7 +255,7 @@ pub fn classify(target: Target, text: &str) -> Incoming {
                 Incoming::Other
             }
         }
-        Target::Bare => {
+        Target::Bare | Target::BareRust => {
             if text == "a" {
                 Incoming::Ack(None)
             } else {
@@ -222,10 +265,91 @@ pub fn classify(target: Target, text: &str) -> Incoming {
     }
 }
 
-/// Confab: the `ack` a recipient sends for a delivered `direct` (what the SDKs do).
-pub fn confab_receipt(text: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    Some(format!(r#"{{"cmd":"ack","cid":"{}","mid":"{}"}}"#, v["cid"].as_str()?, v["id"].as_str()?))
+/// The id and timestamp (ms) of a delivered message, found with byte searches (no JSON
+/// tree: the load tool decodes as many frames as the server sends). Confab: the push's
+/// `id` and `timestamp`. The peers give messages no id: there the send stamp carried in
+/// the body (`~T<ns>~`) stands in for both.
+pub fn delivered_id(target: Target, text: &str) -> Option<(&str, i64)> {
+    match target {
+        Target::Confab => Some((string_after(text, r#""id":""#)?, number_after(text, r#""timestamp":"#)?)),
+        _ => {
+            let at = text.find("~T")? + 2;
+            let digits = &text[at..];
+            let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+            let ns: i64 = digits[..end].parse().ok()?;
+            Some((&digits[..end], ns / 1_000_000))
+        }
+    }
+}
+
+/// Length of Confab's `ack {cid, mid}` with its 24-character conversation ids and
+/// 22-character message ids; the peers' per-message acks are padded to it.
+const ACK_LEN: usize = r#"{"cmd":"ack","cid":"","mid":""}"#.len() + 24 + 22;
+/// Length of Confab's batched `ack {cid, fromts, tots}` (13-digit millisecond times).
+const BATCH_ACK_LEN: usize = r#"{"cmd":"ack","cid":"","fromts":,"tots":}"#.len() + 24 + 13 + 13;
+
+/// The ack a receiver sends for one delivered message (leancloud-realtime 2.4.0 shape):
+/// Confab `ack {cid, mid}`; the peers get a frame of the same size in their own dialect
+/// that their server reads and drops: Socket.IO event `a` (room, id) without an ack
+/// callback, bare `k<room> <id>`.
+pub fn member_ack(target: Target, room: &str, mid: &str) -> String {
+    match target {
+        Target::Confab => format!(r#"{{"cmd":"ack","cid":"{room}","mid":"{mid}"}}"#),
+        Target::Socketio => padded(format!(r#"42["a","{room}","{mid}"#), "\"]", ACK_LEN),
+        Target::Bare | Target::BareRust => padded(format!("k{room} {mid}"), "", ACK_LEN),
+    }
+}
+
+/// The batched ack a receiver sends for the messages of `room` with timestamps
+/// `from..=to` (leancloud-realtime 4.x shape); the peers' frames are padded like
+/// [`member_ack`]'s.
+pub fn member_ack_range(target: Target, room: &str, from: i64, to: i64) -> String {
+    match target {
+        Target::Confab => format!(r#"{{"cmd":"ack","cid":"{room}","fromts":{from},"tots":{to}}}"#),
+        Target::Socketio => padded(format!(r#"42["a","{room}","{from}-{to}"#), "\"]", BATCH_ACK_LEN),
+        Target::Bare | Target::BareRust => padded(format!("k{room} {from}-{to}"), "", BATCH_ACK_LEN),
+    }
+}
+
+/// `head`, `.` padding, then `tail`, `len` bytes in all (longer if `head` and `tail` are).
+fn padded(mut head: String, tail: &str, len: usize) -> String {
+    while head.len() + tail.len() < len {
+        head.push('.');
+    }
+    head.push_str(tail);
+    head
+}
+
+/// A 4.x client's ack buffer for one conversation: the range of timestamps delivered
+/// since the last ack, sent at most once per [`BATCH_ACK_EVERY`] (the first at once).
+#[derive(Debug, Default)]
+pub struct AckBatch {
+    range: Option<(i64, i64)>,
+    last_sent: Option<std::time::Instant>,
+}
+
+impl AckBatch {
+    /// Notes a delivered message's timestamp.
+    pub fn add(&mut self, ts: i64) {
+        self.range = Some(match self.range {
+            Some((f, t)) => (f.min(ts), t.max(ts)),
+            None => (ts, ts),
+        });
+    }
+
+    /// The range to ack now, if one is pending and the throttle allows it (then it
+    /// counts as sent); otherwise when to ask again, if anything is pending.
+    pub fn due(&mut self, now: std::time::Instant) -> Result<(i64, i64), Option<std::time::Instant>> {
+        let Some(range) = self.range else { return Err(None) };
+        match self.last_sent {
+            Some(last) if now < last + BATCH_ACK_EVERY => Err(Some(last + BATCH_ACK_EVERY)),
+            _ => {
+                self.range = None;
+                self.last_sent = Some(now);
+                Ok(range)
+            }
+        }
+    }
 }
 
 /// Nanoseconds since the Unix epoch: comparable across the load tool's processes.
@@ -257,6 +381,14 @@ pub fn sent_ns(text: &str) -> Option<u64> {
     None
 }
 
+/// The JSON string value right after `marker` (which ends with its opening quote); ids
+/// and conversation ids hold no escapes.
+fn string_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    let at = text.find(marker)? + marker.len();
+    let len = text[at..].find('"')?;
+    Some(&text[at..at + len])
+}
+
 fn number_after(text: &str, marker: &str) -> Option<i64> {
     let at = text.find(marker)? + marker.len();
     leading_number(&text[at..])
@@ -280,12 +412,82 @@ mod tests {
             classify(Target::Confab, r#"{"cmd":"ack","i":42,"t":5,"uid":"u"}"#),
             Incoming::Ack(Some(42))
         );
-        assert_eq!(confab_receipt(d).as_deref(), Some(r#"{"cmd":"ack","cid":"c","mid":"m"}"#));
+        assert_eq!(delivered_id(Target::Confab, d), Some(("m", 1)));
         assert_eq!(classify(Target::Socketio, "437[{}]"), Incoming::Ack(Some(7)));
         assert_eq!(classify(Target::Socketio, r#"42["m","~T9~"]"#), Incoming::Delivery);
         assert_eq!(classify(Target::Socketio, "2"), Incoming::Ping);
         assert_eq!(classify(Target::Bare, "a"), Incoming::Ack(None));
         assert_eq!(payload(40).len(), 40);
         assert!(sent_ns(&publish(Target::Socketio, "r", 1, &payload(10))).is_some());
+    }
+
+    #[test]
+    fn finds_the_id_of_each_delivery() {
+        let d = r#"{"cid":"0123","cmd":"direct","fromPeerId":"p1","id":"Ab-_9","msg":"~T5~x","timestamp":1700000000123}"#;
+        assert_eq!(delivered_id(Target::Confab, d), Some(("Ab-_9", 1_700_000_000_123)));
+        assert_eq!(delivered_id(Target::Confab, r#"{"cmd":"direct","cid":"c"}"#), None);
+        let sio = r#"42["m","~T1700000000123456789~xx"]"#;
+        assert_eq!(delivered_id(Target::Socketio, sio), Some(("1700000000123456789", 1_700_000_000_123)));
+        assert_eq!(delivered_id(Target::BareRust, "~T2000000~x"), Some(("2000000", 2)));
+        assert_eq!(delivered_id(Target::Bare, "no stamp"), None);
+    }
+
+    #[test]
+    fn member_acks_have_the_same_size_in_every_dialect() {
+        let (cid, mid) = ("0".repeat(24), "m".repeat(22));
+        let confab = member_ack(Target::Confab, &cid, &mid);
+        assert_eq!(confab, format!(r#"{{"cmd":"ack","cid":"{cid}","mid":"{mid}"}}"#));
+        let sio = member_ack(Target::Socketio, "bench", "1700000000123456789");
+        assert!(
+            sio.starts_with(r#"42["a","bench","1700000000123456789"#) && sio.ends_with(r#"."]"#),
+            "{sio}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&sio[2..]).is_ok(), "{sio}");
+        let bare = member_ack(Target::Bare, "p1", "17");
+        assert!(bare.starts_with("kp1 17"), "{bare}");
+        for ack in [&sio, &bare, &member_ack(Target::BareRust, "r", "1")] {
+            assert_eq!(ack.len(), confab.len(), "{ack}");
+        }
+        let ts = 1_700_000_000_123;
+        let confab = member_ack_range(Target::Confab, &cid, ts, ts + 9);
+        assert_eq!(confab, format!(r#"{{"cmd":"ack","cid":"{cid}","fromts":{ts},"tots":{}}}"#, ts + 9));
+        let sio = member_ack_range(Target::Socketio, "p1", ts, ts + 9);
+        assert!(serde_json::from_str::<serde_json::Value>(&sio[2..]).is_ok(), "{sio}");
+        for ack in [&sio, &member_ack_range(Target::Bare, "p1", ts, ts + 9)] {
+            assert_eq!(ack.len(), confab.len(), "{ack}");
+        }
+    }
+
+    #[test]
+    fn batched_acks_go_at_most_once_a_second() {
+        let t0 = std::time::Instant::now();
+        let mut b = AckBatch::default();
+        assert_eq!(b.due(t0), Err(None), "nothing to ack");
+        b.add(10);
+        assert_eq!(b.due(t0), Ok((10, 10)), "the first goes at once");
+        b.add(12);
+        b.add(11);
+        let next = t0 + BATCH_ACK_EVERY;
+        assert_eq!(b.due(t0 + Duration::from_millis(300)), Err(Some(next)));
+        b.add(13);
+        assert_eq!(b.due(next), Ok((11, 13)));
+        assert_eq!(b.due(next + BATCH_ACK_EVERY), Err(None));
+    }
+
+    #[test]
+    fn member_ack_modes() {
+        use clap::ValueEnum;
+        assert_eq!(MemberAcks::from_str("2.4", false), Ok(MemberAcks::V24));
+        assert_eq!(MemberAcks::from_str("4x", false), Ok(MemberAcks::V4x));
+        assert_eq!(MemberAcks::from_str("none", false), Ok(MemberAcks::None));
+        assert!(MemberAcks::from_str("3", false).is_err());
+        assert!(MemberAcks::V24.acks_in(true) && MemberAcks::V24.acks_in(false));
+        assert!(!MemberAcks::V4x.acks_in(true) && MemberAcks::V4x.acks_in(false));
+        assert!(!MemberAcks::None.acks_in(false));
+        for m in [MemberAcks::V24, MemberAcks::V4x, MemberAcks::None] {
+            assert_eq!(MemberAcks::from_str(m.name(), false), Ok(m));
+        }
+        assert_eq!(Target::from_str("bare-rust", false), Ok(Target::BareRust));
+        assert_eq!(Target::BareRust.name(), "bare-rust");
     }
 }

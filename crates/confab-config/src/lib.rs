@@ -200,20 +200,62 @@ pub const DEV_APP_KEY: &str = "confab-dev-key";
 mod tests {
     use super::*;
 
+    /// The first ```toml block of a page.
+    fn toml_example(page: &str) -> &str {
+        let start = page.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + page[start..].find("```").expect("closed");
+        &page[start..end]
+    }
+
     /// The configuration example in the README is real: it parses, and names every limit.
     #[test]
     fn the_readme_example_parses() {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
-        let end = start + readme[start..].find("```").expect("closed");
-        let config: FileConfig = toml::from_str(&readme[start..end]).expect("the README example parses");
+        let example = toml_example(include_str!("../../../README.md"));
+        let config: FileConfig = toml::from_str(example).expect("the README example parses");
         assert_eq!(config.apps.len(), 1);
         let limits = toml::to_string(&confab_types::Limits::default()).expect("serializes");
         for line in limits.lines() {
             let key = line.split('=').next().unwrap_or("").trim();
+            assert!(example.contains(&format!("\n{key} = ")), "README does not document limit {key}");
+        }
+    }
+
+    /// The Chinese README's configuration example is the English one with its comments
+    /// translated: it parses, sets the same keys to the same values, in the same order.
+    #[test]
+    fn the_chinese_readme_example_matches_the_english_one() {
+        let english = toml_example(include_str!("../../../README.md"));
+        let chinese = toml_example(include_str!("../../../README.zh-CN.md"));
+        FileConfig::parse(chinese).expect("the README.zh-CN.md example parses");
+        let table =
+            |name: &str, text: &str| text.parse::<toml::Table>().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            table("README.zh-CN.md", chinese),
+            table("README.md", english),
+            "README.zh-CN.md's example sets other values than README.md's"
+        );
+        // The keys and section headers in the same order, so the two read side by side.
+        let keys = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(str::trim_start)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(|line| {
+                    let end = if line.starts_with('[') { '#' } else { '=' };
+                    line.split(end).next().unwrap_or(line).trim().to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(
+            keys(chinese),
+            keys(english),
+            "README.zh-CN.md's example names other keys than README.md's"
+        );
+        let limits = toml::to_string(&confab_types::Limits::default()).expect("serializes");
+        for line in limits.lines() {
+            let key = line.split('=').next().unwrap_or("").trim();
             assert!(
-                readme[start..end].contains(&format!("\n{key} = ")),
-                "README does not document limit {key}"
+                chinese.contains(&format!("\n{key} = ")),
+                "README.zh-CN.md does not document limit {key}"
             );
         }
     }

@@ -197,57 +197,20 @@ impl Engine {
         let app = self.backend_app(app_id)?;
         let limits = &app.config.limits;
         let where_ = where_.unwrap_or_else(|| Value::Object(Map::new()));
-        bounds::check_depth(limits, &where_)?;
-        if bounds::json_bytes(&where_) > limits.where_bytes {
-            return Err(bounds::over_limit(
-                ErrorCode::ConversationQueryFailed,
-                "where_bytes",
-                limits.where_bytes,
-            ));
-        }
-        let query_failed = |e: QueryError| perr(ErrorCode::ConversationQueryFailed, e.to_string());
-        let cond = parse_where(&where_, &QueryBounds::of(limits)).map_err(query_failed)?;
+        let cond = super::queries::parse_checked(limits, &where_)?;
         let mut filter = cond.scan_filter(limits.query_scan_max);
         if filter.kind.is_some_and(|k| k != kind) {
             return Ok(Vec::new());
         }
         filter.kind = Some(kind);
-        let records =
-            self.inner.store.scan_conversations(&app.config.id, filter).await.map_err(store_error)?;
-        if records.len() > limits.query_scan_max {
-            return Err(perr(
-                ErrorCode::ConversationQueryFailed,
-                format!("query examines more than {} conversations; narrow it", limits.query_scan_max),
-            ));
-        }
         let keys = parse_sort(order.unwrap_or("createdAt"));
-        let (steps, app_state) = (limits.query_budget, app.clone());
-        let evaluate = move || {
-            let spent = || QueryError::Limit { key: "query_budget", max: steps };
-            let mut budget = Budget::new(steps);
-            let mut matched = Vec::new();
-            for record in records {
-                budget.charge(1).ok_or_else(spent)?;
-                let room = (record.kind == ConvKind::Transient)
-                    .then(|| app_state.convs.get(&record.id).map(|c| c.room_clients()).unwrap_or_default());
-                let doc = query_doc(&record, room);
-                if cond.matches_within(&doc, &mut budget).ok_or_else(spent)? {
-                    matched.push((record, doc));
-                }
-            }
-            matched.sort_by(|a, b| compare_docs(&keys, &a.1, &b.1));
-            Ok(matched)
-        };
-        let matched = tokio::task::spawn_blocking(evaluate)
-            .await
-            .map_err(|e| perr(ErrorCode::InternalError, format!("query evaluation failed: {e}")))?
-            .map_err(query_failed)?;
+        let matched = self.run_query(&app, filter, Some(cond), keys, |_, doc| Some((doc, ()))).await?;
         let limit = limit.map_or(limits.query_default_limit, |l| l.min(limits.query_max_limit));
         Ok(matched
             .into_iter()
             .skip(skip)
             .take(limit)
-            .map(|(record, doc)| result_json(&record, doc, true, false))
+            .map(|(record, doc, ())| result_json(&record, doc, true, false))
             .collect())
     }
 

@@ -100,7 +100,8 @@ async fn receive(ws: String, me: &'static str, got: Got, quiet: Option<Duration>
             .await
         {
             Ok(d) => {
-                let (id, body) = (d["id"].as_str().unwrap().to_owned(), d["msg"].as_str().unwrap().to_owned());
+                let (id, body) =
+                    (d["id"].as_str().unwrap().to_owned(), d["msg"].as_str().unwrap().to_owned());
                 got.lock().unwrap().push((id, body, Instant::now()));
                 let _ = c.send(&json!({"cmd": "ack", "cid": d["cid"], "mid": d["id"]})).await;
             }

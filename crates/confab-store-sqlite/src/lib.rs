@@ -374,8 +374,9 @@ impl Writer {
             }
             // Cursors that have waited the interval ride along with this transaction,
             // or are committed alone if no other write came.
-            let flush_cursors = self.cursors.lock().since.is_some_and(|s| s.elapsed() >= CURSOR_FLUSH_INTERVAL)
-                || batch.iter().any(|r| matches!(r.op, WriteOp::Flush));
+            let flush_cursors =
+                self.cursors.lock().since.is_some_and(|s| s.elapsed() >= CURSOR_FLUSH_INTERVAL)
+                    || batch.iter().any(|r| matches!(r.op, WriteOp::Flush));
             self.commit(batch, flush_cursors);
         }
         // Every handle is gone: write what is left.

@@ -7,11 +7,13 @@
 //!   once it is durable. Within a transaction the writes run without a savepoint each;
 //!   only when one fails is the batch rolled back and replayed write by write, so one
 //!   bad write fails alone.
-//! - **Delivery cursors** are positions, not facts: many acks of one member collapse
-//!   into one row update, written with the next batch at most [`CURSOR_FLUSH_INTERVAL`]
-//!   later (and on [`SqliteStore::flush`]). Reads see unwritten positions too; a crash
-//!   loses at most that interval of cursor progress, which only redelivers messages the
-//!   clients de-duplicate by id.
+//! - **Delivery cursors** are positions, not facts: the acks of one member collapse into
+//!   one row update. Buffered cursors ride along with the first transaction the writer
+//!   commits anyway once the oldest of them is [`CURSOR_FLUSH_INTERVAL`] old (no fsync
+//!   of their own while other writes flow); if no write comes, they are committed alone
+//!   at [`CURSOR_ALONE_AFTER`] (and on [`SqliteStore::flush`]). Reads see unwritten
+//!   positions too; a crash loses that much cursor progress, which redelivers only the
+//!   messages acknowledged in the moment before it.
 //! - **Readers** use a small pool of read-only connections on blocking threads; WAL lets
 //!   them run beside the writer. The one read of every session open (a client's
 //!   cursors, a few index entries) runs on the caller's thread instead: the hop to a
@@ -29,6 +31,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -77,19 +80,31 @@ const PATCHED_IN_CONVERSATION: &str = "SELECT id, ts, sender, body, receipt, pat
         mention_pids
     FROM messages WHERE app = ?1 AND cid = ?2 AND patched_at > ?3";
 
-/// How long a delivery cursor may wait in memory before it is written.
-pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long delivery cursors collect acks before they ride along with the next
+/// transaction. Short, so a crash redelivers little; long enough that a member's acks in
+/// a busy conversation collapse into one row update (with every commit instead, the
+/// store spent ~15% more CPU per message in the durable 1:1 shape).
+pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long delivery cursors wait for another write to carry them before they are
+/// committed alone (a quiet server: little to redeliver, and no fsync of their own
+/// while messages flow).
+pub const CURSOR_ALONE_AFTER: Duration = Duration::from_millis(100);
 
 type Done = oneshot::Sender<Result<(), StoreError>>;
 
 /// (app, cid, client) of a member's delivery cursor.
 type CursorKey = (String, String, String);
 
-/// Delivery cursors saved but not yet committed: `waiting` for the next flush, `writing`
-/// in the transaction being committed (readers must still see those).
+/// Delivery cursors saved but not yet committed: `waiting` for the next transaction,
+/// `writing` in the transaction being committed (readers must still see those).
 #[derive(Default)]
 struct PendingCursors {
     waiting: HashMap<CursorKey, i64>,
+    /// When the oldest of `waiting` was buffered.
+    since: Option<Instant>,
+    /// The writer waits for a write without a deadline: the next cursor must wake it.
+    parked: bool,
     writing: HashMap<CursorKey, i64>,
 }
 
@@ -136,8 +151,8 @@ enum WriteOp {
     Append(StoredMessage),
     /// Nothing to write: completes when everything queued before it is committed.
     Flush,
-    /// Nothing to write: wakes the writer so it times the flush of cursors that were
-    /// just buffered (it waits for them only when it knows of them).
+    /// Nothing to write: wakes the writer, idle without a deadline, so it times the
+    /// commit of the cursors just buffered (it waits for them only when it knows of them).
     Wake,
     SetRole {
         app: String,
@@ -188,6 +203,7 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
     readers: Arc<ReadPool>,
     cursors: Arc<CursorBuffer>,
+    commits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -249,7 +265,8 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(backend)?;
         let (tx, rx) = mpsc::channel();
         let cursors = Arc::new(CursorBuffer::default());
-        let writer = Writer { conn, cursors: cursors.clone(), last_cursor_flush: Instant::now() };
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer { conn, cursors: cursors.clone(), commits: commits.clone() };
         std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
             .spawn(move || writer.run(rx))
@@ -258,7 +275,14 @@ impl SqliteStore {
             writer: tx,
             readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }),
             cursors,
+            commits,
         })
+    }
+
+    /// Transactions the writer has committed since the store was opened: with
+    /// `synchronous = FULL` in WAL mode, one fsync each.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Resolves once every write queued before the call is committed (writes apply in
@@ -315,26 +339,32 @@ impl SqliteStore {
 struct Writer {
     conn: Connection,
     cursors: Arc<CursorBuffer>,
-    last_cursor_flush: Instant,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<WriteRequest>) {
         loop {
-            // Wake up for buffered cursors even when no other write comes.
-            let first = if self.cursors.lock().waiting.is_empty() {
-                match rx.recv() {
+            // Buffered cursors wait for a write to carry them, but not forever.
+            let since = {
+                let mut pending = self.cursors.lock();
+                pending.parked = pending.since.is_none();
+                pending.since
+            };
+            let first = match since {
+                None => match rx.recv() {
                     Ok(req) => Some(req),
                     Err(_) => break,
-                }
-            } else {
-                let wait = CURSOR_FLUSH_INTERVAL.saturating_sub(self.last_cursor_flush.elapsed());
-                match rx.recv_timeout(wait) {
+                },
+                Some(since) => match rx.recv_timeout(CURSOR_ALONE_AFTER.saturating_sub(since.elapsed())) {
                     Ok(req) => Some(req),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
+                },
             };
+            if since.is_none() {
+                self.cursors.lock().parked = false;
+            }
             let mut batch: Vec<WriteRequest> = first.into_iter().collect();
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -342,8 +372,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let flush_cursors = self.last_cursor_flush.elapsed() >= CURSOR_FLUSH_INTERVAL
-                || batch.iter().any(|r| matches!(r.op, WriteOp::Flush));
+            // Cursors that have waited the interval ride along with this transaction,
+            // or are committed alone if no other write came.
+            let flush_cursors =
+                self.cursors.lock().since.is_some_and(|s| s.elapsed() >= CURSOR_FLUSH_INTERVAL)
+                    || batch.iter().any(|r| matches!(r.op, WriteOp::Flush));
             self.commit(batch, flush_cursors);
         }
         // Every handle is gone: write what is left.
@@ -354,9 +387,9 @@ impl Writer {
     /// completes each caller.
     fn commit(&mut self, batch: Vec<WriteRequest>, flush_cursors: bool) {
         let cursors = if flush_cursors {
-            self.last_cursor_flush = Instant::now();
             let mut pending = self.cursors.lock();
             let waiting = std::mem::take(&mut pending.waiting);
+            pending.since = None;
             pending.writing = waiting;
             pending.writing.clone()
         } else {
@@ -365,6 +398,7 @@ impl Writer {
         if cursors.is_empty() && batch.iter().all(|r| matches!(r.op, WriteOp::Wake)) {
             return;
         }
+        self.commits.fetch_add(1, Ordering::Relaxed);
         let ops: Vec<&WriteOp> = batch.iter().map(|r| &r.op).collect();
         let outcome = match commit_batch(&mut self.conn, &ops, &cursors) {
             Ok(()) => Ok(vec![Ok(()); ops.len()]),
@@ -1057,14 +1091,18 @@ impl Store for SqliteStore {
     }
 
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64) {
-        let first = {
+        // The writer is woken only when it waits for nothing; otherwise the cursor rides
+        // along with the transaction it is busy with or about to start.
+        let wake = {
             let mut pending = self.cursors.lock();
-            let first = pending.waiting.is_empty();
+            if pending.since.is_none() {
+                pending.since = Some(Instant::now());
+            }
             let cursor = pending.waiting.entry((app.into(), cid.into(), client.into())).or_insert(ts);
             *cursor = (*cursor).max(ts);
-            first
+            std::mem::take(&mut pending.parked)
         };
-        if first {
+        if wake {
             let _ = self.writer.send(WriteRequest { op: WriteOp::Wake, done: None });
         }
     }

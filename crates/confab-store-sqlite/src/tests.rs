@@ -208,13 +208,44 @@ async fn cursors_are_buffered_merged_and_written_within_the_interval() {
         assert!(Instant::now() < deadline, "cursor not written within {:?}", CURSOR_FLUSH_INTERVAL * 20);
         tokio::time::sleep(CURSOR_FLUSH_INTERVAL / 4).await;
     }
+    // The acks of a quiet moment share one commit.
+    let before = store.commits();
+    for ts in 1..=100 {
+        store.save_cursor("a", "alice", "c", ts);
+    }
+    while committed_cursor(dir.path(), "alice") != 100 {
+        assert!(Instant::now() < deadline, "cursor not written within {:?}", CURSOR_FLUSH_INTERVAL * 20);
+        tokio::time::sleep(CURSOR_FLUSH_INTERVAL / 4).await;
+    }
+    assert!(store.commits() - before <= 2, "{} commits for one quiet moment", store.commits() - before);
     // A flush writes at once, and never moves a cursor back.
     store.save_cursor("a", "bob", "c", 5);
     store.save_cursor("a", "alice", "c", 3);
     store.save_cursor("a", "alice", "c", 1);
     store.flush().await.expect("flush");
     assert_eq!(committed_cursor(dir.path(), "bob"), 5);
-    assert_eq!(committed_cursor(dir.path(), "alice"), 3);
+    assert_eq!(committed_cursor(dir.path(), "alice"), 100);
+}
+
+#[tokio::test]
+async fn cursors_ride_along_with_the_next_write_without_a_commit_of_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
+    store.create_conversation(record("a", "c", &["alice", "bob"], None)).await.expect("create");
+    store.append_message(message("c", 1)).await.expect("append");
+    // Old enough to be written, but not yet alone: the next message carries it.
+    store.save_cursor("a", "bob", "c", 1);
+    tokio::time::sleep(CURSOR_FLUSH_INTERVAL + Duration::from_millis(5)).await;
+    let before = store.commits();
+    store.append_message(message("c", 2)).await.expect("append");
+    assert_eq!(committed_cursor(dir.path(), "bob"), 1, "committed with the message");
+    // One transaction (one fsync), unless this thread stalled until the cursor went alone.
+    let commits = store.commits() - before;
+    assert!((1..=2).contains(&commits), "{commits} commits for one message and one cursor");
+    // A younger cursor waits for a later transaction.
+    store.save_cursor("a", "bob", "c", 2);
+    store.append_message(message("c", 3)).await.expect("append");
+    assert_eq!(store.member_cursors("a", "bob").await.expect("cursors")[0].cursor, 2, "readers see it");
 }
 
 #[tokio::test]

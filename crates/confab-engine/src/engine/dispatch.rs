@@ -5,6 +5,10 @@
 use super::*;
 use confab_types::Limits;
 
+/// The close code logged for a session that ended normally: a logout, or a connection
+/// the client closed (WebSocket 1000).
+pub(super) const NORMAL_CLOSE: u16 = 1000;
+
 /// The engine's side of one network connection: at most one session (the v2 protocol
 /// logs in one client id per connection).
 #[derive(Debug)]
@@ -25,8 +29,14 @@ impl Drop for Connection {
     /// The connection ended without a logout: deliver the session's will, if any.
     fn drop(&mut self) {
         self.engine.inner.live_connections.fetch_sub(1, Ordering::Relaxed);
+        // A close the server requested names its code; otherwise the client left.
+        let closed = self.handle.close_reason();
+        let (code, reason) = match &closed {
+            Some(e) => (e.code.number(), e.detail.as_str()),
+            None => (NORMAL_CLOSE, "connection closed"),
+        };
         for session in std::mem::take(&mut self.sessions) {
-            self.engine.end_session(&session);
+            self.engine.end_session(&session, code, reason);
             let will = session.will.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let (Some(will), Some(app)) = (will, self.engine.app(&session.app_id).cloned()) {
                 let engine = self.engine.clone();
@@ -56,9 +66,9 @@ impl Connection {
         }
     }
 
-    pub(super) fn remove_session(&mut self, session: &Arc<Session>) {
+    pub(super) fn remove_session(&mut self, session: &Arc<Session>, code: u16, reason: &str) {
         self.sessions.retain(|s| !Arc::ptr_eq(s, session));
-        self.engine.end_session(session);
+        self.engine.end_session(session, code, reason);
     }
 
     /// Handles one request and answers it: the reply, or the error (an error frame or a

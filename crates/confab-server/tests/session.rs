@@ -331,8 +331,16 @@ async fn every_session_end_is_logged_once_with_its_code_and_reason() {
     alice.close().await;
     let lines = close_lines(&server, "alice", 1).await;
     assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert!(lines[0].contains(&format!("app={APP}")) && lines[0].contains("code=1000"), "{lines:#?}");
+    // The kit's client sends a Close frame without a code: 1005.
+    assert!(lines[0].contains(&format!("app={APP}")) && lines[0].contains("code=1005"), "{lines:#?}");
+    assert!(lines[0].contains("reason=\"closed by the client\""), "{lines:#?}");
     assert!(lines[0].contains("INFO") && lines[0].contains("reason="), "{lines:#?}");
+    // The client goes away without a Close frame: 1006.
+    let dave = server.open("dave").await;
+    drop(dave);
+    let lines = close_lines(&server, "dave", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("code=1006") && lines[0].contains("connection lost"), "{lines:#?}");
     // A logout, then the connection ends: one line, the logout's.
     let mut bob = server.open("bob").await;
     let closed = bob.request(json!({"cmd": "session", "op": "close"})).await.unwrap();

@@ -26,15 +26,32 @@ pub struct Connection {
 }
 
 impl Drop for Connection {
-    /// The connection ended without a logout: deliver the session's will, if any.
+    /// The connection ended without a logout: deliver the session's will, if any. A close
+    /// the server requested names the code logged; otherwise the client left (1000).
     fn drop(&mut self) {
         self.engine.inner.live_connections.fetch_sub(1, Ordering::Relaxed);
-        // A close the server requested names its code; otherwise the client left.
-        let closed = self.handle.close_reason();
-        let (code, reason) = match &closed {
-            Some(e) => (e.code.number(), e.detail.as_str()),
-            None => (NORMAL_CLOSE, "connection closed"),
-        };
+        if self.sessions.is_empty() {
+            return;
+        }
+        match self.handle.close_reason() {
+            Some(e) => self.end_sessions(e.code.number(), &e.detail),
+            None => self.end_sessions(NORMAL_CLOSE, "connection closed"),
+        }
+    }
+}
+
+impl Connection {
+    /// The connection ended because the client closed it or went away: its sessions end
+    /// with `code` (the client's close code, or 1006 when the connection was lost) and
+    /// `reason` in the log, as when it is dropped otherwise.
+    pub fn end(mut self, code: u16, reason: &str) {
+        if self.handle.close_reason().is_none() {
+            self.end_sessions(code, reason);
+        }
+    }
+
+    /// Ends every session of the connection and delivers their wills.
+    fn end_sessions(&mut self, code: u16, reason: &str) {
         for session in std::mem::take(&mut self.sessions) {
             self.engine.end_session(&session, code, reason);
             let will = session.will.lock().unwrap_or_else(|p| p.into_inner()).take();

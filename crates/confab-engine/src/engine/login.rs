@@ -165,9 +165,9 @@ impl Engine {
 
     /// Ends a session: it stops receiving, leaves its chat rooms, and its client goes
     /// offline when it was the last session. The first end of a session is logged with
-    /// its close `code` and `reason` (an error code of the table, or 1000 for a logout or
-    /// a connection the client closed); ending it again (its connection ends after a
-    /// kick) is quiet.
+    /// its close `code` and `reason` (an error code of the table; 1000 for a logout; the
+    /// client's own close code when it closed its connection, 1006 when the connection
+    /// was lost); ending it again (its connection ends after a kick) is quiet.
     pub(crate) fn end_session(&self, session: &Arc<Session>, code: u16, reason: &str) {
         if !session.closed.swap(true, Ordering::AcqRel) {
             tracing::info!(app = %session.app_id, client = %session.client_id, code, reason, "session closed");

@@ -6,7 +6,7 @@
 use confab_engine::AppConfig;
 pub use confab_types::Durability;
 pub use confab_types::net::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -64,7 +64,7 @@ pub fn parse_app(spec: &str) -> anyhow::Result<AppConfig> {
 }
 
 /// The resolved settings the server runs with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Listen address (port 0 picks a free port).
     pub listen: SocketAddr,
@@ -88,6 +88,70 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Apps; empty means "make the development app".
     pub apps: Vec<AppConfig>,
+}
+
+/// What stands in for a master key in printed settings.
+pub const MASKED_KEY: &str = "***";
+
+/// [`Settings`] in the file format, every value spelled out.
+#[derive(Serialize)]
+struct Effective<'a> {
+    listen: String,
+    data_dir: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_url: Option<&'a str>,
+    durability: &'static str,
+    login_timeout_secs: u64,
+    read_timeout_secs: u64,
+    http_header_timeout_secs: u64,
+    http_idle_timeout_secs: u64,
+    trusted_proxies: Vec<String>,
+    apps: &'a [AppConfig],
+}
+
+impl Settings {
+    /// The same settings with every app's master key replaced by [`MASKED_KEY`], for
+    /// printing.
+    pub fn with_masked_keys(&self) -> Settings {
+        let mut masked = self.clone();
+        for app in &mut masked.apps {
+            app.master_key = MASKED_KEY.to_owned();
+        }
+        masked
+    }
+
+    /// The settings as a `confab.toml` that sets every value explicitly: parsed with
+    /// [`FileConfig::parse`] and resolved with no overrides it gives these settings back.
+    /// Prints the master keys as they are; see [`Settings::with_masked_keys`].
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        let effective = Effective {
+            listen: self.listen.to_string(),
+            data_dir: &self.data_dir,
+            public_url: self.public_url.as_deref(),
+            durability: match self.durability {
+                Durability::Full => "full",
+                Durability::Normal => "normal",
+            },
+            login_timeout_secs: self.login_timeout_secs,
+            read_timeout_secs: self.read_timeout_secs,
+            http_header_timeout_secs: self.http_header_timeout_secs,
+            http_idle_timeout_secs: self.http_idle_timeout_secs,
+            trusted_proxies: self.trusted_proxies.iter().map(ToString::to_string).collect(),
+            apps: &self.apps,
+        };
+        let body = toml::to_string(&effective).map_err(|e| anyhow::anyhow!("printing the settings: {e}"))?;
+        let mut text = String::new();
+        if self.public_url.is_none() {
+            text.push_str(
+                "# public_url is not set: the router hands out the address a client connected to\n",
+            );
+        }
+        if self.apps.is_empty() {
+            text.push_str("# no apps: `confab serve` makes the development app \"confab-dev\"\n");
+        }
+        text.push_str(&body);
+        Ok(text)
+    }
 }
 
 /// What the command line and the environment set, each winning over the file.
@@ -340,6 +404,29 @@ mod tests {
             let file = FileConfig::parse(text).expect("parses");
             let err = resolve(file, Overrides::default()).expect_err(text).to_string();
             assert!(err.contains(named), "{text}: {err}");
+        }
+    }
+
+    /// The printed settings are a configuration that resolves to the same settings.
+    #[test]
+    fn printed_settings_resolve_to_themselves() {
+        let file = FileConfig::parse(
+            "listen = \"[::1]:9000\"\ndurability = \"normal\"\npublic_url = \"https://chat.example.com\"\n\
+             trusted_proxies = [\"10.1.2.3/8\", \"::1\"]\nread_timeout_secs = 30\n\
+             [[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\nallowed_origins = [\"https://x.test\"]\n\
+             [apps.signatures]\nlogin = true\n[apps.limits]\njson_depth = 7\n\
+             [[apps]]\nid = \"b\"\nkey = \"k2\"\nmaster_key = \"m2\"\n",
+        )
+        .expect("parses");
+        for settings in [
+            resolve(file, Overrides::default()).expect("valid"),
+            resolve(FileConfig::default(), Overrides::default()).expect("valid"),
+        ] {
+            let printed = settings.to_toml().expect("prints");
+            let again = resolve(FileConfig::parse(&printed).expect(&printed), Overrides::default());
+            assert_eq!(again.expect(&printed), settings, "{printed}");
+            let masked = settings.with_masked_keys().to_toml().expect("prints");
+            assert!(!masked.contains("\"m\"") && !masked.contains("\"m2\""), "{masked}");
         }
     }
 

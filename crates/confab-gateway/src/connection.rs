@@ -106,7 +106,7 @@ fn serve(mut halves: Halves, codec: Codec, timeouts: Timeouts) -> impl Future<Ou
         // what the writer drained in the same wake-up.
         let mut writer = pin!(write_loop(sink, rx, codec));
         let mut writer_done = false;
-        {
+        let left = {
             let mut reader = pin!(read_loop(conn, stream, &handle, codec, &timeouts));
             std::future::poll_fn(|cx| {
                 if !writer_done {
@@ -114,9 +114,14 @@ fn serve(mut halves: Halves, codec: Codec, timeouts: Timeouts) -> impl Future<Ou
                 }
                 reader.as_mut().poll(cx)
             })
-            .await;
+            .await
+        };
+        // The sessions end here, logged with the client's close code when it left.
+        match left {
+            Some(ClientLeft::Closed(code)) => halves.conn.end(code, "closed by the client"),
+            Some(ClientLeft::Lost) => halves.conn.end(1006, "connection lost"),
+            None => drop(halves.conn),
         }
-        drop(halves.conn);
         if handle.close_reason().is_some() {
             // Finish the close handshake: wait for our Close frame to be written, then for
             // the client's answer. Dropping the TCP connection at once makes some clients
@@ -179,15 +184,23 @@ async fn write_batch(
     sink.flush().await
 }
 
-/// Reads and handles requests until the client leaves, a close is requested, or the
-/// connection times out.
+/// How the client ended its connection.
+enum ClientLeft {
+    /// It sent a Close frame with this code (1005: with none).
+    Closed(u16),
+    /// The stream ended without a Close frame.
+    Lost,
+}
+
+/// Reads and handles requests until the client leaves (returned), a close is requested,
+/// or the connection times out.
 async fn read_loop(
     conn: &mut Connection,
     stream: &mut SplitStream<WebSocket>,
     handle: &ConnHandle,
     codec: Codec,
     timeouts: &Timeouts,
-) {
+) -> Option<ClientLeft> {
     // Silence for half the read timeout earns a ping; silence for the whole of it (no
     // pong either) closes the connection.
     let mut pinged = false;
@@ -203,7 +216,7 @@ async fn read_loop(
         // read timeout: the client reads nothing at all.
         if !handle.may_read() && tokio::time::timeout(timeouts.read, handle.room_to_read()).await.is_err() {
             handle.close(ProtocolError::new(ErrorCode::SlowConsumer, "replies not read in time"));
-            return;
+            return None;
         }
         let logged_in = conn.has_session();
         if had_session && !logged_in {
@@ -220,7 +233,7 @@ async fn read_loop(
         });
         let next = tokio::select! {
             biased;
-            () = close_requested => return,
+            () = close_requested => return None,
             next = tokio::time::timeout_at(deadline, stream.next()) => next,
         };
         let message = match next {
@@ -232,13 +245,16 @@ async fn read_loop(
             Err(_) => {
                 let code = if logged_in { ErrorCode::ReadTimeout } else { ErrorCode::LoginTimeout };
                 handle.close(ProtocolError::new(code, "nothing received in time"));
-                return;
+                return None;
             }
-            Ok(None) => return,
+            Ok(None) => return Some(ClientLeft::Lost),
             Ok(Some(Err(e))) => {
                 tracing::debug!(error = %e, "websocket read failed");
+                if peer_gone(&e) {
+                    return Some(ClientLeft::Lost);
+                }
                 handle.close(read_error(&e));
-                return;
+                return None;
             }
             Ok(Some(Ok(m))) => m,
         };
@@ -250,7 +266,9 @@ async fn read_loop(
                 Message::Text(t) => WireFrame::Text(t.as_str().to_owned()),
                 Message::Binary(b) => WireFrame::Binary(b.to_vec()),
                 Message::Ping(_) | Message::Pong(_) => continue,
-                Message::Close(_) => return,
+                Message::Close(frame) => {
+                    return Some(ClientLeft::Closed(frame.map_or(1005, |f| f.code)));
+                }
             };
             match codec.decode(&frame) {
                 // Boxed: the engine's request future is large, and inline it would sit
@@ -266,9 +284,27 @@ async fn read_loop(
             Err((serial, error)) => handle.fail(serial, error),
         };
         if !open {
-            return;
+            return None;
         }
     }
+}
+
+/// Whether a failed read means the client is gone (the connection reset or ended
+/// without a Close frame) rather than that it sent something invalid: nobody is left to
+/// read a Close frame, and its sessions end as lost (1006).
+fn peer_gone(e: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
+    let source = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>());
+    matches!(
+        source,
+        Some(
+            WsError::Io(_)
+                | WsError::ConnectionClosed
+                | WsError::AlreadyClosed
+                | WsError::Protocol(WsProtocolError::ResetWithoutClosingHandshake)
+        )
+    )
 }
 
 /// The close a failed WebSocket read earns: an oversized frame or message closes with
@@ -309,5 +345,15 @@ mod tests {
         // An error that is not tungstenite's.
         let other = read_error(&axum::Error::new(std::io::Error::other("gone")));
         assert_eq!(other.code, ErrorCode::ProtocolViolation);
+    }
+
+    #[test]
+    fn a_reset_or_an_end_without_close_means_the_client_is_gone() {
+        let gone = |e: WsError| peer_gone(&axum::Error::new(e));
+        assert!(gone(WsError::Protocol(WsProtocolError::ResetWithoutClosingHandshake)));
+        assert!(gone(WsError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
+        assert!(gone(WsError::ConnectionClosed));
+        assert!(!gone(WsError::Protocol(WsProtocolError::NonZeroReservedBits)));
+        assert!(!gone(WsError::Utf8("bad".into())));
     }
 }

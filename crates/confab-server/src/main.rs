@@ -4,6 +4,11 @@
 //! listens on 127.0.0.1:7878, keeps data in ./confab-data and serves a development app.
 //! When it accepts connections it prints exactly one line on stdout,
 //! `listening on http://HOST:PORT`; logs go to stderr.
+//!
+//! `confab check-config FILE` resolves the configuration as `serve` would (same file,
+//! environment and flags, same checks) and prints the effective settings as TOML with
+//! the master keys masked; it opens no store, binds no port and creates no directory.
+//! Exit status 0 when valid, 2 (the error on stderr) when not.
 
 use clap::{Parser, Subcommand};
 use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, development_app};
@@ -14,7 +19,7 @@ use confab_gateway::{Gateway, GatewayConfig};
 use confab_store_sqlite::SqliteStore;
 use confab_types::{ErrorCode, ProtocolError};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +38,9 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Validate a configuration and print the effective settings as TOML (master keys
+    /// masked); exit status 2 with the error on stderr when it is invalid.
+    CheckConfig(CheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +48,22 @@ struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "CONFAB_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// TOML configuration file to check.
+    #[arg(value_name = "FILE", env = "CONFAB_CONFIG")]
+    config: PathBuf,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+}
+
+/// The settings the environment and the command line set over the file's.
+#[derive(Debug, clap::Args)]
+struct OverrideArgs {
     /// Address to listen on, HOST:PORT (port 0 picks a free one). Default 127.0.0.1:7878.
     #[arg(long, env = "CONFAB_LISTEN")]
     listen: Option<String>,
@@ -54,8 +78,8 @@ struct ServeArgs {
     apps: Vec<String>,
 }
 
-fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
-    let file = match &args.config {
+fn resolve(config: Option<&Path>, args: OverrideArgs) -> anyhow::Result<Settings> {
+    let file = match config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
@@ -77,8 +101,11 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
-    let mut settings = resolve(args)?;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::CheckConfig(args) => std::process::exit(check_config(args)),
+    };
+    let mut settings = resolve(args.config.as_deref(), args.overrides)?;
     if settings.apps.is_empty() {
         let dev = development_app(&settings.data_dir)?;
         eprintln!(
@@ -96,6 +123,31 @@ fn main() -> anyhow::Result<()> {
         .max_blocking_threads(BLOCKING_THREADS)
         .build()?;
     runtime.block_on(serve(settings))
+}
+
+/// `confab check-config`: the exit status. Resolves exactly as `serve` does, warns as
+/// it does, and prints the settings; touches neither the data directory nor the network.
+fn check_config(args: CheckArgs) -> i32 {
+    let printed = resolve(Some(&args.config), args.overrides).and_then(|settings| {
+        warn_unsigned_logins(&settings);
+        settings.with_masked_keys().to_toml()
+    });
+    match printed {
+        Ok(text) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("confab check-config: writing the settings: {e}");
+                    2
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("confab check-config: invalid configuration: {e:#}");
+            2
+        }
+    }
 }
 
 /// Warns about every app that lets anyone log in as any client id: apps other than the

@@ -298,3 +298,66 @@ client_id_chars = 8
         .unwrap();
     assert_eq!(long.closed().await.unwrap(), Some(4103), "client_id_chars");
 }
+
+/// The server log's session-close lines of `client`, once `want` of them are there or
+/// after a few seconds.
+async fn close_lines(server: &Server, client: &str, want: usize) -> Vec<String> {
+    let needle = format!(" client={client} ");
+    let read = || {
+        std::fs::read_to_string(server.dir.join("server.log"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("session closed") && l.contains(&needle))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..100 {
+        if read().len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second line, if any, would come right after the first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    read()
+}
+
+#[tokio::test]
+async fn every_session_end_is_logged_once_with_its_code_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // The client closes its connection.
+    let alice = server.open("alice").await;
+    alice.close().await;
+    let lines = close_lines(&server, "alice", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    // The kit's client sends a Close frame without a code: 1005.
+    assert!(lines[0].contains(&format!("app={APP}")) && lines[0].contains("code=1005"), "{lines:#?}");
+    assert!(lines[0].contains("reason=\"closed by the client\""), "{lines:#?}");
+    assert!(lines[0].contains("INFO") && lines[0].contains("reason="), "{lines:#?}");
+    // The client goes away without a Close frame: 1006.
+    let dave = server.open("dave").await;
+    drop(dave);
+    let lines = close_lines(&server, "dave", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("code=1006") && lines[0].contains("connection lost"), "{lines:#?}");
+    // A logout, then the connection ends: one line, the logout's.
+    let mut bob = server.open("bob").await;
+    let closed = bob.request(json!({"cmd": "session", "op": "close"})).await.unwrap();
+    assert_eq!(closed["op"], "closed", "{closed}");
+    bob.close().await;
+    let lines = close_lines(&server, "bob", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("reason=\"logout\""), "{lines:#?}");
+    // A second login with the same tag ends the first (4111), whose connection then
+    // closes: one line, the conflict's.
+    let tag = json!({"tag": "mobile"});
+    let first = Client::open(&server.ws, APP, "carol", tag.clone()).await.unwrap();
+    let second = Client::open(&server.ws, APP, "carol", tag).await.unwrap();
+    first.close().await;
+    let lines = close_lines(&server, "carol", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("code=4111"), "{lines:#?}");
+    second.close().await;
+    assert_eq!(close_lines(&server, "carol", 2).await.len(), 2);
+}

@@ -347,7 +347,7 @@ impl Engine {
         for session in &sessions {
             let error = perr(ErrorCode::KickedByApp, detail);
             session.push(SharedPush::new(Push::SessionClosed { error }));
-            self.end_session(session);
+            self.end_session(session, ErrorCode::KickedByApp.number(), "kicked by the app");
         }
         Ok(sessions.len())
     }

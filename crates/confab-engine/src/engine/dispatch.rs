@@ -5,6 +5,10 @@
 use super::*;
 use confab_types::Limits;
 
+/// The close code logged for a session that ended normally: a logout, or a connection
+/// the client closed (WebSocket 1000).
+pub(super) const NORMAL_CLOSE: u16 = 1000;
+
 /// The engine's side of one network connection: at most one session (the v2 protocol
 /// logs in one client id per connection).
 #[derive(Debug)]
@@ -22,11 +26,34 @@ pub struct Connection {
 }
 
 impl Drop for Connection {
-    /// The connection ended without a logout: deliver the session's will, if any.
+    /// The connection ended without a logout: deliver the session's will, if any. A close
+    /// the server requested names the code logged; otherwise the client left (1000).
     fn drop(&mut self) {
         self.engine.inner.live_connections.fetch_sub(1, Ordering::Relaxed);
+        if self.sessions.is_empty() {
+            return;
+        }
+        match self.handle.close_reason() {
+            Some(e) => self.end_sessions(e.code.number(), &e.detail),
+            None => self.end_sessions(NORMAL_CLOSE, "connection closed"),
+        }
+    }
+}
+
+impl Connection {
+    /// The connection ended because the client closed it or went away: its sessions end
+    /// with `code` (the client's close code, or 1006 when the connection was lost) and
+    /// `reason` in the log, as when it is dropped otherwise.
+    pub fn end(mut self, code: u16, reason: &str) {
+        if self.handle.close_reason().is_none() {
+            self.end_sessions(code, reason);
+        }
+    }
+
+    /// Ends every session of the connection and delivers their wills.
+    fn end_sessions(&mut self, code: u16, reason: &str) {
         for session in std::mem::take(&mut self.sessions) {
-            self.engine.end_session(&session);
+            self.engine.end_session(&session, code, reason);
             let will = session.will.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let (Some(will), Some(app)) = (will, self.engine.app(&session.app_id).cloned()) {
                 let engine = self.engine.clone();
@@ -56,9 +83,9 @@ impl Connection {
         }
     }
 
-    pub(super) fn remove_session(&mut self, session: &Arc<Session>) {
+    pub(super) fn remove_session(&mut self, session: &Arc<Session>, code: u16, reason: &str) {
         self.sessions.retain(|s| !Arc::ptr_eq(s, session));
-        self.engine.end_session(session);
+        self.engine.end_session(session, code, reason);
     }
 
     /// Handles one request and answers it: the reply, or the error (an error frame or a

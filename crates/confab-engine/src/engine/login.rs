@@ -1,6 +1,7 @@
 //! Sessions: open (signatures, tokens, device-tag conflicts, the login catch-up), refresh,
 //! close, and presence queries.
 
+use super::dispatch::NORMAL_CLOSE;
 use super::*;
 use crate::ports::TagClaim;
 
@@ -76,18 +77,19 @@ impl Connection {
             .map_err(|_| perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"))?;
         for holder in displaced {
             let error = perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
+            let (code, reason) = (error.code.number(), error.detail.clone());
             holder.push(SharedPush::new(Push::SessionClosed { error }));
-            engine.end_session(&holder);
+            engine.end_session(&holder, code, &reason);
         }
         // Opening a client id again on the same connection replaces its session.
         if let Some(old) = self.sessions.iter().find(|s| *s.client_id == *client_id).cloned() {
-            self.remove_session(&old);
+            self.remove_session(&old, NORMAL_CLOSE, "replaced by a new login on the same connection");
         }
         self.sessions.push(session.clone());
         let cursors = match engine.inner.store.member_cursors(&app.config.id, &client_id).await {
             Ok(c) => c,
             Err(e) => {
-                self.remove_session(&session);
+                self.remove_session(&session, ErrorCode::InternalError.number(), "store error at login");
                 return Err(store_error(e));
             }
         };
@@ -134,7 +136,7 @@ impl Connection {
     /// A logout: the session ends without its will (it is not an abnormal end).
     pub(super) fn session_close(&mut self, session: &Arc<Session>) -> Reply {
         session.will.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.remove_session(session);
+        self.remove_session(session, NORMAL_CLOSE, "logout");
         Reply::SessionClosed
     }
 }
@@ -162,9 +164,14 @@ impl Engine {
     }
 
     /// Ends a session: it stops receiving, leaves its chat rooms, and its client goes
-    /// offline when it was the last session.
-    pub(crate) fn end_session(&self, session: &Arc<Session>) {
-        session.closed.store(true, Ordering::Release);
+    /// offline when it was the last session. The first end of a session is logged with
+    /// its close `code` and `reason` (an error code of the table; 1000 for a logout; the
+    /// client's own close code when it closed its connection, 1006 when the connection
+    /// was lost); ending it again (its connection ends after a kick) is quiet.
+    pub(crate) fn end_session(&self, session: &Arc<Session>, code: u16, reason: &str) {
+        if !session.closed.swap(true, Ordering::AcqRel) {
+            tracing::info!(app = %session.app_id, client = %session.client_id, code, reason, "session closed");
+        }
         let Some(app) = self.app(&session.app_id) else {
             return;
         };

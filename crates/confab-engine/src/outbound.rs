@@ -341,6 +341,9 @@ impl ConnHandle {
     pub fn close(&self, reason: ProtocolError) {
         let mut queue = self.queue();
         if queue.close_reason.is_none() {
+            if reason.code == ErrorCode::SlowConsumer {
+                crate::metrics::METRICS.slow_consumer_closed();
+            }
             queue.close_reason = Some(reason);
             drop(queue);
             self.wake.notify_one();

@@ -3,6 +3,7 @@
 //! serves it.
 
 use super::*;
+use crate::metrics::METRICS;
 use confab_types::Limits;
 
 /// The engine's side of one network connection: at most one session (the v2 protocol
@@ -69,7 +70,9 @@ impl Connection {
     /// queue, and a send is acknowledged when its commit settles.
     pub async fn handle(&mut self, inbound: Inbound) -> bool {
         let serial = inbound.serial;
+        let command = crate::metrics::command_index(&inbound.request);
         let outcome = self.route(inbound).await;
+        METRICS.request(command, outcome.is_ok());
         self.answer(serial, outcome)
     }
 

@@ -197,7 +197,9 @@ impl Metrics {
         OpenConnection { metrics: self, protocol }
     }
 
-    /// A request of command `command` (a [`command_index`]) was answered.
+    /// A request of command `command` (a [`command_index`]) was answered. A message
+    /// send counts as `ok` once accepted: a commit that fails later is answered with
+    /// its error then, and logged, but not counted again here.
     pub fn request(&self, command: usize, ok: bool) {
         if let Some(c) = self.requests.get(command) {
             c[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
@@ -224,6 +226,11 @@ impl Metrics {
     /// A connection was closed as a slow consumer.
     pub fn slow_consumer_closed(&self) {
         self.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed as slow consumers so far.
+    pub fn slow_consumer_closes(&self) -> u64 {
+        self.slow_consumer_closes.load(Ordering::Relaxed)
     }
 
     /// A message's commit took `elapsed` from its append.

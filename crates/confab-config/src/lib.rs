@@ -34,6 +34,8 @@ pub struct FileConfig {
     /// `X-Forwarded-Proto` headers are believed (`"10.0.0.0/8"`, `"::1"`).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The bearer token `GET /metrics` requires; absent: the endpoint is open.
+    pub metrics_token: Option<String>,
     /// Apps.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -86,6 +88,8 @@ pub struct Settings {
     pub http_idle_timeout_secs: u64,
     /// The proxies whose `X-Forwarded-*` headers are believed; empty: nobody's.
     pub trusted_proxies: Vec<IpNet>,
+    /// The bearer token `GET /metrics` requires; `None`: the endpoint is open.
+    pub metrics_token: Option<String>,
     /// Apps; empty means "make the development app".
     pub apps: Vec<AppConfig>,
 }
@@ -168,8 +172,8 @@ pub struct Overrides {
 }
 
 /// Resolves the settings: flags and environment over the file over the defaults.
-/// Rejects a bad listen address, durability, app spec, trusted proxy or HTTP timeout
-/// and an app configured twice.
+/// Rejects a bad listen address, durability, app spec, trusted proxy, HTTP timeout or
+/// metrics token and an app configured twice.
 pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Settings> {
     let listen = overrides.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let listen: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
@@ -200,6 +204,9 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
     )?;
     let http_idle_timeout_secs =
         at_least_one("http_idle_timeout_secs", file.http_idle_timeout_secs, DEFAULT_HTTP_IDLE_TIMEOUT_SECS)?;
+    if file.metrics_token.as_deref().is_some_and(|t| t.trim().is_empty() || t.trim() != t) {
+        anyhow::bail!("metrics_token must be non-empty, without leading or trailing spaces");
+    }
     let mut ids = std::collections::HashSet::new();
     for app in &apps {
         if !ids.insert(app.id.as_str()) {
@@ -224,6 +231,7 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
         http_header_timeout_secs,
         http_idle_timeout_secs,
         trusted_proxies,
+        metrics_token: file.metrics_token,
         apps,
     })
 }
@@ -339,6 +347,7 @@ mod tests {
             "http_header_timeout_secs",
             "http_idle_timeout_secs",
             "trusted_proxies",
+            "metrics_token",
         ];
         for key in keys.chain(server.iter().map(|k| (*k).to_owned())) {
             for (name, page) in pages {
@@ -377,6 +386,18 @@ mod tests {
             ))
             .expect("parses");
             assert!(resolve(deep, Overrides::default()).is_err_and(|e| e.to_string().contains("json_depth")));
+        }
+    }
+
+    #[test]
+    fn the_metrics_token_is_optional_and_never_blank() {
+        let parse = |text: &str| resolve(FileConfig::parse(text).expect("parses"), Overrides::default());
+        assert_eq!(parse("").expect("valid").metrics_token, None, "open by default");
+        let set = parse("metrics_token = \"s3cret\"").expect("valid");
+        assert_eq!(set.metrics_token.as_deref(), Some("s3cret"));
+        for bad in ["metrics_token = \"\"", "metrics_token = \" \"", "metrics_token = \"s3cret \""] {
+            let error = parse(bad).expect_err(bad).to_string();
+            assert!(error.contains("metrics_token"), "{bad}: {error}");
         }
     }
 

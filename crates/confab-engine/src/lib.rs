@@ -13,13 +13,15 @@
 //! - [`query`]: the conversation query language;
 //! - [`signature`]: HMAC-SHA1 signatures; [`session_token`]: re-login tokens;
 //! - [`outbound`]: the bounded per-connection queue and encode-once pushes;
-//! - [`ports`]: the store and clock traits.
+//! - [`ports`]: the store and clock traits;
+//! - [`metrics`]: the Prometheus counters and their exposition text.
 
 pub mod app;
 pub mod bounds;
 pub mod conversation;
 pub mod engine;
 pub mod ids;
+pub mod metrics;
 pub mod outbound;
 pub mod ports;
 pub mod query;

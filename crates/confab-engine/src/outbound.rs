@@ -341,6 +341,9 @@ impl ConnHandle {
     pub fn close(&self, reason: ProtocolError) {
         let mut queue = self.queue();
         if queue.close_reason.is_none() {
+            if reason.code == ErrorCode::SlowConsumer {
+                crate::metrics::METRICS.slow_consumer_closed();
+            }
             queue.close_reason = Some(reason);
             drop(queue);
             self.wake.notify_one();
@@ -415,8 +418,11 @@ mod tests {
             assert!(handle.send(push(1000)));
         }
         assert!(!handle.is_closed());
+        let closes = crate::metrics::METRICS.slow_consumer_closes();
         assert!(!handle.send(push(1000)));
         assert_eq!(handle.close_reason().unwrap().code, ErrorCode::SlowConsumer);
+        // Other tests may close slow consumers meanwhile: at least this one is counted.
+        assert!(crate::metrics::METRICS.slow_consumer_closes() > closes, "counted in the metrics");
         assert_eq!(bytes(&handle), 3 * one);
         // The close comes first; the queued items stay in order behind it.
         assert!(matches!(rx.recv().await, Next::Close(e) if e.code == ErrorCode::SlowConsumer));

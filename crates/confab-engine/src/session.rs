@@ -153,6 +153,7 @@ impl Session {
         state.inflight.insert(ts, meta.clone());
         drop(delivery);
         if self.conn.send(Outbound::Push { push: push.clone(), to: self.client_id.clone() }) {
+            crate::metrics::METRICS.message_delivered();
             Offer::Queued
         } else {
             Offer::Skipped

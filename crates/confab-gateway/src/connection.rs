@@ -8,6 +8,7 @@
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
+use confab_engine::metrics::{METRICS, Protocol};
 use confab_engine::{ConnHandle, Connection, Next, Outbound, OutboundReceiver};
 use confab_proto::{Codec, PushFrame, WireFrame};
 use confab_types::{ErrorCode, ProtocolError};
@@ -96,6 +97,12 @@ struct Halves {
 #[allow(clippy::manual_async_fn, reason = "an async fn would store the halves twice")]
 fn serve(mut halves: Halves, codec: Codec, timeouts: Timeouts) -> impl Future<Output = ()> + Send {
     async move {
+        let protocol = match codec {
+            Codec::JsonV2 => Protocol::Json,
+            Codec::Protobuf => Protocol::Protobuf,
+            Codec::ProtobufBase64 => Protocol::Base64,
+        };
+        let _counted = METRICS.connection(protocol);
         let (conn, rx, sink, stream) =
             (&mut halves.conn, &mut halves.rx, &mut halves.sink, &mut halves.stream);
         let handle = conn.handle.clone();

@@ -46,6 +46,8 @@ pub struct GatewayConfig {
     pub read_timeout: Duration,
     /// Largest WebSocket frame accepted (close 4109 beyond it).
     pub frame_bytes: usize,
+    /// The bearer token `GET /metrics` requires; `None`: the endpoint is open.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +61,7 @@ impl Default for GatewayConfig {
             login_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(400),
             frame_bytes: 64 * 1024,
+            metrics_token: None,
         }
     }
 }

@@ -24,11 +24,31 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/", get(websocket_or_info))
         .route("/v1/route", get(route).options(route_preflight))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
         .route("/demo/", get(demo_page))
         .route("/demo/AV.realtime.js", get(demo_sdk))
         .merge(crate::rest::router(gateway.clone()))
         .with_state(gateway)
+}
+
+/// `GET /metrics`: the Prometheus text exposition. With `metrics_token` set, only for a
+/// request bearing it (`Authorization: Bearer TOKEN`); 401 otherwise.
+async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Some(token) = &gateway.config.metrics_token {
+        let given = header_str(&headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
+            let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")];
+            return (StatusCode::UNAUTHORIZED, challenge, "a bearer token is required\n").into_response();
+        }
+    }
+    let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
+    (content_type, gateway.engine.metrics_text()).into_response()
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

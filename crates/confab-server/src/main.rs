@@ -204,6 +204,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             http_header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
             http_idle_timeout: Duration::from_secs(settings.http_idle_timeout_secs),
             frame_bytes,
+            metrics_token: settings.metrics_token.clone(),
         },
     };
     let timeouts =

@@ -15,12 +15,13 @@
 use super::{AppState, Engine};
 use crate::conversation::{Conv, PendingSend, Recent};
 use crate::ids;
+use crate::metrics::METRICS;
 use crate::outbound::SharedPush;
 use crate::ports::{ClientEvent, Committed, ConvKind, MessageRange, StoreError, StoredMessage};
 use crate::session::{ConvDelivery, Inflight, Session};
 use confab_types::{AckRequest, DirectPush, DirectRequest, ErrorCode, ProtocolError, Push, Reply};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a backlog replay waits for acks before giving up (the rest is replayed on
 /// the next login).
@@ -135,7 +136,7 @@ impl Engine {
         }
         let now = self.now();
         let dedupe_key = req.dedupe.as_ref().map(|dt| format!("{me}\u{1f}{dt}"));
-        let (seq, commit) = {
+        let (seq, commit, appended) = {
             let mut state = conv.state();
             // A re-send of a message we already have (the client lost our ack): answer
             // with the original's ack instead of storing it twice.
@@ -168,6 +169,7 @@ impl Engine {
                 mentions: req.mentions,
             };
             // Queued under the lock: the store applies writes in call order.
+            let appended = Instant::now();
             let commit = self.inner.store.append_message(message.clone());
             // Released when the ack (or the error) is queued, in `settle`.
             session.conn.hold(held_bytes(&message));
@@ -183,12 +185,16 @@ impl Engine {
                 dedupe_key,
             };
             state.pending.insert(seq, pending);
-            (seq, commit)
+            (seq, commit, appended)
         };
         let engine = self.clone();
         let app = app.clone();
         tokio::spawn(async move {
             let result = commit.await;
+            if result.is_ok() {
+                METRICS.commit_latency(appended.elapsed());
+                METRICS.message_stored();
+            }
             engine.settle(&app, &conv, seq, result);
         });
         Ok(None)
@@ -226,6 +232,7 @@ impl Engine {
             tracing::error!(error = %e, "system conversation message not stored");
             ProtocolError::new(ErrorCode::InternalError, "message not stored; retry")
         })?;
+        METRICS.message_stored();
         Ok(Reply::MessageAck { uid, t })
     }
 
@@ -299,7 +306,9 @@ impl Engine {
         }));
         if conv.kind == ConvKind::Transient {
             for s in state.room.iter().filter(|s| !Arc::ptr_eq(s, &p.origin)) {
-                s.push(push.clone());
+                if s.push(push.clone()) {
+                    METRICS.message_delivered();
+                }
             }
             return;
         }
@@ -335,6 +344,7 @@ impl Engine {
             (None, None) => None,
         };
         let (acked, cursor) = session.ack(cid, ack.mid.as_deref(), range);
+        METRICS.acked(acked.len());
         if let Some(ts) = cursor {
             self.inner.store.save_cursor(&app.config.id, &session.client_id, cid, ts);
         }
@@ -436,6 +446,7 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
                 if !session.push(push) {
                     return;
                 }
+                METRICS.message_delivered();
             }
         }
     }

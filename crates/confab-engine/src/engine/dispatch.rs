@@ -3,6 +3,7 @@
 //! serves it.
 
 use super::*;
+use crate::metrics::METRICS;
 use confab_types::Limits;
 
 /// The close code logged for a session that ended normally: a logout, or a connection
@@ -96,7 +97,9 @@ impl Connection {
     /// queue, and a send is acknowledged when its commit settles.
     pub async fn handle(&mut self, inbound: Inbound) -> bool {
         let serial = inbound.serial;
+        let command = crate::metrics::command_index(&inbound.request);
         let outcome = self.route(inbound).await;
+        METRICS.request(command, outcome.is_ok());
         self.answer(serial, outcome)
     }
 

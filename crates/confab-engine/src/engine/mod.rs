@@ -186,6 +186,16 @@ impl Engine {
         self.inner.live_connections.load(Ordering::Relaxed)
     }
 
+    /// The Prometheus exposition text of the process's [`crate::metrics::METRICS`],
+    /// with the gauges read from this engine's live state.
+    pub fn metrics_text(&self) -> String {
+        let mut sessions = 0;
+        for app in self.inner.apps.values() {
+            app.presence.for_each_session(&mut |_| sessions += 1);
+        }
+        crate::metrics::METRICS.render(crate::metrics::Snapshot { sessions })
+    }
+
     /// Asks every connection with a session to close with `reason` (a shutdown): each
     /// writes what it has queued, then its Close frame.
     pub fn close_all(&self, reason: &ProtocolError) {

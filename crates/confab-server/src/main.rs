@@ -30,8 +30,21 @@ use std::time::Duration;
     about = "Self-hosted realtime messaging, wire-compatible with LeanCloud's SDKs"
 )]
 struct Cli {
+    /// Log format on stderr: `text` (the default) or `json` (one JSON object per line,
+    /// for log collectors).
+    #[arg(long, env = "CONFAB_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,14 +106,13 @@ fn resolve(config: Option<&Path>, args: OverrideArgs) -> anyhow::Result<Settings
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONFAB_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONFAB_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::CheckConfig(args) => std::process::exit(check_config(args)),
@@ -108,10 +120,18 @@ fn main() -> anyhow::Result<()> {
     let mut settings = resolve(args.config.as_deref(), args.overrides)?;
     if settings.apps.is_empty() {
         let dev = development_app(&settings.data_dir)?;
-        eprintln!(
-            "development app: appId={} appKey={} masterKey={} (configure apps with --app or a config file)",
-            dev.id, dev.key, dev.master_key
-        );
+        // The one key ever written to the logs: the development app's, for a developer
+        // to sign with locally. Every line on stderr stays in the chosen format.
+        match cli.log_format {
+            LogFormat::Json => tracing::info!(
+                app_id = %dev.id, app_key = %dev.key, master_key = %dev.master_key,
+                "development app (configure apps with --app or a config file)"
+            ),
+            LogFormat::Text => eprintln!(
+                "development app: appId={} appKey={} masterKey={} (configure apps with --app or a config file)",
+                dev.id, dev.key, dev.master_key
+            ),
+        }
         settings.apps.push(dev);
     }
     warn_unsigned_logins(&settings);

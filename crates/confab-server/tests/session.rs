@@ -361,3 +361,32 @@ async fn every_session_end_is_logged_once_with_its_code_and_reason() {
     second.close().await;
     assert_eq!(close_lines(&server, "carol", 2).await.len(), 2);
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_without_message_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server =
+        Server::start_with(dir.path(), &["--app", "test-app:test-key:test-master", "--log-format", "json"]);
+    let mut alice = server.open("alice").await;
+    let cid = common::create(&mut alice, &["bob"]).await;
+    common::send(&mut alice, &cid, "SECRET-BODY-8f3a").await;
+    alice.close().await;
+    // Whether the server saw the close first or the shutdown ended the session, it is
+    // logged exactly once.
+    assert!(server.terminate());
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"].is_object()), "{log}");
+    let closed: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "session closed" && l["fields"]["client"] == "alice")
+        .collect();
+    assert_eq!(closed.len(), 1, "{log}");
+    assert!(closed[0]["fields"]["code"].is_number(), "{log}");
+    assert!(!log.contains("SECRET-BODY-8f3a"), "a message body reached the log");
+    assert!(!log.contains("test-master"), "a master key reached the log");
+}

@@ -348,6 +348,11 @@ pub trait Store: Send + Sync + 'static {
     /// the conversation keeps existing with `unique_key: None`, and another
     /// conversation may take the key.
     fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
+    /// Deletes a conversation with everything kept for it: its members (with their
+    /// cursors, read positions, roles and flags), its blocked list, its messages (a
+    /// system conversation's inbox, `<cid>:inbox`, too), and frees its unique key. A
+    /// conversation that does not exist is not an error.
+    fn delete_conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
     /// Unread counts of the client's conversations that have any, at most `max` of
     /// them. Only conversations the client is a member of and that are not
     /// [`ConvKind::Transient`] count; a conversation has unread messages when messages

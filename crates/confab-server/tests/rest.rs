@@ -565,3 +565,40 @@ async fn online_checks_and_kicks() {
     call(&server, "POST", "/1.2/rtm/clients/b/kick", MASTER, &long).await.error(400, 107);
     call(&server, "POST", "/1.2/rtm/clients/b/kick", APP_KEY, &json!({})).await.error(401, 401);
 }
+
+#[tokio::test]
+async fn a_deleted_conversation_is_gone_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    let mut alice = server.open("alice").await;
+    let cid = create(&server, json!({"name": "doomed", "m": ["alice", "bob"]})).await;
+    let kept = create(&server, json!({"name": "kept", "m": ["alice", "bob"]})).await;
+    rest_send(
+        &server,
+        &format!("/1.2/rtm/conversations/{cid}/messages"),
+        json!({"from_client": "bob", "message": "hi"}),
+    )
+    .await;
+
+    let path = format!("/1.2/rtm/conversations/{cid}");
+    call(&server, "DELETE", &path, APP_KEY, &json!({})).await.error(401, 401);
+    let deleted = call(&server, "DELETE", &path, MASTER, &json!({})).await;
+    assert_eq!((deleted.status, &deleted.body), (200, &json!({})));
+    // Gone for the backend: again 404, history 404, and not in a query.
+    call(&server, "DELETE", &path, MASTER, &json!({})).await.error(404, 4303);
+    get(&server, &format!("{path}/messages"), MASTER).await.error(404, 4303);
+    let found = get(&server, "/1.2/rtm/conversations?limit=100", MASTER).await;
+    let names: Vec<&str> =
+        found.body["results"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["kept"], "{}", found.body);
+    // And for its members: a send is refused, the other conversation still works.
+    let refused = alice.request(json!({"cmd": "direct", "cid": cid, "msg": "late"})).await.unwrap();
+    assert_eq!(refused["code"], 4401, "{refused}");
+    common::send(&mut alice, &kept, "still here").await;
+    // A chat room too.
+    let room = call(&server, "POST", "/1.2/rtm/chatrooms", MASTER, &json!({"name": "lobby"})).await;
+    let room = room.body["objectId"].as_str().unwrap().to_owned();
+    let gone = call(&server, "DELETE", &format!("/1.2/rtm/chatrooms/{room}"), MASTER, &json!({})).await;
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    call(&server, "DELETE", &format!("/1.2/rtm/chatrooms/{room}"), MASTER, &json!({})).await.error(404, 4303);
+}

@@ -560,6 +560,28 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn delete_conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            let Some(c) = a.conversations.remove(cid) else { return Ok(()) };
+            if let Some(key) = &c.unique_key
+                && a.unique.get(key).is_some_and(|holder| holder == cid)
+            {
+                a.unique.remove(key);
+            }
+            for member in &c.members {
+                if let Some(set) = a.memberships.get_mut(&member.client) {
+                    set.remove(cid);
+                    if set.is_empty() {
+                        a.memberships.remove(&member.client);
+                    }
+                }
+            }
+            a.messages.remove(cid);
+            a.messages.remove(&format!("{cid}:inbox"));
+            Ok(())
+        }))
+    }
+
     fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()> {
         done(self.with_app(app, |a| {
             let c = a.conversation_mut(cid)?;

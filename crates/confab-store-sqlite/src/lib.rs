@@ -180,6 +180,10 @@ enum WriteOp {
         client: String,
         muted: bool,
     },
+    DeleteConversation {
+        app: String,
+        cid: String,
+    },
     ReleaseUnique {
         app: String,
         cid: String,
@@ -637,6 +641,17 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
             c.prepare_cached("UPDATE members SET muted = ?4 WHERE app = ?1 AND cid = ?2 AND client = ?3")?
                 .execute(params![app, cid, client, muted])?;
         }
+        WriteOp::DeleteConversation { app, cid } => {
+            let inbox = format!("{cid}:inbox");
+            c.prepare_cached("DELETE FROM messages WHERE app = ?1 AND cid IN (?2, ?3)")?
+                .execute(params![app, cid, inbox])?;
+            for table in ["members", "blocked"] {
+                c.prepare_cached(&format!("DELETE FROM {table} WHERE app = ?1 AND cid = ?2"))?
+                    .execute(params![app, cid])?;
+            }
+            c.prepare_cached("DELETE FROM conversations WHERE app = ?1 AND id = ?2")?
+                .execute(params![app, cid])?;
+        }
         WriteOp::ReleaseUnique { app, cid } => {
             c.prepare_cached("UPDATE conversations SET unique_key = NULL WHERE app = ?1 AND id = ?2")?
                 .execute(params![app, cid])?;
@@ -1033,6 +1048,10 @@ impl Store for SqliteStore {
 
     fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()> {
         self.write(WriteOp::ReleaseUnique { app: app.into(), cid: cid.into() })
+    }
+
+    fn delete_conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::DeleteConversation { app: app.into(), cid: cid.into() })
     }
 
     fn save_read<'a>(&'a self, app: &'a str, client: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {

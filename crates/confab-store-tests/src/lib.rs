@@ -53,6 +53,7 @@ macro_rules! __store_rules {
             conversations_round_trip,
             an_existing_id_is_refused,
             unique_keys_are_held_and_released,
+            a_deleted_conversation_leaves_nothing,
             apps_are_isolated,
             members_are_added_and_removed_in_join_order,
             new_members_start_at_the_newest_message,
@@ -255,6 +256,37 @@ pub async fn unique_keys_are_held_and_released(store: &dyn Store) {
     create(store, rival).await;
     let found = store.find_unique(APP, "alice,bob").await.expect("find").expect("found");
     assert_eq!(found.id, "c2");
+}
+
+/// Deleting a conversation removes it, its memberships, its messages (and a system
+/// conversation's inbox) and frees its unique key; other conversations stay; deleting
+/// again, or a conversation that never was, is no error.
+pub async fn a_deleted_conversation_leaves_nothing(store: &dyn Store) {
+    let mut doomed = conv("c1", &["alice", "bob"], 1);
+    doomed.unique_key = Some("alice,bob".into());
+    create(store, doomed).await;
+    create(store, conv("c2", &["alice"], 2)).await;
+    append(store, msg("c1", 10, "alice", "gone")).await;
+    append(store, msg("c1:inbox", 11, "bob", "gone too")).await;
+    append(store, msg("c2", 12, "alice", "kept")).await;
+
+    store.delete_conversation(APP, "c1").await.expect("delete");
+    assert_eq!(store.conversation(APP, "c1").await.expect("read"), None);
+    assert_eq!(store.find_unique(APP, "alice,bob").await.expect("find"), None, "the key is free");
+    let everything = MessageRange { limit: 100, ..Default::default() };
+    for cid in ["c1", "c1:inbox"] {
+        assert!(store.messages(APP, cid, everything.clone()).await.expect("messages").is_empty(), "{cid}");
+    }
+    let cursors = store.member_cursors(APP, "alice").await.expect("cursors");
+    assert_eq!(cursors.iter().map(|c| c.cid.as_str()).collect::<Vec<_>>(), ["c2"]);
+    assert!(store.member_cursors(APP, "bob").await.expect("cursors").is_empty());
+    assert_eq!(store.messages(APP, "c2", everything).await.expect("messages").len(), 1);
+
+    store.delete_conversation(APP, "c1").await.expect("again");
+    store.delete_conversation(APP, "never").await.expect("never was");
+    let mut reborn = conv("c3", &["alice", "bob"], 3);
+    reborn.unique_key = Some("alice,bob".into());
+    create(store, reborn).await;
 }
 
 /// The same conversation id, unique key and client ids in two apps are unrelated.

@@ -233,6 +233,36 @@ impl Engine {
         }
     }
 
+    /// Deletes a conversation of one of `kinds` with its members and history (LeanCloud's
+    /// `DELETE /1.2/rtm/conversations/{id}`): its members' sessions forget it, those in a
+    /// chat room leave it, and from then on it is unknown (4303 to operations, 4401 to
+    /// sends). No push announces it: LeanCloud sent none.
+    pub async fn admin_delete_conversation(
+        &self,
+        app_id: &str,
+        kinds: &[ConvKind],
+        cid: &str,
+    ) -> Result<(), ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let conv = self.backend_conv(&app, cid, kinds).await?;
+        // Serialized with membership and attribute changes of the same conversation.
+        let lock = app.conv_lock(cid);
+        let _guard = lock.lock().await;
+        self.inner.store.delete_conversation(&app.config.id, cid).await.map_err(store_error)?;
+        app.convs.shard(cid).remove(cid);
+        let (members, room) = {
+            let mut state = conv.state();
+            (state.members.iter().cloned().collect::<Vec<_>>(), std::mem::take(&mut state.room))
+        };
+        for member in &members {
+            app.membership_changed(member, cid);
+        }
+        for session in room {
+            session.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|r| r != cid);
+        }
+        Ok(())
+    }
+
     /// Adds (`add`) or removes members of a normal conversation as `conv add` / `conv
     /// remove` do (same limits, blocks and pushes); returns what the client would get
     /// and the conversation's update time.

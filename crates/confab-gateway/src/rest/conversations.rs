@@ -66,7 +66,8 @@ pub(super) fn routes() -> Router<Gateway> {
                 &format!("{base}/{{cid}}"),
                 put(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| {
                     update(s, p, h, b, family)
-                }),
+                })
+                .delete(move |s: State<Gateway>, p: Path<String>, h: HeaderMap| delete(s, p, h, family)),
             )
             .route(
                 &format!("{base}/{{cid}}/messages"),
@@ -180,6 +181,19 @@ async fn update(
     let updated =
         gateway.engine.admin_update_conversation(&caller.app_id, family.kinds(), &cid, attrs).await?;
     Ok(axum::Json(json!({"updatedAt": iso8601(updated), "objectId": cid})).into_response())
+}
+
+/// `DELETE /1.2/rtm/conversations/{cid}` (`/chatrooms/{cid}`): the conversation with its
+/// members and history; `{}`.
+async fn delete(
+    State(gateway): State<Gateway>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+    family: Family,
+) -> Result<Response, RestError> {
+    let caller = authenticate(&gateway, &headers)?.require_master()?;
+    gateway.engine.admin_delete_conversation(&caller.app_id, family.kinds(), &cid).await?;
+    Ok(axum::Json(json!({})).into_response())
 }
 
 /// `GET /1.2/rtm/conversations/{cid}/members`.

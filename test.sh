@@ -41,6 +41,9 @@ cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+say "cargo doc -D warnings (no broken or private links in the API docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
 say "cargo test (unit + integration against the real binary)"
 cargo test --workspace --locked
 

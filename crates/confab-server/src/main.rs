@@ -83,7 +83,7 @@ struct OverrideArgs {
     /// Data directory of the embedded store. Default ./confab-data.
     #[arg(long, env = "CONFAB_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Public base URL the router hands out (e.g. https://chat.example.com).
+    /// Public base URL the router hands out (e.g. `https://chat.example.com`).
     #[arg(long, env = "CONFAB_PUBLIC_URL")]
     public_url: Option<String>,
     /// An app as ID:KEY:MASTER_KEY; repeatable. Replaces the apps of the config file.

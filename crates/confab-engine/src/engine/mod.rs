@@ -1,18 +1,18 @@
 //! The engine: apps, their live state, and what every feature shares. One module per
 //! feature adds its requests to [`Engine`] (or, for the session's own lifecycle, to
-//! [`Connection`]); [`dispatch`] routes each decoded request to one of them.
+//! [`Connection`]); `dispatch` routes each decoded request to one of them.
 //!
-//! - [`dispatch`]: [`Connection`], rate limits and the request router;
-//! - [`login`]: session open, refresh, close, presence;
-//! - [`membership`]: start, add, remove, join and leave;
-//! - [`attributes`]: attribute updates and muting;
-//! - [`queries`]: conversation queries and member counts;
-//! - [`history`]: message history;
-//! - [`delivery`]: sending, ordered fan-out, acks and the offline backlog;
-//! - [`receipts`]: read positions, unread counts and receipts;
-//! - [`edits`]: edits and recalls;
-//! - [`moderation`]: roles, shut-up and blocking;
-//! - [`admin`]: the app backend's operations.
+//! - `dispatch`: [`Connection`], rate limits and the request router;
+//! - `login`: session open, refresh, close, presence;
+//! - `membership`: start, add, remove, join and leave;
+//! - `attributes`: attribute updates and muting;
+//! - `queries`: conversation queries and member counts;
+//! - `history`: message history;
+//! - `delivery`: sending, ordered fan-out, acks and the offline backlog;
+//! - `receipts`: read positions, unread counts and receipts;
+//! - `edits`: edits and recalls;
+//! - `moderation`: roles, shut-up and blocking;
+//! - `admin`: the app backend's operations.
 
 mod admin;
 mod attributes;

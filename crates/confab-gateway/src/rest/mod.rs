@@ -1,10 +1,10 @@
 //! LeanCloud's realtime REST API (`/1.2/rtm/…`) for the app's own backend, on the
 //! WebSocket's port.
 //!
-//! - [`auth`]: `X-LC-Id` / `X-LC-Key` / `X-LC-Sign` and the legacy `X-AVOSCloud-*`;
-//! - [`conversations`]: conversations, chat rooms and service conversations: create,
+//! - `auth`: `X-LC-Id` / `X-LC-Key` / `X-LC-Sign` and the legacy `X-AVOSCloud-*`;
+//! - `conversations`: conversations, chat rooms and service conversations: create,
 //!   query, update, members, send and history;
-//! - [`clients`]: online check, kick and unread counts.
+//! - `clients`: online check, kick and unread counts.
 //!
 //! Errors are `{"code": N, "error": "…"}` with LeanCloud's HTTP statuses; bodies are
 //! bounded by the gateway's `frame_bytes` (a REST body carries what one WebSocket

@@ -367,17 +367,10 @@ impl Engine {
     /// socket stays open). Returns how many sessions ended.
     pub fn admin_kick(&self, app_id: &str, client: &str, reason: &str) -> Result<usize, ProtocolError> {
         let app = self.backend_app(app_id)?;
-        let mut sessions = Vec::new();
-        app.presence.for_each_session(&mut |s| {
-            if *s.client_id == *client {
-                sessions.push(s.clone());
-            }
-        });
+        let sessions = app.presence.local_sessions(client);
         let detail = if reason.is_empty() { "kicked by the app" } else { reason };
         for session in &sessions {
-            let error = perr(ErrorCode::KickedByApp, detail);
-            session.push(SharedPush::new(Push::SessionClosed { error }));
-            self.end_session(session, ErrorCode::KickedByApp.number(), "kicked by the app");
+            self.end_session_telling(session, perr(ErrorCode::KickedByApp, detail));
         }
         Ok(sessions.len())
     }

@@ -77,9 +77,7 @@ impl Connection {
             .map_err(|_| perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"))?;
         for holder in displaced {
             let error = perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
-            let (code, reason) = (error.code.number(), error.detail.clone());
-            holder.push(SharedPush::new(Push::SessionClosed { error }));
-            engine.end_session(&holder, code, &reason);
+            engine.end_session_telling(&holder, error);
         }
         // Opening a client id again on the same connection replaces its session.
         if let Some(old) = self.sessions.iter().find(|s| *s.client_id == *client_id).cloned() {
@@ -161,6 +159,15 @@ impl Engine {
         let mut seen = HashSet::new();
         let online = peer_ids.into_iter().filter(|id| seen.insert(id.clone()) && app.is_online(id)).collect();
         Reply::SessionQueryResult { online }
+    }
+
+    /// Ends a session the server takes away (a displaced login, a kick): it gets a
+    /// `session closed` push with `error` first, so the SDK knows why (its socket stays
+    /// open).
+    pub(crate) fn end_session_telling(&self, session: &Arc<Session>, error: ProtocolError) {
+        let (code, reason) = (error.code.number(), error.detail.clone());
+        session.push(SharedPush::new(Push::SessionClosed { error }));
+        self.end_session(session, code, &reason);
     }
 
     /// Ends a session: it stops receiving, leaves its chat rooms, and its client goes

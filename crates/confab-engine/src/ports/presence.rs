@@ -36,6 +36,9 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
     fn unregister(&self, session: &Arc<Session>);
     /// Whether a client has at least one live session.
     fn is_online(&self, client: &str) -> bool;
+    /// This node's sessions of `client` (a kick ends them; a cluster's broker carries the
+    /// kick to the other nodes).
+    fn local_sessions(&self, client: &str) -> Vec<Arc<Session>>;
     /// Calls `f` with every session registered here (a shutdown closes them all).
     fn for_each_session(&self, f: &mut dyn FnMut(&Arc<Session>));
 }
@@ -92,6 +95,10 @@ impl Presence for LocalPresence {
 
     fn is_online(&self, client: &str) -> bool {
         self.with_sessions(client, |sessions| sessions.iter().any(|s| !s.is_closed()))
+    }
+
+    fn local_sessions(&self, client: &str) -> Vec<Arc<Session>> {
+        self.sessions_of(client)
     }
 
     fn for_each_session(&self, f: &mut dyn FnMut(&Arc<Session>)) {

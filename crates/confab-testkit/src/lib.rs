@@ -6,6 +6,7 @@
 //! - [`server`]: a launcher that runs the real `confab` binary on a free port with its
 //!   own data directory, plus small helpers (create a conversation, send a message,
 //!   match pushes, read error codes).
+//! - [`redis`]: a throw-away Redis server for the cluster suites.
 //!
 //! # Finding the binary
 //!
@@ -20,6 +21,7 @@
 //! variable its runner sets after `cargo build -p confab-server`) and pass it in.
 
 pub mod client;
+pub mod redis;
 pub mod server;
 
 pub use client::{Client, ClientError, WAIT};

@@ -133,6 +133,9 @@ pub trait NodeEvents: Send + Sync + 'static {
     /// An event another node published for `app`. The caller awaits each before the
     /// next, so a conversation's reload finishes before the events that follow it.
     fn node_event(&self, app: &str, event: NodeEvent) -> ClusterFuture<'static, ()>;
+    /// Events may have been lost (a subscription was lost and is back): reload
+    /// everything kept from the store, as if every conversation had changed.
+    fn resync(&self) -> ClusterFuture<'static, ()>;
 }
 
 /// An in-process [`Cluster`]: several engines in one process, each a node, sharing one

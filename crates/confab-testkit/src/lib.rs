@@ -6,6 +6,8 @@
 //! - [`server`]: a launcher that runs the real `confab` binary on a free port with its
 //!   own data directory, plus small helpers (create a conversation, send a message,
 //!   match pushes, read error codes).
+//! - [`postgres`]: a throw-away PostgreSQL server ([`TempPostgres`]) on a free port
+//!   with its own data directory, for the PostgreSQL store's tests.
 //!
 //! # Finding the binary
 //!
@@ -20,7 +22,9 @@
 //! variable its runner sets after `cargo build -p confab-server`) and pass it in.
 
 pub mod client;
+pub mod postgres;
 pub mod server;
 
 pub use client::{Client, ClientError, WAIT};
+pub use postgres::TempPostgres;
 pub use server::{APP, Launcher, Server, TEST_APP, create, error_code, is_conv, is_direct, send};

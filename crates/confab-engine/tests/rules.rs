@@ -198,6 +198,43 @@ async fn timestamps_strictly_increase_while_the_clock_stands_still_and_delivery_
     assert!(got.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
 }
 
+/// Two engines on one store stand for two nodes: their clocks disagree, yet the store
+/// keeps one strictly increasing order per conversation, and each sender's ack carries
+/// the position its message really got.
+#[tokio::test]
+async fn two_nodes_on_one_store_keep_one_order_whatever_their_clocks_say() {
+    let node_a = World::new();
+    let clock_b = Arc::new(ManualClock::at(T0 - 5_000));
+    let node_b =
+        Engine::new(vec![AppConfig::new(APP, "key", "master")], node_a.store.clone(), clock_b.clone());
+    let node_b = World { engine: node_b, clock: clock_b, store: node_a.store.clone() };
+    let mut alice = node_a.login("alice").await;
+    let mut bob = node_b.login("bob").await;
+    let cid = alice.start(&["bob"]).await;
+    let (_, t1) = alice.say(&cid, "from a").await;
+    assert_eq!(t1, T0);
+    // Node B's clock is behind: its proposal would go before node A's message.
+    let (_, t2) = bob.say(&cid, "from b, behind").await;
+    assert_eq!(t2, T0 + 1, "the store moved it after the newest message");
+    let (_, t3) = alice.say(&cid, "from a again").await;
+    assert_eq!(t3, T0 + 2, "node A proposes past what node B wrote");
+    node_b.clock.set(T0 + 10_000);
+    let (_, t4) = bob.say(&cid, "from b, ahead").await;
+    assert_eq!(t4, T0 + 10_000, "a later proposal is kept");
+    let logs = LogsQuery { cid: cid.clone(), limit: Some(10), ..LogsQuery::default() };
+    let Reply::Logs { logs } = bob.request(Request::Logs(logs)).await.unwrap() else { panic!() };
+    let got: Vec<(i64, &str)> = logs.iter().map(|l| (l.timestamp, l.data.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (T0, "from a"),
+            (T0 + 1, "from b, behind"),
+            (T0 + 2, "from a again"),
+            (T0 + 10_000, "from b, ahead")
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_resend_with_the_same_token_is_acknowledged_as_the_original_and_stored_once() {
     let world = World::new();

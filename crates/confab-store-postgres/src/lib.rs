@@ -32,8 +32,8 @@ mod sql;
 pub use schema::MigrateError;
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange, ScanFilter, Store,
-    StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
+    ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::{MaybeDone, join_all, maybe_done};
@@ -195,18 +195,70 @@ type Reply = Result<Written, StoreError>;
 
 enum WriteOp {
     CreateConversation(Box<ConversationRecord>),
-    SetAttributes { app: String, cid: String, attrs: String, updated_at: i64 },
-    AddMembers { app: String, cid: String, members: Vec<String>, updated_at: i64 },
-    RemoveMembers { app: String, cid: String, members: Vec<String>, updated_at: i64 },
+    SetAttributes {
+        app: String,
+        cid: String,
+        attrs: String,
+        updated_at: i64,
+    },
+    AddMembers {
+        app: String,
+        cid: String,
+        members: Vec<String>,
+        updated_at: i64,
+    },
+    RemoveMembers {
+        app: String,
+        cid: String,
+        members: Vec<String>,
+        updated_at: i64,
+    },
     Append(StoredMessage),
-    SaveRead { app: String, client: String, cid: String, ts: i64 },
-    SetRole { app: String, cid: String, client: String, role: String },
-    SetShutUp { app: String, cid: String, clients: Vec<String>, on: bool },
-    SetBlocked { app: String, cid: String, clients: Vec<String>, on: bool },
-    Patch { app: String, cid: String, ts: i64, data: String, patched_at: i64 },
-    SetMuted { app: String, cid: String, client: String, muted: bool },
-    DeleteConversation { app: String, cid: String },
-    ReleaseUnique { app: String, cid: String },
+    SaveRead {
+        app: String,
+        client: String,
+        cid: String,
+        ts: i64,
+    },
+    SetRole {
+        app: String,
+        cid: String,
+        client: String,
+        role: String,
+    },
+    SetShutUp {
+        app: String,
+        cid: String,
+        clients: Vec<String>,
+        on: bool,
+    },
+    SetBlocked {
+        app: String,
+        cid: String,
+        clients: Vec<String>,
+        on: bool,
+    },
+    Patch {
+        app: String,
+        cid: String,
+        ts: i64,
+        data: String,
+        patched_at: i64,
+    },
+    SetMuted {
+        app: String,
+        cid: String,
+        client: String,
+        muted: bool,
+    },
+    DeleteConversation {
+        app: String,
+        cid: String,
+    },
+    ReleaseUnique {
+        app: String,
+        cid: String,
+    },
     /// Nothing to write: completes when everything queued before it is committed,
     /// buffered cursors included.
     Flush,
@@ -315,15 +367,16 @@ impl WriteOp {
                     own(lctype_of(data)),
                 ],
             ),
-            WriteOp::SetMuted { app, cid, client, muted } => (
-                sql::SET_MUTED,
-                vec![own(app.clone()), own(cid.clone()), own(client.clone()), own(*muted)],
-            ),
+            WriteOp::SetMuted { app, cid, client, muted } => {
+                (sql::SET_MUTED, vec![own(app.clone()), own(cid.clone()), own(client.clone()), own(*muted)])
+            }
             WriteOp::DeleteConversation { app, cid } => (
                 sql::DELETE_CONVERSATION,
                 vec![own(app.clone()), own(cid.clone()), own(vec![cid.clone(), format!("{cid}:inbox")])],
             ),
-            WriteOp::ReleaseUnique { app, cid } => (sql::RELEASE_UNIQUE, vec![own(app.clone()), own(cid.clone())]),
+            WriteOp::ReleaseUnique { app, cid } => {
+                (sql::RELEASE_UNIQUE, vec![own(app.clone()), own(cid.clone())])
+            }
         })
     }
 
@@ -434,7 +487,8 @@ fn pool_for(url: &str) -> Result<(Pool, String), OpenError> {
     // Acknowledged means flushed to the WAL on disk, whatever the server's default.
     config.options("-c synchronous_commit=on");
     let target = describe(&config);
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager =
+        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
@@ -641,10 +695,7 @@ async fn pipeline(futures: Vec<RowsFuture<'_>>) -> Vec<Result<Vec<Row>, tokio_po
     })
     .await;
     join_all(futures.iter_mut()).await;
-    futures
-        .iter_mut()
-        .map(|f| Pin::new(f).take_output().unwrap_or_else(|| Ok(Vec::new())))
-        .collect()
+    futures.iter_mut().map(|f| Pin::new(f).take_output().unwrap_or_else(|| Ok(Vec::new()))).collect()
 }
 
 impl Writer {
@@ -670,8 +721,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let flush_cursors = self.shared.cursors().since.is_some_and(|s| s.elapsed() >= CURSOR_FLUSH_INTERVAL)
-                || batch.iter().any(|r| matches!(r.op, WriteOp::Flush));
+            let flush_cursors =
+                self.shared.cursors().since.is_some_and(|s| s.elapsed() >= CURSOR_FLUSH_INTERVAL)
+                    || batch.iter().any(|r| matches!(r.op, WriteOp::Flush));
             self.commit(batch, flush_cursors).await;
         }
         // Every handle is gone: write what is left.
@@ -1026,9 +1078,9 @@ impl Store for PostgresStore {
         self.write_unit(WriteOp::RemoveMembers { app: app.into(), cid: cid.into(), members, updated_at })
     }
 
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()> {
+    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, Appended> {
         let appended = self.append(message);
-        Box::pin(async move { appended.await.map(|_| ()) })
+        Box::pin(async move { appended.await.map(|p| Appended { ts: p.ts, prev_ts: p.prev_ts }) })
     }
 
     fn messages<'a>(
@@ -1038,15 +1090,27 @@ impl Store for PostgresStore {
         range: MessageRange,
     ) -> StoreFuture<'a, Vec<StoredMessage>> {
         Box::pin(async move {
-            let mut sql = format!("SELECT {} FROM messages WHERE app = $1::text AND cid = $2::text", sql::MESSAGE_COLUMNS);
-            let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(app.to_owned()), Box::new(cid.to_owned())];
+            let mut sql = format!(
+                "SELECT {} FROM messages WHERE app = $1::text AND cid = $2::text",
+                sql::MESSAGE_COLUMNS
+            );
+            let mut params: Vec<Box<dyn ToSql + Sync + Send>> =
+                vec![Box::new(app.to_owned()), Box::new(cid.to_owned())];
             if let Some((ts, inclusive)) = range.after {
                 params.push(Box::new(ts));
-                sql.push_str(&format!(" AND ts {} ${}::bigint", if inclusive { ">=" } else { ">" }, params.len()));
+                sql.push_str(&format!(
+                    " AND ts {} ${}::bigint",
+                    if inclusive { ">=" } else { ">" },
+                    params.len()
+                ));
             }
             if let Some((ts, inclusive)) = range.before {
                 params.push(Box::new(ts));
-                sql.push_str(&format!(" AND ts {} ${}::bigint", if inclusive { "<=" } else { "<" }, params.len()));
+                sql.push_str(&format!(
+                    " AND ts {} ${}::bigint",
+                    if inclusive { "<=" } else { "<" },
+                    params.len()
+                ));
             }
             if let Some(lctype) = range.lctype {
                 params.push(Box::new(lctype));
@@ -1056,7 +1120,8 @@ impl Store for PostgresStore {
             params.push(Box::new(limit(range.limit)));
             sql.push_str(&format!(" LIMIT ${}::bigint", params.len()));
             let rows = self.query(&sql, &refs(&params)).await?;
-            let mut messages = rows.iter().map(|r| message_row(app, cid, r, 0)).collect::<Result<Vec<_>, _>>()?;
+            let mut messages =
+                rows.iter().map(|r| message_row(app, cid, r, 0)).collect::<Result<Vec<_>, _>>()?;
             if range.newest_first {
                 messages.reverse();
             }
@@ -1140,7 +1205,12 @@ impl Store for PostgresStore {
         client: &'a str,
         role: &'a str,
     ) -> StoreFuture<'a, ()> {
-        self.write_unit(WriteOp::SetRole { app: app.into(), cid: cid.into(), client: client.into(), role: role.into() })
+        self.write_unit(WriteOp::SetRole {
+            app: app.into(),
+            cid: cid.into(),
+            client: client.into(),
+            role: role.into(),
+        })
     }
 
     fn set_shut_up<'a>(
@@ -1214,6 +1284,17 @@ impl Store for PostgresStore {
         self.write_unit(WriteOp::DeleteConversation { app: app.into(), cid: cid.into() })
     }
 
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let result = probe(&self.shared.pool).await;
+            match &result {
+                Ok(()) => self.shared.mark_up(),
+                Err(e) => self.shared.mark_down(&e.to_string()),
+            }
+            result
+        })
+    }
+
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>> {
         Box::pin(async move {
             let max = limit(max);
@@ -1226,7 +1307,9 @@ impl Store for PostgresStore {
                             id,
                             ts: r.try_get(1).map_err(backend)?,
                             from: r.try_get::<_, Option<String>>(3).map_err(backend)?.unwrap_or_default(),
-                            data: text(r.try_get::<_, Option<Vec<u8>>>(4).map_err(backend)?.unwrap_or_default())?,
+                            data: text(
+                                r.try_get::<_, Option<Vec<u8>>>(4).map_err(backend)?.unwrap_or_default(),
+                            )?,
                         }),
                         None => None,
                     };

@@ -120,7 +120,8 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<usize, MigrateError> 
         )",
     )
     .await?;
-    let current: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?.get(0);
+    let current: i64 =
+        tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?.get(0);
     tx.commit().await?;
     if current > LATEST {
         return Err(MigrateError::Newer { found: current, known: LATEST });

@@ -58,8 +58,7 @@ m AS (
 SELECT 1 FROM c";
 
 /// $1 app, $2 cid, $3 attrs, $4 updated_at.
-pub(crate) const SET_ATTRIBUTES: &str =
-    "UPDATE conversations SET attrs = $3::text, updated_at = $4::bigint WHERE app = $1::text AND id = $2::text";
+pub(crate) const SET_ATTRIBUTES: &str = "UPDATE conversations SET attrs = $3::text, updated_at = $4::bigint WHERE app = $1::text AND id = $2::text";
 
 /// New members start their cursor at the newest message. $1 app, $2 cid, $3 members
 /// (distinct, in order), $4 updated_at.

@@ -179,14 +179,15 @@ impl TempPostgres {
     fn guard(&mut self) {
         let pg_ctl = self.bin.join("pg_ctl");
         let stop = if self.as_postgres {
-            format!("runuser -u postgres -- '{}' -D '{}' -m immediate stop", pg_ctl.display(), self.data().display())
+            format!(
+                "runuser -u postgres -- '{}' -D '{}' -m immediate stop",
+                pg_ctl.display(),
+                self.data().display()
+            )
         } else {
             format!("'{}' -D '{}' -m immediate stop", pg_ctl.display(), self.data().display())
         };
-        let script = format!(
-            "cat >/dev/null; {stop} >/dev/null 2>&1; rm -rf '{}'",
-            self.dir.display()
-        );
+        let script = format!("cat >/dev/null; {stop} >/dev/null 2>&1; rm -rf '{}'", self.dir.display());
         let mut child = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::piped())
@@ -205,7 +206,11 @@ impl TempPostgres {
             if self.try_start() {
                 return;
             }
-            assert!(attempt < 5, "PostgreSQL did not start: {}", std::fs::read_to_string(self.log()).unwrap_or_default());
+            assert!(
+                attempt < 5,
+                "PostgreSQL did not start: {}",
+                std::fs::read_to_string(self.log()).unwrap_or_default()
+            );
         }
     }
 
@@ -253,7 +258,19 @@ impl TempPostgres {
         let host = self.dir.to_str().unwrap();
         let out = self
             .command("psql")
-            .args(["-h", host, "-p", &port, "-U", "postgres", "-d", database, "-XAtq", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                host,
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
             .args(["-c", sql])
             .stdin(Stdio::null())
             .output()

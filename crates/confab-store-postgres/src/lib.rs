@@ -2,7 +2,7 @@
 //!
 //! - **Positions come from the database.** An append locks its conversation's row
 //!   inside the insert's transaction and assigns `ts = max(proposed, last_ts + 1)` and
-//!   the next dense `seq` there (see [`sql::APPEND`]), so every node writing the
+//!   the next dense `seq` there (one statement, `sql::APPEND`), so every node writing the
 //!   conversation sees one order. Not a `SEQUENCE`: its values are handed out at call
 //!   time and commit out of order, so a reader could see 7 before 6.
 //! - **One writer task per store** takes writes off a channel in call order and commits

@@ -91,6 +91,15 @@ pub enum OpenError {
         /// What the connection attempt said.
         error: String,
     },
+    /// The server answered and refused (authentication, a missing database, …):
+    /// retrying will not help.
+    #[error("PostgreSQL at {target} refused the connection: {error}")]
+    Refused {
+        /// Where.
+        target: String,
+        /// What the server said.
+        error: String,
+    },
     /// The schema could not be brought up to date.
     #[error("migrating PostgreSQL at {target}: {error}")]
     Migrate {
@@ -504,10 +513,12 @@ fn pool_for(url: &str) -> Result<(Pool, String), OpenError> {
 /// many migrations ran.
 async fn open_pool(url: &str) -> Result<(Pool, String, usize), OpenError> {
     let (pool, target) = pool_for(url)?;
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| OpenError::Unreachable { target: target.clone(), error: e.to_string() })?;
+    let mut client = pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) if !is_connection_error(&e) => {
+            OpenError::Refused { target: target.clone(), error: e.to_string() }
+        }
+        e => OpenError::Unreachable { target: target.clone(), error: e.to_string() },
+    })?;
     let ran = schema::migrate(&mut client)
         .await
         .map_err(|error| OpenError::Migrate { target: target.clone(), error })?;

@@ -27,4 +27,6 @@ pub mod server;
 
 pub use client::{Client, ClientError, WAIT};
 pub use postgres::TempPostgres;
-pub use server::{APP, Launcher, Server, TEST_APP, create, error_code, is_conv, is_direct, send};
+pub use server::{
+    APP, Launcher, Server, TEST_APP, TEST_STORE_VAR, create, error_code, is_conv, is_direct, send, test_store,
+};

@@ -377,6 +377,11 @@ pub trait Store: Send + Sync + 'static {
     /// count). Conversations come newest last message first (ties in no particular
     /// order); `max` counts only the conversations returned.
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>>;
+    /// Whether the back end answers now (`/healthz` reports 503 while it does not). An
+    /// embedded store is as healthy as its process: the default says yes.
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// A conversation with unread messages.

@@ -249,11 +249,19 @@ fn backend(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) `confab.db` in `dir`.
+    /// Opens (creating and migrating if needed) `confab.db` in `dir`, creating `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
-        let path = dir.join("confab.db");
+        SqliteStore::open_file(&dir.join("confab.db"), durability)
+    }
+
+    /// Opens (creating and migrating if needed) the database file `path`, creating its
+    /// directory if needed (`--store sqlite:PATH`).
+    pub fn open_file(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let path = path.to_path_buf();
         let mut conn = Connection::open(&path).map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;

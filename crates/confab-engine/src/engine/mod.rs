@@ -209,6 +209,11 @@ impl Engine {
         }
     }
 
+    /// Whether the store answers now ([`Store::health`]); `/healthz` reports it.
+    pub async fn store_health(&self) -> Result<(), StoreError> {
+        self.inner.store.health().await
+    }
+
     /// Connections opened and not yet ended.
     pub fn live_connections(&self) -> usize {
         self.inner.live_connections.load(Ordering::Relaxed)

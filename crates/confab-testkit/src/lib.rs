@@ -23,8 +23,8 @@
 //! variable its runner sets after `cargo build -p confab-server`) and pass it in.
 
 pub mod client;
-pub mod redis;
 pub mod postgres;
+pub mod redis;
 pub mod server;
 
 pub use client::{Client, ClientError, WAIT};

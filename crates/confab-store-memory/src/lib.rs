@@ -68,11 +68,13 @@ struct Member {
     role: Option<String>,
     muted: bool,
     shut_up: bool,
+    /// When it became a member (ms).
+    joined_at: i64,
 }
 
 impl Member {
-    fn new(client: String, cursor: i64) -> Member {
-        Member { client, cursor, read: 0, role: None, muted: false, shut_up: false }
+    fn new(client: String, cursor: i64, joined_at: i64) -> Member {
+        Member { client, cursor, read: 0, role: None, muted: false, shut_up: false, joined_at }
     }
 }
 
@@ -240,7 +242,7 @@ impl Store for MemoryStore {
             for client in record.members {
                 if !members.iter().any(|m| m.client == client) {
                     a.memberships.entry(client.clone()).or_default().insert(record.id.clone());
-                    members.push(Member::new(client, 0));
+                    members.push(Member::new(client, 0, record.created_at));
                 }
             }
             if let Some(key) = &record.unique_key {
@@ -331,7 +333,7 @@ impl Store for MemoryStore {
             for client in members {
                 if !c.members.iter().any(|m| m.client == client) {
                     a.memberships.entry(client.clone()).or_default().insert(cid.to_owned());
-                    c.members.push(Member::new(client, last_ts));
+                    c.members.push(Member::new(client, last_ts, updated_at));
                 }
             }
             c.updated_at = updated_at;
@@ -578,7 +580,65 @@ impl Store for MemoryStore {
             }
             a.messages.remove(cid);
             a.messages.remove(&format!("{cid}:inbox"));
+            let targeted = format!("{cid}:to:");
+            a.messages.retain(|log, _| !log.starts_with(&targeted));
             Ok(())
+        }))
+    }
+
+    fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            let Some(log) = a.messages.get_mut(cid) else { return Ok(()) };
+            let Some(m) = log.by_ts.remove(&ts) else { return Ok(()) };
+            if log.by_id.get(&m.id) == Some(&ts) {
+                log.by_id.remove(&m.id);
+            }
+            log.patched.remove(&ts);
+            let newest = log.by_ts.keys().next_back().copied().unwrap_or(0);
+            if let Some(c) = a.conversations.get_mut(cid)
+                && c.last_ts == ts
+            {
+                c.last_ts = newest;
+            }
+            Ok(())
+        }))
+    }
+
+    fn app_messages<'a>(
+        &'a self,
+        app: &'a str,
+        from: Option<&'a str>,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        done(self.with_app(app, |a| {
+            let inside = |ts: i64| {
+                range.after.is_none_or(|(t, inc)| if inc { ts >= t } else { ts > t })
+                    && range.before.is_none_or(|(t, inc)| if inc { ts <= t } else { ts < t })
+            };
+            let mut all: Vec<&StoredMessage> = a
+                .messages
+                .iter()
+                .filter(|(cid, _)| a.conversations.contains_key(*cid))
+                .flat_map(|(_, log)| log.by_ts.values())
+                .filter(|m| inside(m.ts) && from.is_none_or(|f| m.from == f))
+                .collect();
+            all.sort_by(|x, y| (x.ts, &x.cid).cmp(&(y.ts, &y.cid)));
+            let page: Vec<StoredMessage> = if range.newest_first {
+                let skip = all.len().saturating_sub(range.limit);
+                all.into_iter().skip(skip).cloned().collect()
+            } else {
+                all.into_iter().take(range.limit).cloned().collect()
+            };
+            Ok(page)
+        }))
+    }
+
+    fn joined_at<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str) -> StoreFuture<'a, Option<i64>> {
+        done(self.with_app(app, |a| {
+            Ok(a.conversations
+                .get(cid)
+                .and_then(|c| c.members.iter().find(|m| m.client == client))
+                .map(|m| m.joined_at))
         }))
     }
 

@@ -12,10 +12,11 @@
 //! - `receipts`: read positions, unread counts and receipts;
 //! - `edits`: edits and recalls;
 //! - `moderation`: roles, shut-up and blocking;
-//! - `admin`: the app backend's operations.
+//! - `admin`, `backend`: the app backend's operations (the REST API).
 
 mod admin;
 mod attributes;
+mod backend;
 pub(crate) mod delivery;
 mod dispatch;
 mod edits;
@@ -27,6 +28,7 @@ mod queries;
 mod receipts;
 
 pub use admin::{AdminConversation, AdminMessage};
+pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, member_info_id};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
 
@@ -89,6 +91,8 @@ pub struct AppState {
     pub(crate) convs: Sharded<Arc<Conv>>,
     /// Serializes membership and attribute changes per conversation.
     pub(crate) conv_ops: Sharded<Arc<tokio::sync::Mutex<()>>>,
+    /// Distinct clients that logged in today (`GET /1.2/rtm/stats`).
+    pub(crate) logins_today: backend::DailyClients,
 }
 
 impl AppState {
@@ -165,6 +169,7 @@ impl Engine {
                     presence,
                     convs: Sharded::default(),
                     conv_ops: Sharded::default(),
+                    logins_today: backend::DailyClients::default(),
                 };
                 (id, Arc::new(state))
             })

@@ -349,9 +349,9 @@ pub trait Store: Send + Sync + 'static {
     /// conversation may take the key.
     fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
     /// Deletes a conversation with everything kept for it: its members (with their
-    /// cursors, read positions, roles and flags), its blocked list, its messages (a
-    /// system conversation's side logs too: its inbox `<cid>:inbox` and its targeted
-    /// messages `<cid>:to:<client>`), and frees its unique key. A
+    /// cursors, read positions, roles and flags), its blocked list, its messages and
+    /// those of its side logs (every log whose id starts with `<cid>:`, such as a
+    /// system conversation's inbox `<cid>:inbox`), and frees its unique key. A
     /// conversation that does not exist is not an error.
     fn delete_conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
     /// Unread counts of the client's conversations that have any, at most `max` of

@@ -579,9 +579,8 @@ impl Store for MemoryStore {
                 }
             }
             a.messages.remove(cid);
-            a.messages.remove(&format!("{cid}:inbox"));
-            let targeted = format!("{cid}:to:");
-            a.messages.retain(|log, _| !log.starts_with(&targeted));
+            let side = format!("{cid}:");
+            a.messages.retain(|log, _| !log.starts_with(&side));
             Ok(())
         }))
     }

@@ -647,14 +647,12 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
                 .execute(params![app, cid, client, muted])?;
         }
         WriteOp::DeleteConversation { app, cid } => {
-            let inbox = format!("{cid}:inbox");
-            // The targeted-message logs `<cid>:to:<client>`: ids from `<cid>:to:` up to
-            // `<cid>:to;` (';' follows ':').
-            let (to_from, to_until) = (format!("{cid}:to:"), format!("{cid}:to;"));
+            // Its side logs `<cid>:…`: ids from `<cid>:` up to `<cid>;` (';' follows ':').
+            let (side_from, side_until) = (format!("{cid}:"), format!("{cid};"));
             c.prepare_cached(
-                "DELETE FROM messages WHERE app = ?1 AND (cid IN (?2, ?3) OR (cid >= ?4 AND cid < ?5))",
+                "DELETE FROM messages WHERE app = ?1 AND (cid = ?2 OR (cid >= ?3 AND cid < ?4))",
             )?
-            .execute(params![app, cid, inbox, to_from, to_until])?;
+            .execute(params![app, cid, side_from, side_until])?;
             for table in ["members", "blocked"] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE app = ?1 AND cid = ?2"))?
                     .execute(params![app, cid])?;

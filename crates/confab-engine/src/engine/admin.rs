@@ -43,7 +43,10 @@ pub struct AdminConversation {
 }
 
 /// Reads the reply a request queued to a backend session.
-pub(super) async fn backend_reply(first: Option<Reply>, replies: &mut OutboundReceiver) -> Result<Reply, ProtocolError> {
+pub(super) async fn backend_reply(
+    first: Option<Reply>,
+    replies: &mut OutboundReceiver,
+) -> Result<Reply, ProtocolError> {
     let reply = match first {
         Some(reply) => reply,
         None => match replies.recv().await {

@@ -3,8 +3,8 @@
 //! statistics. Like `admin`, each goes through the path a client's request takes, with
 //! a backend session that may act on any conversation.
 
-use super::*;
 use super::admin::{BACKEND, unexpected};
+use super::*;
 use crate::ports::StoredMessage;
 use confab_types::{PatchRequest, RestrictionKind, RestrictionOp};
 
@@ -336,6 +336,375 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// The log of the messages sent to `client` alone in a system conversation.
+fn targeted_log(cid: &str, client: &str) -> String {
+    format!("{cid}:to:{client}")
+}
+
+/// The log of a system conversation's app-wide broadcasts (copies, for listing them).
+fn broadcast_log(cid: &str) -> String {
+    format!("{cid}:broadcasts")
+}
+
+/// A message the backend sends to given clients of a system conversation.
+#[derive(Debug, Clone, Default)]
+pub struct TargetedMessage {
+    /// The sender (any client id).
+    pub from: String,
+    /// The recipients (any client ids, subscribed or not).
+    pub to: Vec<String>,
+    /// The body.
+    pub msg: String,
+    /// Not stored; only for who is online now.
+    pub transient: bool,
+}
+
+impl Engine {
+    /// Deletes one stored message (the server's copy only: clients keep theirs).
+    pub async fn admin_delete_message(
+        &self,
+        app_id: &str,
+        kinds: &[ConvKind],
+        cid: &str,
+        mid: &str,
+        timestamp: Option<i64>,
+    ) -> Result<(), ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let m = self.backend_message(&app, kinds, cid, mid, timestamp).await?;
+        self.inner.store.delete_message(&app.config.id, cid, m.ts).await.map_err(store_error)
+    }
+
+    /// Messages of the whole app (or of one sender) within `range`, oldest first.
+    pub async fn admin_app_messages(
+        &self,
+        app_id: &str,
+        from: Option<&str>,
+        range: MessageRange,
+    ) -> Result<Vec<StoredMessage>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.inner.store.app_messages(&app.config.id, from, range).await.map_err(store_error)
+    }
+
+    /// When `client` subscribed to a system conversation (`None`: it does not).
+    pub async fn admin_subscribed_at(
+        &self,
+        app_id: &str,
+        cid: &str,
+        client: &str,
+    ) -> Result<Option<i64>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.inner.store.joined_at(&app.config.id, cid, client).await.map_err(store_error)
+    }
+
+    /// Sends a message of a system conversation to given clients only (LeanCloud's
+    /// "targeted" service messages, no membership check): stored once per recipient in
+    /// that recipient's own log of the conversation (its history and the subscriber's
+    /// REST history show it), answered after the commit, pushed to the recipients'
+    /// online sessions. Returns the message's id and timestamp.
+    pub async fn admin_send_targeted(
+        &self,
+        app_id: &str,
+        cid: &str,
+        m: TargetedMessage,
+    ) -> Result<(String, i64), ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        Self::valid_member_ids(&app, std::slice::from_ref(&m.from))?;
+        Self::valid_member_ids(&app, &m.to)?;
+        let limits = &app.config.limits;
+        if m.msg.len() > limits.message_bytes {
+            return Err(crate::bounds::over_limit(
+                ErrorCode::FrameTooLong,
+                "message_bytes",
+                limits.message_bytes,
+            ));
+        }
+        let conv = self.backend_conv(&app, cid, &[ConvKind::System]).await?;
+        let id = ids::message_id();
+        let ts = {
+            // Positions from the conversation's sequence: unique across its logs.
+            let mut state = conv.state();
+            let ts = self.now().max(state.last_assigned_ts + 1);
+            state.last_assigned_ts = ts;
+            ts
+        };
+        let to = distinct(m.to);
+        if !m.transient {
+            let store = &self.inner.store;
+            let commits: Vec<_> = to
+                .iter()
+                .map(|client| {
+                    store.append_message(StoredMessage {
+                        app: app.config.id.clone(),
+                        cid: targeted_log(cid, client),
+                        id: id.clone(),
+                        ts,
+                        from: m.from.clone(),
+                        data: m.msg.clone(),
+                        receipt: false,
+                        patched_at: None,
+                        binary: false,
+                        mentions: confab_types::Mentions::default(),
+                    })
+                })
+                .collect();
+            for commit in commits {
+                commit.await.map_err(store_error)?;
+            }
+        }
+        let push = SharedPush::new(Push::Direct(confab_types::DirectPush {
+            cid: cid.to_owned(),
+            id: id.clone(),
+            timestamp: ts,
+            from: m.from,
+            msg: m.msg,
+            transient: m.transient,
+            ..confab_types::DirectPush::default()
+        }));
+        self.push_to_clients(&app, &to, &push);
+        Ok((id, ts))
+    }
+
+    /// A subscriber's messages of a system conversation within `range`, oldest first:
+    /// the conversation's broadcasts and the messages sent to it alone.
+    pub async fn admin_subscriber_history(
+        &self,
+        app_id: &str,
+        cid: &str,
+        client: &str,
+        range: MessageRange,
+    ) -> Result<Vec<StoredMessage>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.backend_conv(&app, cid, &[ConvKind::System]).await?;
+        let store = &self.inner.store;
+        let app_id = &app.config.id;
+        let mut all = store.messages(app_id, cid, range.clone()).await.map_err(store_error)?;
+        let targeted = targeted_log(cid, client);
+        all.extend(store.messages(app_id, &targeted, range.clone()).await.map_err(store_error)?);
+        all.sort_by_key(|m| m.ts);
+        let cut = all.len().saturating_sub(range.limit);
+        if range.newest_first {
+            all.drain(..cut);
+        } else {
+            all.truncate(range.limit);
+        }
+        // Shown under the conversation's id.
+        for m in &mut all {
+            m.cid = cid.to_owned();
+        }
+        Ok(all)
+    }
+
+    /// Deletes a message sent to `client` alone (the server's copy).
+    pub async fn admin_delete_targeted(
+        &self,
+        app_id: &str,
+        cid: &str,
+        client: &str,
+        mid: &str,
+        timestamp: Option<i64>,
+    ) -> Result<(), ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.backend_conv(&app, cid, &[ConvKind::System]).await?;
+        let log = targeted_log(cid, client);
+        let store = &self.inner.store;
+        let m = store.message(&app.config.id, &log, mid).await.map_err(store_error)?;
+        let m = m
+            .filter(|m| timestamp.is_none_or(|t| t == m.ts))
+            .ok_or_else(|| perr(ErrorCode::MessageNotFound, mid))?;
+        store.delete_message(&app.config.id, &log, m.ts).await.map_err(store_error)
+    }
+
+    /// Edits or recalls a message sent to given clients alone: each recipient's copy
+    /// changes and its online sessions get the `patch` push. Returns the patch time.
+    pub async fn admin_patch_targeted(
+        &self,
+        app_id: &str,
+        cid: &str,
+        to: &[String],
+        p: AdminPatch,
+    ) -> Result<i64, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        Self::valid_member_ids(&app, to)?;
+        self.backend_conv(&app, cid, &[ConvKind::System]).await?;
+        let data = match p.data {
+            None => RECALLED_BODY.to_owned(),
+            Some(d) if d.len() <= app.config.limits.message_bytes => d,
+            Some(_) => return Err(perr(ErrorCode::FrameTooLong, "message body over the limit")),
+        };
+        let store = &self.inner.store;
+        let now = self.now();
+        let mut found = false;
+        for client in distinct(to.iter().cloned()) {
+            let log = targeted_log(cid, &client);
+            let Some(m) = store.message(&app.config.id, &log, &p.mid).await.map_err(store_error)? else {
+                continue;
+            };
+            if p.timestamp.is_some_and(|t| t != m.ts) {
+                continue;
+            }
+            if m.from != p.from {
+                return Err(perr(ErrorCode::MessageOwnershipRequired, "only the sender's messages change"));
+            }
+            found = true;
+            store.patch_message(&app.config.id, &log, m.ts, data.clone(), now).await.map_err(store_error)?;
+            let item = confab_types::PatchedMessage {
+                cid: cid.to_owned(),
+                mid: m.id,
+                timestamp: m.ts,
+                recall: data == RECALLED_BODY,
+                data: data.clone(),
+                from: m.from,
+                patched_at: now,
+            };
+            self.push_to_client(
+                &app,
+                &client,
+                &SharedPush::new(Push::Patch { items: vec![item], patched_at: now }),
+            );
+        }
+        if found { Ok(now) } else { Err(perr(ErrorCode::MessageNotFound, &p.mid)) }
+    }
+
+    /// An app-wide broadcast from a system conversation (`POST /1.2/rtm/broadcasts`):
+    /// stored in the conversation like a broadcast to its subscribers (who get it, online
+    /// or later, as any message), kept in the conversation's broadcast list, and pushed
+    /// to every other client online now. `transient`: only the push, nothing stored.
+    pub async fn admin_global_broadcast(
+        &self,
+        app_id: &str,
+        cid: &str,
+        from: &str,
+        msg: String,
+        transient: bool,
+    ) -> Result<(String, i64), ProtocolError> {
+        let m = AdminMessage { from: from.to_owned(), msg: msg.clone(), transient, ..Default::default() };
+        let (id, ts) = self.admin_send(app_id, &[ConvKind::System], cid, m).await?;
+        let app = self.backend_app(app_id)?;
+        let conv = self.backend_conv(&app, cid, &[ConvKind::System]).await?;
+        if !transient {
+            let copy = StoredMessage {
+                app: app.config.id.clone(),
+                cid: broadcast_log(cid),
+                id: id.clone(),
+                ts,
+                from: from.to_owned(),
+                data: msg.clone(),
+                receipt: false,
+                patched_at: None,
+                binary: false,
+                mentions: confab_types::Mentions::default(),
+            };
+            self.inner.store.append_message(copy).await.map_err(store_error)?;
+        }
+        let push = SharedPush::new(Push::Direct(confab_types::DirectPush {
+            cid: cid.to_owned(),
+            id: id.clone(),
+            timestamp: ts,
+            from: from.to_owned(),
+            msg,
+            transient,
+            ..confab_types::DirectPush::default()
+        }));
+        let mut others = HashSet::new();
+        app.presence.for_each_session(&mut |s| {
+            if !conv.has_member(&s.client_id) {
+                others.insert(s.client_id.to_string());
+            }
+        });
+        self.push_to_clients(&app, &others, &push);
+        Ok((id, ts))
+    }
+
+    /// The app-wide broadcasts of a system conversation, newest first.
+    pub async fn admin_broadcasts(
+        &self,
+        app_id: &str,
+        cid: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        self.backend_conv(&app, cid, &[ConvKind::System]).await?;
+        let range =
+            MessageRange { newest_first: true, limit: skip.saturating_add(limit), ..MessageRange::default() };
+        let mut all = self
+            .inner
+            .store
+            .messages(&app.config.id, &broadcast_log(cid), range)
+            .await
+            .map_err(store_error)?;
+        all.reverse();
+        Ok(all
+            .into_iter()
+            .skip(skip)
+            .take(limit)
+            .map(|m| StoredMessage { cid: cid.to_owned(), ..m })
+            .collect())
+    }
+
+    /// Deletes an app-wide broadcast by id (of any system conversation): from the list
+    /// and from the conversation's history, so clients that have not received it yet
+    /// never will. Returns whether it was found.
+    pub async fn admin_delete_broadcast(&self, app_id: &str, mid: &str) -> Result<bool, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let store = &self.inner.store;
+        let max = app.config.limits.query_scan_max;
+        let filter = ScanFilter { kind: Some(ConvKind::System), max, ..ScanFilter::default() };
+        let systems = store.scan_conversations(&app.config.id, filter).await.map_err(store_error)?;
+        for conv in systems.iter().take(max) {
+            let log = broadcast_log(&conv.id);
+            if let Some(m) = store.message(&app.config.id, &log, mid).await.map_err(store_error)? {
+                store.delete_message(&app.config.id, &log, m.ts).await.map_err(store_error)?;
+                store.delete_message(&app.config.id, &conv.id, m.ts).await.map_err(store_error)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Engine {
+    /// The conversation events a 4.x client asks for after a reconnect
+    /// (`GET /1.1/rtm/notifications`), for the client a valid session token names:
+    /// the conversations it became a member of after `since` (ms), as `(cid, when,
+    /// creator)`, oldest first, at most `max`. `None` for a token that is not valid for
+    /// this client. Confab keeps no log of other events (see docs/decisions.md).
+    pub async fn admin_notifications(
+        &self,
+        app_id: &str,
+        client: &str,
+        token: &str,
+        since: i64,
+        max: usize,
+    ) -> Result<Option<Vec<(String, i64, String)>>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let c = &app.config;
+        if crate::session_token::check(&c.master_key, &c.id, client, token, self.now()).is_none() {
+            return Ok(None);
+        }
+        let filter = ScanFilter {
+            member: Some(client.to_owned()),
+            max: c.limits.query_scan_max,
+            ..ScanFilter::default()
+        };
+        let convs = self.inner.store.scan_conversations(&c.id, filter).await.map_err(store_error)?;
+        let mut joined = Vec::new();
+        for conv in convs.into_iter().take(c.limits.query_scan_max) {
+            if conv.kind == ConvKind::Transient {
+                continue;
+            }
+            if let Some(t) = self.inner.store.joined_at(&c.id, &conv.id, client).await.map_err(store_error)?
+                && t > since
+            {
+                joined.push((conv.id, t, conv.creator));
+            }
+        }
+        joined.sort_by_key(|j| j.1);
+        joined.truncate(max);
+        Ok(Some(joined))
     }
 }
 

@@ -28,7 +28,7 @@ mod queries;
 mod receipts;
 
 pub use admin::{AdminConversation, AdminMessage};
-pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, member_info_id};
+pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, TargetedMessage, member_info_id};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
 

@@ -299,7 +299,7 @@ pub(super) async fn subscriptions_page(
     let convs = engine.admin_subscriptions(app_id, client, max).await?;
     let mut subs = Vec::new();
     for conv in convs {
-        if let Some(t) = engine.admin_subscribed_at(app_id, &conv.id, &client).await? {
+        if let Some(t) = engine.admin_subscribed_at(app_id, &conv.id, client).await? {
             subs.push((t, conv.id));
         }
     }

@@ -217,3 +217,31 @@ fn allow_origin(headers: &mut HeaderMap, origin: &str) {
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeSet;
+
+    /// Every served route is in docs/openapi.json, and everything there is served.
+    #[test]
+    fn openapi_lists_every_route() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(|m| (m.to_uppercase(), p.clone())))
+            .collect();
+        let served: BTreeSet<(String, String)> =
+            super::routes().list.into_iter().map(|(m, p)| (m.to_owned(), p)).collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "served but not in docs/openapi.json: {undocumented:?}\nin docs/openapi.json but not served: \
+             {unserved:?}\n(edit docs/openapi.py and run it)"
+        );
+    }
+}

@@ -11,7 +11,7 @@
 //! - `global`: stats and every conversation;
 //! - `legacy`: the `/1.1/rtm/…` calls of old backends and SDKs.
 //!
-//! Every route is listed with its methods ([`Routes`]), so a test can hold the list
+//! Every route is listed with its methods (`Routes`), so a test can hold the list
 //! against the OpenAPI document (`docs/openapi.json`).
 //!
 //! Errors are `{"code": N, "error": "…"}` with LeanCloud's HTTP statuses; bodies are

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Schema-driven test of the REST API: schemathesis (PyPI) generates requests from
-# docs/openapi.json and sends them to the real confab binary; every answer must be
-# no 5xx, a documented status, JSON, and match its documented schema.
+# The REST API against the real confab binary, with two PyPI packages installed by pip
+# into a venv (compat/rest/.venv, versions pinned below):
+#   1. LeanCloud's unmodified Python SDK (`leancloud`), whose realtime helpers call the
+#      legacy /1.1/rtm endpoints (python_sdk.py);
+#   2. schemathesis: requests generated from docs/openapi.json; every answer must be no
+#      5xx, a documented status, JSON, and match its documented schema. Bounded: a few
+#      examples per operation and --max-time.
 #
-# Server binary: $CONFAB_BIN, else target/debug/confab. Schemathesis is installed with
-# pip into a venv (compat/openapi/.venv, pinned below). Bounded: a few examples per
-# operation and --max-time.
+# Server binary: $CONFAB_BIN, else target/debug/confab.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 bin="${CONFAB_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/confab}"
 [[ -x "$bin" ]] || cargo build --locked -p confab-server
-venv=compat/openapi/.venv
-if [[ ! -x "$venv/bin/schemathesis" ]]; then
+venv=compat/rest/.venv
+if [[ ! -x "$venv/bin/schemathesis" ]] || ! "$venv/bin/python" -c 'import leancloud' 2>/dev/null; then
   if ! python3 -m venv "$venv" 2>/dev/null; then
     # Debian's python3 needs its venv module.
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
@@ -24,7 +26,7 @@ if [[ ! -x "$venv/bin/schemathesis" ]]; then
       exit 1
     fi
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5' 'leancloud==3.0.2'
 fi
 
 work=$(mktemp -d)
@@ -40,6 +42,10 @@ cat > "$work/confab.toml" <<'TOML'
 id = "schema-app"
 key = "schema-key"
 master_key = "schema-master"
+[[apps]]
+id = "python-app"
+key = "python-key"
+master_key = "python-master"
 TOML
 "$bin" serve --config "$work/confab.toml" --listen 127.0.0.1:0 --data-dir "$work/data" \
   > "$work/stdout" 2> "$work/server.log" &
@@ -60,6 +66,10 @@ req = urllib.request.Request(sys.argv[1] + "/1.2/rtm/conversations", method="POS
 urllib.request.urlopen(req, timeout=10).read()
 PY
 
+echo "== LeanCloud's Python SDK (leancloud 3.0.2) =="
+"$venv/bin/python" compat/rest/python_sdk.py "$url" python-app python-master
+
+echo "== schemathesis with docs/openapi.json =="
 status=0
 # One worker: CPython 3.11's ast module can fail when threads parse at once
 # ("AST constructor recursion depth mismatch"), which schemathesis does with more.

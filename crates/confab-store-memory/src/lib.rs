@@ -13,8 +13,8 @@
 //! [`Store`] docs and checked by the `confab-store-tests` suite.
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange, ScanFilter, Store,
-    StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
+    ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,6 +58,8 @@ struct Conversation {
     members: Vec<Member>,
     blocked: BTreeSet<String>,
     order: u64,
+    /// The last message, when it was deleted from the log (it stays the last).
+    deleted_last: Option<LastMessage>,
 }
 
 #[derive(Debug)]
@@ -126,8 +128,12 @@ impl AppData {
         if c.last_ts <= 0 {
             return None;
         }
-        let m = self.messages.get(&c.id)?.by_ts.get(&c.last_ts)?;
-        Some(LastMessage { id: m.id.clone(), ts: m.ts, from: m.from.clone(), data: m.data.clone() })
+        match self.messages.get(&c.id).and_then(|log| log.by_ts.get(&c.last_ts)) {
+            Some(m) => {
+                Some(LastMessage { id: m.id.clone(), ts: m.ts, from: m.from.clone(), data: m.data.clone() })
+            }
+            None => c.deleted_last.clone().filter(|m| m.ts == c.last_ts),
+        }
     }
 
     fn conversation_mut(&mut self, cid: &str) -> Result<&mut Conversation, StoreError> {
@@ -262,6 +268,7 @@ impl Store for MemoryStore {
                 members,
                 blocked: BTreeSet::new(),
                 order: a.created,
+                deleted_last: None,
             };
             a.conversations.insert(record.id, conversation);
             Ok(())
@@ -357,23 +364,24 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()> {
+    fn append_message(&self, mut message: StoredMessage) -> StoreFuture<'static, Appended> {
         done(self.with_app(&message.app.clone(), |a| {
             let log = a.messages.entry(message.cid.clone()).or_default();
-            if log.by_ts.contains_key(&message.ts) {
-                return Err(StoreError::Backend(format!(
-                    "position {} of {} is taken",
-                    message.ts, message.cid
-                )));
-            }
+            // The newest position of the log (a system conversation's inbox has no
+            // conversation of its own to keep it).
+            let prev_ts = log.by_ts.last_key_value().map_or(0, |(ts, _)| *ts);
+            // A deleted newest message keeps its position taken.
+            let prev_ts = prev_ts.max(a.conversations.get(&message.cid).map_or(0, |c| c.last_ts));
+            message.ts = message.ts.max(prev_ts + 1);
             log.by_id.entry(message.id.clone()).or_insert(message.ts);
             if let Some(c) = a.conversations.get_mut(&message.cid)
                 && message.ts > c.last_ts()
             {
                 c.last_ts = message.ts;
             }
+            let appended = Appended { ts: message.ts, prev_ts };
             log.by_ts.insert(message.ts, message);
-            Ok(())
+            Ok(appended)
         }))
     }
 
@@ -593,11 +601,11 @@ impl Store for MemoryStore {
                 log.by_id.remove(&m.id);
             }
             log.patched.remove(&ts);
-            let newest = log.by_ts.keys().next_back().copied().unwrap_or(0);
+            // The last message stays what it was, and its position is not used again.
             if let Some(c) = a.conversations.get_mut(cid)
                 && c.last_ts == ts
             {
-                c.last_ts = newest;
+                c.deleted_last = Some(LastMessage { id: m.id, ts: m.ts, from: m.from, data: m.data });
             }
             Ok(())
         }))

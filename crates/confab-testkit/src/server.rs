@@ -9,6 +9,37 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// The environment variable that picks the store every launched server runs on:
+/// unset or `sqlite`, the default embedded store in the server's data directory;
+/// `postgres`, a database of its own (one per server directory, so a restarted server
+/// finds its data) on one throw-away PostgreSQL server per test process
+/// ([`crate::TempPostgres`]).
+pub const TEST_STORE_VAR: &str = "CONFAB_TEST_STORE";
+
+/// The `--store` a server in `dir` runs with under [`TEST_STORE_VAR`], if any.
+pub fn test_store(dir: &Path) -> Option<String> {
+    match std::env::var(TEST_STORE_VAR).as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => None,
+        Ok("postgres") => {
+            static SERVER: OnceLock<crate::TempPostgres> = OnceLock::new();
+            static DATABASES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+            let server = SERVER.get_or_init(crate::TempPostgres::new);
+            let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+            let index = match databases.iter().position(|d| d == dir) {
+                Some(i) => i,
+                None => {
+                    databases.push(dir.to_owned());
+                    server.create_database(&format!("server_{}", databases.len() - 1));
+                    databases.len() - 1
+                }
+            };
+            Some(server.url_of(&format!("server_{index}")))
+        }
+        Ok(other) => panic!("{TEST_STORE_VAR} must be sqlite or postgres, got {other:?}"),
+    }
+}
 
 /// The app id the default test server ([`Launcher::start`]) and [`TEST_APP`] serve.
 pub const APP: &str = "test-app";
@@ -74,15 +105,18 @@ pub struct Server {
 impl Server {
     /// Runs `bin serve` listening on a free port of 127.0.0.1, with its data under
     /// `dir/data`, its log appended to `dir/server.log` and these extra `args`; returns
-    /// once the server has printed the address it listens on.
+    /// once the server has printed the address it listens on. Unless `args` name a
+    /// store, the store is the one [`TEST_STORE_VAR`] picks.
     pub fn start_with_bin(bin: impl AsRef<Path>, dir: &Path, args: &[&str]) -> Server {
         std::fs::create_dir_all(dir).unwrap();
+        let store = test_store(dir).filter(|_| !args.iter().any(|a| a.starts_with("--store")));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
         let mut child = Command::new(bin.as_ref())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
             .args(args)
+            .args(store.iter().flat_map(|url| ["--store", url.as_str()]))
             .env("CONFAB_LOG", "confab=debug,info")
             .stdout(Stdio::piped())
             .stderr(log)

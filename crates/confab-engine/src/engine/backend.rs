@@ -7,6 +7,7 @@ use super::admin::{BACKEND, unexpected};
 use super::*;
 use crate::ports::StoredMessage;
 use confab_types::{PatchRequest, RestrictionKind, RestrictionOp};
+use std::collections::HashSet;
 
 /// At most this many seconds of temporary silence (LeanCloud: 24 hours).
 pub const SILENCE_MAX_SECS: i64 = 24 * 3600;
@@ -431,6 +432,7 @@ impl Engine {
             ts
         };
         let to = distinct(m.to);
+        let mut ts = ts;
         if !m.transient {
             let store = &self.inner.store;
             let commits: Vec<_> = to
@@ -450,9 +452,14 @@ impl Engine {
                     })
                 })
                 .collect();
+            // Each log takes the proposed position unless it already holds a later one
+            // (another node wrote it): the answer and the push carry the first's.
+            let mut first = None;
             for commit in commits {
-                commit.await.map_err(store_error)?;
+                let at = commit.await.map_err(store_error)?;
+                first.get_or_insert(at.ts);
             }
+            ts = first.unwrap_or(ts);
         }
         let push = SharedPush::new(Push::Direct(confab_types::DirectPush {
             cid: cid.to_owned(),
@@ -658,7 +665,10 @@ impl Engine {
             let log = broadcast_log(&conv.id);
             if let Some(m) = store.message(&app.config.id, &log, mid).await.map_err(store_error)? {
                 store.delete_message(&app.config.id, &log, m.ts).await.map_err(store_error)?;
-                store.delete_message(&app.config.id, &conv.id, m.ts).await.map_err(store_error)?;
+                // The conversation's copy by its id (its position may differ in a cluster).
+                if let Some(main) = store.message(&app.config.id, &conv.id, mid).await.map_err(store_error)? {
+                    store.delete_message(&app.config.id, &conv.id, main.ts).await.map_err(store_error)?;
+                }
                 return Ok(true);
             }
         }

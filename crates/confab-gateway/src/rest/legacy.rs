@@ -453,7 +453,7 @@ async fn online(
     let caller = authenticate(&gateway, &headers)?.require_master()?;
     let input = Input::new(q, Some(body))?;
     let peers = input.peers("peers")?.ok_or_else(|| RestError::bad_request("peers is required"))?;
-    let online = gateway.engine.admin_online(&caller.app_id, peers)?;
+    let online = gateway.engine.admin_online(&caller.app_id, peers).await?;
     Ok(json(json!({ "results": online })))
 }
 

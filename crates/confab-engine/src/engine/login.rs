@@ -55,7 +55,7 @@ impl Connection {
                         Signed::Login,
                         sig,
                         ErrorCode::SignatureFailed,
-                    )?;
+                    ).await?;
                 }
                 open.tag.clone().filter(|t| !t.is_empty() && t != "default")
             }

@@ -32,7 +32,7 @@ impl Engine {
                 Signed::Start { members: &start.members },
                 start.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            ).await?;
         }
         Self::valid_member_ids(app, &start.members)?;
         let mut members = distinct(std::iter::once(me.clone()).chain(start.members));
@@ -247,7 +247,7 @@ impl Engine {
                 Signed::Invite { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            ).await?;
         }
         Self::valid_member_ids(app, &change.members)?;
         let requested = distinct(change.members.iter().cloned());
@@ -342,7 +342,7 @@ impl Engine {
                 Signed::Kick { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            ).await?;
         }
         if conv.kind != ConvKind::Normal {
             return Ok(Some(Reply::ConvRemoved(

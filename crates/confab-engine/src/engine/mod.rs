@@ -324,7 +324,9 @@ impl Engine {
         }
     }
 
-    fn check_signature(
+    /// Verifies a signature and spends its nonce, on every node: a nonce another node
+    /// saw within the window is a replay too.
+    async fn check_signature(
         &self,
         app: &AppState,
         client: &str,
@@ -336,6 +338,15 @@ impl Engine {
         self.inner
             .verifier
             .check(&c.id, &c.master_key, client, op, sig, self.now(), c.signatures.window_secs)
-            .map_err(|p| perr(code, p.detail()))
+            .map_err(|p| perr(code, p.detail()))?;
+        if let (Some(cluster), Some(sig)) = (&self.inner.cluster, sig) {
+            let ttl_ms = c.signatures.window_secs.saturating_mul(2000).max(1000);
+            match cluster.spend_nonce(&c.id, &sig.nonce, ttl_ms).await {
+                Some(true) => {}
+                Some(false) => return Err(perr(code, "signature nonce already used")),
+                None => tracing::warn!("signature nonce checked on this node only: the cluster is unreachable"),
+            }
+        }
+        Ok(())
     }
 }

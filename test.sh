@@ -22,6 +22,17 @@ if [[ ! -x "$chromium_bin" ]] && [[ $(id -u) == 0 ]] && command -v apt-get >/dev
   say "installing Debian's chromium for the browser tests"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+if ! command -v redis-server >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  say "installing Debian's redis-server for the cluster tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+if ! command -v redis-server >/dev/null; then
+  if [[ $ci == 1 ]]; then
+    echo "redis-server is required in CI (apt-get install redis-server)" >&2
+    exit 1
+  fi
+  printf '\n!!! SKIPPING the Redis cluster tests: redis-server not found (apt-get install redis-server)\n\n'
+fi
 skip_browser=0
 if [[ ! -x "$chromium_bin" ]]; then
   if [[ $ci == 1 ]]; then

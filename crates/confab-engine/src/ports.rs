@@ -4,9 +4,13 @@
 //! on a back end; each has an in-process implementation that the single-node mode uses.
 
 mod broker;
+mod cluster;
 mod presence;
 
-pub use broker::{Broker, ClientEvent, Committed, LocalBroker};
+pub use broker::{Broker, ClientEvent, ClusterBroker, Committed, LocalBroker};
+pub use cluster::{
+    ClaimError, Cluster, ClusterFuture, ClusterHub, HubNode, NodeEvent, NodeEvents, SessionRef,
+};
 pub use presence::{LocalPresence, Presence, TagClaim, TagHeld};
 
 use serde_json::{Map, Value};

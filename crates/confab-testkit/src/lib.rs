@@ -8,6 +8,7 @@
 //!   match pushes, read error codes).
 //! - [`postgres`]: a throw-away PostgreSQL server ([`TempPostgres`]) on a free port
 //!   with its own data directory, for the PostgreSQL store's tests.
+//! - [`redis`]: a throw-away Redis server for the cluster suites.
 //!
 //! # Finding the binary
 //!
@@ -23,6 +24,7 @@
 
 pub mod client;
 pub mod postgres;
+pub mod redis;
 pub mod server;
 
 pub use client::{Client, ClientError, WAIT};

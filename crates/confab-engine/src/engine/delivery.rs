@@ -120,6 +120,7 @@ impl Engine {
                     for s in room.iter().filter(|s| !Arc::ptr_eq(s, session)) {
                         s.push(push.clone());
                     }
+                    app.broker.room_elsewhere(&conv.cid, &push);
                 }
                 ConvKind::System if !session.admin => {}
                 _ => {
@@ -314,6 +315,7 @@ impl Engine {
                     METRICS.message_delivered();
                 }
             }
+            app.broker.room_elsewhere(&conv.cid, &push);
             return;
         }
         // The sending session only moves its pointers past its own message.
@@ -331,7 +333,7 @@ impl Engine {
             from: &m.from,
             receipt: m.receipt,
             push: &push,
-            origin: &p.origin,
+            origin: Some(&p.origin),
             inflight_max: app.config.limits.offline_window.saturating_mul(4).max(64),
         });
     }

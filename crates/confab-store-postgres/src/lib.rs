@@ -87,7 +87,7 @@ const RETRIES: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The URL does not parse.
-    #[error("invalid PostgreSQL URL: {0}")]
+    #[error("store: invalid PostgreSQL URL: {0}")]
     Url(String),
     /// No connection could be made.
     #[error("PostgreSQL at {target} is unreachable: {error}")]
@@ -559,6 +559,12 @@ impl PostgresStore {
         tokio::spawn(Writer { shared: shared.clone(), rx }.run());
         tokio::spawn(monitor(Arc::downgrade(&shared)));
         Ok(PostgresStore { shared, writer: tx })
+    }
+
+    /// Checks that `url` is a PostgreSQL connection URL this store accepts, without
+    /// connecting (`confab check-config`).
+    pub fn check_url(url: &str) -> Result<(), OpenError> {
+        url.parse::<tokio_postgres::Config>().map(|_| ()).map_err(|e| OpenError::Url(e.to_string()))
     }
 
     /// Connects to `url` and runs the migrations only (`confab migrate`); returns how

@@ -250,11 +250,6 @@ impl RedisCluster {
         tokio::spawn(subscriber(Arc::downgrade(self), events));
     }
 
-    /// Whether Redis answered this node's last liveness renewal.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-    }
-
     /// Events dropped because the publish queue was full (Redis unreachable for long).
     pub fn dropped_events(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -434,6 +429,11 @@ async fn subscriber(cluster: std::sync::Weak<RedisCluster>, events: Arc<dyn Node
 impl Cluster for RedisCluster {
     fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// Whether Redis answered this node's last liveness renewal.
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
     }
 
     fn publish(&self, app: &str, event: NodeEvent) {

@@ -20,6 +20,10 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// The store: `sqlite:PATH` (an SQLite file) or `postgres://USER@HOST:PORT/DB`.
     pub store: Option<String>,
+    /// The cluster's broker, `redis://HOST:PORT`: set, this node is one of several.
+    pub broker: Option<String>,
+    /// This node's name in the cluster (default: host name and listen port).
+    pub node_id: Option<String>,
     /// Public base URL handed out by the router.
     pub public_url: Option<String>,
     /// `full` (fsync every commit, the default) or `normal`.
@@ -76,6 +80,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The store.
     pub store: StoreSpec,
+    /// The cluster's broker (`redis://…`); `None`: a single node.
+    pub broker: Option<String>,
+    /// This node's name in the cluster.
+    pub node_id: String,
     /// Public URL.
     pub public_url: Option<String>,
     /// Durability mode.
@@ -108,6 +116,9 @@ struct Effective<'a> {
     data_dir: &'a Path,
     store: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<&'a str>,
+    node_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     public_url: Option<&'a str>,
     durability: &'static str,
     login_timeout_secs: u64,
@@ -127,6 +138,7 @@ impl Settings {
             app.master_key = MASKED_KEY.to_owned();
         }
         masked.store = masked.store.with_masked_password();
+        masked.broker = masked.broker.as_deref().map(mask_password);
         masked
     }
 
@@ -138,6 +150,8 @@ impl Settings {
             listen: self.listen.to_string(),
             data_dir: &self.data_dir,
             store: self.store.to_string(),
+            broker: self.broker.as_deref(),
+            node_id: &self.node_id,
             public_url: self.public_url.as_deref(),
             durability: match self.durability {
                 Durability::Full => "full",
@@ -174,6 +188,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--store` / `CONFAB_STORE`.
     pub store: Option<String>,
+    /// `--broker` / `CONFAB_BROKER`.
+    pub broker: Option<String>,
+    /// `--node-id` / `CONFAB_NODE_ID`.
+    pub node_id: Option<String>,
     /// `--public-url` / `CONFAB_PUBLIC_URL`.
     pub public_url: Option<String>,
     /// `--app ID:KEY:MASTER_KEY` (repeatable) / `CONFAB_APPS`; replaces the file's apps.
@@ -190,6 +208,28 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
     let store = match overrides.store.or(file.store) {
         Some(spec) => StoreSpec::parse(&spec)?,
         None => StoreSpec::Sqlite(data_dir.join(SQLITE_FILE)),
+    };
+    let broker = overrides.broker.or(file.broker);
+    if let Some(url) = &broker {
+        if !url.starts_with("redis://") {
+            anyhow::bail!("broker must be redis://HOST:PORT, got {:?}", mask_password(url));
+        }
+        if matches!(store, StoreSpec::Sqlite(_)) {
+            anyhow::bail!(
+                "a broker joins nodes that share one store: set store = \"postgres://USER@HOST:PORT/DB\" \
+                 (an SQLite file belongs to one process)"
+            );
+        }
+    }
+    let node_id = match overrides.node_id.or(file.node_id) {
+        Some(id) => {
+            let bad = |c: char| c.is_whitespace() || c.is_control() || c == '/' || c == '#';
+            if id.is_empty() || id.len() > 64 || id.contains(bad) {
+                anyhow::bail!("node_id must be 1 to 64 characters without spaces, '/' or '#', got {id:?}");
+            }
+            id
+        }
+        None => default_node_id(listen),
     };
     let durability = match file.durability.as_deref() {
         None | Some("full") => Durability::Full,
@@ -238,6 +278,8 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
         listen,
         data_dir,
         store,
+        broker,
+        node_id,
         public_url: overrides.public_url.or(file.public_url),
         durability,
         login_timeout_secs: file.login_timeout_secs.unwrap_or(60),
@@ -259,6 +301,16 @@ pub enum StoreSpec {
     /// A PostgreSQL database, by URL (`postgres://USER[:PASSWORD]@HOST:PORT/DB`); the
     /// store for several nodes.
     Postgres(String),
+}
+
+/// A node's default name: the host's name and the listen port.
+fn default_node_id(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(['/', '#', ' ']))
+        .unwrap_or_else(|| "confab".to_owned());
+    format!("{host}:{}", listen.port())
 }
 
 /// The SQLite file of the default store, in the data directory.

@@ -51,7 +51,8 @@ async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response
 /// the caller.
 async fn healthz(State(gateway): State<Gateway>) -> Response {
     match gateway.engine.store_health().await {
-        Ok(()) => "ok\n".into_response(),
+        Ok(()) if gateway.engine.cluster_health() => "ok\n".into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable\n").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response(),
     }
 }

@@ -16,9 +16,10 @@
 //! Exit status 0 when valid, 2 (the error on stderr) when not.
 
 use clap::{Parser, Subcommand};
+use confab_cluster_redis::RedisCluster;
 use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, StoreSpec, development_app};
 use confab_engine::Engine;
-use confab_engine::ports::{Store, StoreError, SystemClock};
+use confab_engine::ports::{Cluster, Store, StoreError, SystemClock};
 use confab_gateway::server::{HttpTimeouts, accept_until};
 use confab_gateway::{Gateway, GatewayConfig};
 use confab_store_postgres::{OpenError, PostgresStore};
@@ -96,6 +97,13 @@ struct OverrideArgs {
     /// Default: SQLite in the data directory (`confab.db`).
     #[arg(long, env = "CONFAB_STORE", value_name = "URL")]
     store: Option<String>,
+    /// The cluster's broker, `redis://HOST:PORT`: this node is then one of several
+    /// sharing the PostgreSQL store. Default: none (a single node).
+    #[arg(long, env = "CONFAB_BROKER", value_name = "URL")]
+    broker: Option<String>,
+    /// This node's name in the cluster. Default: the host name and listen port.
+    #[arg(long, env = "CONFAB_NODE_ID", value_name = "NAME")]
+    node_id: Option<String>,
     /// Public base URL the router hands out (e.g. `https://chat.example.com`).
     #[arg(long, env = "CONFAB_PUBLIC_URL")]
     public_url: Option<String>,
@@ -113,6 +121,8 @@ fn resolve(config: Option<&Path>, args: OverrideArgs) -> anyhow::Result<Settings
         listen: args.listen,
         data_dir: args.data_dir,
         store: args.store,
+        broker: args.broker,
+        node_id: args.node_id,
         public_url: args.public_url,
         apps: args.apps,
     };
@@ -283,6 +293,32 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Backend> {
     }
 }
 
+/// Connects to the cluster's Redis, waiting for it (with the wait in the log) as for
+/// the store: a node that cannot reach its broker does not start serving.
+async fn join_cluster(url: &str, node_id: &str) -> Arc<RedisCluster> {
+    let mut attempts = 0u64;
+    loop {
+        match RedisCluster::connect(url, node_id).await {
+            Ok(cluster) => {
+                if attempts > 0 {
+                    tracing::warn!("Redis answered; starting");
+                }
+                return cluster;
+            }
+            Err(error) => {
+                if attempts.is_multiple_of(10) {
+                    tracing::error!(
+                        %error,
+                        "Redis is unreachable: not listening until it answers (retrying every second)"
+                    );
+                }
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// `confab migrate`: the store's migrations, then exit.
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -308,8 +344,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         opened = open_store(&settings) => opened?,
         () = shutdown_signal() => return Ok(()),
     };
+    let cluster = match &settings.broker {
+        Some(url) => tokio::select! {
+            joined = join_cluster(url, &settings.node_id) => Some(joined),
+            () = shutdown_signal() => return Ok(()),
+        },
+        None => None,
+    };
     let frame_bytes = settings.apps.iter().map(|a| a.limits.frame_bytes).max().unwrap_or(64 * 1024);
-    let engine = Engine::new(settings.apps.clone(), backend.store(), Arc::new(SystemClock));
+    let node: Option<Arc<dyn Cluster>> = cluster.clone().map(|c| c as Arc<dyn Cluster>);
+    let engine = Engine::with_cluster(settings.apps.clone(), backend.store(), Arc::new(SystemClock), node);
+    if let Some(cluster) = &cluster {
+        cluster.attach(Arc::new(engine.clone()));
+        tracing::info!(node = %settings.node_id, instance = %cluster.instance(), "joined the cluster");
+    }
     // A large backlog takes the reconnect storm after a restart without refusals.
     let socket = if settings.listen.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?

@@ -6,9 +6,9 @@
 //! - [`server`]: a launcher that runs the real `confab` binary on a free port with its
 //!   own data directory, plus small helpers (create a conversation, send a message,
 //!   match pushes, read error codes).
+//! - [`redis`]: a throw-away Redis server for the cluster suites.
 //! - [`postgres`]: a throw-away PostgreSQL server ([`TempPostgres`]) on a free port
 //!   with its own data directory, for the PostgreSQL store's tests.
-//! - [`redis`]: a throw-away Redis server for the cluster suites.
 //!
 //! # Finding the binary
 //!

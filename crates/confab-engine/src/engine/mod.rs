@@ -214,6 +214,12 @@ impl Engine {
         self.inner.store.health().await
     }
 
+    /// Whether this node reaches the rest of its cluster (always, for a single node);
+    /// `/healthz` reports it.
+    pub fn cluster_health(&self) -> bool {
+        self.inner.cluster.as_ref().is_none_or(|c| c.is_healthy())
+    }
+
     /// Connections opened and not yet ended.
     pub fn live_connections(&self) -> usize {
         self.inner.live_connections.load(Ordering::Relaxed)

@@ -107,6 +107,10 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// This node's instance: unique per process start, so a restarted node never
     /// mistakes an old registration for one of its own.
     fn instance(&self) -> &str;
+    /// Whether the other nodes are reachable now (`/healthz` answers 503 while not).
+    fn is_healthy(&self) -> bool {
+        true
+    }
     /// Tells the other nodes.
     fn publish(&self, app: &str, event: NodeEvent);
     /// Registers a session of `client` cluster-wide. For a tagged session the tag check

@@ -86,6 +86,16 @@ export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 say "compatibility: unmodified leancloud-realtime@2.4.0 against confab"
 bash compat/run.sh
 
+say "REST API: the Python SDK (leancloud 3.0.2) and schemathesis (docs/openapi.json) against the real binary"
+if command -v python3 >/dev/null; then
+  bash compat/rest/run.sh
+elif [[ $ci == 1 ]]; then
+  echo "python3 is required in CI for the REST suites" >&2
+  exit 1
+else
+  printf '\n!!! SKIPPING the REST suites of the REST API: python3 not found.\n\n'
+fi
+
 say "JavaScript SDK: build, types, Node and browser suites"
 SKIP_BROWSER=$skip_browser bash sdk/js/run-tests.sh
 

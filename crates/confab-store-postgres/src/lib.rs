@@ -31,6 +31,9 @@ mod sql;
 
 pub use schema::MigrateError;
 
+/// The schema version this build migrates a database to.
+pub const SCHEMA_VERSION: i64 = schema::LATEST;
+
 use confab_engine::ports::{
     Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
     ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
@@ -277,6 +280,11 @@ enum WriteOp {
         app: String,
         cid: String,
     },
+    DeleteMessage {
+        app: String,
+        cid: String,
+        ts: i64,
+    },
     /// Nothing to write: completes when everything queued before it is committed,
     /// buffered cursors included.
     Flush,
@@ -306,7 +314,8 @@ impl WriteOp {
             | WriteOp::Patch { app, cid, .. }
             | WriteOp::SetMuted { app, cid, .. }
             | WriteOp::DeleteConversation { app, cid }
-            | WriteOp::ReleaseUnique { app, cid } => Some((app, cid)),
+            | WriteOp::ReleaseUnique { app, cid }
+            | WriteOp::DeleteMessage { app, cid, .. } => Some((app, cid)),
         }
     }
 
@@ -390,8 +399,11 @@ impl WriteOp {
             }
             WriteOp::DeleteConversation { app, cid } => (
                 sql::DELETE_CONVERSATION,
-                vec![own(app.clone()), own(cid.clone()), own(vec![cid.clone(), format!("{cid}:inbox")])],
+                vec![own(app.clone()), own(cid.clone()), own(format!("{cid}:")), own(format!("{cid};"))],
             ),
+            WriteOp::DeleteMessage { app, cid, ts } => {
+                (sql::DELETE_MESSAGE, vec![own(app.clone()), own(cid.clone()), own(*ts)])
+            }
             WriteOp::ReleaseUnique { app, cid } => {
                 (sql::RELEASE_UNIQUE, vec![own(app.clone()), own(cid.clone())])
             }
@@ -1381,6 +1393,73 @@ impl Store for PostgresStore {
 
     fn delete_conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()> {
         self.write_unit(WriteOp::DeleteConversation { app: app.into(), cid: cid.into() })
+    }
+
+    fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {
+        self.write_unit(WriteOp::DeleteMessage { app: app.into(), cid: cid.into(), ts })
+    }
+
+    fn app_messages<'a>(
+        &'a self,
+        app: &'a str,
+        from: Option<&'a str>,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(async move {
+            // Only the logs of conversations: side logs have no conversation row.
+            let mut sql = format!(
+                "SELECT g.cid, {} FROM messages g JOIN conversations c ON c.app = g.app AND c.id = g.cid
+                  WHERE g.app = $1::text",
+                sql::MESSAGE_COLUMNS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(app.to_owned())];
+            if let Some(from) = from {
+                params.push(Box::new(from.to_owned()));
+                sql.push_str(&format!(" AND g.sender = ${}::text", params.len()));
+            }
+            if let Some((ts, inclusive)) = range.after {
+                params.push(Box::new(ts));
+                sql.push_str(&format!(
+                    " AND g.ts {} ${}::bigint",
+                    if inclusive { ">=" } else { ">" },
+                    params.len()
+                ));
+            }
+            if let Some((ts, inclusive)) = range.before {
+                params.push(Box::new(ts));
+                sql.push_str(&format!(
+                    " AND g.ts {} ${}::bigint",
+                    if inclusive { "<=" } else { "<" },
+                    params.len()
+                ));
+            }
+            sql.push_str(if range.newest_first {
+                " ORDER BY g.ts DESC, g.cid DESC"
+            } else {
+                " ORDER BY g.ts ASC, g.cid ASC"
+            });
+            params.push(Box::new(limit(range.limit)));
+            sql.push_str(&format!(" LIMIT ${}::bigint", params.len()));
+            let rows = self.query(&sql, &refs(&params)).await?;
+            let mut messages = rows
+                .iter()
+                .map(|r| {
+                    let cid: String = r.try_get(0).map_err(backend)?;
+                    message_row(app, &cid, r, 1)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if range.newest_first {
+                messages.reverse();
+            }
+            Ok(messages)
+        })
+    }
+
+    fn joined_at<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            let rows = self.query(sql::JOINED_AT, &[&app, &cid, &client]).await?;
+            rows.first().map(|r| r.try_get(0).map_err(backend)).transpose()
+        })
     }
 
     /// What the writer, the reads and the probe (every second while lost, every 5 s

@@ -87,6 +87,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, cid)
     );
     "#,
+    // 2: when each member joined (the REST API's subscription times); the app's history
+    // by time and by sender. Earlier members count as joined when their conversation
+    // was created.
+    r#"
+    ALTER TABLE members ADD COLUMN joined_at BIGINT;
+    UPDATE members m SET joined_at = c.created_at FROM conversations c WHERE c.app = m.app AND c.id = m.cid;
+    CREATE INDEX messages_by_ts ON messages (app, ts);
+    CREATE INDEX messages_by_sender ON messages (app, sender, ts);
+    "#,
 ];
 
 /// The newest schema version this build knows.

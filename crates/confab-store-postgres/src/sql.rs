@@ -52,8 +52,9 @@ WITH c AS (
     ON CONFLICT DO NOTHING
  RETURNING app, id),
 m AS (
-    INSERT INTO members (app, cid, client)
-    SELECT c.app, c.id, u.client FROM c, unnest($10::text[]) WITH ORDINALITY AS u(client, o) ORDER BY u.o
+    INSERT INTO members (app, cid, client, joined_at)
+    SELECT c.app, c.id, u.client, $7::bigint
+      FROM c, unnest($10::text[]) WITH ORDINALITY AS u(client, o) ORDER BY u.o
     ON CONFLICT DO NOTHING)
 SELECT 1 FROM c";
 
@@ -64,8 +65,8 @@ pub(crate) const SET_ATTRIBUTES: &str = "UPDATE conversations SET attrs = $3::te
 /// (distinct, in order), $4 updated_at.
 pub(crate) const ADD_MEMBERS: &str = "
 WITH m AS (
-    INSERT INTO members (app, cid, client, cursor_ts)
-    SELECT c.app, c.id, u.client, c.last_ts
+    INSERT INTO members (app, cid, client, cursor_ts, joined_at)
+    SELECT c.app, c.id, u.client, c.last_ts, $4::bigint
       FROM conversations c, unnest($3::text[]) WITH ORDINALITY AS u(client, o)
      WHERE c.app = $1::text AND c.id = $2::text
      ORDER BY u.o
@@ -115,13 +116,24 @@ c AS (
      WHERE app = $1::text AND id = $2::text AND last_ts = $3::bigint AND EXISTS (SELECT 1 FROM u))
 SELECT 1 FROM u";
 
-/// $1 app, $2 cid, $3 the message logs to drop (`cid` and `cid:inbox`).
+/// Drops the conversation with its log and its side logs (`<cid>:…`: ids from
+/// `<cid>:` up to `<cid>;`, ';' following ':'). $1 app, $2 cid, $3 `<cid>:`, $4 `<cid>;`.
 pub(crate) const DELETE_CONVERSATION: &str = "
-WITH a AS (DELETE FROM messages WHERE app = $1::text AND cid = ANY($3::text[])),
+WITH a AS (DELETE FROM messages
+            WHERE app = $1::text AND (cid = $2::text OR (cid >= $3::text AND cid < $4::text))),
 b AS (DELETE FROM members WHERE app = $1::text AND cid = $2::text),
 d AS (DELETE FROM blocked WHERE app = $1::text AND cid = $2::text),
-e AS (DELETE FROM heads WHERE app = $1::text AND cid = ANY($3::text[]))
+e AS (DELETE FROM heads WHERE app = $1::text AND (cid = $2::text OR (cid >= $3::text AND cid < $4::text)))
 DELETE FROM conversations WHERE app = $1::text AND id = $2::text";
+
+/// Deletes one message; the conversation's head (last message, positions) stays.
+/// $1 app, $2 cid, $3 ts.
+pub(crate) const DELETE_MESSAGE: &str =
+    "DELETE FROM messages WHERE app = $1::text AND cid = $2::text AND ts = $3::bigint";
+
+/// $1 app, $2 cid, $3 client.
+pub(crate) const JOINED_AT: &str = "SELECT COALESCE(joined_at, 0) FROM members
+ WHERE app = $1::text AND cid = $2::text AND client = $3::text";
 
 /// $1 app, $2 cid.
 pub(crate) const RELEASE_UNIQUE: &str =

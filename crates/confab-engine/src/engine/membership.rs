@@ -166,6 +166,11 @@ impl Engine {
                 result.failed.push(MemberFailure { error, members: vec![id] });
                 continue;
             }
+            if subscribe && conv.state().blocked.contains(&me) {
+                let error = perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation");
+                result.failed.push(MemberFailure { error, members: vec![id] });
+                continue;
+            }
             let (store, now) = (&self.inner.store, self.now());
             if subscribe {
                 if !conv.has_member(&me) {

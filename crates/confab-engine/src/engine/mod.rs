@@ -12,10 +12,11 @@
 //! - `receipts`: read positions, unread counts and receipts;
 //! - `edits`: edits and recalls;
 //! - `moderation`: roles, shut-up and blocking;
-//! - `admin`: the app backend's operations.
+//! - `admin`, `backend`: the app backend's operations (the REST API).
 
 mod admin;
 mod attributes;
+mod backend;
 mod cluster;
 pub(crate) mod delivery;
 mod dispatch;
@@ -28,6 +29,7 @@ mod queries;
 mod receipts;
 
 pub use admin::{AdminConversation, AdminMessage};
+pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, TargetedMessage, member_info_id};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
 
@@ -92,6 +94,8 @@ pub struct AppState {
     pub(crate) convs: Sharded<Arc<Conv>>,
     /// Serializes membership and attribute changes per conversation.
     pub(crate) conv_ops: Sharded<Arc<tokio::sync::Mutex<()>>>,
+    /// Distinct clients that logged in today (`GET /1.2/rtm/stats`).
+    pub(crate) logins_today: backend::DailyClients,
 }
 
 impl AppState {
@@ -192,6 +196,7 @@ impl Engine {
                     presence,
                     convs: Sharded::default(),
                     conv_ops: Sharded::default(),
+                    logins_today: backend::DailyClients::default(),
                 };
                 (id, Arc::new(state))
             })

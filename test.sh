@@ -81,6 +81,13 @@ say "integration suites again, every server on PostgreSQL (one throw-away server
 CONFAB_TEST_STORE=postgres cargo test --locked -p confab-server \
   --test messages --test conversations --test session --test rest
 
+say "integration suites again, every server a 3-node cluster (PostgreSQL + Redis) behind a round-robin balancer"
+# Not rest_more: temporary silences, stats and app-wide broadcasts are per node
+# (docs/deployment.md lists what is).
+CONFAB_TEST_STORE=cluster cargo test --locked -p confab-server \
+  --test messages --test conversations --test session --test rest --test signatures \
+  --test metrics --test protobuf --test hostile --test reliability_crash
+
 export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 
 say "compatibility: unmodified leancloud-realtime@2.4.0 against confab"

@@ -231,7 +231,6 @@ return #dead
 "#
 );
 
-
 fn field(session: &SessionRef) -> String {
     format!("{}/{}", session.node, session.session)
 }
@@ -248,7 +247,11 @@ impl RedisCluster {
     /// clusters sharing one Redis never see each other; nodes of one cluster must agree
     /// on the name (the server derives it from the database they share). Fails when
     /// Redis cannot be reached now.
-    pub async fn connect(url: &str, cluster: &str, node: &str) -> Result<Arc<RedisCluster>, RedisClusterError> {
+    pub async fn connect(
+        url: &str,
+        cluster: &str,
+        node: &str,
+    ) -> Result<Arc<RedisCluster>, RedisClusterError> {
         let client = redis::Client::open(url).map_err(|e| RedisClusterError::Url(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
@@ -567,7 +570,12 @@ impl Cluster for RedisCluster {
         });
     }
 
-    fn spend_nonce<'a>(&'a self, app: &'a str, nonce: &'a str, ttl_ms: u64) -> ClusterFuture<'a, Option<bool>> {
+    fn spend_nonce<'a>(
+        &'a self,
+        app: &'a str,
+        nonce: &'a str,
+        ttl_ms: u64,
+    ) -> ClusterFuture<'a, Option<bool>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let mut set = redis::cmd("SET");
@@ -589,7 +597,9 @@ impl Cluster for RedisCluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|(a, c, _), _| !(a == app && c == client));
             let mut conn = self.conn.clone();
-            let del = async { redis::cmd("DEL").arg(self.client_key(app, client)).query_async::<i64>(&mut conn).await };
+            let del = async {
+                redis::cmd("DEL").arg(self.client_key(app, client)).query_async::<i64>(&mut conn).await
+            };
             if let Err(e) = timed(del).await {
                 tracing::warn!(error = %e, "cluster registry: a kicked client stays registered until its nodes act");
             }

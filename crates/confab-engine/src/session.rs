@@ -51,6 +51,9 @@ pub(crate) struct Delivery {
 pub(crate) enum Offer {
     Queued,
     Skipped,
+    /// A message before this one never reached the session (lost between nodes): it
+    /// needs a catch-up from the store.
+    Behind,
 }
 
 /// A message that a session acknowledged.
@@ -87,6 +90,9 @@ pub struct Session {
     /// Unique among this process's sessions: names it in the cluster's registry, where
     /// a connection's new session for the same client must not be taken for the old.
     pub(crate) serial: u64,
+    /// A replay from the store runs for this session (its login backlog, or a
+    /// catch-up after a gap): live messages it skips meanwhile are in its pages.
+    pub(crate) catching_up: AtomicBool,
 }
 
 /// Numbers sessions for [`Session::serial`].
@@ -112,6 +118,7 @@ impl Session {
             rate: Mutex::new(crate::rate::RateWindow::default()),
             admin: false,
             serial: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            catching_up: AtomicBool::new(false),
         })
     }
 
@@ -148,8 +155,8 @@ impl Session {
         }
         let state = delivery.convs.entry(cid.to_owned()).or_insert_with(|| ConvDelivery::at(prev));
         if state.pushed_upto != prev {
-            // Already queued (ts <= pushed_upto) or behind: the replay catches up in order.
-            return Offer::Skipped;
+            // Already queued (ts <= pushed_upto), or behind: a replay catches up in order.
+            return if prev > state.pushed_upto { Offer::Behind } else { Offer::Skipped };
         }
         if state.inflight.len() >= inflight_max {
             drop(delivery);

@@ -347,7 +347,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let cluster = match (&settings.broker, &backend) {
         (Some(url), Backend::Postgres(store)) => {
             // Nodes sharing this database are one cluster, whatever their URLs look like.
-            let name = store.cluster_id().await.map_err(|e| anyhow::anyhow!("reading the cluster's id: {e}"))?;
+            let name =
+                store.cluster_id().await.map_err(|e| anyhow::anyhow!("reading the cluster's id: {e}"))?;
             tokio::select! {
                 joined = join_cluster(url, &name, &settings.node_id) => Some(joined),
                 () = shutdown_signal() => return Ok(()),

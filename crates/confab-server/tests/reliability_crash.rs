@@ -29,6 +29,10 @@ const MAX_PER_CYCLE: usize = 3000;
 const WINDOW: usize = 8;
 /// Deliveries per distinct message a receiver may see, redeliveries after kills included.
 const MAX_DELIVERIES_PER_MESSAGE: f64 = 1.5;
+/// The same on a cluster (`CONFAB_TEST_STORE=cluster`, every node killed at once): each
+/// node buffers the cursors of its own clients, and a client comes back through any
+/// node, so a kill loses a little more cursor progress.
+const MAX_DELIVERIES_PER_MESSAGE_CLUSTER: f64 = 2.0;
 
 type Log = Arc<Mutex<Vec<(String, String)>>>;
 /// Deliveries: (id, body, when it arrived).
@@ -257,8 +261,13 @@ async fn acknowledged_messages_survive_repeated_sigkill_under_load() {
             got.len(),
             by_id.len()
         );
+        let max = if confab_testkit::server::cluster_mode() {
+            MAX_DELIVERIES_PER_MESSAGE_CLUSTER
+        } else {
+            MAX_DELIVERIES_PER_MESSAGE
+        };
         assert!(
-            per_message <= MAX_DELIVERIES_PER_MESSAGE,
+            per_message <= max,
             "{r} got each message {per_message:.2} times on average (CONFAB_CRASH_SEED={seed}): \
              kills redeliver more than what was acknowledged just before them"
         );

@@ -1,9 +1,12 @@
 //! A throw-away Redis server for tests: Debian's `redis-server` on a free loopback
-//! port with its own directory, no persistence, stopped when dropped.
+//! port with its own directory, no persistence, stopped when dropped — and when the
+//! test process ends without dropping it (a `static` is never dropped): the server
+//! runs under a guardian shell that holds a pipe from this process and kills it when
+//! the pipe closes.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where Debian's package puts the server.
@@ -14,7 +17,8 @@ const BINARY: &str = "redis-server";
 pub struct TempRedis {
     port: u16,
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    /// The guardian shell and the pipe whose end stops the server.
+    child: Option<(Child, ChildStdin)>,
 }
 
 /// Whether `redis-server` can be run here.
@@ -61,24 +65,21 @@ impl TempRedis {
 
     fn spawn(&mut self) {
         let dir: PathBuf = self.dir.path().to_owned();
-        let child = Command::new(BINARY)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
+        let script = format!(
+            "{BINARY} --port {} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' >/dev/null 2>&1 & \
+             server=$!; cat >/dev/null; kill -9 $server; wait $server",
+            self.port,
+            dir.display()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        self.child = Some(child);
+        let stdin = child.stdin.take().expect("the guardian's stdin");
+        self.child = Some((child, stdin));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not listen on {}", self.port);
@@ -86,11 +87,11 @@ impl TempRedis {
         }
     }
 
-    /// Kills the server (as a crash would).
+    /// Kills the server (as a crash would) and waits until it is gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some((mut guardian, stdin)) = self.child.take() {
+            drop(stdin);
+            let _ = guardian.wait();
         }
     }
 

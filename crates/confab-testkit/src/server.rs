@@ -137,6 +137,34 @@ impl Server {
         let cluster = cluster_mode() && !own_store;
         let broker = cluster.then(test_broker);
         let nodes = if cluster { CLUSTER_NODES } else { 1 };
+        Server::spawn(bin.as_ref(), dir, args, store, broker, nodes)
+    }
+
+    /// Runs `nodes` nodes of `bin serve` sharing the store `store` (a PostgreSQL URL)
+    /// and the broker `broker` (a Redis URL), with these extra `args`, behind a
+    /// round-robin balancer that is the server's address; whatever
+    /// `CONFAB_TEST_STORE` says.
+    pub fn start_cluster_with_bin(
+        bin: impl AsRef<Path>,
+        dir: &Path,
+        store: &str,
+        broker: &str,
+        nodes: usize,
+        args: &[&str],
+    ) -> Server {
+        std::fs::create_dir_all(dir).unwrap();
+        Server::spawn(bin.as_ref(), dir, args, Some(store.to_owned()), Some(broker.to_owned()), nodes)
+    }
+
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        args: &[&str],
+        store: Option<String>,
+        broker: Option<String>,
+        nodes: usize,
+    ) -> Server {
+        let cluster = broker.is_some();
         let mut started = Vec::new();
         for node in 0..nodes {
             let log_name = if node == 0 { "server.log".to_owned() } else { format!("server-{node}.log") };
@@ -146,7 +174,7 @@ impl Server {
                 Some(url) => vec!["--broker", url.as_str(), "--node-id", node_id.as_str()],
                 None => Vec::new(),
             };
-            let mut child = Command::new(bin.as_ref())
+            let mut child = Command::new(bin)
                 .arg("serve")
                 .args(["--listen", "127.0.0.1:0", "--data-dir"])
                 .arg(dir.join("data"))
@@ -200,9 +228,16 @@ impl Server {
     pub fn logs(&self) -> String {
         let mut text = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
         for node in 1..=self.others.len() {
-            text.push_str(&std::fs::read_to_string(self.dir.join(format!("server-{node}.log"))).unwrap_or_default());
+            text.push_str(
+                &std::fs::read_to_string(self.dir.join(format!("server-{node}.log"))).unwrap_or_default(),
+            );
         }
         text
+    }
+
+    /// The process id of one node (0: the first).
+    pub fn node_pid(&self, node: usize) -> u32 {
+        if node == 0 { self.child.id() } else { self.others[node - 1].0.id() }
     }
 
     /// SIGKILL to one node of a cluster (0: the first); the others keep serving.

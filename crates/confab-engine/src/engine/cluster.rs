@@ -33,7 +33,7 @@ impl NodeEvents for Engine {
                 }
                 let members: HashSet<String> = members.into_iter().collect();
                 let push = SharedPush::new(push);
-                app.local.message(&Committed {
+                let behind = app.local.message(&Committed {
                     cid: &cid,
                     members: &members,
                     prev,
@@ -45,6 +45,9 @@ impl NodeEvents for Engine {
                     origin: None,
                     inflight_max,
                 });
+                for session in behind {
+                    self.catch_up(&app, session);
+                }
             }
             NodeEvent::Room { cid, push } => {
                 if let Some(conv) = app.convs.get(&cid) {
@@ -84,6 +87,13 @@ impl NodeEvents for Engine {
                 app.convs.for_each(|conv| cached.push(conv.clone()));
                 for conv in cached {
                     engine.reload_conv(app, &conv).await;
+                }
+                // A conversation gone quiet after a lost message shows no gap until its
+                // next one: every session catches up now.
+                let mut sessions = Vec::new();
+                app.presence.for_each_session(&mut |s| sessions.push(s.clone()));
+                for session in sessions {
+                    engine.catch_up(app, session);
                 }
             }
         })

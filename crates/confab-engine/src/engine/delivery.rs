@@ -71,25 +71,35 @@ impl Engine {
             ));
         }
         let conv = self.conv(app, &req.cid).await?.ok_or_else(not_target)?;
-        match conv.kind {
-            // A chat room is written by who is in it: a client whose join was refused (a
-            // failed signature, a block) must not reach the room by sending.
-            // The app's backend sends as any client, member or not (LeanCloud's REST).
-            ConvKind::Normal | ConvKind::Temporary | ConvKind::Transient
-                if !session.admin && !conv.has_member(&me) =>
-            {
-                return Err(not_target());
+        let refused = |conv: &Conv| -> Option<ProtocolError> {
+            match conv.kind {
+                // A chat room is written by who is in it: a client whose join was refused
+                // (a failed signature, a block) must not reach the room by sending. The
+                // app's backend sends as any client, member or not (LeanCloud's REST).
+                // Clients write to a system conversation once subscribed; only the app's
+                // backend reaches the subscribers.
+                ConvKind::Normal | ConvKind::Temporary | ConvKind::Transient | ConvKind::System
+                    if !session.admin && !conv.has_member(&me) =>
+                {
+                    return Some(not_target());
+                }
+                _ => {}
             }
-            // Clients write to a system conversation once subscribed; only the app's
-            // backend reaches the subscribers.
-            ConvKind::System if !session.admin && !conv.has_member(&me) => return Err(not_target()),
-            _ => {}
-        }
-        if conv.state().shut_up.contains(&me) {
-            return Err(ProtocolError::new(
-                ErrorCode::ConversationNotAllowed,
-                "shut up in this conversation",
-            ));
+            conv.state().shut_up.contains(&me).then(|| {
+                ProtocolError::new(ErrorCode::ConversationNotAllowed, "shut up in this conversation")
+            })
+        };
+        if let Some(error) = refused(&conv) {
+            // In a cluster this node's copy may predate a change another node made a
+            // moment ago (the member added, the shut-up lifted): refuse only what the
+            // store still says. A refusal is rare, so the extra read is cheap.
+            if self.inner.cluster.is_none() {
+                return Err(error);
+            }
+            self.reload_conv(app, &conv).await;
+            if let Some(error) = refused(&conv) {
+                return Err(error);
+            }
         }
         if conv.state().silenced.get(&me).is_some_and(|until| *until > self.now()) {
             return Err(ProtocolError::new(
@@ -330,7 +340,7 @@ impl Engine {
         {
             self.inner.store.save_cursor(&app.config.id, &p.origin.client_id, &m.cid, cursor);
         }
-        app.broker.message(&Committed {
+        let behind = app.broker.message(&Committed {
             cid: &m.cid,
             members: &state.members,
             prev,
@@ -341,6 +351,26 @@ impl Engine {
             push: &push,
             origin: Some(&p.origin),
             inflight_max: app.config.limits.offline_window.saturating_mul(4).max(64),
+        });
+        for session in behind {
+            self.catch_up(app, session);
+        }
+    }
+
+    /// A live session missed a message (lost between nodes, or skipped while its queue
+    /// was full): it is caught up from the store, once at a time, in the conversations
+    /// it follows live. A later message reveals a gap left meanwhile.
+    pub(crate) fn catch_up(&self, app: &AppState, session: Arc<Session>) {
+        if session.catching_up.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let Some(app) = self.app(&app.config.id).cloned() else {
+            return;
+        };
+        let engine = self.clone();
+        tokio::spawn(async move {
+            replay_backlog(engine, app, session.clone(), true).await;
+            session.catching_up.store(false, std::sync::atomic::Ordering::Release);
         });
     }
 
@@ -376,7 +406,15 @@ impl Engine {
 
 /// Pushes every stored message the session's client has not acknowledged, per
 /// conversation oldest first, in pages, never more than the window unacknowledged.
-pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: Arc<Session>) {
+///
+/// With `known_only` (a catch-up of a live session) only the conversations it follows
+/// live are replayed: a version 3 client reads the others from history.
+pub(crate) async fn replay_backlog(
+    engine: Engine,
+    app: Arc<AppState>,
+    session: Arc<Session>,
+    known_only: bool,
+) {
     // Read after the session became ready, so anything it skipped meanwhile is here.
     let store = &engine.inner.store;
     let cursors = match store.member_cursors(&app.config.id, &session.client_id).await {
@@ -388,6 +426,9 @@ pub(crate) async fn replay_backlog(engine: Engine, app: Arc<AppState>, session: 
     };
     let limits = &app.config.limits;
     for c in cursors {
+        if known_only && !session.delivery().convs.contains_key(&c.cid) {
+            continue;
+        }
         let pushed = |s: &Session| s.delivery().convs.get(&c.cid).map_or(c.cursor, |d| d.pushed_upto);
         if pushed(&session) >= c.last_ts {
             continue;

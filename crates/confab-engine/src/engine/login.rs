@@ -49,13 +49,9 @@ impl Connection {
             _ => {
                 if config.signatures.login {
                     let sig = open.signature.as_ref();
-                    engine.check_signature(
-                        &app,
-                        &client_id,
-                        Signed::Login,
-                        sig,
-                        ErrorCode::SignatureFailed,
-                    ).await?;
+                    engine
+                        .check_signature(&app, &client_id, Signed::Login, sig, ErrorCode::SignatureFailed)
+                        .await?;
                 }
                 open.tag.clone().filter(|t| !t.is_empty() && t != "default")
             }
@@ -122,9 +118,12 @@ impl Connection {
             return Ok(None);
         }
         if self.push_offline {
+            // Live messages the session skips meanwhile are in the replay's pages.
+            session.catching_up.store(true, Ordering::Release);
             tokio::spawn(async move {
                 engine.push_patches(&app, &session, last_patch_time).await;
-                delivery::replay_backlog(engine, app, session).await;
+                delivery::replay_backlog(engine, app, session.clone(), false).await;
+                session.catching_up.store(false, Ordering::Release);
             });
         } else {
             tokio::spawn(async move {

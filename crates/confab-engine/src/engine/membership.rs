@@ -32,7 +32,8 @@ impl Engine {
                 Signed::Start { members: &start.members },
                 start.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            ).await?;
+            )
+            .await?;
         }
         Self::valid_member_ids(app, &start.members)?;
         let mut members = distinct(std::iter::once(me.clone()).chain(start.members));
@@ -257,7 +258,8 @@ impl Engine {
                 Signed::Invite { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            ).await?;
+            )
+            .await?;
         }
         Self::valid_member_ids(app, &change.members)?;
         let requested = distinct(change.members.iter().cloned());
@@ -352,7 +354,8 @@ impl Engine {
                 Signed::Kick { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            ).await?;
+            )
+            .await?;
         }
         if conv.kind != ConvKind::Normal {
             return Ok(Some(Reply::ConvRemoved(

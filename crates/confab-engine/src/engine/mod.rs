@@ -344,7 +344,9 @@ impl Engine {
             match cluster.spend_nonce(&c.id, &sig.nonce, ttl_ms).await {
                 Some(true) => {}
                 Some(false) => return Err(perr(code, "signature nonce already used")),
-                None => tracing::warn!("signature nonce checked on this node only: the cluster is unreachable"),
+                None => {
+                    tracing::warn!("signature nonce checked on this node only: the cluster is unreachable")
+                }
             }
         }
         Ok(())

@@ -98,7 +98,8 @@ impl Engine {
             && app.config.signatures.conversation
             && !session.admin
         {
-            self.check_signature(app, &me, op, r.signature.as_ref(), ErrorCode::ConversationSignatureFailed).await?;
+            self.check_signature(app, &me, op, r.signature.as_ref(), ErrorCode::ConversationSignatureFailed)
+                .await?;
         }
         let kind = r.op.kind();
         let lock = app.conv_lock(&r.cid);

@@ -3,7 +3,7 @@
 use super::cluster::{Cluster, NodeEvent};
 use super::presence::LocalPresence;
 use crate::outbound::SharedPush;
-use crate::session::{Inflight, Session};
+use crate::session::{Inflight, Offer, Session};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -58,7 +58,9 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// `event` for every session of `client`, except `except`.
     fn to_client(&self, client: &str, event: ClientEvent<'_>, except: Option<&Arc<Session>>);
     /// A committed message for every session of every member, except the sender's.
-    fn message(&self, message: &Committed<'_>);
+    /// Returns this node's sessions that turned out to be behind (a message before this
+    /// one never reached them): the caller has them caught up from the store.
+    fn message(&self, message: &Committed<'_>) -> Vec<Arc<Session>>;
     /// A push for the sessions in chat room `cid` on the other nodes (this node's
     /// sessions in the room are reached by the caller).
     fn room_elsewhere(&self, _cid: &str, _push: &Arc<SharedPush>) {}
@@ -93,18 +95,22 @@ impl Broker for LocalBroker {
         });
     }
 
-    fn message(&self, m: &Committed<'_>) {
+    fn message(&self, m: &Committed<'_>) -> Vec<Arc<Session>> {
         let meta =
             Inflight { id: m.id.to_owned(), from: m.from.to_owned(), receipt: m.receipt, acked: false };
+        let mut behind = Vec::new();
         for member in m.members {
             // Walked under the shard lock: no per-member copy of the session list on the
             // per-message path (offering takes no shard lock).
             self.presence.with_sessions(member, |sessions| {
                 for s in sessions.iter().filter(|s| !m.origin.is_some_and(|o| Arc::ptr_eq(s, o))) {
-                    s.offer_live(m.cid, m.prev, m.ts, &meta, m.push, m.inflight_max);
+                    if let Offer::Behind = s.offer_live(m.cid, m.prev, m.ts, &meta, m.push, m.inflight_max) {
+                        behind.push(s.clone());
+                    }
                 }
             });
         }
+        behind
     }
 }
 
@@ -138,8 +144,8 @@ impl Broker for ClusterBroker {
         self.cluster.publish(&self.app, event);
     }
 
-    fn message(&self, m: &Committed<'_>) {
-        self.local.message(m);
+    fn message(&self, m: &Committed<'_>) -> Vec<Arc<Session>> {
+        let behind = self.local.message(m);
         self.cluster.publish(
             &self.app,
             NodeEvent::Message {
@@ -154,6 +160,7 @@ impl Broker for ClusterBroker {
                 inflight_max: m.inflight_max,
             },
         );
+        behind
     }
 
     fn room_elsewhere(&self, cid: &str, push: &Arc<SharedPush>) {

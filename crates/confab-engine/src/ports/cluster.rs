@@ -133,10 +133,20 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// Spends a signature's nonce for `ttl_ms`: `Some(true)` the first time any node
     /// spends it, `Some(false)` afterwards (a replay), `None` when the registry cannot
     /// be reached.
-    fn spend_nonce<'a>(&'a self, app: &'a str, nonce: &'a str, ttl_ms: u64) -> ClusterFuture<'a, Option<bool>>;
+    fn spend_nonce<'a>(
+        &'a self,
+        app: &'a str,
+        nonce: &'a str,
+        ttl_ms: u64,
+    ) -> ClusterFuture<'a, Option<bool>>;
     /// Records that `session` (of `client`) is in chat room `cid`; done when it resolves.
-    fn room_join<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str, session: SessionRef)
-    -> ClusterFuture<'a, ()>;
+    fn room_join<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        session: SessionRef,
+    ) -> ClusterFuture<'a, ()>;
     /// Records that `session` left chat room `cid` (never waits).
     fn room_leave(&self, app: &str, cid: &str, session: SessionRef);
     /// The distinct clients in chat room `cid` on live nodes (`None`: the registry
@@ -315,7 +325,12 @@ impl Cluster for HubNode {
         Box::pin(std::future::ready(Some(clients)))
     }
 
-    fn spend_nonce<'a>(&'a self, app: &'a str, nonce: &'a str, _ttl_ms: u64) -> ClusterFuture<'a, Option<bool>> {
+    fn spend_nonce<'a>(
+        &'a self,
+        app: &'a str,
+        nonce: &'a str,
+        _ttl_ms: u64,
+    ) -> ClusterFuture<'a, Option<bool>> {
         let fresh = self.hub.lock().nonces.insert((app.to_owned(), nonce.to_owned()));
         Box::pin(std::future::ready(Some(fresh)))
     }

@@ -4,9 +4,11 @@
 //! on a back end; each has an in-process implementation that the single-node mode uses.
 
 mod broker;
+mod hooks;
 mod presence;
 
 pub use broker::{Broker, ClientEvent, Committed, LocalBroker};
+pub use hooks::{HookCall, HookCaller, HookError, HookFuture, OutboxEntry};
 pub use presence::{LocalPresence, Presence, TagClaim, TagHeld};
 
 use serde_json::{Map, Value};
@@ -195,6 +197,17 @@ pub struct ScanFilter {
 /// - A write that resolves `Ok` is visible to every read started afterwards.
 /// - The engine never writes to a conversation it has not created; what a store does
 ///   with such a write (ignore or refuse it) is not part of the contract.
+///
+/// **The hook outbox.** Notifying hooks (`_messageSent`, `_conversationAdded`, …) are
+/// delivered at least once, even across restarts, so their calls ([`HookCall`]) are
+/// stored: with the event they report, in the same transaction (the `*_notify` variants
+/// of [`Store::append_message`], [`Store::create_conversation`], [`Store::add_members`]
+/// and [`Store::remove_members`]; the plain methods store none), or alone with
+/// [`Store::outbox_put`]. The engine's outbox worker reads due calls with
+/// [`Store::outbox_due`] and settles each with [`Store::outbox_done`] or
+/// [`Store::outbox_retry`]. Outbox rows are scoped by app and key; a call whose key is
+/// already stored is ignored (the first is kept); deleting a conversation leaves its
+/// calls alone (they report what already happened).
 pub trait Store: Send + Sync + 'static {
     /// Creates a conversation with its members (duplicates in `record.members` are
     /// kept once, in first-seen order; their cursors and read positions start at 0).
@@ -202,7 +215,16 @@ pub trait Store: Send + Sync + 'static {
     /// `managers`, `shut_up`, `blocked` and `last_message` of `record` are ignored (a
     /// new conversation has none). Fails, storing nothing, when the id exists in the
     /// app or when `unique_key` is held by another conversation of the app.
-    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()>;
+    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()> {
+        self.create_conversation_notify(record, Vec::new())
+    }
+    /// [`Store::create_conversation`], storing `notify` in the outbox in the same
+    /// transaction (see *The hook outbox* above): both or neither.
+    fn create_conversation_notify(
+        &self,
+        record: ConversationRecord,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'_, ()>;
     /// Reads one conversation with its members: `members`, `muted`, `managers` (role
     /// `Manager`) and `shut_up` in join order, `blocked` sorted by client id,
     /// `last_message` the newest appended message (with its current body), if any.
@@ -236,6 +258,17 @@ pub trait Store: Send + Sync + 'static {
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.add_members_notify(app, cid, members, updated_at, Vec::new())
+    }
+    /// [`Store::add_members`], storing `notify` in the outbox in the same transaction.
+    fn add_members_notify<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        members: Vec<String>,
+        updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()>;
     /// Removes members with their cursors, read positions, roles and flags, and sets
     /// `updated_at`. Naming a non-member is not an error.
@@ -245,6 +278,17 @@ pub trait Store: Send + Sync + 'static {
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.remove_members_notify(app, cid, members, updated_at, Vec::new())
+    }
+    /// [`Store::remove_members`], storing `notify` in the outbox in the same transaction.
+    fn remove_members_notify<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        members: Vec<String>,
+        updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()>;
     /// Appends a message and makes it the conversation's last message when its
     /// position is newer than the last message's (positions are > 0). A position that
@@ -254,7 +298,17 @@ pub trait Store: Send + Sync + 'static {
     /// applied in call order; the future resolves once the write is durable. The engine
     /// relies on this to keep one order per conversation without holding a lock across
     /// the commit.
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()>;
+    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()> {
+        self.append_message_notify(message, Vec::new())
+    }
+    /// [`Store::append_message`], storing `notify` in the outbox in the same transaction
+    /// as the message: a message whose write fails (its position is taken) leaves no
+    /// call behind, and a committed message always has its calls.
+    fn append_message_notify(
+        &self,
+        message: StoredMessage,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'static, ()>;
     /// Reads messages of a conversation within `range`'s bounds, returned oldest
     /// first. With `newest_first` the `limit` newest matching messages are taken,
     /// otherwise the `limit` oldest.
@@ -360,6 +414,25 @@ pub trait Store: Send + Sync + 'static {
     /// count). Conversations come newest last message first (ties in no particular
     /// order); `max` counts only the conversations returned.
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>>;
+
+    /// Stores hook calls for events that have no other write (a client going online or
+    /// offline); queued like the other writes, resolved once durable.
+    fn outbox_put(&self, notify: Vec<HookCall>) -> StoreFuture<'static, ()>;
+    /// Calls of every app whose next attempt is due at `now` (ms) or earlier: earliest
+    /// due first, calls due at the same time in the order they were stored, at most
+    /// `limit`.
+    fn outbox_due(&self, now: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    /// Removes a call (delivered, or given up). An unknown key is not an error.
+    fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()>;
+    /// Records a failed attempt: the call's attempt count becomes `attempts` and its next
+    /// attempt is due at `due_at`. An unknown key is not an error.
+    fn outbox_retry<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        attempts: u32,
+        due_at: i64,
+    ) -> StoreFuture<'a, ()>;
 }
 
 /// A conversation with unread messages.

@@ -327,3 +327,36 @@ mod conformance {
 
     confab_store_tests::store_conformance_tests!(TempStore::new());
 }
+
+fn hook_call(key: &str, at: i64) -> HookCall {
+    HookCall {
+        app: "a".into(),
+        key: key.into(),
+        hook: "_messageSent".into(),
+        params: "{}".into(),
+        created_at: at,
+    }
+}
+
+/// A batch with a failing append (taken position) keeps every other append's hook call
+/// and drops the failing one's; the outbox, with its attempts, survives a reopen.
+#[tokio::test]
+async fn hook_calls_share_their_write_in_a_batch_and_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
+        store.create_conversation(record("a", "c", &["alice"], None)).await.expect("create");
+        store.append_message(message("c", 1)).await.expect("append");
+        let good = store.append_message_notify(message("c", 2), vec![hook_call("m2", 2)]);
+        let duplicate = store.append_message_notify(message("c", 1), vec![hook_call("m1-again", 1)]);
+        let newest = store.append_message_notify(message("c", 3), vec![hook_call("m3", 3)]);
+        assert!(good.await.is_ok());
+        assert!(duplicate.await.is_err(), "a duplicate position is refused");
+        assert!(newest.await.is_ok());
+        store.outbox_retry("a", "m2", 2, 50).await.expect("retry");
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Full).expect("reopen");
+    let due = store.outbox_due(100, 10).await.expect("due");
+    let got: Vec<_> = due.iter().map(|e| (e.call.key.as_str(), e.attempts, e.due_at)).collect();
+    assert_eq!(got, [("m3", 0, 3), ("m2", 2, 50)]);
+}

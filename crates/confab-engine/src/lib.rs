@@ -32,5 +32,5 @@ pub mod sharded;
 pub mod signature;
 
 pub use app::{AppConfig, HookSettings, SignaturePolicy};
-pub use engine::{Connection, Engine};
+pub use engine::{Connection, Engine, SignRefusal};
 pub use outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};

@@ -202,7 +202,21 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = SqliteStore::open(&settings.data_dir, settings.durability)
         .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))?;
     let frame_bytes = settings.apps.iter().map(|a| a.limits.frame_bytes).max().unwrap_or(64 * 1024);
-    let engine = Engine::new(settings.apps.clone(), Arc::new(store.clone()), Arc::new(SystemClock));
+    let engine = if settings.apps.iter().any(|a| a.hooks.is_some()) {
+        let hooks = confab_gateway::hooks::HttpHooks::new()
+            .map_err(|e| anyhow::anyhow!("setting up the hook client: {e}"))?;
+        let engine = Engine::with_hooks(
+            settings.apps.clone(),
+            Arc::new(store.clone()),
+            Arc::new(SystemClock),
+            Arc::new(hooks),
+        );
+        // Notifying hooks queued before a restart are delivered from the outbox now.
+        tokio::spawn(engine.clone().run_outbox());
+        engine
+    } else {
+        Engine::new(settings.apps.clone(), Arc::new(store.clone()), Arc::new(SystemClock))
+    };
     // A large backlog takes the reconnect storm after a restart without refusals.
     let socket = if settings.listen.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?

@@ -12,6 +12,7 @@
 //! - `receipts`: read positions, unread counts and receipts;
 //! - `edits`: edits and recalls;
 //! - `moderation`: roles, shut-up and blocking;
+//! - `hooks`: the app's blocking and notifying hooks, and the outbox worker;
 //! - `admin`: the app backend's operations.
 
 mod admin;
@@ -20,6 +21,7 @@ pub(crate) mod delivery;
 mod dispatch;
 mod edits;
 mod history;
+mod hooks;
 mod login;
 mod membership;
 mod moderation;
@@ -29,6 +31,7 @@ mod receipts;
 pub use admin::{AdminConversation, AdminMessage};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
+pub use hooks::{OUTBOX_GIVE_UP_MS, SignRefusal};
 
 use crate::app::AppConfig;
 use crate::bounds;
@@ -36,8 +39,8 @@ use crate::conversation::{Conv, query_doc, result_json, unique_key};
 use crate::ids;
 use crate::outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};
 use crate::ports::{
-    Broker, ClientEvent, Clock, ConvKind, ConversationRecord, LocalBroker, LocalPresence, MessageRange,
-    Presence, ScanFilter, Store, StoreError,
+    Broker, ClientEvent, Clock, ConvKind, ConversationRecord, HookCaller, LocalBroker, LocalPresence,
+    MessageRange, Presence, ScanFilter, Store, StoreError,
 };
 use crate::query::{Budget, QueryBounds, QueryError, compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
@@ -113,6 +116,10 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     verifier: Verifier,
+    /// How the apps' hook backends are reached (none: hooks are never called).
+    pub hooks: Option<Arc<dyn HookCaller>>,
+    /// Wakes the outbox worker when hook calls were committed.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     next_conn: AtomicU64,
     /// Connections opened and not yet dropped.
     live_connections: AtomicUsize,
@@ -154,6 +161,26 @@ impl Engine {
     /// An engine serving `apps` on `store`, in one process: presence and fan-out are
     /// the in-process [`LocalPresence`] and [`LocalBroker`].
     pub fn new(apps: Vec<AppConfig>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Engine {
+        Engine::build(apps, store, clock, None)
+    }
+
+    /// [`Engine::new`] with a way to call the apps' hook backends (`[apps.hooks]`). Start
+    /// [`Engine::run_outbox`] too, or notifying hooks stay queued in the store.
+    pub fn with_hooks(
+        apps: Vec<AppConfig>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        hooks: Arc<dyn HookCaller>,
+    ) -> Engine {
+        Engine::build(apps, store, clock, Some(hooks))
+    }
+
+    fn build(
+        apps: Vec<AppConfig>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        hooks: Option<Arc<dyn HookCaller>>,
+    ) -> Engine {
         let apps = apps
             .into_iter()
             .map(|config| {
@@ -175,6 +202,8 @@ impl Engine {
                 store,
                 clock,
                 verifier: Verifier::default(),
+                hooks,
+                outbox_wake: Arc::new(tokio::sync::Notify::new()),
                 next_conn: AtomicU64::new(1),
                 live_connections: AtomicUsize::new(0),
             }),
@@ -216,6 +245,11 @@ impl Engine {
 
     pub(crate) fn now(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// The engine's clock, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.now()
     }
 
     /// Starts serving a connection. The receiver is the connection's outbound queue,

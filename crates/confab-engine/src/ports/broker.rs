@@ -45,6 +45,10 @@ pub struct Committed<'a> {
     pub origin: &'a Arc<Session>,
     /// Unacknowledged messages a session may hold before it counts as a slow consumer.
     pub inflight_max: usize,
+    /// When the app's `_messageReceived` hook chose the recipients (`toPeers`): only
+    /// these members are pushed the message; the other members' sessions move past it
+    /// without it (as the sender's own do), so it is not taken for a gap.
+    pub recipients: Option<&'a HashSet<String>>,
 }
 
 /// Fan-out between the engine and every session of a client, on any node.
@@ -93,9 +97,14 @@ impl Broker for LocalBroker {
         for member in m.members {
             // Walked under the shard lock: no per-member copy of the session list on the
             // per-message path (offering takes no shard lock).
+            let chosen = m.recipients.is_none_or(|r| r.contains(member));
             self.presence.with_sessions(member, |sessions| {
                 for s in sessions.iter().filter(|s| !Arc::ptr_eq(s, m.origin)) {
-                    s.offer_live(m.cid, m.prev, m.ts, &meta, m.push, m.inflight_max);
+                    if chosen {
+                        s.offer_live(m.cid, m.prev, m.ts, &meta, m.push, m.inflight_max);
+                    } else {
+                        s.pass_own(m.cid, m.prev, m.ts);
+                    }
                 }
             });
         }

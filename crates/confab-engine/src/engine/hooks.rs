@@ -579,7 +579,7 @@ impl Engine {
                 return Err(SignRefusal::Failed(e.to_string()));
             }
             Ok(Value::Bool(true)) => client_id.map(str::to_owned),
-            Ok(Value::Object(m)) if !m.get("reject").is_some_and(|r| r.as_bool() == Some(true)) => {
+            Ok(Value::Object(m)) if m.get("reject").is_none_or(|r| r.as_bool() != Some(true)) => {
                 named(&m).or_else(|| client_id.map(str::to_owned))
             }
             Ok(Value::Object(m)) => {

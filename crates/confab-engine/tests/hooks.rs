@@ -13,9 +13,12 @@ use std::time::Duration;
 
 const APP: &str = "app";
 
+/// How the fake backend answers a hook, from its name and parameters.
+type Answer = Box<dyn Fn(&str, &Value) -> Result<Value, HookError> + Send + Sync>;
+
 /// Answers each hook from a function of (hook, params); records every call.
 struct Backend {
-    answer: Box<dyn Fn(&str, &Value) -> Result<Value, HookError> + Send + Sync>,
+    answer: Answer,
     calls: Mutex<Vec<(String, Value, Option<String>)>>,
 }
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, MessageRange, Store, StoreError, StoredMessage,
+    Appended, ConvKind, ConversationRecord, HookCall, MessageRange, Store, StoreError, StoredMessage,
 };
 use confab_store_postgres::PostgresStore;
 use confab_testkit::TempPostgres;
@@ -129,6 +129,43 @@ async fn any_string_round_trips() {
     assert_eq!(store.conversation(APP, "c").await.unwrap().unwrap().last_message.unwrap().data, body);
 }
 
+/// A message's hook calls report the position the database assigned even when the
+/// content holds U+0000 (the position is set in SQL as text, not through `jsonb`, which
+/// refuses it), and a second node's message at a taken position is stored with its
+/// calls in the same transaction.
+#[tokio::test]
+async fn hook_calls_follow_the_assigned_position() {
+    let Some(pg) = TempPostgres::start_or_skip("hook_calls_follow_the_assigned_position") else { return };
+    let node_a = PostgresStore::connect(&pg.url()).await.unwrap();
+    let node_b = PostgresStore::connect(&pg.url()).await.unwrap();
+    node_a.create_conversation(conv("c")).await.unwrap();
+    let body = "nul \u{0} and \u{1F600}";
+    let sent = |key: &str, ts: i64| HookCall {
+        app: APP.into(),
+        key: key.into(),
+        hook: "_messageSent".into(),
+        params:
+            serde_json::json!({ "content": body, "msgId": key, "timestamp": ts, "z": [1, {"timestamp": ts}] })
+                .to_string(),
+        created_at: ts,
+    };
+    let a = node_a.append_message_notify(msg("c", "a", 10, body), vec![sent("a", 10)]).await.unwrap();
+    let b = node_b.append_message_notify(msg("c", "b", 10, body), vec![sent("b", 10)]).await.unwrap();
+    assert_eq!((a, b), (Appended { ts: 10, prev_ts: 0 }, Appended { ts: 11, prev_ts: 10 }));
+    let due = node_a.outbox_due(100, 10).await.unwrap();
+    let params: Vec<serde_json::Value> =
+        due.iter().map(|e| serde_json::from_str(&e.call.params).unwrap()).collect();
+    let nested = serde_json::json!([1, {"timestamp": 10}]);
+    assert_eq!(
+        params,
+        [
+            serde_json::json!({ "content": body, "msgId": "a", "timestamp": 10, "z": nested }),
+            serde_json::json!({ "content": body, "msgId": "b", "timestamp": 11, "z": nested }),
+        ],
+        "only the top-level timestamp moves"
+    );
+}
+
 /// Nodes starting together migrate once; a second run has nothing to do; the
 /// versions are recorded.
 #[tokio::test]
@@ -139,9 +176,15 @@ async fn migrations_run_once_even_when_nodes_start_together() {
     let url = pg.url();
     let runs = futures_util::future::join_all((0..4).map(|_| PostgresStore::migrate(&url))).await;
     let ran: usize = runs.into_iter().map(|r| r.unwrap()).sum();
-    assert_eq!(ran, 1, "one node applied the one migration");
+    assert_eq!(ran, 2, "each of the two migrations applied by one node");
     assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 0);
-    assert_eq!(pg.psql("confab", "SELECT string_agg(version::text, ',') FROM schema_migrations").trim(), "1");
+    let versions = "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations";
+    assert_eq!(pg.psql("confab", versions).trim(), "1,2");
+    // A database of a build before the hook outbox (version 1) gains it.
+    pg.psql("confab", "DROP TABLE hook_outbox; DELETE FROM schema_migrations WHERE version = 2");
+    assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 1);
+    assert_eq!(pg.psql("confab", versions).trim(), "1,2");
+    assert_eq!(pg.psql("confab", "SELECT count(*) FROM hook_outbox").trim(), "0");
     // A database from a newer Confab is refused rather than used.
     pg.psql("confab", "INSERT INTO schema_migrations (version) VALUES (99)");
     let err = PostgresStore::connect(&url).await.unwrap_err().to_string();

@@ -63,6 +63,19 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages ADD COLUMN mention_pids TEXT;",
     // 7: finding edits and recalls newer than a client's lastPatchTime.
     "CREATE INDEX messages_patched ON messages (app, cid, patched_at) WHERE patched_at IS NOT NULL;",
+    // 8: the hook outbox: notifying hook calls not yet delivered (seq: the order stored).
+    "CREATE TABLE hook_outbox (
+        seq INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        key TEXT NOT NULL,
+        hook TEXT NOT NULL,
+        params TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at INTEGER NOT NULL,
+        UNIQUE (app, key)
+     );
+     CREATE INDEX hook_outbox_due ON hook_outbox (due_at, seq);",
 ];
 
 /// Brings the database to the newest schema.

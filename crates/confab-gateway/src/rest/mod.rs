@@ -4,7 +4,8 @@
 //! - `auth`: `X-LC-Id` / `X-LC-Key` / `X-LC-Sign` and the legacy `X-AVOSCloud-*`;
 //! - `conversations`: conversations, chat rooms and service conversations: create,
 //!   query, update, members, send and history;
-//! - `clients`: online check, kick and unread counts.
+//! - `clients`: online check, kick and unread counts;
+//! - `sign`: login signatures for LeanStorage users, decided by the `_rtmClientSign` hook.
 //!
 //! Errors are `{"code": N, "error": "…"}` with LeanCloud's HTTP statuses; bodies are
 //! bounded by the gateway's `frame_bytes` (a REST body carries what one WebSocket
@@ -13,6 +14,7 @@
 pub(crate) mod auth;
 mod clients;
 mod conversations;
+mod sign;
 
 use crate::Gateway;
 use axum::Router;
@@ -29,6 +31,7 @@ pub(crate) fn router(gateway: Gateway) -> Router<Gateway> {
     Router::new()
         .merge(conversations::routes())
         .merge(clients::routes())
+        .merge(sign::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(gateway, cors))
 }
@@ -46,6 +49,11 @@ impl RestError {
     /// does not have the documented shape.
     pub(crate) fn bad_request(error: impl Into<String>) -> RestError {
         RestError { status: StatusCode::BAD_REQUEST, code: 107, error: error.into() }
+    }
+
+    /// Any status and code.
+    pub(crate) fn new(status: StatusCode, code: u16, error: impl Into<String>) -> RestError {
+        RestError { status, code, error: error.into() }
     }
 
     /// 401 with code 401: wrong or missing keys, or the app key where the master key

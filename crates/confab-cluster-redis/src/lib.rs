@@ -500,6 +500,26 @@ impl Cluster for RedisCluster {
         });
     }
 
+    fn spend_nonce<'a>(
+        &'a self,
+        app: &'a str,
+        nonce: &'a str,
+        ttl_ms: u64,
+    ) -> ClusterFuture<'a, Option<bool>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut set = redis::cmd("SET");
+            set.arg(format!("confab:nonce:{app}:{nonce}")).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+            match timed(set.query_async::<Option<String>>(&mut conn)).await {
+                Ok(reply) => Some(reply.is_some()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster registry: nonce check failed");
+                    None
+                }
+            }
+        })
+    }
+
     fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>> {
         Box::pin(async move {
             if clients.is_empty() {

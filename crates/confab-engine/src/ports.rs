@@ -216,8 +216,8 @@ pub struct ScanFilter {
 /// stored: with the event they report, in the same transaction (the `*_notify` variants
 /// of [`Store::append_message`], [`Store::create_conversation`], [`Store::add_members`]
 /// and [`Store::remove_members`]; the plain methods store none), or alone with
-/// [`Store::outbox_put`]. The engine's outbox worker reads due calls with
-/// [`Store::outbox_due`] and settles each with [`Store::outbox_done`] or
+/// [`Store::outbox_put`]. The engine's outbox worker takes due calls with
+/// [`Store::outbox_claim`] and settles each with [`Store::outbox_done`] or
 /// [`Store::outbox_retry`]. Outbox rows are scoped by app and key; a call whose key is
 /// already stored is ignored (the first is kept); deleting a conversation leaves its
 /// calls alone (they report what already happened).
@@ -423,8 +423,9 @@ pub trait Store: Send + Sync + 'static {
     /// conversation may take the key.
     fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
     /// Deletes a conversation with everything kept for it: its members (with their
-    /// cursors, read positions, roles and flags), its blocked list, its messages (a
-    /// system conversation's inbox, `<cid>:inbox`, too), and frees its unique key. A
+    /// cursors, read positions, roles and flags), its blocked list, its messages and
+    /// those of its side logs (every log whose id starts with `<cid>:`, such as a
+    /// system conversation's inbox `<cid>:inbox`), and frees its unique key. A
     /// conversation that does not exist is not an error.
     fn delete_conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
     /// Unread counts of the client's conversations that have any, at most `max` of
@@ -434,6 +435,24 @@ pub trait Store: Send + Sync + 'static {
     /// count). Conversations come newest last message first (ties in no particular
     /// order); `max` counts only the conversations returned.
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>>;
+    /// Deletes the message at position `ts` of a log (none there: not an error). The
+    /// conversation's last message stays what it was (clients keep their copies), and
+    /// the position is never assigned again.
+    fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()>;
+    /// Messages of every conversation of the app (only logs whose id is a stored
+    /// conversation's: no side logs), sent by `from` when given, within `range`'s
+    /// bounds, returned oldest first; ties of position order by conversation id. With
+    /// `newest_first` the `limit` newest are taken. `range.lctype` is ignored.
+    fn app_messages<'a>(
+        &'a self,
+        app: &'a str,
+        from: Option<&'a str>,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>>;
+    /// When `client` became a member of the conversation (ms; `updated_at` of the
+    /// [`Store::add_members`] call, or the creation time for initial members), `None`
+    /// for a non-member.
+    fn joined_at<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str) -> StoreFuture<'a, Option<i64>>;
     /// Whether the back end answers now (`/healthz` reports 503 while it does not). An
     /// embedded store is as healthy as its process: the default says yes.
     fn health(&self) -> StoreFuture<'_, ()> {
@@ -447,6 +466,19 @@ pub trait Store: Send + Sync + 'static {
     /// due first, calls due at the same time in the order they were stored, at most
     /// `limit`.
     fn outbox_due(&self, now: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    /// The calls [`Store::outbox_due`] returns, taken for delivery: until `lease_until`
+    /// (ms) no other caller of this method gets them again (their next attempt is due
+    /// then, unless [`Store::outbox_done`] or [`Store::outbox_retry`] settles them
+    /// first), so several processes delivering from one store do not make the same
+    /// call at once, and a call whose deliverer died comes due again. Entries report
+    /// `due_at` as it was before the lease.
+    ///
+    /// A store that only one process uses has one outbox worker and no one to share
+    /// with: the default returns [`Store::outbox_due`] and leases nothing.
+    fn outbox_claim(&self, now: i64, limit: usize, lease_until: i64) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        let _ = lease_until;
+        self.outbox_due(now, limit)
+    }
     /// Removes a call (delivered, or given up). An unknown key is not an error.
     fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()>;
     /// Records a failed attempt: the call's attempt count becomes `attempts` and its next

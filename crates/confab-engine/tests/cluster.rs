@@ -7,7 +7,7 @@ mod common;
 
 use common::{APP, Peer, World};
 use confab_engine::AppConfig;
-use confab_engine::ports::{HookCaller, HookFuture};
+use confab_engine::ports::{HookCaller, HookFuture, Store};
 use confab_types::{ConvEvent, ConvStart, ErrorCode, MembersChange, Push, Reply, Request, SessionOpen};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -185,4 +185,24 @@ async fn hook_chosen_recipients_hold_in_chat_rooms_across_nodes() {
     assert_eq!(contents(&mut bob, 2).await, ["only bob", "for all"]);
     assert_eq!(contents(&mut carol, 1).await, ["for all"]);
     assert_eq!(carol.settled_messages().await.len(), 1, "nothing more came to carol");
+}
+
+/// The notifying hooks count a recipient with a session on another node as online: it
+/// is in `_messageSent`'s `onlinePeers` and not in `_receiversOffline` (which would
+/// have the backend push it an offline notification).
+#[tokio::test]
+async fn hook_online_peers_span_the_nodes() {
+    let (nodes, _hub) = World::cluster_with_hooks(2, Arc::new(OnlyBob));
+    let mut alice = nodes[0].login("alice").await;
+    let _bob = nodes[1].login("bob").await;
+    let cid = alice.start(&["bob", "dave"]).await;
+    let (id, _) = alice.say(&cid, "hello").await;
+    let due = nodes[0].store.outbox_due(i64::MAX, 100).await.unwrap();
+    let params = |hook: &str| -> Value {
+        let call = due.iter().find(|e| e.call.hook == hook && e.call.key.ends_with(&id)).unwrap();
+        serde_json::from_str(&call.call.params).unwrap()
+    };
+    let sent = params("_messageSent");
+    assert_eq!((&sent["onlinePeers"], &sent["offlinePeers"]), (&json!(["bob"]), &json!(["dave"])));
+    assert_eq!(params("_receiversOffline")["offlinePeers"], json!(["dave"]));
 }

@@ -178,6 +178,9 @@ fn main() -> anyhow::Result<()> {
 /// it does, and prints the settings; touches neither the data directory nor the network.
 fn check_config(args: CheckArgs) -> i32 {
     let printed = resolve(Some(&args.config), args.overrides).and_then(|settings| {
+        if let StoreSpec::Postgres(url) = &settings.store {
+            PostgresStore::check_url(url)?;
+        }
         warn_unsigned_logins(&settings);
         settings.with_masked_keys().to_toml()
     });

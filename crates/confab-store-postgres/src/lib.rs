@@ -31,6 +31,9 @@ mod sql;
 
 pub use schema::MigrateError;
 
+/// The schema version this build migrates a database to.
+pub const SCHEMA_VERSION: i64 = schema::LATEST;
+
 use confab_engine::ports::{
     Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
     MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
@@ -74,6 +77,12 @@ const PROBE_DOWN: Duration = Duration::from_secs(1);
 /// How often a healthy store checks its database when nothing else would notice.
 const PROBE_UP: Duration = Duration::from_secs(5);
 
+/// Longest a batch's transaction or a read may take. Past it the database counts as
+/// lost (a hung server, a dropped network path that TCP has not noticed), the connection
+/// is closed rather than returned to the pool (it may hold an open transaction), and the
+/// callers get an error instead of waiting forever.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Times a batch that hit a deadlock or serialization failure is tried again.
 const RETRIES: usize = 3;
 
@@ -81,7 +90,7 @@ const RETRIES: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The URL does not parse.
-    #[error("invalid PostgreSQL URL: {0}")]
+    #[error("store: invalid PostgreSQL URL: {0}")]
     Url(String),
     /// No connection could be made.
     #[error("PostgreSQL at {target} is unreachable: {error}")]
@@ -126,6 +135,9 @@ impl std::fmt::Debug for PostgresStore {
 /// State shared by the handles, the writer and the health monitor.
 struct Shared {
     pool: Pool,
+    /// For the health probe's own connection, outside the pool: a pool busy with reads
+    /// must not look like a lost database.
+    config: tokio_postgres::Config,
     /// host:port/database, for logs (the URL may hold a password).
     target: String,
     cursors: Mutex<PendingCursors>,
@@ -281,6 +293,11 @@ enum WriteOp {
         app: String,
         cid: String,
     },
+    DeleteMessage {
+        app: String,
+        cid: String,
+        ts: i64,
+    },
     /// Nothing to write: completes when everything queued before it is committed,
     /// buffered cursors included.
     Flush,
@@ -314,7 +331,8 @@ impl WriteOp {
             | WriteOp::Patch { app, cid, .. }
             | WriteOp::SetMuted { app, cid, .. }
             | WriteOp::DeleteConversation { app, cid }
-            | WriteOp::ReleaseUnique { app, cid } => Some((app, cid)),
+            | WriteOp::ReleaseUnique { app, cid }
+            | WriteOp::DeleteMessage { app, cid, .. } => Some((app, cid)),
         }
     }
 
@@ -421,8 +439,11 @@ impl WriteOp {
             }
             WriteOp::DeleteConversation { app, cid } => (
                 sql::DELETE_CONVERSATION,
-                vec![own(app.clone()), own(cid.clone()), own(vec![cid.clone(), format!("{cid}:inbox")])],
+                vec![own(app.clone()), own(cid.clone()), own(format!("{cid}:")), own(format!("{cid};"))],
             ),
+            WriteOp::DeleteMessage { app, cid, ts } => {
+                (sql::DELETE_MESSAGE, vec![own(app.clone()), own(cid.clone()), own(*ts)])
+            }
             WriteOp::ReleaseUnique { app, cid } => {
                 (sql::RELEASE_UNIQUE, vec![own(app.clone()), own(cid.clone())])
             }
@@ -578,16 +599,20 @@ fn describe(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
 }
 
-fn pool_for(url: &str) -> Result<(Pool, String), OpenError> {
+fn pool_for(url: &str) -> Result<(Pool, String, tokio_postgres::Config), OpenError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| OpenError::Url(format!("{e}")))?;
     config.connect_timeout(CONNECT_TIMEOUT);
     config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
     config.application_name("confab");
     // Acknowledged means flushed to the WAL on disk, whatever the server's default.
     config.options("-c synchronous_commit=on");
     let target = describe(&config);
-    let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     let pool = Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
@@ -596,13 +621,13 @@ fn pool_for(url: &str) -> Result<(Pool, String), OpenError> {
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|e| OpenError::Url(e.to_string()))?;
-    Ok((pool, target))
+    Ok((pool, target, config))
 }
 
 /// Connects and brings the schema up to date; returns the pool, the target and how
 /// many migrations ran.
-async fn open_pool(url: &str) -> Result<(Pool, String, usize), OpenError> {
-    let (pool, target) = pool_for(url)?;
+async fn open_pool(url: &str) -> Result<(Pool, String, tokio_postgres::Config, usize), OpenError> {
+    let (pool, target, config) = pool_for(url)?;
     let mut client = pool.get().await.map_err(|e| match e {
         deadpool_postgres::PoolError::Backend(e) if !is_connection_error(&e) => {
             OpenError::Refused { target: target.clone(), error: e.to_string() }
@@ -613,7 +638,7 @@ async fn open_pool(url: &str) -> Result<(Pool, String, usize), OpenError> {
         .await
         .map_err(|error| OpenError::Migrate { target: target.clone(), error })?;
     drop(client);
-    Ok((pool, target, ran))
+    Ok((pool, target, config, ran))
 }
 
 impl PostgresStore {
@@ -621,10 +646,11 @@ impl PostgresStore {
     /// migrations and starts the writer. Fails when the database cannot be reached:
     /// a node does not start without its store.
     pub async fn connect(url: &str) -> Result<PostgresStore, OpenError> {
-        let (pool, target, ran) = open_pool(url).await?;
+        let (pool, target, config, ran) = open_pool(url).await?;
         tracing::info!(target_db = %target, migrations = ran, schema = schema::LATEST, "PostgreSQL store ready");
         let shared = Arc::new(Shared {
             pool,
+            config,
             target,
             cursors: Mutex::new(PendingCursors::default()),
             wake: Notify::new(),
@@ -637,10 +663,16 @@ impl PostgresStore {
         Ok(PostgresStore { shared, writer: tx })
     }
 
+    /// Checks that `url` is a PostgreSQL connection URL this store accepts, without
+    /// connecting (`confab check-config`).
+    pub fn check_url(url: &str) -> Result<(), OpenError> {
+        url.parse::<tokio_postgres::Config>().map(|_| ()).map_err(|e| OpenError::Url(e.to_string()))
+    }
+
     /// Connects to `url` and runs the migrations only (`confab migrate`); returns how
     /// many ran.
     pub async fn migrate(url: &str) -> Result<usize, OpenError> {
-        let (pool, _, ran) = open_pool(url).await?;
+        let (pool, _, _, ran) = open_pool(url).await?;
         pool.close();
         Ok(ran)
     }
@@ -709,11 +741,22 @@ impl PostgresStore {
         Ok(client)
     }
 
-    /// Runs one read statement with a cached prepare.
+    /// Runs one read statement with a cached prepare, bounded by [`STATEMENT_TIMEOUT`].
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         let client = self.reader().await?;
-        let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
-        client.query(&stmt, params).await.map_err(pg_error)
+        let read = async {
+            let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+            client.query(&stmt, params).await.map_err(pg_error)
+        };
+        match tokio::time::timeout(STATEMENT_TIMEOUT, read).await {
+            Ok(rows) => rows,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                let e = format!("PostgreSQL did not answer a read within {}s", STATEMENT_TIMEOUT.as_secs());
+                self.shared.mark_down(&e);
+                Err(StoreError::Unavailable(e))
+            }
+        }
     }
 
     async fn read_conversation(
@@ -736,6 +779,7 @@ impl PostgresStore {
 /// Checks the database every [`PROBE_UP`] (every [`PROBE_DOWN`] while it is lost) so a
 /// quiet node notices, logs and reports a loss and a recovery. Ends with the store.
 async fn monitor(shared: Weak<Shared>) {
+    let mut probe_client: Option<tokio_postgres::Client> = None;
     loop {
         let up = match shared.upgrade() {
             Some(s) => s.reachable.load(Ordering::SeqCst),
@@ -743,23 +787,35 @@ async fn monitor(shared: Weak<Shared>) {
         };
         tokio::time::sleep(if up { PROBE_UP } else { PROBE_DOWN }).await;
         let Some(shared) = shared.upgrade() else { return };
-        match probe(&shared.pool).await {
-            Ok(()) => shared.mark_up(),
-            Err(e) => shared.mark_down(&e.to_string()),
+        match tokio::time::timeout(CONNECT_TIMEOUT, probe(&shared.config, &mut probe_client)).await {
+            Ok(Ok(())) => shared.mark_up(),
+            Ok(Err(e)) => {
+                probe_client = None;
+                shared.mark_down(&e.to_string());
+            }
+            Err(_) => {
+                probe_client = None;
+                shared.mark_down("PostgreSQL did not answer the health probe in time");
+            }
         }
     }
 }
 
-/// `SELECT 1` on a pooled connection, bounded in time.
-async fn probe(pool: &Pool) -> Result<(), StoreError> {
-    let check = async {
-        let client = pool.get().await.map_err(pool_error)?;
-        client.simple_query("SELECT 1").await.map_err(pg_error)?;
-        Ok::<(), StoreError>(())
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, check).await {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::Unavailable("PostgreSQL did not answer in time".into())),
+/// `SELECT 1` on the probe's own connection, connecting it first if needed.
+async fn probe(
+    config: &tokio_postgres::Config,
+    client: &mut Option<tokio_postgres::Client>,
+) -> Result<(), StoreError> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        let (new, connection) = config.connect(NoTls).await.map_err(pg_error)?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        *client = Some(new);
+    }
+    match client {
+        Some(c) => c.simple_query("SELECT 1").await.map(|_| ()).map_err(pg_error),
+        None => Err(StoreError::Unavailable("no probe connection".into())),
     }
 }
 
@@ -906,70 +962,27 @@ impl Writer {
         vec![Err(error); ops.len()]
     }
 
-    /// The fast path: the whole batch in one transaction, its statements pipelined.
+    /// The fast path: the whole batch in one transaction, its statements pipelined,
+    /// bounded by [`STATEMENT_TIMEOUT`].
     async fn commit_batch(
         &self,
         ops: &[&WriteOp],
         cursors: &BTreeMap<CursorKey, i64>,
     ) -> Result<Vec<Reply>, BatchError> {
         let mut client = self.shared.pool.get().await.map_err(|e| BatchError::Down(pool_error(e)))?;
-        let tx = client.transaction().await.map_err(classify)?;
-        let statements: Vec<Option<(&'static str, Params)>> = ops.iter().map(|op| op.statement()).collect();
-        let mut prepared = HashMap::new();
-        let lock = lock_order(ops);
-        let cursor_params = cursor_params(cursors);
-        for sql in statements
-            .iter()
-            .flatten()
-            .map(|(sql, _)| *sql)
-            .chain(lock.is_some().then_some(sql::LOCK_CONVERSATIONS))
-            .chain(cursor_params.is_some().then_some(sql::SAVE_CURSORS))
-        {
-            if !prepared.contains_key(sql) {
-                prepared.insert(sql, tx.prepare_cached(sql).await.map_err(classify)?);
-            }
-        }
-        let lock_refs: Option<Vec<&(dyn ToSql + Sync)>> = lock.as_ref().map(refs);
-        let op_refs: Vec<Option<Vec<&(dyn ToSql + Sync)>>> =
-            statements.iter().map(|s| s.as_ref().map(|(_, p)| refs(p))).collect();
-        let cursor_refs: Option<Vec<&(dyn ToSql + Sync)>> = cursor_params.as_ref().map(refs);
-        let mut futures: Vec<RowsFuture<'_>> = Vec::new();
-        if let (Some(params), Some(stmt)) = (&lock_refs, prepared.get(sql::LOCK_CONVERSATIONS)) {
-            futures.push(Box::pin(tx.query(stmt, params)));
-        }
-        let mut slots = Vec::with_capacity(ops.len());
-        for (statement, params) in statements.iter().zip(&op_refs) {
-            match (statement, params) {
-                (Some((sql, _)), Some(params)) => {
-                    let Some(stmt) = prepared.get(sql) else {
-                        return Err(BatchError::Down(StoreError::Backend("statement not prepared".into())));
-                    };
-                    slots.push(Some(futures.len()));
-                    futures.push(Box::pin(tx.query(stmt, params)));
+        match tokio::time::timeout(STATEMENT_TIMEOUT, run_batch(&mut client, ops, cursors)).await {
+            Ok(result) => {
+                if result.is_ok() {
+                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 }
-                _ => slots.push(None),
+                result
+            }
+            Err(_) => {
+                // The connection may hold the transaction open: close it, never reuse it.
+                drop(deadpool_postgres::Object::take(client));
+                Err(BatchError::Down(timed_out()))
             }
         }
-        if let (Some(params), Some(stmt)) = (&cursor_refs, prepared.get(sql::SAVE_CURSORS)) {
-            futures.push(Box::pin(tx.query(stmt, params)));
-        }
-        let mut outputs = pipeline(futures).await;
-        // The first failure is the cause; later ones only say the transaction aborted.
-        if let Some(pos) = outputs.iter().position(Result::is_err) {
-            let Err(e) = outputs.swap_remove(pos) else { unreachable!("position found an error") };
-            return Err(classify(e));
-        }
-        let results = ops
-            .iter()
-            .zip(&slots)
-            .map(|(op, slot)| match slot.and_then(|i| outputs.get(i)) {
-                Some(Ok(rows)) => op.outcome(rows),
-                _ => Ok(Written::Done),
-            })
-            .collect();
-        tx.commit().await.map_err(classify)?;
-        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(results)
     }
 
     /// The slow path after a failed batch: a savepoint per write, so one bad write fails
@@ -980,36 +993,123 @@ impl Writer {
         cursors: &BTreeMap<CursorKey, i64>,
     ) -> Result<Vec<Reply>, StoreError> {
         let mut client = self.shared.pool.get().await.map_err(pool_error)?;
-        let mut tx = client.transaction().await.map_err(pg_error)?;
-        if let Some(lock) = lock_order(ops) {
-            tx.query(sql::LOCK_CONVERSATIONS, &refs(&lock)).await.map_err(pg_error)?;
-        }
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            let Some((sql, params)) = op.statement() else {
-                results.push(Ok(Written::Done));
-                continue;
-            };
-            let sp = tx.transaction().await.map_err(pg_error)?;
-            match sp.query(sql, &refs(&params)).await {
-                Ok(rows) => {
-                    sp.commit().await.map_err(pg_error)?;
-                    results.push(op.outcome(&rows));
+        match tokio::time::timeout(STATEMENT_TIMEOUT, run_each(&mut client, ops, cursors)).await {
+            Ok(result) => {
+                if result.is_ok() {
+                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) if is_connection_error(&e) => return Err(pg_error(e)),
-                Err(e) => {
-                    sp.rollback().await.map_err(pg_error)?;
-                    results.push(Err(pg_error(e)));
-                }
+                result
+            }
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(timed_out())
             }
         }
-        if let Some(params) = cursor_params(cursors) {
-            tx.query(sql::SAVE_CURSORS, &refs(&params)).await.map_err(pg_error)?;
-        }
-        tx.commit().await.map_err(pg_error)?;
-        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(results)
     }
+}
+
+fn timed_out() -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL did not commit within {}s", STATEMENT_TIMEOUT.as_secs()))
+}
+
+/// [`Writer::commit_batch`]'s transaction.
+async fn run_batch(
+    client: &mut deadpool_postgres::Object,
+    ops: &[&WriteOp],
+    cursors: &BTreeMap<CursorKey, i64>,
+) -> Result<Vec<Reply>, BatchError> {
+    let tx = client.transaction().await.map_err(classify)?;
+    let statements: Vec<Option<(&'static str, Params)>> = ops.iter().map(|op| op.statement()).collect();
+    let mut prepared = HashMap::new();
+    let lock = lock_order(ops);
+    let cursor_params = cursor_params(cursors);
+    for sql in statements
+        .iter()
+        .flatten()
+        .map(|(sql, _)| *sql)
+        .chain(lock.is_some().then_some(sql::LOCK_CONVERSATIONS))
+        .chain(cursor_params.is_some().then_some(sql::SAVE_CURSORS))
+    {
+        if !prepared.contains_key(sql) {
+            prepared.insert(sql, tx.prepare_cached(sql).await.map_err(classify)?);
+        }
+    }
+    let lock_refs: Option<Vec<&(dyn ToSql + Sync)>> = lock.as_ref().map(refs);
+    let op_refs: Vec<Option<Vec<&(dyn ToSql + Sync)>>> =
+        statements.iter().map(|s| s.as_ref().map(|(_, p)| refs(p))).collect();
+    let cursor_refs: Option<Vec<&(dyn ToSql + Sync)>> = cursor_params.as_ref().map(refs);
+    let mut futures: Vec<RowsFuture<'_>> = Vec::new();
+    if let (Some(params), Some(stmt)) = (&lock_refs, prepared.get(sql::LOCK_CONVERSATIONS)) {
+        futures.push(Box::pin(tx.query(stmt, params)));
+    }
+    let mut slots = Vec::with_capacity(ops.len());
+    for (statement, params) in statements.iter().zip(&op_refs) {
+        match (statement, params) {
+            (Some((sql, _)), Some(params)) => {
+                let Some(stmt) = prepared.get(sql) else {
+                    return Err(BatchError::Down(StoreError::Backend("statement not prepared".into())));
+                };
+                slots.push(Some(futures.len()));
+                futures.push(Box::pin(tx.query(stmt, params)));
+            }
+            _ => slots.push(None),
+        }
+    }
+    if let (Some(params), Some(stmt)) = (&cursor_refs, prepared.get(sql::SAVE_CURSORS)) {
+        futures.push(Box::pin(tx.query(stmt, params)));
+    }
+    let mut outputs = pipeline(futures).await;
+    // The first failure is the cause; later ones only say the transaction aborted.
+    if let Some(pos) = outputs.iter().position(Result::is_err) {
+        let Err(e) = outputs.swap_remove(pos) else { unreachable!("position found an error") };
+        return Err(classify(e));
+    }
+    let results = ops
+        .iter()
+        .zip(&slots)
+        .map(|(op, slot)| match slot.and_then(|i| outputs.get(i)) {
+            Some(Ok(rows)) => op.outcome(rows),
+            _ => Ok(Written::Done),
+        })
+        .collect();
+    tx.commit().await.map_err(classify)?;
+    Ok(results)
+}
+
+/// [`Writer::commit_each`]'s transaction.
+async fn run_each(
+    client: &mut deadpool_postgres::Object,
+    ops: &[&WriteOp],
+    cursors: &BTreeMap<CursorKey, i64>,
+) -> Result<Vec<Reply>, StoreError> {
+    let mut tx = client.transaction().await.map_err(pg_error)?;
+    if let Some(lock) = lock_order(ops) {
+        tx.query(sql::LOCK_CONVERSATIONS, &refs(&lock)).await.map_err(pg_error)?;
+    }
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Some((sql, params)) = op.statement() else {
+            results.push(Ok(Written::Done));
+            continue;
+        };
+        let sp = tx.transaction().await.map_err(pg_error)?;
+        match sp.query(sql, &refs(&params)).await {
+            Ok(rows) => {
+                sp.commit().await.map_err(pg_error)?;
+                results.push(op.outcome(&rows));
+            }
+            Err(e) if is_connection_error(&e) => return Err(pg_error(e)),
+            Err(e) => {
+                sp.rollback().await.map_err(pg_error)?;
+                results.push(Err(pg_error(e)));
+            }
+        }
+    }
+    if let Some(params) = cursor_params(cursors) {
+        tx.query(sql::SAVE_CURSORS, &refs(&params)).await.map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(results)
 }
 
 /// The parameters of [`sql::LOCK_CONVERSATIONS`] when the batch touches more than one
@@ -1107,6 +1207,22 @@ fn conversation_row(app: &str, r: &Row) -> Result<ConversationRecord, StoreError
         shut_up: list(15)?,
         blocked: list(16)?,
         last_message,
+    })
+}
+
+/// An outbox entry from app, key, hook, params, created_at, attempts, due_at.
+fn outbox_row(r: &Row) -> Result<OutboxEntry, StoreError> {
+    let attempts: i64 = r.try_get(5).map_err(backend)?;
+    Ok(OutboxEntry {
+        call: HookCall {
+            app: r.try_get(0).map_err(backend)?,
+            key: r.try_get(1).map_err(backend)?,
+            hook: r.try_get(2).map_err(backend)?,
+            params: r.try_get(3).map_err(backend)?,
+            created_at: r.try_get(4).map_err(backend)?,
+        },
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        due_at: r.try_get(6).map_err(backend)?,
     })
 }
 
@@ -1218,24 +1334,23 @@ impl Store for PostgresStore {
 
     fn outbox_due(&self, now: i64, limit_to: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
         Box::pin(async move {
-            let max = limit(limit_to);
-            let rows = self.query(sql::OUTBOX_DUE, &[&now, &max]).await?;
-            rows.iter()
-                .map(|r| {
-                    let attempts: i64 = r.try_get(5).map_err(backend)?;
-                    Ok(OutboxEntry {
-                        call: HookCall {
-                            app: r.try_get(0).map_err(backend)?,
-                            key: r.try_get(1).map_err(backend)?,
-                            hook: r.try_get(2).map_err(backend)?,
-                            params: r.try_get(3).map_err(backend)?,
-                            created_at: r.try_get(4).map_err(backend)?,
-                        },
-                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                        due_at: r.try_get(6).map_err(backend)?,
-                    })
-                })
-                .collect()
+            let rows = self.query(sql::OUTBOX_DUE, &[&now, &limit(limit_to)]).await?;
+            rows.iter().map(outbox_row).collect()
+        })
+    }
+
+    fn outbox_claim(&self, now: i64, limit_to: usize, lease_until: i64) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            // One statement on a pooled connection: the lease commits at once, apart
+            // from the writer's batches (a claim need not wait behind them).
+            let rows = self.query(sql::OUTBOX_CLAIM, &[&now, &limit(limit_to), &lease_until]).await?;
+            let mut claimed = rows
+                .iter()
+                .map(|r| Ok((outbox_row(r)?, r.try_get::<_, i64>(7).map_err(backend)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // `RETURNING` keeps no order.
+            claimed.sort_by_key(|(e, seq)| (e.due_at, *seq));
+            Ok(claimed.into_iter().map(|(e, _)| e).collect())
         })
     }
 
@@ -1454,15 +1569,83 @@ impl Store for PostgresStore {
         self.write_unit(WriteOp::DeleteConversation { app: app.into(), cid: cid.into() })
     }
 
-    fn health(&self) -> StoreFuture<'_, ()> {
+    fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {
+        self.write_unit(WriteOp::DeleteMessage { app: app.into(), cid: cid.into(), ts })
+    }
+
+    fn app_messages<'a>(
+        &'a self,
+        app: &'a str,
+        from: Option<&'a str>,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
         Box::pin(async move {
-            let result = probe(&self.shared.pool).await;
-            match &result {
-                Ok(()) => self.shared.mark_up(),
-                Err(e) => self.shared.mark_down(&e.to_string()),
+            // Only the logs of conversations: side logs have no conversation row.
+            let mut sql = format!(
+                "SELECT g.cid, {} FROM messages g JOIN conversations c ON c.app = g.app AND c.id = g.cid
+                  WHERE g.app = $1::text",
+                sql::MESSAGE_COLUMNS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(app.to_owned())];
+            if let Some(from) = from {
+                params.push(Box::new(from.to_owned()));
+                sql.push_str(&format!(" AND g.sender = ${}::text", params.len()));
             }
-            result
+            if let Some((ts, inclusive)) = range.after {
+                params.push(Box::new(ts));
+                sql.push_str(&format!(
+                    " AND g.ts {} ${}::bigint",
+                    if inclusive { ">=" } else { ">" },
+                    params.len()
+                ));
+            }
+            if let Some((ts, inclusive)) = range.before {
+                params.push(Box::new(ts));
+                sql.push_str(&format!(
+                    " AND g.ts {} ${}::bigint",
+                    if inclusive { "<=" } else { "<" },
+                    params.len()
+                ));
+            }
+            sql.push_str(if range.newest_first {
+                " ORDER BY g.ts DESC, g.cid DESC"
+            } else {
+                " ORDER BY g.ts ASC, g.cid ASC"
+            });
+            params.push(Box::new(limit(range.limit)));
+            sql.push_str(&format!(" LIMIT ${}::bigint", params.len()));
+            let rows = self.query(&sql, &refs(&params)).await?;
+            let mut messages = rows
+                .iter()
+                .map(|r| {
+                    let cid: String = r.try_get(0).map_err(backend)?;
+                    message_row(app, &cid, r, 1)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if range.newest_first {
+                messages.reverse();
+            }
+            Ok(messages)
         })
+    }
+
+    fn joined_at<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            let rows = self.query(sql::JOINED_AT, &[&app, &cid, &client]).await?;
+            rows.first().map(|r| r.try_get(0).map_err(backend)).transpose()
+        })
+    }
+
+    /// What the writer, the reads and the probe (every second while lost, every 5 s
+    /// otherwise) last saw: answering costs no query, so `/healthz` polled often does not
+    /// load the database, and a pool busy with reads does not look like a lost database.
+    fn health(&self) -> StoreFuture<'_, ()> {
+        let result = if self.shared.reachable.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!("PostgreSQL at {} is unreachable", self.shared.target)))
+        };
+        Box::pin(std::future::ready(result))
     }
 
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>> {

@@ -87,7 +87,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, cid)
     );
     "#,
-    // 2: the hook outbox: notifying hook calls not yet delivered, one per (app, key);
+    // 2: when each member joined (the REST API's subscription times); the app's history
+    // by time and by sender. Earlier members count as joined when their conversation
+    // was created.
+    r#"
+    ALTER TABLE members ADD COLUMN joined_at BIGINT;
+    UPDATE members m SET joined_at = c.created_at FROM conversations c WHERE c.app = m.app AND c.id = m.cid;
+    CREATE INDEX messages_by_ts ON messages (app, ts);
+    CREATE INDEX messages_by_sender ON messages (app, sender, ts);
+    "#,
+    // 3: the hook outbox: notifying hook calls not yet delivered, one per (app, key);
     // `seq` is the order they were stored (ties of `due_at` come in it).
     r#"
     CREATE TABLE hook_outbox (

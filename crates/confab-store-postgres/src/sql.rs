@@ -88,8 +88,9 @@ WITH c AS (
     ON CONFLICT DO NOTHING
  RETURNING app, id),
 m AS (
-    INSERT INTO members (app, cid, client)
-    SELECT c.app, c.id, u.client FROM c, unnest($10::text[]) WITH ORDINALITY AS u(client, o) ORDER BY u.o
+    INSERT INTO members (app, cid, client, joined_at)
+    SELECT c.app, c.id, u.client, $7::bigint
+      FROM c, unnest($10::text[]) WITH ORDINALITY AS u(client, o) ORDER BY u.o
     ON CONFLICT DO NOTHING)",
             $extra,
             "
@@ -141,8 +142,8 @@ macro_rules! add_members {
         concat!(
             "
 WITH m AS (
-    INSERT INTO members (app, cid, client, cursor_ts)
-    SELECT c.app, c.id, u.client, c.last_ts
+    INSERT INTO members (app, cid, client, cursor_ts, joined_at)
+    SELECT c.app, c.id, u.client, c.last_ts, $4::bigint
       FROM conversations c, unnest($3::text[]) WITH ORDINALITY AS u(client, o)
      WHERE c.app = $1::text AND c.id = $2::text
      ORDER BY u.o
@@ -195,6 +196,18 @@ pub(crate) const OUTBOX_DUE: &str = "
 SELECT app, key, hook, params, created_at, attempts, due_at FROM hook_outbox
  WHERE due_at <= $1::bigint ORDER BY due_at, seq LIMIT $2::bigint";
 
+/// [`OUTBOX_DUE`]'s calls, leased: their next attempt moves to $3 (lease_until). Rows
+/// another node is leasing at this moment are skipped, not waited for. Returns the
+/// due time before the lease and `seq`, for the order. $1 now, $2 limit, $3 lease_until.
+pub(crate) const OUTBOX_CLAIM: &str = "
+WITH d AS (
+    SELECT app, key, due_at, seq FROM hook_outbox
+     WHERE due_at <= $1::bigint ORDER BY due_at, seq LIMIT $2::bigint
+       FOR UPDATE SKIP LOCKED)
+UPDATE hook_outbox h SET due_at = $3::bigint FROM d
+ WHERE h.app = d.app AND h.key = d.key
+RETURNING h.app, h.key, h.hook, h.params, h.created_at, h.attempts, d.due_at, d.seq";
+
 /// $1 app, $2 key.
 pub(crate) const OUTBOX_DONE: &str = "DELETE FROM hook_outbox WHERE app = $1::text AND key = $2::text";
 
@@ -240,13 +253,24 @@ c AS (
      WHERE app = $1::text AND id = $2::text AND last_ts = $3::bigint AND EXISTS (SELECT 1 FROM u))
 SELECT 1 FROM u";
 
-/// $1 app, $2 cid, $3 the message logs to drop (`cid` and `cid:inbox`).
+/// Drops the conversation with its log and its side logs (`<cid>:…`: ids from
+/// `<cid>:` up to `<cid>;`, ';' following ':'). $1 app, $2 cid, $3 `<cid>:`, $4 `<cid>;`.
 pub(crate) const DELETE_CONVERSATION: &str = "
-WITH a AS (DELETE FROM messages WHERE app = $1::text AND cid = ANY($3::text[])),
+WITH a AS (DELETE FROM messages
+            WHERE app = $1::text AND (cid = $2::text OR (cid >= $3::text AND cid < $4::text))),
 b AS (DELETE FROM members WHERE app = $1::text AND cid = $2::text),
 d AS (DELETE FROM blocked WHERE app = $1::text AND cid = $2::text),
-e AS (DELETE FROM heads WHERE app = $1::text AND cid = ANY($3::text[]))
+e AS (DELETE FROM heads WHERE app = $1::text AND (cid = $2::text OR (cid >= $3::text AND cid < $4::text)))
 DELETE FROM conversations WHERE app = $1::text AND id = $2::text";
+
+/// Deletes one message; the conversation's head (last message, positions) stays.
+/// $1 app, $2 cid, $3 ts.
+pub(crate) const DELETE_MESSAGE: &str =
+    "DELETE FROM messages WHERE app = $1::text AND cid = $2::text AND ts = $3::bigint";
+
+/// $1 app, $2 cid, $3 client.
+pub(crate) const JOINED_AT: &str = "SELECT COALESCE(joined_at, 0) FROM members
+ WHERE app = $1::text AND cid = $2::text AND client = $3::text";
 
 /// $1 app, $2 cid.
 pub(crate) const RELEASE_UNIQUE: &str =

@@ -6,7 +6,8 @@
 //! - [`server`]: a launcher that runs the real `confab` binary on a free port with its
 //!   own data directory, plus small helpers (create a conversation, send a message,
 //!   match pushes, read error codes).
-//! - [`redis`]: a throw-away Redis server for the cluster suites.
+//! - [`redis`]: a throw-away Redis server for the cluster suites, and [`balancer`]: a
+//!   round-robin TCP balancer in front of a cluster's nodes.
 //! - [`postgres`]: a throw-away PostgreSQL server ([`TempPostgres`]) on a free port
 //!   with its own data directory, for the PostgreSQL store's tests.
 //!
@@ -22,6 +23,7 @@
 //! suite in another package has to obtain the path on its own (for example from a
 //! variable its runner sets after `cargo build -p confab-server`) and pass it in.
 
+pub mod balancer;
 pub mod client;
 pub mod postgres;
 pub mod redis;

@@ -91,6 +91,12 @@ impl Engine {
                 "shut up in this conversation",
             ));
         }
+        if conv.state().silenced.get(&me).is_some_and(|until| *until > self.now()) {
+            return Err(ProtocolError::new(
+                ErrorCode::ConversationBlacklisted,
+                "temporarily silenced in this conversation",
+            ));
+        }
         if conv.kind == ConvKind::System && !session.admin {
             return self.send_to_app(app, &conv, session, req).await.map(Some);
         }
@@ -142,6 +148,8 @@ impl Engine {
             };
             return Ok(Some(Reply::MessageAck { uid: d.id.clone(), t: d.timestamp }));
         }
+        // A recipient with a session on another node is online for the hooks too.
+        let elsewhere = self.online_elsewhere(app, &conv, to.as_ref()).await;
         let now = self.now();
         let dedupe_key = req.dedupe.as_ref().map(|dt| format!("{me}\u{1f}{dt}"));
         let (seq, commit, appended, has_calls) = {
@@ -183,7 +191,7 @@ impl Engine {
                     None if conv.kind == ConvKind::Transient => Vec::new(),
                     None => state.members.iter().cloned().collect(),
                 };
-                self.message_calls(app, &conv, &recipients, &message)
+                self.message_calls(app, &conv, &recipients, elsewhere.as_ref(), &message)
             };
             let has_calls = !calls.is_empty();
             // Queued under the lock: the store applies writes in call order.

@@ -36,6 +36,11 @@ const OUTBOX_BATCH: usize = 32;
 const OUTBOX_FIRST_BACKOFF_MS: i64 = 1_000;
 /// Longest delay between two attempts of a notifying call.
 const OUTBOX_MAX_BACKOFF_MS: i64 = 300_000;
+/// How long a call taken for delivery ([`crate::ports::Store::outbox_claim`]) is kept
+/// from the other nodes' outbox workers beyond the longest time the call may take (the
+/// apps' longest hook deadline): time to record its outcome. A node that stops
+/// mid-call (or shuts down) leaves it due again this long after the deadline.
+const OUTBOX_LEASE_MARGIN_MS: i64 = 5_000;
 /// A notifying call still failing this long after its event is given up (logged).
 pub const OUTBOX_GIVE_UP_MS: i64 = 24 * 3600 * 1000;
 
@@ -203,7 +208,11 @@ impl Engine {
     /// One round: returns whether any call was due.
     async fn outbox_round(&self) -> bool {
         let now = self.now();
-        let due = match self.inner.store.outbox_due(now, OUTBOX_BATCH).await {
+        let longest =
+            self.inner.apps.values().filter_map(|a| deadline(&a.config)).max().unwrap_or(OUTBOX_POLL);
+        let lease =
+            i64::try_from(longest.as_millis()).unwrap_or(i64::MAX).saturating_add(OUTBOX_LEASE_MARGIN_MS);
+        let due = match self.inner.store.outbox_claim(now, OUTBOX_BATCH, now.saturating_add(lease)).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "hook outbox unreadable");
@@ -334,21 +343,53 @@ impl Engine {
         Ok(Received { to })
     }
 
+    /// Which of a message's possible recipients have a session on another node, for
+    /// [`Engine::message_calls`]: asked of the cluster's registry before the
+    /// conversation's lock is taken (`None`: one node, no hooks, or no recipients to ask
+    /// about). `to` is the hook's choice of recipients, if it made one.
+    pub(crate) async fn online_elsewhere(
+        &self,
+        app: &AppState,
+        conv: &Conv,
+        to: Option<&HashSet<String>>,
+    ) -> Option<HashSet<String>> {
+        let cluster = self.inner.cluster.as_ref()?;
+        if !self.hooks_on(app) {
+            return None;
+        }
+        let ask: Vec<String> = match to {
+            Some(to) => to.iter().cloned().collect(),
+            None if conv.kind == ConvKind::Transient => return None,
+            None => conv.state().members.iter().cloned().collect(),
+        };
+        if ask.is_empty() {
+            return None;
+        }
+        let online = cluster.online(&app.config.id, ask).await;
+        if online.is_none() {
+            tracing::warn!("hook onlinePeers from this node only: the cluster registry is unavailable");
+        }
+        online.map(|o| o.into_iter().collect())
+    }
+
     /// The notifying calls of a stored message, made under the conversation's lock just
     /// before it is queued to the store: `_messageSent` always, `_receiversOffline` when
-    /// recipients are offline (never for chat rooms). Online means "has a session now".
+    /// recipients are offline (never for chat rooms). Online means "has a session now",
+    /// on this node or (`elsewhere`, see [`Engine::online_elsewhere`]) on another.
     pub(crate) fn message_calls(
         &self,
         app: &AppState,
         conv: &Conv,
         recipients: &[String],
+        elsewhere: Option<&HashSet<String>>,
         m: &StoredMessage,
     ) -> Vec<HookCall> {
         if !self.hooks_on(app) {
             return Vec::new();
         }
+        let is_online = |r: &String| app.is_online(r) || elsewhere.is_some_and(|e| e.contains(r));
         let (online, offline): (Vec<String>, Vec<String>) =
-            recipients.iter().filter(|r| **r != m.from).cloned().partition(|r| app.is_online(r));
+            recipients.iter().filter(|r| **r != m.from).cloned().partition(is_online);
         let mut calls = Vec::new();
         let sent = json!({
             "fromPeer": m.from,

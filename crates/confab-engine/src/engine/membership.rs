@@ -32,7 +32,8 @@ impl Engine {
                 Signed::Start { members: &start.members },
                 start.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            )
+            .await?;
         }
         Self::valid_member_ids(app, &start.members)?;
         let hook_params = serde_json::json!({
@@ -179,6 +180,11 @@ impl Engine {
                 result.failed.push(MemberFailure { error, members: vec![id] });
                 continue;
             }
+            if subscribe && conv.state().blocked.contains(&me) {
+                let error = perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation");
+                result.failed.push(MemberFailure { error, members: vec![id] });
+                continue;
+            }
             let (store, now) = (&self.inner.store, self.now());
             if subscribe {
                 if !conv.has_member(&me) {
@@ -255,7 +261,8 @@ impl Engine {
                 Signed::Invite { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            )
+            .await?;
         }
         Self::valid_member_ids(app, &change.members)?;
         let requested = distinct(change.members.iter().cloned());
@@ -358,7 +365,8 @@ impl Engine {
                 Signed::Kick { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            )
+            .await?;
         }
         // Leaving by oneself is not judged by `_conversationRemove` (LeanCloud's rule).
         if !only_me {

@@ -13,10 +13,11 @@
 //! - `edits`: edits and recalls;
 //! - `moderation`: roles, shut-up and blocking;
 //! - `hooks`: the app's blocking and notifying hooks, and the outbox worker;
-//! - `admin`: the app backend's operations.
+//! - `admin`, `backend`: the app backend's operations (the REST API).
 
 mod admin;
 mod attributes;
+mod backend;
 mod cluster;
 pub(crate) mod delivery;
 mod dispatch;
@@ -30,6 +31,7 @@ mod queries;
 mod receipts;
 
 pub use admin::{AdminConversation, AdminMessage};
+pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, TargetedMessage, member_info_id};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
 pub use hooks::{OUTBOX_GIVE_UP_MS, SignRefusal};
@@ -95,6 +97,8 @@ pub struct AppState {
     pub(crate) convs: Sharded<Arc<Conv>>,
     /// Serializes membership and attribute changes per conversation.
     pub(crate) conv_ops: Sharded<Arc<tokio::sync::Mutex<()>>>,
+    /// Distinct clients that logged in today (`GET /1.2/rtm/stats`).
+    pub(crate) logins_today: backend::DailyClients,
 }
 
 impl AppState {
@@ -223,6 +227,7 @@ impl Engine {
                     presence,
                     convs: Sharded::default(),
                     conv_ops: Sharded::default(),
+                    logins_today: backend::DailyClients::default(),
                 };
                 (id, Arc::new(state))
             })
@@ -357,7 +362,9 @@ impl Engine {
         }
     }
 
-    fn check_signature(
+    /// Verifies a signature and spends its nonce, on every node: a nonce another node
+    /// saw within the window is a replay too.
+    async fn check_signature(
         &self,
         app: &AppState,
         client: &str,
@@ -369,6 +376,17 @@ impl Engine {
         self.inner
             .verifier
             .check(&c.id, &c.master_key, client, op, sig, self.now(), c.signatures.window_secs)
-            .map_err(|p| perr(code, p.detail()))
+            .map_err(|p| perr(code, p.detail()))?;
+        if let (Some(cluster), Some(sig)) = (&self.inner.cluster, sig) {
+            let ttl_ms = c.signatures.window_secs.saturating_mul(2000).max(1000);
+            match cluster.spend_nonce(&c.id, &sig.nonce, ttl_ms).await {
+                Some(true) => {}
+                Some(false) => return Err(perr(code, "signature nonce already used")),
+                None => {
+                    tracing::warn!("signature nonce checked on this node only: the cluster is unreachable")
+                }
+            }
+        }
+        Ok(())
     }
 }

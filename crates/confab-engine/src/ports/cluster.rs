@@ -137,6 +137,15 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     ) -> ClusterFuture<'a, Result<Vec<SessionRef>, ClaimError>>;
     /// Unregisters a session (never waits).
     fn release(&self, app: &str, client: &str, session: SessionRef);
+    /// Spends a signature's nonce for `ttl_ms`: `Some(true)` the first time any node
+    /// spends it, `Some(false)` afterwards (a replay), `None` when the registry cannot
+    /// be reached.
+    fn spend_nonce<'a>(
+        &'a self,
+        app: &'a str,
+        nonce: &'a str,
+        ttl_ms: u64,
+    ) -> ClusterFuture<'a, Option<bool>>;
     /// Which of `clients` have a live session on any node (`None`: the registry cannot
     /// be reached).
     fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>>;
@@ -169,6 +178,8 @@ struct HubState {
     nodes: Vec<(String, tokio::sync::mpsc::UnboundedSender<(String, NodeEvent)>)>,
     /// Registered sessions: (app, client) -> sessions with their tags.
     sessions: std::collections::HashMap<(String, String), Registered>,
+    /// Spent signature nonces, by app.
+    nonces: std::collections::HashSet<(String, String)>,
 }
 
 impl std::fmt::Debug for HubState {
@@ -272,6 +283,16 @@ impl Cluster for HubNode {
         if let Some(list) = hub.sessions.get_mut(&(app.to_owned(), client.to_owned())) {
             list.retain(|(s, _)| *s != session);
         }
+    }
+
+    fn spend_nonce<'a>(
+        &'a self,
+        app: &'a str,
+        nonce: &'a str,
+        _ttl_ms: u64,
+    ) -> ClusterFuture<'a, Option<bool>> {
+        let fresh = self.hub.lock().nonces.insert((app.to_owned(), nonce.to_owned()));
+        Box::pin(std::future::ready(Some(fresh)))
     }
 
     fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>> {

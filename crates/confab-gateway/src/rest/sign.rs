@@ -6,9 +6,8 @@
 //! login-signature policy.
 
 use super::auth::authenticate;
-use super::{RestError, json_object};
+use super::{RestError, Routes, json_object};
 use crate::Gateway;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
@@ -23,8 +22,12 @@ use std::collections::HashMap;
 /// The longest session token accepted (LeanCloud's are 25 characters).
 const SESSION_TOKEN_MAX: usize = 256;
 
-pub(super) fn routes() -> Router<Gateway> {
-    Router::new().route("/1.1/rtm/sign", post(sign_v1)).route("/1.2/rtm/clients/sign", get(sign_v2))
+pub(super) fn routes() -> Routes {
+    Routes::new().at("/1.1/rtm/sign", &["POST"], post(sign_v1)).at(
+        "/1.2/rtm/clients/sign",
+        &["GET"],
+        get(sign_v2),
+    )
 }
 
 /// `POST /1.1/rtm/sign` `{"session_token", "client_id"?}`.

@@ -2,7 +2,7 @@
 # Runs every test of Confab: Rust formatting and lints, the Rust unit and integration
 # tests (real server, real SQLite, real WebSockets, SIGKILL cycles, slow consumers), the
 # compatibility suites that drive the unmodified leancloud-realtime 2.4.0, 3.5.7 and
-# 4.3.1 SDKs, the JavaScript SDK's Node and headless-Chromium suites, a small benchmark
+# 4.3.1 SDKs, the hook tests against an unmodified leanengine@3.8.0 app, the JavaScript SDK's Node and headless-Chromium suites, a small benchmark
 # run against Confab and its peers, and a bounded fuzz run. Installs what it needs (npm packages; Debian's chromium when
 # run as root). With CI=true nothing may be skipped; elsewhere a missing browser is
 # skipped with a loud warning.
@@ -73,6 +73,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo doc -D warnings (no broken or private links in the API docs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+say "installing the LeanEngine hook receiver (unmodified leanengine@3.8.0) for the hook tests"
+(cd compat/hooks && npm ci --no-audit --no-fund --silent)
 
 say "cargo test (unit + integration against the real binary)"
 cargo test --workspace --locked

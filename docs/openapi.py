@@ -194,6 +194,20 @@ op("post", L + "/client/kick", "End a client's sessions (4115)", body=LEGACY)
 op("get", L + "/notifications", "Conversations joined since start_ts (X-LC-IM-Session-Token)",
    ["client_id", "start_ts", "notification_type"], response=NOTIFS, key="app")
 
+# Login signatures for LeanStorage users (createIMClient(AV.User)): the app's _rtmClientSign
+# hook says whose session token it is (404 without a hook backend). See docs/hooks.md.
+SIGNED = {
+    "type": "object",
+    "properties": {"signature": {"type": "string"}, "nonce": {"type": "string"},
+                   "client_id": {"type": "string"}, "timestamp": {"type": "integer"}},
+    "required": ["signature", "nonce", "client_id", "timestamp"],
+}
+op("post", L + "/sign", "Login signature for a LeanStorage user's session token (_rtmClientSign hook)",
+   body={"type": "object", "properties": {"session_token": {"type": "string"}, "client_id": {"type": "string"}},
+         "required": ["session_token"]}, response=SIGNED, key="app")
+op("get", CL + "/sign", "Login signature for a LeanStorage user's session token (_rtmClientSign hook)",
+   ["session_token", "client_id"], response=SIGNED, key="app")
+
 
 def operation(method, path, summary, query, body, status, response, key):
     params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}

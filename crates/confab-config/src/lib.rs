@@ -136,6 +136,9 @@ impl Settings {
         let mut masked = self.clone();
         for app in &mut masked.apps {
             app.master_key = MASKED_KEY.to_owned();
+            if let Some(hooks) = &mut app.hooks {
+                hooks.key = MASKED_KEY.to_owned();
+            }
         }
         masked.store = masked.store.with_masked_password();
         masked.broker = masked.broker.as_deref().map(mask_password);
@@ -272,6 +275,9 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
                 app.id,
                 confab_engine::bounds::MAX_JSON_DEPTH
             );
+        }
+        if let Some(hooks) = &app.hooks {
+            hooks.validate().map_err(|why| anyhow::anyhow!("app {:?}: {why}", app.id))?;
         }
     }
     Ok(Settings {
@@ -504,6 +510,12 @@ mod tests {
             "trusted_proxies",
             "metrics_token",
             "store",
+            "broker",
+            "node_id",
+            "url",
+            "key",
+            "timeout_ms",
+            "fail_closed",
         ];
         for key in keys.chain(server.iter().map(|k| (*k).to_owned())) {
             for (name, page) in pages {
@@ -592,6 +604,7 @@ mod tests {
              trusted_proxies = [\"10.1.2.3/8\", \"::1\"]\nread_timeout_secs = 30\n\
              [[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\nallowed_origins = [\"https://x.test\"]\n\
              [apps.signatures]\nlogin = true\n[apps.limits]\njson_depth = 7\n\
+             [apps.hooks]\nurl = \"https://backend.test\"\nkey = \"hook-secret\"\n\
              [[apps]]\nid = \"b\"\nkey = \"k2\"\nmaster_key = \"m2\"\n",
         )
         .expect("parses");
@@ -604,7 +617,32 @@ mod tests {
             assert_eq!(again.expect(&printed), settings, "{printed}");
             let masked = settings.with_masked_keys().to_toml().expect("prints");
             assert!(!masked.contains("\"m\"") && !masked.contains("\"m2\""), "{masked}");
+            assert!(!masked.contains("hook-secret"), "{masked}");
         }
+    }
+
+    /// `[apps.hooks]`: defaults as documented, and every bad value named.
+    #[test]
+    fn hook_settings_default_and_are_checked() {
+        let app = |hooks: &str| {
+            format!("[[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\n[apps.hooks]\n{hooks}")
+        };
+        let file = FileConfig::parse(&app("url = \"http://127.0.0.1:3000\"\nkey = \"h\"\n")).expect("parses");
+        let settings = resolve(file, Overrides::default()).expect("valid");
+        let hooks = settings.apps[0].hooks.clone().expect("hooks");
+        assert_eq!((hooks.timeout_ms, hooks.fail_closed), (3000, false));
+        for (text, named) in [
+            ("url = \"ftp://x\"\nkey = \"h\"", "hooks.url"),
+            ("url = \"https://\"\nkey = \"h\"", "hooks.url"),
+            ("url = \"http://x\"\nkey = \"\"", "hooks.key"),
+            ("url = \"http://x\"\nkey = \"h\"\ntimeout_ms = 0", "hooks.timeout_ms"),
+            ("url = \"http://x\"\nkey = \"h\"\ntimeout_ms = 60001", "hooks.timeout_ms"),
+        ] {
+            let file = FileConfig::parse(&app(text)).expect(text);
+            let err = resolve(file, Overrides::default()).expect_err(text).to_string();
+            assert!(err.contains(named), "{text}: {err}");
+        }
+        assert!(FileConfig::parse(&app("url = \"http://x\"\nkey = \"h\"\nretries = 3")).is_err());
     }
 
     #[test]

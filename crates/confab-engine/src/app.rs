@@ -35,6 +35,62 @@ pub struct AppConfig {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The app's hook backend (`[apps.hooks]`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HookSettings>,
+}
+
+/// Where and how the app's hooks are called: LeanCloud's realtime hooks, sent as LeanCloud
+/// sent them to a LeanEngine app (`POST {url}/1.1/functions/{hookName}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSettings {
+    /// Base URL of the backend (`http://` or `https://`), without `/1.1/functions`.
+    pub url: String,
+    /// Sent as `X-LC-Hook-Key` (LeanEngine's `LEANCLOUD_APP_HOOK_KEY`).
+    pub key: String,
+    /// How long a call may take, in milliseconds: a blocking hook's caller waits at most
+    /// this long; a notifying call that takes longer counts as failed and is retried.
+    #[serde(default = "default_hook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// When a blocking hook fails (timeout, non-2xx, unreadable reply): `false` (as
+    /// LeanCloud by default) goes on as if it had answered `{}`; `true` refuses the request.
+    #[serde(default)]
+    pub fail_closed: bool,
+}
+
+/// Default `[apps.hooks] timeout_ms`.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 3000;
+/// The largest `[apps.hooks] timeout_ms` accepted: a blocking hook holds its client's
+/// request (and the connection's later requests) this long at most.
+pub const MAX_HOOK_TIMEOUT_MS: u64 = 60_000;
+
+fn default_hook_timeout_ms() -> u64 {
+    DEFAULT_HOOK_TIMEOUT_MS
+}
+
+impl HookSettings {
+    /// Checks the settings: an `http(s)://` URL with a host, a non-empty key, and a
+    /// timeout of 1 to [`MAX_HOOK_TIMEOUT_MS`] ms.
+    pub fn validate(&self) -> Result<(), String> {
+        let rest =
+            self.url.strip_prefix("http://").or_else(|| self.url.strip_prefix("https://")).ok_or_else(
+                || format!("hooks.url must start with http:// or https://, got {:?}", self.url),
+            )?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("hooks.url has no host: {:?}", self.url));
+        }
+        if self.key.is_empty() {
+            return Err("hooks.key must not be empty".into());
+        }
+        if !(1..=MAX_HOOK_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(format!(
+                "hooks.timeout_ms must be 1 to {MAX_HOOK_TIMEOUT_MS}, got {}",
+                self.timeout_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SignaturePolicy {
@@ -58,6 +114,7 @@ impl AppConfig {
             allowed_origins: Vec::new(),
             signatures: SignaturePolicy::default(),
             limits: Limits::default(),
+            hooks: None,
         }
     }
 

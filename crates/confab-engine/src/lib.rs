@@ -31,6 +31,6 @@ pub mod session_token;
 pub mod sharded;
 pub mod signature;
 
-pub use app::{AppConfig, SignaturePolicy};
-pub use engine::{Connection, Engine};
+pub use app::{AppConfig, HookSettings, SignaturePolicy};
+pub use engine::{Connection, Engine, SignRefusal};
 pub use outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};

@@ -147,6 +147,9 @@ pub struct Metrics {
     messages_delivered: AtomicU64,
     acks: AtomicU64,
     slow_consumer_closes: AtomicU64,
+    /// `[ok, failed]` hook calls (blocking and notifying).
+    hook_calls: [AtomicU64; 2],
+    hooks_given_up: AtomicU64,
     commit: Histogram,
 }
 
@@ -187,6 +190,8 @@ impl Metrics {
             messages_delivered: AtomicU64::new(0),
             acks: AtomicU64::new(0),
             slow_consumer_closes: AtomicU64::new(0),
+            hook_calls: [const { AtomicU64::new(0) }; 2],
+            hooks_given_up: AtomicU64::new(0),
             commit: Histogram::new(COMMIT_BUCKETS),
         }
     }
@@ -233,6 +238,16 @@ impl Metrics {
         self.slow_consumer_closes.load(Ordering::Relaxed)
     }
 
+    /// A call to an app's hook backend ended, answered (`ok`) or failed.
+    pub fn hook_called(&self, ok: bool) {
+        self.hook_calls[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A notifying hook call was given up after failing for 24 hours.
+    pub fn hook_given_up(&self) {
+        self.hooks_given_up.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A message's commit took `elapsed` from its append.
     pub fn commit_latency(&self, elapsed: Duration) {
         self.commit.observe(elapsed);
@@ -273,6 +288,17 @@ impl Metrics {
             "confab_slow_consumer_closes_total",
             "Connections closed because they did not read fast enough.",
             &self.slow_consumer_closes,
+        );
+        header(&mut out, "confab_hook_calls_total", "Calls to apps' hook backends, by outcome.", "counter");
+        for (j, outcome) in ["ok", "failed"].iter().enumerate() {
+            let n = self.hook_calls[j].load(Ordering::Relaxed);
+            let _ = writeln!(out, "confab_hook_calls_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        counter(
+            &mut out,
+            "confab_hook_calls_given_up_total",
+            "Notifying hook calls dropped after failing for 24 hours.",
+            &self.hooks_given_up,
         );
         self.commit.render(&mut out, "confab_commit_seconds", "Time from a message's append to its commit.");
         if let Some(bytes) = resident_bytes() {
@@ -353,6 +379,8 @@ mod tests {
             ("confab_messages_delivered_total", "counter"),
             ("confab_acks_total", "counter"),
             ("confab_slow_consumer_closes_total", "counter"),
+            ("confab_hook_calls_total", "counter"),
+            ("confab_hook_calls_given_up_total", "counter"),
             ("confab_commit_seconds", "histogram"),
             ("confab_build_info", "gauge"),
         ] {

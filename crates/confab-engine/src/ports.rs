@@ -5,12 +5,14 @@
 
 mod broker;
 mod cluster;
+mod hooks;
 mod presence;
 
 pub use broker::{Broker, ClientEvent, ClusterBroker, Committed, LocalBroker};
 pub use cluster::{
     ClaimError, Cluster, ClusterFuture, ClusterHub, HubNode, NodeEvent, NodeEvents, SessionRef,
 };
+pub use hooks::{HookCall, HookCaller, HookError, HookFuture, OutboxEntry};
 pub use presence::{LocalPresence, Presence, TagClaim, TagHeld};
 
 use serde_json::{Map, Value};
@@ -208,6 +210,17 @@ pub struct ScanFilter {
 /// - A write that resolves `Ok` is visible to every read started afterwards.
 /// - The engine never writes to a conversation it has not created; what a store does
 ///   with such a write (ignore or refuse it) is not part of the contract.
+///
+/// **The hook outbox.** Notifying hooks (`_messageSent`, `_conversationAdded`, …) are
+/// delivered at least once, even across restarts, so their calls ([`HookCall`]) are
+/// stored: with the event they report, in the same transaction (the `*_notify` variants
+/// of [`Store::append_message`], [`Store::create_conversation`], [`Store::add_members`]
+/// and [`Store::remove_members`]; the plain methods store none), or alone with
+/// [`Store::outbox_put`]. The engine's outbox worker takes due calls with
+/// [`Store::outbox_claim`] and settles each with [`Store::outbox_done`] or
+/// [`Store::outbox_retry`]. Outbox rows are scoped by app and key; a call whose key is
+/// already stored is ignored (the first is kept); deleting a conversation leaves its
+/// calls alone (they report what already happened).
 pub trait Store: Send + Sync + 'static {
     /// Creates a conversation with its members (duplicates in `record.members` are
     /// kept once, in first-seen order; their cursors and read positions start at 0).
@@ -215,7 +228,16 @@ pub trait Store: Send + Sync + 'static {
     /// `managers`, `shut_up`, `blocked` and `last_message` of `record` are ignored (a
     /// new conversation has none). Fails, storing nothing, when the id exists in the
     /// app or when `unique_key` is held by another conversation of the app.
-    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()>;
+    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()> {
+        self.create_conversation_notify(record, Vec::new())
+    }
+    /// [`Store::create_conversation`], storing `notify` in the outbox in the same
+    /// transaction (see *The hook outbox* above): both or neither.
+    fn create_conversation_notify(
+        &self,
+        record: ConversationRecord,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'_, ()>;
     /// Reads one conversation with its members: `members`, `muted`, `managers` (role
     /// `Manager`) and `shut_up` in join order, `blocked` sorted by client id,
     /// `last_message` the newest appended message (with its current body), if any.
@@ -249,6 +271,17 @@ pub trait Store: Send + Sync + 'static {
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.add_members_notify(app, cid, members, updated_at, Vec::new())
+    }
+    /// [`Store::add_members`], storing `notify` in the outbox in the same transaction.
+    fn add_members_notify<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        members: Vec<String>,
+        updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()>;
     /// Removes members with their cursors, read positions, roles and flags, and sets
     /// `updated_at`. Naming a non-member is not an error.
@@ -258,6 +291,17 @@ pub trait Store: Send + Sync + 'static {
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.remove_members_notify(app, cid, members, updated_at, Vec::new())
+    }
+    /// [`Store::remove_members`], storing `notify` in the outbox in the same transaction.
+    fn remove_members_notify<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        members: Vec<String>,
+        updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()>;
     /// Appends a message at the next free position of its conversation and makes it the
     /// conversation's last message. `message.ts` is the position the caller proposes;
@@ -271,7 +315,20 @@ pub trait Store: Send + Sync + 'static {
     /// applied in call order; the future resolves once the write is durable. The engine
     /// relies on this to keep one order per conversation without holding a lock across
     /// the commit.
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, Appended>;
+    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, Appended> {
+        self.append_message_notify(message, Vec::new())
+    }
+    /// [`Store::append_message`], storing `notify` in the outbox in the same transaction
+    /// as the message: a message whose write fails leaves no call behind, and a committed
+    /// message always has its calls. The calls are built before the store assigns the
+    /// position: when it assigns another than `message.ts`, a call whose parameters
+    /// report `"timestamp": message.ts` is stored reporting the assigned one (see
+    /// [`HookCall::restamp`]).
+    fn append_message_notify(
+        &self,
+        message: StoredMessage,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'static, Appended>;
     /// Reads messages of a conversation within `range`'s bounds, returned oldest
     /// first. With `newest_first` the `limit` newest matching messages are taken,
     /// otherwise the `limit` oldest.
@@ -406,6 +463,38 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// Stores hook calls for events that have no other write (a client going online or
+    /// offline); queued like the other writes, resolved once durable.
+    fn outbox_put(&self, notify: Vec<HookCall>) -> StoreFuture<'static, ()>;
+    /// Calls of every app whose next attempt is due at `now` (ms) or earlier: earliest
+    /// due first, calls due at the same time in the order they were stored, at most
+    /// `limit`.
+    fn outbox_due(&self, now: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    /// The calls [`Store::outbox_due`] returns, taken for delivery: until `lease_until`
+    /// (ms) no other caller of this method gets them again (their next attempt is due
+    /// then, unless [`Store::outbox_done`] or [`Store::outbox_retry`] settles them
+    /// first), so several processes delivering from one store do not make the same
+    /// call at once, and a call whose deliverer died comes due again. Entries report
+    /// `due_at` as it was before the lease.
+    ///
+    /// A store that only one process uses has one outbox worker and no one to share
+    /// with: the default returns [`Store::outbox_due`] and leases nothing.
+    fn outbox_claim(&self, now: i64, limit: usize, lease_until: i64) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        let _ = lease_until;
+        self.outbox_due(now, limit)
+    }
+    /// Removes a call (delivered, or given up). An unknown key is not an error.
+    fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()>;
+    /// Records a failed attempt: the call's attempt count becomes `attempts` and its next
+    /// attempt is due at `due_at`. An unknown key is not an error.
+    fn outbox_retry<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        attempts: u32,
+        due_at: i64,
+    ) -> StoreFuture<'a, ()>;
 }
 
 /// A conversation with unread messages.

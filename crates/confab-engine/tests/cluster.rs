@@ -6,8 +6,38 @@
 mod common;
 
 use common::{APP, Peer, World};
-use confab_types::{ConvEvent, ErrorCode, Push, Reply, Request, SessionOpen};
+use confab_engine::AppConfig;
+use confab_engine::ports::{HookCaller, HookFuture, Store};
+use confab_types::{ConvEvent, ConvStart, ErrorCode, MembersChange, Push, Reply, Request, SessionOpen};
+use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// An app backend whose `_messageReceived` sends a message whose content is
+/// `"only bob"` to bob alone (`toPeers`), and lets everything else through unchanged.
+#[derive(Debug)]
+struct OnlyBob;
+
+impl HookCaller for OnlyBob {
+    fn call<'a>(
+        &'a self,
+        _: &'a AppConfig,
+        hook: &'a str,
+        params: &'a Value,
+        _: Option<&'a str>,
+    ) -> HookFuture<'a> {
+        let answer = match (hook, params["content"].as_str()) {
+            ("_messageReceived", Some("only bob")) => json!({ "toPeers": ["bob"] }),
+            _ => json!({}),
+        };
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+/// The message contents `peer` was pushed, once `n` have come.
+async fn contents(peer: &mut Peer, n: usize) -> Vec<String> {
+    peer.messages(n).await.into_iter().map(|d| d.msg).collect()
+}
 
 /// Waits until `peer` got a push that `pick` recognises.
 async fn push_matching<T>(peer: &mut Peer, mut pick: impl FnMut(&Push) -> Option<T>) -> T {
@@ -114,4 +144,65 @@ async fn who_is_online_and_kicks_span_the_nodes() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     let Reply::SessionQueryResult { online } = alice.request(query).await.unwrap() else { panic!() };
     assert!(online.is_empty(), "{online:?}");
+}
+
+/// `_messageReceived` choosing the recipients (`toPeers`) holds on every node: a
+/// member on another node who was not chosen never gets the message, and does not take
+/// it for a gap either (no backlog replay brings it); the chosen one gets it.
+#[tokio::test]
+async fn hook_chosen_recipients_hold_on_other_nodes() {
+    let (nodes, _hub) = World::cluster_with_hooks(3, Arc::new(OnlyBob));
+    let mut alice = nodes[0].login("alice").await;
+    let mut bob = nodes[1].login("bob").await;
+    let mut carol = nodes[2].login("carol").await;
+    let cid = alice.start(&["bob", "carol"]).await;
+    alice.say(&cid, "only bob").await;
+    alice.say(&cid, "for all").await;
+    assert_eq!(contents(&mut bob, 2).await, ["only bob", "for all"]);
+    assert_eq!(contents(&mut carol, 1).await, ["for all"]);
+    bob.say(&cid, "from node 1").await;
+    assert_eq!(contents(&mut carol, 2).await, ["for all", "from node 1"]);
+    assert_eq!(carol.settled_messages().await.len(), 2, "nothing more came to carol");
+}
+
+/// The same in a chat room whose sessions are on several nodes.
+#[tokio::test]
+async fn hook_chosen_recipients_hold_in_chat_rooms_across_nodes() {
+    let (nodes, _hub) = World::cluster_with_hooks(3, Arc::new(OnlyBob));
+    let mut alice = nodes[0].login("alice").await;
+    let mut bob = nodes[1].login("bob").await;
+    let mut carol = nodes[2].login("carol").await;
+    let start = ConvStart { transient: true, ..ConvStart::default() };
+    let Reply::ConvStarted { cid, .. } = alice.request(Request::ConvStart(start)).await.unwrap() else {
+        panic!()
+    };
+    for (peer, me) in [(&mut bob, "bob"), (&mut carol, "carol")] {
+        let join = MembersChange { cid: cid.clone(), members: vec![me.into()], ..MembersChange::default() };
+        peer.request(Request::ConvAdd(join)).await.unwrap();
+    }
+    alice.say(&cid, "only bob").await;
+    alice.say(&cid, "for all").await;
+    assert_eq!(contents(&mut bob, 2).await, ["only bob", "for all"]);
+    assert_eq!(contents(&mut carol, 1).await, ["for all"]);
+    assert_eq!(carol.settled_messages().await.len(), 1, "nothing more came to carol");
+}
+
+/// The notifying hooks count a recipient with a session on another node as online: it
+/// is in `_messageSent`'s `onlinePeers` and not in `_receiversOffline` (which would
+/// have the backend push it an offline notification).
+#[tokio::test]
+async fn hook_online_peers_span_the_nodes() {
+    let (nodes, _hub) = World::cluster_with_hooks(2, Arc::new(OnlyBob));
+    let mut alice = nodes[0].login("alice").await;
+    let _bob = nodes[1].login("bob").await;
+    let cid = alice.start(&["bob", "dave"]).await;
+    let (id, _) = alice.say(&cid, "hello").await;
+    let due = nodes[0].store.outbox_due(i64::MAX, 100).await.unwrap();
+    let params = |hook: &str| -> Value {
+        let call = due.iter().find(|e| e.call.hook == hook && e.call.key.ends_with(&id)).unwrap();
+        serde_json::from_str(&call.call.params).unwrap()
+    };
+    let sent = params("_messageSent");
+    assert_eq!((&sent["onlinePeers"], &sent["offlinePeers"]), (&json!(["bob"]), &json!(["dave"])));
+    assert_eq!(params("_receiversOffline")["offlinePeers"], json!(["dave"]));
 }

@@ -5,10 +5,12 @@
 //!   upgrades and the graceful shutdown;
 //! - [`routes`]: HTTP endpoints and the router;
 //! - [`rest`]: LeanCloud's realtime REST API (`/1.2/rtm/…`) for the app's backend;
+//! - [`hooks`]: the HTTP calls to the apps' hook backends;
 //! - [`connection`]: one WebSocket connection: reader, bounded writer, timeouts, close
 //!   codes. Data flows socket → codec → engine, and engine → queue → codec → socket.
 
 pub mod connection;
+pub mod hooks;
 pub mod rest;
 pub mod routes;
 pub mod server;

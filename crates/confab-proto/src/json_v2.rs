@@ -428,7 +428,16 @@ fn insert_message_flags(
 }
 
 fn error_object(e: &ProtocolError) -> Map<String, Value> {
-    object(json!({"cmd": "error", "code": e.code.number(), "reason": e.code.reason(), "detail": e.detail}))
+    let mut m = object(
+        json!({"cmd": "error", "code": e.code.number(), "reason": e.code.reason(), "detail": e.detail}),
+    );
+    if let Some(code) = e.app_code {
+        m.insert("appCode".into(), json!(code));
+    }
+    if let Some(msg) = &e.app_msg {
+        m.insert("appMsg".into(), json!(msg));
+    }
+    m
 }
 
 /// Marks the body of a push addressed to its recipient (first byte) and the place of

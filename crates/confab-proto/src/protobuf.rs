@@ -293,6 +293,8 @@ fn error_command(e: &ProtocolError) -> ErrorCommand {
         code: i32::from(e.code.number()),
         reason: e.code.reason().to_owned(),
         detail: Some(e.detail.clone()),
+        app_code: e.app_code,
+        app_msg: e.app_msg.clone(),
         ..ErrorCommand::default()
     }
 }

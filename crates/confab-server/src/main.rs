@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use confab_cluster_redis::RedisCluster;
 use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, StoreSpec, development_app};
 use confab_engine::Engine;
-use confab_engine::ports::{Cluster, Store, StoreError, SystemClock};
+use confab_engine::ports::{Cluster, HookCaller, Store, StoreError, SystemClock};
 use confab_gateway::server::{HttpTimeouts, accept_until};
 use confab_gateway::{Gateway, GatewayConfig};
 use confab_store_postgres::{OpenError, PostgresStore};
@@ -359,10 +359,23 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let frame_bytes = settings.apps.iter().map(|a| a.limits.frame_bytes).max().unwrap_or(64 * 1024);
     let node: Option<Arc<dyn Cluster>> = cluster.clone().map(|c| c as Arc<dyn Cluster>);
-    let engine = Engine::with_cluster(settings.apps.clone(), backend.store(), Arc::new(SystemClock), node);
+    let hooks: Option<Arc<dyn HookCaller>> = if settings.apps.iter().any(|a| a.hooks.is_some()) {
+        let hooks = confab_gateway::hooks::HttpHooks::new()
+            .map_err(|e| anyhow::anyhow!("setting up the hook client: {e}"))?;
+        Some(Arc::new(hooks))
+    } else {
+        None
+    };
+    let has_hooks = hooks.is_some();
+    let engine =
+        Engine::with_ports(settings.apps.clone(), backend.store(), Arc::new(SystemClock), node, hooks);
     if let Some(cluster) = &cluster {
         cluster.attach(Arc::new(engine.clone()));
         tracing::info!(node = %settings.node_id, instance = %cluster.instance(), "joined the cluster");
+    }
+    if has_hooks {
+        // Notifying hooks queued before a restart are delivered from the outbox now.
+        tokio::spawn(engine.clone().run_outbox());
     }
     // A large backlog takes the reconnect storm after a restart without refusals.
     let socket = if settings.listen.is_ipv4() {

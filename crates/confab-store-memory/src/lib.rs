@@ -13,8 +13,8 @@
 //! [`Store`] docs and checked by the `confab-store-tests` suite.
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
-    ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
+    MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,6 +25,13 @@ use std::sync::{Mutex, MutexGuard};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     apps: Mutex<HashMap<String, AppData>>,
+}
+
+/// A stored hook call: the entry plus the order it was stored in (ties of `due_at`).
+#[derive(Debug)]
+struct Queued {
+    entry: OutboxEntry,
+    seq: u64,
 }
 
 /// One app's data.
@@ -39,6 +46,8 @@ struct AppData {
     messages: HashMap<String, MessageLog>,
     /// Creation counter, to keep the scan order stable for equal creation times.
     created: u64,
+    /// The hook outbox, by idempotency key.
+    outbox: HashMap<String, Queued>,
 }
 
 #[derive(Debug)]
@@ -178,6 +187,19 @@ fn bound((ts, inclusive): (i64, bool)) -> Bound<i64> {
     if inclusive { Bound::Included(ts) } else { Bound::Excluded(ts) }
 }
 
+/// Stores hook calls, each in its app's outbox, keeping the first of a key.
+fn put_calls(apps: &mut HashMap<String, AppData>, notify: Vec<HookCall>) {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for call in notify {
+        let a = apps.entry(call.app.clone()).or_default();
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        a.outbox.entry(call.key.clone()).or_insert_with(|| Queued {
+            entry: OutboxEntry { due_at: call.created_at, attempts: 0, call },
+            seq,
+        });
+    }
+}
+
 fn done<'a, T: Send + 'a>(result: Result<T, StoreError>) -> StoreFuture<'a, T> {
     Box::pin(std::future::ready(result))
 }
@@ -202,6 +224,20 @@ impl MemoryStore {
     ) -> Result<T, StoreError> {
         let mut apps = self.lock();
         f(apps.entry(app.to_owned()).or_default())
+    }
+
+    /// Runs `f` on the app's data, then stores `notify` in the outbox, all under one
+    /// lock: both or (when `f` fails) neither.
+    fn with_app_notify<T>(
+        &self,
+        app: &str,
+        notify: Vec<HookCall>,
+        f: impl FnOnce(&mut AppData) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut apps = self.lock();
+        let out = f(apps.entry(app.to_owned()).or_default())?;
+        put_calls(&mut apps, notify);
+        Ok(out)
     }
 
     /// A write on one conversation, as an already-complete future.
@@ -234,8 +270,12 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()> {
-        done(self.with_app(&record.app, |a| {
+    fn create_conversation_notify(
+        &self,
+        record: ConversationRecord,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'_, ()> {
+        done(self.with_app_notify(&record.app.clone(), notify, |a| {
             if a.conversations.contains_key(&record.id) {
                 return Err(StoreError::Backend(format!("conversation {} exists", record.id)));
             }
@@ -327,14 +367,15 @@ impl Store for MemoryStore {
         })
     }
 
-    fn add_members<'a>(
+    fn add_members_notify<'a>(
         &'a self,
         app: &'a str,
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()> {
-        done(self.with_app(app, |a| {
+        done(self.with_app_notify(app, notify, |a| {
             let c = a.conversations.get_mut(cid).ok_or_else(|| missing(cid))?;
             let last_ts = c.last_ts();
             for client in members {
@@ -348,14 +389,15 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn remove_members<'a>(
+    fn remove_members_notify<'a>(
         &'a self,
         app: &'a str,
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()> {
-        done(self.with_app(app, |a| {
+        done(self.with_app_notify(app, notify, |a| {
             a.conversation_mut(cid)?.updated_at = updated_at;
             for client in &members {
                 a.remove_member(cid, client);
@@ -364,25 +406,32 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn append_message(&self, mut message: StoredMessage) -> StoreFuture<'static, Appended> {
-        done(self.with_app(&message.app.clone(), |a| {
-            let log = a.messages.entry(message.cid.clone()).or_default();
-            // The newest position of the log (a system conversation's inbox has no
-            // conversation of its own to keep it).
-            let prev_ts = log.by_ts.last_key_value().map_or(0, |(ts, _)| *ts);
-            // A deleted newest message keeps its position taken.
-            let prev_ts = prev_ts.max(a.conversations.get(&message.cid).map_or(0, |c| c.last_ts));
-            message.ts = message.ts.max(prev_ts + 1);
-            log.by_id.entry(message.id.clone()).or_insert(message.ts);
-            if let Some(c) = a.conversations.get_mut(&message.cid)
-                && message.ts > c.last_ts()
-            {
-                c.last_ts = message.ts;
-            }
-            let appended = Appended { ts: message.ts, prev_ts };
-            log.by_ts.insert(message.ts, message);
-            Ok(appended)
-        }))
+    fn append_message_notify(
+        &self,
+        mut message: StoredMessage,
+        mut notify: Vec<HookCall>,
+    ) -> StoreFuture<'static, Appended> {
+        let mut apps = self.lock();
+        let a = apps.entry(message.app.clone()).or_default();
+        let log = a.messages.entry(message.cid.clone()).or_default();
+        // The newest position of the log (a system conversation's inbox has no
+        // conversation of its own to keep it).
+        let prev_ts = log.by_ts.last_key_value().map_or(0, |(ts, _)| *ts);
+        // A deleted newest message keeps its position taken.
+        let prev_ts = prev_ts.max(a.conversations.get(&message.cid).map_or(0, |c| c.last_ts));
+        let proposed = message.ts;
+        message.ts = message.ts.max(prev_ts + 1);
+        log.by_id.entry(message.id.clone()).or_insert(message.ts);
+        if let Some(c) = a.conversations.get_mut(&message.cid)
+            && message.ts > c.last_ts()
+        {
+            c.last_ts = message.ts;
+        }
+        let appended = Appended { ts: message.ts, prev_ts };
+        HookCall::restamp(&mut notify, proposed, message.ts);
+        log.by_ts.insert(message.ts, message);
+        put_calls(&mut apps, notify);
+        done(Ok(appended))
     }
 
     fn messages<'a>(
@@ -697,6 +746,40 @@ impl Store for MemoryStore {
             }
             Ok(unread)
         }))
+    }
+
+    fn outbox_put(&self, notify: Vec<HookCall>) -> StoreFuture<'static, ()> {
+        put_calls(&mut self.lock(), notify);
+        done(Ok(()))
+    }
+
+    fn outbox_due(&self, now: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        let apps = self.lock();
+        let mut due: Vec<&Queued> =
+            apps.values().flat_map(|a| a.outbox.values()).filter(|q| q.entry.due_at <= now).collect();
+        due.sort_by_key(|q| (q.entry.due_at, q.seq));
+        done(Ok(due.into_iter().take(limit).map(|q| q.entry.clone()).collect()))
+    }
+
+    fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()> {
+        if let Some(a) = self.lock().get_mut(app) {
+            a.outbox.remove(key);
+        }
+        done(Ok(()))
+    }
+
+    fn outbox_retry<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        attempts: u32,
+        due_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        if let Some(q) = self.lock().get_mut(app).and_then(|a| a.outbox.get_mut(key)) {
+            q.entry.attempts = attempts;
+            q.entry.due_at = due_at;
+        }
+        done(Ok(()))
     }
 }
 

@@ -35,8 +35,8 @@ pub use schema::MigrateError;
 pub const SCHEMA_VERSION: i64 = schema::LATEST;
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
-    ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
+    MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::{MaybeDone, join_all, maybe_done};
@@ -215,7 +215,7 @@ enum Written {
 type Reply = Result<Written, StoreError>;
 
 enum WriteOp {
-    CreateConversation(Box<ConversationRecord>),
+    CreateConversation(Box<ConversationRecord>, Vec<HookCall>),
     SetAttributes {
         app: String,
         cid: String,
@@ -227,14 +227,27 @@ enum WriteOp {
         cid: String,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     },
     RemoveMembers {
         app: String,
         cid: String,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     },
-    Append(StoredMessage),
+    Append(StoredMessage, Vec<HookCall>),
+    OutboxPut(Vec<HookCall>),
+    OutboxDone {
+        app: String,
+        key: String,
+    },
+    OutboxRetry {
+        app: String,
+        key: String,
+        attempts: u32,
+        due_at: i64,
+    },
     SaveRead {
         app: String,
         client: String,
@@ -302,8 +315,12 @@ impl WriteOp {
     /// The conversation whose row this write locks, if any.
     fn conversation(&self) -> Option<(&str, &str)> {
         match self {
-            WriteOp::CreateConversation(_) | WriteOp::Flush => None,
-            WriteOp::Append(m) => Some((&m.app, &m.cid)),
+            WriteOp::CreateConversation(..)
+            | WriteOp::Flush
+            | WriteOp::OutboxPut(_)
+            | WriteOp::OutboxDone { .. }
+            | WriteOp::OutboxRetry { .. } => None,
+            WriteOp::Append(m, _) => Some((&m.app, &m.cid)),
             WriteOp::SetAttributes { app, cid, .. }
             | WriteOp::AddMembers { app, cid, .. }
             | WriteOp::RemoveMembers { app, cid, .. }
@@ -326,9 +343,8 @@ impl WriteOp {
         }
         Some(match self {
             WriteOp::Flush => return None,
-            WriteOp::CreateConversation(r) => (
-                sql::CREATE_CONVERSATION,
-                vec![
+            WriteOp::CreateConversation(r, notify) => {
+                let mut params = vec![
                     own(r.app.clone()),
                     own(r.id.clone()),
                     own(r.kind as i64),
@@ -339,23 +355,35 @@ impl WriteOp {
                     own(r.updated_at),
                     own(r.expires_at),
                     own(distinct(&r.members)),
-                ],
-            ),
+                ];
+                if notify.is_empty() {
+                    (sql::CREATE_CONVERSATION, params)
+                } else {
+                    params.extend(call_params(notify));
+                    (sql::CREATE_CONVERSATION_NOTIFY, params)
+                }
+            }
             WriteOp::SetAttributes { app, cid, attrs, updated_at } => (
                 sql::SET_ATTRIBUTES,
                 vec![own(app.clone()), own(cid.clone()), own(attrs.clone()), own(*updated_at)],
             ),
-            WriteOp::AddMembers { app, cid, members, updated_at } => (
-                sql::ADD_MEMBERS,
-                vec![own(app.clone()), own(cid.clone()), own(distinct(members)), own(*updated_at)],
+            WriteOp::AddMembers { app, cid, members, updated_at, notify } => {
+                let params =
+                    vec![own(app.clone()), own(cid.clone()), own(distinct(members)), own(*updated_at)];
+                with_calls(sql::ADD_MEMBERS, sql::ADD_MEMBERS_NOTIFY, params, notify)
+            }
+            WriteOp::RemoveMembers { app, cid, members, updated_at, notify } => {
+                let params = vec![own(app.clone()), own(cid.clone()), own(members.clone()), own(*updated_at)];
+                with_calls(sql::REMOVE_MEMBERS, sql::REMOVE_MEMBERS_NOTIFY, params, notify)
+            }
+            WriteOp::OutboxPut(notify) => (sql::OUTBOX_PUT, call_params(notify).collect()),
+            WriteOp::OutboxDone { app, key } => (sql::OUTBOX_DONE, vec![own(app.clone()), own(key.clone())]),
+            WriteOp::OutboxRetry { app, key, attempts, due_at } => (
+                sql::OUTBOX_RETRY,
+                vec![own(app.clone()), own(key.clone()), own(i64::from(*attempts)), own(*due_at)],
             ),
-            WriteOp::RemoveMembers { app, cid, members, updated_at } => (
-                sql::REMOVE_MEMBERS,
-                vec![own(app.clone()), own(cid.clone()), own(members.clone()), own(*updated_at)],
-            ),
-            WriteOp::Append(m) => (
-                sql::APPEND,
-                vec![
+            WriteOp::Append(m, notify) => {
+                let mut params = vec![
                     own(m.app.clone()),
                     own(m.cid.clone()),
                     own(m.ts),
@@ -367,8 +395,20 @@ impl WriteOp {
                     own(m.mentions.all),
                     own((!m.mentions.pids.is_empty()).then(|| m.mentions.pids.clone())),
                     own(lctype_of(&m.data)),
-                ],
-            ),
+                ];
+                if notify.is_empty() {
+                    (sql::APPEND, params)
+                } else {
+                    let tails: Vec<Option<String>> =
+                        notify.iter().map(|c| timestamp_tail(&c.params, m.ts)).collect();
+                    let mut calls = call_params(notify);
+                    // $12-$15 as every call list, then the tails, then created_at.
+                    params.extend(calls.by_ref().take(4));
+                    params.push(own(tails));
+                    params.extend(calls);
+                    (sql::APPEND_NOTIFY, params)
+                }
+            }
             WriteOp::SaveRead { app, client, cid, ts } => {
                 (sql::SAVE_READ, vec![own(app.clone()), own(cid.clone()), own(client.clone()), own(*ts)])
             }
@@ -413,14 +453,14 @@ impl WriteOp {
     /// This write's outcome from its statement's rows (the statement itself succeeded).
     fn outcome(&self, rows: &[Row]) -> Reply {
         match self {
-            WriteOp::CreateConversation(r) if rows.is_empty() => Err(StoreError::Backend(format!(
+            WriteOp::CreateConversation(r, _) if rows.is_empty() => Err(StoreError::Backend(format!(
                 "conversation {} exists, or its unique key is held by another",
                 r.id
             ))),
             WriteOp::Patch { cid, ts, .. } if rows.is_empty() => {
                 Err(StoreError::Backend(format!("no message at position {ts} of {cid}")))
             }
-            WriteOp::Append(m) => match rows.first() {
+            WriteOp::Append(m, _) => match rows.first() {
                 Some(row) => Ok(Written::Appended(Position {
                     ts: row.try_get(0).map_err(backend)?,
                     prev_ts: row.try_get(1).map_err(backend)?,
@@ -431,6 +471,56 @@ impl WriteOp {
             _ => Ok(Written::Done),
         }
     }
+}
+
+/// The outbox columns of `calls` as statement parameters, in the order every statement
+/// takes them: apps, keys, hooks, params, created_at.
+fn call_params(calls: &[HookCall]) -> impl Iterator<Item = Box<dyn ToSql + Sync + Send>> {
+    let column = |f: fn(&HookCall) -> String| -> Box<dyn ToSql + Sync + Send> {
+        Box::new(calls.iter().map(f).collect::<Vec<String>>())
+    };
+    let created: Box<dyn ToSql + Sync + Send> =
+        Box::new(calls.iter().map(|c| c.created_at).collect::<Vec<i64>>());
+    [
+        column(|c| c.app.clone()),
+        column(|c| c.key.clone()),
+        column(|c| c.hook.clone()),
+        column(|c| c.params.clone()),
+        created,
+    ]
+    .into_iter()
+}
+
+/// `plain` with `params`, or `notify` with the calls' columns after them when there are
+/// calls.
+fn with_calls(
+    plain: &'static str,
+    notify: &'static str,
+    mut params: Params,
+    calls: &[HookCall],
+) -> (&'static str, Params) {
+    if calls.is_empty() {
+        return (plain, params);
+    }
+    params.extend(call_params(calls));
+    (notify, params)
+}
+
+/// For a call whose parameters are a JSON object reporting `"timestamp": proposed`: the
+/// object's text without that member and its opening brace, so that
+/// `{"timestamp":<ts>` followed by it reports `ts` instead (what
+/// [`HookCall::restamp`] stores). `None` for any other call: it is stored as built.
+fn timestamp_tail(params: &str, proposed: i64) -> Option<String> {
+    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(params) else { return None };
+    if map.get("timestamp").and_then(Value::as_i64) != Some(proposed) {
+        return None;
+    }
+    map.remove("timestamp");
+    let rest = Value::Object(map).to_string();
+    Some(match rest.strip_prefix('{') {
+        Some("}") | None => "}".to_owned(),
+        Some(members) => format!(",{members}"),
+    })
 }
 
 /// The names once each, in first-seen order.
@@ -622,7 +712,16 @@ impl PostgresStore {
 
     /// Appends like [`Store::append_message`] and tells where the message landed.
     pub fn append(&self, message: StoredMessage) -> StoreFuture<'static, Position> {
-        let reply = self.write(WriteOp::Append(message));
+        self.append_notify(message, Vec::new())
+    }
+
+    /// Appends like [`Store::append_message_notify`] and tells where the message landed.
+    pub fn append_notify(
+        &self,
+        message: StoredMessage,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'static, Position> {
+        let reply = self.write(WriteOp::Append(message, notify));
         Box::pin(async move {
             match reply.await? {
                 Written::Appended(p) => Ok(p),
@@ -1128,6 +1227,22 @@ fn conversation_row(app: &str, r: &Row) -> Result<ConversationRecord, StoreError
     })
 }
 
+/// An outbox entry from app, key, hook, params, created_at, attempts, due_at.
+fn outbox_row(r: &Row) -> Result<OutboxEntry, StoreError> {
+    let attempts: i64 = r.try_get(5).map_err(backend)?;
+    Ok(OutboxEntry {
+        call: HookCall {
+            app: r.try_get(0).map_err(backend)?,
+            key: r.try_get(1).map_err(backend)?,
+            hook: r.try_get(2).map_err(backend)?,
+            params: r.try_get(3).map_err(backend)?,
+            created_at: r.try_get(4).map_err(backend)?,
+        },
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        due_at: r.try_get(6).map_err(backend)?,
+    })
+}
+
 /// Borrows owned parameters the way `query` takes them.
 fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
@@ -1138,8 +1253,12 @@ fn limit(n: usize) -> i64 {
 }
 
 impl Store for PostgresStore {
-    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()> {
-        self.write_unit(WriteOp::CreateConversation(Box::new(record)))
+    fn create_conversation_notify(
+        &self,
+        record: ConversationRecord,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'_, ()> {
+        self.write_unit(WriteOp::CreateConversation(Box::new(record), notify))
     }
 
     fn conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Option<ConversationRecord>> {
@@ -1186,29 +1305,84 @@ impl Store for PostgresStore {
         })
     }
 
-    fn add_members<'a>(
+    fn add_members_notify<'a>(
         &'a self,
         app: &'a str,
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()> {
-        self.write_unit(WriteOp::AddMembers { app: app.into(), cid: cid.into(), members, updated_at })
+        self.write_unit(WriteOp::AddMembers { app: app.into(), cid: cid.into(), members, updated_at, notify })
     }
 
-    fn remove_members<'a>(
+    fn remove_members_notify<'a>(
         &'a self,
         app: &'a str,
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()> {
-        self.write_unit(WriteOp::RemoveMembers { app: app.into(), cid: cid.into(), members, updated_at })
+        self.write_unit(WriteOp::RemoveMembers {
+            app: app.into(),
+            cid: cid.into(),
+            members,
+            updated_at,
+            notify,
+        })
     }
 
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, Appended> {
-        let appended = self.append(message);
+    fn append_message_notify(
+        &self,
+        message: StoredMessage,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'static, Appended> {
+        let appended = self.append_notify(message, notify);
         Box::pin(async move { appended.await.map(|p| Appended { ts: p.ts, prev_ts: p.prev_ts }) })
+    }
+
+    fn outbox_put(&self, notify: Vec<HookCall>) -> StoreFuture<'static, ()> {
+        if notify.is_empty() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        self.write_unit(WriteOp::OutboxPut(notify))
+    }
+
+    fn outbox_due(&self, now: i64, limit_to: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            let rows = self.query(sql::OUTBOX_DUE, &[&now, &limit(limit_to)]).await?;
+            rows.iter().map(outbox_row).collect()
+        })
+    }
+
+    fn outbox_claim(&self, now: i64, limit_to: usize, lease_until: i64) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            // One statement on a pooled connection: the lease commits at once, apart
+            // from the writer's batches (a claim need not wait behind them).
+            let rows = self.query(sql::OUTBOX_CLAIM, &[&now, &limit(limit_to), &lease_until]).await?;
+            let mut claimed = rows
+                .iter()
+                .map(|r| Ok((outbox_row(r)?, r.try_get::<_, i64>(7).map_err(backend)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // `RETURNING` keeps no order.
+            claimed.sort_by_key(|(e, seq)| (e.due_at, *seq));
+            Ok(claimed.into_iter().map(|(e, _)| e).collect())
+        })
+    }
+
+    fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()> {
+        self.write_unit(WriteOp::OutboxDone { app: app.into(), key: key.into() })
+    }
+
+    fn outbox_retry<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        attempts: u32,
+        due_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.write_unit(WriteOp::OutboxRetry { app: app.into(), key: key.into(), attempts, due_at })
     }
 
     fn messages<'a>(

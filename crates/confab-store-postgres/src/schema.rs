@@ -96,6 +96,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_by_ts ON messages (app, ts);
     CREATE INDEX messages_by_sender ON messages (app, sender, ts);
     "#,
+    // 3: the hook outbox: notifying hook calls not yet delivered, one per (app, key);
+    // `seq` is the order they were stored (ties of `due_at` come in it).
+    r#"
+    CREATE TABLE hook_outbox (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
+        app TEXT COLLATE "C" NOT NULL,
+        key TEXT COLLATE "C" NOT NULL,
+        hook TEXT NOT NULL,
+        params TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        due_at BIGINT NOT NULL,
+        PRIMARY KEY (app, key)
+    );
+    CREATE INDEX hook_outbox_due ON hook_outbox (due_at, seq);
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -4,16 +4,12 @@
 //! id, a missing position) says so in its result rows instead of aborting the
 //! transaction with an error.
 
-/// Assigns the next position and inserts the message, atomically: the `UPDATE` locks
-/// the conversation row until the transaction ends, so writers on every node take
-/// turns on it and the position comes from the database. `ts = max(proposed,
-/// last_ts + 1)`; `prev_ts` is the position before it; `seq` counts the conversation's
-/// messages densely (1, 2, 3, …) so a reader can see a gap. A message log without a
-/// conversation row (a system conversation's inbox) keeps its head in `heads`.
-///
-/// $1 app, $2 cid, $3 proposed ts, $4 id, $5 sender, $6 body, $7 receipt, $8 binary,
-/// $9 mention_all, $10 mention_pids, $11 lctype. Returns `(ts, prev_ts, seq)`.
-pub(crate) const APPEND: &str = "
+/// The statement of [`APPEND`], with `$extra` (more CTEs, which may read `p`, the
+/// assigned position) before its final `SELECT`.
+macro_rules! append {
+    ($extra:literal) => {
+        concat!(
+            "
 WITH c AS (
     UPDATE conversations
        SET prev_ts = last_ts, last_ts = GREATEST(last_ts + 1, $3::bigint), seq = seq + 1,
@@ -31,8 +27,46 @@ i AS (
     INSERT INTO messages (app, cid, ts, seq, id, sender, body, receipt, is_binary, mention_all, mention_pids, lctype)
     SELECT $1::text, $2::text, p.last_ts, p.seq, $4::text, $5::text, $6::bytea, $7::boolean, $8::boolean,
            $9::boolean, $10::text[], $11::bigint
-      FROM p)
-SELECT last_ts, prev_ts, seq FROM p";
+      FROM p)",
+            $extra,
+            "
+SELECT last_ts, prev_ts, seq FROM p"
+        )
+    };
+}
+
+/// Assigns the next position and inserts the message, atomically: the `UPDATE` locks
+/// the conversation row until the transaction ends, so writers on every node take
+/// turns on it and the position comes from the database. `ts = max(proposed,
+/// last_ts + 1)`; `prev_ts` is the position before it; `seq` counts the conversation's
+/// messages densely (1, 2, 3, …) so a reader can see a gap. A message log without a
+/// conversation row (a system conversation's inbox) keeps its head in `heads`.
+///
+/// $1 app, $2 cid, $3 proposed ts, $4 id, $5 sender, $6 body, $7 receipt, $8 binary,
+/// $9 mention_all, $10 mention_pids, $11 lctype. Returns `(ts, prev_ts, seq)`.
+pub(crate) const APPEND: &str = append!("");
+
+/// [`APPEND`] storing the message's hook calls in the outbox with it (a key the app
+/// holds keeps its first call). A call reports the assigned position rather than the
+/// proposed one: `tail` is its parameters without their `timestamp`, so that
+/// `{"timestamp":<ts>` + tail is the same object reporting `ts` (NULL: the call does
+/// not report the proposed position and is stored as it is). Plain text, not `jsonb`:
+/// `jsonb` refuses a `\u0000` a message's content may hold.
+///
+/// $12 apps, $13 keys, $14 hooks, $15 params, $16 tails, $17 created_at.
+pub(crate) const APPEND_NOTIFY: &str = append!(
+    ",
+o AS (
+    INSERT INTO hook_outbox (app, key, hook, params, created_at, due_at)
+    SELECT k.app, k.key, k.hook,
+           CASE WHEN p.last_ts = $3::bigint OR k.tail IS NULL THEN k.params
+                ELSE '{\"timestamp\":' || p.last_ts::text || k.tail END,
+           k.created_at, k.created_at
+      FROM p, unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bigint[])
+           WITH ORDINALITY AS k(app, key, hook, params, tail, created_at, o)
+     ORDER BY k.o
+    ON CONFLICT (app, key) DO NOTHING)"
+);
 
 /// Locks the conversation rows a batch touches, in one order on every node, before the
 /// batch's statements lock them one by one in call order: two nodes' batches holding
@@ -42,10 +76,12 @@ SELECT 1 FROM conversations
  WHERE (app, id) IN (SELECT a, i FROM unnest($1::text[], $2::text[]) AS k(a, i))
  ORDER BY app, id FOR UPDATE";
 
-/// $1 app, $2 id, $3 kind, $4 creator, $5 unique_key, $6 attrs, $7 created_at,
-/// $8 updated_at, $9 expires_at, $10 members (distinct, in order). One row when created;
-/// none when the id or the unique key is taken.
-pub(crate) const CREATE_CONVERSATION: &str = "
+/// The statement of [`CREATE_CONVERSATION`], with `$extra` CTEs (which may read `c`,
+/// the conversation created) before its final `SELECT`.
+macro_rules! create_conversation {
+    ($extra:literal) => {
+        concat!(
+            "
 WITH c AS (
     INSERT INTO conversations (app, id, kind, creator, unique_key, attrs, created_at, updated_at, expires_at)
     VALUES ($1::text, $2::text, $3::bigint, $4::text, $5::text, $6::text, $7::bigint, $8::bigint, $9::bigint)
@@ -55,28 +91,129 @@ m AS (
     INSERT INTO members (app, cid, client, joined_at)
     SELECT c.app, c.id, u.client, $7::bigint
       FROM c, unnest($10::text[]) WITH ORDINALITY AS u(client, o) ORDER BY u.o
-    ON CONFLICT DO NOTHING)
-SELECT 1 FROM c";
+    ON CONFLICT DO NOTHING)",
+            $extra,
+            "
+SELECT 1 FROM c"
+        )
+    };
+}
+
+/// $1 app, $2 id, $3 kind, $4 creator, $5 unique_key, $6 attrs, $7 created_at,
+/// $8 updated_at, $9 expires_at, $10 members (distinct, in order). One row when created;
+/// none when the id or the unique key is taken.
+pub(crate) const CREATE_CONVERSATION: &str = create_conversation!("");
+
+/// [`CREATE_CONVERSATION`] storing hook calls with the conversation, only when it is
+/// created. $11 apps, $12 keys, $13 hooks, $14 params, $15 created_at.
+pub(crate) const CREATE_CONVERSATION_NOTIFY: &str = create_conversation!(
+    ",
+o AS (
+    INSERT INTO hook_outbox (app, key, hook, params, created_at, due_at)
+    SELECT k.app, k.key, k.hook, k.params, k.created_at, k.created_at
+      FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[])
+           WITH ORDINALITY AS k(app, key, hook, params, created_at, o)
+     WHERE EXISTS (SELECT 1 FROM c)
+     ORDER BY k.o
+    ON CONFLICT (app, key) DO NOTHING)"
+);
 
 /// $1 app, $2 cid, $3 attrs, $4 updated_at.
 pub(crate) const SET_ATTRIBUTES: &str = "UPDATE conversations SET attrs = $3::text, updated_at = $4::bigint WHERE app = $1::text AND id = $2::text";
 
-/// New members start their cursor at the newest message. $1 app, $2 cid, $3 members
-/// (distinct, in order), $4 updated_at.
-pub(crate) const ADD_MEMBERS: &str = "
+/// The hook calls of a membership write, as a CTE: $5 apps, $6 keys, $7 hooks,
+/// $8 params, $9 created_at (a key the app holds keeps its first call).
+macro_rules! member_calls {
+    () => {
+        ",
+o AS (
+    INSERT INTO hook_outbox (app, key, hook, params, created_at, due_at)
+    SELECT k.app, k.key, k.hook, k.params, k.created_at, k.created_at
+      FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+           WITH ORDINALITY AS k(app, key, hook, params, created_at, o)
+     ORDER BY k.o
+    ON CONFLICT (app, key) DO NOTHING)"
+    };
+}
+
+/// The statement of [`ADD_MEMBERS`] with `$extra` CTEs.
+macro_rules! add_members {
+    ($extra:expr) => {
+        concat!(
+            "
 WITH m AS (
     INSERT INTO members (app, cid, client, cursor_ts, joined_at)
     SELECT c.app, c.id, u.client, c.last_ts, $4::bigint
       FROM conversations c, unnest($3::text[]) WITH ORDINALITY AS u(client, o)
      WHERE c.app = $1::text AND c.id = $2::text
      ORDER BY u.o
-    ON CONFLICT DO NOTHING)
-UPDATE conversations SET updated_at = $4::bigint WHERE app = $1::text AND id = $2::text";
+    ON CONFLICT DO NOTHING)",
+            $extra,
+            "
+UPDATE conversations SET updated_at = $4::bigint WHERE app = $1::text AND id = $2::text"
+        )
+    };
+}
+
+/// New members start their cursor at the newest message. $1 app, $2 cid, $3 members
+/// (distinct, in order), $4 updated_at.
+pub(crate) const ADD_MEMBERS: &str = add_members!("");
+
+/// [`ADD_MEMBERS`] storing hook calls with it (see `member_calls!` for $5-$9).
+pub(crate) const ADD_MEMBERS_NOTIFY: &str = add_members!(member_calls!());
+
+/// The statement of [`REMOVE_MEMBERS`] with `$extra` CTEs.
+macro_rules! remove_members {
+    ($extra:expr) => {
+        concat!(
+            "
+WITH d AS (DELETE FROM members WHERE app = $1::text AND cid = $2::text AND client = ANY($3::text[]))",
+            $extra,
+            "
+UPDATE conversations SET updated_at = $4::bigint WHERE app = $1::text AND id = $2::text"
+        )
+    };
+}
 
 /// $1 app, $2 cid, $3 members, $4 updated_at.
-pub(crate) const REMOVE_MEMBERS: &str = "
-WITH d AS (DELETE FROM members WHERE app = $1::text AND cid = $2::text AND client = ANY($3::text[]))
-UPDATE conversations SET updated_at = $4::bigint WHERE app = $1::text AND id = $2::text";
+pub(crate) const REMOVE_MEMBERS: &str = remove_members!("");
+
+/// [`REMOVE_MEMBERS`] storing hook calls with it (see `member_calls!` for $5-$9).
+pub(crate) const REMOVE_MEMBERS_NOTIFY: &str = remove_members!(member_calls!());
+
+/// Hook calls for events with no other write. $1 apps, $2 keys, $3 hooks, $4 params,
+/// $5 created_at.
+pub(crate) const OUTBOX_PUT: &str = "
+INSERT INTO hook_outbox (app, key, hook, params, created_at, due_at)
+SELECT k.app, k.key, k.hook, k.params, k.created_at, k.created_at
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+       WITH ORDINALITY AS k(app, key, hook, params, created_at, o)
+ ORDER BY k.o
+ON CONFLICT (app, key) DO NOTHING";
+
+/// Due calls, earliest due first, ties in the order stored. $1 now, $2 limit.
+pub(crate) const OUTBOX_DUE: &str = "
+SELECT app, key, hook, params, created_at, attempts, due_at FROM hook_outbox
+ WHERE due_at <= $1::bigint ORDER BY due_at, seq LIMIT $2::bigint";
+
+/// [`OUTBOX_DUE`]'s calls, leased: their next attempt moves to $3 (lease_until). Rows
+/// another node is leasing at this moment are skipped, not waited for. Returns the
+/// due time before the lease and `seq`, for the order. $1 now, $2 limit, $3 lease_until.
+pub(crate) const OUTBOX_CLAIM: &str = "
+WITH d AS (
+    SELECT app, key, due_at, seq FROM hook_outbox
+     WHERE due_at <= $1::bigint ORDER BY due_at, seq LIMIT $2::bigint
+       FOR UPDATE SKIP LOCKED)
+UPDATE hook_outbox h SET due_at = $3::bigint FROM d
+ WHERE h.app = d.app AND h.key = d.key
+RETURNING h.app, h.key, h.hook, h.params, h.created_at, h.attempts, d.due_at, d.seq";
+
+/// $1 app, $2 key.
+pub(crate) const OUTBOX_DONE: &str = "DELETE FROM hook_outbox WHERE app = $1::text AND key = $2::text";
+
+/// $1 app, $2 key, $3 attempts, $4 due_at.
+pub(crate) const OUTBOX_RETRY: &str = "UPDATE hook_outbox SET attempts = $3::bigint, due_at = $4::bigint
+ WHERE app = $1::text AND key = $2::text";
 
 /// $1 app, $2 cid, $3 client, $4 ts.
 pub(crate) const SAVE_READ: &str = "UPDATE members SET read_ts = $4::bigint

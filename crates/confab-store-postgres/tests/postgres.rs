@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, MessageRange, Store, StoreError, StoredMessage,
+    Appended, ConvKind, ConversationRecord, HookCall, MessageRange, Store, StoreError, StoredMessage,
 };
 use confab_store_postgres::{PostgresStore, SCHEMA_VERSION};
 use confab_testkit::TempPostgres;
@@ -129,6 +129,84 @@ async fn any_string_round_trips() {
     assert_eq!(store.conversation(APP, "c").await.unwrap().unwrap().last_message.unwrap().data, body);
 }
 
+/// A message's hook calls report the position the database assigned even when the
+/// content holds U+0000 (the position is set in SQL as text, not through `jsonb`, which
+/// refuses it), and a second node's message at a taken position is stored with its
+/// calls in the same transaction.
+#[tokio::test]
+async fn hook_calls_follow_the_assigned_position() {
+    let Some(pg) = TempPostgres::start_or_skip("hook_calls_follow_the_assigned_position") else { return };
+    let node_a = PostgresStore::connect(&pg.url()).await.unwrap();
+    let node_b = PostgresStore::connect(&pg.url()).await.unwrap();
+    node_a.create_conversation(conv("c")).await.unwrap();
+    let body = "nul \u{0} and \u{1F600}";
+    let sent = |key: &str, ts: i64| HookCall {
+        app: APP.into(),
+        key: key.into(),
+        hook: "_messageSent".into(),
+        params:
+            serde_json::json!({ "content": body, "msgId": key, "timestamp": ts, "z": [1, {"timestamp": ts}] })
+                .to_string(),
+        created_at: ts,
+    };
+    let a = node_a.append_message_notify(msg("c", "a", 10, body), vec![sent("a", 10)]).await.unwrap();
+    let b = node_b.append_message_notify(msg("c", "b", 10, body), vec![sent("b", 10)]).await.unwrap();
+    assert_eq!((a, b), (Appended { ts: 10, prev_ts: 0 }, Appended { ts: 11, prev_ts: 10 }));
+    let due = node_a.outbox_due(100, 10).await.unwrap();
+    let params: Vec<serde_json::Value> =
+        due.iter().map(|e| serde_json::from_str(&e.call.params).unwrap()).collect();
+    let nested = serde_json::json!([1, {"timestamp": 10}]);
+    assert_eq!(
+        params,
+        [
+            serde_json::json!({ "content": body, "msgId": "a", "timestamp": 10, "z": nested }),
+            serde_json::json!({ "content": body, "msgId": "b", "timestamp": 11, "z": nested }),
+        ],
+        "only the top-level timestamp moves"
+    );
+}
+
+/// Two nodes' outbox workers take due calls from one database: each call goes to one
+/// of them, earliest due first, reporting its due time before the lease; a leased call
+/// is due again once the lease ends (its taker died), unless settled before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_claims_give_each_call_to_one_node() {
+    let Some(pg) = TempPostgres::start_or_skip("outbox_claims_give_each_call_to_one_node") else { return };
+    let node_a = PostgresStore::connect(&pg.url()).await.unwrap();
+    let node_b = PostgresStore::connect(&pg.url()).await.unwrap();
+    let call = |i: i64| HookCall {
+        app: APP.into(),
+        key: format!("k{i:03}"),
+        hook: "_clientOnline".into(),
+        params: "{}".into(),
+        created_at: i,
+    };
+    node_a.outbox_put((1..=200).map(call).collect()).await.unwrap();
+    let lease = 10_000;
+    let mut taken = Vec::new();
+    loop {
+        let (a, b) = tokio::join!(node_a.outbox_claim(1_000, 7, lease), node_b.outbox_claim(1_000, 7, lease));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        for batch in [&a, &b] {
+            let due: Vec<i64> = batch.iter().map(|e| e.due_at).collect();
+            assert!(due.is_sorted(), "earliest due first: {due:?}");
+            assert!(batch.iter().all(|e| e.due_at == e.call.created_at), "the due time before the lease");
+        }
+        if a.is_empty() && b.is_empty() {
+            break;
+        }
+        taken.extend(a.into_iter().chain(b).map(|e| e.call.created_at));
+    }
+    taken.sort_unstable();
+    assert_eq!(taken, (1..=200).collect::<Vec<_>>(), "every call once, to one node");
+    assert!(node_b.outbox_due(lease - 1, 500).await.unwrap().is_empty(), "leased");
+    node_a.outbox_done(APP, "k001").await.unwrap();
+    node_a.outbox_retry(APP, "k002", 1, 20_000).await.unwrap();
+    let again = node_b.outbox_claim(lease, 500, 2 * lease).await.unwrap();
+    assert_eq!(again.len(), 198, "the lease ended: due again, except the settled two");
+    assert!(again.iter().all(|e| e.due_at == lease));
+}
+
 /// Nodes starting together migrate once; a second run has nothing to do; the
 /// versions are recorded.
 #[tokio::test]
@@ -142,9 +220,15 @@ async fn migrations_run_once_even_when_nodes_start_together() {
     assert_eq!(ran as i64, SCHEMA_VERSION, "each migration applied once, by one of the nodes");
     assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 0);
     let versions = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect::<Vec<_>>().join(",");
-    let recorded =
-        pg.psql("confab", "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations");
-    assert_eq!(recorded.trim(), versions);
+    let recorded = "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations";
+    assert_eq!(pg.psql("confab", recorded).trim(), versions);
+    // A database of a build before the hook outbox (the newest migration) gains it.
+    let newest =
+        format!("DROP TABLE hook_outbox; DELETE FROM schema_migrations WHERE version = {SCHEMA_VERSION}");
+    pg.psql("confab", &newest);
+    assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 1);
+    assert_eq!(pg.psql("confab", recorded).trim(), versions);
+    assert_eq!(pg.psql("confab", "SELECT count(*) FROM hook_outbox").trim(), "0");
     // A database from a newer Confab is refused rather than used.
     pg.psql("confab", "INSERT INTO schema_migrations (version) VALUES (99)");
     let err = PostgresStore::connect(&url).await.unwrap_err().to_string();

@@ -24,8 +24,8 @@
 mod schema;
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
-    ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
+    MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -130,7 +130,7 @@ impl CursorBuffer {
 }
 
 enum WriteOp {
-    CreateConversation(Box<ConversationRecord>),
+    CreateConversation(Box<ConversationRecord>, Vec<HookCall>),
     SetAttributes {
         app: String,
         cid: String,
@@ -142,14 +142,29 @@ enum WriteOp {
         cid: String,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     },
     RemoveMembers {
         app: String,
         cid: String,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     },
-    Append(StoredMessage),
+    /// A message and the hook calls that report it, in one transaction.
+    Append(StoredMessage, Vec<HookCall>),
+    /// Hook calls of an event that has no other write.
+    OutboxPut(Vec<HookCall>),
+    OutboxDone {
+        app: String,
+        key: String,
+    },
+    OutboxRetry {
+        app: String,
+        key: String,
+        attempts: u32,
+        due_at: i64,
+    },
     /// Nothing to write: completes when everything queued before it is committed.
     Flush,
     /// Nothing to write: wakes the writer, idle without a deadline, so it times the
@@ -465,13 +480,14 @@ fn commit_batch(
     let mut newest: HashMap<(&str, &str), (&StoredMessage, i64)> = HashMap::new();
     for op in ops {
         match op {
-            WriteOp::Append(m) => {
+            WriteOp::Append(m, notify) => {
                 let prev_ts = match newest.get(&(m.app.as_str(), m.cid.as_str())) {
                     Some((_, ts)) => *ts,
                     None => newest_position(&tx, m)?,
                 };
                 let ts = m.ts.max(prev_ts + 1);
                 insert_message(&tx, m, ts)?;
+                insert_message_calls(&tx, notify, m.ts, ts)?;
                 newest.insert((&m.app, &m.cid), (m, ts));
                 results.push(Some(Appended { ts, prev_ts }));
             }
@@ -534,6 +550,37 @@ fn commit_each(
     Ok(results)
 }
 
+/// Stores hook calls in the outbox; a key the app already holds keeps its first call.
+fn insert_calls(c: &Connection, notify: &[HookCall]) -> Result<(), rusqlite::Error> {
+    if notify.is_empty() {
+        return Ok(());
+    }
+    let mut ins = c.prepare_cached(
+        "INSERT OR IGNORE INTO hook_outbox (app, key, hook, params, created_at, attempts, due_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5)",
+    )?;
+    for call in notify {
+        ins.execute(params![call.app, call.key, call.hook, call.params, call.created_at])?;
+    }
+    Ok(())
+}
+
+/// Stores a message's hook calls, reporting the position `ts` the message was given
+/// rather than the `proposed` one they were built with.
+fn insert_message_calls(
+    c: &Connection,
+    notify: &[HookCall],
+    proposed: i64,
+    ts: i64,
+) -> Result<(), rusqlite::Error> {
+    if proposed == ts || notify.is_empty() {
+        return insert_calls(c, notify);
+    }
+    let mut calls = notify.to_vec();
+    HookCall::restamp(&mut calls, proposed, ts);
+    insert_calls(c, &calls)
+}
+
 fn insert_message(c: &Connection, m: &StoredMessage, ts: i64) -> Result<(), rusqlite::Error> {
     let pids = (!m.mentions.pids.is_empty()).then(|| Value::from(m.mentions.pids.clone()).to_string());
     c.prepare_cached(
@@ -577,7 +624,8 @@ fn save_cursors(c: &Connection, cursors: &HashMap<CursorKey, i64>) -> Result<(),
 /// Applies one write; an append reports where it went.
 fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Error> {
     match op {
-        WriteOp::CreateConversation(r) => {
+        WriteOp::CreateConversation(r, notify) => {
+            insert_calls(c, notify)?;
             let attrs = Value::Object(r.attrs.clone()).to_string();
             c.prepare_cached(
                 "INSERT INTO conversations
@@ -608,7 +656,8 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
             )?
             .execute(params![app, cid, attrs, updated_at])?;
         }
-        WriteOp::AddMembers { app, cid, members, updated_at } => {
+        WriteOp::AddMembers { app, cid, members, updated_at, notify } => {
+            insert_calls(c, notify)?;
             let mut ins = c.prepare_cached(
                 "INSERT OR IGNORE INTO members (app, cid, client, cursor_ts, joined_at)
                  VALUES (?1, ?2, ?3, (SELECT last_ts FROM conversations WHERE app = ?1 AND id = ?2), ?4)",
@@ -619,7 +668,8 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
             c.prepare_cached("UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2")?
                 .execute(params![app, cid, updated_at])?;
         }
-        WriteOp::RemoveMembers { app, cid, members, updated_at } => {
+        WriteOp::RemoveMembers { app, cid, members, updated_at, notify } => {
+            insert_calls(c, notify)?;
             let mut del =
                 c.prepare_cached("DELETE FROM members WHERE app = ?1 AND cid = ?2 AND client = ?3")?;
             for m in members {
@@ -628,12 +678,24 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
             c.prepare_cached("UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2")?
                 .execute(params![app, cid, updated_at])?;
         }
-        WriteOp::Append(m) => {
+        WriteOp::Append(m, notify) => {
             let prev_ts = newest_position(c, m)?;
             let ts = m.ts.max(prev_ts + 1);
             insert_message(c, m, ts)?;
+            insert_message_calls(c, notify, m.ts, ts)?;
             set_last_message(c, m, ts)?;
             return Ok(Some(Appended { ts, prev_ts }));
+        }
+        WriteOp::OutboxPut(notify) => insert_calls(c, notify)?,
+        WriteOp::OutboxDone { app, key } => {
+            c.prepare_cached("DELETE FROM hook_outbox WHERE app = ?1 AND key = ?2")?
+                .execute(params![app, key])?;
+        }
+        WriteOp::OutboxRetry { app, key, attempts, due_at } => {
+            c.prepare_cached(
+                "UPDATE hook_outbox SET attempts = ?3, due_at = ?4 WHERE app = ?1 AND key = ?2",
+            )?
+            .execute(params![app, key, attempts, due_at])?;
         }
         WriteOp::SaveRead { app, client, cid, ts } => {
             c.prepare_cached(
@@ -826,8 +888,12 @@ fn read_conversation(
 }
 
 impl Store for SqliteStore {
-    fn create_conversation(&self, record: ConversationRecord) -> StoreFuture<'_, ()> {
-        self.write(WriteOp::CreateConversation(Box::new(record)))
+    fn create_conversation_notify(
+        &self,
+        record: ConversationRecord,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::CreateConversation(Box::new(record), notify))
     }
 
     fn conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Option<ConversationRecord>> {
@@ -891,31 +957,79 @@ impl Store for SqliteStore {
         })
     }
 
-    fn add_members<'a>(
+    fn add_members_notify<'a>(
         &'a self,
         app: &'a str,
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()> {
-        self.write(WriteOp::AddMembers { app: app.into(), cid: cid.into(), members, updated_at })
+        self.write(WriteOp::AddMembers { app: app.into(), cid: cid.into(), members, updated_at, notify })
     }
 
-    fn remove_members<'a>(
+    fn remove_members_notify<'a>(
         &'a self,
         app: &'a str,
         cid: &'a str,
         members: Vec<String>,
         updated_at: i64,
+        notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()> {
-        self.write(WriteOp::RemoveMembers { app: app.into(), cid: cid.into(), members, updated_at })
+        self.write(WriteOp::RemoveMembers { app: app.into(), cid: cid.into(), members, updated_at, notify })
     }
 
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, Appended> {
-        let written = self.send(WriteOp::Append(message));
+    fn append_message_notify(
+        &self,
+        message: StoredMessage,
+        notify: Vec<HookCall>,
+    ) -> StoreFuture<'static, Appended> {
+        let written = self.send(WriteOp::Append(message, notify));
         Box::pin(async move {
             written.await?.ok_or_else(|| StoreError::Backend("the writer lost an append's position".into()))
         })
+    }
+
+    fn outbox_put(&self, notify: Vec<HookCall>) -> StoreFuture<'static, ()> {
+        self.write(WriteOp::OutboxPut(notify))
+    }
+
+    fn outbox_due(&self, now: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT app, key, hook, params, created_at, attempts, due_at FROM hook_outbox
+                 WHERE due_at <= ?1 ORDER BY due_at, seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit], |r| {
+                Ok(OutboxEntry {
+                    call: HookCall {
+                        app: r.get(0)?,
+                        key: r.get(1)?,
+                        hook: r.get(2)?,
+                        params: r.get(3)?,
+                        created_at: r.get(4)?,
+                    },
+                    attempts: r.get(5)?,
+                    due_at: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::OutboxDone { app: app.into(), key: key.into() })
+    }
+
+    fn outbox_retry<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        attempts: u32,
+        due_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::OutboxRetry { app: app.into(), key: key.into(), attempts, due_at })
     }
 
     fn messages<'a>(

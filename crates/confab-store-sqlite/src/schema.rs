@@ -66,6 +66,19 @@ const MIGRATIONS: &[&str] = &[
     // 8: the REST API's history of the whole app and of one sender.
     "CREATE INDEX messages_by_ts ON messages (app, ts);
      CREATE INDEX messages_by_sender ON messages (app, sender, ts);",
+    // 9: the hook outbox: notifying hook calls not yet delivered (seq: the order stored).
+    "CREATE TABLE hook_outbox (
+        seq INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        key TEXT NOT NULL,
+        hook TEXT NOT NULL,
+        params TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at INTEGER NOT NULL,
+        UNIQUE (app, key)
+     );
+     CREATE INDEX hook_outbox_due ON hook_outbox (due_at, seq);",
 ];
 
 /// Brings the database to the newest schema.

@@ -333,3 +333,42 @@ mod conformance {
 
     confab_store_tests::store_conformance_tests!(TempStore::new());
 }
+
+fn hook_call(key: &str, at: i64) -> HookCall {
+    HookCall {
+        app: "a".into(),
+        key: key.into(),
+        hook: "_messageSent".into(),
+        params: "{}".into(),
+        created_at: at,
+    }
+}
+
+/// A batch with a failing write (a conversation id that exists) keeps every other
+/// write's hook calls and drops the failing one's; an append at a taken position moves
+/// with its call (reporting the new position); the outbox, with its attempts, survives
+/// a reopen.
+#[tokio::test]
+async fn hook_calls_share_their_write_in_a_batch_and_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
+        store.create_conversation(record("a", "c", &["alice"], None)).await.expect("create");
+        store.append_message(message("c", 1)).await.expect("append");
+        let good = store.append_message_notify(message("c", 2), vec![hook_call("m2", 2)]);
+        let duplicate =
+            store.create_conversation_notify(record("a", "c", &["bob"], None), vec![hook_call("dup", 2)]);
+        let mut moved_call = hook_call("m1-again", 1);
+        moved_call.params = json!({ "timestamp": 1 }).to_string();
+        let moved = store.append_message_notify(message("c", 1), vec![moved_call]);
+        assert!(good.await.is_ok());
+        assert!(duplicate.await.is_err(), "an existing id is refused");
+        assert_eq!(moved.await.expect("moved").ts, 3, "a taken position moves to the next free one");
+        store.outbox_retry("a", "m2", 2, 50).await.expect("retry");
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Full).expect("reopen");
+    let due = store.outbox_due(100, 10).await.expect("due");
+    let got: Vec<_> =
+        due.iter().map(|e| (e.call.key.as_str(), e.call.params.as_str(), e.attempts, e.due_at)).collect();
+    assert_eq!(got, [("m1-again", "{\"timestamp\":3}", 0, 1), ("m2", "{}", 2, 50)]);
+}

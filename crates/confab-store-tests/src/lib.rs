@@ -16,8 +16,8 @@
 //! once.
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
-    ScanFilter, Store, StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
+    MessageRange, ScanFilter, Store, StoredMessage, UnreadCount,
 };
 use confab_types::Mentions;
 use serde_json::{Map, Value, json};
@@ -83,6 +83,10 @@ macro_rules! __store_rules {
             deleting_a_message_keeps_the_last_message,
             app_messages_span_conversations_only,
             joined_at_is_the_membership_time,
+            hook_calls_commit_with_their_message,
+            hook_calls_commit_with_their_membership_event,
+            outbox_calls_come_due_in_order_and_settle,
+            outbox_keys_are_idempotent_per_app,
         );
     };
 }
@@ -976,4 +980,147 @@ pub async fn joined_at_is_the_membership_time(store: &dyn Store) {
     assert_eq!(store.joined_at(APP, "missing", "alice").await.expect("missing"), None);
     store.remove_members(APP, "c", owned(&["bob"]), 13).await.expect("remove");
     assert_eq!(store.joined_at(APP, "c", "bob").await.expect("bob left"), None);
+}
+
+/// A hook call of [`APP`] with key `key`, stored at `at`.
+fn call(key: &str, hook: &str, at: i64) -> HookCall {
+    HookCall {
+        app: APP.into(),
+        key: key.into(),
+        hook: hook.into(),
+        params: json!({ "k": key }).to_string(),
+        created_at: at,
+    }
+}
+
+async fn due_keys(store: &dyn Store, now: i64) -> Vec<String> {
+    let due = store.outbox_due(now, 100).await.expect("outbox");
+    due.into_iter().map(|e| e.call.key).collect()
+}
+
+/// A message's hook calls are stored with it, and report the position the store gave
+/// the message: a proposal at a taken position moves, and so does its calls'
+/// `timestamp` (other parameters, and calls without it, stay as built). The plain
+/// append stores none.
+pub async fn hook_calls_commit_with_their_message(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    let sent = |key: &str, ts: i64| {
+        let mut c = call(key, "_messageSent", ts);
+        c.params = json!({ "k": key, "timestamp": ts }).to_string();
+        c
+    };
+    let first = store
+        .append_message_notify(msg("c", 5, "alice", "hi"), vec![sent("sent-a", 5)])
+        .await
+        .expect("append");
+    assert_eq!(first, Appended { ts: 5, prev_ts: 0 });
+    let moved = store
+        .append_message_notify(
+            msg("c", 5, "bob", "at a taken position"),
+            vec![sent("sent-b", 5), call("plain-b", "_receiversOffline", 5)],
+        )
+        .await
+        .expect("append");
+    assert_eq!(moved, Appended { ts: 6, prev_ts: 5 });
+    append(store, msg("c", 7, "alice", "no hooks")).await;
+    let due = store.outbox_due(100, 100).await.expect("outbox");
+    let got: Vec<(HookCall, u32, i64)> = due.into_iter().map(|e| (e.call, e.attempts, e.due_at)).collect();
+    let params = |c: &HookCall| serde_json::from_str::<Value>(&c.params).expect("JSON");
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        (got[0].0.key.as_str(), params(&got[0].0)),
+        ("sent-a", json!({ "k": "sent-a", "timestamp": 5 }))
+    );
+    assert_eq!(
+        (got[1].0.key.as_str(), params(&got[1].0)),
+        ("sent-b", json!({ "k": "sent-b", "timestamp": 6 }))
+    );
+    assert_eq!(got[2].0, call("plain-b", "_receiversOffline", 5), "no proposed position reported");
+    assert!(
+        got.iter().all(|(c, attempts, due_at)| *attempts == 0 && *due_at == c.created_at),
+        "due when created"
+    );
+}
+
+/// Conversation events carry their calls the same way: a failed create leaves none;
+/// deleting the conversation later does not take them back.
+pub async fn hook_calls_commit_with_their_membership_event(store: &dyn Store) {
+    store
+        .create_conversation_notify(
+            conv("c", &["alice"], 1),
+            vec![call("started", "_conversationStarted", 1)],
+        )
+        .await
+        .expect("create");
+    let again = store
+        .create_conversation_notify(
+            conv("c", &["bob"], 2),
+            vec![call("started-again", "_conversationStarted", 2)],
+        )
+        .await;
+    assert!(again.is_err(), "an existing id is refused");
+    store
+        .add_members_notify(APP, "c", owned(&["bob"]), 3, vec![call("added", "_conversationAdded", 3)])
+        .await
+        .expect("add");
+    store
+        .remove_members_notify(APP, "c", owned(&["bob"]), 4, vec![call("removed", "_conversationRemoved", 4)])
+        .await
+        .expect("remove");
+    store.outbox_put(vec![call("online", "_clientOnline", 4)]).await.expect("put");
+    store.delete_conversation(APP, "c").await.expect("delete");
+    assert_eq!(due_keys(store, 10).await, ["started", "added", "removed", "online"]);
+    assert_eq!(read_members(store, "c").await, None, "the conversation itself is gone");
+}
+
+async fn read_members(store: &dyn Store, cid: &str) -> Option<Vec<String>> {
+    store.conversation(APP, cid).await.expect("read").map(|c| c.members)
+}
+
+/// Due calls come earliest due first (ties in the order stored), only when due, at most
+/// `limit`; a retry moves a call and counts its attempts; done removes it; unknown keys
+/// are no error.
+pub async fn outbox_calls_come_due_in_order_and_settle(store: &dyn Store) {
+    store
+        .outbox_put(vec![
+            call("a", "_clientOnline", 10),
+            call("b", "_clientOffline", 5),
+            call("c", "_clientOnline", 10),
+        ])
+        .await
+        .expect("put");
+    assert_eq!(due_keys(store, 4).await, Vec::<String>::new(), "nothing is due before its time");
+    assert_eq!(due_keys(store, 10).await, ["b", "a", "c"]);
+    let first = store.outbox_due(10, 1).await.expect("outbox");
+    assert_eq!(first.len(), 1, "limit");
+    store.outbox_retry(APP, "b", 1, 20).await.expect("retry");
+    store.outbox_retry(APP, "nope", 1, 20).await.expect("unknown key");
+    assert_eq!(due_keys(store, 10).await, ["a", "c"]);
+    let due = store.outbox_due(20, 100).await.expect("outbox");
+    assert_eq!(
+        due.iter().map(|e| (e.call.key.as_str(), e.attempts, e.due_at)).collect::<Vec<_>>(),
+        [("a", 0, 10), ("c", 0, 10), ("b", 1, 20)]
+    );
+    store.outbox_done(APP, "a").await.expect("done");
+    store.outbox_done(APP, "nope").await.expect("unknown key");
+    assert_eq!(due_keys(store, 20).await, ["c", "b"]);
+}
+
+/// A key is stored once per app (the first call wins); the same key in another app is
+/// another call, settled apart.
+pub async fn outbox_keys_are_idempotent_per_app(store: &dyn Store) {
+    let mut first = call("k", "_messageSent", 1);
+    first.params = "{\"first\":true}".into();
+    let mut second = call("k", "_messageSent", 2);
+    second.params = "{\"first\":false}".into();
+    let mut other = call("k", "_messageSent", 3);
+    other.app = "other".into();
+    store.outbox_put(vec![first.clone()]).await.expect("put");
+    store.outbox_put(vec![second, other.clone()]).await.expect("put");
+    let due = store.outbox_due(10, 100).await.expect("outbox");
+    let calls: Vec<HookCall> = due.into_iter().map(|e| e.call).collect();
+    assert_eq!(calls, [first, other.clone()]);
+    store.outbox_done(APP, "k").await.expect("done");
+    let due = store.outbox_due(10, 100).await.expect("outbox");
+    assert_eq!(due.into_iter().map(|e| e.call).collect::<Vec<_>>(), [other]);
 }

@@ -89,6 +89,9 @@ error_codes! {
     ConversationNotFound = 4303, "CONVERSATION_NOT_FOUND", Reply;
     /// The member limit is reached.
     ConversationFull = 4304, "CONVERSATION_FULL", Reply;
+    /// The app's `_conversationStart`, `_conversationAdd`, `_conversationRemove` or
+    /// `_conversationUpdate` hook refused (its `code`/`detail` travel as `appCode`/`appMsg`).
+    ConversationRejectedByApp = 4305, "CONVERSATION_REJECTED_BY_APP", Reply;
     /// An attribute update failed (bad attributes).
     ConversationUpdateFailed = 4306, "CONVERSATION_UPDATE_FAILED", Reply;
     /// The updater is not a member.
@@ -119,10 +122,15 @@ error_codes! {
     TemporaryConversationExpired = 4323, "TEMPORARY_CONVERSATION_EXPIRED", Reply;
     /// The conversation is missing or the sender is not a member.
     InvalidMessagingTarget = 4401, "INVALID_MESSAGING_TARGET", Reply;
+    /// The app's `_messageReceived` hook dropped the message (its `code`/`detail` travel
+    /// as `appCode`/`appMsg`).
+    MessageRejectedByApp = 4402, "MESSAGE_REJECTED_BY_APP", Reply;
     /// Only the sender may edit or recall a message.
     MessageOwnershipRequired = 4403, "MESSAGE_OWNERSHIP_REQUIRED", Reply;
     /// The message to edit or recall does not exist.
     MessageNotFound = 4404, "MESSAGE_NOT_FOUND", Reply;
+    /// The app's `_messageUpdate` hook refused an edit or recall.
+    MessageUpdateRejectedByApp = 4405, "MESSAGE_UPDATE_REJECTED_BY_APP", Reply;
     /// The client did not read its frames fast enough; it reconnects and resyncs.
     /// A standard WebSocket code (1013 "try again later"), so every SDK reconnects.
     SlowConsumer = 1013, "SLOW_CONSUMER", Close;
@@ -166,6 +174,10 @@ pub struct ProtocolError {
     pub code: ErrorCode,
     /// A human-readable explanation (never empty).
     pub detail: String,
+    /// The app's own code, when its hook refused the request (`appCode` on the wire).
+    pub app_code: Option<i32>,
+    /// The app's own message, when its hook refused the request (`appMsg` on the wire).
+    pub app_msg: Option<String>,
 }
 
 impl ProtocolError {
@@ -173,7 +185,14 @@ impl ProtocolError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         let detail = detail.into();
         let detail = if detail.is_empty() { code.reason().to_owned() } else { detail };
-        ProtocolError { code, detail }
+        ProtocolError { code, detail, app_code: None, app_msg: None }
+    }
+
+    /// The same error carrying the app's own code and message (a hook's refusal).
+    pub fn with_app(mut self, app_code: Option<i32>, app_msg: Option<String>) -> Self {
+        self.app_code = app_code;
+        self.app_msg = app_msg;
+        self
     }
 }
 

@@ -22,6 +22,8 @@ impl Engine {
         if conv.kind == ConvKind::Temporary {
             return Err(perr(ErrorCode::NormalConversationRequired, "temporary conversations cannot change"));
         }
+        // The app's `_conversationUpdate` may refuse or replace the update (before the lock).
+        let attr = self.conversation_update_attr(app, cid, &me, attr, session.admin).await?;
         let lock = app.conv_lock(cid);
         let _guard = lock.lock().await;
         let store = &self.inner.store;
@@ -55,6 +57,7 @@ impl Engine {
         if !conv.has_member(&session.client_id) {
             return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can mute"));
         }
+        let muted = self.conversation_update_mute(app, cid, &session.client_id, muted).await?;
         let store = &self.inner.store;
         store.set_muted(&app.config.id, cid, &session.client_id, muted).await.map_err(store_error)?;
         Ok(Reply::ConvUpdated { updated_at: self.now() })

@@ -25,13 +25,25 @@ impl NodeEvents for Engine {
             NodeEvent::MembershipChanged { client, cid } => {
                 app.local.to_client(&client, ClientEvent::MembershipChanged { cid: &cid }, None);
             }
-            NodeEvent::Message { cid, members, prev, ts, id, from, receipt, push, inflight_max } => {
+            NodeEvent::Message {
+                cid,
+                members,
+                prev,
+                ts,
+                id,
+                from,
+                receipt,
+                push,
+                inflight_max,
+                recipients,
+            } => {
                 // This node's next position for the conversation starts past it.
                 if let Some(conv) = app.convs.get(&cid) {
                     let mut state = conv.state();
                     state.last_assigned_ts = state.last_assigned_ts.max(ts);
                 }
                 let members: HashSet<String> = members.into_iter().collect();
+                let recipients: Option<HashSet<String>> = recipients.map(|r| r.into_iter().collect());
                 let push = SharedPush::new(push);
                 let behind = app.local.message(&Committed {
                     cid: &cid,
@@ -44,16 +56,21 @@ impl NodeEvents for Engine {
                     push: &push,
                     origin: None,
                     inflight_max,
+                    recipients: recipients.as_ref(),
                 });
                 for session in behind {
                     self.catch_up(&app, session);
                 }
             }
-            NodeEvent::Room { cid, push } => {
+            NodeEvent::Room { cid, push, recipients } => {
                 if let Some(conv) = app.convs.get(&cid) {
                     let push = SharedPush::new(push);
                     let room = conv.state().room.clone();
-                    for s in room {
+                    let recipients: Option<HashSet<String>> = recipients.map(|r| r.into_iter().collect());
+                    // As the sending node filters its own room: only the chosen clients.
+                    let chosen =
+                        |s: &Arc<Session>| recipients.as_ref().is_none_or(|r| r.contains(&*s.client_id));
+                    for s in room.iter().filter(|s| chosen(s)) {
                         s.push(push.clone());
                     }
                 }

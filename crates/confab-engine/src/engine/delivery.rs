@@ -117,6 +117,12 @@ impl Engine {
                 Some(DirectRequest { will: false, ..req });
             return Ok(Some(ack));
         }
+        // The app's `_messageReceived` may drop the message, rewrite it or narrow who
+        // gets it; awaited before any lock is taken, so a slow backend holds only this
+        // request.
+        let mut req = req;
+        let received = self.message_received(app, &conv, &me, &mut req, session.admin).await?;
+        let to = received.to;
         if req.transient {
             // Not stored, not ordered with stored messages, only for who is online now.
             let push = SharedPush::new(Push::Direct(DirectPush {
@@ -133,15 +139,16 @@ impl Engine {
             match conv.kind {
                 ConvKind::Transient => {
                     let room = conv.state().room.clone();
-                    for s in room.iter().filter(|s| !Arc::ptr_eq(s, session)) {
+                    let chosen = |s: &Arc<Session>| to.as_ref().is_none_or(|to| to.contains(&*s.client_id));
+                    for s in room.iter().filter(|s| !Arc::ptr_eq(s, session) && chosen(s)) {
                         s.push(push.clone());
                     }
-                    app.broker.room_elsewhere(&conv.cid, &push);
+                    app.broker.room_elsewhere(&conv.cid, &push, to.as_ref());
                 }
                 ConvKind::System if !session.admin => {}
                 _ => {
                     let members: Vec<String> = conv.state().members.iter().cloned().collect();
-                    for member in &members {
+                    for member in members.iter().filter(|m| to.as_ref().is_none_or(|to| to.contains(*m))) {
                         app.broker.to_client(member, ClientEvent::Push(&push), Some(session));
                     }
                 }
@@ -151,9 +158,11 @@ impl Engine {
             };
             return Ok(Some(Reply::MessageAck { uid: d.id.clone(), t: d.timestamp }));
         }
+        // A recipient with a session on another node is online for the hooks too.
+        let elsewhere = self.online_elsewhere(app, &conv, to.as_ref()).await;
         let now = self.now();
         let dedupe_key = req.dedupe.as_ref().map(|dt| format!("{me}\u{1f}{dt}"));
-        let (seq, commit, appended) = {
+        let (seq, commit, appended, has_calls) = {
             let mut state = conv.state();
             // A re-send of a message we already have (the client lost our ack): answer
             // with the original's ack instead of storing it twice.
@@ -185,9 +194,19 @@ impl Engine {
                 binary: req.binary,
                 mentions: req.mentions,
             };
+            // The notifying hooks' calls are stored with the message, in its transaction.
+            let calls = {
+                let recipients: Vec<String> = match &to {
+                    Some(to) => to.iter().cloned().collect(),
+                    None if conv.kind == ConvKind::Transient => Vec::new(),
+                    None => state.members.iter().cloned().collect(),
+                };
+                self.message_calls(app, &conv, &recipients, elsewhere.as_ref(), &message)
+            };
+            let has_calls = !calls.is_empty();
             // Queued under the lock: the store applies writes in call order.
             let appended = Instant::now();
-            let commit = self.inner.store.append_message(message.clone());
+            let commit = self.inner.store.append_message_notify(message.clone(), calls);
             // Released when the ack (or the error) is queued, in `settle`.
             session.conn.hold(held_bytes(&message));
             if let Some(key) = &dedupe_key {
@@ -200,9 +219,10 @@ impl Engine {
                 result: None,
                 also_ack: Vec::new(),
                 dedupe_key,
+                to,
             };
             state.pending.insert(seq, pending);
-            (seq, commit, appended)
+            (seq, commit, appended, has_calls)
         };
         let engine = self.clone();
         let app = app.clone();
@@ -211,6 +231,9 @@ impl Engine {
             if result.is_ok() {
                 METRICS.commit_latency(appended.elapsed());
                 METRICS.message_stored();
+                if has_calls {
+                    engine.outbox_written();
+                }
             }
             engine.settle(&app, &conv, seq, result);
         });
@@ -326,12 +349,13 @@ impl Engine {
             ..DirectPush::default()
         }));
         if conv.kind == ConvKind::Transient {
-            for s in state.room.iter().filter(|s| !Arc::ptr_eq(s, &p.origin)) {
+            let chosen = |s: &Arc<Session>| p.to.as_ref().is_none_or(|to| to.contains(&*s.client_id));
+            for s in state.room.iter().filter(|s| !Arc::ptr_eq(s, &p.origin) && chosen(s)) {
                 if s.push(push.clone()) {
                     METRICS.message_delivered();
                 }
             }
-            app.broker.room_elsewhere(&conv.cid, &push);
+            app.broker.room_elsewhere(&conv.cid, &push, p.to.as_ref());
             return;
         }
         // The sending session only moves its pointers past its own message.
@@ -351,6 +375,7 @@ impl Engine {
             push: &push,
             origin: Some(&p.origin),
             inflight_max: app.config.limits.offline_window.saturating_mul(4).max(64),
+            recipients: p.to.as_ref(),
         });
         for session in behind {
             self.catch_up(app, session);

@@ -76,6 +76,12 @@ impl Engine {
                     return Err(perr(ErrorCode::UnparseableRawMsg, "an edit needs the new body"));
                 }
             };
+            // The app's `_messageUpdate` may refuse the change or rewrite the new body.
+            let data = if session.admin {
+                data
+            } else {
+                self.message_update(app, &conv, &me, &message, data, item.recall).await?
+            };
             store
                 .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)
                 .await

@@ -94,6 +94,7 @@ impl Connection {
             }
         };
         tracing::debug!(app = %app.config.id, client = %client_id, conn = self.handle.id, "session opened");
+        engine.client_online(&app, &session, open.reconnect);
         let now = engine.now();
         let token = session_token::issue(&config.master_key, &config.id, &client_id, tag.as_deref(), now);
         self.handle.reply(
@@ -179,12 +180,16 @@ impl Engine {
     /// client's own close code when it closed its connection, 1006 when the connection
     /// was lost); ending it again (its connection ends after a kick) is quiet.
     pub(crate) fn end_session(&self, session: &Arc<Session>, code: u16, reason: &str) {
-        if !session.closed.swap(true, Ordering::AcqRel) {
+        let first_end = !session.closed.swap(true, Ordering::AcqRel);
+        if first_end {
             tracing::info!(app = %session.app_id, client = %session.client_id, code, reason, "session closed");
         }
         let Some(app) = self.app(&session.app_id) else {
             return;
         };
+        if first_end {
+            self.client_offline(app, session, code, reason);
+        }
         app.presence.unregister(session);
         self.release_cluster(session);
         if self.inner.cluster.is_some() {

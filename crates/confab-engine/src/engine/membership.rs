@@ -36,6 +36,12 @@ impl Engine {
             .await?;
         }
         Self::valid_member_ids(app, &start.members)?;
+        let hook_params = serde_json::json!({
+            "initBy": me,
+            "members": distinct(std::iter::once(me.clone()).chain(start.members.iter().cloned())),
+            "attr": start.attr,
+        });
+        self.conversation_check(app, "_conversationStart", hook_params, session.admin).await?;
         let mut members = distinct(std::iter::once(me.clone()).chain(start.members));
         let limits = &app.config.limits;
         let kind = match (start.transient, start.temporary_ttl) {
@@ -100,7 +106,11 @@ impl Engine {
             updated_at: now,
             last_message: None,
         };
-        if let Err(e) = store.create_conversation(record.clone()).await {
+        let started_params = serde_json::json!({ "convId": record.id, "initBy": me, "members": members });
+        let calls: Vec<_> =
+            self.hook_event(app, "_conversationStarted", started_params).into_iter().collect();
+        let has_calls = !calls.is_empty();
+        if let Err(e) = store.create_conversation_notify(record.clone(), calls).await {
             // A concurrent creation of the same unique conversation wins the race.
             if let Some(key) = &unique
                 && let Ok(Some(found)) = store.find_unique(&app.config.id, key).await
@@ -108,6 +118,9 @@ impl Engine {
                 return Ok(Some(started(&found)));
             }
             return Err(store_error(e));
+        }
+        if has_calls {
+            self.outbox_written();
         }
         let conv = Arc::new(Conv::from_record(&record));
         app.convs.shard(&record.id).insert(record.id.clone(), conv.clone());
@@ -264,6 +277,8 @@ impl Engine {
         Self::valid_member_ids(app, &change.members)?;
         let requested = distinct(change.members.iter().cloned());
         let only_me = requested.len() == 1 && requested[0] == me;
+        let hook_params = serde_json::json!({ "initBy": me, "members": requested, "convId": cid });
+        self.conversation_check(app, "_conversationAdd", hook_params, session.admin).await?;
         if conv.kind != ConvKind::Normal {
             return Ok(Some(Reply::ConvAdded(
                 self.self_membership(app, &conv, session, requested, true).await?,
@@ -308,11 +323,17 @@ impl Engine {
         }
         let now = self.now();
         if !added.is_empty() {
+            let params = serde_json::json!({ "initBy": me, "convId": cid, "members": added });
+            let calls: Vec<_> = self.hook_event(app, "_conversationAdded", params).into_iter().collect();
+            let has_calls = !calls.is_empty();
             self.inner
                 .store
-                .add_members(&app.config.id, &cid, added.clone(), now)
+                .add_members_notify(&app.config.id, &cid, added.clone(), now, calls)
                 .await
                 .map_err(store_error)?;
+            if has_calls {
+                self.outbox_written();
+            }
             conv.state().members.extend(added.iter().cloned());
             app.conv_changed(&cid);
         }
@@ -357,6 +378,11 @@ impl Engine {
             )
             .await?;
         }
+        // Leaving by oneself is not judged by `_conversationRemove` (LeanCloud's rule).
+        if !only_me {
+            let hook_params = serde_json::json!({ "initBy": me, "members": requested, "convId": cid });
+            self.conversation_check(app, "_conversationRemove", hook_params, session.admin).await?;
+        }
         if conv.kind != ConvKind::Normal {
             return Ok(Some(Reply::ConvRemoved(
                 self.self_membership(app, &conv, session, requested, false).await?,
@@ -381,11 +407,17 @@ impl Engine {
         let removed: Vec<String> = requested.iter().filter(|id| existing.contains(*id)).cloned().collect();
         let now = self.now();
         if !removed.is_empty() {
+            let params = serde_json::json!({ "initBy": me, "convId": cid, "members": removed });
+            let calls: Vec<_> = self.hook_event(app, "_conversationRemoved", params).into_iter().collect();
+            let has_calls = !calls.is_empty();
             self.inner
                 .store
-                .remove_members(&app.config.id, &cid, removed.clone(), now)
+                .remove_members_notify(&app.config.id, &cid, removed.clone(), now, calls)
                 .await
                 .map_err(store_error)?;
+            if has_calls {
+                self.outbox_written();
+            }
             let mut state = conv.state();
             for id in &removed {
                 state.members.remove(id);

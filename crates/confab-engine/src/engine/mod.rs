@@ -12,6 +12,7 @@
 //! - `receipts`: read positions, unread counts and receipts;
 //! - `edits`: edits and recalls;
 //! - `moderation`: roles, shut-up and blocking;
+//! - `hooks`: the app's blocking and notifying hooks, and the outbox worker;
 //! - `admin`, `backend`: the app backend's operations (the REST API).
 
 mod admin;
@@ -22,6 +23,7 @@ pub(crate) mod delivery;
 mod dispatch;
 mod edits;
 mod history;
+mod hooks;
 mod login;
 mod membership;
 mod moderation;
@@ -32,6 +34,7 @@ pub use admin::{AdminConversation, AdminMessage};
 pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, TargetedMessage, member_info_id};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
+pub use hooks::{OUTBOX_GIVE_UP_MS, SignRefusal};
 
 use crate::app::AppConfig;
 use crate::bounds;
@@ -39,8 +42,8 @@ use crate::conversation::{Conv, query_doc, result_json, unique_key};
 use crate::ids;
 use crate::outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};
 use crate::ports::{
-    Broker, ClientEvent, Clock, Cluster, ClusterBroker, ConvKind, ConversationRecord, LocalBroker,
-    LocalPresence, MessageRange, Presence, ScanFilter, Store, StoreError,
+    Broker, ClientEvent, Clock, Cluster, ClusterBroker, ConvKind, ConversationRecord, HookCaller,
+    LocalBroker, LocalPresence, MessageRange, Presence, ScanFilter, Store, StoreError,
 };
 use crate::query::{Budget, QueryBounds, QueryError, compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
@@ -127,6 +130,10 @@ pub(crate) struct Inner {
     /// The other nodes, when this node is one of several.
     pub cluster: Option<Arc<dyn Cluster>>,
     verifier: Verifier,
+    /// How the apps' hook backends are reached (none: hooks are never called).
+    pub hooks: Option<Arc<dyn HookCaller>>,
+    /// Wakes the outbox worker when hook calls were committed.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     next_conn: AtomicU64,
     /// Connections opened and not yet dropped.
     live_connections: AtomicUsize,
@@ -168,7 +175,7 @@ impl Engine {
     /// An engine serving `apps` on `store`, in one process: presence and fan-out are
     /// the in-process [`LocalPresence`] and [`LocalBroker`].
     pub fn new(apps: Vec<AppConfig>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Engine {
-        Engine::with_cluster(apps, store, clock, None)
+        Engine::with_ports(apps, store, clock, None, None)
     }
 
     /// An engine that is one node of a cluster when `cluster` is set: fan-out also
@@ -179,6 +186,30 @@ impl Engine {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         cluster: Option<Arc<dyn Cluster>>,
+    ) -> Engine {
+        Engine::with_ports(apps, store, clock, cluster, None)
+    }
+
+    /// [`Engine::new`] with a way to call the apps' hook backends (`[apps.hooks]`). Start
+    /// [`Engine::run_outbox`] too, or notifying hooks stay queued in the store.
+    pub fn with_hooks(
+        apps: Vec<AppConfig>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        hooks: Arc<dyn HookCaller>,
+    ) -> Engine {
+        Engine::with_ports(apps, store, clock, None, Some(hooks))
+    }
+
+    /// An engine with every optional port: one node of a cluster when `cluster` is set
+    /// (see [`Engine::with_cluster`]), calling the apps' hook backends when `hooks` is
+    /// set (see [`Engine::with_hooks`]).
+    pub fn with_ports(
+        apps: Vec<AppConfig>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        cluster: Option<Arc<dyn Cluster>>,
+        hooks: Option<Arc<dyn HookCaller>>,
     ) -> Engine {
         let apps = apps
             .into_iter()
@@ -208,6 +239,8 @@ impl Engine {
                 clock,
                 cluster,
                 verifier: Verifier::default(),
+                hooks,
+                outbox_wake: Arc::new(tokio::sync::Notify::new()),
                 next_conn: AtomicU64::new(1),
                 live_connections: AtomicUsize::new(0),
             }),
@@ -260,6 +293,11 @@ impl Engine {
 
     pub(crate) fn now(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// The engine's clock, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.now()
     }
 
     /// Starts serving a connection. The receiver is the connection's outbound queue,

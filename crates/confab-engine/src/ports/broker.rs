@@ -46,6 +46,10 @@ pub struct Committed<'a> {
     pub origin: Option<&'a Arc<Session>>,
     /// Unacknowledged messages a session may hold before it counts as a slow consumer.
     pub inflight_max: usize,
+    /// When the app's `_messageReceived` hook chose the recipients (`toPeers`): only
+    /// these members are pushed the message; the other members' sessions move past it
+    /// without it (as the sender's own do), so it is not taken for a gap.
+    pub recipients: Option<&'a HashSet<String>>,
 }
 
 /// Fan-out between the engine and every session of a client, on any node.
@@ -62,8 +66,9 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// one never reached them): the caller has them caught up from the store.
     fn message(&self, message: &Committed<'_>) -> Vec<Arc<Session>>;
     /// A push for the sessions in chat room `cid` on the other nodes (this node's
-    /// sessions in the room are reached by the caller).
-    fn room_elsewhere(&self, _cid: &str, _push: &Arc<SharedPush>) {}
+    /// sessions in the room are reached by the caller); with `recipients` (the app's
+    /// `_messageReceived` chose them), only for the sessions of those clients.
+    fn room_elsewhere(&self, _cid: &str, _push: &Arc<SharedPush>, _recipients: Option<&HashSet<String>>) {}
     /// Conversation `cid` changed in the store: the other nodes reload their copies.
     fn conv_changed(&self, _cid: &str) {}
 }
@@ -102,9 +107,14 @@ impl Broker for LocalBroker {
         for member in m.members {
             // Walked under the shard lock: no per-member copy of the session list on the
             // per-message path (offering takes no shard lock).
+            let chosen = m.recipients.is_none_or(|r| r.contains(member));
             self.presence.with_sessions(member, |sessions| {
                 for s in sessions.iter().filter(|s| !m.origin.is_some_and(|o| Arc::ptr_eq(s, o))) {
-                    if let Offer::Behind = s.offer_live(m.cid, m.prev, m.ts, &meta, m.push, m.inflight_max) {
+                    if !chosen {
+                        s.pass_own(m.cid, m.prev, m.ts);
+                    } else if let Offer::Behind =
+                        s.offer_live(m.cid, m.prev, m.ts, &meta, m.push, m.inflight_max)
+                    {
                         behind.push(s.clone());
                     }
                 }
@@ -158,13 +168,16 @@ impl Broker for ClusterBroker {
                 receipt: m.receipt,
                 push: m.push.push.clone(),
                 inflight_max: m.inflight_max,
+                recipients: m.recipients.map(|r| r.iter().cloned().collect()),
             },
         );
         behind
     }
 
-    fn room_elsewhere(&self, cid: &str, push: &Arc<SharedPush>) {
-        self.cluster.publish(&self.app, NodeEvent::Room { cid: cid.to_owned(), push: push.push.clone() });
+    fn room_elsewhere(&self, cid: &str, push: &Arc<SharedPush>, recipients: Option<&HashSet<String>>) {
+        let recipients = recipients.map(|r| r.iter().cloned().collect());
+        self.cluster
+            .publish(&self.app, NodeEvent::Room { cid: cid.to_owned(), push: push.push.clone(), recipients });
     }
 
     fn conv_changed(&self, cid: &str) {

@@ -64,6 +64,11 @@ pub enum NodeEvent {
         push: Push,
         /// Unacknowledged messages a session may hold before it counts as slow.
         inflight_max: usize,
+        /// The members the app's `_messageReceived` hook chose (`toPeers`), when it
+        /// chose: the other members' sessions move past the message without it. Absent
+        /// in events of nodes that predate hooks, which meant every member.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recipients: Option<Vec<String>>,
     },
     /// A push for the sessions in chat room `cid`.
     Room {
@@ -71,6 +76,11 @@ pub enum NodeEvent {
         cid: String,
         /// What they are told.
         push: Push,
+        /// Only the sessions of these clients, when the app's `_messageReceived` hook
+        /// chose them (`toPeers`). Absent in events of nodes that predate hooks, which
+        /// meant every session in the room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recipients: Option<Vec<String>>,
     },
     /// Conversation `cid` changed in the store (members, roles, flags, or it is gone):
     /// a node holding a copy reloads it.

@@ -3,8 +3,8 @@
 //! with each connection's outbound queue read directly.
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
-use confab_engine::ports::{Cluster, ClusterHub, HubNode, ManualClock};
-use confab_engine::{AppConfig, Connection, Engine, Next, Outbound, OutboundReceiver};
+use confab_engine::ports::{Cluster, ClusterHub, HookCaller, HubNode, ManualClock};
+use confab_engine::{AppConfig, Connection, Engine, HookSettings, Next, Outbound, OutboundReceiver};
 use confab_store_memory::MemoryStore;
 use confab_types::{
     AckRequest, ConvStart, DirectPush, DirectRequest, Inbound, Limits, ProtocolError, Push, Reply, Request,
@@ -39,6 +39,15 @@ impl World {
     /// `n` nodes of one cluster: engines sharing one store and one [`ClusterHub`], their
     /// clocks apart. Must run inside a tokio runtime (each node's events run on a task).
     pub fn cluster(n: usize) -> (Vec<World>, Vec<Arc<HubNode>>) {
+        World::cluster_with(n, None)
+    }
+
+    /// [`World::cluster`] whose app calls its hooks through `hooks` on every node.
+    pub fn cluster_with_hooks(n: usize, hooks: Arc<dyn HookCaller>) -> (Vec<World>, Vec<Arc<HubNode>>) {
+        World::cluster_with(n, Some(hooks))
+    }
+
+    fn cluster_with(n: usize, hooks: Option<Arc<dyn HookCaller>>) -> (Vec<World>, Vec<Arc<HubNode>>) {
         let hub = ClusterHub::new();
         let store = Arc::new(MemoryStore::new());
         let mut worlds = Vec::new();
@@ -47,8 +56,17 @@ impl World {
             let node = hub.node(&format!("node-{i}"));
             let clock = Arc::new(ManualClock::at(T0));
             let cluster: Arc<dyn Cluster> = node.clone();
-            let app = AppConfig::new(APP, "key", "master");
-            let engine = Engine::with_cluster(vec![app], store.clone(), clock.clone(), Some(cluster));
+            let mut app = AppConfig::new(APP, "key", "master");
+            if hooks.is_some() {
+                app.hooks = Some(HookSettings {
+                    url: "http://backend.test".into(),
+                    key: "h".into(),
+                    timeout_ms: 1000,
+                    fail_closed: false,
+                });
+            }
+            let engine =
+                Engine::with_ports(vec![app], store.clone(), clock.clone(), Some(cluster), hooks.clone());
             node.attach(Arc::new(engine.clone()));
             worlds.push(World { engine, clock, store: store.clone() });
             nodes.push(node);

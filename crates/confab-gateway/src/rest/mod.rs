@@ -9,7 +9,8 @@
 //! - `service`: service conversations' subscribers, broadcasts and targeted messages;
 //! - `moderation`: mutes, roles, silences and blacklists;
 //! - `global`: stats and every conversation;
-//! - `legacy`: the `/1.1/rtm/…` calls of old backends and SDKs.
+//! - `legacy`: the `/1.1/rtm/…` calls of old backends and SDKs;
+//! - `sign`: login signatures for LeanStorage users, decided by the `_rtmClientSign` hook.
 //!
 //! Every route is listed with its methods (`Routes`), so a test can hold the list
 //! against the OpenAPI document (`docs/openapi.json`).
@@ -26,6 +27,7 @@ mod legacy;
 mod messages;
 mod moderation;
 mod service;
+mod sign;
 
 use crate::Gateway;
 use axum::Router;
@@ -77,6 +79,7 @@ pub(crate) fn routes() -> Routes {
         .merge(moderation::routes())
         .merge(global::routes())
         .merge(legacy::routes())
+        .merge(sign::routes())
 }
 
 /// The REST routes, with their body limit and CORS.
@@ -101,6 +104,11 @@ impl RestError {
     /// does not have the documented shape.
     pub(crate) fn bad_request(error: impl Into<String>) -> RestError {
         RestError { status: StatusCode::BAD_REQUEST, code: 107, error: error.into() }
+    }
+
+    /// Any status and code.
+    pub(crate) fn new(status: StatusCode, code: u16, error: impl Into<String>) -> RestError {
+        RestError { status, code, error: error.into() }
     }
 
     /// The same error with another HTTP status.

@@ -1,0 +1,453 @@
+//! The app's hooks against a real LeanEngine app: `compat/hooks/server.js` on the
+//! unmodified `leanengine@3.8.0` npm package (installed by `npm ci` in that directory;
+//! test.sh does it), driven through the real `confab` binary.
+//!
+//! Without `compat/hooks/node_modules` these tests are skipped with a loud warning,
+//! except with CI=true, where they fail.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use confab_httpc::{Client as Http, ClientConfig};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const HOOK_KEY: &str = "hook-secret";
+
+fn receiver_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../compat/hooks")
+}
+
+/// Whether the receiver is installed; panics in CI when it is not.
+fn installed() -> bool {
+    if receiver_dir().join("node_modules/leanengine").is_dir() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("compat/hooks/node_modules is missing: run `npm ci` in compat/hooks (test.sh does)");
+    }
+    eprintln!("\n!!! SKIPPING the LeanEngine hook tests: run `npm ci` in compat/hooks first !!!\n");
+    false
+}
+
+/// The LeanEngine app, killed when dropped.
+struct Receiver {
+    child: Child,
+    url: String,
+}
+
+impl Receiver {
+    /// Starts the app on `port` (0: any free port).
+    fn start(port: u16) -> Receiver {
+        let mut child = Command::new("node")
+            .arg("server.js")
+            .current_dir(receiver_dir())
+            .env("LEANCLOUD_APP_ID", APP)
+            .env("LEANCLOUD_APP_KEY", "k")
+            .env("LEANCLOUD_APP_MASTER_KEY", "m")
+            .env("LEANCLOUD_APP_HOOK_KEY", HOOK_KEY)
+            .env("LEANCLOUD_APP_PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+        Receiver { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Every hook call the app received so far.
+    async fn log(&self) -> Vec<Value> {
+        http().get(&format!("{}/__log", self.url)).send_json().await.unwrap()
+    }
+
+    /// Waits until the log holds a call `pred` accepts.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..300 {
+            if let Some(call) = self.log().await.into_iter().find(&pred) {
+                return call;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no {what} in {:#?}", self.log().await);
+    }
+
+    async fn set_failing(&self, failing: bool) {
+        let mode = if failing { "fail" } else { "ok" };
+        http().post(&format!("{}/__mode/{mode}", self.url)).send().await.unwrap();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> Http {
+    Http::new(ClientConfig::default()).unwrap()
+}
+
+fn hooked(url: &str, extra: &str) -> String {
+    format!("{TEST_APP}[apps.hooks]\nurl = \"{url}\"\nkey = \"{HOOK_KEY}\"\n{extra}\n")
+}
+
+fn calls<'a>(log: &'a [Value], hook: &str) -> Vec<&'a Value> {
+    log.iter().filter(|c| c["hook"] == hook).collect()
+}
+
+async fn send_raw(client: &mut confab_testkit::Client, cid: &str, msg: &str) -> Value {
+    client.request(json!({"cmd": "direct", "cid": cid, "msg": msg})).await.unwrap()
+}
+
+#[tokio::test]
+async fn blocking_hooks_take_effect() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, ""));
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let mut carol = server.open("carol").await;
+
+    // _conversationStart: a refusal is 4305 with the hook's own code and detail.
+    let refused = alice
+        .request(json!({"cmd": "conv", "op": "start", "m": ["bob"], "attr": {"name": "forbidden"}}))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&refused), 4305, "{refused}");
+    assert_eq!((refused["appCode"].clone(), refused["appMsg"].clone()), (json!(4242), json!("no such name")));
+    let cid = create(&mut alice, &["bob", "carol"]).await;
+    let start = calls(&receiver.log().await, "_conversationStart").last().map(|c| (*c).clone()).unwrap();
+    assert_eq!(start["params"]["initBy"], "alice");
+    assert_eq!(start["params"]["attr"]["name"], "test");
+
+    // _messageReceived: drop, rewrite, narrow the recipients.
+    let dropped = send_raw(&mut alice, &cid, "forbidden").await;
+    assert_eq!(error_code(&dropped), 4402, "{dropped}");
+    assert_eq!((dropped["appCode"].clone(), dropped["appMsg"].clone()), (json!(1234), json!("no bad words")));
+    send(&mut alice, &cid, "rewrite me").await;
+    let got = bob.wait_for("rewritten", is_direct(&cid)).await.unwrap();
+    assert_eq!(got["msg"], "rewritten by the hook", "the dropped message never came first: {got}");
+    let got = carol.wait_for("rewritten", is_direct(&cid)).await.unwrap();
+    assert_eq!(got["msg"], "rewritten by the hook");
+    send(&mut alice, &cid, "only bob").await;
+    send(&mut alice, &cid, "for everyone").await;
+    assert_eq!(bob.wait_for("only bob", is_direct(&cid)).await.unwrap()["msg"], "only bob");
+    assert_eq!(bob.wait_for("everyone", is_direct(&cid)).await.unwrap()["msg"], "for everyone");
+    let next = carol.wait_for("everyone", is_direct(&cid)).await.unwrap();
+    assert_eq!(next["msg"], "for everyone", "carol was left out of `only bob`: {next}");
+    let received = calls(&receiver.log().await, "_messageReceived").first().map(|c| (*c).clone()).unwrap();
+    assert_eq!(received["params"]["fromPeer"], "alice");
+    assert_eq!(received["params"]["convId"], cid.as_str());
+    let mut to: Vec<String> = received["params"]["toPeers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["bob", "carol"]);
+
+    // _conversationAdd / _conversationRemove refuse; the others go through.
+    let add = |m: &str| json!({"cmd": "conv", "op": "add", "cid": cid, "m": [m]});
+    let refused = alice.request(add("banned")).await.unwrap();
+    assert_eq!(error_code(&refused), 4305, "{refused}");
+    assert_eq!(refused["appCode"], 11);
+    assert_eq!(alice.request(add("keeper")).await.unwrap()["op"], "added");
+    let refused =
+        alice.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["keeper"]})).await.unwrap();
+    assert_eq!(error_code(&refused), 4305, "{refused}");
+    let removed =
+        alice.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["carol"]})).await.unwrap();
+    assert_eq!(removed["op"], "removed", "{removed}");
+
+    // _conversationUpdate: refuse, or replace the attributes.
+    let update = |name: &str| json!({"cmd": "conv", "op": "update", "cid": cid, "attr": {"name": name}});
+    let refused = alice.request(update("bad")).await.unwrap();
+    assert_eq!(error_code(&refused), 4305, "{refused}");
+    assert_eq!(alice.request(update("rename")).await.unwrap()["op"], "updated");
+    let pushed = bob.wait_for("updated push", is_conv("updated")).await.unwrap();
+    assert_eq!(pushed["attr"]["name"], "renamed by the hook", "{pushed}");
+}
+
+#[tokio::test]
+async fn notifying_hooks_arrive_once_each_with_an_idempotency_key() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, ""));
+    let mut alice = server.open("alice").await;
+    let bob = server.open("bob").await;
+    let cid = create(&mut alice, &["bob", "dave"]).await;
+    let ack = send(&mut alice, &cid, "hello").await;
+    let uid = ack["uid"].as_str().unwrap().to_owned();
+    alice.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["erin"]})).await.unwrap();
+    alice.request(json!({"cmd": "conv", "op": "remove", "cid": cid, "m": ["erin"]})).await.unwrap();
+    bob.close().await;
+
+    let online = receiver
+        .wait_for("_clientOnline", |c| c["hook"] == "_clientOnline" && c["params"]["peerId"] == "alice")
+        .await;
+    assert_eq!(online["params"]["reconnect"], 0);
+    let sent = receiver.wait_for("_messageSent", |c| c["hook"] == "_messageSent").await;
+    assert_eq!(sent["params"]["msgId"], uid.as_str());
+    assert_eq!(sent["params"]["content"], "hello");
+    assert_eq!(sent["params"]["fromPeer"], "alice");
+    assert_eq!(sent["params"]["offlinePeers"], json!(["dave"]));
+    assert_eq!(sent["params"]["onlinePeers"], json!(["bob"]));
+    let offline = receiver.wait_for("_receiversOffline", |c| c["hook"] == "_receiversOffline").await;
+    assert_eq!(offline["params"]["offlinePeers"], json!(["dave"]));
+    let started = receiver.wait_for("_conversationStarted", |c| c["hook"] == "_conversationStarted").await;
+    assert_eq!(started["params"]["convId"], cid.as_str());
+    let added = receiver.wait_for("_conversationAdded", |c| c["hook"] == "_conversationAdded").await;
+    assert_eq!(
+        (added["params"]["members"].clone(), added["params"]["initBy"].clone()),
+        (json!(["erin"]), json!("alice"))
+    );
+    let removed = receiver.wait_for("_conversationRemoved", |c| c["hook"] == "_conversationRemoved").await;
+    assert_eq!(removed["params"]["members"], json!(["erin"]));
+    let gone = receiver
+        .wait_for("_clientOffline", |c| c["hook"] == "_clientOffline" && c["params"]["peerId"] == "bob")
+        .await;
+    assert!(gone["params"]["closeCode"].is_number(), "{gone}");
+
+    // Each notifying call carries its own key; nothing arrived twice.
+    let log = receiver.log().await;
+    let notifying: Vec<&Value> = log.iter().filter(|c| !c["key"].is_null()).collect();
+    let mut keys: Vec<&str> = notifying.iter().map(|c| c["key"].as_str().unwrap()).collect();
+    assert!(notifying.len() >= 7, "{log:#?}");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), notifying.len(), "a call was delivered twice: {log:#?}");
+    assert!(
+        calls(&log, "_messageReceived").iter().all(|c| c["key"].is_null()),
+        "blocking hooks carry no key"
+    );
+}
+
+/// Chat goes on while the backend is down; the calls wait in the outbox across a
+/// restart of confab and arrive once the backend is back.
+#[tokio::test]
+async fn the_outbox_survives_a_restart_while_the_backend_is_down() {
+    if !installed() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = hooked(&url, "timeout_ms = 500");
+    let mut uids = Vec::new();
+    {
+        let mut server = Server::start_config(dir.path(), &config);
+        let mut alice = server.open("alice").await;
+        let mut bob = server.open("bob").await;
+        let cid = create(&mut alice, &["bob"]).await;
+        for text in ["one", "two", "three"] {
+            // The dead backend fails `_messageReceived` open: chat flows.
+            let ack = send(&mut alice, &cid, text).await;
+            uids.push(ack["uid"].as_str().unwrap().to_owned());
+            assert_eq!(bob.wait_for(text, is_direct(&cid)).await.unwrap()["msg"], text);
+        }
+        assert!(server.terminate(), "clean shutdown");
+    }
+    let _server = Server::start_config(dir.path(), &config);
+    let receiver = Receiver::start(port);
+    for uid in &uids {
+        receiver
+            .wait_for("a _messageSent from before the restart", |c| {
+                c["hook"] == "_messageSent" && c["params"]["msgId"] == uid.as_str()
+            })
+            .await;
+    }
+    receiver.wait_for("_conversationStarted", |c| c["hook"] == "_conversationStarted").await;
+}
+
+/// A notifying call that fails (500) is retried until it succeeds, and arrives once.
+#[tokio::test]
+async fn a_failing_backend_gets_the_calls_again_later() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    receiver.set_failing(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, ""));
+    let mut alice = server.open("alice").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    let uid = send(&mut alice, &cid, "retried").await["uid"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(calls(&receiver.log().await, "_messageSent").is_empty(), "the backend refused it so far");
+    receiver.set_failing(false).await;
+    receiver
+        .wait_for("the retried call", |c| c["hook"] == "_messageSent" && c["params"]["msgId"] == uid.as_str())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(calls(&receiver.log().await, "_messageSent").len(), 1, "delivered once");
+}
+
+/// A backend that hangs or answers 500: with the default (fail open) the message goes
+/// through unchanged after at most `timeout_ms`, and other clients are never held up;
+/// with `fail_closed` it is refused with 4402.
+#[tokio::test]
+async fn a_hanging_or_failing_backend_fails_open_or_closed_as_configured() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, "timeout_ms = 1500"));
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let mut carol = server.open("carol").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    let other = create(&mut bob, &["carol"]).await;
+    // Alice's message waits on the hanging hook; meanwhile bob and carol chat.
+    alice.send(&json!({"cmd": "direct", "cid": cid, "msg": "hang", "i": 900})).await.unwrap();
+    for text in ["a", "b", "c"] {
+        send(&mut bob, &other, text).await;
+        assert_eq!(carol.wait_for(text, is_direct(&other)).await.unwrap()["msg"], text);
+    }
+    let ack = alice.wait_for("the hung message's ack", |f| f["i"] == 900).await.unwrap();
+    assert_eq!(ack["cmd"], "ack", "failed open: {ack}");
+    assert_eq!(bob.wait_for("hang", is_direct(&cid)).await.unwrap()["msg"], "hang");
+    send(&mut alice, &cid, "boom").await;
+    assert_eq!(bob.wait_for("boom", is_direct(&cid)).await.unwrap()["msg"], "boom", "a 500 fails open");
+
+    let dir = tempfile::tempdir().unwrap();
+    let closed =
+        Server::start_config(dir.path(), &hooked(&receiver.url, "timeout_ms = 500\nfail_closed = true"));
+    let mut alice = closed.open("alice").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    for text in ["hang", "boom"] {
+        let refused = send_raw(&mut alice, &cid, text).await;
+        assert_eq!(error_code(&refused), 4402, "{text}: {refused}");
+    }
+    send(&mut alice, &cid, "fine").await;
+}
+
+/// A backend answering garbage (not HTTP, or not JSON) counts as failed.
+#[tokio::test]
+async fn a_backend_answering_garbage_fails_open_or_closed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut n = 0;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            n += 1;
+            let reply: &[u8] = if n % 2 == 0 {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{not json"
+            } else {
+                b"garbage garbage\r\n\r\n"
+            };
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(reply).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let open = Server::start_config(dir.path(), &hooked(&url, ""));
+    let mut alice = open.open("alice").await;
+    let mut bob = open.open("bob").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    for text in ["x", "y"] {
+        send(&mut alice, &cid, text).await;
+        assert_eq!(bob.wait_for(text, is_direct(&cid)).await.unwrap()["msg"], text);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let closed = Server::start_config(dir.path(), &hooked(&url, "fail_closed = true"));
+    let mut alice = closed.open("alice").await;
+    for _ in 0..2 {
+        let refused = alice.request(json!({"cmd": "conv", "op": "start", "m": ["bob"]})).await.unwrap();
+        assert_eq!(error_code(&refused), 4305, "_conversationStart fails closed: {refused}");
+    }
+}
+
+/// LeanEngine refuses a call with the wrong hook key (401 "Hook key check failed"), and
+/// its hook function never runs: Confab fails open (or closed) as for any failure.
+#[tokio::test]
+async fn a_wrong_hook_key_is_refused_by_leanengine() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let direct = http()
+        .post(&format!("{}/1.1/functions/_messageReceived", receiver.url))
+        .header("X-LC-Id", APP)
+        .header("X-LC-Key", "m,master")
+        .header("X-LC-Hook-Key", "wrong")
+        .json(&json!({"content": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status().as_u16(), 401);
+    let config = format!("{TEST_APP}[apps.hooks]\nurl = \"{}\"\nkey = \"wrong\"\n", receiver.url);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &config);
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    send(&mut alice, &cid, "forbidden").await;
+    assert_eq!(bob.wait_for("delivered", is_direct(&cid)).await.unwrap()["msg"], "forbidden");
+    assert!(receiver.log().await.is_empty(), "no hook function ran: {:#?}", receiver.log().await);
+}
+
+/// `POST /1.1/rtm/sign` and `GET /1.2/rtm/clients/sign` ask `_rtmClientSign`, and the
+/// signature they return logs the client in under login signatures.
+#[tokio::test]
+async fn login_signing_is_delegated_to_rtm_client_sign() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{TEST_APP}[apps.signatures]\nlogin = true\n[apps.hooks]\nurl = \"{}\"\nkey = \"{HOOK_KEY}\"\n",
+        receiver.url
+    );
+    let server = Server::start_config(dir.path(), &config);
+    let rest = |path: &str| format!("{}{path}", server.http);
+    let signed: Value = http()
+        .post(&rest("/1.1/rtm/sign"))
+        .header("X-LC-Id", APP)
+        .header("X-LC-Key", "k")
+        .json(&json!({"session_token": "good-token"}))
+        .send_json()
+        .await
+        .unwrap();
+    assert_eq!(signed["client_id"], "signed-user", "{signed}");
+    let hook = receiver.wait_for("_rtmClientSign", |c| c["hook"] == "_rtmClientSign").await;
+    assert_eq!(hook["params"]["sessionToken"], "good-token");
+    let open = json!({"t": signed["timestamp"], "n": signed["nonce"], "s": signed["signature"]});
+    let client = confab_testkit::Client::open(&server.ws, APP, "signed-user", open).await;
+    assert!(client.is_ok(), "the signature logs signed-user in: {client:?}");
+
+    let refused = http()
+        .get(&rest("/1.2/rtm/clients/sign?session_token=bad-token"))
+        .header("X-LC-Id", APP)
+        .header("X-LC-Key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    assert_eq!(refused.json::<Value>().unwrap()["code"], 211);
+    let v2: Value = http()
+        .get(&rest("/1.2/rtm/clients/sign?session_token=good-token"))
+        .header("X-LC-Id", APP)
+        .header("X-LC-Key", "k")
+        .send_json()
+        .await
+        .unwrap();
+    assert_eq!(v2["client_id"], "signed-user");
+}

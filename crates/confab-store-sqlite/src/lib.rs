@@ -821,6 +821,33 @@ impl Store for SqliteStore {
         })
     }
 
+    fn conversations_after<'a>(
+        &'a self,
+        app: &'a str,
+        after: Option<&'a str>,
+        kind: Option<ConvKind>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRecord>> {
+        let (app, after) = (app.to_owned(), after.map(str::to_owned));
+        self.read(move |c| {
+            // The primary key (app, id) orders the walk; ids compare bytewise (BINARY).
+            let sql = format!(
+                "SELECT {CONV_COLUMNS} FROM conversations
+                 WHERE app = ?1 AND (?2 IS NULL OR id > ?2) AND (?3 IS NULL OR kind = ?3)
+                 ORDER BY id LIMIT ?4"
+            );
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut records = stmt
+                .query_map(params![app, after, kind.map(|k| k as i64), limit], |r| row_to_record(&app, r))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for r in &mut records {
+                load_members(c, r)?;
+            }
+            Ok(records)
+        })
+    }
+
     fn set_attributes<'a>(
         &'a self,
         app: &'a str,

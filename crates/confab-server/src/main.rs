@@ -9,6 +9,12 @@
 //! environment and flags, same checks) and prints the effective settings as TOML with
 //! the master keys masked; it opens no store, binds no port and creates no directory.
 //! Exit status 0 when valid, 2 (the error on stderr) when not.
+//!
+//! `confab import --app ID DIR` loads an export directory (`confab pull`'s, or one
+//! assembled from LeanCloud's console export) into the store `serve` would open with
+//! the same configuration, while the server is stopped. Skipped records and progress go
+//! to stderr, the report as one JSON object to stdout. Exit status 0 when the import
+//! ran to its end (skips included), 1 when it stopped.
 
 use clap::{Parser, Subcommand};
 use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, development_app};
@@ -54,6 +60,44 @@ enum Command {
     /// Validate a configuration and print the effective settings as TOML (master keys
     /// masked); exit status 1 with the error on stderr when it is invalid.
     CheckConfig(CheckArgs),
+    /// Load an export of LeanCloud data (`confab pull`'s directory) into the store;
+    /// run it while the server is stopped. Running it again adds nothing.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// TOML configuration file: the same as `serve`'s (its data directory, and the
+    /// app's limits the data is checked against).
+    #[arg(long, env = "CONFAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded store. Default: the configuration's, else
+    /// ./confab-data.
+    #[arg(long, env = "CONFAB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The app the data belongs to (its id; its limits come from the configuration,
+    /// LeanCloud's defaults when it is not configured).
+    #[arg(long = "app", value_name = "ID")]
+    app: String,
+    /// Rewrite the URLs of message files on LeanCloud's file domains to this base URL,
+    /// where DIR/files/ (`pull --files`) is served from.
+    #[arg(long, value_name = "URL")]
+    file_base_url: Option<String>,
+    /// Another domain whose file URLs are rewritten (the app's own bound file domain);
+    /// repeatable.
+    #[arg(long = "file-domain", value_name = "HOST")]
+    file_domains: Vec<String>,
+    /// Largest record read, in bytes (a line of a .jsonl file, an element of a .json
+    /// array); larger ones are skipped and reported.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    max_record_bytes: usize,
+    /// Where to sort histories too large to sort in memory (default: the system's
+    /// temporary directory).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// The export directory.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +160,7 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::CheckConfig(args) => std::process::exit(check_config(args)),
+        Command::Import(args) => std::process::exit(import(args)),
     };
     let mut settings = resolve(args.config.as_deref(), args.overrides)?;
     if settings.apps.is_empty() {
@@ -168,6 +213,72 @@ fn check_config(args: CheckArgs) -> i32 {
             1
         }
     }
+}
+
+/// `confab import`: the exit status.
+fn import(args: ImportArgs) -> i32 {
+    match run_import(args) {
+        Ok(report) => {
+            let skipped = report.skipped_total();
+            eprintln!(
+                "confab import: conversations {} created, {} updated, {} unchanged; messages {} imported, \
+                 {} already there ({} moved to a free millisecond); {} _SysMessage rows; {skipped} skipped",
+                report.conversations.created,
+                report.conversations.updated,
+                report.conversations.unchanged,
+                report.messages.imported,
+                report.messages.present,
+                report.messages.shifted,
+                report.sys_messages.imported,
+            );
+            match serde_json::to_string(&report) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("confab import: writing the report: {e}"),
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("confab import: {e:#}");
+            1
+        }
+    }
+}
+
+fn run_import(args: ImportArgs) -> anyhow::Result<confab_migrate::ImportReport> {
+    let overrides = OverrideArgs { listen: None, data_dir: args.data_dir, public_url: None, apps: Vec::new() };
+    let settings = resolve(args.config.as_deref(), overrides)?;
+    let app = match settings.apps.iter().find(|a| a.id == args.app) {
+        Some(app) => app.clone(),
+        None if args.app == DEV_APP_ID => development_app(&settings.data_dir)?,
+        None => {
+            eprintln!(
+                "confab import: app {:?} is not in the configuration; checking the data against the default limits",
+                args.app
+            );
+            confab_engine::AppConfig::new(args.app.clone(), "", "")
+        }
+    };
+    let opts = confab_migrate::ImportOptions {
+        max_record_bytes: args.max_record_bytes,
+        work_dir: args.work_dir,
+        file_base_url: args.file_base_url,
+        file_domains: confab_migrate::files::FileDomains::new(&args.file_domains),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        // The store `serve` opens with these settings.
+        let store = SqliteStore::open(&settings.data_dir, settings.durability)
+            .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))?;
+        let mut log = std::io::stderr();
+        let outcome = confab_migrate::import(&store, &app, &args.dir, &opts, &mut log).await;
+        // Delivery cursors are buffered: written before the report says they are set,
+        // and before an error ends the process.
+        let flushed = store.flush().await;
+        let report = outcome?;
+        flushed.map_err(|e| anyhow::anyhow!("flushing the store: {e}"))?;
+        Ok(report)
+    })
 }
 
 /// Warns about every app that lets anyone log in as any client id: apps other than the

@@ -3,7 +3,7 @@
 //! assignment through commit to delivery. The store stays the source of truth; this is
 //! loaded from it on first use and changed only together with it.
 
-use crate::ports::{ConvKind, ConversationRecord, StoreError, StoredMessage};
+use crate::ports::{Appended, ConvKind, ConversationRecord, StoreError, StoredMessage};
 use crate::session::Session;
 use confab_types::time::iso8601;
 use serde_json::{Map, Value, json};
@@ -39,7 +39,7 @@ pub(crate) struct PendingSend {
     pub message: StoredMessage,
     pub origin: Arc<Session>,
     pub serial: Option<i32>,
-    pub result: Option<Result<(), StoreError>>,
+    pub result: Option<Result<Appended, StoreError>>,
     /// Re-sends of the same message (same dedupe token) waiting for the same ack.
     pub also_ack: Vec<(Arc<Session>, Option<i32>)>,
     /// The dedupe key, to record the outcome under.

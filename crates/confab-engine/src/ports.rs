@@ -4,9 +4,13 @@
 //! on a back end; each has an in-process implementation that the single-node mode uses.
 
 mod broker;
+mod cluster;
 mod presence;
 
-pub use broker::{Broker, ClientEvent, Committed, LocalBroker};
+pub use broker::{Broker, ClientEvent, ClusterBroker, Committed, LocalBroker};
+pub use cluster::{
+    ClaimError, Cluster, ClusterFuture, ClusterHub, HubNode, NodeEvent, NodeEvents, SessionRef,
+};
 pub use presence::{LocalPresence, Presence, TagClaim, TagHeld};
 
 use serde_json::{Map, Value};
@@ -138,6 +142,15 @@ pub struct MessageRange {
     pub lctype: Option<i64>,
 }
 
+/// Where [`Store::append_message`] put a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's position (its timestamp, ms).
+    pub ts: i64,
+    /// The position of the message before it in the conversation (0: it is the first).
+    pub prev_ts: i64,
+}
+
 /// How far one member has received and read a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberPosition {
@@ -259,15 +272,19 @@ pub trait Store: Send + Sync + 'static {
         members: Vec<String>,
         updated_at: i64,
     ) -> StoreFuture<'a, ()>;
-    /// Appends a message and makes it the conversation's last message when its
-    /// position is newer than the last message's (positions are > 0). A position that
-    /// is already taken in the conversation fails that write alone.
+    /// Appends a message at the next free position of its conversation and makes it the
+    /// conversation's last message. `message.ts` is the position the caller proposes;
+    /// the store assigns `max(message.ts, newest + 1)` (`newest`: the position of the
+    /// conversation's newest message, 0 without messages) in the same atomic step as
+    /// the insert, and returns it with `newest` as [`Appended`]. So several processes
+    /// writing one store keep one strictly increasing order per conversation; one
+    /// process that proposes increasing positions gets them unchanged.
     ///
     /// Contract: the write is queued before this method returns, and queued writes are
     /// applied in call order; the future resolves once the write is durable. The engine
     /// relies on this to keep one order per conversation without holding a lock across
     /// the commit.
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()>;
+    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, Appended>;
     /// Reads messages of a conversation within `range`'s bounds, returned oldest
     /// first. With `newest_first` the `limit` newest matching messages are taken,
     /// otherwise the `limit` oldest.

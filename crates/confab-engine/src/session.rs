@@ -84,7 +84,13 @@ pub struct Session {
     /// The app's own backend (the REST admin API), not a client: its messages to a
     /// system conversation reach the subscribers.
     pub(crate) admin: bool,
+    /// Unique among this process's sessions: names it in the cluster's registry, where
+    /// a connection's new session for the same client must not be taken for the old.
+    pub(crate) serial: u64,
 }
+
+/// Numbers sessions for [`Session::serial`].
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Session {
     pub(crate) fn new(
@@ -105,6 +111,7 @@ impl Session {
             closed: AtomicBool::new(false),
             rate: Mutex::new(crate::rate::RateWindow::default()),
             admin: false,
+            serial: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
         })
     }
 

@@ -3,178 +3,15 @@
 //! it, with each connection's outbound queue read directly.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
+use common::{APP, T0, World};
 use confab_engine::ports::{ManualClock, Store};
-use confab_engine::{AppConfig, Connection, Engine, Next, Outbound, OutboundReceiver};
-use confab_store_memory::MemoryStore;
+use confab_engine::{AppConfig, Engine};
 use confab_types::{
-    AckRequest, ConvStart, DirectPush, DirectRequest, ErrorCode, Inbound, Limits, LogsQuery, ProtocolError,
-    Push, Reply, Request, SessionOpen,
+    ConvStart, DirectRequest, ErrorCode, Limits, LogsQuery, Push, Reply, Request, SessionOpen,
 };
 use std::sync::Arc;
-use std::time::Duration;
-
-const APP: &str = "app";
-const T0: i64 = 1_800_000_000_000;
-
-struct World {
-    engine: Engine,
-    clock: Arc<ManualClock>,
-    store: Arc<MemoryStore>,
-}
-
-impl World {
-    fn new() -> World {
-        World::with_limits(Limits::default())
-    }
-
-    fn with_limits(limits: Limits) -> World {
-        let mut app = AppConfig::new(APP, "key", "master");
-        app.limits = limits;
-        let clock = Arc::new(ManualClock::at(T0));
-        let store = Arc::new(MemoryStore::new());
-        let engine = Engine::new(vec![app], store.clone(), clock.clone());
-        World { engine, clock, store }
-    }
-
-    /// A connection of protocol `version` (1: offline backlog pushed on login).
-    fn connect(&self, version: u8) -> Peer {
-        let (conn, rx) = self.engine.open_connection(None, version);
-        Peer { conn, rx, serial: 0, replies: Vec::new(), pushes: Vec::new() }
-    }
-
-    /// A logged-in client on a version-1 connection.
-    async fn login(&self, client: &str) -> Peer {
-        let mut peer = self.connect(1);
-        let reply = peer.open(client, SessionOpen { app_id: APP.into(), ..SessionOpen::default() }).await;
-        assert!(matches!(reply, Ok(Reply::SessionOpened { .. })), "{reply:?}");
-        peer
-    }
-}
-
-/// One connection: what the gateway would have written to it, split into replies (by
-/// serial) and pushes.
-struct Peer {
-    conn: Connection,
-    rx: OutboundReceiver,
-    serial: i32,
-    replies: Vec<(Option<i32>, Reply)>,
-    pushes: Vec<Push>,
-}
-
-impl Peer {
-    fn take_queued(&mut self) {
-        while let Some(item) = self.rx.try_recv() {
-            self.file(item);
-        }
-    }
-
-    fn file(&mut self, item: Outbound) {
-        match item {
-            Outbound::Reply { serial, reply } => self.replies.push((serial, *reply)),
-            Outbound::Push { push, .. } => self.pushes.push(push.push.clone()),
-            Outbound::Ping => {}
-        }
-    }
-
-    /// Waits (in virtual terms: until the engine's tasks have run) for an item.
-    async fn wait_for_item(&mut self) -> bool {
-        match tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await {
-            Ok(Next::Item(item)) => {
-                self.file(item);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Sends a request as the gateway does and returns its reply, however it travels
-    /// (returned, or queued by the engine ahead of the pushes that follow it).
-    async fn request(&mut self, request: Request) -> Result<Reply, ProtocolError> {
-        self.serial += 1;
-        let serial = Some(self.serial);
-        self.request_with(serial, None, request).await
-    }
-
-    async fn request_with(
-        &mut self,
-        serial: Option<i32>,
-        peer_id: Option<String>,
-        request: Request,
-    ) -> Result<Reply, ProtocolError> {
-        assert!(self.conn.handle(Inbound { serial, peer_id, request }).await, "the connection closed");
-        loop {
-            self.take_queued();
-            if let Some(at) = self.replies.iter().position(|(s, _)| *s == serial) {
-                return match self.replies.remove(at).1 {
-                    Reply::Error(e) => Err(e),
-                    reply => Ok(reply),
-                };
-            }
-            assert!(self.wait_for_item().await, "no reply to request {serial:?}");
-        }
-    }
-
-    async fn open(&mut self, client: &str, open: SessionOpen) -> Result<Reply, ProtocolError> {
-        self.serial += 1;
-        self.request_with(Some(self.serial), Some(client.into()), Request::SessionOpen(open)).await
-    }
-
-    async fn start(&mut self, members: &[&str]) -> String {
-        let start =
-            ConvStart { members: members.iter().map(|m| m.to_string()).collect(), ..ConvStart::default() };
-        match self.request(Request::ConvStart(start)).await.unwrap() {
-            Reply::ConvStarted { cid, .. } => cid,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    async fn send(&mut self, direct: DirectRequest) -> Result<(String, i64), ProtocolError> {
-        match self.request(Request::Direct(direct)).await? {
-            Reply::MessageAck { uid, t } => Ok((uid, t)),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    async fn say(&mut self, cid: &str, msg: &str) -> (String, i64) {
-        self.send(DirectRequest { cid: cid.into(), msg: msg.into(), ..DirectRequest::default() })
-            .await
-            .unwrap()
-    }
-
-    /// Waits until `n` direct pushes have arrived and returns them all (in order).
-    async fn messages(&mut self, n: usize) -> Vec<DirectPush> {
-        loop {
-            self.take_queued();
-            let got: Vec<DirectPush> = self
-                .pushes
-                .iter()
-                .filter_map(|p| match p {
-                    Push::Direct(d) => Some(d.clone()),
-                    _ => None,
-                })
-                .collect();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(self.wait_for_item().await, "only {} of {n} messages arrived", got.len());
-        }
-    }
-
-    /// Lets the engine's spawned tasks run, then returns the direct pushes so far.
-    async fn settled_messages(&mut self) -> Vec<DirectPush> {
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
-        }
-        self.messages(0).await
-    }
-
-    /// Acknowledges a message (no reply by protocol).
-    async fn ack(&mut self, cid: &str, mid: &str) {
-        let ack = AckRequest { cid: Some(cid.into()), mid: Some(mid.into()), from_ts: None, to_ts: None };
-        let inbound = Inbound { serial: None, peer_id: None, request: Request::Ack(ack) };
-        assert!(self.conn.handle(inbound).await, "the connection closed");
-    }
-}
 
 #[tokio::test]
 async fn timestamps_strictly_increase_while_the_clock_stands_still_and_delivery_follows_them() {
@@ -196,6 +33,43 @@ async fn timestamps_strictly_increase_while_the_clock_stands_still_and_delivery_
     let bodies: Vec<&str> = got.iter().map(|d| d.msg.as_str()).collect();
     assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4", "m5"]);
     assert!(got.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+}
+
+/// Two engines on one store stand for two nodes: their clocks disagree, yet the store
+/// keeps one strictly increasing order per conversation, and each sender's ack carries
+/// the position its message really got.
+#[tokio::test]
+async fn two_nodes_on_one_store_keep_one_order_whatever_their_clocks_say() {
+    let node_a = World::new();
+    let clock_b = Arc::new(ManualClock::at(T0 - 5_000));
+    let node_b =
+        Engine::new(vec![AppConfig::new(APP, "key", "master")], node_a.store.clone(), clock_b.clone());
+    let node_b = World { engine: node_b, clock: clock_b, store: node_a.store.clone() };
+    let mut alice = node_a.login("alice").await;
+    let mut bob = node_b.login("bob").await;
+    let cid = alice.start(&["bob"]).await;
+    let (_, t1) = alice.say(&cid, "from a").await;
+    assert_eq!(t1, T0);
+    // Node B's clock is behind: its proposal would go before node A's message.
+    let (_, t2) = bob.say(&cid, "from b, behind").await;
+    assert_eq!(t2, T0 + 1, "the store moved it after the newest message");
+    let (_, t3) = alice.say(&cid, "from a again").await;
+    assert_eq!(t3, T0 + 2, "node A proposes past what node B wrote");
+    node_b.clock.set(T0 + 10_000);
+    let (_, t4) = bob.say(&cid, "from b, ahead").await;
+    assert_eq!(t4, T0 + 10_000, "a later proposal is kept");
+    let logs = LogsQuery { cid: cid.clone(), limit: Some(10), ..LogsQuery::default() };
+    let Reply::Logs { logs } = bob.request(Request::Logs(logs)).await.unwrap() else { panic!() };
+    let got: Vec<(i64, &str)> = logs.iter().map(|l| (l.timestamp, l.data.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (T0, "from a"),
+            (T0 + 1, "from b, behind"),
+            (T0 + 2, "from a again"),
+            (T0 + 10_000, "from b, ahead")
+        ]
+    );
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@
 //! [`Store`] docs and checked by the `confab-store-tests` suite.
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange, ScanFilter, Store,
-    StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
+    ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -374,23 +374,22 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()> {
+    fn append_message(&self, mut message: StoredMessage) -> StoreFuture<'static, Appended> {
         done(self.with_app(&message.app.clone(), |a| {
             let log = a.messages.entry(message.cid.clone()).or_default();
-            if log.by_ts.contains_key(&message.ts) {
-                return Err(StoreError::Backend(format!(
-                    "position {} of {} is taken",
-                    message.ts, message.cid
-                )));
-            }
+            // The newest position of the log (a system conversation's inbox has no
+            // conversation of its own to keep it).
+            let prev_ts = log.by_ts.last_key_value().map_or(0, |(ts, _)| *ts);
+            message.ts = message.ts.max(prev_ts + 1);
             log.by_id.entry(message.id.clone()).or_insert(message.ts);
             if let Some(c) = a.conversations.get_mut(&message.cid)
                 && message.ts > c.last_ts()
             {
                 c.last_ts = message.ts;
             }
+            let appended = Appended { ts: message.ts, prev_ts };
             log.by_ts.insert(message.ts, message);
-            Ok(())
+            Ok(appended)
         }))
     }
 

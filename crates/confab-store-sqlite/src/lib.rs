@@ -24,8 +24,8 @@
 mod schema;
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange, ScanFilter, Store,
-    StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
+    ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -91,7 +91,8 @@ pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// while messages flow).
 pub const CURSOR_ALONE_AFTER: Duration = Duration::from_millis(100);
 
-type Done = oneshot::Sender<Result<(), StoreError>>;
+/// What a write reports: an append its position, other writes nothing.
+type Done = oneshot::Sender<Result<Option<Appended>, StoreError>>;
 
 /// (app, cid, client) of a member's delivery cursor.
 type CursorKey = (String, String, String);
@@ -297,6 +298,12 @@ impl SqliteStore {
     }
 
     fn write(&self, op: WriteOp) -> StoreFuture<'static, ()> {
+        let written = self.send(op);
+        Box::pin(async move { written.await.map(|_| ()) })
+    }
+
+    /// Queues a write (in call order) and resolves with its outcome once committed.
+    fn send(&self, op: WriteOp) -> StoreFuture<'static, Option<Appended>> {
         let (done, rx) = oneshot::channel();
         let sent = self.writer.send(WriteRequest { op, done: Some(done) });
         Box::pin(async move {
@@ -405,7 +412,7 @@ impl Writer {
         self.commits.fetch_add(1, Ordering::Relaxed);
         let ops: Vec<&WriteOp> = batch.iter().map(|r| &r.op).collect();
         let outcome = match commit_batch(&mut self.conn, &ops, &cursors) {
-            Ok(()) => Ok(vec![Ok(()); ops.len()]),
+            Ok(positions) => Ok(positions.into_iter().map(Ok).collect()),
             // One write failed: replay them one by one so only that one fails.
             Err(_) => commit_each(&mut self.conn, &ops, &cursors),
         };
@@ -438,30 +445,48 @@ fn commit_batch(
     conn: &mut Connection,
     ops: &[&WriteOp],
     cursors: &HashMap<CursorKey, i64>,
-) -> Result<(), rusqlite::Error> {
+) -> Result<Vec<Option<Appended>>, rusqlite::Error> {
     let tx = conn.transaction()?;
-    let mut newest: HashMap<(&str, &str), &StoredMessage> = HashMap::new();
+    let mut results = Vec::with_capacity(ops.len());
+    // Each conversation's newest message of the batch so far, with its position.
+    let mut newest: HashMap<(&str, &str), (&StoredMessage, i64)> = HashMap::new();
     for op in ops {
         match op {
             WriteOp::Append(m) => {
-                insert_message(&tx, m)?;
-                newest.insert((&m.app, &m.cid), m);
+                let prev_ts = match newest.get(&(m.app.as_str(), m.cid.as_str())) {
+                    Some((_, ts)) => *ts,
+                    None => newest_position(&tx, m)?,
+                };
+                let ts = m.ts.max(prev_ts + 1);
+                insert_message(&tx, m, ts)?;
+                newest.insert((&m.app, &m.cid), (m, ts));
+                results.push(Some(Appended { ts, prev_ts }));
             }
             _ => {
                 // Later writes (an edit of the newest message) must see the columns
                 // as they would be after the appends before them.
-                for m in newest.drain().map(|(_, m)| m) {
-                    set_last_message(&tx, m)?;
+                for (m, ts) in newest.drain().map(|(_, v)| v) {
+                    set_last_message(&tx, m, ts)?;
                 }
                 apply(&tx, op)?;
+                results.push(None);
             }
         }
     }
-    for m in newest.into_values() {
-        set_last_message(&tx, m)?;
+    for (m, ts) in newest.into_values() {
+        set_last_message(&tx, m, ts)?;
     }
     save_cursors(&tx, cursors)?;
-    tx.commit()
+    tx.commit()?;
+    Ok(results)
+}
+
+/// The position of the newest message of `m`'s conversation (0 without messages),
+/// read from the messages themselves: a system conversation's inbox has no
+/// conversation row.
+fn newest_position(c: &Connection, m: &StoredMessage) -> Result<i64, rusqlite::Error> {
+    c.prepare_cached("SELECT COALESCE(MAX(ts), 0) FROM messages WHERE app = ?1 AND cid = ?2")?
+        .query_row(params![m.app, m.cid], |r| r.get(0))
 }
 
 /// The slow path after a failed batch: a savepoint per write, so one bad write fails
@@ -470,15 +495,15 @@ fn commit_each(
     conn: &mut Connection,
     ops: &[&WriteOp],
     cursors: &HashMap<CursorKey, i64>,
-) -> Result<Vec<Result<(), StoreError>>, rusqlite::Error> {
+) -> Result<Vec<Result<Option<Appended>, StoreError>>, rusqlite::Error> {
     let mut results = Vec::with_capacity(ops.len());
     let mut tx = conn.transaction()?;
     for op in ops {
         let mut sp = tx.savepoint()?;
         match apply(&sp, op) {
-            Ok(()) => {
+            Ok(appended) => {
                 sp.commit()?;
-                results.push(Ok(()));
+                results.push(Ok(appended));
             }
             Err(e) => {
                 sp.rollback()?;
@@ -492,7 +517,7 @@ fn commit_each(
     Ok(results)
 }
 
-fn insert_message(c: &Connection, m: &StoredMessage) -> Result<(), rusqlite::Error> {
+fn insert_message(c: &Connection, m: &StoredMessage, ts: i64) -> Result<(), rusqlite::Error> {
     let pids = (!m.mentions.pids.is_empty()).then(|| Value::from(m.mentions.pids.clone()).to_string());
     c.prepare_cached(
         "INSERT INTO messages (app, cid, ts, id, sender, body, receipt, binary, mention_all, mention_pids)
@@ -501,7 +526,7 @@ fn insert_message(c: &Connection, m: &StoredMessage) -> Result<(), rusqlite::Err
     .execute(params![
         m.app,
         m.cid,
-        m.ts,
+        ts,
         m.id,
         m.from,
         m.data,
@@ -513,12 +538,12 @@ fn insert_message(c: &Connection, m: &StoredMessage) -> Result<(), rusqlite::Err
     Ok(())
 }
 
-fn set_last_message(c: &Connection, m: &StoredMessage) -> Result<(), rusqlite::Error> {
+fn set_last_message(c: &Connection, m: &StoredMessage, ts: i64) -> Result<(), rusqlite::Error> {
     c.prepare_cached(
         "UPDATE conversations SET last_ts = ?3, last_mid = ?4, last_from = ?5, last_data = ?6
          WHERE app = ?1 AND id = ?2 AND last_ts < ?3",
     )?
-    .execute(params![m.app, m.cid, m.ts, m.id, m.from, m.data])?;
+    .execute(params![m.app, m.cid, ts, m.id, m.from, m.data])?;
     Ok(())
 }
 
@@ -532,7 +557,8 @@ fn save_cursors(c: &Connection, cursors: &HashMap<CursorKey, i64>) -> Result<(),
     Ok(())
 }
 
-fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
+/// Applies one write; an append reports where it went.
+fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Error> {
     match op {
         WriteOp::CreateConversation(r) => {
             let attrs = Value::Object(r.attrs.clone()).to_string();
@@ -586,8 +612,11 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
                 .execute(params![app, cid, updated_at])?;
         }
         WriteOp::Append(m) => {
-            insert_message(c, m)?;
-            set_last_message(c, m)?;
+            let prev_ts = newest_position(c, m)?;
+            let ts = m.ts.max(prev_ts + 1);
+            insert_message(c, m, ts)?;
+            set_last_message(c, m, ts)?;
+            return Ok(Some(Appended { ts, prev_ts }));
         }
         WriteOp::SaveRead { app, client, cid, ts } => {
             c.prepare_cached(
@@ -658,7 +687,7 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<(), rusqlite::Error> {
         }
         WriteOp::Flush | WriteOp::Wake => {}
     }
-    Ok(())
+    Ok(None)
 }
 
 fn message_row(app: &str, cid: &str, r: &rusqlite::Row<'_>) -> Result<StoredMessage, rusqlite::Error> {
@@ -891,8 +920,11 @@ impl Store for SqliteStore {
         self.write(WriteOp::RemoveMembers { app: app.into(), cid: cid.into(), members, updated_at })
     }
 
-    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, ()> {
-        self.write(WriteOp::Append(message))
+    fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, Appended> {
+        let written = self.send(WriteOp::Append(message));
+        Box::pin(async move {
+            written.await?.ok_or_else(|| StoreError::Backend("the writer lost an append's position".into()))
+        })
     }
 
     fn messages<'a>(

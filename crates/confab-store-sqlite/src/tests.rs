@@ -133,8 +133,9 @@ async fn concurrent_appends_are_grouped_and_all_durable() {
         store.messages("a", "c", MessageRange { limit: 5000, ..Default::default() }).await.expect("read");
     assert_eq!(all.len(), 2000);
     assert!(all.windows(2).all(|w| w[0].ts < w[1].ts));
-    assert!(store.append_message(message("c", 5)).await.is_err(), "a duplicate position is refused alone");
-    store.append_message(message("c", 2001)).await.expect("the writer keeps going");
+    let late = store.append_message(message("c", 5)).await.expect("an old position moves to the end");
+    assert_eq!(late, Appended { ts: 2001, prev_ts: 2000 });
+    store.append_message(message("c", 2002)).await.expect("the writer keeps going");
 }
 
 #[tokio::test]
@@ -143,23 +144,28 @@ async fn one_bad_write_in_a_batch_fails_alone() {
     let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
     store.create_conversation(record("a", "c", &["alice"], None)).await.expect("create");
     store.append_message(message("c", 1)).await.expect("append");
-    // Queued back to back so they share a transaction: the duplicate position fails, the
-    // writes around it land, and the edit sees the append queued before it.
+    // Queued back to back so they share a transaction: an append proposing a taken
+    // position gets the next free one, the edit sees the appends queued before it, and
+    // the edit of a missing message fails alone.
     let good = store.append_message(message("c", 2));
-    let duplicate = store.append_message(message("c", 1));
+    let taken = store.append_message(message("c", 1));
     let newest = store.append_message(message("c", 3));
-    let edit = store.patch_message("a", "c", 3, "edited".into(), 7);
+    let edit = store.patch_message("a", "c", 4, "edited".into(), 7);
     let missing = store.patch_message("a", "c", 99, "nothing there".into(), 7);
-    assert!(good.await.is_ok());
-    assert!(duplicate.await.is_err(), "a duplicate position is refused");
-    assert!(newest.await.is_ok());
+    let after = store.append_message(message("c", 5));
+    assert_eq!(good.await.expect("good"), Appended { ts: 2, prev_ts: 1 });
+    assert_eq!(taken.await.expect("taken"), Appended { ts: 3, prev_ts: 2 });
+    assert_eq!(newest.await.expect("newest"), Appended { ts: 4, prev_ts: 3 });
     assert!(edit.await.is_ok());
     assert!(missing.await.is_err(), "editing a missing message is refused");
+    assert_eq!(after.await.expect("after"), Appended { ts: 5, prev_ts: 4 });
     let all = store.messages("a", "c", MessageRange { limit: 10, ..Default::default() }).await.expect("read");
-    assert_eq!(all.iter().map(|m| m.ts).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(all.iter().map(|m| m.ts).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    let edited = all.iter().find(|m| m.ts == 4).expect("the edited message");
+    assert_eq!(edited.data, "edited");
     let c = store.conversation("a", "c").await.expect("read").expect("exists");
     let last = c.last_message.expect("last message");
-    assert_eq!((last.ts, last.data.as_str()), (3, "edited"));
+    assert_eq!((last.ts, last.data), (5, message("c", 5).data));
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@
 //! once.
 
 use confab_engine::ports::{
-    ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange, ScanFilter, Store,
-    StoredMessage, UnreadCount,
+    Appended, ConvKind, ConversationRecord, LastMessage, MemberCursor, MemberPosition, MessageRange,
+    ScanFilter, Store, StoredMessage, UnreadCount,
 };
 use confab_types::Mentions;
 use serde_json::{Map, Value, json};
@@ -61,7 +61,7 @@ macro_rules! __store_rules {
             scans_apply_every_filter_and_max,
             pages_walk_every_conversation_in_id_order,
             messages_round_trip_in_append_order,
-            a_taken_position_is_refused_alone,
+            a_taken_position_moves_to_the_next_free_one,
             queued_writes_apply_in_call_order,
             history_pages_towards_older_messages,
             history_pages_towards_newer_messages,
@@ -485,35 +485,43 @@ pub async fn messages_round_trip_in_append_order(store: &dyn Store) {
     assert_eq!(store.message(APP, "c", &rich.id).await.expect("read"), Some(rich));
 }
 
-/// A position taken in the conversation is refused; the writes around it land.
-pub async fn a_taken_position_is_refused_alone(store: &dyn Store) {
+/// An append proposing a position at or before the conversation's newest message gets
+/// the next free one (several writers share one order); positions are per conversation.
+pub async fn a_taken_position_moves_to_the_next_free_one(store: &dyn Store) {
     create(store, conv("c", &["alice"], 1)).await;
     create(store, conv("d", &["alice"], 1)).await;
     fill(store, "c", "alice", [1]).await;
     let good = store.append_message(msg("c", 2, "alice", "two"));
     let taken = store.append_message(msg("c", 1, "mallory", "again"));
     let other = store.append_message(msg("d", 1, "alice", "same position, other conversation"));
-    let newest = store.append_message(msg("c", 3, "alice", "three"));
-    good.await.expect("the write before lands");
-    assert!(taken.await.is_err(), "a taken position is refused");
-    other.await.expect("positions are per conversation");
-    newest.await.expect("the write after lands");
+    let newest = store.append_message(msg("c", 10, "alice", "ten"));
+    assert_eq!(good.await.expect("good"), Appended { ts: 2, prev_ts: 1 });
+    assert_eq!(taken.await.expect("taken"), Appended { ts: 3, prev_ts: 2 });
+    assert_eq!(other.await.expect("other"), Appended { ts: 1, prev_ts: 0 }, "positions are per conversation");
+    assert_eq!(newest.await.expect("newest"), Appended { ts: 10, prev_ts: 3 }, "a later proposal is kept");
     let all = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
     let got: Vec<_> = all.iter().map(|m| (m.ts, m.from.as_str(), m.data.as_str())).collect();
-    assert_eq!(got, [(1, "alice", "1"), (2, "alice", "two"), (3, "alice", "three")]);
-    assert_eq!(read(store, "c").await.last_message.map(|m| m.ts), Some(3));
+    assert_eq!(got, [(1, "alice", "1"), (2, "alice", "two"), (3, "mallory", "again"), (10, "alice", "ten")]);
+    assert_eq!(read(store, "c").await.last_message.map(|m| m.ts), Some(10));
+    // A system conversation's inbox (no conversation of its own) is ordered the same way.
+    let inbox = store.append_message(msg("c:inbox", 1, "alice", "to the app")).await.expect("inbox");
+    assert_eq!(inbox, Appended { ts: 1, prev_ts: 0 });
+    let again = store.append_message(msg("c:inbox", 1, "bob", "to the app")).await.expect("inbox");
+    assert_eq!(again, Appended { ts: 2, prev_ts: 1 });
 }
 
 /// Writes queued without awaiting apply in call order: a patch queued after an
 /// append sees it, and every append is there once the futures resolve.
 pub async fn queued_writes_apply_in_call_order(store: &dyn Store) {
     create(store, conv("c", &["alice", "bob"], 1)).await;
-    let mut pending: Vec<_> = (1..=200).map(|ts| store.append_message(msg("c", ts, "alice", "x"))).collect();
-    pending.push(store.patch_message(APP, "c", 200, "edited".into(), 500));
-    pending.push(store.add_members(APP, "c", owned(&["carol"]), 501));
-    for p in pending {
-        p.await.expect("write");
+    let appends: Vec<_> = (1..=200).map(|ts| store.append_message(msg("c", ts, "alice", "x"))).collect();
+    let patch = store.patch_message(APP, "c", 200, "edited".into(), 500);
+    let add = store.add_members(APP, "c", owned(&["carol"]), 501);
+    for (ts, a) in (1..).zip(appends) {
+        assert_eq!(a.await.expect("append"), Appended { ts, prev_ts: ts - 1 });
     }
+    patch.await.expect("patch");
+    add.await.expect("add");
     let all = page(store, "c", range(None, None, false, 1000)).await;
     assert_eq!(all, (1..=200).collect::<Vec<_>>());
     let c = read(store, "c").await;
@@ -622,8 +630,8 @@ pub async fn lctype_filters_before_the_limit(store: &dyn Store) {
     assert_eq!(page(store, "c", one).await, [13]);
 }
 
-/// The record's last message is the newest position appended (not the latest
-/// call), and shows edits of that message only.
+/// The record's last message is the newest message appended, and shows edits of that
+/// message only.
 pub async fn last_message_follows_the_newest_append(store: &dyn Store) {
     create(store, conv("c", &["alice", "bob"], 1)).await;
     assert_eq!(read(store, "c").await.last_message, None);
@@ -631,10 +639,9 @@ pub async fn last_message_follows_the_newest_append(store: &dyn Store) {
     let last = LastMessage { id: "mc-10".into(), ts: 10, from: "alice".into(), data: "ten".into() };
     assert_eq!(read(store, "c").await.last_message, Some(last));
     append(store, msg("c", 20, "bob", "twenty")).await;
-    append(store, msg("c", 15, "alice", "late")).await;
     let last = LastMessage { id: "mc-20".into(), ts: 20, from: "bob".into(), data: "twenty".into() };
     assert_eq!(read(store, "c").await.last_message, Some(last.clone()));
-    store.patch_message(APP, "c", 15, "edited older".into(), 30).await.expect("patch");
+    store.patch_message(APP, "c", 10, "edited older".into(), 30).await.expect("patch");
     assert_eq!(read(store, "c").await.last_message, Some(last.clone()));
     store.patch_message(APP, "c", 20, "edited newest".into(), 31).await.expect("patch");
     let edited = LastMessage { data: "edited newest".into(), ..last };

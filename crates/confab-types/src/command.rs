@@ -212,7 +212,7 @@ pub struct DirectRequest {
 }
 
 /// Who a message mentions (`mentionAll`, `mentionPids`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Mentions {
     /// Everyone in the conversation.
     pub all: bool,
@@ -498,7 +498,7 @@ pub struct LogItem {
 }
 
 /// A server-initiated frame.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Push {
     /// A message for a member.
     Direct(DirectPush),
@@ -539,7 +539,7 @@ pub enum Push {
 }
 
 /// A message after an edit or recall.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PatchedMessage {
     /// Conversation id.
     pub cid: String,
@@ -558,7 +558,7 @@ pub struct PatchedMessage {
 }
 
 /// Unread state of one conversation for one client.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UnreadEntry {
     /// Conversation id.
     pub cid: String,
@@ -571,7 +571,7 @@ pub struct UnreadEntry {
 }
 
 /// A conversation's newest message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastMessage {
     /// Message id.
     pub id: String,
@@ -584,7 +584,7 @@ pub struct LastMessage {
 }
 
 /// A message delivered to a member.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DirectPush {
     /// Conversation id.
     pub cid: String,
@@ -609,7 +609,7 @@ pub struct DirectPush {
 }
 
 /// Which conversation event a [`ConvPush`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConvEvent {
     /// The recipient was added.
     Joined,
@@ -659,7 +659,7 @@ impl ConvEvent {
 /// A conversation event. The recipient is not part of it: the framing names the
 /// session it goes to, so an event with the same content for several members is one
 /// push.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvPush {
     /// The event.
     pub event: ConvEvent,
@@ -678,7 +678,7 @@ pub struct ConvPush {
 }
 
 /// A member's new role (`info` of `member-info-changed`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoleChange {
     /// The member.
     pub member: String,

@@ -138,6 +138,20 @@ error_codes! {
     ProtocolViolation = 1002, "PROTOCOL_ERROR", Close;
 }
 
+/// Travels between nodes as its number.
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(self.number())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ErrorCode, D::Error> {
+        let n = u16::deserialize(d)?;
+        ErrorCode::from_number(n).ok_or_else(|| serde::de::Error::custom(format!("unknown error code {n}")))
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.number(), self.reason())
@@ -145,7 +159,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// An error as it travels to a client: the code plus a human-readable detail.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{code}: {detail}")]
 pub struct ProtocolError {
     /// The code from the table.

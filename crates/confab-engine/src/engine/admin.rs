@@ -250,6 +250,7 @@ impl Engine {
         let _guard = lock.lock().await;
         self.inner.store.delete_conversation(&app.config.id, cid).await.map_err(store_error)?;
         app.convs.shard(cid).remove(cid);
+        app.conv_changed(cid);
         let (members, room) = {
             let mut state = conv.state();
             (state.members.iter().cloned().collect::<Vec<_>>(), std::mem::take(&mut state.room))
@@ -354,9 +355,9 @@ impl Engine {
     }
 
     /// Which of `ids` are online, as `session query` answers a client.
-    pub fn admin_online(&self, app_id: &str, ids: Vec<String>) -> Result<Vec<String>, ProtocolError> {
+    pub async fn admin_online(&self, app_id: &str, ids: Vec<String>) -> Result<Vec<String>, ProtocolError> {
         let app = self.backend_app(app_id)?;
-        match Self::session_query(&app, ids) {
+        match self.session_query(&app, ids).await {
             Reply::SessionQueryResult { online } => Ok(online),
             _ => Err(unexpected()),
         }
@@ -364,7 +365,8 @@ impl Engine {
 
     /// Ends every session of `client` as a login with the same tag ends another: a
     /// `session closed` push with 4115 KICKED_BY_APP, then the session is gone (its
-    /// socket stays open). Returns how many sessions ended.
+    /// socket stays open). Returns how many sessions ended on this node; the other
+    /// nodes end theirs.
     pub fn admin_kick(&self, app_id: &str, client: &str, reason: &str) -> Result<usize, ProtocolError> {
         let app = self.backend_app(app_id)?;
         let sessions = app.presence.local_sessions(client);
@@ -372,6 +374,7 @@ impl Engine {
         for session in &sessions {
             self.end_session_telling(session, perr(ErrorCode::KickedByApp, detail));
         }
+        self.end_sessions_elsewhere(&app, client, perr(ErrorCode::KickedByApp, detail));
         Ok(sessions.len())
     }
 

@@ -17,7 +17,7 @@ use crate::conversation::{Conv, PendingSend, Recent};
 use crate::ids;
 use crate::metrics::METRICS;
 use crate::outbound::SharedPush;
-use crate::ports::{ClientEvent, Committed, ConvKind, MessageRange, StoreError, StoredMessage};
+use crate::ports::{Appended, ClientEvent, Committed, ConvKind, MessageRange, StoreError, StoredMessage};
 use crate::session::{ConvDelivery, Inflight, Session};
 use confab_types::{AckRequest, DirectPush, DirectRequest, ErrorCode, ProtocolError, Push, Reply};
 use std::sync::Arc;
@@ -120,6 +120,7 @@ impl Engine {
                     for s in room.iter().filter(|s| !Arc::ptr_eq(s, session)) {
                         s.push(push.clone());
                     }
+                    app.broker.room_elsewhere(&conv.cid, &push);
                 }
                 ConvKind::System if !session.admin => {}
                 _ => {
@@ -227,17 +228,17 @@ impl Engine {
             binary: req.binary,
             mentions: req.mentions,
         };
-        let (uid, t) = (message.id.clone(), message.ts);
-        self.inner.store.append_message(message).await.map_err(|e| {
+        let uid = message.id.clone();
+        let at = self.inner.store.append_message(message).await.map_err(|e| {
             tracing::error!(error = %e, "system conversation message not stored");
             ProtocolError::new(ErrorCode::InternalError, "message not stored; retry")
         })?;
         METRICS.message_stored();
-        Ok(Reply::MessageAck { uid, t })
+        Ok(Reply::MessageAck { uid, t: at.ts })
     }
 
     /// Records a commit outcome and delivers every settled message in sequence order.
-    fn settle(&self, app: &AppState, conv: &Conv, seq: u64, result: Result<(), StoreError>) {
+    fn settle(&self, app: &AppState, conv: &Conv, seq: u64, result: Result<Appended, StoreError>) {
         let mut state = conv.state();
         if let Some(p) = state.pending.get_mut(&seq) {
             p.result = Some(result);
@@ -248,14 +249,18 @@ impl Engine {
             if !ready {
                 break;
             }
-            let Some(p) = state.pending.remove(&next) else {
+            let Some(mut p) = state.pending.remove(&next) else {
                 break;
             };
             state.deliver_seq += 1;
             match p.result {
-                Some(Ok(())) => {
-                    let prev = state.last_delivered_ts;
-                    state.last_delivered_ts = p.message.ts;
+                Some(Ok(at)) => {
+                    // The store decides the position (another node may have written the
+                    // conversation meanwhile); alone, it keeps the one proposed.
+                    p.message.ts = at.ts;
+                    let prev = at.prev_ts;
+                    state.last_delivered_ts = state.last_delivered_ts.max(at.ts);
+                    state.last_assigned_ts = state.last_assigned_ts.max(at.ts);
                     let (uid, t) = (p.message.id.clone(), p.message.ts);
                     if let Some(key) = p.dedupe_key.clone() {
                         state.recent.insert(key, Recent::Stored { uid: uid.clone(), t });
@@ -310,6 +315,7 @@ impl Engine {
                     METRICS.message_delivered();
                 }
             }
+            app.broker.room_elsewhere(&conv.cid, &push);
             return;
         }
         // The sending session only moves its pointers past its own message.
@@ -327,7 +333,7 @@ impl Engine {
             from: &m.from,
             receipt: m.receipt,
             push: &push,
-            origin: &p.origin,
+            origin: Some(&p.origin),
             inflight_max: app.config.limits.offline_window.saturating_mul(4).max(64),
         });
     }

@@ -142,7 +142,7 @@ impl Connection {
             Request::Heartbeat | Request::SessionOpen(_) => Ok(None),
             Request::SessionRefresh => Ok(Some(engine.session_refresh(&app, &session))),
             Request::SessionClose => Ok(Some(self.session_close(&session))),
-            Request::SessionQuery { peer_ids } => Ok(Some(Engine::session_query(&app, peer_ids))),
+            Request::SessionQuery { peer_ids } => Ok(Some(engine.session_query(&app, peer_ids).await)),
             Request::ConvStart(start) => engine.conv_start(&app, &session, serial, start).await,
             Request::ConvAdd(change) => engine.conv_add(&app, &session, serial, change).await,
             Request::ConvRemove(change) => engine.conv_remove(&app, &session, serial, change, self.v2).await,

@@ -75,6 +75,11 @@ impl Connection {
             .presence
             .register(&session, claim)
             .map_err(|_| perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"))?;
+        // Then across nodes (a re-login refused there leaves no trace here).
+        if let Err(e) = engine.claim_cluster(&app, &session, claim).await {
+            app.presence.unregister(&session);
+            return Err(e);
+        }
         for holder in displaced {
             let error = perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
             engine.end_session_telling(&holder, error);
@@ -153,12 +158,10 @@ impl Engine {
         Reply::SessionRefreshed { token }
     }
 
-    /// Which of `peer_ids` (the first `ping_ids` of them) are online.
-    pub(super) fn session_query(app: &AppState, mut peer_ids: Vec<String>) -> Reply {
+    /// Which of `peer_ids` (the first `ping_ids` of them) are online, on any node.
+    pub(super) async fn session_query(&self, app: &AppState, mut peer_ids: Vec<String>) -> Reply {
         peer_ids.truncate(app.config.limits.ping_ids);
-        let mut seen = HashSet::new();
-        let online = peer_ids.into_iter().filter(|id| seen.insert(id.clone()) && app.is_online(id)).collect();
-        Reply::SessionQueryResult { online }
+        Reply::SessionQueryResult { online: self.online(app, peer_ids).await }
     }
 
     /// Ends a session the server takes away (a displaced login, a kick): it gets a
@@ -183,6 +186,7 @@ impl Engine {
             return;
         };
         app.presence.unregister(session);
+        self.release_cluster(session);
         let rooms = std::mem::take(&mut *session.rooms.lock().unwrap_or_else(|p| p.into_inner()));
         for cid in rooms {
             if let Some(conv) = app.convs.get(&cid) {

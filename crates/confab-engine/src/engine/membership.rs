@@ -182,6 +182,7 @@ impl Engine {
                     .map_err(store_error)?;
                 conv.state().members.remove(&me);
             }
+            app.conv_changed(&conv.cid);
             app.membership_changed(&me, &conv.cid);
             result.allowed.push(id);
         }
@@ -296,6 +297,7 @@ impl Engine {
                 .await
                 .map_err(store_error)?;
             conv.state().members.extend(added.iter().cloned());
+            app.conv_changed(&cid);
         }
         session.conn.reply(serial, Reply::ConvAdded(result));
         if !added.is_empty() {
@@ -370,6 +372,8 @@ impl Engine {
             for id in &removed {
                 state.members.remove(id);
             }
+            drop(state);
+            app.conv_changed(&cid);
         }
         let failed = if owner.is_empty() {
             Vec::new()

@@ -16,6 +16,7 @@
 
 mod admin;
 mod attributes;
+mod cluster;
 pub(crate) mod delivery;
 mod dispatch;
 mod edits;
@@ -36,8 +37,8 @@ use crate::conversation::{Conv, query_doc, result_json, unique_key};
 use crate::ids;
 use crate::outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};
 use crate::ports::{
-    Broker, ClientEvent, Clock, ConvKind, ConversationRecord, LocalBroker, LocalPresence, MessageRange,
-    Presence, ScanFilter, Store, StoreError,
+    Broker, ClientEvent, Clock, Cluster, ClusterBroker, ConvKind, ConversationRecord, LocalBroker,
+    LocalPresence, MessageRange, Presence, ScanFilter, Store, StoreError,
 };
 use crate::query::{Budget, QueryBounds, QueryError, compare_docs, parse_sort, parse_where};
 use crate::rate::RateClass;
@@ -51,7 +52,7 @@ use confab_types::{
     UnreadEntry,
 };
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -85,6 +86,8 @@ pub struct AppState {
     pub(crate) presence: Arc<dyn Presence>,
     /// Fan-out to the sessions of clients.
     pub(crate) broker: Arc<dyn Broker>,
+    /// Fan-out to this node's sessions only: where other nodes' events go.
+    pub(crate) local: LocalBroker,
     /// Cached conversations by id.
     pub(crate) convs: Sharded<Arc<Conv>>,
     /// Serializes membership and attribute changes per conversation.
@@ -103,6 +106,11 @@ impl AppState {
         self.broker.to_client(client, ClientEvent::MembershipChanged { cid }, None);
     }
 
+    /// Tells the other nodes that `cid` changed in the store (members, roles, flags).
+    pub(crate) fn conv_changed(&self, cid: &str) {
+        self.broker.conv_changed(cid);
+    }
+
     fn conv_lock(&self, cid: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.conv_ops.shard(cid).entry(cid.to_owned()).or_default().clone()
     }
@@ -112,6 +120,8 @@ pub(crate) struct Inner {
     pub apps: HashMap<String, Arc<AppState>>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    /// The other nodes, when this node is one of several.
+    pub cluster: Option<Arc<dyn Cluster>>,
     verifier: Verifier,
     next_conn: AtomicU64,
     /// Connections opened and not yet dropped.
@@ -154,14 +164,31 @@ impl Engine {
     /// An engine serving `apps` on `store`, in one process: presence and fan-out are
     /// the in-process [`LocalPresence`] and [`LocalBroker`].
     pub fn new(apps: Vec<AppConfig>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Engine {
+        Engine::with_cluster(apps, store, clock, None)
+    }
+
+    /// An engine that is one node of a cluster when `cluster` is set: fan-out also
+    /// reaches the other nodes' sessions, and presence and device tags are cluster-wide.
+    /// The node must be attached to the cluster's events (see [`crate::ports::NodeEvents`]).
+    pub fn with_cluster(
+        apps: Vec<AppConfig>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        cluster: Option<Arc<dyn Cluster>>,
+    ) -> Engine {
         let apps = apps
             .into_iter()
             .map(|config| {
                 let id = config.id.clone();
                 let presence = Arc::new(LocalPresence::default());
+                let broker: Arc<dyn Broker> = match &cluster {
+                    Some(cluster) => Arc::new(ClusterBroker::new(&id, presence.clone(), cluster.clone())),
+                    None => Arc::new(LocalBroker::new(presence.clone())),
+                };
                 let state = AppState {
                     config,
-                    broker: Arc::new(LocalBroker::new(presence.clone())),
+                    broker,
+                    local: LocalBroker::new(presence.clone()),
                     presence,
                     convs: Sharded::default(),
                     conv_ops: Sharded::default(),
@@ -174,6 +201,7 @@ impl Engine {
                 apps,
                 store,
                 clock,
+                cluster,
                 verifier: Verifier::default(),
                 next_conn: AtomicU64::new(1),
                 live_connections: AtomicUsize::new(0),

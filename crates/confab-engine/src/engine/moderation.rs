@@ -62,6 +62,7 @@ impl Engine {
             }
             state.members.iter().cloned().collect()
         };
+        app.conv_changed(cid);
         let push = SharedPush::new(Push::Conv(ConvPush {
             event: ConvEvent::MemberInfoChanged,
             cid: cid.to_owned(),
@@ -151,6 +152,9 @@ impl Engine {
             }
             (removed, state.members.iter().cloned().collect::<Vec<_>>())
         };
+        if !changed.is_empty() {
+            app.conv_changed(&r.cid);
+        }
         result.allowed = changed.clone();
         session.conn.reply(serial, Reply::Restricted { op: r.op, result });
         if changed.is_empty() {

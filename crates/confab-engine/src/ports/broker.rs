@@ -1,5 +1,6 @@
 //! The broker port: fan-out to the sessions of clients, wherever they are connected.
 
+use super::cluster::{Cluster, NodeEvent};
 use super::presence::LocalPresence;
 use crate::outbound::SharedPush;
 use crate::session::{Inflight, Session};
@@ -41,8 +42,8 @@ pub struct Committed<'a> {
     pub receipt: bool,
     /// The push, encoded at most once per codec for every recipient.
     pub push: &'a Arc<SharedPush>,
-    /// The sending session: it does not get its own message back.
-    pub origin: &'a Arc<Session>,
+    /// The sending session, on this node: it does not get its own message back.
+    pub origin: Option<&'a Arc<Session>>,
     /// Unacknowledged messages a session may hold before it counts as a slow consumer.
     pub inflight_max: usize,
 }
@@ -58,6 +59,11 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     fn to_client(&self, client: &str, event: ClientEvent<'_>, except: Option<&Arc<Session>>);
     /// A committed message for every session of every member, except the sender's.
     fn message(&self, message: &Committed<'_>);
+    /// A push for the sessions in chat room `cid` on the other nodes (this node's
+    /// sessions in the room are reached by the caller).
+    fn room_elsewhere(&self, _cid: &str, _push: &Arc<SharedPush>) {}
+    /// Conversation `cid` changed in the store: the other nodes reload their copies.
+    fn conv_changed(&self, _cid: &str) {}
 }
 
 /// The in-process [`Broker`]: delivers to the sessions of a [`LocalPresence`].
@@ -94,10 +100,67 @@ impl Broker for LocalBroker {
             // Walked under the shard lock: no per-member copy of the session list on the
             // per-message path (offering takes no shard lock).
             self.presence.with_sessions(member, |sessions| {
-                for s in sessions.iter().filter(|s| !Arc::ptr_eq(s, m.origin)) {
+                for s in sessions.iter().filter(|s| !m.origin.is_some_and(|o| Arc::ptr_eq(s, o))) {
                     s.offer_live(m.cid, m.prev, m.ts, &meta, m.push, m.inflight_max);
                 }
             });
         }
+    }
+}
+
+/// The [`Broker`] of a node in a cluster: delivers to this node's sessions as
+/// [`LocalBroker`] does, and publishes the same to the other nodes.
+#[derive(Debug)]
+pub struct ClusterBroker {
+    app: String,
+    local: LocalBroker,
+    cluster: Arc<dyn Cluster>,
+}
+
+impl ClusterBroker {
+    /// The broker of `app` on this node.
+    pub fn new(app: &str, presence: Arc<LocalPresence>, cluster: Arc<dyn Cluster>) -> ClusterBroker {
+        ClusterBroker { app: app.to_owned(), local: LocalBroker::new(presence), cluster }
+    }
+}
+
+impl Broker for ClusterBroker {
+    fn to_client(&self, client: &str, event: ClientEvent<'_>, except: Option<&Arc<Session>>) {
+        self.local.to_client(client, event, except);
+        let event = match event {
+            ClientEvent::Push(push) => {
+                NodeEvent::ToClient { client: client.to_owned(), push: push.push.clone() }
+            }
+            ClientEvent::MembershipChanged { cid } => {
+                NodeEvent::MembershipChanged { client: client.to_owned(), cid: cid.to_owned() }
+            }
+        };
+        self.cluster.publish(&self.app, event);
+    }
+
+    fn message(&self, m: &Committed<'_>) {
+        self.local.message(m);
+        self.cluster.publish(
+            &self.app,
+            NodeEvent::Message {
+                cid: m.cid.to_owned(),
+                members: m.members.iter().cloned().collect(),
+                prev: m.prev,
+                ts: m.ts,
+                id: m.id.to_owned(),
+                from: m.from.to_owned(),
+                receipt: m.receipt,
+                push: m.push.push.clone(),
+                inflight_max: m.inflight_max,
+            },
+        );
+    }
+
+    fn room_elsewhere(&self, cid: &str, push: &Arc<SharedPush>) {
+        self.cluster.publish(&self.app, NodeEvent::Room { cid: cid.to_owned(), push: push.push.clone() });
+    }
+
+    fn conv_changed(&self, cid: &str) {
+        self.cluster.publish(&self.app, NodeEvent::ConvChanged { cid: cid.to_owned() });
     }
 }

@@ -34,7 +34,7 @@ async fn check_online(
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
     let ids = client_ids(&json_object(body, false)?, "client_ids", CHECK_ONLINE_MAX)?;
-    let online = gateway.engine.admin_online(&caller.app_id, ids)?;
+    let online = gateway.engine.admin_online(&caller.app_id, ids).await?;
     Ok(axum::Json(json!({ "results": online })).into_response())
 }
 

@@ -1,0 +1,178 @@
+//! One node among several: what the other nodes tell this one, and the cluster-wide
+//! half of presence (device tags, who is online, kicks). A single node has no
+//! [`Cluster`](crate::ports::Cluster) and none of this runs.
+
+use super::{AppState, Engine, perr, store_error};
+use crate::conversation::Conv;
+use crate::outbound::SharedPush;
+use crate::ports::{
+    Broker, ClaimError, ClientEvent, ClusterFuture, Committed, NodeEvent, NodeEvents, SessionRef, TagClaim,
+};
+use crate::session::Session;
+use confab_types::{ErrorCode, ProtocolError};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+impl NodeEvents for Engine {
+    fn node_event(&self, app_id: &str, event: NodeEvent) -> ClusterFuture<'static, ()> {
+        let Some(app) = self.app(app_id).cloned() else {
+            return Box::pin(std::future::ready(()));
+        };
+        match event {
+            NodeEvent::ToClient { client, push } => {
+                app.local.to_client(&client, ClientEvent::Push(&SharedPush::new(push)), None);
+            }
+            NodeEvent::MembershipChanged { client, cid } => {
+                app.local.to_client(&client, ClientEvent::MembershipChanged { cid: &cid }, None);
+            }
+            NodeEvent::Message { cid, members, prev, ts, id, from, receipt, push, inflight_max } => {
+                // This node's next position for the conversation starts past it.
+                if let Some(conv) = app.convs.get(&cid) {
+                    let mut state = conv.state();
+                    state.last_assigned_ts = state.last_assigned_ts.max(ts);
+                }
+                let members: HashSet<String> = members.into_iter().collect();
+                let push = SharedPush::new(push);
+                app.local.message(&Committed {
+                    cid: &cid,
+                    members: &members,
+                    prev,
+                    ts,
+                    id: &id,
+                    from: &from,
+                    receipt,
+                    push: &push,
+                    origin: None,
+                    inflight_max,
+                });
+            }
+            NodeEvent::Room { cid, push } => {
+                if let Some(conv) = app.convs.get(&cid) {
+                    let push = SharedPush::new(push);
+                    let room = conv.state().room.clone();
+                    for s in room {
+                        s.push(push.clone());
+                    }
+                }
+            }
+            NodeEvent::ConvChanged { cid } => {
+                if let Some(conv) = app.convs.get(&cid) {
+                    let engine = self.clone();
+                    return Box::pin(async move { engine.reload_conv(&app, &conv).await });
+                }
+            }
+            NodeEvent::EndSessions { client, session, error } => {
+                let instance = self.inner.cluster.as_ref().map(|c| c.instance().to_owned());
+                for s in app.presence.local_sessions(&client) {
+                    let named = session.as_ref().is_none_or(|r| {
+                        instance.as_deref() == Some(r.node.as_str()) && r.session == s.serial
+                    });
+                    if named {
+                        self.end_session_telling(&s, error.clone());
+                    }
+                }
+            }
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl Engine {
+    /// Refreshes this node's copy of a conversation another node changed: members,
+    /// roles and flags as the store has them now; a deleted one leaves the cache.
+    async fn reload_conv(&self, app: &AppState, conv: &Arc<Conv>) {
+        let record = match self.inner.store.conversation(&app.config.id, &conv.cid).await {
+            Ok(record) => record,
+            Err(e) => {
+                // The next change reloads it; meanwhile the copy may be stale.
+                let _ = store_error(e);
+                return;
+            }
+        };
+        let Some(record) = record else {
+            app.convs.shard(&conv.cid).remove(&conv.cid);
+            return;
+        };
+        let fresh = Conv::from_record(&record);
+        let fresh = fresh.state();
+        let mut state = conv.state();
+        state.members = fresh.members.clone();
+        state.managers = fresh.managers.clone();
+        state.shut_up = fresh.shut_up.clone();
+        state.blocked = fresh.blocked.clone();
+        state.last_assigned_ts = state.last_assigned_ts.max(fresh.last_assigned_ts);
+    }
+
+    fn session_ref(&self, session: &Session) -> Option<SessionRef> {
+        let cluster = self.inner.cluster.as_ref()?;
+        Some(SessionRef { node: cluster.instance().to_owned(), session: session.serial })
+    }
+
+    /// Registers a new session with the other nodes: a tag held elsewhere is taken
+    /// (its holder, on whatever node, is told and ended) or, for a re-login, refused.
+    /// While the registry cannot be reached the login goes on with this node's check.
+    pub(crate) async fn claim_cluster(
+        &self,
+        app: &AppState,
+        session: &Arc<Session>,
+        claim: TagClaim,
+    ) -> Result<(), ProtocolError> {
+        let (Some(cluster), Some(me)) = (self.inner.cluster.as_ref(), self.session_ref(session)) else {
+            return Ok(());
+        };
+        let claimed =
+            cluster.claim(&app.config.id, &session.client_id, me, session.tag.as_deref(), claim).await;
+        match claimed {
+            Ok(displaced) => {
+                for holder in displaced {
+                    let error =
+                        perr(ErrorCode::SessionConflict, "logged in on another device with the same tag");
+                    let event = NodeEvent::EndSessions {
+                        client: session.client_id.to_string(),
+                        session: Some(holder),
+                        error,
+                    };
+                    cluster.publish(&app.config.id, event);
+                }
+                Ok(())
+            }
+            Err(ClaimError::Held) => {
+                Err(perr(ErrorCode::SessionConflict, "this device tag is logged in elsewhere"))
+            }
+            Err(ClaimError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "login checked on this node only: the cluster registry is unavailable");
+                Ok(())
+            }
+        }
+    }
+
+    /// Unregisters an ended session from the other nodes' view.
+    pub(crate) fn release_cluster(&self, session: &Session) {
+        if let (Some(cluster), Some(me)) = (self.inner.cluster.as_ref(), self.session_ref(session)) {
+            cluster.release(&session.app_id, &session.client_id, me);
+        }
+    }
+
+    /// Which of `ids` have a live session on any node (this node's view when the
+    /// cluster's registry cannot be reached), in the order given, without repeats.
+    pub(crate) async fn online(&self, app: &AppState, ids: Vec<String>) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        if let Some(cluster) = &self.inner.cluster {
+            if let Some(online) = cluster.online(&app.config.id, ids.clone()).await {
+                let online: HashSet<String> = online.into_iter().collect();
+                return ids.into_iter().filter(|id| online.contains(id) || app.is_online(id)).collect();
+            }
+            tracing::warn!("online check on this node only: the cluster registry is unavailable");
+        }
+        ids.into_iter().filter(|id| app.is_online(id)).collect()
+    }
+
+    /// Ends `client`'s sessions on the other nodes with `error` (a kick).
+    pub(crate) fn end_sessions_elsewhere(&self, app: &AppState, client: &str, error: ProtocolError) {
+        if let Some(cluster) = &self.inner.cluster {
+            let event = NodeEvent::EndSessions { client: client.to_owned(), session: None, error };
+            cluster.publish(&app.config.id, event);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The engine's cross-node rules, tested without a socket or a network: several engines
+//! in one process sharing one in-memory store and one in-process [`ClusterHub`], each
+//! an independent node, driven as the gateway drives them.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::{APP, Peer, World};
+use confab_types::{ConvEvent, ErrorCode, Push, Reply, Request, SessionOpen};
+use std::time::Duration;
+
+/// Waits until `peer` got a push that `pick` recognises.
+async fn push_matching<T>(peer: &mut Peer, mut pick: impl FnMut(&Push) -> Option<T>) -> T {
+    loop {
+        peer.take_queued();
+        if let Some(found) = peer.pushes.iter().find_map(&mut pick) {
+            return found;
+        }
+        assert!(peer.wait_for_item().await, "the push never came: {:?}", peer.pushes);
+    }
+}
+
+#[tokio::test]
+async fn messages_and_conversation_events_reach_clients_on_other_nodes() {
+    let (nodes, _hub) = World::cluster(3);
+    let mut alice = nodes[0].login("alice").await;
+    let mut bob = nodes[1].login("bob").await;
+    let mut carol = nodes[2].login("carol").await;
+    let cid = alice.start(&["bob"]).await;
+    // bob, on another node, is told he joined.
+    let joined = push_matching(&mut bob, |p| match p {
+        Push::Conv(c) if c.event == ConvEvent::Joined => Some(c.cid.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined, cid);
+    let (id, t) = alice.say(&cid, "hello from node 0").await;
+    let got = bob.messages(1).await;
+    assert_eq!(
+        (got[0].id.as_str(), got[0].timestamp, got[0].msg.as_str()),
+        (id.as_str(), t, "hello from node 0")
+    );
+    // bob answers from node 1; alice gets it on node 0, after her own message.
+    let (_, t2) = bob.say(&cid, "hi from node 1").await;
+    assert!(t2 > t);
+    let got = alice.messages(1).await;
+    assert_eq!(got[0].msg, "hi from node 1");
+    // A member added on node 0 is a member on node 1 at once: bob's next message,
+    // sent through node 1, reaches carol on node 2.
+    let add =
+        confab_types::MembersChange { cid: cid.clone(), members: vec!["carol".into()], ..Default::default() };
+    assert!(matches!(alice.request(Request::ConvAdd(add)).await, Ok(Reply::ConvAdded(_))));
+    push_matching(&mut bob, |p| match p {
+        Push::Conv(c) if c.event == ConvEvent::MembersJoined => Some(()),
+        _ => None,
+    })
+    .await;
+    bob.say(&cid, "welcome carol").await;
+    let got = carol.messages(1).await;
+    assert_eq!(got[0].msg, "welcome carol");
+}
+
+#[tokio::test]
+async fn a_device_tag_is_one_login_across_nodes() {
+    let (nodes, _hub) = World::cluster(2);
+    let tagged = || SessionOpen { app_id: APP.into(), tag: Some("mobile".into()), ..SessionOpen::default() };
+    let mut phone1 = nodes[0].connect(3);
+    let token = match phone1.open("bob", tagged()).await.unwrap() {
+        Reply::SessionOpened { session_token: Some(st), .. } => st.token,
+        other => panic!("{other:?}"),
+    };
+    // The same tag logs in on the other node: the first session is told and ended.
+    let mut phone2 = nodes[1].connect(3);
+    assert!(matches!(phone2.open("bob", tagged()).await, Ok(Reply::SessionOpened { .. })));
+    let code = push_matching(&mut phone1, |p| match p {
+        Push::SessionClosed { error } => Some(error.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::SessionConflict);
+    assert!(!phone1.conn.has_session());
+    // Its re-login on the first node finds the tag held on the second: refused.
+    let mut again = nodes[0].connect(3);
+    let relogin = SessionOpen { reconnect: true, session_token: Some(token), ..tagged() };
+    assert_eq!(again.open("bob", relogin).await.unwrap_err().code, ErrorCode::SessionConflict);
+    assert!(phone2.conn.has_session());
+    // Another tag, on the first node, lives beside it.
+    let mut pad = nodes[0].connect(3);
+    let pad_open = SessionOpen { tag: Some("pad".into()), ..tagged() };
+    assert!(matches!(pad.open("bob", pad_open).await, Ok(Reply::SessionOpened { .. })));
+    assert!(phone2.conn.has_session());
+}
+
+#[tokio::test]
+async fn who_is_online_and_kicks_span_the_nodes() {
+    let (nodes, hub) = World::cluster(3);
+    let mut alice = nodes[0].login("alice").await;
+    let mut bob = nodes[1].login("bob").await;
+    let _carol = nodes[2].login("carol").await;
+    let query =
+        Request::SessionQuery { peer_ids: vec!["bob".into(), "carol".into(), "dave".into(), "bob".into()] };
+    let Reply::SessionQueryResult { online } = alice.request(query.clone()).await.unwrap() else { panic!() };
+    assert_eq!(online, ["bob", "carol"]);
+    // The app's backend kicks bob through node 0; his session on node 1 ends with 4115.
+    assert_eq!(nodes[0].engine.admin_kick(APP, "bob", "").unwrap(), 0, "no session of bob on node 0");
+    let code = push_matching(&mut bob, |p| match p {
+        Push::SessionClosed { error } => Some(error.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::KickedByApp);
+    // A node that dies takes its sessions with it.
+    hub[2].kill();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let Reply::SessionQueryResult { online } = alice.request(query).await.unwrap() else { panic!() };
+    assert!(online.is_empty(), "{online:?}");
+}

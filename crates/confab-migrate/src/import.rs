@@ -6,9 +6,10 @@
 //!   conversation is skipped. A second run of the same directory adds nothing, and a
 //!   run that was interrupted is finished by running it again.
 //! - **Ids and timestamps are kept.** Within a conversation, records are placed in
-//!   (timestamp, id) order; a message keeps its timestamp as its position unless that
-//!   position is taken (LeanCloud timestamps may tie, Confab's positions are unique),
-//!   then it takes the next free millisecond (docs/decisions.md).
+//!   (timestamp, id) order; a message keeps its timestamp as its position unless the
+//!   message before it has that position or a later one (LeanCloud timestamps may tie,
+//!   Confab's positions are unique and increasing), then it takes the millisecond after
+//!   it (docs/decisions.md).
 //! - **Nothing is delivered again.** After a conversation's history, every member's
 //!   delivery cursor and read position move to its last imported message.
 //! - **Bounded memory.** Files are read one record at a time; a conversation's history
@@ -221,12 +222,11 @@ struct Importer<'a> {
 struct Placement {
     /// The store's conversation key (a conversation id, or `<id>:inbox`).
     cid: String,
-    /// Position of the record placed before (present or new).
-    prev: i64,
-    /// Newest position of this run's records.
+    /// The newest stored position, this run's appends included: the store puts a
+    /// message at `max(timestamp, newest + 1)` (`Store::append_message`).
+    newest: i64,
+    /// Newest position of this run's records (present or new).
     last: i64,
-    /// Positions up to this one may be taken by messages stored before the run.
-    stored_last: i64,
     /// The conversation had messages before the run: look ids up.
     check_present: bool,
 }
@@ -706,12 +706,10 @@ impl<'a> Importer<'a> {
         if let Err(e) = finish_stream(reader).await {
             self.skip("message", place, e);
         }
-        let stored_last = stored.last_message.as_ref().map_or(0, |m| m.ts);
         let mut at = Placement {
             cid: cid.to_owned(),
-            prev: 0,
+            newest: stored.last_message.as_ref().map_or(0, |m| m.ts),
             last: 0,
-            stored_last,
             check_present: stored.last_message.is_some(),
         };
         let mut sorted = sorter.finish()?;
@@ -743,46 +741,18 @@ impl<'a> Importer<'a> {
         }
     }
 
-    /// The first position at or after `pos` that no stored message holds.
-    async fn free_position(&self, cid: &str, pos: i64) -> Result<i64, ImportError> {
-        const LOOK: usize = 256;
-        let mut p = pos;
-        loop {
-            let range = MessageRange {
-                after: Some((p, true)),
-                before: None,
-                newest_first: false,
-                limit: LOOK,
-                lctype: None,
-            };
-            let taken = self.store.messages(self.app_id(), cid, range).await?;
-            for m in &taken {
-                if m.ts > p {
-                    return Ok(p);
-                }
-                p = m.ts + 1;
-            }
-            if taken.len() < LOOK {
-                return Ok(p);
-            }
-        }
-    }
-
-    /// Stores one record at its position (or the next free one) unless its id is
-    /// stored already.
+    /// Stores one record unless its id is stored already: at its timestamp, or just
+    /// after the newest stored message when that is not older (ties; a delta older than
+    /// what is stored), which is where the store puts it.
     async fn place(&mut self, at: &mut Placement, k: Keyed<Message>) -> Result<Placed, ImportError> {
         let (store, app) = (self.store, self.app_id());
         if at.check_present
             && let Some(m) = store.message(app, &at.cid, &k.id).await?
         {
-            at.prev = at.prev.max(m.ts);
             at.last = at.last.max(m.ts);
             return Ok(Placed::Present);
         }
-        let mut pos = k.ts.max(at.prev + 1);
-        if pos <= at.stored_last {
-            pos = self.free_position(&at.cid, pos).await?;
-        }
+        let pos = k.ts.max(at.newest + 1);
         let mut data = k.value.data;
         let mut rewritten = false;
         if let Some(base) = &self.opts.file_base_url
@@ -804,13 +774,26 @@ impl<'a> Importer<'a> {
             binary: k.value.binary,
             mentions: confab_types::Mentions { all: k.value.mention_all, pids: k.value.mention_pids },
         };
-        self.queue(store.append_message(message)).await?;
+        let append = store.append_message(message);
+        // Writes are pipelined: the position is known ahead, and checked when it lands
+        // (nothing else writes while the server is stopped).
+        self.queue(Box::pin(async move {
+            let appended = append.await?;
+            if appended.ts != pos {
+                return Err(StoreError::Backend(format!(
+                    "the store put a message at {} instead of {pos}: is the server running?",
+                    appended.ts
+                )));
+            }
+            Ok(())
+        }))
+        .await?;
         if let Some(patched_at) = k.value.patched_at {
             let cid = at.cid.clone();
             self.queue(Box::pin(async move { store.patch_message(app, &cid, pos, data, patched_at).await }))
                 .await?;
         }
-        at.prev = pos;
+        at.newest = pos;
         at.last = at.last.max(pos);
         Ok(Placed::Imported { shifted: pos != k.ts, rewritten })
     }
@@ -851,15 +834,17 @@ impl<'a> Importer<'a> {
             for k in page {
                 if current.as_ref().is_none_or(|(cid, _)| *cid != k.group) {
                     let conv = self.store.conversation(self.app_id(), &k.group).await?;
-                    let placement = conv.filter(|c| c.kind == ConvKind::System).map(|_| Placement {
-                        cid: format!("{}:inbox", k.group),
-                        prev: 0,
-                        last: 0,
-                        // The inbox's newest message is not kept apart: look at every
-                        // position.
-                        stored_last: i64::MAX,
-                        check_present: true,
-                    });
+                    let placement = match conv.filter(|c| c.kind == ConvKind::System) {
+                        None => None,
+                        Some(_) => {
+                            // The inbox has no conversation row to keep its newest.
+                            let inbox = format!("{}:inbox", k.group);
+                            let newest = MessageRange { newest_first: true, limit: 1, ..Default::default() };
+                            let newest = self.store.messages(self.app_id(), &inbox, newest).await?;
+                            let newest = newest.first().map_or(0, |m| m.ts);
+                            Some(Placement { cid: inbox, newest, last: 0, check_present: newest > 0 })
+                        }
+                    };
                     current = Some((k.group.clone(), placement));
                 }
                 let Some((_, Some(at))) = current.as_mut() else {
@@ -869,7 +854,7 @@ impl<'a> Importer<'a> {
                 };
                 let mut at = std::mem::replace(
                     at,
-                    Placement { cid: String::new(), prev: 0, last: 0, stored_last: 0, check_present: false },
+                    Placement { cid: String::new(), newest: 0, last: 0, check_present: false },
                 );
                 let placed = self.place(&mut at, k).await;
                 if let Some((_, Some(slot))) = current.as_mut() {

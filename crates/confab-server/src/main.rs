@@ -245,7 +245,8 @@ fn import(args: ImportArgs) -> i32 {
 }
 
 fn run_import(args: ImportArgs) -> anyhow::Result<confab_migrate::ImportReport> {
-    let overrides = OverrideArgs { listen: None, data_dir: args.data_dir, public_url: None, apps: Vec::new() };
+    let overrides =
+        OverrideArgs { listen: None, data_dir: args.data_dir, public_url: None, apps: Vec::new() };
     let settings = resolve(args.config.as_deref(), overrides)?;
     let app = match settings.apps.iter().find(|a| a.id == args.app) {
         Some(app) => app.clone(),

@@ -16,6 +16,7 @@
 
 mod admin;
 mod attributes;
+mod classes;
 mod cluster;
 pub(crate) mod delivery;
 mod dispatch;
@@ -28,6 +29,7 @@ mod queries;
 mod receipts;
 
 pub use admin::{AdminConversation, AdminMessage};
+pub use classes::{ClassQuery, ImClass, ScanPage, member_info_id};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
 

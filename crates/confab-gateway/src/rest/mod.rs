@@ -4,13 +4,15 @@
 //! - `auth`: `X-LC-Id` / `X-LC-Key` / `X-LC-Sign` and the legacy `X-AVOSCloud-*`;
 //! - `conversations`: conversations, chat rooms and service conversations: create,
 //!   query, update, members, send and history;
-//! - `clients`: online check, kick and unread counts.
+//! - `clients`: online check, kick and unread counts;
+//! - `classes`: the storage API's IM classes (`/1.1/classes/…`, `/1.1/scan/classes/…`).
 //!
 //! Errors are `{"code": N, "error": "…"}` with LeanCloud's HTTP statuses; bodies are
 //! bounded by the gateway's `frame_bytes` (a REST body carries what one WebSocket
 //! frame would); CORS follows each app's `allowed_origins`.
 
 pub(crate) mod auth;
+mod classes;
 mod clients;
 mod conversations;
 
@@ -29,6 +31,7 @@ pub(crate) fn router(gateway: Gateway) -> Router<Gateway> {
     Router::new()
         .merge(conversations::routes())
         .merge(clients::routes())
+        .merge(classes::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(gateway, cors))
 }

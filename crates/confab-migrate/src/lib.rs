@@ -1,6 +1,7 @@
 //! Moving an app's data off LeanCloud.
 //!
 //! - [`import`]: `confab import`, an export directory into a store;
+//! - [`pull`]: `confab pull`, an app's data from LeanCloud's REST API into one;
 //! - [`layout`]: that directory;
 //! - [`lean`]: LeanCloud's record shapes;
 //! - [`files`]: message files on LeanCloud's file domains;
@@ -10,8 +11,10 @@ pub mod files;
 pub mod import;
 pub mod layout;
 pub mod lean;
+pub mod pull;
 mod read;
 mod sort;
 
 pub use import::{ImportError, ImportOptions, ImportReport, import};
+pub use pull::{PullError, PullOptions, PullReport, pull};
 pub use sort::SortError;

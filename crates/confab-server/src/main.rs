@@ -10,6 +10,11 @@
 //! the master keys masked; it opens no store, binds no port and creates no directory.
 //! Exit status 0 when valid, 2 (the error on stderr) when not.
 //!
+//! `confab pull --from URL --app-id ID --master-key KEY --out DIR` downloads an app's
+//! IM data from LeanCloud's REST API (or another Confab's) into an export directory;
+//! running it again continues an interrupted pull. Progress goes to stderr, the report
+//! as one JSON object to stdout; exit status 0 when complete, 1 when it stopped.
+//!
 //! `confab import --app ID DIR` loads an export directory (`confab pull`'s, or one
 //! assembled from LeanCloud's console export) into the store `serve` would open with
 //! the same configuration, while the server is stopped. Skipped records and progress go
@@ -63,6 +68,49 @@ enum Command {
     /// Load an export of LeanCloud data (`confab pull`'s directory) into the store;
     /// run it while the server is stopped. Running it again adds nothing.
     Import(ImportArgs),
+    /// Download an app's conversations, member roles, service-conversation data and
+    /// histories from LeanCloud's REST API (or another Confab's) into DIR; run it again
+    /// to continue after an interruption.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PullArgs {
+    /// The app's API base URL, e.g. https://abcdefgh.api.lncldglobal.com (or your bound
+    /// API domain).
+    #[arg(long, value_name = "URL")]
+    from: String,
+    /// The app id.
+    #[arg(long, value_name = "ID")]
+    app_id: String,
+    /// The app's master key (or set CONFAB_PULL_MASTER_KEY, which keeps it out of the
+    /// shell history).
+    #[arg(long, env = "CONFAB_PULL_MASTER_KEY", hide_env_values = true, value_name = "KEY")]
+    master_key: String,
+    /// The output directory: new and empty, or one an interrupted pull with the same
+    /// arguments left.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Only what changed since then: ISO-8601 UTC (2026-12-01T00:00:00Z) or epoch
+    /// milliseconds. For the final delta at cutover, into a new directory.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Also download message files on LeanCloud's file domains into DIR/files/.
+    #[arg(long)]
+    files: bool,
+    /// Another domain whose message files are downloaded (the app's own bound file
+    /// domain); repeatable.
+    #[arg(long = "file-domain", value_name = "HOST")]
+    file_domains: Vec<String>,
+    /// Requests per second, at most.
+    #[arg(long, value_name = "N", default_value_t = 10.0)]
+    rate: f64,
+    /// Transient failures (timeouts, 5xx, 429) of one request before the pull stops.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    retries: u32,
+    /// Largest file downloaded, in bytes; larger ones are reported and left out.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_file_bytes: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,6 +209,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => args,
         Command::CheckConfig(args) => std::process::exit(check_config(args)),
         Command::Import(args) => std::process::exit(import(args)),
+        Command::Pull(args) => std::process::exit(pull(args)),
     };
     let mut settings = resolve(args.config.as_deref(), args.overrides)?;
     if settings.apps.is_empty() {
@@ -210,6 +259,56 @@ fn check_config(args: CheckArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("confab check-config: invalid configuration: {e:#}");
+            1
+        }
+    }
+}
+
+/// `confab pull`: the exit status.
+fn pull(args: PullArgs) -> i32 {
+    let since = match args.since.as_deref().map(|s| (s, confab_migrate::pull::parse_since(s))) {
+        None => None,
+        Some((_, Some(ms))) => Some(ms),
+        Some((text, None)) => {
+            eprintln!("confab pull: --since {text:?} is neither ISO-8601 UTC nor epoch milliseconds");
+            return 1;
+        }
+    };
+    let mut opts = confab_migrate::PullOptions::new(&args.from, &args.app_id, &args.master_key, &args.out);
+    opts.since = since;
+    opts.files = args.files;
+    opts.file_domains = confab_migrate::files::FileDomains::new(&args.file_domains);
+    opts.rate = args.rate;
+    opts.retries = args.retries;
+    opts.max_file_bytes = args.max_file_bytes;
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(confab_migrate::pull(&opts, &mut std::io::stderr())).map_err(|e| e.to_string()));
+    match outcome {
+        Ok(report) => {
+            eprintln!(
+                "confab pull: {} conversations, {} member infos, {} _SysMessage rows; {} messages in {} \
+                 histories; {} subscribers; {} files ({} already there); {} not fetched",
+                report.conversations,
+                report.member_infos,
+                report.sys_messages,
+                report.messages,
+                report.histories,
+                report.subscribers,
+                report.files,
+                report.files_present,
+                report.failed,
+            );
+            match serde_json::to_string(&report) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("confab pull: writing the report: {e}"),
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("confab pull: {e} (run the same command again to continue)");
             1
         }
     }

@@ -378,8 +378,24 @@ impl<'a> Importer<'a> {
     async fn conversation(&mut self, place: &str, row: ConversationRow) -> Result<(), ImportError> {
         let limits = &self.app.limits;
         let place = format!("{place} (conversation {})", row.id);
-        // Members count only for normal conversations, as on LeanCloud.
+        // Members count for normal conversations, as on LeanCloud. A service
+        // conversation's `m`, when its row has one, lists its subscribers (Confab's rows
+        // do; LeanCloud's carry none, its subscribers come from subscribers/). Chat rooms
+        // keep no members.
         let mut members = Vec::new();
+        if row.kind == ConvKind::System {
+            let mut seen = HashSet::new();
+            for m in &row.members {
+                match check_client_id(m, limits.client_id_chars) {
+                    Err(why) => self.skip("subscriber", &place, format!("subscriber {m:?}: {why}")),
+                    Ok(()) => {
+                        if seen.insert(m.clone()) {
+                            members.push(m.clone());
+                        }
+                    }
+                }
+            }
+        }
         if row.kind == ConvKind::Normal {
             let mut seen = HashSet::new();
             for m in &row.members {
@@ -444,7 +460,11 @@ impl<'a> Importer<'a> {
                 self.queue(mute(store, app, &row.id, m, true)).await?;
             }
             self.report.conversations.created += 1;
-            self.report.members_added += members.len() as u64;
+            if row.kind == ConvKind::System {
+                self.report.subscribers_added += members.len() as u64;
+            } else {
+                self.report.members_added += members.len() as u64;
+            }
             self.report.mutes_changed += muted.len() as u64;
             return Ok(());
         };
@@ -490,6 +510,19 @@ impl<'a> Importer<'a> {
                     self.report.mutes_changed += 1;
                     self.queue(mute(store, app, &row.id, m, want)).await?;
                 }
+            }
+        }
+        if row.kind == ConvKind::System {
+            // Subscribers listed in a newer row are added; none are removed (a row may
+            // list only some).
+            let current: HashSet<&String> = stored.members.iter().collect();
+            let added: Vec<String> = members.iter().filter(|m| !current.contains(m)).cloned().collect();
+            if !added.is_empty() {
+                self.report.subscribers_added += added.len() as u64;
+                let last = stored.last_message.as_ref().map_or(0, |m| m.ts);
+                let (cid, list, at) = (row.id.clone(), added.clone(), stored.updated_at);
+                self.queue(Box::pin(async move { store.add_members(app, &cid, list, at).await })).await?;
+                self.set_positions(&row.id, &added, last).await?;
             }
         }
         self.report.conversations.updated += 1;

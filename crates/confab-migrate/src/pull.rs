@@ -47,6 +47,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
 /// Longest wait between retries of a transient failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Transient failures of one file download before it is given up.
+const FILE_RETRIES: u32 = 2;
 /// Largest `_Conversation` line read back for the history step.
 const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
 
@@ -400,6 +402,8 @@ impl<'a> Puller<'a> {
 
     /// GETs `url` (the master key for API calls), retrying transient failures.
     async fn get(&mut self, url: &str, api: bool, max_bytes: usize) -> Result<confab_httpc::Response, Fetch> {
+        // A file host that is down costs each file a few tries, not the API's patience.
+        let retries = if api { self.opts.retries } else { self.opts.retries.min(FILE_RETRIES) };
         let mut failures = 0u32;
         loop {
             self.throttle().await;
@@ -427,7 +431,7 @@ impl<'a> Puller<'a> {
                 return Err(Fetch::Refused(format!("{what}: {error}")));
             }
             failures += 1;
-            if !error.is_transient() || failures > self.opts.retries {
+            if !error.is_transient() || failures > retries {
                 return Err(Fetch::Fatal(PullError::Http { what, source: error }));
             }
             let wait = match &error {
@@ -436,7 +440,7 @@ impl<'a> Puller<'a> {
                 }
                 _ => Duration::from_secs(1 << failures.min(6)).min(MAX_BACKOFF),
             };
-            self.say(format!("{what}: {error}; retry {failures} of {} in {wait:?}", self.opts.retries));
+            self.say(format!("{what}: {error}; retry {failures} of {retries} in {wait:?}"));
             tokio::time::sleep(wait).await;
         }
     }

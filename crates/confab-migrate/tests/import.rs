@@ -168,7 +168,7 @@ async fn roles_mutes_kinds_subscribers_and_sys_messages() {
     group["uniqueId"] = json!("0123456789abcdef0123456789abcdef");
     let room = json!({"objectId": "room", "tr": true, "name": "lobby", "m": ["x"],
         "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-01T00:00:00.000Z"});
-    let sys = json!({"objectId": "sys", "sys": true, "name": "news",
+    let sys = json!({"objectId": "sys", "sys": true, "name": "news", "m": ["carol"],
         "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-01T00:00:00.000Z"});
     write(d, "_Conversation.jsonl", &jsonl(&[group, room, sys]));
     write(
@@ -216,7 +216,7 @@ async fn roles_mutes_kinds_subscribers_and_sys_messages() {
     let sys = store.conversation(APP, "sys").await.unwrap().unwrap();
     assert_eq!(
         (sys.kind, sys.members.clone()),
-        (ConvKind::System, vec!["dave".to_owned(), "erin".to_owned()])
+        (ConvKind::System, vec!["carol".to_owned(), "dave".to_owned(), "erin".to_owned()])
     );
     let positions = store.member_positions(APP, "sys").await.unwrap();
     assert!(positions.iter().all(|p| p.acked_upto == 70 && p.read_upto == 70), "{positions:?}");
@@ -224,7 +224,7 @@ async fn roles_mutes_kinds_subscribers_and_sys_messages() {
         history(&store, "sys:inbox").await.into_iter().map(|(i, t, _)| (i, t)).collect();
     assert_eq!(inbox, [("s1".to_owned(), 90), ("s2".to_owned(), 91)]);
     assert!(log.contains("no service conversation nope"), "{log}");
-    assert_eq!((report.roles_changed, report.subscribers_added, report.sys_messages.imported), (1, 2, 2));
+    assert_eq!((report.roles_changed, report.subscribers_added, report.sys_messages.imported), (1, 3, 2));
 
     let (again, _) = run(&store, d, &ImportOptions::default()).await;
     assert_eq!(again.conversations.unchanged, 3);

@@ -281,11 +281,10 @@ fn pull(args: PullArgs) -> i32 {
     opts.rate = args.rate;
     opts.retries = args.retries;
     opts.max_file_bytes = args.max_file_bytes;
-    let outcome = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(confab_migrate::pull(&opts, &mut std::io::stderr())).map_err(|e| e.to_string()));
+    let outcome =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string()).and_then(
+            |rt| rt.block_on(confab_migrate::pull(&opts, &mut std::io::stderr())).map_err(|e| e.to_string()),
+        );
     match outcome {
         Ok(report) => {
             eprintln!(

@@ -1,7 +1,7 @@
 //! Moving an app's data off LeanCloud.
 //!
-//! - [`import`]: `confab import`, an export directory into a store;
-//! - [`pull`]: `confab pull`, an app's data from LeanCloud's REST API into one;
+//! - [`mod@import`]: `confab import`, an export directory into a store;
+//! - [`mod@pull`]: `confab pull`, an app's data from LeanCloud's REST API into one;
 //! - [`layout`]: that directory;
 //! - [`lean`]: LeanCloud's record shapes;
 //! - [`files`]: message files on LeanCloud's file domains;

@@ -76,7 +76,7 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct PullArgs {
-    /// The app's API base URL, e.g. https://abcdefgh.api.lncldglobal.com (or your bound
+    /// The app's API base URL, e.g. `https://abcdefgh.api.lncldglobal.com` (or your bound
     /// API domain).
     #[arg(long, value_name = "URL")]
     from: String,

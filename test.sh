@@ -22,6 +22,36 @@ if [[ ! -x "$chromium_bin" ]] && [[ $(id -u) == 0 ]] && command -v apt-get >/dev
   say "installing Debian's chromium for the browser tests"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+if ! command -v redis-server >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  say "installing Debian's redis-server for the cluster tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+if ! command -v redis-server >/dev/null; then
+  if [[ $ci == 1 ]]; then
+    echo "redis-server is required in CI (apt-get install redis-server)" >&2
+    exit 1
+  fi
+  printf '\n!!! SKIPPING the Redis cluster tests: redis-server not found (apt-get install redis-server)\n\n'
+fi
+# PostgreSQL's server programs (Debian's postgresql): the PostgreSQL store's tests start
+# their own throw-away server from /usr/lib/postgresql/*/bin on a free port. The
+# package may also start a cluster of its own on 5432; the tests never use it.
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null && [[ $(id -u) == 0 ]] \
+  && command -v apt-get >/dev/null; then
+  say "installing Debian's postgresql for the PostgreSQL store tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+  if [[ $ci == 1 ]]; then
+    echo "PostgreSQL's server programs are required in CI (apt-get install postgresql)" >&2
+    exit 1
+  fi
+  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+  printf '!!! SKIPPING the PostgreSQL store tests: no /usr/lib/postgresql/*/bin/postgres.\n'
+  printf '!!! Install it with: apt-get install postgresql\n'
+  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n'
+fi
+
 skip_browser=0
 if [[ ! -x "$chromium_bin" ]]; then
   if [[ $ci == 1 ]]; then
@@ -47,10 +77,24 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 say "cargo test (unit + integration against the real binary)"
 cargo test --workspace --locked
 
+say "integration suites again, every server on PostgreSQL (one throw-away server per suite)"
+CONFAB_TEST_STORE=postgres cargo test --locked -p confab-server \
+  --test messages --test conversations --test session --test rest
+
 export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 
 say "compatibility: unmodified leancloud-realtime@2.4.0 against confab"
 bash compat/run.sh
+
+say "REST API: the Python SDK (leancloud 3.0.2) and schemathesis (docs/openapi.json) against the real binary"
+if command -v python3 >/dev/null; then
+  bash compat/rest/run.sh
+elif [[ $ci == 1 ]]; then
+  echo "python3 is required in CI for the REST suites" >&2
+  exit 1
+else
+  printf '\n!!! SKIPPING the REST suites of the REST API: python3 not found.\n\n'
+fi
 
 say "JavaScript SDK: build, types, Node and browser suites"
 SKIP_BROWSER=$skip_browser bash sdk/js/run-tests.sh

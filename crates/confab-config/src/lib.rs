@@ -18,6 +18,12 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Where the embedded store keeps its files.
     pub data_dir: Option<PathBuf>,
+    /// The store: `sqlite:PATH` (an SQLite file) or `postgres://USER@HOST:PORT/DB`.
+    pub store: Option<String>,
+    /// The cluster's broker, `redis://HOST:PORT`: set, this node is one of several.
+    pub broker: Option<String>,
+    /// This node's name in the cluster (default: host name and listen port).
+    pub node_id: Option<String>,
     /// Public base URL handed out by the router.
     pub public_url: Option<String>,
     /// `full` (fsync every commit, the default) or `normal`.
@@ -72,6 +78,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// The store.
+    pub store: StoreSpec,
+    /// The cluster's broker (`redis://…`); `None`: a single node.
+    pub broker: Option<String>,
+    /// This node's name in the cluster.
+    pub node_id: String,
     /// Public URL.
     pub public_url: Option<String>,
     /// Durability mode.
@@ -102,6 +114,10 @@ pub const MASKED_KEY: &str = "***";
 struct Effective<'a> {
     listen: String,
     data_dir: &'a Path,
+    store: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<&'a str>,
+    node_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     public_url: Option<&'a str>,
     durability: &'static str,
@@ -121,6 +137,8 @@ impl Settings {
         for app in &mut masked.apps {
             app.master_key = MASKED_KEY.to_owned();
         }
+        masked.store = masked.store.with_masked_password();
+        masked.broker = masked.broker.as_deref().map(mask_password);
         masked
     }
 
@@ -131,6 +149,9 @@ impl Settings {
         let effective = Effective {
             listen: self.listen.to_string(),
             data_dir: &self.data_dir,
+            store: self.store.to_string(),
+            broker: self.broker.as_deref(),
+            node_id: &self.node_id,
             public_url: self.public_url.as_deref(),
             durability: match self.durability {
                 Durability::Full => "full",
@@ -165,6 +186,12 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--data-dir` / `CONFAB_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
+    /// `--store` / `CONFAB_STORE`.
+    pub store: Option<String>,
+    /// `--broker` / `CONFAB_BROKER`.
+    pub broker: Option<String>,
+    /// `--node-id` / `CONFAB_NODE_ID`.
+    pub node_id: Option<String>,
     /// `--public-url` / `CONFAB_PUBLIC_URL`.
     pub public_url: Option<String>,
     /// `--app ID:KEY:MASTER_KEY` (repeatable) / `CONFAB_APPS`; replaces the file's apps.
@@ -178,6 +205,32 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
     let listen = overrides.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let listen: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
     let data_dir = overrides.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let store = match overrides.store.or(file.store) {
+        Some(spec) => StoreSpec::parse(&spec)?,
+        None => StoreSpec::Sqlite(data_dir.join(SQLITE_FILE)),
+    };
+    let broker = overrides.broker.or(file.broker);
+    if let Some(url) = &broker {
+        if !url.starts_with("redis://") {
+            anyhow::bail!("broker must be redis://HOST:PORT, got {:?}", mask_password(url));
+        }
+        if matches!(store, StoreSpec::Sqlite(_)) {
+            anyhow::bail!(
+                "a broker joins nodes that share one store: set store = \"postgres://USER@HOST:PORT/DB\" \
+                 (an SQLite file belongs to one process)"
+            );
+        }
+    }
+    let node_id = match overrides.node_id.or(file.node_id) {
+        Some(id) => {
+            let bad = |c: char| c.is_whitespace() || c.is_control() || c == '/' || c == '#';
+            if id.is_empty() || id.len() > 64 || id.contains(bad) {
+                anyhow::bail!("node_id must be 1 to 64 characters without spaces, '/' or '#', got {id:?}");
+            }
+            id
+        }
+        None => default_node_id(listen),
+    };
     let durability = match file.durability.as_deref() {
         None | Some("full") => Durability::Full,
         Some("normal") => Durability::Normal,
@@ -224,6 +277,9 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
     Ok(Settings {
         listen,
         data_dir,
+        store,
+        broker,
+        node_id,
         public_url: overrides.public_url.or(file.public_url),
         durability,
         login_timeout_secs: file.login_timeout_secs.unwrap_or(60),
@@ -234,6 +290,105 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
         metrics_token: file.metrics_token,
         apps,
     })
+}
+
+/// Where messages and conversations are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The embedded SQLite store in this file (`sqlite:PATH`); the default is
+    /// [`SQLITE_FILE`] in the data directory.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by URL (`postgres://USER[:PASSWORD]@HOST:PORT/DB`); the
+    /// store for several nodes.
+    Postgres(String),
+}
+
+/// A node's default name: the host's name and the listen port.
+fn default_node_id(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(['/', '#', ' ']))
+        .unwrap_or_else(|| "confab".to_owned());
+    format!("{host}:{}", listen.port())
+}
+
+/// The SQLite file of the default store, in the data directory.
+pub const SQLITE_FILE: &str = "confab.db";
+
+impl StoreSpec {
+    /// Parses `sqlite:PATH` or a `postgres://` / `postgresql://` URL; the error names
+    /// what is accepted. The URL's finer syntax is checked when the server connects.
+    pub fn parse(spec: &str) -> anyhow::Result<StoreSpec> {
+        if let Some(path) = spec.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                anyhow::bail!("store \"sqlite:\" needs a file path, e.g. sqlite:/var/lib/confab/confab.db");
+            }
+            return Ok(StoreSpec::Sqlite(PathBuf::from(path)));
+        }
+        let rest = spec.strip_prefix("postgres://").or_else(|| spec.strip_prefix("postgresql://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {
+                Ok(StoreSpec::Postgres(spec.to_owned()))
+            }
+            _ => anyhow::bail!(
+                "store must be sqlite:PATH or postgres://USER@HOST:PORT/DB, got {:?}",
+                StoreSpec::Postgres(spec.to_owned()).with_masked_password().to_string()
+            ),
+        }
+    }
+
+    /// The same store with a password in a PostgreSQL URL replaced by [`MASKED_KEY`],
+    /// for printing and logs.
+    pub fn with_masked_password(&self) -> StoreSpec {
+        match self {
+            StoreSpec::Sqlite(_) => self.clone(),
+            StoreSpec::Postgres(url) => StoreSpec::Postgres(mask_password(url)),
+        }
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host…` (and a `password=`
+/// parameter) with [`MASKED_KEY`].
+fn mask_password(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:{MASKED_KEY}@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> =
+                query
+                    .split('&')
+                    .map(|p| {
+                        if p.starts_with("password=") {
+                            format!("password={MASKED_KEY}")
+                        } else {
+                            p.to_owned()
+                        }
+                    })
+                    .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    if scheme.is_empty() { format!("{authority}{tail}") } else { format!("{scheme}://{authority}{tail}") }
+}
+
+impl std::fmt::Display for StoreSpec {
+    /// The form [`StoreSpec::parse`] reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreSpec::Postgres(url) => f.write_str(url),
+        }
+    }
 }
 
 /// Default listen address.
@@ -348,6 +503,7 @@ mod tests {
             "http_idle_timeout_secs",
             "trusted_proxies",
             "metrics_token",
+            "store",
         ];
         for key in keys.chain(server.iter().map(|k| (*k).to_owned())) {
             for (name, page) in pages {
@@ -432,7 +588,7 @@ mod tests {
     #[test]
     fn printed_settings_resolve_to_themselves() {
         let file = FileConfig::parse(
-            "listen = \"[::1]:9000\"\ndurability = \"normal\"\npublic_url = \"https://chat.example.com\"\n\
+            "listen = \"[::1]:9000\"\nstore = \"postgres://u@db:5433/chat\"\ndurability = \"normal\"\npublic_url = \"https://chat.example.com\"\n\
              trusted_proxies = [\"10.1.2.3/8\", \"::1\"]\nread_timeout_secs = 30\n\
              [[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\nallowed_origins = [\"https://x.test\"]\n\
              [apps.signatures]\nlogin = true\n[apps.limits]\njson_depth = 7\n\
@@ -449,6 +605,33 @@ mod tests {
             let masked = settings.with_masked_keys().to_toml().expect("prints");
             assert!(!masked.contains("\"m\"") && !masked.contains("\"m2\""), "{masked}");
         }
+    }
+
+    #[test]
+    fn stores_are_sqlite_files_or_postgres_urls() {
+        let resolve_with = |file: &str, flag: Option<&str>| {
+            let overrides = Overrides { store: flag.map(str::to_owned), ..Overrides::default() };
+            resolve(FileConfig::parse(file).expect("parses"), overrides)
+        };
+        let default = resolve_with("data_dir = \"/srv/confab\"", None).expect("valid");
+        assert_eq!(default.store, StoreSpec::Sqlite(PathBuf::from("/srv/confab/confab.db")));
+        let file = resolve_with("store = \"sqlite:/data/x.db\"", None).expect("valid");
+        assert_eq!(file.store, StoreSpec::Sqlite(PathBuf::from("/data/x.db")));
+        let url = "postgres://confab:pw@db.internal:5432/confab";
+        let flag = resolve_with("store = \"sqlite:/data/x.db\"", Some(url)).expect("valid");
+        assert_eq!(flag.store, StoreSpec::Postgres(url.into()), "the flag wins over the file");
+        let printed = flag.with_masked_keys().to_toml().expect("prints");
+        assert!(printed.contains("postgres://confab:***@db.internal:5432/confab") && !printed.contains("pw"));
+        assert_eq!(
+            mask_password("postgresql://u@h/d?sslmode=disable&password=pw"),
+            "postgresql://u@h/d?sslmode=disable&password=***"
+        );
+        for bad in ["mysql://x", "sqlite:", "postgres://", "/var/lib/confab.db", "postgres:///db"] {
+            let err = resolve_with("", Some(bad)).expect_err(bad).to_string();
+            assert!(err.contains("store"), "{bad}: {err}");
+        }
+        let err = resolve_with("", Some("mysql://u:secret@h")).expect_err("mysql").to_string();
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]

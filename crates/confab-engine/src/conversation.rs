@@ -67,6 +67,8 @@ pub(crate) struct ConvState {
     pub shut_up: HashSet<String>,
     /// Clients who may not join.
     pub blocked: HashSet<String>,
+    /// Temporarily silenced clients, until when (ms); kept in memory only.
+    pub silenced: HashMap<String, i64>,
     /// Chat rooms: the sessions currently in the room.
     pub room: Vec<Arc<Session>>,
     /// Last timestamp handed out; the next is strictly greater.

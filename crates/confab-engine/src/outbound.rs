@@ -124,6 +124,11 @@ pub struct ConnHandle {
     /// [`ConnHandle::close_requested`] or [`ConnHandle::room_to_read`] when the
     /// receiver's task wakes.
     wake: Notify,
+    /// Wakes the connection's task when a close is requested: its writer may be stuck
+    /// writing to a client that stopped reading, and its reader waiting for a frame
+    /// that never comes, yet the sessions must end now (other nodes see them online
+    /// until they do).
+    closing: atomic_waker::AtomicWaker,
 }
 
 /// What the writer takes from the queue next.
@@ -203,6 +208,7 @@ impl ConnHandle {
             budget: budget.max(1),
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
+            closing: atomic_waker::AtomicWaker::new(),
         });
         (handle.clone(), OutboundReceiver { handle })
     }
@@ -347,6 +353,17 @@ impl ConnHandle {
             queue.close_reason = Some(reason);
             drop(queue);
             self.wake.notify_one();
+            self.closing.wake();
+        }
+    }
+
+    /// Ready once a close was requested; until then the task polling it is woken by
+    /// the request.
+    pub fn poll_close_requested(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.closing.register(cx.waker());
+        match self.close_requested() {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
         }
     }
 

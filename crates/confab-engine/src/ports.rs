@@ -379,8 +379,9 @@ pub trait Store: Send + Sync + 'static {
     /// conversation may take the key.
     fn release_unique<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
     /// Deletes a conversation with everything kept for it: its members (with their
-    /// cursors, read positions, roles and flags), its blocked list, its messages (a
-    /// system conversation's inbox, `<cid>:inbox`, too), and frees its unique key. A
+    /// cursors, read positions, roles and flags), its blocked list, its messages and
+    /// those of its side logs (every log whose id starts with `<cid>:`, such as a
+    /// system conversation's inbox `<cid>:inbox`), and frees its unique key. A
     /// conversation that does not exist is not an error.
     fn delete_conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()>;
     /// Unread counts of the client's conversations that have any, at most `max` of
@@ -390,6 +391,29 @@ pub trait Store: Send + Sync + 'static {
     /// count). Conversations come newest last message first (ties in no particular
     /// order); `max` counts only the conversations returned.
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>>;
+    /// Deletes the message at position `ts` of a log (none there: not an error). The
+    /// conversation's last message stays what it was (clients keep their copies), and
+    /// the position is never assigned again.
+    fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()>;
+    /// Messages of every conversation of the app (only logs whose id is a stored
+    /// conversation's: no side logs), sent by `from` when given, within `range`'s
+    /// bounds, returned oldest first; ties of position order by conversation id. With
+    /// `newest_first` the `limit` newest are taken. `range.lctype` is ignored.
+    fn app_messages<'a>(
+        &'a self,
+        app: &'a str,
+        from: Option<&'a str>,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>>;
+    /// When `client` became a member of the conversation (ms; `updated_at` of the
+    /// [`Store::add_members`] call, or the creation time for initial members), `None`
+    /// for a non-member.
+    fn joined_at<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str) -> StoreFuture<'a, Option<i64>>;
+    /// Whether the back end answers now (`/healthz` reports 503 while it does not). An
+    /// embedded store is as healthy as its process: the default says yes.
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// A conversation with unread messages.

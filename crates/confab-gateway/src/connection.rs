@@ -16,7 +16,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 /// How long to wait for the client's answer to our Close frame.
@@ -232,12 +231,9 @@ async fn read_loop(
         had_session = logged_in;
         let deadline =
             if logged_in { tokio::time::Instant::now() + timeouts.read / 2 } else { login_deadline };
-        // A close request wakes this task through the writer's wait (one waiter per
-        // connection, see `ConnHandle`), and the reader stops at its next poll.
-        let close_requested = std::future::poll_fn(|_| match handle.close_requested() {
-            true => Poll::Ready(()),
-            false => Poll::Pending,
-        });
+        // A close request wakes this task, even while its writer is stuck on a client
+        // that stopped reading, and the reader stops at once.
+        let close_requested = std::future::poll_fn(|cx| handle.poll_close_requested(cx));
         let next = tokio::select! {
             biased;
             () = close_requested => return None,

@@ -23,7 +23,7 @@ pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/", get(websocket_or_info))
         .route("/v1/route", get(route).options(route_preflight))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
         .route("/demo/", get(demo_page))
@@ -44,6 +44,17 @@ async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response
     }
     let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
     (content_type, gateway.engine.metrics_text()).into_response()
+}
+
+/// `GET /healthz`: 200 `ok` while the store answers, 503 while it does not (a load
+/// balancer then sends clients to another node). What failed goes to the log, not to
+/// the caller.
+async fn healthz(State(gateway): State<Gateway>) -> Response {
+    match gateway.engine.store_health().await {
+        Ok(()) if gateway.engine.cluster_health() => "ok\n".into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable\n").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response(),
+    }
 }
 
 /// Compares two secrets in time independent of where they differ.

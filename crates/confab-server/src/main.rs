@@ -1,9 +1,14 @@
 //! `confab`: the Confab realtime server.
 //!
-//! `confab serve` runs the server with the embedded SQLite store. With no arguments it
-//! listens on 127.0.0.1:7878, keeps data in ./confab-data and serves a development app.
-//! When it accepts connections it prints exactly one line on stdout,
+//! `confab serve` runs the server. With no arguments it listens on 127.0.0.1:7878, keeps
+//! data in the embedded SQLite store in ./confab-data and serves a development app;
+//! `--store postgres://USER@HOST:PORT/DB` keeps it in PostgreSQL instead (the store
+//! several nodes share). When it accepts connections — after the store's migrations
+//! ran and the store answered — it prints exactly one line on stdout,
 //! `listening on http://HOST:PORT`; logs go to stderr.
+//!
+//! `confab migrate` brings the store's schema up to date and exits (`serve` does the
+//! same at start).
 //!
 //! `confab check-config FILE` resolves the configuration as `serve` would (same file,
 //! environment and flags, same checks) and prints the effective settings as TOML with
@@ -22,11 +27,13 @@
 //! ran to its end (skips included), 1 when it stopped.
 
 use clap::{Parser, Subcommand};
-use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, development_app};
+use confab_cluster_redis::RedisCluster;
+use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, StoreSpec, development_app};
 use confab_engine::Engine;
-use confab_engine::ports::SystemClock;
+use confab_engine::ports::{Cluster, Store, StoreError, SystemClock};
 use confab_gateway::server::{HttpTimeouts, accept_until};
 use confab_gateway::{Gateway, GatewayConfig};
+use confab_store_postgres::{OpenError, PostgresStore};
 use confab_store_sqlite::SqliteStore;
 use confab_types::{ErrorCode, ProtocolError};
 use std::io::Write;
@@ -65,6 +72,8 @@ enum Command {
     /// Validate a configuration and print the effective settings as TOML (master keys
     /// masked); exit status 1 with the error on stderr when it is invalid.
     CheckConfig(CheckArgs),
+    /// Bring the store's schema up to date and exit (`serve` also does it at start).
+    Migrate(ServeArgs),
     /// Load an export of LeanCloud data (`confab pull`'s directory) into the store;
     /// run it while the server is stopped. Running it again adds nothing.
     Import(ImportArgs),
@@ -123,6 +132,10 @@ struct ImportArgs {
     /// ./confab-data.
     #[arg(long, env = "CONFAB_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where data lives, as for `serve`: `sqlite:PATH` or
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB`. Default: SQLite in the data directory.
+    #[arg(long, env = "CONFAB_STORE", value_name = "URL")]
+    store: Option<String>,
     /// The app the data belongs to (its id; its limits come from the configuration,
     /// LeanCloud's defaults when it is not configured).
     #[arg(long = "app", value_name = "ID")]
@@ -175,6 +188,18 @@ struct OverrideArgs {
     /// Data directory of the embedded store. Default ./confab-data.
     #[arg(long, env = "CONFAB_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where data lives: `sqlite:PATH` (an SQLite file) or
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (the store several nodes share).
+    /// Default: SQLite in the data directory (`confab.db`).
+    #[arg(long, env = "CONFAB_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// The cluster's broker, `redis://HOST:PORT`: this node is then one of several
+    /// sharing the PostgreSQL store. Default: none (a single node).
+    #[arg(long, env = "CONFAB_BROKER", value_name = "URL")]
+    broker: Option<String>,
+    /// This node's name in the cluster. Default: the host name and listen port.
+    #[arg(long, env = "CONFAB_NODE_ID", value_name = "NAME")]
+    node_id: Option<String>,
     /// Public base URL the router hands out (e.g. `https://chat.example.com`).
     #[arg(long, env = "CONFAB_PUBLIC_URL")]
     public_url: Option<String>,
@@ -191,6 +216,9 @@ fn resolve(config: Option<&Path>, args: OverrideArgs) -> anyhow::Result<Settings
     let overrides = Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
+        store: args.store,
+        broker: args.broker,
+        node_id: args.node_id,
         public_url: args.public_url,
         apps: args.apps,
     };
@@ -210,6 +238,11 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig(args) => std::process::exit(check_config(args)),
         Command::Import(args) => std::process::exit(import(args)),
         Command::Pull(args) => std::process::exit(pull(args)),
+        Command::Migrate(args) => {
+            let settings = resolve(args.config.as_deref(), args.overrides)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return runtime.block_on(migrate(settings));
+        }
     };
     let mut settings = resolve(args.config.as_deref(), args.overrides)?;
     if settings.apps.is_empty() {
@@ -243,6 +276,9 @@ fn main() -> anyhow::Result<()> {
 /// it does, and prints the settings; touches neither the data directory nor the network.
 fn check_config(args: CheckArgs) -> i32 {
     let printed = resolve(Some(&args.config), args.overrides).and_then(|settings| {
+        if let StoreSpec::Postgres(url) = &settings.store {
+            PostgresStore::check_url(url)?;
+        }
         warn_unsigned_logins(&settings);
         settings.with_masked_keys().to_toml()
     });
@@ -343,8 +379,15 @@ fn import(args: ImportArgs) -> i32 {
 }
 
 fn run_import(args: ImportArgs) -> anyhow::Result<confab_migrate::ImportReport> {
-    let overrides =
-        OverrideArgs { listen: None, data_dir: args.data_dir, public_url: None, apps: Vec::new() };
+    let overrides = OverrideArgs {
+        listen: None,
+        data_dir: args.data_dir,
+        store: args.store,
+        broker: None,
+        node_id: None,
+        public_url: None,
+        apps: Vec::new(),
+    };
     let settings = resolve(args.config.as_deref(), overrides)?;
     let app = match settings.apps.iter().find(|a| a.id == args.app) {
         Some(app) => app.clone(),
@@ -366,11 +409,10 @@ fn run_import(args: ImportArgs) -> anyhow::Result<confab_migrate::ImportReport> 
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        // The store `serve` opens with these settings.
-        let store = SqliteStore::open(&settings.data_dir, settings.durability)
-            .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))?;
+        // The store `serve` opens with these settings (its migrations run).
+        let store = open_store(&settings).await?;
         let mut log = std::io::stderr();
-        let outcome = confab_migrate::import(&store, &app, &args.dir, &opts, &mut log).await;
+        let outcome = confab_migrate::import(store.store().as_ref(), &app, &args.dir, &opts, &mut log).await;
         // Delivery cursors are buffered: written before the report says they are set,
         // and before an error ends the process.
         let flushed = store.flush().await;
@@ -408,11 +450,134 @@ fn warn_unsigned_logins(settings: &Settings) {
 /// Most threads running store reads at once.
 const BLOCKING_THREADS: usize = 32;
 
+/// The store the server runs on.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Backend {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+            Backend::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// Writes what the store still buffers (delivery cursors).
+    async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.flush().await,
+            Backend::Postgres(s) => s.flush().await,
+        }
+    }
+}
+
+fn open_sqlite(path: &Path, settings: &Settings) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open_file(path, settings.durability)
+        .map_err(|e| anyhow::anyhow!("opening the SQLite store {}: {e}", path.display()))
+}
+
+/// Opens the store, running its migrations. PostgreSQL that does not answer yet is
+/// waited for (a node may start before its database), with the wait in the log; one
+/// that refuses (authentication, no such database) or fails to migrate stops the start.
+async fn open_store(settings: &Settings) -> anyhow::Result<Backend> {
+    let url = match &settings.store {
+        StoreSpec::Sqlite(path) => return Ok(Backend::Sqlite(open_sqlite(path, settings)?)),
+        StoreSpec::Postgres(url) => url,
+    };
+    let mut attempts = 0u64;
+    loop {
+        match PostgresStore::connect(url).await {
+            Ok(store) => {
+                if attempts > 0 {
+                    tracing::warn!(target_db = %store.target(), "PostgreSQL answered; starting");
+                }
+                return Ok(Backend::Postgres(store));
+            }
+            Err(OpenError::Unreachable { target, error }) => {
+                // The first failure and then one line every 10 s, not one a second.
+                if attempts.is_multiple_of(10) {
+                    tracing::error!(
+                        target_db = %target,
+                        %error,
+                        "PostgreSQL is unreachable: not listening until it answers (retrying every second)"
+                    );
+                }
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Connects to the cluster's Redis, waiting for it (with the wait in the log) as for
+/// the store: a node that cannot reach its broker does not start serving.
+async fn join_cluster(url: &str, node_id: &str) -> Arc<RedisCluster> {
+    let mut attempts = 0u64;
+    loop {
+        match RedisCluster::connect(url, node_id).await {
+            Ok(cluster) => {
+                if attempts > 0 {
+                    tracing::warn!("Redis answered; starting");
+                }
+                return cluster;
+            }
+            Err(error) => {
+                if attempts.is_multiple_of(10) {
+                    tracing::error!(
+                        %error,
+                        "Redis is unreachable: not listening until it answers (retrying every second)"
+                    );
+                }
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// `confab migrate`: the store's migrations, then exit.
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match &settings.store {
+        StoreSpec::Sqlite(path) => {
+            let store = open_sqlite(path, &settings)?;
+            store.flush().await?;
+            writeln!(out, "schema up to date: sqlite:{}", path.display())?;
+        }
+        StoreSpec::Postgres(url) => {
+            let ran = PostgresStore::migrate(url).await?;
+            let shown = settings.store.with_masked_password();
+            writeln!(out, "schema up to date: {shown} ({ran} migration(s) applied)")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&settings.data_dir, settings.durability)
-        .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))?;
+    // A node waiting for its database still stops on SIGTERM.
+    let backend = tokio::select! {
+        opened = open_store(&settings) => opened?,
+        () = shutdown_signal() => return Ok(()),
+    };
+    let cluster = match &settings.broker {
+        Some(url) => tokio::select! {
+            joined = join_cluster(url, &settings.node_id) => Some(joined),
+            () = shutdown_signal() => return Ok(()),
+        },
+        None => None,
+    };
     let frame_bytes = settings.apps.iter().map(|a| a.limits.frame_bytes).max().unwrap_or(64 * 1024);
-    let engine = Engine::new(settings.apps.clone(), Arc::new(store.clone()), Arc::new(SystemClock));
+    let node: Option<Arc<dyn Cluster>> = cluster.clone().map(|c| c as Arc<dyn Cluster>);
+    let engine = Engine::with_cluster(settings.apps.clone(), backend.store(), Arc::new(SystemClock), node);
+    if let Some(cluster) = &cluster {
+        cluster.attach(Arc::new(engine.clone()));
+        tracing::info!(node = %settings.node_id, instance = %cluster.instance(), "joined the cluster");
+    }
     // A large backlog takes the reconnect storm after a restart without refusals.
     let socket = if settings.listen.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -439,7 +604,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let timeouts =
         HttpTimeouts { header: gateway.config.http_header_timeout, idle: gateway.config.http_idle_timeout };
-    tracing::info!(data_dir = %settings.data_dir.display(), apps = settings.apps.len(), "confab ready");
+    tracing::info!(
+        data_dir = %settings.data_dir.display(),
+        store = %settings.store.with_masked_password(),
+        apps = settings.apps.len(),
+        "confab ready"
+    );
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{local}")?;
@@ -451,7 +621,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // HTTP connections still open at its end (a client that never finishes its request)
     // are dropped, so a shutdown always ends.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    let ((), dropped) = tokio::join!(drain(&engine, &store), open.close_by(deadline));
+    let ((), dropped) = tokio::join!(drain(&engine, &backend), open.close_by(deadline));
     if dropped > 0 {
         tracing::info!(connections = dropped, "HTTP connections dropped at shutdown");
     }
@@ -467,7 +637,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// handshakes, then writes what the store still buffers (delivery cursors). A WebSocket
 /// dropped without its Close frame shows as a reset to the client, and buffered cursors
 /// left unwritten would redeliver messages after the restart.
-async fn drain(engine: &Engine, store: &SqliteStore) {
+async fn drain(engine: &Engine, store: &Backend) {
     let live = engine.live_connections();
     engine.close_all(&ProtocolError::new(ErrorCode::ServerShutdown, "the server is shutting down"));
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;

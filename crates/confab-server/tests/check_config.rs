@@ -94,6 +94,8 @@ fn a_bad_value_exits_2_naming_its_key() {
         ("http_idle_timeout_secs = 0".to_owned(), "http_idle_timeout_secs"),
         ("listen = \"nowhere\"".to_owned(), "listen"),
         ("no_such_setting = 1".to_owned(), "no_such_setting"),
+        ("store = \"mysql://db/confab\"".to_owned(), "store"),
+        ("store = \"postgres://u@db:notaport/confab\"".to_owned(), "store"),
         (format!("{app}[apps.limits]\njson_depth = 0\n"), "json_depth"),
         (format!("{app}{app}"), "twice"),
     ] {

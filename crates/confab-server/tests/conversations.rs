@@ -490,7 +490,7 @@ async fn system_conversations() {
     for c in [&mut a, &mut b] {
         let d = c.wait_for("broadcast", common::is_direct(&cid)).await.unwrap();
         assert_eq!((d["msg"].clone(), d["fromPeerId"].clone()), (json!("hello all"), json!("sys")));
-        assert_eq!(d["id"], sent["result"]["msg-id"]);
+        assert_eq!(d["id"], sent["msg-id"]);
     }
     // A subscriber's own message goes to the app, not to the other subscribers.
     common::send(&mut a, &cid, "feedback").await;

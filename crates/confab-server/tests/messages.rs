@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, Start, create, error_code, is_direct, send};
+use common::{APP, Server, Start, create, error_code, is_direct, send};
 use confab_testkit::Client;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -314,8 +314,10 @@ message_bytes = 5120
     );
     let mut alice = server.open("alice").await;
     let cid = create(&mut alice, &["bob"]).await;
-    // bob opens and then never reads.
-    let mut bob = server.open("bob").await;
+    // bob opens and then never reads. He connects to a node directly: a balancer in
+    // between (a cluster's) would buffer megabytes more before the node sees him stall.
+    let node = server.node_urls().pop().unwrap();
+    let mut bob = Client::open(&node, APP, "bob", json!({})).await.unwrap();
     let body = "z".repeat(5000);
     let mut closed = false;
     for batch in 0..200 {

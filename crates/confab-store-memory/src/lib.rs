@@ -58,6 +58,8 @@ struct Conversation {
     members: Vec<Member>,
     blocked: BTreeSet<String>,
     order: u64,
+    /// The last message, when it was deleted from the log (it stays the last).
+    deleted_last: Option<LastMessage>,
 }
 
 #[derive(Debug)]
@@ -68,11 +70,13 @@ struct Member {
     role: Option<String>,
     muted: bool,
     shut_up: bool,
+    /// When it became a member (ms).
+    joined_at: i64,
 }
 
 impl Member {
-    fn new(client: String, cursor: i64) -> Member {
-        Member { client, cursor, read: 0, role: None, muted: false, shut_up: false }
+    fn new(client: String, cursor: i64, joined_at: i64) -> Member {
+        Member { client, cursor, read: 0, role: None, muted: false, shut_up: false, joined_at }
     }
 }
 
@@ -124,8 +128,12 @@ impl AppData {
         if c.last_ts <= 0 {
             return None;
         }
-        let m = self.messages.get(&c.id)?.by_ts.get(&c.last_ts)?;
-        Some(LastMessage { id: m.id.clone(), ts: m.ts, from: m.from.clone(), data: m.data.clone() })
+        match self.messages.get(&c.id).and_then(|log| log.by_ts.get(&c.last_ts)) {
+            Some(m) => {
+                Some(LastMessage { id: m.id.clone(), ts: m.ts, from: m.from.clone(), data: m.data.clone() })
+            }
+            None => c.deleted_last.clone().filter(|m| m.ts == c.last_ts),
+        }
     }
 
     fn conversation_mut(&mut self, cid: &str) -> Result<&mut Conversation, StoreError> {
@@ -240,7 +248,7 @@ impl Store for MemoryStore {
             for client in record.members {
                 if !members.iter().any(|m| m.client == client) {
                     a.memberships.entry(client.clone()).or_default().insert(record.id.clone());
-                    members.push(Member::new(client, 0));
+                    members.push(Member::new(client, 0, record.created_at));
                 }
             }
             if let Some(key) = &record.unique_key {
@@ -260,6 +268,7 @@ impl Store for MemoryStore {
                 members,
                 blocked: BTreeSet::new(),
                 order: a.created,
+                deleted_last: None,
             };
             a.conversations.insert(record.id, conversation);
             Ok(())
@@ -350,7 +359,7 @@ impl Store for MemoryStore {
             for client in members {
                 if !c.members.iter().any(|m| m.client == client) {
                     a.memberships.entry(client.clone()).or_default().insert(cid.to_owned());
-                    c.members.push(Member::new(client, last_ts));
+                    c.members.push(Member::new(client, last_ts, updated_at));
                 }
             }
             c.updated_at = updated_at;
@@ -380,6 +389,8 @@ impl Store for MemoryStore {
             // The newest position of the log (a system conversation's inbox has no
             // conversation of its own to keep it).
             let prev_ts = log.by_ts.last_key_value().map_or(0, |(ts, _)| *ts);
+            // A deleted newest message keeps its position taken.
+            let prev_ts = prev_ts.max(a.conversations.get(&message.cid).map_or(0, |c| c.last_ts));
             message.ts = message.ts.max(prev_ts + 1);
             log.by_id.entry(message.id.clone()).or_insert(message.ts);
             if let Some(c) = a.conversations.get_mut(&message.cid)
@@ -595,8 +606,65 @@ impl Store for MemoryStore {
                 }
             }
             a.messages.remove(cid);
-            a.messages.remove(&format!("{cid}:inbox"));
+            let side = format!("{cid}:");
+            a.messages.retain(|log, _| !log.starts_with(&side));
             Ok(())
+        }))
+    }
+
+    fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            let Some(log) = a.messages.get_mut(cid) else { return Ok(()) };
+            let Some(m) = log.by_ts.remove(&ts) else { return Ok(()) };
+            if log.by_id.get(&m.id) == Some(&ts) {
+                log.by_id.remove(&m.id);
+            }
+            log.patched.remove(&ts);
+            // The last message stays what it was, and its position is not used again.
+            if let Some(c) = a.conversations.get_mut(cid)
+                && c.last_ts == ts
+            {
+                c.deleted_last = Some(LastMessage { id: m.id, ts: m.ts, from: m.from, data: m.data });
+            }
+            Ok(())
+        }))
+    }
+
+    fn app_messages<'a>(
+        &'a self,
+        app: &'a str,
+        from: Option<&'a str>,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        done(self.with_app(app, |a| {
+            let inside = |ts: i64| {
+                range.after.is_none_or(|(t, inc)| if inc { ts >= t } else { ts > t })
+                    && range.before.is_none_or(|(t, inc)| if inc { ts <= t } else { ts < t })
+            };
+            let mut all: Vec<&StoredMessage> = a
+                .messages
+                .iter()
+                .filter(|(cid, _)| a.conversations.contains_key(*cid))
+                .flat_map(|(_, log)| log.by_ts.values())
+                .filter(|m| inside(m.ts) && from.is_none_or(|f| m.from == f))
+                .collect();
+            all.sort_by(|x, y| (x.ts, &x.cid).cmp(&(y.ts, &y.cid)));
+            let page: Vec<StoredMessage> = if range.newest_first {
+                let skip = all.len().saturating_sub(range.limit);
+                all.into_iter().skip(skip).cloned().collect()
+            } else {
+                all.into_iter().take(range.limit).cloned().collect()
+            };
+            Ok(page)
+        }))
+    }
+
+    fn joined_at<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str) -> StoreFuture<'a, Option<i64>> {
+        done(self.with_app(app, |a| {
+            Ok(a.conversations
+                .get(cid)
+                .and_then(|c| c.members.iter().find(|m| m.client == client))
+                .map(|m| m.joined_at))
         }))
     }
 

@@ -195,6 +195,11 @@ enum WriteOp {
         cid: String,
         ts: i64,
     },
+    DeleteMessage {
+        app: String,
+        cid: String,
+        ts: i64,
+    },
 }
 
 struct WriteRequest {
@@ -249,11 +254,19 @@ fn backend(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) `confab.db` in `dir`.
+    /// Opens (creating and migrating if needed) `confab.db` in `dir`, creating `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
-        let path = dir.join("confab.db");
+        SqliteStore::open_file(&dir.join("confab.db"), durability)
+    }
+
+    /// Opens (creating and migrating if needed) the database file `path`, creating its
+    /// directory if needed (`--store sqlite:PATH`).
+    pub fn open_file(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let path = path.to_path_buf();
         let mut conn = Connection::open(&path).map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
@@ -485,8 +498,12 @@ fn commit_batch(
 /// read from the messages themselves: a system conversation's inbox has no
 /// conversation row.
 fn newest_position(c: &Connection, m: &StoredMessage) -> Result<i64, rusqlite::Error> {
-    c.prepare_cached("SELECT COALESCE(MAX(ts), 0) FROM messages WHERE app = ?1 AND cid = ?2")?
-        .query_row(params![m.app, m.cid], |r| r.get(0))
+    // The conversation's last position too: a deleted newest message keeps it taken.
+    c.prepare_cached(
+        "SELECT MAX(COALESCE((SELECT MAX(ts) FROM messages WHERE app = ?1 AND cid = ?2), 0),
+                    COALESCE((SELECT last_ts FROM conversations WHERE app = ?1 AND id = ?2), 0))",
+    )?
+    .query_row(params![m.app, m.cid], |r| r.get(0))
 }
 
 /// The slow path after a failed batch: a savepoint per write, so one bad write fails
@@ -671,9 +688,12 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
                 .execute(params![app, cid, client, muted])?;
         }
         WriteOp::DeleteConversation { app, cid } => {
-            let inbox = format!("{cid}:inbox");
-            c.prepare_cached("DELETE FROM messages WHERE app = ?1 AND cid IN (?2, ?3)")?
-                .execute(params![app, cid, inbox])?;
+            // Its side logs `<cid>:…`: ids from `<cid>:` up to `<cid>;` (';' follows ':').
+            let (side_from, side_until) = (format!("{cid}:"), format!("{cid};"));
+            c.prepare_cached(
+                "DELETE FROM messages WHERE app = ?1 AND (cid = ?2 OR (cid >= ?3 AND cid < ?4))",
+            )?
+            .execute(params![app, cid, side_from, side_until])?;
             for table in ["members", "blocked"] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE app = ?1 AND cid = ?2"))?
                     .execute(params![app, cid])?;
@@ -684,6 +704,12 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
         WriteOp::ReleaseUnique { app, cid } => {
             c.prepare_cached("UPDATE conversations SET unique_key = NULL WHERE app = ?1 AND id = ?2")?
                 .execute(params![app, cid])?;
+        }
+        WriteOp::DeleteMessage { app, cid, ts } => {
+            // The conversation's last-message columns stay: clients keep their copies,
+            // and `newest_position` keeps the position taken.
+            c.prepare_cached("DELETE FROM messages WHERE app = ?1 AND cid = ?2 AND ts = ?3")?
+                .execute(params![app, cid, ts])?;
         }
         WriteOp::Flush | WriteOp::Wake => {}
     }
@@ -1119,6 +1145,67 @@ impl Store for SqliteStore {
 
     fn delete_conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, ()> {
         self.write(WriteOp::DeleteConversation { app: app.into(), cid: cid.into() })
+    }
+
+    fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::DeleteMessage { app: app.into(), cid: cid.into(), ts })
+    }
+
+    fn app_messages<'a>(
+        &'a self,
+        app: &'a str,
+        from: Option<&'a str>,
+        range: MessageRange,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        let (app, from) = (app.to_owned(), from.map(str::to_owned));
+        self.read(move |c| {
+            // Only the logs of conversations: side logs have no conversation row.
+            let mut sql = String::from(
+                "SELECT m.id, m.ts, m.sender, m.body, m.receipt, m.patched_at, m.binary, m.mention_all,
+                        m.mention_pids, m.cid
+                 FROM messages m JOIN conversations c ON c.app = m.app AND c.id = m.cid
+                 WHERE m.app = ?1",
+            );
+            let mut args: Vec<rusqlite::types::Value> = vec![app.clone().into()];
+            if let Some(from) = &from {
+                args.push(from.clone().into());
+                sql.push_str(&format!(" AND m.sender = ?{}", args.len()));
+            }
+            if let Some((ts, inclusive)) = range.after {
+                args.push(ts.into());
+                sql.push_str(&format!(" AND m.ts {} ?{}", if inclusive { ">=" } else { ">" }, args.len()));
+            }
+            if let Some((ts, inclusive)) = range.before {
+                args.push(ts.into());
+                sql.push_str(&format!(" AND m.ts {} ?{}", if inclusive { "<=" } else { "<" }, args.len()));
+            }
+            sql.push_str(if range.newest_first {
+                " ORDER BY m.ts DESC, m.cid DESC"
+            } else {
+                " ORDER BY m.ts ASC, m.cid ASC"
+            });
+            sql.push_str(&format!(" LIMIT {}", range.limit));
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    let cid: String = r.get(9)?;
+                    message_row(&app, &cid, r)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            if range.newest_first {
+                rows.reverse();
+            }
+            Ok(rows)
+        })
+    }
+
+    fn joined_at<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str) -> StoreFuture<'a, Option<i64>> {
+        let (app, cid, client) = (app.to_owned(), cid.to_owned(), client.to_owned());
+        self.read(move |c| {
+            c.prepare_cached("SELECT joined_at FROM members WHERE app = ?1 AND cid = ?2 AND client = ?3")?
+                .query_row(params![app, cid, client], |r| r.get(0))
+                .optional()
+        })
     }
 
     fn save_read<'a>(&'a self, app: &'a str, client: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {

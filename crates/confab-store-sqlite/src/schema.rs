@@ -63,6 +63,9 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages ADD COLUMN mention_pids TEXT;",
     // 7: finding edits and recalls newer than a client's lastPatchTime.
     "CREATE INDEX messages_patched ON messages (app, cid, patched_at) WHERE patched_at IS NOT NULL;",
+    // 8: the REST API's history of the whole app and of one sender.
+    "CREATE INDEX messages_by_ts ON messages (app, ts);
+     CREATE INDEX messages_by_sender ON messages (app, sender, ts);",
 ];
 
 /// Brings the database to the newest schema.

@@ -81,6 +81,9 @@ macro_rules! __store_rules {
             blocking_removes_members,
             muting_applies_to_members,
             member_positions_in_join_order,
+            deleting_a_message_keeps_the_last_message,
+            app_messages_span_conversations_only,
+            joined_at_is_the_membership_time,
         );
     };
 }
@@ -269,19 +272,22 @@ pub async fn a_deleted_conversation_leaves_nothing(store: &dyn Store) {
     create(store, conv("c2", &["alice"], 2)).await;
     append(store, msg("c1", 10, "alice", "gone")).await;
     append(store, msg("c1:inbox", 11, "bob", "gone too")).await;
+    append(store, msg("c1:to:bob", 11, "sys", "gone as well")).await;
     append(store, msg("c2", 12, "alice", "kept")).await;
+    append(store, msg("c10", 13, "alice", "another log, kept")).await;
 
     store.delete_conversation(APP, "c1").await.expect("delete");
     assert_eq!(store.conversation(APP, "c1").await.expect("read"), None);
     assert_eq!(store.find_unique(APP, "alice,bob").await.expect("find"), None, "the key is free");
     let everything = MessageRange { limit: 100, ..Default::default() };
-    for cid in ["c1", "c1:inbox"] {
+    for cid in ["c1", "c1:inbox", "c1:to:bob"] {
         assert!(store.messages(APP, cid, everything.clone()).await.expect("messages").is_empty(), "{cid}");
     }
     let cursors = store.member_cursors(APP, "alice").await.expect("cursors");
     assert_eq!(cursors.iter().map(|c| c.cid.as_str()).collect::<Vec<_>>(), ["c2"]);
     assert!(store.member_cursors(APP, "bob").await.expect("cursors").is_empty());
-    assert_eq!(store.messages(APP, "c2", everything).await.expect("messages").len(), 1);
+    assert_eq!(store.messages(APP, "c2", everything.clone()).await.expect("messages").len(), 1);
+    assert_eq!(store.messages(APP, "c10", everything).await.expect("messages").len(), 1);
 
     store.delete_conversation(APP, "c1").await.expect("again");
     store.delete_conversation(APP, "never").await.expect("never was");
@@ -939,4 +945,68 @@ pub async fn member_positions_in_join_order(store: &dyn Store) {
     store.save_read(APP, "carol", "c", 6).await.expect("read");
     assert_eq!(positions(store, "c").await, [pos("carol", 0, 6), pos("alice", 5, 3), pos("bob", 6, 0)]);
     assert_eq!(positions(store, "missing").await, []);
+}
+
+/// Deleting a message removes it from history; the last message stays what it was and
+/// its position is not assigned again. An absent position is no error.
+pub async fn deleting_a_message_keeps_the_last_message(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    fill(store, "c", "alice", [10, 20, 30]).await;
+    store.delete_message(APP, "c", 20).await.expect("delete middle");
+    assert_eq!(page(store, "c", range(None, None, false, 10)).await, [10, 30]);
+    assert_eq!(store.message(APP, "c", "mc-20").await.expect("by id"), None);
+    store.delete_message(APP, "c", 30).await.expect("delete last");
+    assert_eq!(page(store, "c", range(None, None, false, 10)).await, [10]);
+    let last = read(store, "c").await.last_message.expect("a last message");
+    assert_eq!((last.ts, last.id.as_str(), last.data.as_str()), (30, "mc-30", "30"));
+    store.delete_message(APP, "c", 99).await.expect("absent");
+    store.delete_message(APP, "missing", 1).await.expect("no conversation");
+    // A new message proposed at the deleted position goes after it.
+    let at = store.append_message(msg("c", 30, "bob", "again")).await.expect("append");
+    assert_eq!((at.ts, at.prev_ts), (31, 30));
+    assert_eq!(read(store, "c").await.last_message.map(|m| m.ts), Some(31));
+}
+
+/// The app's messages across its conversations, by position (ties by conversation id),
+/// optionally of one sender; side logs without a conversation and other apps are not
+/// included.
+pub async fn app_messages_span_conversations_only(store: &dyn Store) {
+    create(store, conv("a", &["alice"], 1)).await;
+    create(store, conv("b", &["bob"], 2)).await;
+    append(store, msg("a", 10, "alice", "a10")).await;
+    append(store, msg("b", 10, "bob", "b10")).await;
+    append(store, msg("b", 20, "alice", "b20")).await;
+    append(store, msg("a", 30, "bob", "a30")).await;
+    append(store, msg("a:inbox", 25, "alice", "side")).await;
+    let mut other = msg("a", 15, "alice", "other app");
+    other.app = "other".into();
+    store.append_message(other).await.expect("other app");
+    let ids = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    let all = store.app_messages(APP, None, range(None, None, false, 10)).await.expect("all");
+    assert_eq!(ids(all), ["ma-10", "mb-10", "mb-20", "ma-30"]);
+    let newest = store.app_messages(APP, None, range(None, None, true, 2)).await.expect("newest");
+    assert_eq!(ids(newest), ["mb-20", "ma-30"]);
+    let before = range(None, Some((20, false)), true, 10);
+    assert_eq!(ids(store.app_messages(APP, None, before).await.expect("before")), ["ma-10", "mb-10"]);
+    let after = range(Some((10, false)), Some((30, true)), false, 10);
+    assert_eq!(ids(store.app_messages(APP, None, after).await.expect("after")), ["mb-20", "ma-30"]);
+    let alice = store.app_messages(APP, Some("alice"), range(None, None, false, 10)).await.expect("alice");
+    assert_eq!(ids(alice), ["ma-10", "mb-20"]);
+    let none = store.app_messages(APP, Some("nobody"), range(None, None, false, 10)).await.expect("none");
+    assert!(none.is_empty());
+    assert!(store.app_messages(APP, None, range(None, None, false, 0)).await.expect("zero").is_empty());
+}
+
+/// `joined_at` is the creation time for the first members, the add time for later
+/// ones, and `None` once a member left.
+pub async fn joined_at_is_the_membership_time(store: &dyn Store) {
+    create(store, conv("c", &["alice"], 5)).await;
+    store.add_members(APP, "c", owned(&["bob"]), 9).await.expect("add");
+    store.add_members(APP, "c", owned(&["bob"]), 12).await.expect("add again");
+    assert_eq!(store.joined_at(APP, "c", "alice").await.expect("alice"), Some(5));
+    assert_eq!(store.joined_at(APP, "c", "bob").await.expect("bob"), Some(9));
+    assert_eq!(store.joined_at(APP, "c", "carol").await.expect("carol"), None);
+    assert_eq!(store.joined_at(APP, "missing", "alice").await.expect("missing"), None);
+    store.remove_members(APP, "c", owned(&["bob"]), 13).await.expect("remove");
+    assert_eq!(store.joined_at(APP, "c", "bob").await.expect("bob left"), None);
 }

@@ -6,6 +6,10 @@
 //! - [`server`]: a launcher that runs the real `confab` binary on a free port with its
 //!   own data directory, plus small helpers (create a conversation, send a message,
 //!   match pushes, read error codes).
+//! - [`redis`]: a throw-away Redis server for the cluster suites, and [`balancer`]: a
+//!   round-robin TCP balancer in front of a cluster's nodes.
+//! - [`postgres`]: a throw-away PostgreSQL server ([`TempPostgres`]) on a free port
+//!   with its own data directory, for the PostgreSQL store's tests.
 //!
 //! # Finding the binary
 //!
@@ -19,8 +23,14 @@
 //! suite in another package has to obtain the path on its own (for example from a
 //! variable its runner sets after `cargo build -p confab-server`) and pass it in.
 
+pub mod balancer;
 pub mod client;
+pub mod postgres;
+pub mod redis;
 pub mod server;
 
 pub use client::{Client, ClientError, WAIT};
-pub use server::{APP, Launcher, Server, TEST_APP, create, error_code, is_conv, is_direct, send};
+pub use postgres::TempPostgres;
+pub use server::{
+    APP, Launcher, Server, TEST_APP, TEST_STORE_VAR, create, error_code, is_conv, is_direct, send, test_store,
+};

@@ -9,6 +9,53 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// The environment variable that picks the store every launched server runs on:
+/// unset or `sqlite`, the default embedded store in the server's data directory;
+/// `postgres`, a database of its own (one per server directory, so a restarted server
+/// finds its data) on one throw-away PostgreSQL server per test process
+/// ([`crate::TempPostgres`]); `cluster`, the same database shared by [`CLUSTER_NODES`]
+/// nodes joined by one throw-away Redis per test process, behind a round-robin
+/// [`Balancer`](crate::balancer::Balancer) that is the server's address.
+pub const TEST_STORE_VAR: &str = "CONFAB_TEST_STORE";
+
+/// How many nodes a server is under `CONFAB_TEST_STORE=cluster`.
+pub const CLUSTER_NODES: usize = 3;
+
+/// Whether launched servers are clusters (`CONFAB_TEST_STORE=cluster`).
+pub fn cluster_mode() -> bool {
+    std::env::var(TEST_STORE_VAR).as_deref() == Ok("cluster")
+}
+
+/// The throw-away Redis of this test process's clusters.
+fn test_broker() -> String {
+    static SERVER: OnceLock<crate::redis::TempRedis> = OnceLock::new();
+    SERVER.get_or_init(crate::redis::TempRedis::start).url()
+}
+
+/// The `--store` a server in `dir` runs with under [`TEST_STORE_VAR`], if any.
+pub fn test_store(dir: &Path) -> Option<String> {
+    match std::env::var(TEST_STORE_VAR).as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => None,
+        Ok("postgres" | "cluster") => {
+            static SERVER: OnceLock<crate::TempPostgres> = OnceLock::new();
+            static DATABASES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+            let server = SERVER.get_or_init(crate::TempPostgres::new);
+            let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+            let index = match databases.iter().position(|d| d == dir) {
+                Some(i) => i,
+                None => {
+                    databases.push(dir.to_owned());
+                    server.create_database(&format!("server_{}", databases.len() - 1));
+                    databases.len() - 1
+                }
+            };
+            Some(server.url_of(&format!("server_{index}")))
+        }
+        Ok(other) => panic!("{TEST_STORE_VAR} must be sqlite, postgres or cluster, got {other:?}"),
+    }
+}
 
 /// The app id the default test server ([`Launcher::start`]) and [`TEST_APP`] serve.
 pub const APP: &str = "test-app";
@@ -58,10 +105,17 @@ impl Launcher {
     }
 }
 
-/// A running `confab serve`, killed when dropped.
+/// A running `confab serve` (under `CONFAB_TEST_STORE=cluster`, several nodes behind
+/// a balancer), killed when dropped.
 #[derive(Debug)]
 pub struct Server {
     child: Child,
+    /// The other nodes of a cluster, each with its own address.
+    others: Vec<(Child, String)>,
+    /// The first node's own address (the same as `http` for a single node).
+    first: String,
+    /// Runs as long as the server: dropped with it.
+    _balancer: Option<crate::balancer::Balancer>,
     /// The HTTP base URL, e.g. `http://127.0.0.1:40123`.
     pub http: String,
     /// The WebSocket URL, e.g. `ws://127.0.0.1:40123/`.
@@ -74,37 +128,86 @@ pub struct Server {
 impl Server {
     /// Runs `bin serve` listening on a free port of 127.0.0.1, with its data under
     /// `dir/data`, its log appended to `dir/server.log` and these extra `args`; returns
-    /// once the server has printed the address it listens on.
+    /// once the server has printed the address it listens on. Unless `args` name a
+    /// store, the store is the one [`TEST_STORE_VAR`] picks.
     pub fn start_with_bin(bin: impl AsRef<Path>, dir: &Path, args: &[&str]) -> Server {
         std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
-        let mut child = Command::new(bin.as_ref())
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(args)
-            .env("CONFAB_LOG", "confab=debug,info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("confab binary runs");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let http = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let own_store = args.iter().any(|a| a.starts_with("--store"));
+        let store = test_store(dir).filter(|_| !own_store);
+        let cluster = cluster_mode() && !own_store;
+        let broker = cluster.then(test_broker);
+        let nodes = if cluster { CLUSTER_NODES } else { 1 };
+        let mut started = Vec::new();
+        for node in 0..nodes {
+            let log_name = if node == 0 { "server.log".to_owned() } else { format!("server-{node}.log") };
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(log_name)).unwrap();
+            let node_id = format!("node-{node}");
+            let cluster_args: Vec<&str> = match &broker {
+                Some(url) => vec!["--broker", url.as_str(), "--node-id", node_id.as_str()],
+                None => Vec::new(),
+            };
+            let mut child = Command::new(bin.as_ref())
+                .arg("serve")
+                .args(["--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(dir.join("data"))
+                .args(args)
+                .args(store.iter().flat_map(|url| ["--store", url.as_str()]))
+                .args(cluster_args)
+                .env("CONFAB_LOG", "confab=debug,info")
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .expect("confab binary runs");
+            let stdout = child.stdout.take().unwrap();
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).unwrap();
+            let http = line
+                .trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                .to_owned();
+            started.push((child, http));
+        }
+        let (child, first) = started.remove(0);
+        let balancer = cluster.then(|| {
+            let addr = |http: &str| http.trim_start_matches("http://").parse().unwrap();
+            let mut nodes = vec![addr(&first)];
+            nodes.extend(started.iter().map(|(_, http)| addr(http)));
+            crate::balancer::Balancer::start(nodes)
+        });
+        let http = match &balancer {
+            Some(b) => format!("http://{}", b.addr()),
+            None => first.clone(),
+        };
         let ws = format!("{}/", http.replacen("http://", "ws://", 1));
-        Server { child, http, ws, dir: dir.to_owned() }
+        Server { child, others: started, first, _balancer: balancer, http, ws, dir: dir.to_owned() }
     }
 
-    /// SIGTERM, then waits for the process to exit; true if it exited successfully.
+    /// The WebSocket URLs of each node itself (one for a single node), to place
+    /// clients on a chosen node.
+    pub fn node_urls(&self) -> Vec<String> {
+        let mut urls = vec![self.first.clone()];
+        urls.extend(self.others.iter().map(|(_, http)| http.clone()));
+        urls.iter().map(|http| format!("{}/", http.replacen("http://", "ws://", 1))).collect()
+    }
+
+    /// SIGKILL to one node of a cluster (0: the first); the others keep serving.
+    pub fn kill_node(&mut self, node: usize) {
+        let child = if node == 0 { &mut self.child } else { &mut self.others[node - 1].0 };
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit (every node of a cluster); true if
+    /// each exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let sent = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
-        self.child.wait().is_ok_and(|s| s.success())
+        let mut ok = true;
+        for child in std::iter::once(&mut self.child).chain(self.others.iter_mut().map(|(c, _)| c)) {
+            let sent = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
+            ok &= child.wait().is_ok_and(|s| s.success());
+        }
+        ok
     }
 
     /// The server process's id.
@@ -119,10 +222,12 @@ impl Server {
         kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
     }
 
-    /// SIGKILL: no shutdown, no flushing.
+    /// SIGKILL (every node of a cluster): no shutdown, no flushing.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.others.iter_mut().map(|(c, _)| c)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Opens a session for `peer` in [`APP`].

@@ -11,7 +11,7 @@ use crate::ports::StoredMessage;
 
 /// The client id a backend session acts as when no client is named (`initBy` of the
 /// pushes of a REST membership or attribute change): empty, as no client did it.
-const BACKEND: &str = "";
+pub(super) const BACKEND: &str = "";
 
 /// At most this many conversations are summed for a client's unread count.
 const UNREAD_MAX_CONVERSATIONS: usize = 10_000;
@@ -43,7 +43,10 @@ pub struct AdminConversation {
 }
 
 /// Reads the reply a request queued to a backend session.
-async fn backend_reply(first: Option<Reply>, replies: &mut OutboundReceiver) -> Result<Reply, ProtocolError> {
+pub(super) async fn backend_reply(
+    first: Option<Reply>,
+    replies: &mut OutboundReceiver,
+) -> Result<Reply, ProtocolError> {
     let reply = match first {
         Some(reply) => reply,
         None => match replies.recv().await {
@@ -57,17 +60,17 @@ async fn backend_reply(first: Option<Reply>, replies: &mut OutboundReceiver) -> 
     }
 }
 
-fn unexpected() -> ProtocolError {
+pub(super) fn unexpected() -> ProtocolError {
     perr(ErrorCode::InternalError, "unexpected reply")
 }
 
 impl Engine {
-    fn backend_app(&self, app_id: &str) -> Result<Arc<AppState>, ProtocolError> {
+    pub(super) fn backend_app(&self, app_id: &str) -> Result<Arc<AppState>, ProtocolError> {
         self.app(app_id).cloned().ok_or_else(|| perr(ErrorCode::AppNotAvailable, "unknown app"))
     }
 
     /// A session of the backend acting as `client`, with the queue its replies go to.
-    fn backend_session(app: &AppState, client: &str) -> (Arc<Session>, OutboundReceiver) {
+    pub(super) fn backend_session(app: &AppState, client: &str) -> (Arc<Session>, OutboundReceiver) {
         let (handle, replies) = ConnHandle::new(0, None, app.config.limits.outbound_queue_bytes);
         let mut session = Session::new(handle, Arc::from(app.config.id.as_str()), Arc::from(client), None);
         if let Some(s) = Arc::get_mut(&mut session) {
@@ -77,7 +80,7 @@ impl Engine {
     }
 
     /// A conversation of one of `kinds` (another kind is not found under this path).
-    async fn backend_conv(
+    pub(super) async fn backend_conv(
         &self,
         app: &AppState,
         cid: &str,
@@ -181,14 +184,14 @@ impl Engine {
         Ok(record)
     }
 
-    /// Queries conversations of `kind` as `conv query` does (the same evaluator, scan
+    /// Queries conversations of `kind` (`None`: every kind) as `conv query` does (the same evaluator, scan
     /// and step limits), seeing every field: the backend is no member to hide them from.
     /// `where_` `None` matches every conversation of the kind; `order` is LeanStorage's
     /// (`-updatedAt,name`), oldest created first by default.
     pub async fn admin_query_conversations(
         &self,
         app_id: &str,
-        kind: ConvKind,
+        kind: Option<ConvKind>,
         where_: Option<Value>,
         order: Option<&str>,
         skip: usize,
@@ -199,10 +202,12 @@ impl Engine {
         let where_ = where_.unwrap_or_else(|| Value::Object(Map::new()));
         let cond = super::queries::parse_checked(limits, &where_)?;
         let mut filter = cond.scan_filter(limits.query_scan_max);
-        if filter.kind.is_some_and(|k| k != kind) {
-            return Ok(Vec::new());
+        if let Some(kind) = kind {
+            if filter.kind.is_some_and(|k| k != kind) {
+                return Ok(Vec::new());
+            }
+            filter.kind = Some(kind);
         }
-        filter.kind = Some(kind);
         let keys = parse_sort(order.unwrap_or("createdAt"));
         let matched = self.run_query(&app, filter, Some(cond), keys, |_, doc| Some((doc, ()))).await?;
         let limit = limit.map_or(limits.query_default_limit, |l| l.min(limits.query_max_limit));

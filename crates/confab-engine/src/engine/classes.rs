@@ -9,7 +9,8 @@
 //!   those), as `Engine::conversation_json` shows it;
 //! - `_ConversationMemberInfo`: the creator of a conversation who is still a member as
 //!   `Owner`, each manager as `Manager` (members without a row are `Member`, as the
-//!   SDKs assume); `objectId` is [`member_info_id`];
+//!   SDKs assume); `objectId` is [`super::member_info_id`], as the REST API's
+//!   `member-infos` show it;
 //! - `_SysMessage`: subscribers' messages to service conversations (their inboxes).
 //!
 //! Scans walk conversations in id order with an opaque cursor and examine a bounded
@@ -17,6 +18,7 @@
 //! scan pages may too) while the cursor says more follow. Queries without a narrowing
 //! condition examine at most `query_scan_max` candidates, as conversation queries do.
 
+use super::backend::member_info_id;
 use super::*;
 use crate::ports::StoredMessage;
 use crate::query::Cond;
@@ -71,19 +73,6 @@ pub struct ScanPage {
     pub results: Vec<Value>,
     /// Where the next page starts; `None` at the end.
     pub cursor: Option<String>,
-}
-
-/// A `_ConversationMemberInfo` row's `objectId`: stable for a member of a conversation
-/// (24 hex digits of SHA-1 over `cid:client`).
-pub fn member_info_id(cid: &str, client: &str) -> String {
-    use sha1::{Digest, Sha1};
-    let mut h = Sha1::new();
-    h.update(cid.as_bytes());
-    h.update(b":");
-    h.update(client.as_bytes());
-    let mut id = hex::encode(h.finalize());
-    id.truncate(24);
-    id
 }
 
 /// A row twice: the document queries match and sort on (dates as milliseconds), and

@@ -75,6 +75,19 @@ impl NodeEvents for Engine {
         }
         Box::pin(std::future::ready(()))
     }
+
+    fn resync(&self) -> ClusterFuture<'static, ()> {
+        let engine = self.clone();
+        Box::pin(async move {
+            for app in engine.inner.apps.values() {
+                let mut cached = Vec::new();
+                app.convs.for_each(|conv| cached.push(conv.clone()));
+                for conv in cached {
+                    engine.reload_conv(app, &conv).await;
+                }
+            }
+        })
+    }
 }
 
 impl Engine {

@@ -91,6 +91,12 @@ impl Engine {
                 "shut up in this conversation",
             ));
         }
+        if conv.state().silenced.get(&me).is_some_and(|until| *until > self.now()) {
+            return Err(ProtocolError::new(
+                ErrorCode::ConversationBlacklisted,
+                "temporarily silenced in this conversation",
+            ));
+        }
         if conv.kind == ConvKind::System && !session.admin {
             return self.send_to_app(app, &conv, session, req).await.map(Some);
         }

@@ -55,7 +55,7 @@ impl Connection {
                         Signed::Login,
                         sig,
                         ErrorCode::SignatureFailed,
-                    )?;
+                    ).await?;
                 }
                 open.tag.clone().filter(|t| !t.is_empty() && t != "default")
             }
@@ -89,6 +89,7 @@ impl Connection {
             self.remove_session(&old, NORMAL_CLOSE, "replaced by a new login on the same connection");
         }
         self.sessions.push(session.clone());
+        app.logins_today.login(&client_id, engine.now());
         let cursors = match engine.inner.store.member_cursors(&app.config.id, &client_id).await {
             Ok(c) => c,
             Err(e) => {

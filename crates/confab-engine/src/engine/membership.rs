@@ -32,7 +32,7 @@ impl Engine {
                 Signed::Start { members: &start.members },
                 start.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            ).await?;
         }
         Self::valid_member_ids(app, &start.members)?;
         let mut members = distinct(std::iter::once(me.clone()).chain(start.members));
@@ -166,6 +166,11 @@ impl Engine {
                 result.failed.push(MemberFailure { error, members: vec![id] });
                 continue;
             }
+            if subscribe && conv.state().blocked.contains(&me) {
+                let error = perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation");
+                result.failed.push(MemberFailure { error, members: vec![id] });
+                continue;
+            }
             let (store, now) = (&self.inner.store, self.now());
             if subscribe {
                 if !conv.has_member(&me) {
@@ -242,7 +247,7 @@ impl Engine {
                 Signed::Invite { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            ).await?;
         }
         Self::valid_member_ids(app, &change.members)?;
         let requested = distinct(change.members.iter().cloned());
@@ -337,7 +342,7 @@ impl Engine {
                 Signed::Kick { cid: &cid, members: &change.members },
                 change.signature.as_ref(),
                 ErrorCode::ConversationSignatureFailed,
-            )?;
+            ).await?;
         }
         if conv.kind != ConvKind::Normal {
             return Ok(Some(Reply::ConvRemoved(

@@ -12,10 +12,11 @@
 //! - `receipts`: read positions, unread counts and receipts;
 //! - `edits`: edits and recalls;
 //! - `moderation`: roles, shut-up and blocking;
-//! - `admin`: the app backend's operations.
+//! - `admin`, `backend`: the app backend's operations (the REST API).
 
 mod admin;
 mod attributes;
+mod backend;
 mod classes;
 mod cluster;
 pub(crate) mod delivery;
@@ -29,7 +30,8 @@ mod queries;
 mod receipts;
 
 pub use admin::{AdminConversation, AdminMessage};
-pub use classes::{ClassQuery, ImClass, ScanPage, member_info_id};
+pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, TargetedMessage, member_info_id};
+pub use classes::{ClassQuery, ImClass, ScanPage};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
 
@@ -94,6 +96,8 @@ pub struct AppState {
     pub(crate) convs: Sharded<Arc<Conv>>,
     /// Serializes membership and attribute changes per conversation.
     pub(crate) conv_ops: Sharded<Arc<tokio::sync::Mutex<()>>>,
+    /// Distinct clients that logged in today (`GET /1.2/rtm/stats`).
+    pub(crate) logins_today: backend::DailyClients,
 }
 
 impl AppState {
@@ -194,6 +198,7 @@ impl Engine {
                     presence,
                     convs: Sharded::default(),
                     conv_ops: Sharded::default(),
+                    logins_today: backend::DailyClients::default(),
                 };
                 (id, Arc::new(state))
             })
@@ -209,6 +214,17 @@ impl Engine {
                 live_connections: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// Whether the store answers now ([`Store::health`]); `/healthz` reports it.
+    pub async fn store_health(&self) -> Result<(), StoreError> {
+        self.inner.store.health().await
+    }
+
+    /// Whether this node reaches the rest of its cluster (always, for a single node);
+    /// `/healthz` reports it.
+    pub fn cluster_health(&self) -> bool {
+        self.inner.cluster.as_ref().is_none_or(|c| c.is_healthy())
     }
 
     /// Connections opened and not yet ended.
@@ -310,7 +326,9 @@ impl Engine {
         }
     }
 
-    fn check_signature(
+    /// Verifies a signature and spends its nonce, on every node: a nonce another node
+    /// saw within the window is a replay too.
+    async fn check_signature(
         &self,
         app: &AppState,
         client: &str,
@@ -322,6 +340,17 @@ impl Engine {
         self.inner
             .verifier
             .check(&c.id, &c.master_key, client, op, sig, self.now(), c.signatures.window_secs)
-            .map_err(|p| perr(code, p.detail()))
+            .map_err(|p| perr(code, p.detail()))?;
+        if let (Some(cluster), Some(sig)) = (&self.inner.cluster, sig) {
+            let ttl_ms = c.signatures.window_secs.saturating_mul(2000).max(1000);
+            match cluster.spend_nonce(&c.id, &sig.nonce, ttl_ms).await {
+                Some(true) => {}
+                Some(false) => return Err(perr(code, "signature nonce already used")),
+                None => {
+                    tracing::warn!("signature nonce checked on this node only: the cluster is unreachable")
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -107,6 +107,10 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// This node's instance: unique per process start, so a restarted node never
     /// mistakes an old registration for one of its own.
     fn instance(&self) -> &str;
+    /// Whether the other nodes are reachable now (`/healthz` answers 503 while not).
+    fn is_healthy(&self) -> bool {
+        true
+    }
     /// Tells the other nodes.
     fn publish(&self, app: &str, event: NodeEvent);
     /// Registers a session of `client` cluster-wide. For a tagged session the tag check
@@ -123,6 +127,10 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     ) -> ClusterFuture<'a, Result<Vec<SessionRef>, ClaimError>>;
     /// Unregisters a session (never waits).
     fn release(&self, app: &str, client: &str, session: SessionRef);
+    /// Spends a signature's nonce for `ttl_ms`: `Some(true)` the first time any node
+    /// spends it, `Some(false)` afterwards (a replay), `None` when the registry cannot
+    /// be reached.
+    fn spend_nonce<'a>(&'a self, app: &'a str, nonce: &'a str, ttl_ms: u64) -> ClusterFuture<'a, Option<bool>>;
     /// Which of `clients` have a live session on any node (`None`: the registry cannot
     /// be reached).
     fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>>;
@@ -133,6 +141,9 @@ pub trait NodeEvents: Send + Sync + 'static {
     /// An event another node published for `app`. The caller awaits each before the
     /// next, so a conversation's reload finishes before the events that follow it.
     fn node_event(&self, app: &str, event: NodeEvent) -> ClusterFuture<'static, ()>;
+    /// Events may have been lost (a subscription was lost and is back): reload
+    /// everything kept from the store, as if every conversation had changed.
+    fn resync(&self) -> ClusterFuture<'static, ()>;
 }
 
 /// An in-process [`Cluster`]: several engines in one process, each a node, sharing one
@@ -152,6 +163,8 @@ struct HubState {
     nodes: Vec<(String, tokio::sync::mpsc::UnboundedSender<(String, NodeEvent)>)>,
     /// Registered sessions: (app, client) -> sessions with their tags.
     sessions: std::collections::HashMap<(String, String), Registered>,
+    /// Spent signature nonces, by app.
+    nonces: std::collections::HashSet<(String, String)>,
 }
 
 impl std::fmt::Debug for HubState {
@@ -255,6 +268,11 @@ impl Cluster for HubNode {
         if let Some(list) = hub.sessions.get_mut(&(app.to_owned(), client.to_owned())) {
             list.retain(|(s, _)| *s != session);
         }
+    }
+
+    fn spend_nonce<'a>(&'a self, app: &'a str, nonce: &'a str, _ttl_ms: u64) -> ClusterFuture<'a, Option<bool>> {
+        let fresh = self.hub.lock().nonces.insert((app.to_owned(), nonce.to_owned()));
+        Box::pin(std::future::ready(Some(fresh)))
     }
 
     fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>> {

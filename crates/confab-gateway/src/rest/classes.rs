@@ -12,10 +12,9 @@
 //! /1.1/classes/_ConversationMemberInfo?where={"cid":…}&client_id=…` with the app key
 //! and `X-LC-IM-Session-Token`, answered for a member of that conversation.
 
-use super::RestError;
 use super::auth::authenticate;
+use super::{RestError, Routes};
 use crate::Gateway;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,16 +38,18 @@ enum ScanOrQuery {
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-pub(super) fn routes() -> Router<Gateway> {
-    Router::new()
-        .route(
+pub(super) fn routes() -> Routes {
+    Routes::new()
+        .at(
             "/1.1/classes/{class}",
+            &["GET"],
             get(|s: State<Gateway>, p: Path<String>, h: HeaderMap, q: Params| {
                 class(s, p, h, q, ScanOrQuery::Query)
             }),
         )
-        .route(
+        .at(
             "/1.1/scan/classes/{class}",
+            &["GET"],
             get(|s: State<Gateway>, p: Path<String>, h: HeaderMap, q: Params| {
                 class(s, p, h, q, ScanOrQuery::Scan)
             }),

@@ -1,9 +1,8 @@
 //! `/1.2/rtm/clients`: who is online, kicking a client, unread counts.
 
 use super::auth::authenticate;
-use super::{RestError, client_ids, json_object};
+use super::{RestError, Routes, client_ids, json_object};
 use crate::Gateway;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -18,11 +17,11 @@ const CHECK_ONLINE_MAX: usize = 20;
 /// A kick's reason: at most this many characters (LeanCloud's limit).
 const KICK_REASON_CHARS: usize = 20;
 
-pub(super) fn routes() -> Router<Gateway> {
-    Router::new()
-        .route("/1.2/rtm/clients/check-online", post(check_online))
-        .route("/1.2/rtm/clients/{client}/kick", post(kick))
-        .route("/1.2/rtm/clients/{client}/unread-count", get(unread_count))
+pub(super) fn routes() -> Routes {
+    Routes::new()
+        .at("/1.2/rtm/clients/check-online", &["POST"], post(check_online))
+        .at("/1.2/rtm/clients/{client}/kick", &["POST"], post(kick))
+        .at("/1.2/rtm/clients/{client}/unread-count", &["GET"], get(unread_count))
 }
 
 /// `POST /1.2/rtm/clients/check-online` `{"client_ids": […]}` (≤ 20) →

@@ -1,9 +1,8 @@
 //! `/1.2/rtm/conversations`, `/1.2/rtm/chatrooms` and `/1.2/rtm/service-conversations`.
 
 use super::auth::authenticate;
-use super::{RestError, client_ids, json_object};
+use super::{RestError, Routes, client_ids, json_object};
 use crate::Gateway;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -17,8 +16,8 @@ use confab_types::time::iso8601;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
-type Body = Result<Bytes, BytesRejection>;
-type Params = Query<HashMap<String, String>>;
+pub(super) type Body = Result<Bytes, BytesRejection>;
+pub(super) type Params = Query<HashMap<String, String>>;
 
 /// At most this many members are added or removed by one call.
 const MEMBERS_PER_CALL: usize = 1000;
@@ -27,12 +26,15 @@ const MENTIONS_MAX: usize = 20;
 /// History page size: default and maximum (§2.4).
 const HISTORY_DEFAULT_LIMIT: usize = 100;
 const HISTORY_MAX_LIMIT: usize = 1000;
+/// A chat room's member sample: at most this many (LeanCloud's documented cap).
+const ROOM_SAMPLE_MAX: usize = 50;
 
 /// Which path family a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub(super) enum Family {
     Conversations,
     ChatRooms,
+    Service,
 }
 
 impl Family {
@@ -40,37 +42,50 @@ impl Family {
         match self {
             Family::Conversations => ConvKind::Normal,
             Family::ChatRooms => ConvKind::Transient,
+            Family::Service => ConvKind::System,
         }
     }
 
     /// The kinds reachable by id under this path.
-    fn kinds(self) -> &'static [ConvKind] {
+    pub(super) fn kinds(self) -> &'static [ConvKind] {
         match self {
             Family::Conversations => &[ConvKind::Normal, ConvKind::Temporary],
             Family::ChatRooms => &[ConvKind::Transient],
+            Family::Service => &[ConvKind::System],
+        }
+    }
+
+    /// The path prefix.
+    pub(super) fn base(self) -> &'static str {
+        match self {
+            Family::Conversations => "/1.2/rtm/conversations",
+            Family::ChatRooms => "/1.2/rtm/chatrooms",
+            Family::Service => "/1.2/rtm/service-conversations",
         }
     }
 }
 
-pub(super) fn routes() -> Router<Gateway> {
-    use Family::{ChatRooms, Conversations};
-    let mut router = Router::new();
-    for (base, family) in [("/1.2/rtm/conversations", Conversations), ("/1.2/rtm/chatrooms", ChatRooms)] {
-        router = router
-            .route(
-                base,
-                post(move |s: State<Gateway>, h: HeaderMap, b: Body| create(s, h, b, family))
-                    .get(move |s: State<Gateway>, h: HeaderMap, q: Params| query(s, h, q, family)),
-            )
-            .route(
-                &format!("{base}/{{cid}}"),
-                put(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| {
-                    update(s, p, h, b, family)
-                })
+pub(super) fn routes() -> Routes {
+    use Family::{ChatRooms, Conversations, Service};
+    let mut routes = Routes::new();
+    for family in [Conversations, ChatRooms, Service] {
+        let base = family.base();
+        let collection = get(move |s: State<Gateway>, h: HeaderMap, q: Params| query(s, h, q, family));
+        let collection = if family == Service {
+            collection.post(create_service_conversation)
+        } else {
+            collection.post(move |s: State<Gateway>, h: HeaderMap, b: Body| create(s, h, b, family))
+        };
+        routes = routes.at(base, &["GET", "POST"], collection).at(
+            &format!("{base}/{{cid}}"),
+            &["PUT", "DELETE"],
+            put(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| update(s, p, h, b, family))
                 .delete(move |s: State<Gateway>, p: Path<String>, h: HeaderMap| delete(s, p, h, family)),
-            )
-            .route(
+        );
+        if family != Service {
+            routes = routes.at(
                 &format!("{base}/{{cid}}/messages"),
+                &["GET", "POST"],
                 post(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| {
                     send(s, p, h, b, family)
                 })
@@ -78,10 +93,12 @@ pub(super) fn routes() -> Router<Gateway> {
                     history(s, p, h, q, family)
                 }),
             );
+        }
     }
-    router
-        .route(
+    routes
+        .at(
             "/1.2/rtm/conversations/{cid}/members",
+            &["GET", "POST", "DELETE"],
             get(members)
                 .post(|s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| {
                     change_members(s, p, h, b, true)
@@ -90,11 +107,11 @@ pub(super) fn routes() -> Router<Gateway> {
                     change_members(s, p, h, b, false)
                 }),
         )
-        .route("/1.2/rtm/service-conversations", post(create_service_conversation))
-        .route("/1.2/rtm/service-conversations/{cid}/broadcasts", post(broadcast))
+        .at("/1.2/rtm/chatrooms/{cid}/members", &["GET"], get(room_members))
+        .at("/1.2/rtm/chatrooms/{cid}/members/online-count", &["GET"], get(room_online_count))
 }
 
-fn created(body: Value) -> Response {
+pub(super) fn created(body: Value) -> Response {
     (StatusCode::CREATED, axum::Json(body)).into_response()
 }
 
@@ -128,11 +145,14 @@ async fn create(
     let record = gateway.engine.admin_create_conversation(&caller.app_id, kind, new).await?;
     Ok(match family {
         Family::Conversations => created(Engine::conversation_json(&record)),
-        Family::ChatRooms => created(json!({"objectId": record.id, "createdAt": iso8601(record.created_at)})),
+        Family::ChatRooms | Family::Service => {
+            created(json!({"objectId": record.id, "createdAt": iso8601(record.created_at)}))
+        }
     })
 }
 
-/// `GET /1.2/rtm/conversations` (`/chatrooms`): `where`, `order`, `skip`, `limit`.
+/// `GET /1.2/rtm/conversations` (`/chatrooms`, `/service-conversations`): `where`,
+/// `order`, `skip`, `limit`.
 async fn query(
     State(gateway): State<Gateway>,
     headers: HeaderMap,
@@ -140,6 +160,16 @@ async fn query(
     family: Family,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    query_kind(&gateway, &caller.app_id, &q, Some(family.kind())).await
+}
+
+/// A conversation query of one kind (`None`: every kind) as `{"results": […]}`.
+pub(super) async fn query_kind(
+    gateway: &Gateway,
+    app_id: &str,
+    q: &HashMap<String, String>,
+    kind: Option<ConvKind>,
+) -> Result<Response, RestError> {
     let where_ = match q.get("where").filter(|w| !w.is_empty()) {
         None => None,
         Some(w) => Some(
@@ -149,20 +179,18 @@ async fn query(
                 .ok_or_else(|| RestError::bad_request("where must be a JSON object"))?,
         ),
     };
-    let number = |key: &str| -> Result<Option<usize>, RestError> {
-        q.get(key)
-            .map(|v| {
-                v.parse::<usize>().map_err(|_| RestError::bad_request(format!("{key} must be a number")))
-            })
-            .transpose()
-    };
-    let (skip, limit) = (number("skip")?.unwrap_or(0), number("limit")?);
+    let (skip, limit) = (number(q, "skip")?.unwrap_or(0), number(q, "limit")?);
     let order = q.get("order").map(String::as_str);
-    let results = gateway
-        .engine
-        .admin_query_conversations(&caller.app_id, family.kind(), where_, order, skip, limit)
-        .await?;
+    let results = gateway.engine.admin_query_conversations(app_id, kind, where_, order, skip, limit).await?;
     Ok(axum::Json(json!({ "results": results })).into_response())
+}
+
+/// A non-negative number parameter (`skip`, `limit`), if given.
+pub(super) fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<usize>, RestError> {
+    q.get(key)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<usize>().map_err(|_| RestError::bad_request(format!("{key} must be a number"))))
+        .transpose()
 }
 
 /// `PUT /1.2/rtm/conversations/{cid}`: any attribute but `m`.
@@ -232,7 +260,7 @@ async fn change_members(
 }
 
 /// A message body as given: a string, or any other JSON as its text.
-fn message_text(body: &Map<String, Value>) -> Result<String, RestError> {
+pub(super) fn message_text(body: &Map<String, Value>) -> Result<String, RestError> {
     match body.get("message") {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(other) if !other.is_null() => Ok(other.to_string()),
@@ -240,7 +268,7 @@ fn message_text(body: &Map<String, Value>) -> Result<String, RestError> {
     }
 }
 
-fn from_client(body: &Map<String, Value>) -> Result<String, RestError> {
+pub(super) fn from_client(body: &Map<String, Value>) -> Result<String, RestError> {
     let from = body.get("from_client").and_then(Value::as_str).filter(|f| !f.is_empty());
     Ok(from.ok_or_else(|| RestError::bad_request("from_client is required"))?.to_owned())
 }
@@ -281,19 +309,11 @@ async fn send(
 /// `include_start`, `include_stop`, `reversed`, `limit`. Positions are unique within a
 /// conversation, so the message ids add nothing to a timestamp and are accepted
 /// unchecked; a timestamp of 0 is the documented default (no bound).
-fn history_range(q: &HashMap<String, String>) -> Result<(MessageRange, bool), RestError> {
+pub(super) fn history_range(q: &HashMap<String, String>) -> Result<(MessageRange, bool), RestError> {
     let int = |key: &str| -> Result<Option<i64>, RestError> {
-        q.get(key)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.parse::<i64>().map_err(|_| RestError::bad_request(format!("{key} must be a number"))))
-            .transpose()
-            .map(|v| v.filter(|t| *t > 0))
+        q.get(key).map(|v| timestamp_param(key, v)).transpose().map(|v| v.flatten().filter(|t| *t > 0))
     };
-    let flag = |key: &str| match q.get(key).map(String::as_str) {
-        None | Some("" | "false" | "0") => Ok(false),
-        Some("true" | "1") => Ok(true),
-        Some(_) => Err(RestError::bad_request(format!("{key} must be true or false"))),
-    };
+    let flag = |key: &str| flag_param(q, key);
     let start = match int("timestamp")? {
         Some(t) => Some(t),
         None => int("max_ts")?,
@@ -318,8 +338,36 @@ fn history_range(q: &HashMap<String, String>) -> Result<(MessageRange, bool), Re
     Ok((range, reversed))
 }
 
+/// A timestamp parameter in ms: an integer, or a number with a fraction (the Python
+/// SDK sends `max_ts` as a float); empty is absent.
+pub(super) fn timestamp_param(key: &str, v: &str) -> Result<Option<i64>, RestError> {
+    let bad = || RestError::bad_request(format!("{key} must be a number"));
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match v.parse::<i64>() {
+        Ok(t) => Ok(Some(t)),
+        Err(_) => {
+            let f = v.parse::<f64>().map_err(|_| bad())?;
+            if !f.is_finite() || f.abs() > 9.0e15 {
+                return Err(bad());
+            }
+            Ok(Some(f.trunc() as i64))
+        }
+    }
+}
+
+/// A boolean parameter: `true`/`false` in any case (Python sends `True`), `1`/`0`.
+pub(super) fn flag_param(q: &HashMap<String, String>, key: &str) -> Result<bool, RestError> {
+    match q.get(key).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("" | "false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(_) => Err(RestError::bad_request(format!("{key} must be true or false"))),
+    }
+}
+
 /// A history record as LeanCloud's REST API returns it (§2.4).
-fn record(m: &StoredMessage) -> Value {
+pub(super) fn record(m: &StoredMessage) -> Value {
     let mut r = json!({
         "msg-id": m.id,
         "timestamp": m.ts,
@@ -373,19 +421,27 @@ async fn create_service_conversation(
     Ok(created(json!({"objectId": cid, "createdAt": iso8601(created_at)})))
 }
 
-/// `POST /1.2/rtm/service-conversations/{cid}/broadcasts` with `{from_client, message}`:
-/// a message to every subscriber.
-async fn broadcast(
+/// `GET /1.2/rtm/chatrooms/{cid}/members`: up to 50 of the clients in the room now.
+async fn room_members(
     State(gateway): State<Gateway>,
     Path(cid): Path<String>,
     headers: HeaderMap,
-    body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
-    let body = json_object(body, false)?;
-    let (from, message) = (from_client(&body)?, message_text(&body)?);
-    let (id, t) = gateway.engine.admin_broadcast(&caller.app_id, &cid, &from, message).await?;
-    Ok(axum::Json(json!({"result": {"msg-id": id, "timestamp": t}})).into_response())
+    let mut clients = gateway.engine.admin_room_clients(&caller.app_id, &cid).await?;
+    clients.truncate(ROOM_SAMPLE_MAX);
+    Ok(axum::Json(json!({ "result": clients })).into_response())
+}
+
+/// `GET /1.2/rtm/chatrooms/{cid}/members/online-count`: `{"result": n}`.
+async fn room_online_count(
+    State(gateway): State<Gateway>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, RestError> {
+    let caller = authenticate(&gateway, &headers)?.require_master()?;
+    let clients = gateway.engine.admin_room_clients(&caller.app_id, &cid).await?;
+    Ok(axum::Json(json!({ "result": clients.len() })).into_response())
 }
 
 #[cfg(test)]

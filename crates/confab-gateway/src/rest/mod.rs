@@ -5,7 +5,15 @@
 //! - `conversations`: conversations, chat rooms and service conversations: create,
 //!   query, update, members, send and history;
 //! - `clients`: online check, kick and unread counts;
+//! - `messages`: edits, recalls and deletions, a client's and the app's messages;
+//! - `service`: service conversations' subscribers, broadcasts and targeted messages;
+//! - `moderation`: mutes, roles, silences and blacklists;
+//! - `global`: stats and every conversation;
+//! - `legacy`: the `/1.1/rtm/…` calls of old backends and SDKs;
 //! - `classes`: the storage API's IM classes (`/1.1/classes/…`, `/1.1/scan/classes/…`).
+//!
+//! Every route is listed with its methods (`Routes`), so a test can hold the list
+//! against the OpenAPI document (`docs/openapi.json`).
 //!
 //! Errors are `{"code": N, "error": "…"}` with LeanCloud's HTTP statuses; bodies are
 //! bounded by the gateway's `frame_bytes` (a REST body carries what one WebSocket
@@ -15,6 +23,11 @@ pub(crate) mod auth;
 mod classes;
 mod clients;
 mod conversations;
+mod global;
+mod legacy;
+mod messages;
+mod moderation;
+mod service;
 
 use crate::Gateway;
 use axum::Router;
@@ -23,15 +36,57 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use serde_json::{Map, Value, json};
+
+/// Routes with the methods each path answers, for the OpenAPI check.
+pub(crate) struct Routes {
+    router: Router<Gateway>,
+    /// `(method, path)`, path in axum's (and OpenAPI's) `{param}` form.
+    pub(crate) list: Vec<(&'static str, String)>,
+}
+
+impl Routes {
+    pub(crate) fn new() -> Routes {
+        Routes { router: Router::new(), list: Vec::new() }
+    }
+
+    /// Serves `path` with `handler`, which answers `methods` (e.g. `["GET", "POST"]`).
+    pub(crate) fn at(
+        mut self,
+        path: &str,
+        methods: &[&'static str],
+        handler: MethodRouter<Gateway>,
+    ) -> Routes {
+        self.router = self.router.route(path, handler);
+        self.list.extend(methods.iter().map(|m| (*m, path.to_owned())));
+        self
+    }
+
+    pub(crate) fn merge(mut self, other: Routes) -> Routes {
+        self.router = self.router.merge(other.router);
+        self.list.extend(other.list);
+        self
+    }
+}
+
+/// Every REST route.
+pub(crate) fn routes() -> Routes {
+    conversations::routes()
+        .merge(clients::routes())
+        .merge(messages::routes())
+        .merge(service::routes())
+        .merge(moderation::routes())
+        .merge(global::routes())
+        .merge(legacy::routes())
+        .merge(classes::routes())
+}
 
 /// The REST routes, with their body limit and CORS.
 pub(crate) fn router(gateway: Gateway) -> Router<Gateway> {
     let body_limit = gateway.config.frame_bytes;
-    Router::new()
-        .merge(conversations::routes())
-        .merge(clients::routes())
-        .merge(classes::routes())
+    routes()
+        .router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(gateway, cors))
 }
@@ -51,6 +106,11 @@ impl RestError {
         RestError { status: StatusCode::BAD_REQUEST, code: 107, error: error.into() }
     }
 
+    /// The same error with another HTTP status.
+    pub(crate) fn with_status(self, status: StatusCode) -> RestError {
+        RestError { status, ..self }
+    }
+
     /// 401 with code 401: wrong or missing keys, or the app key where the master key
     /// is needed.
     pub(crate) fn unauthorized() -> RestError {
@@ -62,7 +122,7 @@ impl From<confab_types::ProtocolError> for RestError {
     fn from(e: confab_types::ProtocolError) -> RestError {
         use confab_types::ErrorCode;
         let status = match e.code {
-            ErrorCode::ConversationNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ConversationNotFound | ErrorCode::MessageNotFound => StatusCode::NOT_FOUND,
             ErrorCode::AppNotAvailable => StatusCode::UNAUTHORIZED,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -158,5 +218,33 @@ fn allow_origin(headers: &mut HeaderMap, origin: &str) {
     if let Ok(v) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeSet;
+
+    /// Every served route is in docs/openapi.json, and everything there is served.
+    #[test]
+    fn openapi_lists_every_route() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(|m| (m.to_uppercase(), p.clone())))
+            .collect();
+        let served: BTreeSet<(String, String)> =
+            super::routes().list.into_iter().map(|(m, p)| (m.to_owned(), p)).collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "served but not in docs/openapi.json: {undocumented:?}\nin docs/openapi.json but not served: \
+             {unserved:?}\n(edit docs/openapi.py and run it)"
+        );
     }
 }

@@ -1,0 +1,555 @@
+//! Confab's cluster back end on Redis: the [`Cluster`] port of the engine for several
+//! nodes sharing one PostgreSQL store.
+//!
+//! - **Events** between nodes travel over one PUB/SUB channel, `confab:events`: every
+//!   node publishes what the others must act on and hears everything, each acting for
+//!   its own sessions only (three to a few nodes: every node reads all events, as
+//!   Socket.IO's Redis adapter does). PUB/SUB is at most once; nothing durable travels
+//!   here: a session that misses a message sees the gap at the next one and replays
+//!   from the store, and after a lost subscription every node reloads what it caches.
+//! - **The session registry**: per client a hash `confab:p:<app>:<client>` of
+//!   `<instance>/<session>` → device tag, changed by Lua scripts so that a tag check and
+//!   a registration are one atomic step across nodes. Liveness: each instance renews its
+//!   score in the sorted set `confab:nodes` (its expiry, by Redis's clock) every second;
+//!   a registration of an instance that stopped renewing no longer counts, and is purged.
+//! - Redis is never the source of truth: when it restarts empty, every node registers
+//!   its sessions again.
+
+use confab_engine::ports::{ClaimError, Cluster, ClusterFuture, NodeEvent, NodeEvents, SessionRef, TagClaim};
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The channel every node publishes to and hears.
+const EVENTS: &str = "confab:events";
+/// The sorted set of node instances, scored by when their liveness expires (ms).
+const NODES: &str = "confab:nodes";
+/// How often a node renews its liveness.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a node counts as live after its last renewal (ms). A node killed without
+/// warning stops counting this long after: a client reconnecting elsewhere with the
+/// same device tag is refused (4111) until then, so this stays well under the 10 s a
+/// reconnecting client may take.
+const LIVENESS_MS: u64 = 4000;
+/// After how long past its expiry a dead node's registrations are purged (ms).
+const PURGE_AFTER_MS: u64 = 10_000;
+/// The longest any registry call may take before it counts as unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Events waiting to be published; beyond this they are dropped (and counted): a node
+/// cut off from Redis must not grow without bound, and receivers repair from the store.
+const PUBLISH_QUEUE: usize = 65_536;
+
+/// A Redis failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisClusterError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL: {0}")]
+    Url(String),
+    /// Redis cannot be reached or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// One event on the wire: who sent it, for which app.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    /// The publishing instance (a node ignores its own events).
+    n: String,
+    /// The app.
+    a: String,
+    /// The event.
+    e: NodeEvent,
+}
+
+/// This node's registrations, to register again after Redis lost them.
+type Registrations = HashMap<(String, String, SessionRef), Option<String>>;
+
+/// A node's link to the cluster through Redis. Cheap to share; its background tasks
+/// run on the tokio runtime that called [`RedisCluster::connect`].
+pub struct RedisCluster {
+    client: redis::Client,
+    conn: ConnectionManager,
+    instance: String,
+    publish: mpsc::Sender<(String, NodeEvent)>,
+    registered: Mutex<Registrations>,
+    healthy: AtomicBool,
+    dropped: std::sync::atomic::AtomicU64,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster").field("instance", &self.instance).finish()
+    }
+}
+
+struct Scripts {
+    claim: redis::Script,
+    online: redis::Script,
+    heartbeat: redis::Script,
+    purge: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            claim: redis::Script::new(CLAIM_LUA),
+            online: redis::Script::new(ONLINE_LUA),
+            heartbeat: redis::Script::new(HEARTBEAT_LUA),
+            purge: redis::Script::new(PURGE_LUA),
+        }
+    }
+}
+
+/// Sets `now` to milliseconds by Redis's clock, so that nodes whose clocks disagree agree
+/// on who is live. Every script starts with it.
+macro_rules! lua_now {
+    () => {
+        "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    };
+}
+
+/// KEYS: the client's hash, the nodes set, this instance's key set.
+/// ARGV: field (`instance/session`), tag (`""`: none), `take` or `keep`.
+/// Returns the displaced fields, or `{"held"}` when a re-login finds its tag held.
+const CLAIM_LUA: &str = concat!(
+    lua_now!(),
+    r#"
+local field, tag, claim = ARGV[1], ARGV[2], ARGV[3]
+local mine = string.match(field, '^(.*)/')
+local displaced = {}
+if tag ~= '' then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local f, v = all[i], all[i + 1]
+    local node = string.match(f, '^(.*)/')
+    if f ~= field and v == tag and node ~= mine then
+      local expires = redis.call('ZSCORE', KEYS[2], node)
+      if expires and tonumber(expires) >= now then
+        if claim == 'keep' then return {'held'} end
+        table.insert(displaced, f)
+      else
+        redis.call('HDEL', KEYS[1], f)
+      end
+    end
+  end
+end
+for _, f in ipairs(displaced) do redis.call('HDEL', KEYS[1], f) end
+redis.call('HSET', KEYS[1], field, tag)
+redis.call('SADD', KEYS[3], KEYS[1])
+return displaced
+"#
+);
+
+/// KEYS: the clients' hashes, then the nodes set (last). Returns 1 or 0 per client.
+const ONLINE_LUA: &str = concat!(
+    lua_now!(),
+    r#"
+local nodes = KEYS[#KEYS]
+local live = {}
+local out = {}
+for i = 1, #KEYS - 1 do
+  local found = 0
+  for _, f in ipairs(redis.call('HKEYS', KEYS[i])) do
+    local node = string.match(f, '^(.*)/')
+    if live[node] == nil then
+      local expires = redis.call('ZSCORE', nodes, node)
+      live[node] = (expires and tonumber(expires) >= now) and 1 or 0
+    end
+    if live[node] == 1 then found = 1 break end
+  end
+  out[i] = found
+end
+return out
+"#
+);
+
+/// KEYS: the nodes set. ARGV: instance, liveness (ms). Returns 1 when the instance was
+/// not there (Redis lost it: restarted empty, or purged it after a long outage).
+const HEARTBEAT_LUA: &str = concat!(
+    lua_now!(),
+    r#"
+return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+"#
+);
+
+/// KEYS: the nodes set. ARGV: grace (ms). Removes the registrations of instances whose
+/// liveness expired more than the grace ago. Returns how many instances were purged.
+const PURGE_LUA: &str = concat!(
+    lua_now!(),
+    r#"
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+for _, node in ipairs(dead) do
+  local set = 'confab:node:' .. node
+  local prefix = node .. '/'
+  for _, h in ipairs(redis.call('SMEMBERS', set)) do
+    for _, f in ipairs(redis.call('HKEYS', h)) do
+      if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', h, f) end
+    end
+  end
+  redis.call('DEL', set)
+  redis.call('ZREM', KEYS[1], node)
+end
+return #dead
+"#
+);
+
+fn client_key(app: &str, client: &str) -> String {
+    format!("confab:p:{app}:{client}")
+}
+
+fn field(session: &SessionRef) -> String {
+    format!("{}/{}", session.node, session.session)
+}
+
+fn parse_field(field: &str) -> Option<SessionRef> {
+    let (node, session) = field.rsplit_once('/')?;
+    Some(SessionRef { node: node.to_owned(), session: session.parse().ok()? })
+}
+
+impl RedisCluster {
+    /// Connects to Redis at `url` as node `node` (its instance adds a random suffix,
+    /// so a restarted node is a new instance), and starts renewing its liveness.
+    /// Fails when Redis cannot be reached now.
+    pub async fn connect(url: &str, node: &str) -> Result<Arc<RedisCluster>, RedisClusterError> {
+        let client = redis::Client::open(url).map_err(|e| RedisClusterError::Url(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client.get_connection_manager_with_config(config).await?;
+        let mut suffix = [0u8; 4];
+        getrandom::fill(&mut suffix).map_err(|e| RedisClusterError::Url(e.to_string()))?;
+        let instance = format!("{node}#{}", hex::encode(suffix));
+        let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
+        let cluster = Arc::new(RedisCluster {
+            client,
+            conn,
+            instance,
+            publish,
+            registered: Mutex::new(HashMap::new()),
+            healthy: AtomicBool::new(false),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+            scripts: Scripts::new(),
+        });
+        cluster.heartbeat().await?;
+        cluster.healthy.store(true, Ordering::Release);
+        tokio::spawn(publisher(cluster.conn.clone(), cluster.instance.clone(), queue));
+        tokio::spawn(keep_alive(Arc::downgrade(&cluster)));
+        Ok(cluster)
+    }
+
+    /// Starts handing the other nodes' events to `events`, in the order published.
+    /// After a lost subscription it subscribes again and tells `events` to resync.
+    pub fn attach(self: &Arc<Self>, events: Arc<dyn NodeEvents>) {
+        tokio::spawn(subscriber(Arc::downgrade(self), events));
+    }
+
+    /// Events dropped because the publish queue was full (Redis unreachable for long).
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Renews this instance's liveness; `true` when Redis had lost it.
+    async fn heartbeat(&self) -> Result<bool, RedisClusterError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.heartbeat.prepare_invoke();
+        call.key(NODES).arg(&self.instance).arg(LIVENESS_MS);
+        let added: i64 = timed(call.invoke_async(&mut conn)).await?;
+        Ok(added == 1)
+    }
+
+    /// Registers this node's sessions again (after Redis came back empty).
+    async fn reregister(&self) -> Result<(), RedisClusterError> {
+        let all: Vec<((String, String, SessionRef), Option<String>)> = {
+            let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+            registered.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut conn = self.conn.clone();
+        let own = format!("confab:node:{}", self.instance);
+        for chunk in all.chunks(512) {
+            let mut pipe = redis::pipe();
+            for ((app, client, session), tag) in chunk {
+                let key = client_key(app, client);
+                pipe.hset(&key, field(session), tag.clone().unwrap_or_default()).ignore();
+                pipe.sadd(&own, &key).ignore();
+            }
+            let _: () = timed(pipe.query_async(&mut conn)).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn timed<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisClusterError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RedisClusterError::Redis(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "redis call timed out",
+        )))),
+    }
+}
+
+/// Publishes queued events, as many per round trip as are waiting.
+async fn publisher(
+    mut conn: ConnectionManager,
+    instance: String,
+    mut queue: mpsc::Receiver<(String, NodeEvent)>,
+) {
+    let mut batch = Vec::new();
+    let mut failing = false;
+    while queue.recv_many(&mut batch, 512).await > 0 {
+        let mut pipe = redis::pipe();
+        for (app, event) in batch.drain(..) {
+            let envelope = Envelope { n: instance.clone(), a: app, e: event };
+            match serde_json::to_vec(&envelope) {
+                Ok(bytes) => {
+                    pipe.publish(EVENTS, bytes).ignore();
+                }
+                Err(e) => tracing::error!(error = %e, "cluster event not encoded"),
+            }
+        }
+        match timed(pipe.query_async::<()>(&mut conn)).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("cluster events flow again");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, "cluster events not published: other nodes repair from the store");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Renews liveness every second, registers the sessions again when Redis restarted,
+/// and purges dead nodes' registrations.
+async fn keep_alive(cluster: std::sync::Weak<RedisCluster>) {
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let Some(cluster) = cluster.upgrade() else { return };
+        ticks += 1;
+        let was_healthy = cluster.is_healthy();
+        match cluster.heartbeat().await {
+            Ok(lost) => {
+                // Redis restarted empty, or purged this node after a long outage: put its
+                // sessions back.
+                if lost || !was_healthy {
+                    match cluster.reregister().await {
+                        Ok(()) => {
+                            tracing::info!(instance = %cluster.instance, "cluster registry reachable again");
+                            cluster.healthy.store(true, Ordering::Release);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster registry: sessions not registered again yet")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if was_healthy {
+                    tracing::error!(error = %e, "cluster registry unreachable: logins are checked on this node only");
+                }
+                cluster.healthy.store(false, Ordering::Release);
+                continue;
+            }
+        }
+        if ticks.is_multiple_of(5) {
+            let mut conn = cluster.conn.clone();
+            let mut purge = cluster.scripts.purge.prepare_invoke();
+            purge.key(NODES).arg(PURGE_AFTER_MS);
+            match timed(purge.invoke_async::<i64>(&mut conn)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "dead nodes' sessions removed from the registry"),
+                Err(e) => tracing::warn!(error = %e, "cluster registry: purge failed"),
+            }
+        }
+    }
+}
+
+/// Hears the other nodes' events; resubscribes after a lost link.
+async fn subscriber(cluster: std::sync::Weak<RedisCluster>, events: Arc<dyn NodeEvents>) {
+    let mut first = true;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some((client, instance)) = cluster.upgrade().map(|c| (c.client.clone(), c.instance.clone()))
+        else {
+            return;
+        };
+        let pubsub = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(EVENTS).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let mut pubsub = match timed(pubsub).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster events: cannot subscribe yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        if !first {
+            // Whatever was published meanwhile is lost: reload what this node caches.
+            tracing::info!("cluster events: subscribed again, resyncing");
+            events.resync().await;
+        }
+        first = false;
+        let mut stream = pubsub.on_message();
+        while let Some(msg) = stream.next().await {
+            let envelope: Envelope = match serde_json::from_slice(msg.get_payload_bytes()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster event not understood (another version?)");
+                    continue;
+                }
+            };
+            if envelope.n != instance {
+                events.node_event(&envelope.a, envelope.e).await;
+            }
+        }
+        tracing::warn!("cluster events: subscription lost");
+    }
+}
+
+impl Cluster for RedisCluster {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Whether Redis answered this node's last liveness renewal.
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, app: &str, event: NodeEvent) {
+        if self.publish.try_send((app.to_owned(), event)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn claim<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        session: SessionRef,
+        tag: Option<&'a str>,
+        claim: TagClaim,
+    ) -> ClusterFuture<'a, Result<Vec<SessionRef>, ClaimError>> {
+        Box::pin(async move {
+            self.registered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((app.to_owned(), client.to_owned(), session.clone()), tag.map(str::to_owned));
+            let mut conn = self.conn.clone();
+            let own = format!("confab:node:{}", self.instance);
+            let mode = if claim == TagClaim::Keep { "keep" } else { "take" };
+            let mut call = self.scripts.claim.prepare_invoke();
+            call.key(client_key(app, client))
+                .key(NODES)
+                .key(own)
+                .arg(field(&session))
+                .arg(tag.unwrap_or(""))
+                .arg(mode);
+            let out: Vec<String> = timed(call.invoke_async(&mut conn))
+                .await
+                .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
+            if out.first().is_some_and(|f| f == "held") {
+                self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(&(
+                    app.to_owned(),
+                    client.to_owned(),
+                    session,
+                ));
+                return Err(ClaimError::Held);
+            }
+            Ok(out.iter().filter_map(|f| parse_field(f)).collect())
+        })
+    }
+
+    fn release(&self, app: &str, client: &str, session: SessionRef) {
+        let removed = self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(&(
+            app.to_owned(),
+            client.to_owned(),
+            session.clone(),
+        ));
+        if removed.is_none() {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        let (key, field) = (client_key(app, client), field(&session));
+        tokio::spawn(async move {
+            let del = async { redis::cmd("HDEL").arg(&key).arg(&field).query_async::<i64>(&mut conn).await };
+            if let Err(e) = timed(del).await {
+                // Left behind, it is purged with the node, or replaced at the next login.
+                tracing::warn!(error = %e, "cluster registry: a closed session stays registered");
+            }
+        });
+    }
+
+    fn spend_nonce<'a>(&'a self, app: &'a str, nonce: &'a str, ttl_ms: u64) -> ClusterFuture<'a, Option<bool>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut set = redis::cmd("SET");
+            set.arg(format!("confab:nonce:{app}:{nonce}")).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+            match timed(set.query_async::<Option<String>>(&mut conn)).await {
+                Ok(reply) => Some(reply.is_some()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster registry: nonce check failed");
+                    None
+                }
+            }
+        })
+    }
+
+    fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>> {
+        Box::pin(async move {
+            if clients.is_empty() {
+                return Some(Vec::new());
+            }
+            let mut call = self.scripts.online.prepare_invoke();
+            for c in &clients {
+                call.key(client_key(app, c));
+            }
+            call.key(NODES);
+            let mut conn = self.conn.clone();
+            match timed(call.invoke_async::<Vec<i64>>(&mut conn)).await {
+                Ok(flags) => {
+                    Some(clients.into_iter().zip(flags).filter(|(_, on)| *on == 1).map(|(c, _)| c).collect())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster registry: online check failed");
+                    None
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn fields_name_a_session_and_parse_back() {
+        let s = SessionRef { node: "host:7878#0a1b2c3d".into(), session: 42 };
+        assert_eq!(field(&s), "host:7878#0a1b2c3d/42");
+        assert_eq!(parse_field(&field(&s)), Some(s));
+        assert_eq!(parse_field("no-slash"), None);
+        assert_eq!(parse_field("node/not-a-number"), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! The Redis cluster back end against a real, throw-away `redis-server`: events between
+//! nodes, the atomic device-tag claim, liveness of dead nodes, and a Redis restart.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use confab_cluster_redis::RedisCluster;
+use confab_engine::ports::{ClaimError, Cluster, ClusterFuture, NodeEvent, NodeEvents, SessionRef, TagClaim};
+use confab_testkit::redis::start_or_skip;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Collects the events a node hears, and counts its resyncs.
+struct Heard(mpsc::UnboundedSender<(String, Option<NodeEvent>)>);
+
+impl NodeEvents for Heard {
+    fn node_event(&self, app: &str, event: NodeEvent) -> ClusterFuture<'static, ()> {
+        let _ = self.0.send((app.to_owned(), Some(event)));
+        Box::pin(std::future::ready(()))
+    }
+
+    fn resync(&self) -> ClusterFuture<'static, ()> {
+        let _ = self.0.send(("*".into(), None));
+        Box::pin(std::future::ready(()))
+    }
+}
+
+fn heard() -> (Arc<Heard>, mpsc::UnboundedReceiver<(String, Option<NodeEvent>)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Arc::new(Heard(tx)), rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<(String, Option<NodeEvent>)>) -> (String, Option<NodeEvent>) {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event in time").expect("open")
+}
+
+fn changed(cid: &str) -> NodeEvent {
+    NodeEvent::ConvChanged { cid: cid.into() }
+}
+
+fn session(node: &RedisCluster, n: u64) -> SessionRef {
+    SessionRef { node: node.instance().to_owned(), session: n }
+}
+
+/// Polls `f` until it holds (liveness expiry takes seconds by Redis's clock).
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn events_reach_the_other_nodes_in_order_and_never_their_sender() {
+    let Some(redis) = start_or_skip("events_reach_the_other_nodes") else { return };
+    let a = RedisCluster::connect(&redis.url(), "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "b").await.unwrap();
+    let (to_a, mut at_a) = heard();
+    let (to_b, mut at_b) = heard();
+    a.attach(to_a);
+    b.attach(to_b);
+    // Subscriptions are live once an event goes through.
+    eventually("b subscribed", async || {
+        a.publish("app", changed("probe"));
+        tokio::time::timeout(Duration::from_millis(200), at_b.recv()).await.is_ok()
+    })
+    .await;
+    while at_b.try_recv().is_ok() {}
+    for i in 0..100 {
+        a.publish("app", changed(&format!("c{i}")));
+    }
+    for i in 0..100 {
+        assert_eq!(next(&mut at_b).await, ("app".into(), Some(changed(&format!("c{i}")))));
+    }
+    b.publish("other", changed("from b"));
+    assert_eq!(next(&mut at_a).await, ("other".into(), Some(changed("from b"))));
+    // a heard none of its own.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(at_a.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_device_tag_is_claimed_atomically_across_nodes_and_dead_nodes_stop_counting() {
+    let Some(redis) = start_or_skip("a_device_tag_is_claimed_atomically") else { return };
+    let a = RedisCluster::connect(&redis.url(), "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "b").await.unwrap();
+    let mobile = Some("mobile");
+    assert_eq!(a.claim("app", "bob", session(&a, 1), mobile, TagClaim::Take).await, Ok(vec![]));
+    assert_eq!(a.claim("app", "bob", session(&a, 2), None, TagClaim::Take).await, Ok(vec![]));
+    // The same tag on node b takes it from node a.
+    assert_eq!(b.claim("app", "bob", session(&b, 7), mobile, TagClaim::Take).await, Ok(vec![session(&a, 1)]));
+    // A re-login on node a finds it held on node b.
+    assert_eq!(a.claim("app", "bob", session(&a, 3), mobile, TagClaim::Keep).await, Err(ClaimError::Held));
+    // Apps are apart.
+    assert_eq!(a.claim("other", "bob", session(&a, 4), mobile, TagClaim::Keep).await, Ok(vec![]));
+    let online = a.online("app", vec!["bob".into(), "carol".into()]).await;
+    assert_eq!(online, Some(vec!["bob".to_owned()]));
+    // Released sessions no longer count (the release does not wait for Redis).
+    a.release("app", "bob", session(&a, 2));
+    b.release("app", "bob", session(&b, 7));
+    eventually("bob offline once his sessions are released", async || {
+        a.online("app", vec!["bob".into()]).await == Some(vec![])
+    })
+    .await;
+    // A node that dies (stops renewing) stops counting: its tag can be kept by a
+    // re-login elsewhere, and its clients are offline.
+    let c = RedisCluster::connect(&redis.url(), "c").await.unwrap();
+    assert_eq!(c.claim("app", "carol", session(&c, 1), mobile, TagClaim::Take).await, Ok(vec![]));
+    assert_eq!(b.claim("app", "carol", session(&b, 9), mobile, TagClaim::Keep).await, Err(ClaimError::Held));
+    drop(c);
+    eventually("carol offline after her node died", async || {
+        a.online("app", vec!["carol".into()]).await == Some(vec![])
+    })
+    .await;
+    assert_eq!(b.claim("app", "carol", session(&b, 9), mobile, TagClaim::Keep).await, Ok(vec![]));
+}
+
+#[tokio::test]
+async fn after_a_redis_restart_nodes_register_again_and_resync() {
+    let Some(mut redis) = start_or_skip("after_a_redis_restart") else { return };
+    let a = RedisCluster::connect(&redis.url(), "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "b").await.unwrap();
+    let (to_b, mut at_b) = heard();
+    b.attach(to_b);
+    assert_eq!(a.claim("app", "bob", session(&a, 1), Some("mobile"), TagClaim::Take).await, Ok(vec![]));
+    redis.restart();
+    // Redis came back empty: a registers bob again, b subscribes again and resyncs.
+    eventually("bob registered again", async || {
+        b.online("app", vec!["bob".into()]).await == Some(vec!["bob".to_owned()])
+    })
+    .await;
+    assert_eq!(
+        b.claim("app", "bob", session(&b, 2), Some("mobile"), TagClaim::Keep).await,
+        Err(ClaimError::Held),
+        "the tag is held again"
+    );
+    eventually("b resynced", async || matches!(at_b.try_recv(), Ok((_, None)))).await;
+    eventually("events flow again", async || {
+        a.publish("app", changed("after"));
+        tokio::time::timeout(Duration::from_millis(200), at_b.recv()).await.is_ok_and(|e| e.is_some())
+    })
+    .await;
+}

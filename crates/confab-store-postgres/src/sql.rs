@@ -1,0 +1,193 @@
+//! The SQL the store runs, in one place. Every write is one statement (data-modifying
+//! CTEs where a write touches several tables), so a batch is a list of statements the
+//! writer pipelines on one connection, and a write that must fail alone (an existing
+//! id, a missing position) says so in its result rows instead of aborting the
+//! transaction with an error.
+
+/// Assigns the next position and inserts the message, atomically: the `UPDATE` locks
+/// the conversation row until the transaction ends, so writers on every node take
+/// turns on it and the position comes from the database. `ts = max(proposed,
+/// last_ts + 1)`; `prev_ts` is the position before it; `seq` counts the conversation's
+/// messages densely (1, 2, 3, …) so a reader can see a gap. A message log without a
+/// conversation row (a system conversation's inbox) keeps its head in `heads`.
+///
+/// $1 app, $2 cid, $3 proposed ts, $4 id, $5 sender, $6 body, $7 receipt, $8 binary,
+/// $9 mention_all, $10 mention_pids, $11 lctype. Returns `(ts, prev_ts, seq)`.
+pub(crate) const APPEND: &str = "
+WITH c AS (
+    UPDATE conversations
+       SET prev_ts = last_ts, last_ts = GREATEST(last_ts + 1, $3::bigint), seq = seq + 1,
+           last_mid = $4::text, last_from = $5::text, last_data = $6::bytea
+     WHERE app = $1::text AND id = $2::text
+ RETURNING last_ts, prev_ts, seq),
+h AS (
+    INSERT INTO heads AS h (app, cid, last_ts, prev_ts, seq)
+    SELECT $1::text, $2::text, GREATEST($3::bigint, 1), 0, 1 WHERE NOT EXISTS (SELECT 1 FROM c)
+    ON CONFLICT (app, cid) DO UPDATE
+       SET prev_ts = h.last_ts, last_ts = GREATEST(h.last_ts + 1, EXCLUDED.last_ts), seq = h.seq + 1
+ RETURNING last_ts, prev_ts, seq),
+p AS (SELECT last_ts, prev_ts, seq FROM c UNION ALL SELECT last_ts, prev_ts, seq FROM h),
+i AS (
+    INSERT INTO messages (app, cid, ts, seq, id, sender, body, receipt, is_binary, mention_all, mention_pids, lctype)
+    SELECT $1::text, $2::text, p.last_ts, p.seq, $4::text, $5::text, $6::bytea, $7::boolean, $8::boolean,
+           $9::boolean, $10::text[], $11::bigint
+      FROM p)
+SELECT last_ts, prev_ts, seq FROM p";
+
+/// Locks the conversation rows a batch touches, in one order on every node, before the
+/// batch's statements lock them one by one in call order: two nodes' batches holding
+/// each other's conversations would otherwise deadlock. $1 apps, $2 ids.
+pub(crate) const LOCK_CONVERSATIONS: &str = "
+SELECT 1 FROM conversations
+ WHERE (app, id) IN (SELECT a, i FROM unnest($1::text[], $2::text[]) AS k(a, i))
+ ORDER BY app, id FOR UPDATE";
+
+/// $1 app, $2 id, $3 kind, $4 creator, $5 unique_key, $6 attrs, $7 created_at,
+/// $8 updated_at, $9 expires_at, $10 members (distinct, in order). One row when created;
+/// none when the id or the unique key is taken.
+pub(crate) const CREATE_CONVERSATION: &str = "
+WITH c AS (
+    INSERT INTO conversations (app, id, kind, creator, unique_key, attrs, created_at, updated_at, expires_at)
+    VALUES ($1::text, $2::text, $3::bigint, $4::text, $5::text, $6::text, $7::bigint, $8::bigint, $9::bigint)
+    ON CONFLICT DO NOTHING
+ RETURNING app, id),
+m AS (
+    INSERT INTO members (app, cid, client, joined_at)
+    SELECT c.app, c.id, u.client, $7::bigint
+      FROM c, unnest($10::text[]) WITH ORDINALITY AS u(client, o) ORDER BY u.o
+    ON CONFLICT DO NOTHING)
+SELECT 1 FROM c";
+
+/// $1 app, $2 cid, $3 attrs, $4 updated_at.
+pub(crate) const SET_ATTRIBUTES: &str = "UPDATE conversations SET attrs = $3::text, updated_at = $4::bigint WHERE app = $1::text AND id = $2::text";
+
+/// New members start their cursor at the newest message. $1 app, $2 cid, $3 members
+/// (distinct, in order), $4 updated_at.
+pub(crate) const ADD_MEMBERS: &str = "
+WITH m AS (
+    INSERT INTO members (app, cid, client, cursor_ts, joined_at)
+    SELECT c.app, c.id, u.client, c.last_ts, $4::bigint
+      FROM conversations c, unnest($3::text[]) WITH ORDINALITY AS u(client, o)
+     WHERE c.app = $1::text AND c.id = $2::text
+     ORDER BY u.o
+    ON CONFLICT DO NOTHING)
+UPDATE conversations SET updated_at = $4::bigint WHERE app = $1::text AND id = $2::text";
+
+/// $1 app, $2 cid, $3 members, $4 updated_at.
+pub(crate) const REMOVE_MEMBERS: &str = "
+WITH d AS (DELETE FROM members WHERE app = $1::text AND cid = $2::text AND client = ANY($3::text[]))
+UPDATE conversations SET updated_at = $4::bigint WHERE app = $1::text AND id = $2::text";
+
+/// $1 app, $2 cid, $3 client, $4 ts.
+pub(crate) const SAVE_READ: &str = "UPDATE members SET read_ts = $4::bigint
+ WHERE app = $1::text AND cid = $2::text AND client = $3::text AND read_ts < $4::bigint";
+
+/// $1 app, $2 cid, $3 client, $4 role.
+pub(crate) const SET_ROLE: &str =
+    "UPDATE members SET role = $4::text WHERE app = $1::text AND cid = $2::text AND client = $3::text";
+
+/// $1 app, $2 cid, $3 clients, $4 on.
+pub(crate) const SET_SHUT_UP: &str = "UPDATE members SET shut_up = $4::boolean
+ WHERE app = $1::text AND cid = $2::text AND client = ANY($3::text[])";
+
+/// $1 app, $2 cid, $3 client, $4 muted.
+pub(crate) const SET_MUTED: &str =
+    "UPDATE members SET muted = $4::boolean WHERE app = $1::text AND cid = $2::text AND client = $3::text";
+
+/// Blocks clients (distinct) and removes those who are members. $1 app, $2 cid, $3 clients.
+pub(crate) const BLOCK: &str = "
+WITH b AS (
+    INSERT INTO blocked (app, cid, client) SELECT $1::text, $2::text, u FROM unnest($3::text[]) AS u
+    ON CONFLICT DO NOTHING)
+DELETE FROM members WHERE app = $1::text AND cid = $2::text AND client = ANY($3::text[])";
+
+/// $1 app, $2 cid, $3 clients.
+pub(crate) const UNBLOCK: &str =
+    "DELETE FROM blocked WHERE app = $1::text AND cid = $2::text AND client = ANY($3::text[])";
+
+/// $1 app, $2 cid, $3 ts, $4 body, $5 patched_at, $6 lctype. One row when the message exists.
+pub(crate) const PATCH: &str = "
+WITH u AS (
+    UPDATE messages SET body = $4::bytea, patched_at = $5::bigint, lctype = $6::bigint
+     WHERE app = $1::text AND cid = $2::text AND ts = $3::bigint
+ RETURNING ts),
+c AS (
+    UPDATE conversations SET last_data = $4::bytea
+     WHERE app = $1::text AND id = $2::text AND last_ts = $3::bigint AND EXISTS (SELECT 1 FROM u))
+SELECT 1 FROM u";
+
+/// Drops the conversation with its log and its side logs (`<cid>:…`: ids from
+/// `<cid>:` up to `<cid>;`, ';' following ':'). $1 app, $2 cid, $3 `<cid>:`, $4 `<cid>;`.
+pub(crate) const DELETE_CONVERSATION: &str = "
+WITH a AS (DELETE FROM messages
+            WHERE app = $1::text AND (cid = $2::text OR (cid >= $3::text AND cid < $4::text))),
+b AS (DELETE FROM members WHERE app = $1::text AND cid = $2::text),
+d AS (DELETE FROM blocked WHERE app = $1::text AND cid = $2::text),
+e AS (DELETE FROM heads WHERE app = $1::text AND (cid = $2::text OR (cid >= $3::text AND cid < $4::text)))
+DELETE FROM conversations WHERE app = $1::text AND id = $2::text";
+
+/// Deletes one message; the conversation's head (last message, positions) stays.
+/// $1 app, $2 cid, $3 ts.
+pub(crate) const DELETE_MESSAGE: &str =
+    "DELETE FROM messages WHERE app = $1::text AND cid = $2::text AND ts = $3::bigint";
+
+/// $1 app, $2 cid, $3 client.
+pub(crate) const JOINED_AT: &str = "SELECT COALESCE(joined_at, 0) FROM members
+ WHERE app = $1::text AND cid = $2::text AND client = $3::text";
+
+/// $1 app, $2 cid.
+pub(crate) const RELEASE_UNIQUE: &str =
+    "UPDATE conversations SET unique_key = NULL WHERE app = $1::text AND id = $2::text";
+
+/// Moves buffered delivery cursors forward, all in one statement. $1 apps, $2 cids,
+/// $3 clients, $4 positions.
+pub(crate) const SAVE_CURSORS: &str = "
+UPDATE members m SET cursor_ts = v.ts
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS v(app, cid, client, ts)
+ WHERE m.app = v.app AND m.cid = v.cid AND m.client = v.client AND m.cursor_ts < v.ts";
+
+/// A conversation with its members, read in one statement; the `WHERE` is appended.
+pub(crate) const CONVERSATION: &str = "
+SELECT c.id, c.kind, c.creator, c.unique_key, c.attrs, c.created_at, c.updated_at, c.last_ts, c.last_mid,
+       c.last_from, c.last_data, c.expires_at, mm.members, mm.muted, mm.managers, mm.shut_up,
+       ARRAY(SELECT b.client FROM blocked b WHERE b.app = c.app AND b.cid = c.id ORDER BY b.client) AS blocked
+  FROM conversations c
+  LEFT JOIN LATERAL (
+    SELECT array_agg(m.client ORDER BY m.joined) AS members,
+           array_agg(m.client ORDER BY m.joined) FILTER (WHERE m.muted) AS muted,
+           array_agg(m.client ORDER BY m.joined) FILTER (WHERE m.role = 'Manager') AS managers,
+           array_agg(m.client ORDER BY m.joined) FILTER (WHERE m.shut_up) AS shut_up
+      FROM members m WHERE m.app = c.app AND m.cid = c.id) mm ON TRUE";
+
+/// The columns [`crate::message_row`] reads, in its order.
+pub(crate) const MESSAGE_COLUMNS: &str =
+    "id, ts, sender, body, receipt, patched_at, is_binary, mention_all, mention_pids";
+
+/// A client's cursors with each conversation's newest position. $1 app, $2 client.
+pub(crate) const MEMBER_CURSORS: &str = "
+SELECT m.cid, m.cursor_ts, c.last_ts FROM members m JOIN conversations c ON c.app = m.app AND c.id = m.cid
+ WHERE m.app = $1::text AND m.client = $2::text";
+
+/// $1 app, $2 cid.
+pub(crate) const MEMBER_POSITIONS: &str =
+    "SELECT client, cursor_ts, read_ts FROM members WHERE app = $1::text AND cid = $2::text ORDER BY joined";
+
+/// $1 app, $2 client, $3 since, $4 limit.
+pub(crate) const PATCHED_SINCE: &str = "
+SELECT g.cid, g.id, g.ts, g.sender, g.body, g.receipt, g.patched_at, g.is_binary, g.mention_all, g.mention_pids
+  FROM members m JOIN messages g ON g.app = m.app AND g.cid = m.cid
+ WHERE m.app = $1::text AND m.client = $2::text AND g.patched_at > $3::bigint
+ ORDER BY g.patched_at, g.cid, g.ts LIMIT $4::bigint";
+
+/// Unread counts, newest conversation first. $1 app, $2 client, $3 max.
+pub(crate) const UNREAD: &str = "
+SELECT cid, last_ts, last_mid, last_from, last_data, unread, mentioned FROM (
+    SELECT m.cid, c.last_ts, c.last_mid, c.last_from, c.last_data,
+           (SELECT count(*) FROM messages g
+             WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client) AS unread,
+           EXISTS (SELECT 1 FROM messages g
+             WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client
+               AND (g.mention_all OR m.client = ANY(g.mention_pids))) AS mentioned
+      FROM members m JOIN conversations c ON c.app = m.app AND c.id = m.cid
+     WHERE m.app = $1::text AND m.client = $2::text AND c.kind <> 2 AND c.last_ts > m.read_ts
+) s WHERE s.unread > 0 ORDER BY s.last_ts DESC LIMIT $3::bigint";

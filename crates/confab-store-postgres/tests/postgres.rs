@@ -1,0 +1,186 @@
+//! What the PostgreSQL store adds to the shared rules: positions assigned by the
+//! database when several stores (nodes) write one conversation, batched commits,
+//! migrations that several nodes may run at once, and losing the server.
+#![allow(clippy::unwrap_used)]
+
+use confab_engine::ports::{
+    Appended, ConvKind, ConversationRecord, MessageRange, Store, StoreError, StoredMessage,
+};
+use confab_store_postgres::{PostgresStore, SCHEMA_VERSION};
+use confab_testkit::TempPostgres;
+use std::time::Duration;
+
+const APP: &str = "app";
+
+fn conv(id: &str) -> ConversationRecord {
+    ConversationRecord {
+        app: APP.into(),
+        id: id.into(),
+        kind: ConvKind::Normal,
+        creator: "alice".into(),
+        members: vec!["alice".into(), "bob".into()],
+        muted: Vec::new(),
+        managers: Vec::new(),
+        shut_up: Vec::new(),
+        blocked: Vec::new(),
+        expires_at: None,
+        attrs: serde_json::Map::new(),
+        unique_key: None,
+        created_at: 1,
+        updated_at: 1,
+        last_message: None,
+    }
+}
+
+fn msg(cid: &str, id: &str, ts: i64, data: &str) -> StoredMessage {
+    StoredMessage {
+        app: APP.into(),
+        cid: cid.into(),
+        id: id.into(),
+        ts,
+        from: "alice".into(),
+        data: data.into(),
+        receipt: false,
+        patched_at: None,
+        binary: false,
+        mentions: Default::default(),
+    }
+}
+
+async fn history(store: &PostgresStore, cid: &str) -> Vec<StoredMessage> {
+    store.messages(APP, cid, MessageRange { limit: 100_000, ..Default::default() }).await.unwrap()
+}
+
+/// Two stores on one database (two nodes) append to one conversation at once, with
+/// clocks that disagree: every message gets its own position, positions increase in
+/// each writer's call order, each `prev_ts` is the position before it in the log, and
+/// the dense sequence has no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_order_per_conversation() {
+    let Some(pg) = TempPostgres::start_or_skip("two_nodes_share_one_order_per_conversation") else { return };
+    let url = pg.url();
+    let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.create_conversation(conv("c")).await.unwrap();
+    const EACH: i64 = 300;
+    // Node A's clock is far ahead of node B's.
+    let write = |store: PostgresStore, node: &'static str, clock: i64| async move {
+        let pending: Vec<_> = (0..EACH)
+            .map(|i| store.append_message(msg("c", &format!("{node}{i}"), clock + i, node)))
+            .collect();
+        let mut got = Vec::new();
+        for p in pending {
+            got.push(p.await.unwrap());
+        }
+        got
+    };
+    let (from_a, from_b) = tokio::join!(
+        tokio::spawn(write(a.clone(), "a", 1_000_000)),
+        tokio::spawn(write(b.clone(), "b", 1_000))
+    );
+    let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
+    for got in [&from_a, &from_b] {
+        assert!(got.windows(2).all(|w| w[0].ts < w[1].ts), "each writer's order is kept");
+    }
+    let log = history(&a, "c").await;
+    assert_eq!(log.len() as i64, 2 * EACH);
+    let mut prev = 0;
+    let by_ts: std::collections::HashMap<i64, Appended> =
+        from_a.iter().chain(&from_b).map(|p| (p.ts, *p)).collect();
+    for m in &log {
+        assert!(m.ts > prev);
+        assert_eq!(by_ts[&m.ts].prev_ts, prev, "prev_ts is the position before {}", m.ts);
+        prev = m.ts;
+    }
+    let seqs = pg.psql(
+        "confab",
+        "SELECT count(*), min(seq), max(seq), count(DISTINCT seq) FROM messages WHERE cid = 'c'",
+    );
+    assert_eq!(seqs.trim(), format!("{n}|1|{n}|{n}", n = 2 * EACH));
+    assert_eq!(b.conversation(APP, "c").await.unwrap().unwrap().last_message.map(|m| m.ts), Some(prev));
+}
+
+/// Appends queued together commit together: far fewer transactions than messages.
+#[tokio::test]
+async fn queued_appends_share_transactions() {
+    let Some(pg) = TempPostgres::start_or_skip("queued_appends_share_transactions") else { return };
+    let store = PostgresStore::connect(&pg.url()).await.unwrap();
+    store.create_conversation(conv("c")).await.unwrap();
+    let before = store.commits();
+    let pending: Vec<_> =
+        (1..=500).map(|ts| store.append_message(msg("c", &format!("m{ts}"), ts, "x"))).collect();
+    for p in pending {
+        p.await.unwrap();
+    }
+    let commits = store.commits() - before;
+    assert!(commits <= 10, "500 queued appends took {commits} transactions");
+    assert_eq!(history(&store, "c").await.len(), 500);
+}
+
+/// Bodies are bytes: U+0000, which PostgreSQL's text type refuses, round-trips.
+#[tokio::test]
+async fn any_string_round_trips() {
+    let Some(pg) = TempPostgres::start_or_skip("any_string_round_trips") else { return };
+    let store = PostgresStore::connect(&pg.url()).await.unwrap();
+    store.create_conversation(conv("c")).await.unwrap();
+    let body = "nul \u{0} and \u{1F600}";
+    store.append_message(msg("c", "m1", 1, body)).await.unwrap();
+    assert_eq!(history(&store, "c").await[0].data, body);
+    assert_eq!(store.conversation(APP, "c").await.unwrap().unwrap().last_message.unwrap().data, body);
+}
+
+/// Nodes starting together migrate once; a second run has nothing to do; the
+/// versions are recorded.
+#[tokio::test]
+async fn migrations_run_once_even_when_nodes_start_together() {
+    let Some(pg) = TempPostgres::start_or_skip("migrations_run_once_even_when_nodes_start_together") else {
+        return;
+    };
+    let url = pg.url();
+    let runs = futures_util::future::join_all((0..4).map(|_| PostgresStore::migrate(&url))).await;
+    let ran: usize = runs.into_iter().map(|r| r.unwrap()).sum();
+    assert_eq!(ran as i64, SCHEMA_VERSION, "each migration applied once, by one of the nodes");
+    assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 0);
+    let versions = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let recorded =
+        pg.psql("confab", "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations");
+    assert_eq!(recorded.trim(), versions);
+    // A database from a newer Confab is refused rather than used.
+    pg.psql("confab", "INSERT INTO schema_migrations (version) VALUES (99)");
+    let err = PostgresStore::connect(&url).await.unwrap_err().to_string();
+    assert!(err.contains("newer"), "{err}");
+}
+
+/// The server goes away under a running store: writes fail as unavailable (nothing
+/// acknowledged), health says so, and once the server is back writes resume with the
+/// acknowledged messages all there, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_server_fails_writes_until_it_is_back() {
+    let Some(pg) = TempPostgres::start_or_skip("losing_the_server_fails_writes_until_it_is_back") else {
+        return;
+    };
+    let store = PostgresStore::connect(&pg.url()).await.unwrap();
+    store.create_conversation(conv("c")).await.unwrap();
+    store.append_message(msg("c", "before", 1, "x")).await.unwrap();
+    store.health().await.unwrap();
+    pg.stop();
+    let failed = store.append_message(msg("c", "during", 2, "x")).await;
+    assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+    assert!(matches!(store.health().await, Err(StoreError::Unavailable(_))));
+    assert!(store.conversation(APP, "c").await.is_err(), "reads fail too");
+    pg.start();
+    let mut resumed = None;
+    for _ in 0..100 {
+        match store.append_message(msg("c", "after", 3, "x")).await {
+            Ok(p) => {
+                resumed = Some(p);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(resumed.is_some(), "writes resume once the server is back");
+    store.health().await.unwrap();
+    let ids: Vec<String> = history(&store, "c").await.into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, ["before", "after"]);
+}

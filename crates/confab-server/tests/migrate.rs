@@ -209,6 +209,12 @@ async fn pull_from_one_confab_import_into_another_then_a_delta() {
         "{pulled}"
     );
     assert_eq!(pulled["sys_messages"], 1);
+    assert_eq!((pulled["subscriber_lists"].as_u64(), pulled["subscribers"].as_u64()), (Some(1), Some(1)));
+    let subscribers: Value = serde_json::from_slice(
+        &std::fs::read(exp.join("subscribers").join(format!("{service}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(subscribers[0]["subscriber"], "dave");
 
     // Into a second, stopped data directory; then serve it.
     let dst_dir = tempfile::tempdir().unwrap();

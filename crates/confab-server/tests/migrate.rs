@@ -114,12 +114,17 @@ fn pull(server: &Server, out: &Path, extra: &[&str]) -> Value {
     report(&run(&args))
 }
 
-/// Imports into `dir/data` (the data directory `Server::start_config(dir, …)` uses).
+/// Imports into the store `Server::start_config(dir, …)` serves: `dir/data`, or under
+/// `CONFAB_TEST_STORE=postgres` the server's database (`--store`).
 fn import(dir: &Path, export: &Path, extra: &[&str]) -> (Value, String) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("confab.toml"), TEST_APP).unwrap();
     let (config, data) = (dir.join("confab.toml"), dir.join("data"));
+    let store = confab_testkit::test_store(dir);
     let mut args = vec!["import", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    if let Some(url) = &store {
+        args.extend(["--store", url.as_str()]);
+    }
     args.extend(["--app", APP]);
     args.extend(extra);
     args.push(export.to_str().unwrap());

@@ -79,7 +79,7 @@ cargo test --workspace --locked
 
 say "integration suites again, every server on PostgreSQL (one throw-away server per suite)"
 CONFAB_TEST_STORE=postgres cargo test --locked -p confab-server \
-  --test messages --test conversations --test session --test rest
+  --test messages --test conversations --test session --test rest --test migrate
 
 export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 

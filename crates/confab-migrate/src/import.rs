@@ -253,27 +253,41 @@ fn open_optional(path: &Path) -> Result<Option<std::fs::File>, ImportError> {
 }
 
 /// The `<id>.json` files of a directory of the layout, with their conversation ids
-/// (`None` for a name that is not one), in name order; nothing when it does not exist.
-fn conversation_files(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>, ImportError> {
+/// (`None` for a name that is not one), in directory order and read as they are
+/// needed (a directory of a million histories is not listed into memory); nothing
+/// when the directory does not exist.
+struct ConversationFiles {
+    dir: PathBuf,
+    entries: Option<std::fs::ReadDir>,
+}
+
+fn conversation_files(dir: &Path) -> Result<ConversationFiles, ImportError> {
     let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Ok(e) => Some(e),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(ImportError::Io { path: dir.to_owned(), source: e }),
     };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error(dir))?;
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // A download in progress (`pull` writes `<id>.json.part`) is not an export file.
-        if name.ends_with(".part") || name.starts_with('.') {
-            continue;
+    Ok(ConversationFiles { dir: dir.to_owned(), entries })
+}
+
+impl Iterator for ConversationFiles {
+    type Item = Result<(PathBuf, Option<String>), ImportError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let entry = match self.entries.as_mut()?.next()? {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(ImportError::Io { path: self.dir.clone(), source: e })),
+            };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // A download in progress (`pull` writes `<id>.json.part`) is not an export file.
+            if name.ends_with(".part") || name.starts_with('.') {
+                continue;
+            }
+            let cid = name.strip_suffix(".json").filter(|c| valid_conversation_id(c)).map(str::to_owned);
+            return Some(Ok((entry.path(), cid)));
         }
-        let cid = name.strip_suffix(".json").filter(|c| valid_conversation_id(c)).map(str::to_owned);
-        files.push((path, cid));
     }
-    files.sort();
-    Ok(files)
 }
 
 impl<'a> Importer<'a> {
@@ -548,7 +562,8 @@ impl<'a> Importer<'a> {
 
     async fn subscribers(&mut self) -> Result<(), ImportError> {
         let dir = self.dir.join(layout::SUBSCRIBERS_DIR);
-        for (path, cid) in conversation_files(&dir)? {
+        for file in conversation_files(&dir)? {
+            let (path, cid) = file?;
             let place = format!(
                 "{}/{}",
                 layout::SUBSCRIBERS_DIR,
@@ -683,7 +698,8 @@ impl<'a> Importer<'a> {
 
     async fn histories(&mut self) -> Result<(), ImportError> {
         let dir = self.dir.join(layout::MESSAGES_DIR);
-        for (path, cid) in conversation_files(&dir)? {
+        for file in conversation_files(&dir)? {
+            let (path, cid) = file?;
             let place = format!(
                 "{}/{}",
                 layout::MESSAGES_DIR,

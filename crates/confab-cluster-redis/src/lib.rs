@@ -25,10 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The channel every node publishes to and hears.
-const EVENTS: &str = "confab:events";
+/// The channel every node publishes to and hears (after the cluster's prefix).
+const EVENTS: &str = "events";
 /// The sorted set of node instances, scored by when their liveness expires (ms).
-const NODES: &str = "confab:nodes";
+const NODES: &str = "nodes";
 /// How often a node renews its liveness.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a node counts as live after its last renewal (ms). A node killed without
@@ -66,17 +66,23 @@ struct Envelope {
     e: NodeEvent,
 }
 
-/// This node's registrations, to register again after Redis lost them.
+/// This node's registrations, to register again after Redis lost them: sessions by
+/// (app, client) with their tags, and chat-room entries by (app, room) with their clients.
 type Registrations = HashMap<(String, String, SessionRef), Option<String>>;
+/// This node's sessions in chat rooms: (app, room, session) -> client.
+type RoomEntries = HashMap<(String, String, SessionRef), String>;
 
 /// A node's link to the cluster through Redis. Cheap to share; its background tasks
 /// run on the tokio runtime that called [`RedisCluster::connect`].
 pub struct RedisCluster {
     client: redis::Client,
     conn: ConnectionManager,
+    /// `confab:<cluster>:`, before every key.
+    prefix: String,
     instance: String,
     publish: mpsc::Sender<(String, NodeEvent)>,
     registered: Mutex<Registrations>,
+    rooms: Mutex<RoomEntries>,
     healthy: AtomicBool,
     dropped: std::sync::atomic::AtomicU64,
     scripts: Scripts,
@@ -91,6 +97,7 @@ impl std::fmt::Debug for RedisCluster {
 struct Scripts {
     claim: redis::Script,
     online: redis::Script,
+    room: redis::Script,
     heartbeat: redis::Script,
     purge: redis::Script,
 }
@@ -100,6 +107,7 @@ impl Scripts {
         Scripts {
             claim: redis::Script::new(CLAIM_LUA),
             online: redis::Script::new(ONLINE_LUA),
+            room: redis::Script::new(ROOM_LUA),
             heartbeat: redis::Script::new(HEARTBEAT_LUA),
             purge: redis::Script::new(PURGE_LUA),
         }
@@ -169,6 +177,30 @@ return out
 "#
 );
 
+/// KEYS: a chat room's hash (`instance/session` -> client), the nodes set. Returns the
+/// distinct clients of its entries on live nodes.
+const ROOM_LUA: &str = concat!(
+    lua_now!(),
+    r#"
+local live = {}
+local seen = {}
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local node = string.match(all[i], '^(.*)/')
+  if live[node] == nil then
+    local expires = redis.call('ZSCORE', KEYS[2], node)
+    live[node] = (expires and tonumber(expires) >= now) and 1 or 0
+  end
+  if live[node] == 1 and not seen[all[i + 1]] then
+    seen[all[i + 1]] = true
+    table.insert(out, all[i + 1])
+  end
+end
+return out
+"#
+);
+
 /// KEYS: the nodes set. ARGV: instance, liveness (ms). Returns 1 when the instance was
 /// not there (Redis lost it: restarted empty, or purged it after a long outage).
 const HEARTBEAT_LUA: &str = concat!(
@@ -178,14 +210,14 @@ return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 "#
 );
 
-/// KEYS: the nodes set. ARGV: grace (ms). Removes the registrations of instances whose
+/// KEYS: the nodes set. ARGV: grace (ms), the cluster's key prefix. Removes the registrations of instances whose
 /// liveness expired more than the grace ago. Returns how many instances were purged.
 const PURGE_LUA: &str = concat!(
     lua_now!(),
     r#"
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 for _, node in ipairs(dead) do
-  local set = 'confab:node:' .. node
+  local set = ARGV[2] .. 'node:' .. node
   local prefix = node .. '/'
   for _, h in ipairs(redis.call('SMEMBERS', set)) do
     for _, f in ipairs(redis.call('HKEYS', h)) do
@@ -199,9 +231,6 @@ return #dead
 "#
 );
 
-fn client_key(app: &str, client: &str) -> String {
-    format!("confab:p:{app}:{client}")
-}
 
 fn field(session: &SessionRef) -> String {
     format!("{}/{}", session.node, session.session)
@@ -213,10 +242,13 @@ fn parse_field(field: &str) -> Option<SessionRef> {
 }
 
 impl RedisCluster {
-    /// Connects to Redis at `url` as node `node` (its instance adds a random suffix,
-    /// so a restarted node is a new instance), and starts renewing its liveness.
-    /// Fails when Redis cannot be reached now.
-    pub async fn connect(url: &str, node: &str) -> Result<Arc<RedisCluster>, RedisClusterError> {
+    /// Connects to Redis at `url` as node `node` of cluster `cluster` (its instance adds
+    /// a random suffix, so a restarted node is a new instance), and starts renewing its
+    /// liveness. Every key and the events channel are prefixed `confab:<cluster>:`, so
+    /// clusters sharing one Redis never see each other; nodes of one cluster must agree
+    /// on the name (the server derives it from the database they share). Fails when
+    /// Redis cannot be reached now.
+    pub async fn connect(url: &str, cluster: &str, node: &str) -> Result<Arc<RedisCluster>, RedisClusterError> {
         let client = redis::Client::open(url).map_err(|e| RedisClusterError::Url(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
@@ -230,16 +262,18 @@ impl RedisCluster {
         let cluster = Arc::new(RedisCluster {
             client,
             conn,
+            prefix: format!("confab:{cluster}:"),
             instance,
             publish,
             registered: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(false),
             dropped: std::sync::atomic::AtomicU64::new(0),
             scripts: Scripts::new(),
         });
         cluster.heartbeat().await?;
         cluster.healthy.store(true, Ordering::Release);
-        tokio::spawn(publisher(cluster.conn.clone(), cluster.instance.clone(), queue));
+        tokio::spawn(publisher(cluster.conn.clone(), cluster.instance.clone(), cluster.key(EVENTS), queue));
         tokio::spawn(keep_alive(Arc::downgrade(&cluster)));
         Ok(cluster)
     }
@@ -248,6 +282,24 @@ impl RedisCluster {
     /// After a lost subscription it subscribes again and tells `events` to resync.
     pub fn attach(self: &Arc<Self>, events: Arc<dyn NodeEvents>) {
         tokio::spawn(subscriber(Arc::downgrade(self), events));
+    }
+
+    /// `suffix` in this cluster's key space.
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    fn client_key(&self, app: &str, client: &str) -> String {
+        self.key(&format!("p:{app}:{client}"))
+    }
+
+    fn room_key(&self, app: &str, cid: &str) -> String {
+        self.key(&format!("room:{app}:{cid}"))
+    }
+
+    /// The set of every key holding this instance's entries (for the purge).
+    fn own_key(&self) -> String {
+        self.key(&format!("node:{}", self.instance))
     }
 
     /// Events dropped because the publish queue was full (Redis unreachable for long).
@@ -259,7 +311,7 @@ impl RedisCluster {
     async fn heartbeat(&self) -> Result<bool, RedisClusterError> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.heartbeat.prepare_invoke();
-        call.key(NODES).arg(&self.instance).arg(LIVENESS_MS);
+        call.key(self.key(NODES)).arg(&self.instance).arg(LIVENESS_MS);
         let added: i64 = timed(call.invoke_async(&mut conn)).await?;
         Ok(added == 1)
     }
@@ -270,12 +322,25 @@ impl RedisCluster {
             let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
             registered.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
+        let rooms: Vec<((String, String, SessionRef), String)> = {
+            let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
         let mut conn = self.conn.clone();
-        let own = format!("confab:node:{}", self.instance);
+        let own = self.own_key();
+        for chunk in rooms.chunks(512) {
+            let mut pipe = redis::pipe();
+            for ((app, cid, session), client) in chunk {
+                let key = self.room_key(app, cid);
+                pipe.hset(&key, field(session), client).ignore();
+                pipe.sadd(&own, &key).ignore();
+            }
+            let _: () = timed(pipe.query_async(&mut conn)).await?;
+        }
         for chunk in all.chunks(512) {
             let mut pipe = redis::pipe();
             for ((app, client, session), tag) in chunk {
-                let key = client_key(app, client);
+                let key = self.client_key(app, client);
                 pipe.hset(&key, field(session), tag.clone().unwrap_or_default()).ignore();
                 pipe.sadd(&own, &key).ignore();
             }
@@ -301,6 +366,7 @@ async fn timed<T>(
 async fn publisher(
     mut conn: ConnectionManager,
     instance: String,
+    channel: String,
     mut queue: mpsc::Receiver<(String, NodeEvent)>,
 ) {
     let mut batch = Vec::new();
@@ -311,7 +377,7 @@ async fn publisher(
             let envelope = Envelope { n: instance.clone(), a: app, e: event };
             match serde_json::to_vec(&envelope) {
                 Ok(bytes) => {
-                    pipe.publish(EVENTS, bytes).ignore();
+                    pipe.publish(&channel, bytes).ignore();
                 }
                 Err(e) => tracing::error!(error = %e, "cluster event not encoded"),
             }
@@ -369,7 +435,7 @@ async fn keep_alive(cluster: std::sync::Weak<RedisCluster>) {
         if ticks.is_multiple_of(5) {
             let mut conn = cluster.conn.clone();
             let mut purge = cluster.scripts.purge.prepare_invoke();
-            purge.key(NODES).arg(PURGE_AFTER_MS);
+            purge.key(cluster.key(NODES)).arg(PURGE_AFTER_MS).arg(&cluster.prefix);
             match timed(purge.invoke_async::<i64>(&mut conn)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "dead nodes' sessions removed from the registry"),
@@ -384,13 +450,14 @@ async fn subscriber(cluster: std::sync::Weak<RedisCluster>, events: Arc<dyn Node
     let mut first = true;
     let mut backoff = Duration::from_millis(100);
     loop {
-        let Some((client, instance)) = cluster.upgrade().map(|c| (c.client.clone(), c.instance.clone()))
+        let Some((client, instance, channel)) =
+            cluster.upgrade().map(|c| (c.client.clone(), c.instance.clone(), c.key(EVENTS)))
         else {
             return;
         };
         let pubsub = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(EVENTS).await?;
+            pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let mut pubsub = match timed(pubsub).await {
@@ -456,11 +523,11 @@ impl Cluster for RedisCluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert((app.to_owned(), client.to_owned(), session.clone()), tag.map(str::to_owned));
             let mut conn = self.conn.clone();
-            let own = format!("confab:node:{}", self.instance);
+            let own = self.own_key();
             let mode = if claim == TagClaim::Keep { "keep" } else { "take" };
             let mut call = self.scripts.claim.prepare_invoke();
-            call.key(client_key(app, client))
-                .key(NODES)
+            call.key(self.client_key(app, client))
+                .key(self.key(NODES))
                 .key(own)
                 .arg(field(&session))
                 .arg(tag.unwrap_or(""))
@@ -490,7 +557,7 @@ impl Cluster for RedisCluster {
             return;
         }
         let mut conn = self.conn.clone();
-        let (key, field) = (client_key(app, client), field(&session));
+        let (key, field) = (self.client_key(app, client), field(&session));
         tokio::spawn(async move {
             let del = async { redis::cmd("HDEL").arg(&key).arg(&field).query_async::<i64>(&mut conn).await };
             if let Err(e) = timed(del).await {
@@ -504,11 +571,84 @@ impl Cluster for RedisCluster {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let mut set = redis::cmd("SET");
-            set.arg(format!("confab:nonce:{app}:{nonce}")).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+            set.arg(self.key(&format!("nonce:{app}:{nonce}"))).arg(1).arg("NX").arg("PX").arg(ttl_ms);
             match timed(set.query_async::<Option<String>>(&mut conn)).await {
                 Ok(reply) => Some(reply.is_some()),
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster registry: nonce check failed");
+                    None
+                }
+            }
+        })
+    }
+
+    fn forget_client<'a>(&'a self, app: &'a str, client: &'a str) -> ClusterFuture<'a, ()> {
+        Box::pin(async move {
+            self.registered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(a, c, _), _| !(a == app && c == client));
+            let mut conn = self.conn.clone();
+            let del = async { redis::cmd("DEL").arg(self.client_key(app, client)).query_async::<i64>(&mut conn).await };
+            if let Err(e) = timed(del).await {
+                tracing::warn!(error = %e, "cluster registry: a kicked client stays registered until its nodes act");
+            }
+        })
+    }
+
+    fn room_join<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        session: SessionRef,
+    ) -> ClusterFuture<'a, ()> {
+        Box::pin(async move {
+            let (key, field) = (self.room_key(app, cid), field(&session));
+            self.rooms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((app.to_owned(), cid.to_owned(), session), client.to_owned());
+            let mut conn = self.conn.clone();
+            let mut pipe = redis::pipe();
+            pipe.hset(&key, field, client).ignore();
+            pipe.sadd(self.own_key(), &key).ignore();
+            if let Err(e) = timed(pipe.query_async::<()>(&mut conn)).await {
+                // Registered again once Redis answers (the entry is kept here).
+                tracing::warn!(error = %e, "cluster registry: a chat-room entry is not registered yet");
+                self.healthy.store(false, Ordering::Release);
+            }
+        })
+    }
+
+    fn room_leave(&self, app: &str, cid: &str, session: SessionRef) {
+        let removed = self.rooms.lock().unwrap_or_else(|p| p.into_inner()).remove(&(
+            app.to_owned(),
+            cid.to_owned(),
+            session.clone(),
+        ));
+        if removed.is_none() {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        let (key, field) = (self.room_key(app, cid), field(&session));
+        tokio::spawn(async move {
+            let del = async { redis::cmd("HDEL").arg(&key).arg(&field).query_async::<i64>(&mut conn).await };
+            if let Err(e) = timed(del).await {
+                tracing::warn!(error = %e, "cluster registry: a chat-room entry stays until its node is purged");
+            }
+        });
+    }
+
+    fn room_members<'a>(&'a self, app: &'a str, cid: &'a str) -> ClusterFuture<'a, Option<Vec<String>>> {
+        Box::pin(async move {
+            let mut call = self.scripts.room.prepare_invoke();
+            call.key(self.room_key(app, cid)).key(self.key(NODES));
+            let mut conn = self.conn.clone();
+            match timed(call.invoke_async::<Vec<String>>(&mut conn)).await {
+                Ok(clients) => Some(clients),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster registry: chat-room members not read");
                     None
                 }
             }
@@ -522,9 +662,9 @@ impl Cluster for RedisCluster {
             }
             let mut call = self.scripts.online.prepare_invoke();
             for c in &clients {
-                call.key(client_key(app, c));
+                call.key(self.client_key(app, c));
             }
-            call.key(NODES);
+            call.key(self.key(NODES));
             let mut conn = self.conn.clone();
             match timed(call.invoke_async::<Vec<i64>>(&mut conn)).await {
                 Ok(flags) => {

@@ -53,8 +53,8 @@ async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
 #[tokio::test]
 async fn events_reach_the_other_nodes_in_order_and_never_their_sender() {
     let Some(redis) = start_or_skip("events_reach_the_other_nodes") else { return };
-    let a = RedisCluster::connect(&redis.url(), "a").await.unwrap();
-    let b = RedisCluster::connect(&redis.url(), "b").await.unwrap();
+    let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
     let (to_a, mut at_a) = heard();
     let (to_b, mut at_b) = heard();
     a.attach(to_a);
@@ -82,8 +82,8 @@ async fn events_reach_the_other_nodes_in_order_and_never_their_sender() {
 #[tokio::test]
 async fn a_device_tag_is_claimed_atomically_across_nodes_and_dead_nodes_stop_counting() {
     let Some(redis) = start_or_skip("a_device_tag_is_claimed_atomically") else { return };
-    let a = RedisCluster::connect(&redis.url(), "a").await.unwrap();
-    let b = RedisCluster::connect(&redis.url(), "b").await.unwrap();
+    let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
     let mobile = Some("mobile");
     assert_eq!(a.claim("app", "bob", session(&a, 1), mobile, TagClaim::Take).await, Ok(vec![]));
     assert_eq!(a.claim("app", "bob", session(&a, 2), None, TagClaim::Take).await, Ok(vec![]));
@@ -104,7 +104,7 @@ async fn a_device_tag_is_claimed_atomically_across_nodes_and_dead_nodes_stop_cou
     .await;
     // A node that dies (stops renewing) stops counting: its tag can be kept by a
     // re-login elsewhere, and its clients are offline.
-    let c = RedisCluster::connect(&redis.url(), "c").await.unwrap();
+    let c = RedisCluster::connect(&redis.url(), "one", "c").await.unwrap();
     assert_eq!(c.claim("app", "carol", session(&c, 1), mobile, TagClaim::Take).await, Ok(vec![]));
     assert_eq!(b.claim("app", "carol", session(&b, 9), mobile, TagClaim::Keep).await, Err(ClaimError::Held));
     drop(c);
@@ -118,8 +118,8 @@ async fn a_device_tag_is_claimed_atomically_across_nodes_and_dead_nodes_stop_cou
 #[tokio::test]
 async fn after_a_redis_restart_nodes_register_again_and_resync() {
     let Some(mut redis) = start_or_skip("after_a_redis_restart") else { return };
-    let a = RedisCluster::connect(&redis.url(), "a").await.unwrap();
-    let b = RedisCluster::connect(&redis.url(), "b").await.unwrap();
+    let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
     let (to_b, mut at_b) = heard();
     b.attach(to_b);
     assert_eq!(a.claim("app", "bob", session(&a, 1), Some("mobile"), TagClaim::Take).await, Ok(vec![]));
@@ -140,4 +140,35 @@ async fn after_a_redis_restart_nodes_register_again_and_resync() {
         tokio::time::timeout(Duration::from_millis(200), at_b.recv()).await.is_ok_and(|e| e.is_some())
     })
     .await;
+}
+
+#[tokio::test]
+async fn clusters_sharing_one_redis_never_see_each_other() {
+    let Some(redis) = start_or_skip("clusters_sharing_one_redis") else { return };
+    let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
+    let other = RedisCluster::connect(&redis.url(), "two", "a").await.unwrap();
+    let (to_b, mut at_b) = heard();
+    let (to_other, mut at_other) = heard();
+    b.attach(to_b);
+    other.attach(to_other);
+    eventually("b subscribed", async || {
+        a.publish("app", changed("probe"));
+        tokio::time::timeout(Duration::from_millis(200), at_b.recv()).await.is_ok()
+    })
+    .await;
+    // The same app, client and tag in another cluster are someone else.
+    let mobile = Some("mobile");
+    assert_eq!(a.claim("app", "bob", session(&a, 1), mobile, TagClaim::Take).await, Ok(vec![]));
+    assert_eq!(other.claim("app", "bob", session(&other, 1), mobile, TagClaim::Keep).await, Ok(vec![]));
+    assert_eq!(b.claim("app", "bob", session(&b, 1), mobile, TagClaim::Keep).await, Err(ClaimError::Held));
+    assert_eq!(other.online("app", vec!["carol".into()]).await, Some(vec![]));
+    assert_eq!(a.spend_nonce("app", "n1", 60_000).await, Some(true));
+    assert_eq!(other.spend_nonce("app", "n1", 60_000).await, Some(true), "nonces are per cluster");
+    assert_eq!(b.spend_nonce("app", "n1", 60_000).await, Some(false));
+    // Events stay in their cluster.
+    a.publish("app", changed("only for one"));
+    assert_eq!(next(&mut at_b).await, ("app".into(), Some(changed("only for one"))));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(at_other.try_recv().is_err(), "cluster two heard cluster one");
 }

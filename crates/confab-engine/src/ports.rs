@@ -302,6 +302,11 @@ pub trait Store: Send + Sync + 'static {
     /// delivered again. A store may write it later, but [`Store::member_cursors`] and
     /// [`Store::member_positions`] called after this returns see the new position.
     fn save_cursor(&self, app: &str, client: &str, cid: &str, ts: i64);
+    /// Commit the buffered delivery cursors now rather than after the usual interval,
+    /// without waiting (a session ended, and its client may log in on another node
+    /// next, which reads only committed cursors). A store whose reads all see its
+    /// buffer may do nothing.
+    fn commit_cursors_soon(&self) {}
     /// Moves a member's read position forward (never back; non-members: nothing);
     /// completes once committed.
     /// The engine tells the reader's other devices only then, so a device that logs in

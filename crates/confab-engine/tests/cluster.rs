@@ -102,7 +102,7 @@ async fn who_is_online_and_kicks_span_the_nodes() {
     let Reply::SessionQueryResult { online } = alice.request(query.clone()).await.unwrap() else { panic!() };
     assert_eq!(online, ["bob", "carol"]);
     // The app's backend kicks bob through node 0; his session on node 1 ends with 4115.
-    assert_eq!(nodes[0].engine.admin_kick(APP, "bob", "").unwrap(), 0, "no session of bob on node 0");
+    assert_eq!(nodes[0].engine.admin_kick(APP, "bob", "").await.unwrap(), 0, "no session of bob on node 0");
     let code = push_matching(&mut bob, |p| match p {
         Push::SessionClosed { error } => Some(error.code),
         _ => None,

@@ -515,10 +515,10 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Backend> {
 
 /// Connects to the cluster's Redis, waiting for it (with the wait in the log) as for
 /// the store: a node that cannot reach its broker does not start serving.
-async fn join_cluster(url: &str, node_id: &str) -> Arc<RedisCluster> {
+async fn join_cluster(url: &str, cluster: &str, node_id: &str) -> Arc<RedisCluster> {
     let mut attempts = 0u64;
     loop {
-        match RedisCluster::connect(url, node_id).await {
+        match RedisCluster::connect(url, cluster, node_id).await {
             Ok(cluster) => {
                 if attempts > 0 {
                     tracing::warn!("Redis answered; starting");
@@ -564,12 +564,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         opened = open_store(&settings) => opened?,
         () = shutdown_signal() => return Ok(()),
     };
-    let cluster = match &settings.broker {
-        Some(url) => tokio::select! {
-            joined = join_cluster(url, &settings.node_id) => Some(joined),
-            () = shutdown_signal() => return Ok(()),
-        },
-        None => None,
+    let cluster = match (&settings.broker, &backend) {
+        (Some(url), Backend::Postgres(store)) => {
+            // Nodes sharing this database are one cluster, whatever their URLs look like.
+            let name = store.cluster_id().await.map_err(|e| anyhow::anyhow!("reading the cluster's id: {e}"))?;
+            tokio::select! {
+                joined = join_cluster(url, &name, &settings.node_id) => Some(joined),
+                () = shutdown_signal() => return Ok(()),
+            }
+        }
+        (Some(_), Backend::Sqlite(_)) => anyhow::bail!("a broker needs the PostgreSQL store"),
+        (None, _) => None,
     };
     let frame_bytes = settings.apps.iter().map(|a| a.limits.frame_bytes).max().unwrap_or(64 * 1024);
     let node: Option<Arc<dyn Cluster>> = cluster.clone().map(|c| c as Arc<dyn Cluster>);

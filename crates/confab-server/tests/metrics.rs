@@ -7,10 +7,11 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// A minimal HTTP/1.1 GET on loopback; returns (status, body).
+/// A minimal HTTP/1.1 GET on loopback, to the first node (each node of a cluster counts
+/// its own); returns (status, body).
 async fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = server.http.trim_start_matches("http://").to_owned();
+    let addr = server.node_https()[0].trim_start_matches("http://").to_owned();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
@@ -34,8 +35,10 @@ fn sample(text: &str, series: &str) -> f64 {
 async fn metrics_count_sessions_messages_and_acks() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let mut alice = server.open("alice").await;
-    let mut bob = server.open("bob").await;
+    // Both on the first node, whose metrics are read.
+    let node = &server.node_urls()[0];
+    let mut alice = confab_testkit::Client::open(node, APP, "alice", json!({})).await.unwrap();
+    let mut bob = confab_testkit::Client::open(node, APP, "bob", json!({})).await.unwrap();
     let cid = create(&mut alice, &["bob"]).await;
     for n in 0..3 {
         send(&mut alice, &cid, &format!("hello {n}")).await;

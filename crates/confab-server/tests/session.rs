@@ -304,8 +304,8 @@ client_id_chars = 8
 async fn close_lines(server: &Server, client: &str, want: usize) -> Vec<String> {
     let needle = format!(" client={client} ");
     let read = || {
-        std::fs::read_to_string(server.dir.join("server.log"))
-            .unwrap()
+        server
+            .logs()
             .lines()
             .filter(|l| l.contains("session closed") && l.contains(&needle))
             .map(str::to_owned)

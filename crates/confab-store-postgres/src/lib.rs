@@ -592,6 +592,23 @@ impl PostgresStore {
         &self.shared.target
     }
 
+    /// A name of this database that every node reads the same however its URL spells
+    /// the host: derived from the database's name and when its schema was first
+    /// created. Nodes sharing a broker use it to keep apart from other clusters on the
+    /// same Redis.
+    pub async fn cluster_id(&self) -> Result<String, StoreError> {
+        let rows = self
+            .query(
+                "SELECT left(md5(current_database() || ':' || applied_at::text), 12)
+                 FROM schema_migrations WHERE version = 1",
+                &[],
+            )
+            .await?;
+        rows.first()
+            .map(|r| r.get::<_, String>(0))
+            .ok_or_else(|| StoreError::Backend("the schema has no first migration".into()))
+    }
+
     /// Transactions the writer has committed since the store was opened.
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
@@ -1311,6 +1328,11 @@ impl Store for PostgresStore {
         if wake {
             self.shared.wake.notify_one();
         }
+    }
+
+    fn commit_cursors_soon(&self) {
+        // Queued now (in call order) and left to commit with the next batch.
+        drop(self.write(WriteOp::Flush));
     }
 
     fn save_read<'a>(&'a self, app: &'a str, client: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {

@@ -183,12 +183,26 @@ impl Server {
         Server { child, others: started, first, _balancer: balancer, http, ws, dir: dir.to_owned() }
     }
 
+    /// The HTTP base URLs of each node itself (one for a single node).
+    pub fn node_https(&self) -> Vec<String> {
+        let mut urls = vec![self.first.clone()];
+        urls.extend(self.others.iter().map(|(_, http)| http.clone()));
+        urls
+    }
+
     /// The WebSocket URLs of each node itself (one for a single node), to place
     /// clients on a chosen node.
     pub fn node_urls(&self) -> Vec<String> {
-        let mut urls = vec![self.first.clone()];
-        urls.extend(self.others.iter().map(|(_, http)| http.clone()));
-        urls.iter().map(|http| format!("{}/", http.replacen("http://", "ws://", 1))).collect()
+        self.node_https().iter().map(|http| format!("{}/", http.replacen("http://", "ws://", 1))).collect()
+    }
+
+    /// Every node's log (`server.log`, then `server-N.log` of the other nodes).
+    pub fn logs(&self) -> String {
+        let mut text = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        for node in 1..=self.others.len() {
+            text.push_str(&std::fs::read_to_string(self.dir.join(format!("server-{node}.log"))).unwrap_or_default());
+        }
+        text
     }
 
     /// SIGKILL to one node of a cluster (0: the first); the others keep serving.

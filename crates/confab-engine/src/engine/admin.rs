@@ -86,6 +86,13 @@ impl Engine {
         cid: &str,
         kinds: &[ConvKind],
     ) -> Result<Arc<crate::conversation::Conv>, ProtocolError> {
+        // Another node may have changed it a moment ago, its event still on the way:
+        // the app's backend reads what it wrote, whichever node it reaches.
+        if self.inner.cluster.is_some()
+            && let Some(cached) = app.convs.get(cid)
+        {
+            self.reload_conv(app, &cached).await;
+        }
         let conv = self.conv(app, cid).await?;
         conv.filter(|c| kinds.contains(&c.kind)).ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))
     }
@@ -372,14 +379,14 @@ impl Engine {
     /// `session closed` push with 4115 KICKED_BY_APP, then the session is gone (its
     /// socket stays open). Returns how many sessions ended on this node; the other
     /// nodes end theirs.
-    pub fn admin_kick(&self, app_id: &str, client: &str, reason: &str) -> Result<usize, ProtocolError> {
+    pub async fn admin_kick(&self, app_id: &str, client: &str, reason: &str) -> Result<usize, ProtocolError> {
         let app = self.backend_app(app_id)?;
         let sessions = app.presence.local_sessions(client);
         let detail = if reason.is_empty() { "kicked by the app" } else { reason };
         for session in &sessions {
             self.end_session_telling(session, perr(ErrorCode::KickedByApp, detail));
         }
-        self.end_sessions_elsewhere(&app, client, perr(ErrorCode::KickedByApp, detail));
+        self.end_sessions_elsewhere(&app, client, perr(ErrorCode::KickedByApp, detail)).await;
         Ok(sessions.len())
     }
 

@@ -35,7 +35,7 @@ impl Engine {
         store.set_attributes(&app.config.id, cid, attrs, now).await.map_err(store_error)?;
         session.conn.reply(serial, Reply::ConvUpdated { updated_at: now });
         let recipients: Vec<String> = match conv.kind {
-            ConvKind::Transient => conv.room_clients(),
+            ConvKind::Transient => self.room_clients(app, &conv).await,
             _ => conv.state().members.iter().cloned().collect(),
         };
         let updated = conv_event(ConvEvent::Updated, cid, &me, &[], Some(&attr), now);

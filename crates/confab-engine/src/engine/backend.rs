@@ -156,7 +156,7 @@ impl Engine {
     pub async fn admin_room_clients(&self, app_id: &str, cid: &str) -> Result<Vec<String>, ProtocolError> {
         let app = self.backend_app(app_id)?;
         let conv = self.backend_conv(&app, cid, &[ConvKind::Transient]).await?;
-        Ok(conv.room_clients())
+        Ok(self.room_clients(&app, &conv).await)
     }
 
     /// The system conversations `client` subscribes to (at most `max`, oldest created

@@ -93,7 +93,7 @@ impl NodeEvents for Engine {
 impl Engine {
     /// Refreshes this node's copy of a conversation another node changed: members,
     /// roles and flags as the store has them now; a deleted one leaves the cache.
-    async fn reload_conv(&self, app: &AppState, conv: &Arc<Conv>) {
+    pub(crate) async fn reload_conv(&self, app: &AppState, conv: &Arc<Conv>) {
         let record = match self.inner.store.conversation(&app.config.id, &conv.cid).await {
             Ok(record) => record,
             Err(e) => {
@@ -181,11 +181,47 @@ impl Engine {
         ids.into_iter().filter(|id| app.is_online(id)).collect()
     }
 
-    /// Ends `client`'s sessions on the other nodes with `error` (a kick).
-    pub(crate) fn end_sessions_elsewhere(&self, app: &AppState, client: &str, error: ProtocolError) {
+    /// Records in the cluster's view that `session` entered chat room `cid` (done when
+    /// this returns, so a count on any node sees it).
+    pub(crate) async fn room_joined(&self, app: &AppState, cid: &str, session: &Session) {
+        if let (Some(cluster), Some(me)) = (self.inner.cluster.as_ref(), self.session_ref(session)) {
+            cluster.room_join(&app.config.id, cid, &session.client_id, me).await;
+        }
+    }
+
+    /// Records that `session` left chat room `cid` (not awaited).
+    pub(crate) fn room_left(&self, app: &AppState, cid: &str, session: &Session) {
+        if let (Some(cluster), Some(me)) = (self.inner.cluster.as_ref(), self.session_ref(session)) {
+            cluster.room_leave(&app.config.id, cid, me);
+        }
+    }
+
+    /// The distinct clients in chat room `cid` now, on every node (this node's when the
+    /// cluster cannot be reached).
+    pub(crate) async fn room_clients(&self, app: &AppState, conv: &Conv) -> Vec<String> {
+        let mut clients = conv.room_clients();
+        if let Some(cluster) = &self.inner.cluster {
+            match cluster.room_members(&app.config.id, &conv.cid).await {
+                Some(elsewhere) => {
+                    for c in elsewhere {
+                        if !clients.contains(&c) {
+                            clients.push(c);
+                        }
+                    }
+                }
+                None => tracing::warn!("chat room members of this node only: the cluster is unreachable"),
+            }
+        }
+        clients
+    }
+
+    /// Ends `client`'s sessions on the other nodes with `error` (a kick); when this
+    /// returns, no node counts the client online any more, whenever the others act.
+    pub(crate) async fn end_sessions_elsewhere(&self, app: &AppState, client: &str, error: ProtocolError) {
         if let Some(cluster) = &self.inner.cluster {
             let event = NodeEvent::EndSessions { client: client.to_owned(), session: None, error };
             cluster.publish(&app.config.id, event);
+            cluster.forget_client(&app.config.id, client).await;
         }
     }
 }

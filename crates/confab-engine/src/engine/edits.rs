@@ -81,7 +81,7 @@ impl Engine {
                 .await
                 .map_err(store_error)?;
             match conv.kind {
-                ConvKind::Transient => recipients.extend(conv.room_clients()),
+                ConvKind::Transient => recipients.extend(self.room_clients(app, &conv).await),
                 _ => recipients.extend(conv.state().members.iter().cloned()),
             }
             done.push(confab_types::PatchedMessage {

@@ -188,11 +188,17 @@ impl Engine {
         };
         app.presence.unregister(session);
         self.release_cluster(session);
+        if self.inner.cluster.is_some() {
+            // Its client may come back through another node, which reads only what
+            // this node has committed.
+            self.inner.store.commit_cursors_soon();
+        }
         let rooms = std::mem::take(&mut *session.rooms.lock().unwrap_or_else(|p| p.into_inner()));
         for cid in rooms {
             if let Some(conv) = app.convs.get(&cid) {
                 conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
             }
+            self.room_left(app, &cid, session);
         }
     }
 }

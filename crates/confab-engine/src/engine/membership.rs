@@ -112,7 +112,7 @@ impl Engine {
         app.convs.shard(&record.id).insert(record.id.clone(), conv.clone());
         session.conn.reply(serial, started(&record));
         if kind == ConvKind::Transient {
-            self.join_room(&conv, session);
+            self.join_room(app, &conv, session).await;
         } else {
             let event = |event, members: &[String]| conv_event(event, &record.id, &me, members, None, now);
             let joined = event(ConvEvent::Joined, &[]);
@@ -137,7 +137,7 @@ impl Engine {
         join: bool,
     ) -> Result<MembersResult, ProtocolError> {
         match conv.kind {
-            ConvKind::Transient => Ok(self.room_membership(conv, session, requested, join)),
+            ConvKind::Transient => Ok(self.room_membership(app, conv, session, requested, join).await),
             ConvKind::System => self.subscription(app, conv, session, requested, join).await,
             _ => Err(perr(
                 ErrorCode::NormalConversationRequired,
@@ -195,8 +195,9 @@ impl Engine {
     }
 
     /// Chat rooms: a session joins or leaves itself; nobody adds or removes others.
-    pub(super) fn room_membership(
+    pub(super) async fn room_membership(
         &self,
+        app: &AppState,
         conv: &Conv,
         session: &Arc<Session>,
         requested: Vec<String>,
@@ -211,22 +212,31 @@ impl Engine {
                 );
                 result.failed.push(MemberFailure { error, members: vec![id] });
             } else if join {
-                self.join_room(conv, session);
+                self.join_room(app, conv, session).await;
                 result.allowed.push(id);
             } else {
                 conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
                 session.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| *c != conv.cid);
+                self.room_left(app, &conv.cid, session);
                 result.allowed.push(id);
             }
         }
         result
     }
 
-    pub(super) fn join_room(&self, conv: &Conv, session: &Arc<Session>) {
-        let mut state = conv.state();
-        if !state.room.iter().any(|s| Arc::ptr_eq(s, session)) {
-            state.room.push(session.clone());
-            session.rooms.lock().unwrap_or_else(|p| p.into_inner()).push(conv.cid.clone());
+    /// A session enters a chat room: here, and in the cluster's view of the room.
+    pub(super) async fn join_room(&self, app: &AppState, conv: &Conv, session: &Arc<Session>) {
+        let joined = {
+            let mut state = conv.state();
+            let new = !state.room.iter().any(|s| Arc::ptr_eq(s, session));
+            if new {
+                state.room.push(session.clone());
+                session.rooms.lock().unwrap_or_else(|p| p.into_inner()).push(conv.cid.clone());
+            }
+            new
+        };
+        if joined {
+            self.room_joined(app, &conv.cid, session).await;
         }
     }
 

@@ -75,7 +75,7 @@ impl Engine {
     pub(super) async fn conv_count(&self, app: &AppState, cid: &str) -> Result<Reply, ProtocolError> {
         let conv = self.conv(app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
         let count = match conv.kind {
-            ConvKind::Transient => conv.room_clients().len(),
+            ConvKind::Transient => self.room_clients(app, &conv).await.len(),
             _ => conv.state().members.len(),
         };
         Ok(Reply::ConvCount { count })
@@ -105,14 +105,21 @@ impl Engine {
                 format!("query examines more than {} conversations; narrow it", limits.query_scan_max),
             ));
         }
-        let (steps, app) = (limits.query_budget, app.clone());
+        // Chat rooms' members are whoever is in them now, on any node.
+        let mut rooms = std::collections::HashMap::new();
+        for record in records.iter().filter(|r| r.kind == ConvKind::Transient) {
+            if let Some(conv) = app.convs.get(&record.id) {
+                rooms.insert(record.id.clone(), self.room_clients(app, &conv).await);
+            }
+        }
+        let steps = limits.query_budget;
         let evaluate = move || {
             let spent = || QueryError::Limit { key: "query_budget", max: steps };
             let mut budget = Budget::new(steps);
             let mut matched = Vec::new();
             for record in records {
                 let room = (record.kind == ConvKind::Transient)
-                    .then(|| app.convs.get(&record.id).map(|c| c.room_clients()).unwrap_or_default());
+                    .then(|| rooms.get(&record.id).cloned().unwrap_or_default());
                 let Some((doc, mark)) = view(&record, query_doc(&record, room)) else { continue };
                 budget.charge(1).ok_or_else(spent)?;
                 let hit = match &cond {

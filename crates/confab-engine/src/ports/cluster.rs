@@ -127,10 +127,21 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     ) -> ClusterFuture<'a, Result<Vec<SessionRef>, ClaimError>>;
     /// Unregisters a session (never waits).
     fn release(&self, app: &str, client: &str, session: SessionRef);
+    /// Unregisters every session of `client` on every node (a kick); done when it
+    /// resolves.
+    fn forget_client<'a>(&'a self, app: &'a str, client: &'a str) -> ClusterFuture<'a, ()>;
     /// Spends a signature's nonce for `ttl_ms`: `Some(true)` the first time any node
     /// spends it, `Some(false)` afterwards (a replay), `None` when the registry cannot
     /// be reached.
     fn spend_nonce<'a>(&'a self, app: &'a str, nonce: &'a str, ttl_ms: u64) -> ClusterFuture<'a, Option<bool>>;
+    /// Records that `session` (of `client`) is in chat room `cid`; done when it resolves.
+    fn room_join<'a>(&'a self, app: &'a str, cid: &'a str, client: &'a str, session: SessionRef)
+    -> ClusterFuture<'a, ()>;
+    /// Records that `session` left chat room `cid` (never waits).
+    fn room_leave(&self, app: &str, cid: &str, session: SessionRef);
+    /// The distinct clients in chat room `cid` on live nodes (`None`: the registry
+    /// cannot be reached).
+    fn room_members<'a>(&'a self, app: &'a str, cid: &'a str) -> ClusterFuture<'a, Option<Vec<String>>>;
     /// Which of `clients` have a live session on any node (`None`: the registry cannot
     /// be reached).
     fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>>;
@@ -165,6 +176,8 @@ struct HubState {
     sessions: std::collections::HashMap<(String, String), Registered>,
     /// Spent signature nonces, by app.
     nonces: std::collections::HashSet<(String, String)>,
+    /// Chat rooms: (app, cid) -> sessions in the room with their clients.
+    rooms: std::collections::HashMap<(String, String), Vec<(SessionRef, String)>>,
 }
 
 impl std::fmt::Debug for HubState {
@@ -219,6 +232,9 @@ impl HubNode {
         for list in hub.sessions.values_mut() {
             list.retain(|(s, _)| s.node != self.instance);
         }
+        for room in hub.rooms.values_mut() {
+            room.retain(|(s, _)| s.node != self.instance);
+        }
         if let Some(task) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
@@ -270,9 +286,43 @@ impl Cluster for HubNode {
         }
     }
 
+    fn room_join<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        client: &'a str,
+        session: SessionRef,
+    ) -> ClusterFuture<'a, ()> {
+        let mut hub = self.hub.lock();
+        hub.rooms.entry((app.to_owned(), cid.to_owned())).or_default().push((session, client.to_owned()));
+        Box::pin(std::future::ready(()))
+    }
+
+    fn room_leave(&self, app: &str, cid: &str, session: SessionRef) {
+        if let Some(room) = self.hub.lock().rooms.get_mut(&(app.to_owned(), cid.to_owned())) {
+            room.retain(|(s, _)| *s != session);
+        }
+    }
+
+    fn room_members<'a>(&'a self, app: &'a str, cid: &'a str) -> ClusterFuture<'a, Option<Vec<String>>> {
+        let hub = self.hub.lock();
+        let mut clients: Vec<String> = Vec::new();
+        for (_, client) in hub.rooms.get(&(app.to_owned(), cid.to_owned())).into_iter().flatten() {
+            if !clients.contains(client) {
+                clients.push(client.clone());
+            }
+        }
+        Box::pin(std::future::ready(Some(clients)))
+    }
+
     fn spend_nonce<'a>(&'a self, app: &'a str, nonce: &'a str, _ttl_ms: u64) -> ClusterFuture<'a, Option<bool>> {
         let fresh = self.hub.lock().nonces.insert((app.to_owned(), nonce.to_owned()));
         Box::pin(std::future::ready(Some(fresh)))
+    }
+
+    fn forget_client<'a>(&'a self, app: &'a str, client: &'a str) -> ClusterFuture<'a, ()> {
+        self.hub.lock().sessions.remove(&(app.to_owned(), client.to_owned()));
+        Box::pin(std::future::ready(()))
     }
 
     fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>> {

@@ -56,7 +56,7 @@ async fn kick(
             )));
         }
     };
-    gateway.engine.admin_kick(&caller.app_id, &client, reason)?;
+    gateway.engine.admin_kick(&caller.app_id, &client, reason).await?;
     Ok(axum::Json(json!({})).into_response())
 }
 

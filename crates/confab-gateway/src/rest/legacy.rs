@@ -471,7 +471,7 @@ async fn kick(
     if reason.chars().count() > 20 {
         return Err(RestError::bad_request("reason must be at most 20 characters"));
     }
-    gateway.engine.admin_kick(&caller.app_id, &client, reason)?;
+    gateway.engine.admin_kick(&caller.app_id, &client, reason).await?;
     Ok(json(json!({})))
 }
 

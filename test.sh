@@ -82,7 +82,7 @@ cargo test --workspace --locked
 
 say "integration suites again, every server on PostgreSQL (one throw-away server per suite)"
 CONFAB_TEST_STORE=postgres cargo test --locked -p confab-server \
-  --test messages --test conversations --test session --test rest
+  --test messages --test conversations --test session --test rest --test migrate
 
 say "integration suites again, every server a 3-node cluster (PostgreSQL + Redis) behind a round-robin balancer"
 # Not rest_more: temporary silences, stats and app-wide broadcasts are per node

@@ -191,6 +191,16 @@ op("get", L + "/transient_group/members", "Up to 50 clients in a chat room", ["g
    key="app")
 op("post", L + "/online", "Which peers are online (<= 20)", body=LEGACY, response=RESULTS)
 op("post", L + "/client/kick", "End a client's sessions (4115)", body=LEGACY)
+for prefix, what in [("/1.1/classes", "Query"), ("/1.1/scan/classes", "Scan (cursor paging)")]:
+    params = ["where", "order", "skip", "limit", "keys", "count"] if what == "Query" else ["where", "limit", "cursor", "keys"]
+    response = RESULTS if what == "Query" else {
+        "type": "object", "properties": {"results": {"type": "array", "items": OBJ},
+                                         "cursor": {"type": "string", "nullable": True}},
+        "required": ["results", "cursor"]}
+    op("get", prefix + "/{class}",
+       f"{what} an IM class: _Conversation, _ConversationMemberInfo (also a member's own session with "
+       "X-LC-IM-Session-Token and client_id) or _SysMessage", params + (["client_id"] if what == "Query" else []),
+       response=response)
 op("get", L + "/notifications", "Conversations joined since start_ts (X-LC-IM-Session-Token)",
    ["client_id", "start_ts", "notification_type"], response=NOTIFS, key="app")
 

@@ -255,7 +255,7 @@ pub(crate) fn apply_attributes(
 }
 
 /// The canonical member set of a unique conversation.
-pub(crate) fn unique_key(members: &[String]) -> String {
+pub fn unique_key(members: &[String]) -> String {
     let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
     sorted.sort_unstable();
     sorted.dedup();

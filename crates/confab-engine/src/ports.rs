@@ -253,6 +253,19 @@ pub trait Store: Send + Sync + 'static {
         app: &'a str,
         filter: ScanFilter,
     ) -> StoreFuture<'a, Vec<ConversationRecord>>;
+    /// A page of the app's conversations in id order (bytewise): those whose id comes
+    /// strictly after `after` (from the first with `None`), only of `kind` when given,
+    /// at most `limit`, each read like [`Store::conversation`]. It walks every
+    /// conversation of an app a page at a time however many there are (the storage
+    /// API's scan, an export), where [`Store::scan_conversations`] refuses past its
+    /// `max`.
+    fn conversations_after<'a>(
+        &'a self,
+        app: &'a str,
+        after: Option<&'a str>,
+        kind: Option<ConvKind>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRecord>>;
     /// Replaces the attributes (keys not in `attrs` are gone) and sets `updated_at`.
     fn set_attributes<'a>(
         &'a self,

@@ -14,6 +14,17 @@
 //! environment and flags, same checks) and prints the effective settings as TOML with
 //! the master keys masked; it opens no store, binds no port and creates no directory.
 //! Exit status 0 when valid, 2 (the error on stderr) when not.
+//!
+//! `confab pull --from URL --app-id ID --master-key KEY --out DIR` downloads an app's
+//! IM data from LeanCloud's REST API (or another Confab's) into an export directory;
+//! running it again continues an interrupted pull. Progress goes to stderr, the report
+//! as one JSON object to stdout; exit status 0 when complete, 1 when it stopped.
+//!
+//! `confab import --app ID DIR` loads an export directory (`confab pull`'s, or one
+//! assembled from LeanCloud's console export) into the store `serve` would open with
+//! the same configuration, while the server is stopped. Skipped records and progress go
+//! to stderr, the report as one JSON object to stdout. Exit status 0 when the import
+//! ran to its end (skips included), 1 when it stopped.
 
 use clap::{Parser, Subcommand};
 use confab_cluster_redis::RedisCluster;
@@ -63,6 +74,91 @@ enum Command {
     CheckConfig(CheckArgs),
     /// Bring the store's schema up to date and exit (`serve` also does it at start).
     Migrate(ServeArgs),
+    /// Load an export of LeanCloud data (`confab pull`'s directory) into the store;
+    /// run it while the server is stopped. Running it again adds nothing.
+    Import(ImportArgs),
+    /// Download an app's conversations, member roles, service-conversation data and
+    /// histories from LeanCloud's REST API (or another Confab's) into DIR; run it again
+    /// to continue after an interruption.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PullArgs {
+    /// The app's API base URL, e.g. `https://abcdefgh.api.lncldglobal.com` (or your bound
+    /// API domain).
+    #[arg(long, value_name = "URL")]
+    from: String,
+    /// The app id.
+    #[arg(long, value_name = "ID")]
+    app_id: String,
+    /// The app's master key (or set CONFAB_PULL_MASTER_KEY, which keeps it out of the
+    /// shell history).
+    #[arg(long, env = "CONFAB_PULL_MASTER_KEY", hide_env_values = true, value_name = "KEY")]
+    master_key: String,
+    /// The output directory: new and empty, or one an interrupted pull with the same
+    /// arguments left.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Only what changed since then: ISO-8601 UTC (2026-12-01T00:00:00Z) or epoch
+    /// milliseconds. For the final delta at cutover, into a new directory.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Also download message files on LeanCloud's file domains into DIR/files/.
+    #[arg(long)]
+    files: bool,
+    /// Another domain whose message files are downloaded (the app's own bound file
+    /// domain); repeatable.
+    #[arg(long = "file-domain", value_name = "HOST")]
+    file_domains: Vec<String>,
+    /// Requests per second, at most.
+    #[arg(long, value_name = "N", default_value_t = 10.0)]
+    rate: f64,
+    /// Transient failures (timeouts, 5xx, 429) of one request before the pull stops.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    retries: u32,
+    /// Largest file downloaded, in bytes; larger ones are reported and left out.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_file_bytes: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// TOML configuration file: the same as `serve`'s (its data directory, and the
+    /// app's limits the data is checked against).
+    #[arg(long, env = "CONFAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded store. Default: the configuration's, else
+    /// ./confab-data.
+    #[arg(long, env = "CONFAB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where data lives, as for `serve`: `sqlite:PATH` or
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB`. Default: SQLite in the data directory.
+    #[arg(long, env = "CONFAB_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// The app the data belongs to (its id; its limits come from the configuration,
+    /// LeanCloud's defaults when it is not configured).
+    #[arg(long = "app", value_name = "ID")]
+    app: String,
+    /// Rewrite the URLs of message files on LeanCloud's file domains to this base URL,
+    /// where DIR/files/ (`pull --files`) is served from.
+    #[arg(long, value_name = "URL")]
+    file_base_url: Option<String>,
+    /// Another domain whose file URLs are rewritten (the app's own bound file domain);
+    /// repeatable.
+    #[arg(long = "file-domain", value_name = "HOST")]
+    file_domains: Vec<String>,
+    /// Largest record read, in bytes (a line of a .jsonl file, an element of a .json
+    /// array); larger ones are skipped and reported.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    max_record_bytes: usize,
+    /// Where to sort histories too large to sort in memory (default: the system's
+    /// temporary directory).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// The export directory.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +236,8 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::CheckConfig(args) => std::process::exit(check_config(args)),
+        Command::Import(args) => std::process::exit(import(args)),
+        Command::Pull(args) => std::process::exit(pull(args)),
         Command::Migrate(args) => {
             let settings = resolve(args.config.as_deref(), args.overrides)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -200,6 +298,128 @@ fn check_config(args: CheckArgs) -> i32 {
             1
         }
     }
+}
+
+/// `confab pull`: the exit status.
+fn pull(args: PullArgs) -> i32 {
+    let since = match args.since.as_deref().map(|s| (s, confab_migrate::pull::parse_since(s))) {
+        None => None,
+        Some((_, Some(ms))) => Some(ms),
+        Some((text, None)) => {
+            eprintln!("confab pull: --since {text:?} is neither ISO-8601 UTC nor epoch milliseconds");
+            return 1;
+        }
+    };
+    let mut opts = confab_migrate::PullOptions::new(&args.from, &args.app_id, &args.master_key, &args.out);
+    opts.since = since;
+    opts.files = args.files;
+    opts.file_domains = confab_migrate::files::FileDomains::new(&args.file_domains);
+    opts.rate = args.rate;
+    opts.retries = args.retries;
+    opts.max_file_bytes = args.max_file_bytes;
+    let outcome =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string()).and_then(
+            |rt| rt.block_on(confab_migrate::pull(&opts, &mut std::io::stderr())).map_err(|e| e.to_string()),
+        );
+    match outcome {
+        Ok(report) => {
+            eprintln!(
+                "confab pull: {} conversations, {} member infos, {} _SysMessage rows; {} messages in {} \
+                 histories; {} subscribers; {} files ({} already there); {} not fetched",
+                report.conversations,
+                report.member_infos,
+                report.sys_messages,
+                report.messages,
+                report.histories,
+                report.subscribers,
+                report.files,
+                report.files_present,
+                report.failed,
+            );
+            match serde_json::to_string(&report) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("confab pull: writing the report: {e}"),
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("confab pull: {e} (run the same command again to continue)");
+            1
+        }
+    }
+}
+
+/// `confab import`: the exit status.
+fn import(args: ImportArgs) -> i32 {
+    match run_import(args) {
+        Ok(report) => {
+            let skipped = report.skipped_total();
+            eprintln!(
+                "confab import: conversations {} created, {} updated, {} unchanged; messages {} imported, \
+                 {} already there ({} moved to a free millisecond); {} _SysMessage rows; {skipped} skipped",
+                report.conversations.created,
+                report.conversations.updated,
+                report.conversations.unchanged,
+                report.messages.imported,
+                report.messages.present,
+                report.messages.shifted,
+                report.sys_messages.imported,
+            );
+            match serde_json::to_string(&report) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("confab import: writing the report: {e}"),
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("confab import: {e:#}");
+            1
+        }
+    }
+}
+
+fn run_import(args: ImportArgs) -> anyhow::Result<confab_migrate::ImportReport> {
+    let overrides = OverrideArgs {
+        listen: None,
+        data_dir: args.data_dir,
+        store: args.store,
+        broker: None,
+        node_id: None,
+        public_url: None,
+        apps: Vec::new(),
+    };
+    let settings = resolve(args.config.as_deref(), overrides)?;
+    let app = match settings.apps.iter().find(|a| a.id == args.app) {
+        Some(app) => app.clone(),
+        None if args.app == DEV_APP_ID => development_app(&settings.data_dir)?,
+        None => {
+            eprintln!(
+                "confab import: app {:?} is not in the configuration; checking the data against the default limits",
+                args.app
+            );
+            confab_engine::AppConfig::new(args.app.clone(), "", "")
+        }
+    };
+    let opts = confab_migrate::ImportOptions {
+        max_record_bytes: args.max_record_bytes,
+        work_dir: args.work_dir,
+        file_base_url: args.file_base_url,
+        file_domains: confab_migrate::files::FileDomains::new(&args.file_domains),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        // The store `serve` opens with these settings (its migrations run).
+        let store = open_store(&settings).await?;
+        let mut log = std::io::stderr();
+        let outcome = confab_migrate::import(store.store().as_ref(), &app, &args.dir, &opts, &mut log).await;
+        // Delivery cursors are buffered: written before the report says they are set,
+        // and before an error ends the process.
+        let flushed = store.flush().await;
+        let report = outcome?;
+        flushed.map_err(|e| anyhow::anyhow!("flushing the store: {e}"))?;
+        Ok(report)
+    })
 }
 
 /// Warns about every app that lets anyone log in as any client id: apps other than the

@@ -353,6 +353,25 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn conversations_after<'a>(
+        &'a self,
+        app: &'a str,
+        after: Option<&'a str>,
+        kind: Option<ConvKind>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRecord>> {
+        done(self.with_app(app, |a| {
+            let mut found: Vec<&Conversation> = a
+                .conversations
+                .values()
+                .filter(|c| after.is_none_or(|after| c.id.as_str() > after))
+                .filter(|c| kind.is_none_or(|k| c.kind == k))
+                .collect();
+            found.sort_by(|x, y| x.id.cmp(&y.id));
+            Ok(found.into_iter().take(limit).map(|c| a.record(app, c)).collect())
+        }))
+    }
+
     fn set_attributes<'a>(
         &'a self,
         app: &'a str,

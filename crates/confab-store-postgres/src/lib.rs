@@ -1290,6 +1290,41 @@ impl Store for PostgresStore {
         })
     }
 
+    fn conversations_after<'a>(
+        &'a self,
+        app: &'a str,
+        after: Option<&'a str>,
+        kind: Option<ConvKind>,
+        limit_to: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRecord>> {
+        Box::pin(async move {
+            // The primary key (app, id) orders the walk and seeks to its start (each
+            // condition present only when set, so the plan is the index range, not a
+            // scan and sort); `id` is COLLATE "C", so ids compare bytewise as in the
+            // other stores.
+            let kind = kind.map(|k| k as i64);
+            let max = limit(limit_to);
+            let mut conditions = String::new();
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&app];
+            if let Some(after) = &after {
+                params.push(after);
+                conditions.push_str(&format!(" AND c.id > ${}::text", params.len()));
+            }
+            if let Some(kind) = &kind {
+                params.push(kind);
+                conditions.push_str(&format!(" AND c.kind = ${}::bigint", params.len()));
+            }
+            params.push(&max);
+            let sql = format!(
+                "{} WHERE c.app = $1::text{conditions} ORDER BY c.id LIMIT ${}::bigint",
+                sql::CONVERSATION,
+                params.len()
+            );
+            let rows = self.query(&sql, &params).await?;
+            rows.iter().map(|r| conversation_row(app, r)).collect()
+        })
+    }
+
     fn set_attributes<'a>(
         &'a self,
         app: &'a str,

@@ -942,6 +942,41 @@ impl Store for SqliteStore {
         })
     }
 
+    fn conversations_after<'a>(
+        &'a self,
+        app: &'a str,
+        after: Option<&'a str>,
+        kind: Option<ConvKind>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRecord>> {
+        let (app, after) = (app.to_owned(), after.map(str::to_owned));
+        self.read(move |c| {
+            // The primary key (app, id) orders the walk and seeks to its start (a
+            // condition written `?2 IS NULL OR id > ?2` would not); ids compare
+            // bytewise (BINARY).
+            let mut sql = format!("SELECT {CONV_COLUMNS} FROM conversations WHERE app = ?1");
+            let mut args: Vec<rusqlite::types::Value> = vec![app.clone().into()];
+            if let Some(after) = after {
+                args.push(after.into());
+                sql.push_str(&format!(" AND id > ?{}", args.len()));
+            }
+            if let Some(kind) = kind {
+                args.push((kind as i64).into());
+                sql.push_str(&format!(" AND kind = ?{}", args.len()));
+            }
+            args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+            sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut records = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| row_to_record(&app, r))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for r in &mut records {
+                load_members(c, r)?;
+            }
+            Ok(records)
+        })
+    }
+
     fn set_attributes<'a>(
         &'a self,
         app: &'a str,

@@ -59,6 +59,7 @@ macro_rules! __store_rules {
             new_members_start_at_the_newest_message,
             attributes_are_replaced,
             scans_apply_every_filter_and_max,
+            pages_walk_every_conversation_in_id_order,
             messages_round_trip_in_append_order,
             a_taken_position_moves_to_the_next_free_one,
             queued_writes_apply_in_call_order,
@@ -441,6 +442,38 @@ pub async fn scans_apply_every_filter_and_max(store: &dyn Store) {
     // Records come whole, as `conversation` reads them.
     let full = store.scan_conversations(APP, ids(&["n3"])).await.expect("scan");
     assert_eq!(full, [read(store, "n3").await]);
+}
+
+/// Pages of conversations in bytewise id order, after an exclusive start, of one kind
+/// when asked, never another app's; each record whole.
+pub async fn pages_walk_every_conversation_in_id_order(store: &dyn Store) {
+    // Created out of id order: the walk follows ids, not creation.
+    create(store, conv("b", &["alice"], 10)).await;
+    create(store, conv("a2", &["bob"], 20)).await;
+    create(store, conv("B", &["carol"], 30)).await;
+    let mut sys = conv("a10", &["dave"], 40);
+    sys.kind = ConvKind::System;
+    create(store, sys).await;
+    let mut elsewhere = conv("a1", &["alice"], 5);
+    elsewhere.app = "other".into();
+    create(store, elsewhere).await;
+
+    let walk = |after: Option<&'static str>, kind: Option<ConvKind>, limit: usize| async move {
+        let found = store.conversations_after(APP, after, kind, limit).await.expect("page");
+        found.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(walk(None, None, 10).await, ["B", "a10", "a2", "b"]);
+    assert_eq!(walk(None, None, 2).await, ["B", "a10"]);
+    assert_eq!(walk(Some("a10"), None, 2).await, ["a2", "b"]);
+    assert_eq!(walk(Some("b"), None, 2).await, Vec::<String>::new());
+    assert_eq!(walk(Some("a"), None, 1).await, ["a10"]);
+    assert_eq!(walk(None, None, 0).await, Vec::<String>::new());
+    assert_eq!(walk(None, Some(ConvKind::System), 10).await, ["a10"]);
+    assert_eq!(walk(Some("a10"), Some(ConvKind::System), 10).await, Vec::<String>::new());
+    assert_eq!(walk(None, Some(ConvKind::Normal), 2).await, ["B", "a2"]);
+
+    let full = store.conversations_after(APP, Some("a2"), None, 1).await.expect("page");
+    assert_eq!(full, [read(store, "b").await]);
 }
 
 /// Every field of a message reads back as appended, oldest first.

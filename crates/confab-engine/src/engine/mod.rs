@@ -18,6 +18,7 @@
 mod admin;
 mod attributes;
 mod backend;
+mod classes;
 mod cluster;
 pub(crate) mod delivery;
 mod dispatch;
@@ -32,6 +33,7 @@ mod receipts;
 
 pub use admin::{AdminConversation, AdminMessage};
 pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, TargetedMessage, member_info_id};
+pub use classes::{ClassQuery, ImClass, ScanPage};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;
 pub use hooks::{OUTBOX_GIVE_UP_MS, SignRefusal};

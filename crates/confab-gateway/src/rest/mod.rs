@@ -11,6 +11,7 @@
 //! - `global`: stats and every conversation;
 //! - `legacy`: the `/1.1/rtm/…` calls of old backends and SDKs;
 //! - `sign`: login signatures for LeanStorage users, decided by the `_rtmClientSign` hook.
+//! - `classes`: the storage API's IM classes (`/1.1/classes/…`, `/1.1/scan/classes/…`).
 //!
 //! Every route is listed with its methods (`Routes`), so a test can hold the list
 //! against the OpenAPI document (`docs/openapi.json`).
@@ -20,6 +21,7 @@
 //! frame would); CORS follows each app's `allowed_origins`.
 
 pub(crate) mod auth;
+mod classes;
 mod clients;
 mod conversations;
 mod global;
@@ -80,6 +82,7 @@ pub(crate) fn routes() -> Routes {
         .merge(global::routes())
         .merge(legacy::routes())
         .merge(sign::routes())
+        .merge(classes::routes())
 }
 
 /// The REST routes, with their body limit and CORS.

@@ -7,62 +7,17 @@
 
 mod common;
 
+use common::rest::{APP_KEY, Answer, MASTER, http};
 use common::{Server, Start, is_conv, is_direct};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const QUIET: Duration = Duration::from_millis(300);
 
 const APPS: &str = "[[apps]]\nid = \"test-app\"\nkey = \"k\"\nmaster_key = \"m\"\n\
     [[apps]]\nid = \"other-app\"\nkey = \"ok\"\nmaster_key = \"om\"\n";
 
-const MASTER: &[(&str, &str)] = &[("X-LC-Id", "test-app"), ("X-LC-Key", "m,master")];
-const APP_KEY: &[(&str, &str)] = &[("X-LC-Id", "test-app"), ("X-LC-Key", "k")];
 const OTHER_MASTER: &[(&str, &str)] = &[("X-LC-Id", "test-app"), ("X-LC-Key", "om,master")];
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-impl Answer {
-    fn ok(self) -> Value {
-        assert_eq!(self.status, 200, "{}", self.body);
-        self.body
-    }
-
-    fn error(&self, status: u16, code: i64) {
-        assert_eq!((self.status, self.body["code"].as_i64()), (status, Some(code)), "{}", self.body);
-        assert!(self.body["error"].as_str().is_some_and(|e| !e.is_empty()), "{}", self.body);
-    }
-}
-
-async fn http(
-    server: &Server,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Answer {
-    let addr = server.http.trim_start_matches("http://").to_owned();
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let _ = s.write_all(body.as_bytes()).await;
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let out = String::from_utf8_lossy(&out).into_owned();
-    let (head, rest) = out.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {out:?}"));
-    let status = head[9..12].parse().unwrap();
-    Answer { status, body: serde_json::from_str(rest).unwrap_or(Value::Null) }
-}
 
 async fn call(server: &Server, method: &str, path: &str, body: &Value) -> Answer {
     http(server, method, path, MASTER, Some(&body.to_string())).await

@@ -4,6 +4,8 @@
 //! constructors the test files call (`Server::start(dir)` and friends).
 #![allow(dead_code, unused_imports)]
 
+pub mod rest;
+
 pub use confab_testkit::{APP, Launcher, Server, TEST_APP, create, error_code, is_conv, is_direct, send};
 use std::path::Path;
 

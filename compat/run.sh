@@ -5,6 +5,10 @@
 #   3. our 4.3.1 scenarios (v4/*.test.mjs, npm alias leancloud-realtime-4), binary then base64 frames.
 # Server binary: $CONFAB_BIN, else ../target/debug/confab (built with `cargo build -p confab-server`
 # if missing). Exits non-zero if either runner fails.
+#
+# CONFAB_COMPAT_CLUSTER=1: every server is a cluster of three nodes (one throw-away PostgreSQL and one
+# throw-away Redis for the whole run, a database per cluster) behind a round-robin TCP balancer
+# (lib/cluster.mjs); the services are stopped and removed when this script ends, however it ends.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -14,6 +18,23 @@ fi
 
 if [ -z "${CONFAB_BIN:-}" ] && [ ! -x ../target/debug/confab ]; then
   (cd .. && cargo build -p confab-server)
+fi
+
+if [[ "${CONFAB_COMPAT_CLUSTER:-}" =~ ^(1|true|yes|on)$ ]]; then
+  services_out="$(mktemp)"
+  # Lives as long as this shell (it polls our pid), so the services go away even if we are killed.
+  node lib/cluster.mjs --services-for $$ > "$services_out" &
+  services_pid=$!
+  trap 'kill "$services_pid" 2>/dev/null || true; rm -f "$services_out"' EXIT
+  for _ in $(seq 1 600); do
+    [ -s "$services_out" ] && break
+    kill -0 "$services_pid" 2>/dev/null || { echo "compat: cluster services failed to start" >&2; exit 1; }
+    sleep 0.2
+  done
+  [ -s "$services_out" ] || { echo "compat: cluster services did not start in time" >&2; exit 1; }
+  CONFAB_COMPAT_SERVICES="$(head -n1 "$services_out")"
+  export CONFAB_COMPAT_SERVICES
+  echo "== cluster mode: 3 nodes per server, services $CONFAB_COMPAT_SERVICES =="
 fi
 
 status=0

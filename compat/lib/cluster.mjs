@@ -194,6 +194,7 @@ export class Balancer {
   constructor() {
     this.nodes = []; // [{host, port}]
     this.next = 0;
+    this.counts = new Map(); // "host:port" -> connections handed to that node
     this.open = new Set();
     this.server = net.createServer((inbound) => this.handle(inbound));
     this.port = undefined;
@@ -234,6 +235,8 @@ export class Balancer {
       let connected = false;
       outbound.once('connect', () => {
         connected = true;
+        const key = `${node.host}:${node.port}`;
+        this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
         this.open.add(outbound);
         outbound.once('close', () => this.open.delete(outbound));
         inbound.setNoDelay(true);

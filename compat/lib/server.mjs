@@ -278,7 +278,12 @@ export class ClusterServer {
   /** Stops everything, removes the nodes' temp dirs and drops the database. */
   async dispose() {
     await Promise.all(this.nodes.map((n) => n.dispose()));
-    if (this.balancer) await this.balancer.close();
+    if (this.balancer) {
+      // Shows that the connections did spread (one line per cluster, on stderr).
+      const counts = [...this.balancer.counts.values()];
+      process.stderr.write(`[compat] cluster ${this.database?.name}: connections per node (each start) ${JSON.stringify(counts)}\n`);
+      await this.balancer.close();
+    }
     this.balancer = undefined;
     if (this.database) await dropDatabase(this.database.name);
   }

@@ -2,7 +2,8 @@
 # Compatibility suite: the unmodified leancloud-realtime SDKs against the real Confab server.
 #   1. 2.4.0's own mocha suite (node_modules/leancloud-realtime/test/specs.js), seeded and redirected;
 #   2. our 2.4.0 scenarios (test/*.test.mjs) with node's test runner;
-#   3. our 4.3.1 scenarios (v4/*.test.mjs, npm alias leancloud-realtime-4), binary then base64 frames.
+#   3. our 4.3.1 scenarios (v4/*.test.mjs, npm alias leancloud-realtime-4), binary then base64 frames;
+#   4. our 3.5.7 scenarios (v3/*.test.mjs, npm alias leancloud-realtime-3).
 # Server binary: $CONFAB_BIN, else ../target/debug/confab (built with `cargo build -p confab-server`
 # if missing). Exits non-zero if either runner fails.
 #

@@ -59,6 +59,7 @@ export class ConfabServer {
    * @param {string} [opts.dataDir] reuse a data dir (default: fresh temp dir, removed on dispose)
    * @param {string[]} [opts.extraArgs] more `serve` arguments (a cluster node's store, broker, node id)
    * @param {string} [opts.name] prefix of log lines in tail() (a cluster node's name)
+   * @param {string} [opts.configFile] an existing config file, passed with --config as it is
    */
   constructor(opts = {}) {
     this.extraArgs = opts.extraArgs ?? [];
@@ -68,7 +69,7 @@ export class ConfabServer {
     this.ownsDataDir = !opts.dataDir;
     this.workDir = mkdtempSync(path.join(tmpdir(), `confab-compat-${process.pid}-${tmpCounter++}-`));
     this.dataDir = opts.dataDir ?? path.join(this.workDir, 'data');
-    this.configFile = undefined;
+    this.configFile = opts.configFile; // an existing TOML file, used as it is
     if (this.config) {
       this.configFile = path.join(this.workDir, 'confab.toml');
       writeFileSync(this.configFile, toToml(this.config));
@@ -222,6 +223,7 @@ export class ClusterServer {
       this.nodes.push(new ConfabServer({
         apps: this.apps,
         config: this.config,
+        configFile: this.opts.configFile,
         name: `node-${i}`,
         extraArgs: ['--store', this.database.url, '--broker', services.redis.url, '--node-id', `node-${i}`],
       }));

@@ -226,7 +226,9 @@ export class Balancer {
     inbound.on('error', () => inbound.destroy());
     inbound.pause();
     const nodes = this.nodes.slice();
-    const first = this.next++;
+    // CONFAB_COMPAT_BALANCE=random: a random node per connection instead of the next one, to try
+    // other placements of a scenario's clients (round-robin puts consecutive clients apart).
+    const first = process.env.CONFAB_COMPAT_BALANCE === 'random' ? Math.floor(Math.random() * 1e9) : this.next++;
     const attempt = (i) => {
       if (inbound.destroyed) return;
       if (i >= nodes.length) { inbound.destroy(); return; }

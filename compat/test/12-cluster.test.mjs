@@ -7,7 +7,9 @@ import { clusterMode } from '../lib/cluster.mjs';
 import { serverFixture } from '../lib/fixture.mjs';
 import { convCall, uid } from '../lib/sdk.mjs';
 
-const skip = clusterMode() ? false : 'single-node run (CONFAB_COMPAT_CLUSTER is not set)';
+const skip = !clusterMode() ? 'single-node run (CONFAB_COMPAT_CLUSTER is not set)'
+  : process.env.CONFAB_COMPAT_BALANCE === 'random' ? 'random placement (CONFAB_COMPAT_BALANCE=random): one per node is not promised'
+  : false;
 const ctx = serverFixture();
 
 /** Each node's own `confab_sessions` gauge, asked of the node directly (not through the balancer). */

@@ -270,6 +270,27 @@ export class ClusterServer {
     return results[0];
   }
 
+  /** SIGKILL to one node, as a crash; the balancer skips it while it refuses. */
+  async killNode(i) {
+    await this.nodes[i].stop({ signal: 'SIGKILL' });
+  }
+
+  /** Starts one stopped node again (a new port) and gives it back to the balancer. */
+  async startNode(i) {
+    await this.nodes[i].start({ port: 0 });
+    this.balancer.setNodes(this.nodes.map((n) => n.url));
+  }
+
+  /** Each node's own `confab_sessions` gauge (open sessions on it), asked of the node directly. */
+  async nodeSessions() {
+    return Promise.all(this.nodes.map(async (node) => {
+      const text = await (await fetch(`${node.url}/metrics`)).text();
+      const m = /^confab_sessions (\d+)$/m.exec(text);
+      if (!m) throw new Error(`no confab_sessions in ${node.name}'s /metrics`);
+      return Number(m[1]);
+    }));
+  }
+
   /** Stops every node and starts them again on the same database; same balancer port. */
   async restart(opts = {}) {
     await this.stop(opts);

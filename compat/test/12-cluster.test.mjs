@@ -12,22 +12,12 @@ const skip = !clusterMode() ? 'single-node run (CONFAB_COMPAT_CLUSTER is not set
   : false;
 const ctx = serverFixture();
 
-/** Each node's own `confab_sessions` gauge, asked of the node directly (not through the balancer). */
-async function sessionsPerNode() {
-  return Promise.all(ctx.server.nodes.map(async (node) => {
-    const text = await (await fetch(`${node.url}/metrics`)).text();
-    const m = /^confab_sessions (\d+)$/m.exec(text);
-    assert.ok(m, `confab_sessions in ${node.name}'s /metrics`);
-    return Number(m[1]);
-  }));
-}
-
 test('three 2.4.0 clients land on three nodes and talk across them', { skip }, async () => {
-  const before = await sessionsPerNode();
+  const before = await ctx.server.nodeSessions();
   const alice = await ctx.open(uid('alice'));
   const bob = await ctx.open(uid('bob'));
   const carol = await ctx.open(uid('carol'));
-  const after = await sessionsPerNode();
+  const after = await ctx.server.nodeSessions();
   const added = after.map((n, i) => n - before[i]);
   assert.deepEqual(added, [1, 1, 1], `one new session on each node (before ${before}, after ${after})`);
 

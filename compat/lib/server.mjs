@@ -291,6 +291,17 @@ export class ClusterServer {
     }));
   }
 
+  /** Waits (bounded) until the nodes hold `total` sessions together, e.g. after clients closed. */
+  async waitForSessions(total, timeout = 10_000) {
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const sessions = await this.nodeSessions();
+      if (sessions.reduce((a, b) => a + b, 0) === total) return sessions;
+      if (Date.now() > deadline) throw new Error(`sessions per node ${sessions}, expected ${total} in all`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   /** Stops every node and starts them again on the same database; same balancer port. */
   async restart(opts = {}) {
     await this.stop(opts);

@@ -28,7 +28,10 @@ test('a node dies: its client reconnects to another node with its token and gets
   let bob;
   let bobNode;
   for (let attempt = 0; attempt < 10 && (bob === undefined || bobNode === aliceNode); attempt++) {
-    if (bob) await bob.rt.close();
+    if (bob) {
+      await bob.rt.close();
+      await ctx.server.waitForSessions(1);
+    }
     ({ c: bob, node: bobNode } = await openLocated(uid('bob'), {}, { push: true }));
   }
   assert.notEqual(bobNode, aliceNode, 'bob on another node than alice');

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ConfabServer, confabBinary, randomApp } from './server.mjs';
+import { confabBinary, createServer, randomApp } from './server.mjs';
 
 export const GROUP = '5c4a0e1d2f3a4b5c6d7e8f90';
 export const ROOM = '5c4a0e1d2f3a4b5c6d7e8f91';
@@ -48,16 +48,17 @@ function writeExport(dir, clients) {
 }
 
 /**
- * A server (not started) of a fresh app whose data directory holds the import of an export for the
- * clients [alice, bob, carol]; returns {server, app, report}.
+ * A server (not started) of a fresh app whose store (data directory, or a cluster's database) holds
+ * the import of an export for the clients [alice, bob, carol]; resolves to {server, app, report}.
  */
-export function importedServer(clients) {
+export async function importedServer(clients) {
   const app = randomApp('imp');
-  const server = new ConfabServer({ apps: [app] });
+  const server = createServer({ apps: [app] });
+  await server.prepare();
   const exportDir = mkdtempSync(path.join(tmpdir(), 'confab-export-'));
   try {
     writeExport(exportDir, clients);
-    const r = spawnSync(confabBinary(), ['import', '--data-dir', server.dataDir, '--app', app.id, exportDir], { encoding: 'utf8' });
+    const r = spawnSync(confabBinary(), ['import', ...server.storeArgs(), '--app', app.id, exportDir], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`confab import failed (${r.status}): ${r.stderr}`);
     return { server, app, report: JSON.parse(r.stdout) };
   } finally {

@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Balancer, CLUSTER_NODES, clusterMode, clusterServices, createDatabase, dropDatabase } from './cluster.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const COMPAT_DIR = path.resolve(here, '..');
@@ -56,14 +57,19 @@ export class ConfabServer {
    * @param {{id:string,key:string,masterKey:string}[]} [opts.apps] apps given with --app
    * @param {object} [opts.config] config written as TOML and passed with --config
    * @param {string} [opts.dataDir] reuse a data dir (default: fresh temp dir, removed on dispose)
+   * @param {string[]} [opts.extraArgs] more `serve` arguments (a cluster node's store, broker, node id)
+   * @param {string} [opts.name] prefix of log lines in tail() (a cluster node's name)
+   * @param {string} [opts.configFile] an existing config file, passed with --config as it is
    */
   constructor(opts = {}) {
+    this.extraArgs = opts.extraArgs ?? [];
+    this.name = opts.name;
     this.apps = opts.apps ?? [];
     this.config = opts.config;
     this.ownsDataDir = !opts.dataDir;
     this.workDir = mkdtempSync(path.join(tmpdir(), `confab-compat-${process.pid}-${tmpCounter++}-`));
     this.dataDir = opts.dataDir ?? path.join(this.workDir, 'data');
-    this.configFile = undefined;
+    this.configFile = opts.configFile; // an existing TOML file, used as it is
     if (this.config) {
       this.configFile = path.join(this.workDir, 'confab.toml');
       writeFileSync(this.configFile, toToml(this.config));
@@ -84,7 +90,18 @@ export class ConfabServer {
     const a = ['serve', '--listen', listen, '--data-dir', this.dataDir];
     if (this.configFile) a.push('--config', this.configFile);
     for (const app of this.apps) a.push('--app', `${app.id}:${app.key}:${app.masterKey}`);
+    a.push(...this.extraArgs);
     return a;
+  }
+
+  /** Nothing to prepare for a single node (a cluster creates its database here). */
+  async prepare() {
+    return this;
+  }
+
+  /** The arguments that name this server's data for `confab import` and `migrate`. */
+  storeArgs() {
+    return ['--data-dir', this.dataDir];
   }
 
   /** Starts the server; resolves once it printed its `listening on` line. */
@@ -164,7 +181,8 @@ export class ConfabServer {
   }
 
   tail(n = 40) {
-    return this.log.slice(-n).join('\n');
+    const lines = this.log.slice(-n);
+    return (this.name ? lines.map((l) => `[${this.name}] ${l}`) : lines).join('\n');
   }
 
   /** The WebSocket URL the router is expected to hand out. */
@@ -173,9 +191,155 @@ export class ConfabServer {
   }
 }
 
+/**
+ * Cluster mode (CONFAB_COMPAT_CLUSTER=1, see cluster.mjs): the same interface as ConfabServer, but
+ * CLUSTER_NODES nodes sharing a database of their own and the run's Redis, behind a round-robin
+ * balancer whose address is `url` / `port` / `wsUrl`. The balancer keeps its port across stop and
+ * start, so a restart (all nodes, same database) looks like one server restarting on its port.
+ */
+export class ClusterServer {
+  constructor(opts = {}) {
+    this.apps = opts.apps ?? [];
+    this.config = opts.config;
+    this.opts = opts;
+    this.database = undefined; // {name, url}
+    this.nodes = [];
+    this.balancer = undefined;
+    this.url = undefined;
+    this.port = undefined;
+    this.pastExits = [];
+  }
+
+  appIds() {
+    return [...this.apps.map((a) => a.id), ...((this.config && this.config.apps) || []).map((a) => a.id)];
+  }
+
+  /** Creates the cluster's database (once) and the nodes' definitions. */
+  async prepare() {
+    if (this.database) return this;
+    const services = await clusterServices();
+    this.database = await createDatabase();
+    for (let i = 0; i < CLUSTER_NODES; i++) {
+      this.nodes.push(new ConfabServer({
+        apps: this.apps,
+        config: this.config,
+        configFile: this.opts.configFile,
+        name: `node-${i}`,
+        extraArgs: ['--store', this.database.url, '--broker', services.redis.url, '--node-id', `node-${i}`],
+      }));
+    }
+    return this;
+  }
+
+  storeArgs() {
+    if (!this.database) throw new Error('ClusterServer.storeArgs() before prepare()');
+    return ['--store', this.database.url];
+  }
+
+  /** The first node's process while every node runs (fixtures check `proc` to see a dead server). */
+  get proc() {
+    return this.nodes.length && this.nodes.every((n) => n.proc) ? this.nodes[0].proc : undefined;
+  }
+
+  /** Every node's exits, tagged with the node's name. */
+  get exits() {
+    return this.nodes.flatMap((n) => n.exits.map((e) => ({ node: n.name, ...e })));
+  }
+
+  /** Starts (or, after a node died, restarts) every node, then points the balancer at them. */
+  async start({ port } = {}) {
+    await this.prepare();
+    // After one node died the others still run: a start is a restart of all of them.
+    await Promise.all(this.nodes.map((n) => n.stop()));
+    if (!this.balancer) {
+      this.balancer = new Balancer();
+      await this.balancer.listen(port ?? 0);
+      this.port = this.balancer.port;
+      this.url = `http://127.0.0.1:${this.port}`;
+    }
+    // The first node alone runs the store's migrations, then the others join.
+    await this.nodes[0].start({ port: 0 });
+    await Promise.all(this.nodes.slice(1).map((n) => n.start({ port: 0 })));
+    this.balancer.setNodes(this.nodes.map((n) => n.url));
+    return this;
+  }
+
+  /** Stops every node (SIGTERM, then SIGKILL after a grace period); the balancer keeps its port. */
+  async stop(opts = {}) {
+    const results = await Promise.all(this.nodes.map((n) => n.stop(opts)));
+    return results[0];
+  }
+
+  /** SIGKILL to one node, as a crash; the balancer skips it while it refuses. */
+  async killNode(i) {
+    await this.nodes[i].stop({ signal: 'SIGKILL' });
+  }
+
+  /** Starts one stopped node again (a new port) and gives it back to the balancer. */
+  async startNode(i) {
+    await this.nodes[i].start({ port: 0 });
+    this.balancer.setNodes(this.nodes.map((n) => n.url));
+  }
+
+  /** Each node's own `confab_sessions` gauge (open sessions on it), asked of the node directly. */
+  async nodeSessions() {
+    return Promise.all(this.nodes.map(async (node) => {
+      const text = await (await fetch(`${node.url}/metrics`)).text();
+      const m = /^confab_sessions (\d+)$/m.exec(text);
+      if (!m) throw new Error(`no confab_sessions in ${node.name}'s /metrics`);
+      return Number(m[1]);
+    }));
+  }
+
+  /** Waits (bounded) until the nodes hold `total` sessions together, e.g. after clients closed. */
+  async waitForSessions(total, timeout = 10_000) {
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const sessions = await this.nodeSessions();
+      if (sessions.reduce((a, b) => a + b, 0) === total) return sessions;
+      if (Date.now() > deadline) throw new Error(`sessions per node ${sessions}, expected ${total} in all`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Stops every node and starts them again on the same database; same balancer port. */
+  async restart(opts = {}) {
+    await this.stop(opts);
+    await this.start();
+    return this;
+  }
+
+  /** Stops everything, removes the nodes' temp dirs and drops the database. */
+  async dispose() {
+    await Promise.all(this.nodes.map((n) => n.dispose()));
+    if (this.balancer) {
+      // Shows that the connections did spread (one line per cluster, on stderr).
+      const counts = [...this.balancer.counts.values()];
+      process.stderr.write(`[compat] cluster ${this.database?.name}: connections per node (each start) ${JSON.stringify(counts)}\n`);
+      await this.balancer.close();
+    }
+    this.balancer = undefined;
+    if (this.database) await dropDatabase(this.database.name);
+  }
+
+  /** The last lines of every node's log, each line tagged with its node. */
+  tail(n = 40) {
+    return this.nodes.map((node) => node.tail(n)).filter(Boolean).join('\n');
+  }
+
+  get wsUrl() {
+    return this.url.replace(/^http/, 'ws') + '/';
+  }
+}
+
+/** A server, not started: a ClusterServer in cluster mode, else a ConfabServer. */
+export function createServer(opts) {
+  return clusterMode() ? new ClusterServer(opts) : new ConfabServer(opts);
+}
+
 /** Convenience: a started server with the given apps. */
 export async function startServer(opts) {
-  const s = new ConfabServer(opts);
+  const s = createServer(opts);
   try {
     await s.start();
   } catch (e) {

@@ -7,7 +7,8 @@
 #      5xx, a documented status, JSON, and match its documented schema. Bounded: a few
 #      examples per operation and --max-time.
 #
-# Server binary: $CONFAB_BIN, else target/debug/confab.
+# Server binary: $CONFAB_BIN, else target/debug/confab. CONFAB_COMPAT_CLUSTER=1: a 3-node cluster
+# behind a round-robin balancer instead of one server (compat/lib/cluster-serve.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -47,10 +48,21 @@ id = "python-app"
 key = "python-key"
 master_key = "python-master"
 TOML
-"$bin" serve --config "$work/confab.toml" --listen 127.0.0.1:0 --data-dir "$work/data" \
-  > "$work/stdout" 2> "$work/server.log" &
-pid=$!
-for _ in $(seq 100); do
+if [[ "${CONFAB_COMPAT_CLUSTER:-}" =~ ^(1|true|yes|on)$ ]]; then
+  # Three nodes on a throw-away PostgreSQL and Redis behind a round-robin balancer (see
+  # compat/README.md, cluster mode); the launcher stops everything when killed or when we are gone,
+  # and exits as soon as a node dies.
+  CONFAB_BIN="$bin" node compat/lib/cluster-serve.mjs --for $$ --config "$work/confab.toml" \
+    > "$work/stdout" 2> "$work/server.log" &
+  pid=$!
+  wait_steps=1200
+else
+  "$bin" serve --config "$work/confab.toml" --listen 127.0.0.1:0 --data-dir "$work/data" \
+    > "$work/stdout" 2> "$work/server.log" &
+  pid=$!
+  wait_steps=100
+fi
+for _ in $(seq "$wait_steps"); do
   grep -q '^listening on ' "$work/stdout" 2>/dev/null && break
   sleep 0.1
 done

@@ -11,7 +11,7 @@ let app;
 const clients = [];
 
 before(async () => {
-  ({ server, app } = importedServer([alice, bob, carol]));
+  ({ server, app } = await importedServer([alice, bob, carol]));
   await server.start();
   useServer(server);
 });

@@ -19,7 +19,7 @@ let app;
 const rts = [];
 
 before(async () => {
-  ({ server, app } = importedServer([alice, bob, carol]));
+  ({ server, app } = await importedServer([alice, bob, carol]));
   await server.start();
 });
 afterEach(async () => {

@@ -275,6 +275,8 @@ const METRICS: &[(&str, &str, &str, bool)] = &[
     ("durable", "/acked_per_s", "1:1 pairs: acked msg/s", true),
     ("durable", "/ack_latency/p50_ms", "1:1 pairs: ack p50 ms", false),
     ("durable", "/ack_latency/p99_ms", "1:1 pairs: ack p99 ms", false),
+    ("durable", "/delivered_per_s", "1:1 pairs: delivered msg/s", true),
+    ("durable", "/delivery_latency/p99_ms", "1:1 pairs: delivery p99 ms", false),
     ("durable", "/server_cpu_us_per_message", "1:1 pairs: server CPU µs/acked msg", false),
     ("durable", "/cpu/server_cores_busy", "1:1 pairs: server cores busy", false),
     ("durable", "/cpu/load_tool_cores_busy", "1:1 pairs: load tool cores busy", false),

@@ -42,8 +42,9 @@ enum Cmd {
     Worker {
         #[arg(long, value_enum)]
         target: Target,
-        #[arg(long)]
-        addr: SocketAddr,
+        /// The server's address, or a cluster's nodes' (comma-separated, used round-robin).
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<SocketAddr>,
         #[arg(long)]
         first: usize,
         #[arg(long)]
@@ -68,9 +69,19 @@ struct RunArgs {
     /// Folder of the peer servers (npm ci already run there).
     #[arg(long, default_value = "bench/peers")]
     peers_dir: PathBuf,
-    /// Confab's store durability: full (fsync) or normal.
+    /// Confab's store durability: full (fsync) or normal (one process only; a cluster's
+    /// PostgreSQL always runs with fsync and synchronous_commit on).
     #[arg(long, default_value = "full")]
     durability: String,
+    /// Runs each target as a cluster of `--nodes` processes on this machine, clients
+    /// connecting round-robin straight to each node (no balancer): Confab on a fresh
+    /// PostgreSQL (store) and Redis (broker and presence); Socket.IO with
+    /// `@socket.io/redis-adapter` on a fresh Redis. Targets: confab, socketio.
+    #[arg(long)]
+    cluster: bool,
+    /// Nodes per cluster (with --cluster).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    nodes: u16,
     /// Idle connections.
     #[arg(long, default_value_t = 2000)]
     idle: usize,
@@ -124,9 +135,10 @@ struct RunArgs {
     /// Warm-up seconds before each measured window.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Where to write the JSON results.
-    #[arg(long, default_value = "bench/results/latest.json")]
-    out: PathBuf,
+    /// Where to write the JSON results [default: bench/results/latest.json, with
+    /// --cluster bench/results/cluster-latest.json].
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -145,10 +157,24 @@ fn main() -> Result<()> {
 }
 
 async fn run(a: RunArgs) -> Result<()> {
+    let cluster = a.cluster.then_some(usize::from(a.nodes));
+    if cluster.is_some()
+        && let Some(t) = a.targets.iter().find(|t| !matches!(t, Target::Confab | Target::Socketio))
+    {
+        anyhow::bail!("--cluster runs the confab and socketio targets only, not {}", t.name());
+    }
+    let out_path = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if a.cluster {
+            "bench/results/cluster-latest.json"
+        } else {
+            "bench/results/latest.json"
+        })
+    });
     let programs = Programs {
         confab: a.confab_bin.clone(),
         peers: a.peers_dir.clone(),
         durability: a.durability.clone(),
+        cluster,
     };
     let load = Load {
         idle: a.idle,
@@ -203,7 +229,7 @@ async fn run(a: RunArgs) -> Result<()> {
         results.insert(target.name().into(), Value::Object(r));
     }
     let results = Value::Object(results);
-    let report = json!({
+    let mut report = json!({
         "machine": machine(),
         "load": {
             "idle": a.idle, "members": a.members, "publishers": a.publishers, "window": a.window,
@@ -215,12 +241,20 @@ async fn run(a: RunArgs) -> Result<()> {
         "results": results,
         "ratios": ratios(&results),
     });
+    if let Some(n) = cluster {
+        report["cluster"] = json!({
+            "nodes": n,
+            "placement": "clients round-robin straight to each node, no balancer; 1:1 pairs on neighbouring nodes",
+            "confab": "nodes share one PostgreSQL (fsync=on, synchronous_commit=on) and one Redis",
+            "socketio": "@socket.io/redis-adapter on one Redis",
+        });
+    }
     println!("{}", table(&report));
-    if let Some(dir) = a.out.parent() {
+    if let Some(dir) = out_path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&a.out, serde_json::to_string_pretty(&report)?)?;
-    eprintln!("wrote {}", a.out.display());
+    std::fs::write(&out_path, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("wrote {}", out_path.display());
     Ok(())
 }
 
@@ -233,6 +267,7 @@ const METRICS: &[(&str, &str, &str, bool)] = &[
     ("fanout", "/server_cpu_us_per_delivery", "room: server CPU µs/delivery", false),
     ("fanout", "/cpu/server_cores_busy", "room: server cores busy", false),
     ("fanout", "/cpu/load_tool_cores_busy", "room: load tool cores busy", false),
+    ("fanout", "/cpu/postgres_redis_cores_busy", "room: PostgreSQL+Redis cores busy", false),
     ("fanout-half", "/delivered_per_s", "room at half rate: delivered msg/s", true),
     ("fanout-half", "/delivery_latency/p50_ms", "room at half rate: p50 ms", false),
     ("fanout-half", "/delivery_latency/p99_ms", "room at half rate: p99 ms", false),
@@ -240,9 +275,14 @@ const METRICS: &[(&str, &str, &str, bool)] = &[
     ("durable", "/acked_per_s", "1:1 pairs: acked msg/s", true),
     ("durable", "/ack_latency/p50_ms", "1:1 pairs: ack p50 ms", false),
     ("durable", "/ack_latency/p99_ms", "1:1 pairs: ack p99 ms", false),
+    ("durable", "/delivered_per_s", "1:1 pairs: delivered msg/s", true),
+    ("durable", "/delivery_latency/p99_ms", "1:1 pairs: delivery p99 ms", false),
     ("durable", "/server_cpu_us_per_message", "1:1 pairs: server CPU µs/acked msg", false),
     ("durable", "/cpu/server_cores_busy", "1:1 pairs: server cores busy", false),
+    ("durable", "/cpu/load_tool_cores_busy", "1:1 pairs: load tool cores busy", false),
+    ("durable", "/cpu/postgres_redis_cores_busy", "1:1 pairs: PostgreSQL+Redis cores busy", false),
     ("idle", "/server_kb_per_conn", "idle: server KB/connection", false),
+    ("idle", "/redis_kb_per_conn", "idle: Redis KB/connection", false),
     ("opens", "/opens_per_s", "session opens/s", true),
     ("opens", "/server_cpu_us_per_open", "session open: server CPU µs", false),
     ("fanout-silent", "/delivered_per_s", "room, silent: delivered msg/s", true),
@@ -287,7 +327,16 @@ fn table(report: &Value) -> String {
     let peers: Vec<&str> =
         PEERS.iter().copied().filter(|p| targets.contains(&"confab") && targets.contains(p)).collect();
     let load = &report["load"];
-    let mut s = format!(
+    let mut s = String::new();
+    if let Some(n) = report["cluster"]["nodes"].as_u64() {
+        s += &format!(
+            "cluster: {n} nodes per target, clients round-robin straight to the nodes, 1:1 pairs across nodes; \
+             Confab on PostgreSQL (fsync on) + Redis, Socket.IO with @socket.io/redis-adapter on Redis; \
+             {} idle sessions asked for\n",
+            load["idle"]
+        );
+    }
+    s += &format!(
         "load: room of {} members ({} publishers, {} in flight each), {} 1:1 pairs ({} in flight per sender), \
          member acks {}, {}-byte bodies\n",
         load["members"],
@@ -313,7 +362,9 @@ fn table(report: &Value) -> String {
     s.push('\n');
     let mut secondary_heading = false;
     for (sc, p, label, _) in METRICS {
-        if targets.iter().all(|t| results[t].get(*sc).is_none()) {
+        // Rows nobody has a value for (a scenario that did not run, a cluster-only
+        // metric in a one-process run) are left out.
+        if targets.iter().all(|t| results[t][sc].pointer(p).is_none()) {
             continue;
         }
         if SECONDARY.contains(sc) && !secondary_heading {
@@ -432,5 +483,38 @@ mod tests {
         assert_eq!(a.member_acks, MemberAcks::V4x);
         assert_eq!(a.targets, vec![Target::Confab, Target::BareRust]);
         assert!(Cli::try_parse_from(["confab-bench", "run", "--member-acks", "3"]).is_err());
+    }
+
+    #[test]
+    fn cluster_mode_takes_confab_and_socketio_only() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["confab-bench", "run", "--cluster"];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).expect("parse");
+            let Cmd::Run(a) = cli.command else { panic!("run expected") };
+            a
+        };
+        let a = parse(&["--targets", "confab,socketio"]);
+        assert!(a.cluster && a.nodes == 3 && a.out.is_none());
+        assert!(Cli::try_parse_from(["confab-bench", "run", "--cluster", "--nodes", "0"]).is_err());
+        // Refused before any server starts.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let err = rt.block_on(run(*parse(&["--targets", "confab,bare-rust"]))).expect_err("refused");
+        assert!(err.to_string().contains("bare-rust"), "{err}");
+    }
+
+    #[test]
+    fn cluster_table_names_the_cluster_and_its_rows() {
+        let mut r = report();
+        r["results"]["confab"]["fanout"]["cpu"]["postgres_redis_cores_busy"] = json!(0.5);
+        r["cluster"] = json!({"nodes": 3});
+        r["load"]["idle"] = json!(45000);
+        let t = table(&r);
+        let first = t.lines().next().expect("a line");
+        assert!(first.starts_with("cluster: 3 nodes") && first.contains("45000 idle"), "{t}");
+        assert!(t.contains("room: PostgreSQL+Redis cores busy"), "{t}");
+        let single = table(&report());
+        assert!(!single.contains("cluster:") && !single.contains("PostgreSQL"), "{single}");
+        assert!(!single.contains("room: p99 ms"), "rows without any value are left out: {single}");
     }
 }

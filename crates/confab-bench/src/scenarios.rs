@@ -1,7 +1,8 @@
 //! The scenarios: idle connections, room fan-out, durable 1:1 and session opens. Each
-//! starts a fresh server, is bounded in count and time, and returns a JSON object.
+//! starts a fresh server (one process, or a cluster whose nodes the clients are spread
+//! over round-robin), is bounded in count and time, and returns a JSON object.
 
-use crate::server::{Programs, Server, cpu_us_of, rss_of, tcp_kernel_bytes};
+use crate::server::{Deployment, Programs, cpu_us_of, rss_of, tcp_kernel_bytes};
 use crate::wire::{self, AckBatch, Incoming, MemberAcks, Target, Ws};
 use crate::ws::Opcode;
 use anyhow::{Context, Result, bail};
@@ -146,8 +147,10 @@ struct Publish {
     /// publisher's message at the same instant.
     offset: Duration,
     size: usize,
-    /// Flow control for fan-out: receivers per message and how many deliveries may be
-    /// outstanding before publishers wait (so no receiver is overrun into a 1013 close).
+    /// Flow control on deliveries: receivers per message and how many deliveries may be
+    /// outstanding (over all senders) before publishers wait — so no receiver is overrun
+    /// into a 1013 close, and a server that acknowledges faster than it delivers is
+    /// measured at what it delivers, not at what it queues.
     fanout: Option<(u64, u64)>,
 }
 
@@ -378,10 +381,11 @@ fn handle_frame(
     }
 }
 
-/// Opens `n` sessions (and joins `room` unless it is empty), `RAMP` at a time.
+/// Opens `n` sessions (and joins `room` unless it is empty), `RAMP` at a time; the
+/// `k`th goes to `addrs[(first + k) % len]` (round-robin over a cluster's nodes).
 async fn open_many(
     target: Target,
-    addr: SocketAddr,
+    addrs: Arc<Vec<SocketAddr>>,
     first: usize,
     n: usize,
     prefix: &str,
@@ -391,7 +395,7 @@ async fn open_many(
     let next = Arc::new(AtomicUsize::new(0));
     let mut set = JoinSet::new();
     for _ in 0..RAMP.min(n) {
-        let (next, room, prefix) = (next.clone(), room.clone(), prefix.to_owned());
+        let (next, room, prefix, addrs) = (next.clone(), room.clone(), prefix.to_owned(), addrs.clone());
         set.spawn(async move {
             let mut out = Vec::new();
             loop {
@@ -400,6 +404,7 @@ async fn open_many(
                     return Ok::<_, anyhow::Error>(out);
                 }
                 let peer = format!("{prefix}{}", first + k);
+                let addr = addrs[(first + k) % addrs.len()];
                 let mut ws = wire::open(target, addr, wire::source_addr(first + k), &room, &peer).await?;
                 if join {
                     wire::join(target, &mut ws, &room, &peer, 2).await?;
@@ -463,20 +468,26 @@ struct Window {
     secs: f64,
     server_cpu: u64,
     client_cpu: u64,
+    /// A cluster's PostgreSQL and Redis (`None` for one process).
+    backing_cpu: Option<u64>,
 }
 
 impl Window {
     fn json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "server_cores_busy": self.server_cpu as f64 / 1e6 / self.secs,
             "load_tool_cores_busy": self.client_cpu as f64 / 1e6 / self.secs,
-        })
+        });
+        if let Some(b) = self.backing_cpu {
+            v["postgres_redis_cores_busy"] = json!(b as f64 / 1e6 / self.secs);
+        }
+        v
     }
 }
 
 async fn measure(
     stats: &Stats,
-    server: &Server,
+    server: &Deployment,
     measure: tokio::time::Instant,
     stop_send: tokio::time::Instant,
 ) -> Window {
@@ -484,6 +495,8 @@ async fn measure(
     stats.c.measure_from_ns.store(wire::now_ns(), Relaxed);
     stats.c.measuring.store(true, Relaxed);
     let me = std::process::id();
+    let clustered = server.describe().is_some();
+    let backing0 = clustered.then(|| server.backing_cpu_us());
     let (t0, cpu0, own0) = (Instant::now(), server.cpu_us(), cpu_us_of(me));
     tokio::time::sleep_until(stop_send).await;
     stats.c.measuring.store(false, Relaxed);
@@ -491,6 +504,7 @@ async fn measure(
         secs: t0.elapsed().as_secs_f64(),
         server_cpu: server.cpu_us().saturating_sub(cpu0),
         client_cpu: cpu_us_of(me).saturating_sub(own0),
+        backing_cpu: backing0.map(|b0| server.backing_cpu_us().saturating_sub(b0)),
     }
 }
 
@@ -512,11 +526,11 @@ pub async fn fanout(
     rate: Option<f64>,
     acks: MemberAcks,
 ) -> Result<Value> {
-    let server = Server::start(target, programs)?;
-    let addr = server.addr;
+    let server = Deployment::start(target, programs).await?;
+    let addrs = Arc::new(server.addrs().to_vec());
     let room = match target {
         Target::Confab => {
-            let mut admin = wire::open(target, addr, wire::source_addr(0), "", "admin").await?;
+            let mut admin = wire::open(target, server.addr(0), wire::source_addr(0), "", "admin").await?;
             let cid = wire::confab_start(&mut admin, &[], true, 2).await?;
             admin.close().await;
             cid
@@ -524,9 +538,11 @@ pub async fn fanout(
         _ => "bench".to_owned(),
     };
     let room = Arc::new(room);
-    let members =
-        open_many(target, addr, 1, load.members, "m", room.clone(), true).await.context("members")?;
-    let pubs = open_many(target, addr, 1_000_000, load.publishers, "p", room.clone(), true)
+    // Members and publishers spread over the nodes, so most deliveries cross nodes.
+    let members = open_many(target, addrs.clone(), 1, load.members, "m", room.clone(), true)
+        .await
+        .context("members")?;
+    let pubs = open_many(target, addrs.clone(), 1_000_000, load.publishers, "p", room.clone(), true)
         .await
         .context("publishers")?;
     let stats = Stats::new(load.members as u64);
@@ -571,6 +587,7 @@ pub async fn fanout(
         "errors": c.errors.load(Relaxed), "dropped_connections": c.dropped.load(Relaxed),
         "cpu": w.json(),
     }))
+    .map(|v| with_cluster(v, &server))
 }
 
 /// Durable 1:1: `pairs` conversations of two, both sides sending acknowledged messages
@@ -578,17 +595,20 @@ pub async fn fanout(
 /// send the next); recipients acknowledge deliveries as `load.member_acks` says (2.4:
 /// each message at once; 4x: `fromts`/`tots` batches at most once a second; the peers
 /// get frames of the same size in their own dialect, read and dropped, as in
-/// [`fanout`]). Reports acknowledged messages/s, the sender's ack latency and the
-/// server CPU per acknowledged message.
+/// [`fanout`]); senders also wait while deliveries lag by more than all their windows
+/// together. Reports acknowledged and delivered messages/s, the sender's ack latency,
+/// the delivery latency and the server CPU per acknowledged message. On a cluster each
+/// pair's two ends sit on neighbouring nodes.
 pub async fn durable(target: Target, programs: &Programs, load: &Load, in_flight: usize) -> Result<Value> {
-    let server = Server::start(target, programs)?;
-    let addr = server.addr;
+    let server = Deployment::start(target, programs).await?;
     let mut conns = Vec::new();
     for i in 0..load.pairs {
         let room = format!("p{i}");
         let (pa, pb) = (format!("a{i}"), format!("b{i}"));
-        let mut a = wire::open(target, addr, wire::source_addr(2 * i), &room, &pa).await?;
-        let mut b = wire::open(target, addr, wire::source_addr(2 * i + 1), &room, &pb).await?;
+        // On a cluster the two ends sit on neighbouring nodes: every message crosses.
+        let (node_a, node_b) = (server.addr(i), server.addr(i + 1));
+        let mut a = wire::open(target, node_a, wire::source_addr(2 * i), &room, &pa).await?;
+        let mut b = wire::open(target, node_b, wire::source_addr(2 * i + 1), &room, &pb).await?;
         let room = match target {
             Target::Confab => wire::confab_start(&mut a, &[pb.as_str()], false, 2).await?,
             _ => {
@@ -602,6 +622,13 @@ pub async fn durable(target: Target, programs: &Programs, load: &Load, in_flight
     }
     let stats = Stats::new(1);
     let (m0, stop_send, stop_all) = window(load);
+    // Senders also wait while deliveries lag by more than their windows together: a
+    // server whose ack does not wait for delivery (Socket.IO's answers at once, and
+    // over its Redis adapter delivery is a queue without back-pressure) would
+    // otherwise take sends as fast as it can answer them while its deliveries fall
+    // further behind without bound. A server that delivers as fast as it acks never
+    // reaches this limit.
+    let budget = (conns.len() * in_flight.max(1)) as u64;
     let mut tasks = JoinSet::new();
     for (k, (ws, room)) in conns.into_iter().enumerate() {
         let publish = Publish {
@@ -610,7 +637,7 @@ pub async fn durable(target: Target, programs: &Programs, load: &Load, in_flight
             interval: None,
             offset: Duration::ZERO,
             size: load.size,
-            fanout: None,
+            fanout: Some((1, budget)),
         };
         let role = Role::new(Some(publish), true, load.member_acks, &room, false);
         tasks.spawn(chatter(target, ws, role, stats.clone(), k, stop_send, stop_all));
@@ -622,7 +649,11 @@ pub async fn durable(target: Target, programs: &Programs, load: &Load, in_flight
     let acked = c.acked.load(Relaxed);
     Ok(json!({
         "pairs": load.pairs, "window": in_flight, "member_acks": load.member_acks.name(), "seconds": secs,
-        "durability": if target == Target::Confab { programs.durability.as_str() } else { "none (memory only)" },
+        "durability": match (target, programs.cluster) {
+            (Target::Confab, Some(_)) => "PostgreSQL fsync=on, synchronous_commit=on",
+            (Target::Confab, None) => programs.durability.as_str(),
+            _ => "none (memory only)",
+        },
         "acked_per_s": acked as f64 / secs,
         "delivered_per_s": c.delivered.load(Relaxed) as f64 / secs,
         "member_acks_per_s": c.member_acks.load(Relaxed) as f64 / secs,
@@ -632,12 +663,21 @@ pub async fn durable(target: Target, programs: &Programs, load: &Load, in_flight
         "errors": c.errors.load(Relaxed), "dropped_connections": c.dropped.load(Relaxed),
         "cpu": w.json(),
     }))
+    .map(|v| with_cluster(v, &server))
+}
+
+/// `v` with the cluster's description, when the server is one.
+fn with_cluster(mut v: Value, server: &Deployment) -> Value {
+    if let Some(c) = server.describe() {
+        v["cluster"] = c;
+    }
+    v
 }
 
 /// Session opens: `opens` connect + open + drop, `open_concurrency` at a time.
 pub async fn opens(target: Target, programs: &Programs, load: &Load) -> Result<Value> {
-    let server = Server::start(target, programs)?;
-    let addr = server.addr;
+    let server = Deployment::start(target, programs).await?;
+    let addrs = Arc::new(server.addrs().to_vec());
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(Latencies::new());
@@ -646,7 +686,8 @@ pub async fn opens(target: Target, programs: &Programs, load: &Load) -> Result<V
     let (cpu0, own0) = (server.cpu_us(), cpu_us_of(std::process::id()));
     let mut set = JoinSet::new();
     for w in 0..load.open_concurrency.min(load.opens).max(1) {
-        let (next, failed, lat, n) = (next.clone(), failed.clone(), lat.clone(), load.opens);
+        let (next, failed, lat, n, addrs) =
+            (next.clone(), failed.clone(), lat.clone(), load.opens, addrs.clone());
         set.spawn(async move {
             let mut ok = 0u64;
             while tokio::time::Instant::now() < deadline {
@@ -655,6 +696,7 @@ pub async fn opens(target: Target, programs: &Programs, load: &Load) -> Result<V
                     break;
                 }
                 let t = Instant::now();
+                let addr = addrs[k % addrs.len()];
                 match wire::open(target, addr, wire::source_addr(k), "open", &format!("o{k}")).await {
                     Ok(ws) => {
                         lat.record(w, t.elapsed().as_micros() as u64);
@@ -675,7 +717,12 @@ pub async fn opens(target: Target, programs: &Programs, load: &Load) -> Result<V
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = server.cpu_us().saturating_sub(cpu0);
-    let w = Window { secs, server_cpu: cpu, client_cpu: cpu_us_of(std::process::id()).saturating_sub(own0) };
+    let w = Window {
+        secs,
+        server_cpu: cpu,
+        client_cpu: cpu_us_of(std::process::id()).saturating_sub(own0),
+        backing_cpu: None,
+    };
     Ok(json!({
         "opens": ok, "failed": failed.load(Relaxed), "concurrency": load.open_concurrency, "seconds": secs,
         "opens_per_s": ok as f64 / secs,
@@ -685,15 +732,20 @@ pub async fn opens(target: Target, programs: &Programs, load: &Load) -> Result<V
     }))
 }
 
-/// Idle: `idle` open sessions held by worker processes; the server's resident memory
-/// per connection.
+/// Idle: `idle` open sessions held by worker processes (spread round-robin over a
+/// cluster's nodes); the server's resident memory per connection (on a cluster: the
+/// growth of every node's RSS, summed, over all sessions; the shared Redis's growth
+/// apart).
 pub async fn idle(target: Target, programs: &Programs, load: &Load) -> Result<Value> {
-    let server = Server::start(target, programs)?;
-    let addr = server.addr;
-    // One session opened and dropped first, so lazily built state is in the baseline.
-    drop(wire::open(target, addr, wire::source_addr(0), "idle", "warm").await?);
+    let server = Deployment::start(target, programs).await?;
+    // One session opened and dropped first on each node, so lazily built state is in
+    // the baseline.
+    for (k, &addr) in server.addrs().iter().enumerate() {
+        drop(wire::open(target, addr, wire::source_addr(k), "idle", &format!("warm{k}")).await?);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss0, kernel0) = (server.rss(), tcp_kernel_bytes());
+    let (nodes0, redis0, kernel0) = (server.node_rss(), server.redis_rss(), tcp_kernel_bytes());
+    let rss0: u64 = nodes0.iter().sum();
     // CONFAB_BENCH_SMAPS=DIR keeps the server's /proc/PID/smaps before and after, to see
     // which mappings the per-connection memory lands in.
     let smaps_dir = std::env::var_os("CONFAB_BENCH_SMAPS").map(PathBuf::from);
@@ -701,7 +753,7 @@ pub async fn idle(target: Target, programs: &Programs, load: &Load) -> Result<Va
         if let Some(dir) = &smaps_dir {
             let _ = std::fs::create_dir_all(dir);
             let _ = std::fs::copy(
-                format!("/proc/{}/smaps", server.pid()),
+                format!("/proc/{}/smaps", server.first_pid()),
                 dir.join(format!("{}-{when}.smaps", target.name())),
             );
         }
@@ -709,12 +761,14 @@ pub async fn idle(target: Target, programs: &Programs, load: &Load) -> Result<Va
     keep_smaps("before");
     let exe = std::env::current_exe()?;
     let per = load.idle_per_worker.clamp(1, 18_000);
+    let addrs: Vec<String> = server.addrs().iter().map(ToString::to_string).collect();
+    let addrs = addrs.join(",");
     let mut workers = Vec::new();
     let mut first = 1;
     while first <= load.idle {
         let n = per.min(load.idle + 1 - first);
         let child = Command::new(&exe)
-            .args(["worker", "--target", target.name(), "--addr", &addr.to_string()])
+            .args(["worker", "--target", target.name(), "--addr", &addrs])
             .args(["--first", &first.to_string(), "--count", &n.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -736,7 +790,8 @@ pub async fn idle(target: Target, programs: &Programs, load: &Load) -> Result<Va
         failed += f[1];
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss1, kernel1) = (server.rss(), tcp_kernel_bytes());
+    let (nodes1, redis1, kernel1) = (server.node_rss(), server.redis_rss(), tcp_kernel_bytes());
+    let rss1: u64 = nodes1.iter().sum();
     keep_smaps("after");
     let client_rss: u64 = workers.iter().map(|w| rss_of(w.id())).sum();
     for w in &mut workers {
@@ -748,26 +803,40 @@ pub async fn idle(target: Target, programs: &Programs, load: &Load) -> Result<Va
         let _ = w.wait();
     }
     let n = ok.max(1) as f64;
-    Ok(json!({
+    let mb = |b: &u64| *b as f64 / 1048576.0;
+    let mut out = json!({
         "connections": ok, "failed": failed, "workers": workers.len(),
         "server_rss_base_mb": rss0 as f64 / 1048576.0,
         "server_rss_mb": rss1 as f64 / 1048576.0,
         "server_kb_per_conn": (rss1.saturating_sub(rss0)) as f64 / 1024.0 / n,
         "kernel_tcp_kb_per_conn_both_ends": (kernel1.saturating_sub(kernel0)) as f64 / 1024.0 / n,
         "load_tool_kb_per_conn": client_rss as f64 / 1024.0 / n,
-    }))
+    });
+    if let Some(cluster) = server.describe() {
+        out["node_rss_base_mb"] = json!(nodes0.iter().map(mb).collect::<Vec<_>>());
+        out["node_rss_mb"] = json!(nodes1.iter().map(mb).collect::<Vec<_>>());
+        out["redis_rss_mb"] = json!(redis1 as f64 / 1048576.0);
+        out["redis_kb_per_conn"] = json!(redis1.saturating_sub(redis0) as f64 / 1024.0 / n);
+        out["cluster"] = cluster;
+    }
+    Ok(out)
 }
 
-/// A load-tool worker process: holds `count` idle sessions until told to stop (a line or
-/// EOF on stdin), at most 10 minutes.
-pub async fn worker(target: Target, addr: SocketAddr, first: usize, count: usize) -> Result<()> {
+/// A load-tool worker process: holds `count` idle sessions (the `n`th on
+/// `addrs[n % len]`) until told to stop (a line or EOF on stdin), at most 10 minutes.
+pub async fn worker(target: Target, addrs: Vec<SocketAddr>, first: usize, count: usize) -> Result<()> {
+    if addrs.is_empty() {
+        bail!("a worker needs at least one address");
+    }
+    let addrs = Arc::new(addrs);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let opened = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicUsize::new(0));
     let mut ramp = JoinSet::new();
     for _ in 0..RAMP.min(count) {
-        let (next, opened, failed, stop_rx) = (next.clone(), opened.clone(), failed.clone(), stop_rx.clone());
+        let (next, opened, failed, stop_rx, addrs) =
+            (next.clone(), opened.clone(), failed.clone(), stop_rx.clone(), addrs.clone());
         ramp.spawn(async move {
             loop {
                 let k = next.fetch_add(1, Relaxed);
@@ -775,6 +844,7 @@ pub async fn worker(target: Target, addr: SocketAddr, first: usize, count: usize
                     return;
                 }
                 let n = first + k;
+                let addr = addrs[n % addrs.len()];
                 match wire::open(target, addr, wire::source_addr(n), "idle", &format!("i{n}")).await {
                     Ok(ws) => {
                         opened.fetch_add(1, Relaxed);

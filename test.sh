@@ -96,6 +96,9 @@ export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 say "compatibility: unmodified leancloud-realtime@2.4.0 against confab"
 bash compat/run.sh
 
+say "compatibility again: every SDK suite against a 3-node cluster (PostgreSQL + Redis) behind a round-robin balancer"
+CONFAB_COMPAT_CLUSTER=1 bash compat/run.sh
+
 say "REST API: the Python SDK (leancloud 3.0.2) and schemathesis (docs/openapi.json) against the real binary"
 if command -v python3 >/dev/null; then
   bash compat/rest/run.sh
@@ -117,6 +120,13 @@ timeout 300 target/debug/confab-bench run --targets confab,socketio,bare,bare-ru
   --confab-bin target/debug/confab --peers-dir bench/peers \
   --idle 300 --members 30 --pairs 3 --opens 300 --seconds 1 --warmup 0.3 \
   --out "$(mktemp -d)/bench-smoke.json"
+
+say "benchmarks: the cluster smoke run (3 Confab nodes on PostgreSQL + Redis vs 3 Socket.IO processes with the Redis adapter)"
+timeout 300 target/debug/confab-bench run --cluster --nodes 3 --targets confab,socketio \
+  --scenarios idle,fanout,fanout-half,durable \
+  --confab-bin target/debug/confab --peers-dir bench/peers \
+  --idle 300 --members 30 --pairs 6 --pair-window 1 --seconds 1 --warmup 0.5 \
+  --out "$(mktemp -d)/bench-cluster-smoke.json"
 
 say "fuzz: each cargo-fuzz target for a bounded time"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" timeout 900 bash fuzz/run.sh

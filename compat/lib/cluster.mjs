@@ -247,7 +247,9 @@ export class Balancer {
         // reset on either side resets the other.
         inbound.pipe(outbound);
         outbound.pipe(inbound);
-        inbound.once('close', () => outbound.destroy());
+        // A clean close ends the other side after what it still has to write (a client's last
+        // frames before it hangs up reach the node); a reset resets it.
+        inbound.once('close', (hadError) => { if (hadError) outbound.destroy(); else outbound.end(); });
         outbound.once('close', (hadError) => { if (hadError) inbound.destroy(); else inbound.end(); });
         inbound.resume();
       });

@@ -40,7 +40,13 @@ test('scenario 14: server restart (server-side disconnect) ⇒ SDK reconnects wi
   const firstOpened = c.frames('in').find((f) => f.cmd.op === 'opened');
   const st = firstOpened.cmd.sessionMessage.st;
   await ctx.server.restart();
-  await c.waitFor('reconnect', () => true, { timeout: 20_000 });
+  await c.waitFor('reconnect', () => true, { timeout: 20_000 }).catch((e) => {
+    // What the SDK did meanwhile (its connection events, the frames of each socket), for the report.
+    const events = c.rt.events.map((x) => `${x.name}${JSON.stringify(x.args)}@${x.at}`);
+    const frames = c.frames().slice(-12).map((f) => `${f.dir} ${f.cmd ? `${f.cmd.cmd}/${f.cmd.op ?? ''} i=${f.cmd.i ?? ''}` : f.error} ws=${c.rt.sockets.indexOf(f.ws)}@${f.at}`);
+    const closes = c.rt.sockets.map((ws) => ws.__closeCode);
+    throw new Error(`${e.message}\nevents: ${events.join(', ')}\nim events: ${c.events.map((x) => x.name).join(', ')}\nframes: ${frames.join('; ')}\nsocket close codes: ${closes}\nnow ${Date.now()}\n${ctx.logTail()}`);
+  });
   const reopen = c.frames('out').filter((f) => f.cmd.op === 'open').at(-1);
   assert.equal(reopen.cmd.sessionMessage.r, true);
   assert.equal(reopen.cmd.sessionMessage.st, st, 'cached token presented');

@@ -268,6 +268,8 @@ const METRICS: &[(&str, &str, &str, bool)] = &[
     ("fanout", "/cpu/server_cores_busy", "room: server cores busy", false),
     ("fanout", "/cpu/load_tool_cores_busy", "room: load tool cores busy", false),
     ("fanout", "/cpu/postgres_redis_cores_busy", "room: PostgreSQL+Redis cores busy", false),
+    ("fanout", "/postgres_redis_cpu_us_per_delivery", "room: PostgreSQL+Redis CPU µs/delivery", false),
+    ("fanout", "/cpu/machine_cores_busy", "room: machine cores busy (all)", false),
     ("fanout-half", "/delivered_per_s", "room at half rate: delivered msg/s", true),
     ("fanout-half", "/delivery_latency/p50_ms", "room at half rate: p50 ms", false),
     ("fanout-half", "/delivery_latency/p99_ms", "room at half rate: p99 ms", false),
@@ -281,6 +283,8 @@ const METRICS: &[(&str, &str, &str, bool)] = &[
     ("durable", "/cpu/server_cores_busy", "1:1 pairs: server cores busy", false),
     ("durable", "/cpu/load_tool_cores_busy", "1:1 pairs: load tool cores busy", false),
     ("durable", "/cpu/postgres_redis_cores_busy", "1:1 pairs: PostgreSQL+Redis cores busy", false),
+    ("durable", "/postgres_redis_cpu_us_per_message", "1:1 pairs: PostgreSQL+Redis CPU µs/msg", false),
+    ("durable", "/cpu/machine_cores_busy", "1:1 pairs: machine cores busy (all)", false),
     ("idle", "/server_kb_per_conn", "idle: server KB/connection", false),
     ("idle", "/redis_kb_per_conn", "idle: Redis KB/connection", false),
     ("opens", "/opens_per_s", "session opens/s", true),
@@ -364,7 +368,7 @@ fn table(report: &Value) -> String {
     for (sc, p, label, _) in METRICS {
         // Rows nobody has a value for (a scenario that did not run, a cluster-only
         // metric in a one-process run) are left out.
-        if targets.iter().all(|t| results[t][sc].pointer(p).is_none()) {
+        if targets.iter().all(|t| results[t][sc].pointer(p).and_then(Value::as_f64).is_none()) {
             continue;
         }
         if SECONDARY.contains(sc) && !secondary_heading {
@@ -507,13 +511,18 @@ mod tests {
     fn cluster_table_names_the_cluster_and_its_rows() {
         let mut r = report();
         r["results"]["confab"]["fanout"]["cpu"]["postgres_redis_cores_busy"] = json!(0.5);
+        r["results"]["confab"]["fanout"]["postgres_redis_cpu_us_per_delivery"] = json!(1.5);
+        r["results"]["bare-rust"]["fanout"]["postgres_redis_cpu_us_per_delivery"] = Value::Null;
         r["cluster"] = json!({"nodes": 3});
         r["load"]["idle"] = json!(45000);
         let t = table(&r);
         let first = t.lines().next().expect("a line");
         assert!(first.starts_with("cluster: 3 nodes") && first.contains("45000 idle"), "{t}");
         assert!(t.contains("room: PostgreSQL+Redis cores busy"), "{t}");
-        let single = table(&report());
+        assert!(t.contains("room: PostgreSQL+Redis CPU µs/delivery"), "{t}");
+        let mut one = report();
+        one["results"]["confab"]["fanout"]["postgres_redis_cpu_us_per_delivery"] = Value::Null;
+        let single = table(&one);
         assert!(!single.contains("cluster:") && !single.contains("PostgreSQL"), "{single}");
         assert!(!single.contains("room: p99 ms"), "rows without any value are left out: {single}");
     }

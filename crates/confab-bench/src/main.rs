@@ -139,6 +139,11 @@ struct RunArgs {
     /// --cluster bench/results/cluster-latest.json].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Exits non-zero (after writing the results) when a scenario failed, a session
+    /// could not be opened, a connection dropped, a server answered with an error, or
+    /// a throughput scenario counted nothing: for smoke runs in test scripts.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn main() -> Result<()> {
@@ -255,6 +260,10 @@ async fn run(a: RunArgs) -> Result<()> {
     }
     std::fs::write(&out_path, serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote {}", out_path.display());
+    let problems = problems(&report["results"]);
+    if a.strict && !problems.is_empty() {
+        anyhow::bail!("--strict: {}", problems.join("; "));
+    }
     Ok(())
 }
 
@@ -304,6 +313,39 @@ const SECONDARY: &[&str] = &["fanout-silent", "durable-burst"];
 /// Every target in table order, and the peers Confab is compared with.
 const TARGETS: &[&str] = &["confab", "socketio", "bare", "bare-rust"];
 const PEERS: &[&str] = &["socketio", "bare", "bare-rust"];
+
+/// What went wrong in a run, one line per target and scenario (empty: nothing).
+fn problems(results: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(targets) = results.as_object() else { return out };
+    for (target, scenarios) in targets {
+        let Some(scenarios) = scenarios.as_object() else { continue };
+        for (name, r) in scenarios {
+            let count = |k: &str| r[k].as_u64().unwrap_or(0);
+            let mut bad = Vec::new();
+            if let Some(e) = r["error"].as_str() {
+                bad.push(format!("failed: {e}"));
+            }
+            for k in ["failed", "dropped_connections", "errors"] {
+                if count(k) > 0 {
+                    bad.push(format!("{k} {}", count(k)));
+                }
+            }
+            for k in ["delivered_per_s", "acked_per_s", "opens_per_s"] {
+                if r.get(k).is_some_and(|v| v.as_f64().unwrap_or(0.0) <= 0.0) {
+                    bad.push(format!("{k} 0"));
+                }
+            }
+            if r.get("connections").is_some() && count("connections") == 0 {
+                bad.push("no idle connection".into());
+            }
+            if !bad.is_empty() {
+                out.push(format!("{target} {name}: {}", bad.join(", ")));
+            }
+        }
+    }
+    out
+}
 
 fn ratios(results: &Value) -> Value {
     let mut out = serde_json::Map::new();
@@ -505,6 +547,26 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let err = rt.block_on(run(*parse(&["--targets", "confab,bare-rust"]))).expect_err("refused");
         assert!(err.to_string().contains("bare-rust"), "{err}");
+    }
+
+    #[test]
+    fn strict_finds_what_went_wrong() {
+        let ok = json!({"confab": {"fanout": {"delivered_per_s": 5.0, "errors": 0, "dropped_connections": 0},
+                                   "idle": {"connections": 10, "failed": 0}}});
+        assert!(problems(&ok).is_empty(), "{:?}", problems(&ok));
+        let bad = json!({
+            "confab": {"durable": {"acked_per_s": 0.0, "delivered_per_s": 0.0, "errors": 2}},
+            "socketio": {"idle": {"connections": 0, "failed": 3}, "fanout": {"error": "no node"}},
+        });
+        let p = problems(&bad).join("\n");
+        for needle in [
+            "confab durable: errors 2, delivered_per_s 0, acked_per_s 0",
+            "failed 3",
+            "no idle connection",
+            "failed: no node",
+        ] {
+            assert!(p.contains(needle), "{needle}: {p}");
+        }
     }
 
     #[test]

@@ -139,6 +139,11 @@ struct RunArgs {
     /// --cluster bench/results/cluster-latest.json].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Exits non-zero (after writing the results) when a scenario failed, a session
+    /// could not be opened, a connection dropped, a server answered with an error, or
+    /// a throughput scenario counted nothing: for smoke runs in test scripts.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn main() -> Result<()> {
@@ -255,6 +260,10 @@ async fn run(a: RunArgs) -> Result<()> {
     }
     std::fs::write(&out_path, serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote {}", out_path.display());
+    let problems = problems(&report["results"]);
+    if a.strict && !problems.is_empty() {
+        anyhow::bail!("--strict: {}", problems.join("; "));
+    }
     Ok(())
 }
 
@@ -268,6 +277,8 @@ const METRICS: &[(&str, &str, &str, bool)] = &[
     ("fanout", "/cpu/server_cores_busy", "room: server cores busy", false),
     ("fanout", "/cpu/load_tool_cores_busy", "room: load tool cores busy", false),
     ("fanout", "/cpu/postgres_redis_cores_busy", "room: PostgreSQL+Redis cores busy", false),
+    ("fanout", "/postgres_redis_cpu_us_per_delivery", "room: PostgreSQL+Redis CPU µs/delivery", false),
+    ("fanout", "/cpu/machine_cores_busy", "room: machine cores busy (all)", false),
     ("fanout-half", "/delivered_per_s", "room at half rate: delivered msg/s", true),
     ("fanout-half", "/delivery_latency/p50_ms", "room at half rate: p50 ms", false),
     ("fanout-half", "/delivery_latency/p99_ms", "room at half rate: p99 ms", false),
@@ -281,6 +292,8 @@ const METRICS: &[(&str, &str, &str, bool)] = &[
     ("durable", "/cpu/server_cores_busy", "1:1 pairs: server cores busy", false),
     ("durable", "/cpu/load_tool_cores_busy", "1:1 pairs: load tool cores busy", false),
     ("durable", "/cpu/postgres_redis_cores_busy", "1:1 pairs: PostgreSQL+Redis cores busy", false),
+    ("durable", "/postgres_redis_cpu_us_per_message", "1:1 pairs: PostgreSQL+Redis CPU µs/msg", false),
+    ("durable", "/cpu/machine_cores_busy", "1:1 pairs: machine cores busy (all)", false),
     ("idle", "/server_kb_per_conn", "idle: server KB/connection", false),
     ("idle", "/redis_kb_per_conn", "idle: Redis KB/connection", false),
     ("opens", "/opens_per_s", "session opens/s", true),
@@ -300,6 +313,39 @@ const SECONDARY: &[&str] = &["fanout-silent", "durable-burst"];
 /// Every target in table order, and the peers Confab is compared with.
 const TARGETS: &[&str] = &["confab", "socketio", "bare", "bare-rust"];
 const PEERS: &[&str] = &["socketio", "bare", "bare-rust"];
+
+/// What went wrong in a run, one line per target and scenario (empty: nothing).
+fn problems(results: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(targets) = results.as_object() else { return out };
+    for (target, scenarios) in targets {
+        let Some(scenarios) = scenarios.as_object() else { continue };
+        for (name, r) in scenarios {
+            let count = |k: &str| r[k].as_u64().unwrap_or(0);
+            let mut bad = Vec::new();
+            if let Some(e) = r["error"].as_str() {
+                bad.push(format!("failed: {e}"));
+            }
+            for k in ["failed", "dropped_connections", "errors"] {
+                if count(k) > 0 {
+                    bad.push(format!("{k} {}", count(k)));
+                }
+            }
+            for k in ["delivered_per_s", "acked_per_s", "opens_per_s"] {
+                if r.get(k).is_some_and(|v| v.as_f64().unwrap_or(0.0) <= 0.0) {
+                    bad.push(format!("{k} 0"));
+                }
+            }
+            if r.get("connections").is_some() && count("connections") == 0 {
+                bad.push("no idle connection".into());
+            }
+            if !bad.is_empty() {
+                out.push(format!("{target} {name}: {}", bad.join(", ")));
+            }
+        }
+    }
+    out
+}
 
 fn ratios(results: &Value) -> Value {
     let mut out = serde_json::Map::new();
@@ -364,7 +410,7 @@ fn table(report: &Value) -> String {
     for (sc, p, label, _) in METRICS {
         // Rows nobody has a value for (a scenario that did not run, a cluster-only
         // metric in a one-process run) are left out.
-        if targets.iter().all(|t| results[t][sc].pointer(p).is_none()) {
+        if targets.iter().all(|t| results[t][sc].pointer(p).and_then(Value::as_f64).is_none()) {
             continue;
         }
         if SECONDARY.contains(sc) && !secondary_heading {
@@ -504,16 +550,41 @@ mod tests {
     }
 
     #[test]
+    fn strict_finds_what_went_wrong() {
+        let ok = json!({"confab": {"fanout": {"delivered_per_s": 5.0, "errors": 0, "dropped_connections": 0},
+                                   "idle": {"connections": 10, "failed": 0}}});
+        assert!(problems(&ok).is_empty(), "{:?}", problems(&ok));
+        let bad = json!({
+            "confab": {"durable": {"acked_per_s": 0.0, "delivered_per_s": 0.0, "errors": 2}},
+            "socketio": {"idle": {"connections": 0, "failed": 3}, "fanout": {"error": "no node"}},
+        });
+        let p = problems(&bad).join("\n");
+        for needle in [
+            "confab durable: errors 2, delivered_per_s 0, acked_per_s 0",
+            "failed 3",
+            "no idle connection",
+            "failed: no node",
+        ] {
+            assert!(p.contains(needle), "{needle}: {p}");
+        }
+    }
+
+    #[test]
     fn cluster_table_names_the_cluster_and_its_rows() {
         let mut r = report();
         r["results"]["confab"]["fanout"]["cpu"]["postgres_redis_cores_busy"] = json!(0.5);
+        r["results"]["confab"]["fanout"]["postgres_redis_cpu_us_per_delivery"] = json!(1.5);
+        r["results"]["bare-rust"]["fanout"]["postgres_redis_cpu_us_per_delivery"] = Value::Null;
         r["cluster"] = json!({"nodes": 3});
         r["load"]["idle"] = json!(45000);
         let t = table(&r);
         let first = t.lines().next().expect("a line");
         assert!(first.starts_with("cluster: 3 nodes") && first.contains("45000 idle"), "{t}");
         assert!(t.contains("room: PostgreSQL+Redis cores busy"), "{t}");
-        let single = table(&report());
+        assert!(t.contains("room: PostgreSQL+Redis CPU µs/delivery"), "{t}");
+        let mut one = report();
+        one["results"]["confab"]["fanout"]["postgres_redis_cpu_us_per_delivery"] = Value::Null;
+        let single = table(&one);
         assert!(!single.contains("cluster:") && !single.contains("PostgreSQL"), "{single}");
         assert!(!single.contains("room: p99 ms"), "rows without any value are left out: {single}");
     }

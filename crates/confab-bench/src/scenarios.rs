@@ -470,6 +470,8 @@ struct Window {
     client_cpu: u64,
     /// A cluster's PostgreSQL and Redis (`None` for one process).
     backing_cpu: Option<u64>,
+    /// Every process on the machine (from /proc/stat), µs.
+    machine_cpu: u64,
 }
 
 impl Window {
@@ -481,8 +483,25 @@ impl Window {
         if let Some(b) = self.backing_cpu {
             v["postgres_redis_cores_busy"] = json!(b as f64 / 1e6 / self.secs);
         }
+        v["machine_cores_busy"] = json!(self.machine_cpu as f64 / 1e6 / self.secs);
         v
     }
+
+    /// The shared PostgreSQL's and Redis's CPU µs per operation, when there are.
+    fn backing_per(&self, ops: u64) -> Option<f64> {
+        self.backing_cpu.filter(|_| ops > 0).map(|b| b as f64 / ops as f64)
+    }
+}
+
+/// CPU time every process on the machine has used so far (the busy fields of the
+/// `cpu` line of /proc/stat, in 1/100 s), in microseconds.
+fn machine_cpu_us() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy: u64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy * 10_000
 }
 
 async fn measure(
@@ -497,7 +516,7 @@ async fn measure(
     let me = std::process::id();
     let clustered = server.describe().is_some();
     let backing0 = clustered.then(|| server.backing_cpu_us());
-    let (t0, cpu0, own0) = (Instant::now(), server.cpu_us(), cpu_us_of(me));
+    let (t0, cpu0, own0, all0) = (Instant::now(), server.cpu_us(), cpu_us_of(me), machine_cpu_us());
     tokio::time::sleep_until(stop_send).await;
     stats.c.measuring.store(false, Relaxed);
     Window {
@@ -505,6 +524,7 @@ async fn measure(
         server_cpu: server.cpu_us().saturating_sub(cpu0),
         client_cpu: cpu_us_of(me).saturating_sub(own0),
         backing_cpu: backing0.map(|b0| server.backing_cpu_us().saturating_sub(b0)),
+        machine_cpu: machine_cpu_us().saturating_sub(all0),
     }
 }
 
@@ -583,6 +603,7 @@ pub async fn fanout(
         "delivery_latency": summary(&stats.delivery.merged()),
         "ack_latency": summary(&stats.ack.merged()),
         "server_cpu_us_per_delivery": if delivered > 0 { cpu as f64 / delivered as f64 } else { 0.0 },
+        "postgres_redis_cpu_us_per_delivery": w.backing_per(delivered),
         "server_rss_mb": rss as f64 / 1048576.0,
         "errors": c.errors.load(Relaxed), "dropped_connections": c.dropped.load(Relaxed),
         "cpu": w.json(),
@@ -660,6 +681,7 @@ pub async fn durable(target: Target, programs: &Programs, load: &Load, in_flight
         "ack_latency": summary(&stats.ack.merged()),
         "delivery_latency": summary(&stats.delivery.merged()),
         "server_cpu_us_per_message": if acked > 0 { cpu as f64 / acked as f64 } else { 0.0 },
+        "postgres_redis_cpu_us_per_message": w.backing_per(acked),
         "errors": c.errors.load(Relaxed), "dropped_connections": c.dropped.load(Relaxed),
         "cpu": w.json(),
     }))
@@ -683,7 +705,7 @@ pub async fn opens(target: Target, programs: &Programs, load: &Load) -> Result<V
     let lat = Arc::new(Latencies::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let started = Instant::now();
-    let (cpu0, own0) = (server.cpu_us(), cpu_us_of(std::process::id()));
+    let (cpu0, own0, all0) = (server.cpu_us(), cpu_us_of(std::process::id()), machine_cpu_us());
     let mut set = JoinSet::new();
     for w in 0..load.open_concurrency.min(load.opens).max(1) {
         let (next, failed, lat, n, addrs) =
@@ -722,6 +744,7 @@ pub async fn opens(target: Target, programs: &Programs, load: &Load) -> Result<V
         server_cpu: cpu,
         client_cpu: cpu_us_of(std::process::id()).saturating_sub(own0),
         backing_cpu: None,
+        machine_cpu: machine_cpu_us().saturating_sub(all0),
     };
     Ok(json!({
         "opens": ok, "failed": failed.load(Relaxed), "concurrency": load.open_concurrency, "seconds": secs,

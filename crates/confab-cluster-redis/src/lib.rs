@@ -321,35 +321,46 @@ impl RedisCluster {
 
     /// Registers this node's sessions again (after Redis came back empty).
     async fn reregister(&self) -> Result<(), RedisClusterError> {
-        let all: Vec<((String, String, SessionRef), Option<String>)> = {
+        // (hash key, field, value) of every entry this node holds: sessions, then rooms.
+        let mut entries: Vec<(String, String, String)> = {
             let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
-            registered.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            let session = |((app, client, s), tag): (&(String, String, SessionRef), &Option<String>)| {
+                (self.client_key(app, client), field(s), tag.clone().unwrap_or_default())
+            };
+            registered.iter().map(session).collect()
         };
-        let rooms: Vec<((String, String, SessionRef), String)> = {
+        {
             let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-            rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
+            entries.extend(
+                rooms
+                    .iter()
+                    .map(|((app, cid, s), client)| (self.room_key(app, cid), field(s), client.clone())),
+            );
+        }
         let mut conn = self.conn.clone();
         let own = self.own_key();
-        for chunk in rooms.chunks(512) {
+        for chunk in entries.chunks(512) {
             let mut pipe = redis::pipe();
-            for ((app, cid, session), client) in chunk {
-                let key = self.room_key(app, cid);
-                pipe.hset(&key, field(session), client).ignore();
-                pipe.sadd(&own, &key).ignore();
-            }
-            let _: () = timed(pipe.query_async(&mut conn)).await?;
-        }
-        for chunk in all.chunks(512) {
-            let mut pipe = redis::pipe();
-            for ((app, client, session), tag) in chunk {
-                let key = self.client_key(app, client);
-                pipe.hset(&key, field(session), tag.clone().unwrap_or_default()).ignore();
-                pipe.sadd(&own, &key).ignore();
+            for (key, field, value) in chunk {
+                pipe.hset(key, field, value).ignore();
+                pipe.sadd(&own, key).ignore();
             }
             let _: () = timed(pipe.query_async(&mut conn)).await?;
         }
         Ok(())
+    }
+
+    /// Removes `session`'s entry from the hash `key` without waiting; a failure leaves it
+    /// for the purge of this node's entries.
+    fn forget_later(&self, key: String, session: &SessionRef) {
+        let mut conn = self.conn.clone();
+        let field = field(session);
+        tokio::spawn(async move {
+            let del = async { redis::cmd("HDEL").arg(&key).arg(&field).query_async::<i64>(&mut conn).await };
+            if let Err(e) = timed(del).await {
+                tracing::warn!(error = %e, %key, "cluster registry: an entry stays until its node is purged");
+            }
+        });
     }
 }
 
@@ -559,15 +570,8 @@ impl Cluster for RedisCluster {
         if removed.is_none() {
             return;
         }
-        let mut conn = self.conn.clone();
-        let (key, field) = (self.client_key(app, client), field(&session));
-        tokio::spawn(async move {
-            let del = async { redis::cmd("HDEL").arg(&key).arg(&field).query_async::<i64>(&mut conn).await };
-            if let Err(e) = timed(del).await {
-                // Left behind, it is purged with the node, or replaced at the next login.
-                tracing::warn!(error = %e, "cluster registry: a closed session stays registered");
-            }
-        });
+        // Left behind, it is purged with the node, or replaced at the next login.
+        self.forget_later(self.client_key(app, client), &session);
     }
 
     fn spend_nonce<'a>(
@@ -640,14 +644,7 @@ impl Cluster for RedisCluster {
         if removed.is_none() {
             return;
         }
-        let mut conn = self.conn.clone();
-        let (key, field) = (self.room_key(app, cid), field(&session));
-        tokio::spawn(async move {
-            let del = async { redis::cmd("HDEL").arg(&key).arg(&field).query_async::<i64>(&mut conn).await };
-            if let Err(e) = timed(del).await {
-                tracing::warn!(error = %e, "cluster registry: a chat-room entry stays until its node is purged");
-            }
-        });
+        self.forget_later(self.room_key(app, cid), &session);
     }
 
     fn room_members<'a>(&'a self, app: &'a str, cid: &'a str) -> ClusterFuture<'a, Option<Vec<String>>> {

@@ -122,6 +122,14 @@ async fn after_a_redis_restart_nodes_register_again_and_resync() {
     let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
     let (to_b, mut at_b) = heard();
     b.attach(to_b);
+    // b's first subscription must be live before the restart: one that is first made
+    // against the restarted Redis has missed nothing and rightly does not resync.
+    eventually("b subscribed", async || {
+        a.publish("app", changed("probe"));
+        tokio::time::timeout(Duration::from_millis(200), at_b.recv()).await.is_ok()
+    })
+    .await;
+    while at_b.try_recv().is_ok() {}
     assert_eq!(a.claim("app", "bob", session(&a, 1), Some("mobile"), TagClaim::Take).await, Ok(vec![]));
     redis.restart();
     // Redis came back empty: a registers bob again, b subscribes again and resyncs.

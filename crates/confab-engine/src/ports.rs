@@ -145,12 +145,28 @@ pub struct MessageRange {
 }
 
 /// Where [`Store::append_message`] put a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     /// The message's position (its timestamp, ms).
     pub ts: i64,
     /// The position of the message before it in the conversation (0: it is the first).
     pub prev_ts: i64,
+    /// `Some(id)`: nothing was written: the message is a re-send of the message `id`,
+    /// stored before at `ts` under the same sender and dedupe token (see
+    /// [`Store::append_message_notify`]); `prev_ts` is then 0.
+    pub original: Option<String>,
+}
+
+impl Appended {
+    /// A message written at `ts`, after the one at `prev_ts`.
+    pub fn new(ts: i64, prev_ts: i64) -> Self {
+        Self { ts, prev_ts, original: None }
+    }
+
+    /// A re-send of the message `id` stored at `ts`: nothing written.
+    pub fn resent(id: String, ts: i64) -> Self {
+        Self { ts, prev_ts: 0, original: Some(id) }
+    }
 }
 
 /// How far one member has received and read a conversation.
@@ -329,7 +345,7 @@ pub trait Store: Send + Sync + 'static {
     /// relies on this to keep one order per conversation without holding a lock across
     /// the commit.
     fn append_message(&self, message: StoredMessage) -> StoreFuture<'static, Appended> {
-        self.append_message_notify(message, Vec::new())
+        self.append_message_notify(message, Vec::new(), None)
     }
     /// [`Store::append_message`], storing `notify` in the outbox in the same transaction
     /// as the message: a message whose write fails leaves no call behind, and a committed
@@ -337,10 +353,19 @@ pub trait Store: Send + Sync + 'static {
     /// position: when it assigns another than `message.ts`, a call whose parameters
     /// report `"timestamp": message.ts` is stored reporting the assigned one (see
     /// [`HookCall::restamp`]).
+    ///
+    /// `dedupe` is the client's token for the message (`dt`): when the conversation
+    /// already holds a message from the same sender stored with the same token, nothing
+    /// is written (neither the message nor its calls) and the store answers
+    /// [`Appended::resent`] with that message's id and position. The check and the
+    /// insert are one atomic step even with several processes writing the store: a
+    /// client that re-sends after a lost ack, through any node and after any restart,
+    /// never has its message stored twice.
     fn append_message_notify(
         &self,
         message: StoredMessage,
         notify: Vec<HookCall>,
+        dedupe: Option<String>,
     ) -> StoreFuture<'static, Appended>;
     /// Reads messages of a conversation within `range`'s bounds, returned oldest
     /// first. With `newest_first` the `limit` newest matching messages are taken,

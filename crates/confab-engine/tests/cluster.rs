@@ -91,6 +91,29 @@ async fn messages_and_conversation_events_reach_clients_on_other_nodes() {
 }
 
 #[tokio::test]
+async fn a_resend_through_another_node_is_acknowledged_as_the_original_and_stored_once() {
+    let (nodes, _hub) = World::cluster(2);
+    let mut alice = nodes[0].login("alice").await;
+    let cid = alice.start(&["bob"]).await;
+    let direct = confab_types::DirectRequest {
+        cid: cid.clone(),
+        msg: "hi".into(),
+        dedupe: Some("tok-1".into()),
+        ..Default::default()
+    };
+    let first = alice.send(direct.clone()).await.unwrap();
+    // alice's ack was lost with her connection; she comes back through node 1, whose
+    // memory never saw the token, and sends again.
+    drop(alice);
+    nodes[1].clock.advance(5_000);
+    let mut again = nodes[1].login("alice").await;
+    assert_eq!(again.send(direct).await.unwrap(), first, "the original's id and timestamp");
+    let logs = confab_types::LogsQuery { cid, limit: Some(10), ..Default::default() };
+    let Reply::Logs { logs } = again.request(Request::Logs(logs)).await.unwrap() else { panic!() };
+    assert_eq!(logs.len(), 1, "{logs:?}");
+}
+
+#[tokio::test]
 async fn a_device_tag_is_one_login_across_nodes() {
     let (nodes, _hub) = World::cluster(2);
     let tagged = || SessionOpen { app_id: APP.into(), tag: Some("mobile".into()), ..SessionOpen::default() };

@@ -96,6 +96,8 @@ struct MessageLog {
     by_id: HashMap<String, i64>,
     /// Positions of messages ever edited or recalled.
     patched: BTreeSet<i64>,
+    /// (sender, dedupe token) → id of the message stored with them.
+    by_dedupe: HashMap<(String, String), String>,
 }
 
 impl Conversation {
@@ -429,10 +431,20 @@ impl Store for MemoryStore {
         &self,
         mut message: StoredMessage,
         mut notify: Vec<HookCall>,
+        dedupe: Option<String>,
     ) -> StoreFuture<'static, Appended> {
         let mut apps = self.lock();
         let a = apps.entry(message.app.clone()).or_default();
         let log = a.messages.entry(message.cid.clone()).or_default();
+        let dedupe = dedupe.map(|token| (message.from.clone(), token));
+        // A re-send of a message still stored: its original (a deleted one is gone, and
+        // the re-send is a new message, as in the other stores).
+        if let Some(original) = dedupe.as_ref().and_then(|key| log.by_dedupe.get(key))
+            && let Some(ts) = log.by_id.get(original)
+            && log.by_ts.get(ts).is_some_and(|m| &m.id == original)
+        {
+            return done(Ok(Appended::resent(original.clone(), *ts)));
+        }
         // The newest position of the log (a system conversation's inbox has no
         // conversation of its own to keep it).
         let prev_ts = log.by_ts.last_key_value().map_or(0, |(ts, _)| *ts);
@@ -441,12 +453,15 @@ impl Store for MemoryStore {
         let proposed = message.ts;
         message.ts = message.ts.max(prev_ts + 1);
         log.by_id.entry(message.id.clone()).or_insert(message.ts);
+        if let Some(key) = dedupe {
+            log.by_dedupe.insert(key, message.id.clone());
+        }
         if let Some(c) = a.conversations.get_mut(&message.cid)
             && message.ts > c.last_ts()
         {
             c.last_ts = message.ts;
         }
-        let appended = Appended { ts: message.ts, prev_ts };
+        let appended = Appended::new(message.ts, prev_ts);
         HookCall::restamp(&mut notify, proposed, message.ts);
         log.by_ts.insert(message.ts, message);
         put_calls(&mut apps, notify);

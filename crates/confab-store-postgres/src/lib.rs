@@ -195,7 +195,7 @@ impl PendingCursors {
 }
 
 /// Where an append landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// The position assigned.
     pub ts: i64,
@@ -203,10 +203,13 @@ pub struct Position {
     pub prev_ts: i64,
     /// The message's dense sequence number in its conversation (1, 2, 3, …).
     pub seq: i64,
+    /// `Some(id)`: a re-send of the message `id` at `ts`, nothing written (`prev_ts`
+    /// and `seq` are 0).
+    pub original: Option<String>,
 }
 
 /// What a write produced.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Written {
     Done,
     Appended(Position),
@@ -236,7 +239,8 @@ enum WriteOp {
         updated_at: i64,
         notify: Vec<HookCall>,
     },
-    Append(StoredMessage, Vec<HookCall>),
+    /// A message, its hook calls and its dedupe token.
+    Append(StoredMessage, Vec<HookCall>, Option<String>),
     OutboxPut(Vec<HookCall>),
     OutboxDone {
         app: String,
@@ -320,7 +324,7 @@ impl WriteOp {
             | WriteOp::OutboxPut(_)
             | WriteOp::OutboxDone { .. }
             | WriteOp::OutboxRetry { .. } => None,
-            WriteOp::Append(m, _) => Some((&m.app, &m.cid)),
+            WriteOp::Append(m, ..) => Some((&m.app, &m.cid)),
             WriteOp::SetAttributes { app, cid, .. }
             | WriteOp::AddMembers { app, cid, .. }
             | WriteOp::RemoveMembers { app, cid, .. }
@@ -382,7 +386,7 @@ impl WriteOp {
                 sql::OUTBOX_RETRY,
                 vec![own(app.clone()), own(key.clone()), own(i64::from(*attempts)), own(*due_at)],
             ),
-            WriteOp::Append(m, notify) => {
+            WriteOp::Append(m, notify, dedupe) => {
                 let mut params = vec![
                     own(m.app.clone()),
                     own(m.cid.clone()),
@@ -395,6 +399,7 @@ impl WriteOp {
                     own(m.mentions.all),
                     own((!m.mentions.pids.is_empty()).then(|| m.mentions.pids.clone())),
                     own(lctype_of(&m.data)),
+                    own(dedupe.clone()),
                 ];
                 if notify.is_empty() {
                     (sql::APPEND, params)
@@ -402,7 +407,7 @@ impl WriteOp {
                     let tails: Vec<Option<String>> =
                         notify.iter().map(|c| timestamp_tail(&c.params, m.ts)).collect();
                     let mut calls = call_params(notify);
-                    // $12-$15 as every call list, then the tails, then created_at.
+                    // $13-$16 as every call list, then the tails, then created_at.
                     params.extend(calls.by_ref().take(4));
                     params.push(own(tails));
                     params.extend(calls);
@@ -460,11 +465,12 @@ impl WriteOp {
             WriteOp::Patch { cid, ts, .. } if rows.is_empty() => {
                 Err(StoreError::Backend(format!("no message at position {ts} of {cid}")))
             }
-            WriteOp::Append(m, _) => match rows.first() {
+            WriteOp::Append(m, ..) => match rows.first() {
                 Some(row) => Ok(Written::Appended(Position {
                     ts: row.try_get(0).map_err(backend)?,
                     prev_ts: row.try_get(1).map_err(backend)?,
                     seq: row.try_get(2).map_err(backend)?,
+                    original: row.try_get(3).map_err(backend)?,
                 })),
                 None => Err(StoreError::Backend(format!("no position assigned in {}", m.cid))),
             },
@@ -712,7 +718,7 @@ impl PostgresStore {
 
     /// Appends like [`Store::append_message`] and tells where the message landed.
     pub fn append(&self, message: StoredMessage) -> StoreFuture<'static, Position> {
-        self.append_notify(message, Vec::new())
+        self.append_notify(message, Vec::new(), None)
     }
 
     /// Appends like [`Store::append_message_notify`] and tells where the message landed.
@@ -720,8 +726,9 @@ impl PostgresStore {
         &self,
         message: StoredMessage,
         notify: Vec<HookCall>,
+        dedupe: Option<String>,
     ) -> StoreFuture<'static, Position> {
-        let reply = self.write(WriteOp::Append(message, notify));
+        let reply = self.write(WriteOp::Append(message, notify, dedupe));
         Box::pin(async move {
             match reply.await? {
                 Written::Appended(p) => Ok(p),
@@ -1130,12 +1137,16 @@ async fn run_each(
 }
 
 /// The parameters of [`sql::LOCK_CONVERSATIONS`] when the batch touches more than one
-/// conversation (one cannot deadlock against another batch's order).
+/// conversation (one cannot deadlock against another batch's order) or appends with a
+/// dedupe token (whose check must run after the lock is held).
 fn lock_order(ops: &[&WriteOp]) -> Option<Params> {
     let mut keys: Vec<(&str, &str)> = ops.iter().filter_map(|op| op.conversation()).collect();
     keys.sort_unstable();
     keys.dedup();
-    if keys.len() < 2 {
+    // One conversation locks itself in its statement, unless a dedupe check must see
+    // what other nodes committed before it (see `sql::APPEND`).
+    let checks_dedupe = ops.iter().any(|op| matches!(op, WriteOp::Append(_, _, Some(_))));
+    if keys.is_empty() || (keys.len() < 2 && !checks_dedupe) {
         return None;
     }
     let apps: Vec<String> = keys.iter().map(|k| k.0.to_owned()).collect();
@@ -1372,9 +1383,15 @@ impl Store for PostgresStore {
         &self,
         message: StoredMessage,
         notify: Vec<HookCall>,
+        dedupe: Option<String>,
     ) -> StoreFuture<'static, Appended> {
-        let appended = self.append_notify(message, notify);
-        Box::pin(async move { appended.await.map(|p| Appended { ts: p.ts, prev_ts: p.prev_ts }) })
+        let appended = self.append_notify(message, notify, dedupe);
+        Box::pin(async move {
+            appended.await.map(|p| match p.original {
+                Some(id) => Appended::resent(id, p.ts),
+                None => Appended::new(p.ts, p.prev_ts),
+            })
+        })
     }
 
     fn outbox_put(&self, notify: Vec<HookCall>) -> StoreFuture<'static, ()> {

@@ -112,6 +112,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hook_outbox_due ON hook_outbox (due_at, seq);
     "#,
+    // 4: the client's token of a message (`dt`): a re-send through any node, after any
+    // restart, is answered with the message stored first.
+    r#"
+    ALTER TABLE messages ADD COLUMN dedupe TEXT COLLATE "C";
+    CREATE UNIQUE INDEX messages_dedupe ON messages (app, cid, sender, dedupe) WHERE dedupe IS NOT NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -10,27 +10,34 @@ macro_rules! append {
     ($extra:literal) => {
         concat!(
             "
-WITH c AS (
+WITH d AS (
+    SELECT id, ts FROM messages
+     WHERE $12::text IS NOT NULL
+       AND app = $1::text AND cid = $2::text AND sender = $5::text AND dedupe = $12::text),
+c AS (
     UPDATE conversations
        SET prev_ts = last_ts, last_ts = GREATEST(last_ts + 1, $3::bigint), seq = seq + 1,
            last_mid = $4::text, last_from = $5::text, last_data = $6::bytea
-     WHERE app = $1::text AND id = $2::text
+     WHERE app = $1::text AND id = $2::text AND NOT EXISTS (SELECT 1 FROM d)
  RETURNING last_ts, prev_ts, seq),
 h AS (
     INSERT INTO heads AS h (app, cid, last_ts, prev_ts, seq)
-    SELECT $1::text, $2::text, GREATEST($3::bigint, 1), 0, 1 WHERE NOT EXISTS (SELECT 1 FROM c)
+    SELECT $1::text, $2::text, GREATEST($3::bigint, 1), 0, 1
+     WHERE NOT EXISTS (SELECT 1 FROM c) AND NOT EXISTS (SELECT 1 FROM d)
     ON CONFLICT (app, cid) DO UPDATE
        SET prev_ts = h.last_ts, last_ts = GREATEST(h.last_ts + 1, EXCLUDED.last_ts), seq = h.seq + 1
  RETURNING last_ts, prev_ts, seq),
 p AS (SELECT last_ts, prev_ts, seq FROM c UNION ALL SELECT last_ts, prev_ts, seq FROM h),
 i AS (
-    INSERT INTO messages (app, cid, ts, seq, id, sender, body, receipt, is_binary, mention_all, mention_pids, lctype)
+    INSERT INTO messages (app, cid, ts, seq, id, sender, body, receipt, is_binary, mention_all, mention_pids, lctype,
+                          dedupe)
     SELECT $1::text, $2::text, p.last_ts, p.seq, $4::text, $5::text, $6::bytea, $7::boolean, $8::boolean,
-           $9::boolean, $10::text[], $11::bigint
+           $9::boolean, $10::text[], $11::bigint, $12::text
       FROM p)",
             $extra,
             "
-SELECT last_ts, prev_ts, seq FROM p"
+SELECT last_ts, prev_ts, seq, NULL::text FROM p
+UNION ALL SELECT ts, 0::bigint, 0::bigint, id FROM d"
         )
     };
 }
@@ -42,8 +49,16 @@ SELECT last_ts, prev_ts, seq FROM p"
 /// messages densely (1, 2, 3, …) so a reader can see a gap. A message log without a
 /// conversation row (a system conversation's inbox) keeps its head in `heads`.
 ///
+/// A message stored with a dedupe token (`$12`, NULL for none) is a re-send when its
+/// sender already stored one with the same token in the conversation: then nothing is
+/// written and the row returned is `(ts, 0, 0, id)` of that message. The check reads
+/// the statement's snapshot, so a batch with a dedupe token locks its conversation
+/// rows first ([`LOCK_CONVERSATIONS`]): the snapshot then holds every other node's
+/// committed message of the conversation. A unique index backs it.
+///
 /// $1 app, $2 cid, $3 proposed ts, $4 id, $5 sender, $6 body, $7 receipt, $8 binary,
-/// $9 mention_all, $10 mention_pids, $11 lctype. Returns `(ts, prev_ts, seq)`.
+/// $9 mention_all, $10 mention_pids, $11 lctype, $12 dedupe token. Returns
+/// `(ts, prev_ts, seq, NULL)`, or the re-sent message's `(ts, 0, 0, id)`.
 pub(crate) const APPEND: &str = append!("");
 
 /// [`APPEND`] storing the message's hook calls in the outbox with it (a key the app
@@ -53,7 +68,7 @@ pub(crate) const APPEND: &str = append!("");
 /// not report the proposed position and is stored as it is). Plain text, not `jsonb`:
 /// `jsonb` refuses a `\u0000` a message's content may hold.
 ///
-/// $12 apps, $13 keys, $14 hooks, $15 params, $16 tails, $17 created_at.
+/// $13 apps, $14 keys, $15 hooks, $16 params, $17 tails, $18 created_at.
 pub(crate) const APPEND_NOTIFY: &str = append!(
     ",
 o AS (
@@ -62,7 +77,7 @@ o AS (
            CASE WHEN p.last_ts = $3::bigint OR k.tail IS NULL THEN k.params
                 ELSE '{\"timestamp\":' || p.last_ts::text || k.tail END,
            k.created_at, k.created_at
-      FROM p, unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bigint[])
+      FROM p, unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[])
            WITH ORDINALITY AS k(app, key, hook, params, tail, created_at, o)
      ORDER BY k.o
     ON CONFLICT (app, key) DO NOTHING)"

@@ -86,7 +86,7 @@ async fn two_nodes_share_one_order_per_conversation() {
     assert_eq!(log.len() as i64, 2 * EACH);
     let mut prev = 0;
     let by_ts: std::collections::HashMap<i64, Appended> =
-        from_a.iter().chain(&from_b).map(|p| (p.ts, *p)).collect();
+        from_a.iter().chain(&from_b).map(|p| (p.ts, p.clone())).collect();
     for m in &log {
         assert!(m.ts > prev);
         assert_eq!(by_ts[&m.ts].prev_ts, prev, "prev_ts is the position before {}", m.ts);
@@ -98,6 +98,46 @@ async fn two_nodes_share_one_order_per_conversation() {
     );
     assert_eq!(seqs.trim(), format!("{n}|1|{n}|{n}", n = 2 * EACH));
     assert_eq!(b.conversation(APP, "c").await.unwrap().unwrap().last_message.map(|m| m.ts), Some(prev));
+}
+
+/// A client re-sending through two nodes at once (its ack lost, both attempts racing)
+/// has its message stored once: each node's check runs under the conversation's row
+/// lock, so the later sees the earlier's commit. Every attempt is answered with the
+/// one stored message, and messages without the token interleave unharmed.
+#[tokio::test]
+async fn a_resend_racing_through_two_nodes_is_stored_once() {
+    let Some(pg) = TempPostgres::start_or_skip("a_resend_racing_through_two_nodes") else { return };
+    let url = pg.url();
+    let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.create_conversation(conv("c")).await.unwrap();
+    const TOKENS: i64 = 100;
+    // Token by token, both nodes at once: each attempt races the other's.
+    let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+    for i in 0..TOKENS {
+        let attempt = |store: &PostgresStore, node: &str| {
+            let tokened = msg("c", &format!("{node}{i}"), i, "hi");
+            let plain = msg("c", &format!("{node}-plain{i}"), i, "plain");
+            let tokened = store.append_message_notify(tokened, Vec::new(), Some(format!("dt{i}")));
+            let plain = store.append_message_notify(plain, Vec::new(), None);
+            async move { (tokened.await.unwrap(), plain.await.unwrap()) }
+        };
+        let ((x, _), (y, _)) = tokio::join!(attempt(&a, "a"), attempt(&b, "b"));
+        from_a.push(x);
+        from_b.push(y);
+    }
+    let log = history(&a, "c").await;
+    assert_eq!(log.len() as i64, 3 * TOKENS, "each token once, every plain message");
+    let stored: std::collections::HashMap<i64, &str> = log.iter().map(|m| (m.ts, m.id.as_str())).collect();
+    for i in 0..TOKENS as usize {
+        let (x, y) = (&from_a[i], &from_b[i]);
+        assert_eq!(x.ts, y.ts, "token {i}: both nodes answer with the one message");
+        let id = stored[&x.ts];
+        assert!(
+            x.original.as_deref().is_none_or(|o| o == id) && y.original.as_deref().is_none_or(|o| o == id)
+        );
+        assert!(x.original.is_some() != y.original.is_some(), "token {i}: exactly one attempt wrote");
+    }
 }
 
 /// Appends queued together commit together: far fewer transactions than messages.
@@ -149,9 +189,9 @@ async fn hook_calls_follow_the_assigned_position() {
                 .to_string(),
         created_at: ts,
     };
-    let a = node_a.append_message_notify(msg("c", "a", 10, body), vec![sent("a", 10)]).await.unwrap();
-    let b = node_b.append_message_notify(msg("c", "b", 10, body), vec![sent("b", 10)]).await.unwrap();
-    assert_eq!((a, b), (Appended { ts: 10, prev_ts: 0 }, Appended { ts: 11, prev_ts: 10 }));
+    let a = node_a.append_message_notify(msg("c", "a", 10, body), vec![sent("a", 10)], None).await.unwrap();
+    let b = node_b.append_message_notify(msg("c", "b", 10, body), vec![sent("b", 10)], None).await.unwrap();
+    assert_eq!((a, b), (Appended::new(10, 0), Appended::new(11, 10)));
     let due = node_a.outbox_due(100, 10).await.unwrap();
     let params: Vec<serde_json::Value> =
         due.iter().map(|e| serde_json::from_str(&e.call.params).unwrap()).collect();
@@ -222,13 +262,17 @@ async fn migrations_run_once_even_when_nodes_start_together() {
     let versions = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect::<Vec<_>>().join(",");
     let recorded = "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations";
     assert_eq!(pg.psql("confab", recorded).trim(), versions);
-    // A database of a build before the hook outbox (the newest migration) gains it.
-    let newest =
-        format!("DROP TABLE hook_outbox; DELETE FROM schema_migrations WHERE version = {SCHEMA_VERSION}");
+    // A database of a build before the dedupe tokens (the newest migration) gains them.
+    let newest = format!(
+        "DROP INDEX messages_dedupe; ALTER TABLE messages DROP COLUMN dedupe;
+         DELETE FROM schema_migrations WHERE version = {SCHEMA_VERSION}"
+    );
     pg.psql("confab", &newest);
     assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 1);
     assert_eq!(pg.psql("confab", recorded).trim(), versions);
-    assert_eq!(pg.psql("confab", "SELECT count(*) FROM hook_outbox").trim(), "0");
+    let column = "SELECT count(*) FROM information_schema.columns
+                  WHERE table_name = 'messages' AND column_name = 'dedupe'";
+    assert_eq!(pg.psql("confab", column).trim(), "1");
     // A database from a newer Confab is refused rather than used.
     pg.psql("confab", "INSERT INTO schema_migrations (version) VALUES (99)");
     let err = PostgresStore::connect(&url).await.unwrap_err().to_string();

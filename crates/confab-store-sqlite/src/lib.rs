@@ -151,8 +151,9 @@ enum WriteOp {
         updated_at: i64,
         notify: Vec<HookCall>,
     },
-    /// A message and the hook calls that report it, in one transaction.
-    Append(StoredMessage, Vec<HookCall>),
+    /// A message, the hook calls that report it and its dedupe token, in one
+    /// transaction.
+    Append(StoredMessage, Vec<HookCall>, Option<String>),
     /// Hook calls of an event that has no other write.
     OutboxPut(Vec<HookCall>),
     OutboxDone {
@@ -480,16 +481,20 @@ fn commit_batch(
     let mut newest: HashMap<(&str, &str), (&StoredMessage, i64)> = HashMap::new();
     for op in ops {
         match op {
-            WriteOp::Append(m, notify) => {
+            WriteOp::Append(m, notify, dedupe) => {
+                if let Some(original) = stored_before(&tx, m, dedupe.as_deref())? {
+                    results.push(Some(original));
+                    continue;
+                }
                 let prev_ts = match newest.get(&(m.app.as_str(), m.cid.as_str())) {
                     Some((_, ts)) => *ts,
                     None => newest_position(&tx, m)?,
                 };
                 let ts = m.ts.max(prev_ts + 1);
-                insert_message(&tx, m, ts)?;
+                insert_message(&tx, m, ts, dedupe.as_deref())?;
                 insert_message_calls(&tx, notify, m.ts, ts)?;
                 newest.insert((&m.app, &m.cid), (m, ts));
-                results.push(Some(Appended { ts, prev_ts }));
+                results.push(Some(Appended::new(ts, prev_ts)));
             }
             _ => {
                 // Later writes (an edit of the newest message) must see the columns
@@ -581,11 +586,31 @@ fn insert_message_calls(
     insert_calls(c, &calls)
 }
 
-fn insert_message(c: &Connection, m: &StoredMessage, ts: i64) -> Result<(), rusqlite::Error> {
+/// The message `m`'s sender already stored in its conversation with the same dedupe
+/// token, if any: the answer to a re-send.
+fn stored_before(
+    c: &Connection,
+    m: &StoredMessage,
+    dedupe: Option<&str>,
+) -> Result<Option<Appended>, rusqlite::Error> {
+    let Some(token) = dedupe else { return Ok(None) };
+    c.prepare_cached(
+        "SELECT id, ts FROM messages WHERE app = ?1 AND cid = ?2 AND sender = ?3 AND dedupe = ?4",
+    )?
+    .query_row(params![m.app, m.cid, m.from, token], |r| Ok(Appended::resent(r.get(0)?, r.get(1)?)))
+    .optional()
+}
+
+fn insert_message(
+    c: &Connection,
+    m: &StoredMessage,
+    ts: i64,
+    dedupe: Option<&str>,
+) -> Result<(), rusqlite::Error> {
     let pids = (!m.mentions.pids.is_empty()).then(|| Value::from(m.mentions.pids.clone()).to_string());
     c.prepare_cached(
-        "INSERT INTO messages (app, cid, ts, id, sender, body, receipt, binary, mention_all, mention_pids)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO messages (app, cid, ts, id, sender, body, receipt, binary, mention_all, mention_pids, dedupe)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         m.app,
@@ -597,7 +622,8 @@ fn insert_message(c: &Connection, m: &StoredMessage, ts: i64) -> Result<(), rusq
         m.receipt,
         m.binary,
         m.mentions.all,
-        pids
+        pids,
+        dedupe
     ])?;
     Ok(())
 }
@@ -678,13 +704,16 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
             c.prepare_cached("UPDATE conversations SET updated_at = ?3 WHERE app = ?1 AND id = ?2")?
                 .execute(params![app, cid, updated_at])?;
         }
-        WriteOp::Append(m, notify) => {
+        WriteOp::Append(m, notify, dedupe) => {
+            if let Some(original) = stored_before(c, m, dedupe.as_deref())? {
+                return Ok(Some(original));
+            }
             let prev_ts = newest_position(c, m)?;
             let ts = m.ts.max(prev_ts + 1);
-            insert_message(c, m, ts)?;
+            insert_message(c, m, ts, dedupe.as_deref())?;
             insert_message_calls(c, notify, m.ts, ts)?;
             set_last_message(c, m, ts)?;
-            return Ok(Some(Appended { ts, prev_ts }));
+            return Ok(Some(Appended::new(ts, prev_ts)));
         }
         WriteOp::OutboxPut(notify) => insert_calls(c, notify)?,
         WriteOp::OutboxDone { app, key } => {
@@ -1018,8 +1047,9 @@ impl Store for SqliteStore {
         &self,
         message: StoredMessage,
         notify: Vec<HookCall>,
+        dedupe: Option<String>,
     ) -> StoreFuture<'static, Appended> {
-        let written = self.send(WriteOp::Append(message, notify));
+        let written = self.send(WriteOp::Append(message, notify, dedupe));
         Box::pin(async move {
             written.await?.ok_or_else(|| StoreError::Backend("the writer lost an append's position".into()))
         })

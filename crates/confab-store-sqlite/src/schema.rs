@@ -79,6 +79,10 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (app, key)
      );
      CREATE INDEX hook_outbox_due ON hook_outbox (due_at, seq);",
+    // 10: the client's token of a message (`dt`): a re-send is answered with the
+    // message stored first, after a restart too.
+    "ALTER TABLE messages ADD COLUMN dedupe TEXT;
+     CREATE UNIQUE INDEX messages_dedupe ON messages (app, cid, sender, dedupe) WHERE dedupe IS NOT NULL;",
 ];
 
 /// Brings the database to the newest schema.

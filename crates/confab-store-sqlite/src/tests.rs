@@ -134,7 +134,7 @@ async fn concurrent_appends_are_grouped_and_all_durable() {
     assert_eq!(all.len(), 2000);
     assert!(all.windows(2).all(|w| w[0].ts < w[1].ts));
     let late = store.append_message(message("c", 5)).await.expect("an old position moves to the end");
-    assert_eq!(late, Appended { ts: 2001, prev_ts: 2000 });
+    assert_eq!(late, Appended::new(2001, 2000));
     store.append_message(message("c", 2002)).await.expect("the writer keeps going");
 }
 
@@ -153,12 +153,12 @@ async fn one_bad_write_in_a_batch_fails_alone() {
     let edit = store.patch_message("a", "c", 4, "edited".into(), 7);
     let missing = store.patch_message("a", "c", 99, "nothing there".into(), 7);
     let after = store.append_message(message("c", 5));
-    assert_eq!(good.await.expect("good"), Appended { ts: 2, prev_ts: 1 });
-    assert_eq!(taken.await.expect("taken"), Appended { ts: 3, prev_ts: 2 });
-    assert_eq!(newest.await.expect("newest"), Appended { ts: 4, prev_ts: 3 });
+    assert_eq!(good.await.expect("good"), Appended::new(2, 1));
+    assert_eq!(taken.await.expect("taken"), Appended::new(3, 2));
+    assert_eq!(newest.await.expect("newest"), Appended::new(4, 3));
     assert!(edit.await.is_ok());
     assert!(missing.await.is_err(), "editing a missing message is refused");
-    assert_eq!(after.await.expect("after"), Appended { ts: 5, prev_ts: 4 });
+    assert_eq!(after.await.expect("after"), Appended::new(5, 4));
     let all = store.messages("a", "c", MessageRange { limit: 10, ..Default::default() }).await.expect("read");
     assert_eq!(all.iter().map(|m| m.ts).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     let edited = all.iter().find(|m| m.ts == 4).expect("the edited message");
@@ -355,12 +355,12 @@ async fn hook_calls_share_their_write_in_a_batch_and_survive_reopen() {
         let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
         store.create_conversation(record("a", "c", &["alice"], None)).await.expect("create");
         store.append_message(message("c", 1)).await.expect("append");
-        let good = store.append_message_notify(message("c", 2), vec![hook_call("m2", 2)]);
+        let good = store.append_message_notify(message("c", 2), vec![hook_call("m2", 2)], None);
         let duplicate =
             store.create_conversation_notify(record("a", "c", &["bob"], None), vec![hook_call("dup", 2)]);
         let mut moved_call = hook_call("m1-again", 1);
         moved_call.params = json!({ "timestamp": 1 }).to_string();
-        let moved = store.append_message_notify(message("c", 1), vec![moved_call]);
+        let moved = store.append_message_notify(message("c", 1), vec![moved_call], None);
         assert!(good.await.is_ok());
         assert!(duplicate.await.is_err(), "an existing id is refused");
         assert_eq!(moved.await.expect("moved").ts, 3, "a taken position moves to the next free one");

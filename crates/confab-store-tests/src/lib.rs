@@ -62,6 +62,7 @@ macro_rules! __store_rules {
             pages_walk_every_conversation_in_id_order,
             messages_round_trip_in_append_order,
             a_taken_position_moves_to_the_next_free_one,
+            a_resend_with_the_same_dedupe_token_is_stored_once,
             queued_writes_apply_in_call_order,
             history_pages_towards_older_messages,
             history_pages_towards_newer_messages,
@@ -505,19 +506,56 @@ pub async fn a_taken_position_moves_to_the_next_free_one(store: &dyn Store) {
     let taken = store.append_message(msg("c", 1, "mallory", "again"));
     let other = store.append_message(msg("d", 1, "alice", "same position, other conversation"));
     let newest = store.append_message(msg("c", 10, "alice", "ten"));
-    assert_eq!(good.await.expect("good"), Appended { ts: 2, prev_ts: 1 });
-    assert_eq!(taken.await.expect("taken"), Appended { ts: 3, prev_ts: 2 });
-    assert_eq!(other.await.expect("other"), Appended { ts: 1, prev_ts: 0 }, "positions are per conversation");
-    assert_eq!(newest.await.expect("newest"), Appended { ts: 10, prev_ts: 3 }, "a later proposal is kept");
+    assert_eq!(good.await.expect("good"), Appended::new(2, 1));
+    assert_eq!(taken.await.expect("taken"), Appended::new(3, 2));
+    assert_eq!(other.await.expect("other"), Appended::new(1, 0), "positions are per conversation");
+    assert_eq!(newest.await.expect("newest"), Appended::new(10, 3), "a later proposal is kept");
     let all = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
     let got: Vec<_> = all.iter().map(|m| (m.ts, m.from.as_str(), m.data.as_str())).collect();
     assert_eq!(got, [(1, "alice", "1"), (2, "alice", "two"), (3, "mallory", "again"), (10, "alice", "ten")]);
     assert_eq!(read(store, "c").await.last_message.map(|m| m.ts), Some(10));
     // A system conversation's inbox (no conversation of its own) is ordered the same way.
     let inbox = store.append_message(msg("c:inbox", 1, "alice", "to the app")).await.expect("inbox");
-    assert_eq!(inbox, Appended { ts: 1, prev_ts: 0 });
+    assert_eq!(inbox, Appended::new(1, 0));
     let again = store.append_message(msg("c:inbox", 1, "bob", "to the app")).await.expect("inbox");
-    assert_eq!(again, Appended { ts: 2, prev_ts: 1 });
+    assert_eq!(again, Appended::new(2, 1));
+}
+
+/// An append carrying a dedupe token its sender already stored in the conversation
+/// writes nothing (neither the message nor its hook calls) and answers with the
+/// original's id and position; another sender, another conversation or no token is
+/// a new message; a deleted original no longer counts.
+pub async fn a_resend_with_the_same_dedupe_token_is_stored_once(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    create(store, conv("d", &["alice"], 1)).await;
+    let token = || Some("tok-1".to_owned());
+    let first = msg("c", 5, "alice", "hi");
+    let first_id = first.id.clone();
+    let stored = store.append_message_notify(first, vec![call("sent-1", "_messageSent", 5)], token());
+    assert_eq!(stored.await.expect("append"), Appended::new(5, 0));
+    // Queued behind the first without waiting for it: still one message.
+    let resend = store.append_message_notify(
+        msg("c", 9, "alice", "hi again"),
+        vec![call("sent-2", "_messageSent", 9)],
+        token(),
+    );
+    assert_eq!(resend.await.expect("re-send"), Appended::resent(first_id.clone(), 5));
+    let other_sender = store.append_message_notify(msg("c", 6, "bob", "bob's"), Vec::new(), token());
+    assert_eq!(other_sender.await.expect("other sender"), Appended::new(6, 5));
+    let other_conv = store.append_message_notify(msg("d", 1, "alice", "d"), Vec::new(), token());
+    assert_eq!(other_conv.await.expect("other conversation"), Appended::new(1, 0));
+    let untokened = store.append_message_notify(msg("c", 7, "alice", "no token"), Vec::new(), None);
+    assert_eq!(untokened.await.expect("no token"), Appended::new(7, 6));
+    let all = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
+    let got: Vec<_> = all.iter().map(|m| (m.ts, m.data.as_str())).collect();
+    assert_eq!(got, [(5, "hi"), (6, "bob's"), (7, "no token")]);
+    let keys: Vec<String> =
+        store.outbox_due(i64::MAX, 10).await.expect("outbox").into_iter().map(|e| e.call.key).collect();
+    assert_eq!(keys, ["sent-1"], "a re-send stores no hook calls");
+    // Once the original is deleted, the token stores a new message.
+    store.delete_message(APP, "c", 5).await.expect("delete");
+    let after = store.append_message_notify(msg("c", 8, "alice", "after delete"), Vec::new(), token());
+    assert_eq!(after.await.expect("after delete"), Appended::new(8, 7));
 }
 
 /// Writes queued without awaiting apply in call order: a patch queued after an
@@ -528,7 +566,7 @@ pub async fn queued_writes_apply_in_call_order(store: &dyn Store) {
     let patch = store.patch_message(APP, "c", 200, "edited".into(), 500);
     let add = store.add_members(APP, "c", owned(&["carol"]), 501);
     for (ts, a) in (1..).zip(appends) {
-        assert_eq!(a.await.expect("append"), Appended { ts, prev_ts: ts - 1 });
+        assert_eq!(a.await.expect("append"), Appended::new(ts, ts - 1));
     }
     patch.await.expect("patch");
     add.await.expect("add");
@@ -1043,18 +1081,19 @@ pub async fn hook_calls_commit_with_their_message(store: &dyn Store) {
         c
     };
     let first = store
-        .append_message_notify(msg("c", 5, "alice", "hi"), vec![sent("sent-a", 5)])
+        .append_message_notify(msg("c", 5, "alice", "hi"), vec![sent("sent-a", 5)], None)
         .await
         .expect("append");
-    assert_eq!(first, Appended { ts: 5, prev_ts: 0 });
+    assert_eq!(first, Appended::new(5, 0));
     let moved = store
         .append_message_notify(
             msg("c", 5, "bob", "at a taken position"),
             vec![sent("sent-b", 5), call("plain-b", "_receiversOffline", 5)],
+            None,
         )
         .await
         .expect("append");
-    assert_eq!(moved, Appended { ts: 6, prev_ts: 5 });
+    assert_eq!(moved, Appended::new(6, 5));
     append(store, msg("c", 7, "alice", "no hooks")).await;
     let due = store.outbox_due(100, 100).await.expect("outbox");
     let got: Vec<(HookCall, u32, i64)> = due.into_iter().map(|e| (e.call, e.attempts, e.due_at)).collect();

@@ -206,7 +206,9 @@ impl Engine {
             let has_calls = !calls.is_empty();
             // Queued under the lock: the store applies writes in call order.
             let appended = Instant::now();
-            let commit = self.inner.store.append_message_notify(message.clone(), calls);
+            // The store checks the token too: a re-send through another node or after
+            // a restart finds the original there, not in this process's memory.
+            let commit = self.inner.store.append_message_notify(message.clone(), calls, req.dedupe.clone());
             // Released when the ack (or the error) is queued, in `settle`.
             session.conn.hold(held_bytes(&message));
             if let Some(key) = &dedupe_key {
@@ -228,7 +230,7 @@ impl Engine {
         let app = app.clone();
         tokio::spawn(async move {
             let result = commit.await;
-            if result.is_ok() {
+            if result.as_ref().is_ok_and(|at| at.original.is_none()) {
                 METRICS.commit_latency(appended.elapsed());
                 METRICS.message_stored();
                 if has_calls {
@@ -292,7 +294,20 @@ impl Engine {
                 break;
             };
             state.deliver_seq += 1;
-            match p.result {
+            match p.result.take() {
+                Some(Ok(Appended { ts: t, original: Some(uid), .. })) => {
+                    // A re-send of a message the store already held (stored through
+                    // another node, or before a restart): acknowledged as the original,
+                    // delivered when it was.
+                    if let Some(key) = p.dedupe_key.clone() {
+                        state.recent.insert(key, Recent::Stored { uid: uid.clone(), t });
+                    }
+                    let ack = Reply::MessageAck { uid: uid.clone(), t };
+                    p.origin.conn.reply_held(p.serial, ack, held_bytes(&p.message));
+                    for (session, serial) in &p.also_ack {
+                        session.conn.reply(*serial, Reply::MessageAck { uid: uid.clone(), t });
+                    }
+                }
                 Some(Ok(at)) => {
                     // The store decides the position (another node may have written the
                     // conversation meanwhile); alone, it keeps the one proposed.

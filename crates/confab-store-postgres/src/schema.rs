@@ -112,6 +112,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hook_outbox_due ON hook_outbox (due_at, seq);
     "#,
+    // 4: marks on clients apart from membership (a client's own blacklist of
+    // conversations, temporary silences, chat rooms' shut-up clients and managers).
+    r#"
+    CREATE TABLE marks (
+        app TEXT COLLATE "C" NOT NULL,
+        cid TEXT COLLATE "C" NOT NULL,
+        kind BIGINT NOT NULL,
+        client TEXT COLLATE "C" NOT NULL,
+        until BIGINT,
+        PRIMARY KEY (app, cid, kind, client)
+    );
+    CREATE INDEX marks_by_client ON marks (app, client, kind, cid);
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -79,6 +79,17 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (app, key)
      );
      CREATE INDEX hook_outbox_due ON hook_outbox (due_at, seq);",
+    // 10: marks on clients apart from membership (a client's own blacklist of
+    // conversations, temporary silences, chat rooms' shut-up clients and managers).
+    "CREATE TABLE marks (
+        app TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        client TEXT NOT NULL,
+        until INTEGER,
+        PRIMARY KEY (app, cid, kind, client)
+     ) WITHOUT ROWID;
+     CREATE INDEX marks_by_client ON marks (app, client, kind, cid);",
 ];
 
 /// Brings the database to the newest schema.

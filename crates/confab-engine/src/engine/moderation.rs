@@ -77,7 +77,12 @@ impl Engine {
             }
             // A chat room's change is told to the client concerned (and the one who
             // made it), not to a member list the room does not keep.
-            if room { vec![member.clone(), me.clone()] } else { state.members.iter().cloned().collect() }
+            if room {
+                let actor = (!session.admin).then(|| me.clone());
+                std::iter::once(member.clone()).chain(actor).collect()
+            } else {
+                state.members.iter().cloned().collect()
+            }
         };
         app.conv_changed(cid);
         let push = SharedPush::new(Push::Conv(ConvPush {

@@ -120,7 +120,7 @@ impl NodeEvents for Engine {
 impl Engine {
     /// Refreshes this node's copy of a conversation another node changed: members,
     /// roles and flags as the store has them now; a deleted one leaves the cache.
-    pub(crate) async fn reload_conv(&self, app: &AppState, conv: &Arc<Conv>) {
+    pub(crate) async fn reload_conv(&self, app: &AppState, conv: &Conv) {
         let record = match self.inner.store.conversation(&app.config.id, &conv.cid).await {
             Ok(record) => record,
             Err(e) => {

@@ -225,7 +225,7 @@ impl Engine {
                     "chat room members join and leave themselves",
                 );
                 result.failed.push(MemberFailure { error, members: vec![id] });
-            } else if join && conv.state().blocked.contains(&id) {
+            } else if join && self.blocked_from_room(app, conv, &id).await {
                 let error = perr(ErrorCode::ConversationBlacklisted, "blocked from this chat room");
                 result.failed.push(MemberFailure { error, members: vec![id] });
             } else if join {
@@ -239,6 +239,19 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// Whether `client` is blocked from a chat room. In a cluster this node's copy may
+    /// predate an unblock another node made a moment ago: a refusal is checked against
+    /// the store first (refusals are rare, so the extra read is cheap).
+    async fn blocked_from_room(&self, app: &AppState, conv: &Conv, client: &str) -> bool {
+        if !conv.state().blocked.contains(client) {
+            return false;
+        }
+        if self.inner.cluster.is_some() {
+            self.reload_conv(app, conv).await;
+        }
+        conv.state().blocked.contains(client)
     }
 
     /// A session enters a chat room: here, and in the cluster's view of the room.

@@ -82,11 +82,11 @@ cargo test --workspace --locked
 
 say "integration suites again, every server on PostgreSQL (one throw-away server per suite)"
 CONFAB_TEST_STORE=postgres cargo test --locked -p confab-server \
-  --test messages --test conversations --test session --test rest --test migrate
+  --test messages --test conversations --test session --test rest --test rest_more --test migrate
 
 say "integration suites again, every server a 3-node cluster (PostgreSQL + Redis) behind a round-robin balancer"
-# Not rest_more: temporary silences, stats and app-wide broadcasts are per node
-# (docs/deployment.md lists what is).
+# Not rest_more: stats and app-wide broadcasts are per node (docs/deployment.md lists
+# what is), and a silence set through one node reaches the others an event later.
 CONFAB_TEST_STORE=cluster cargo test --locked -p confab-server \
   --test messages --test conversations --test session --test rest --test signatures \
   --test metrics --test protobuf --test hostile --test reliability_crash

@@ -88,6 +88,20 @@ for base, what in [("/1.2/rtm/conversations", "conversation"), ("/1.2/rtm/chatro
        body={"type": "object", "properties": {"client_id": {"type": "string"}, "ttl": {"type": "integer"}},
              "required": ["client_id", "ttl"]})
     op("delete", base + "/{cid}/temporary-silenceds", "Lift a temporary silence", ["client_id"])
+    room = what == "chat room"
+    op("get", base + "/{cid}/member-infos", "Owner and managers", ["skip", "limit", "role"], response=RESULTS)
+    op("post", base + "/{cid}/member-infos", "Make a client a manager" if room else "Give a member a role",
+       body={"type": "object", "properties": {"clientId": {"type": "string"}, "role": {"type": "string"}},
+             "required": ["clientId", "role"]}, response=UPDATED)
+    op("put", base + "/{cid}/member-infos/{info}", "Change a role",
+       body={"type": "object", "properties": {"role": {"type": "string"}}, "required": ["role"]},
+       response=UPDATED)
+    op("delete", base + "/{cid}/member-infos/{info}", "Back to no role")
+    for tail, who in [("permanent-silenceds", "permanently silenced clients"),
+                      ("blacklists", "blacklisted clients" + (" (they leave the room)" if room else ""))]:
+        op("get", base + "/{cid}/" + tail, f"Page of {who}", ["limit", "next"], response=IDS_PAGE)
+        op("post", base + "/{cid}/" + tail, f"Add {who}", body=CLIENT_IDS)
+        op("delete", base + "/{cid}/" + tail, f"Remove {who}", body=CLIENT_IDS)
 
 C = "/1.2/rtm/conversations/{cid}"
 op("get", C + "/members", "Members", response=RESULT_LIST)
@@ -96,17 +110,6 @@ op("delete", C + "/members", "Remove members", body=CLIENT_IDS, response=UPDATED
 op("get", C + "/mutes", "Clients that muted the conversation", response=RESULT_LIST)
 op("post", C + "/mutes", "Mute for clients", body=CLIENT_IDS, response=UPDATED)
 op("delete", C + "/mutes", "Unmute for clients", body=CLIENT_IDS, response=UPDATED)
-op("get", C + "/member-infos", "Owner and managers", ["skip", "limit", "role"], response=RESULTS)
-op("post", C + "/member-infos", "Give a member a role",
-   body={"type": "object", "properties": {"clientId": {"type": "string"}, "role": {"type": "string"}},
-         "required": ["clientId", "role"]}, response=UPDATED)
-op("put", C + "/member-infos/{info}", "Change a member's role",
-   body={"type": "object", "properties": {"role": {"type": "string"}}, "required": ["role"]}, response=UPDATED)
-op("delete", C + "/member-infos/{info}", "Back to a plain member")
-for tail, what in [("permanent-silenceds", "permanently silenced members"), ("blacklists", "blacklisted clients")]:
-    op("get", C + "/" + tail, f"Page of {what}", ["limit", "next"], response=IDS_PAGE)
-    op("post", C + "/" + tail, f"Add {what}", body=CLIENT_IDS)
-    op("delete", C + "/" + tail, f"Remove {what}", body=CLIENT_IDS)
 R = "/1.2/rtm/chatrooms/{cid}"
 op("get", R + "/members", "Up to 50 clients in the room now", response=RESULT_LIST)
 op("get", R + "/members/online-count", "Clients in the room now", response=RESULT_COUNT)
@@ -155,6 +158,13 @@ op("get", CL + "/{client}/unread-count", "Unread messages", ["conv_id"], respons
 op("get", CL + "/{client}/messages", "Messages the client sent", HISTORY_PARAMS, response=RECORDS)
 op("get", CL + "/{client}/service-conversations", "The client's subscriptions",
    ["conv_id", "timestamp", "limit", "direction"], response=SUBS)
+CONV_ID = {"type": "object", "properties": {"conv_id": {"type": "string"}}, "required": ["conv_id"]}
+op("get", CL + "/{client}/blacklists", "Conversations the client blocked (by id)", ["limit", "next"],
+   response={"type": "object", "properties": {"conv_ids": {"type": "array", "items": {"type": "string"}},
+                                              "next": {"type": "string"}}, "required": ["conv_ids"]})
+op("post", CL + "/{client}/blacklists", "Block a conversation: nobody else adds the client (4315)", body=CONV_ID)
+op("delete", CL + "/{client}/blacklists", "Unblock a conversation (conv_id in the body or the query)",
+   ["conv_id"], body={"type": "object", "properties": {"conv_id": {"type": "string"}}})
 
 op("get", "/1.2/rtm/stats", "Clients online and today",
    response={"type": "object", "properties": {"result": {"type": "object", "properties": {
@@ -167,6 +177,11 @@ LH = HISTORY_PARAMS + ["convid", "from", "peerid"]
 op("get", L + "/messages/history", "History: of a conversation (convid), a sender (from) or the app", LH,
    response=RECORDS)
 op("get", L + "/messages/logs", "History (oldest form)", LH, response=RECORDS)
+op("put", L + "/messages/logs", "Edit a message as the 1.2 edit does (a history record with the new data)",
+   body={"type": "object", "properties": {"conv-id": {"type": "string"}, "msg-id": {"type": "string"},
+                                          "timestamp": {"type": "integer"}, "from": {"type": "string"},
+                                          "data": {"type": "string"}},
+         "required": ["conv-id", "msg-id", "from", "data"], "additionalProperties": True})
 op("delete", L + "/messages/logs", "Delete a record", ["convid", "msgid", "timestamp"])
 op("post", L + "/messages", "Send (transient unless told otherwise; to_peers: targeted)", body=LEGACY, response=SENT)
 op("post", L + "/patch/message", "Edit or recall", body=LEGACY)

@@ -3,7 +3,7 @@
 //! assignment through commit to delivery. The store stays the source of truth; this is
 //! loaded from it on first use and changed only together with it.
 
-use crate::ports::{Appended, ConvKind, ConversationRecord, StoreError, StoredMessage};
+use crate::ports::{Appended, ClientMark, ConvKind, ConversationRecord, MarkKind, StoreError, StoredMessage};
 use crate::session::Session;
 use confab_types::time::iso8601;
 use serde_json::{Map, Value, json};
@@ -69,8 +69,10 @@ pub(crate) struct ConvState {
     pub shut_up: HashSet<String>,
     /// Clients who may not join.
     pub blocked: HashSet<String>,
-    /// Temporarily silenced clients, until when (ms); kept in memory only.
+    /// Temporarily silenced clients, until when (ms); stored as marks.
     pub silenced: HashMap<String, i64>,
+    /// Clients that put this conversation on their own blacklist: nobody else adds them.
+    pub blocked_by: HashSet<String>,
     /// Chat rooms: the sessions currently in the room.
     pub room: Vec<Arc<Session>>,
     /// Last timestamp handed out; the next is strictly greater.
@@ -131,6 +133,38 @@ impl Conv {
                 last_delivered_ts: last,
                 ..ConvState::default()
             }),
+        }
+    }
+
+    /// Takes the stored marks ([`crate::ports::Store::marks`]) as the conversation's
+    /// silences, the clients that blocked it, and a chat room's shut-up clients and
+    /// managers (added to what the record gave), replacing what marks gave before.
+    pub(crate) fn apply_marks(&self, marks: &[ClientMark]) {
+        let mut state = self.state();
+        state.silenced.clear();
+        state.blocked_by.clear();
+        let room = self.kind == ConvKind::Transient;
+        if room {
+            state.shut_up.clear();
+            state.managers.clear();
+        }
+        for m in marks {
+            let client = m.client.clone();
+            match m.kind {
+                MarkKind::Silenced => {
+                    state.silenced.insert(client, m.until.unwrap_or(i64::MAX));
+                }
+                MarkKind::ClientBlocked => {
+                    state.blocked_by.insert(client);
+                }
+                MarkKind::RoomShutUp if room => {
+                    state.shut_up.insert(client);
+                }
+                MarkKind::RoomManager if room => {
+                    state.managers.insert(client);
+                }
+                MarkKind::RoomShutUp | MarkKind::RoomManager => {}
+            }
         }
     }
 

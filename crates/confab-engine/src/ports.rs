@@ -207,6 +207,44 @@ pub struct ScanFilter {
     pub max: usize,
 }
 
+/// What a [`ClientMark`] says about a client in one conversation. Marks are kept apart
+/// from membership: any client id may carry one, member or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MarkKind {
+    /// The client put the conversation on its own blacklist: nobody else brings it in.
+    ClientBlocked = 1,
+    /// A temporary silence: the client may not send until the mark's `until`.
+    Silenced = 2,
+    /// Shut up in a chat room (a room keeps no members to carry the flag).
+    RoomShutUp = 3,
+    /// A chat room's manager.
+    RoomManager = 4,
+}
+
+impl MarkKind {
+    /// From the stored number (`None` for a number this build does not know).
+    pub fn from_i64(n: i64) -> Option<MarkKind> {
+        match n {
+            1 => Some(MarkKind::ClientBlocked),
+            2 => Some(MarkKind::Silenced),
+            3 => Some(MarkKind::RoomShutUp),
+            4 => Some(MarkKind::RoomManager),
+            _ => None,
+        }
+    }
+}
+
+/// A mark on a client in a conversation ([`Store::set_marks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMark {
+    /// The client.
+    pub client: String,
+    /// What it says.
+    pub kind: MarkKind,
+    /// Until when it holds (ms); `None`: until removed.
+    pub until: Option<i64>,
+}
+
 /// Persistent state. Writes complete only once durable: the engine acknowledges a
 /// message to its sender after [`Store::append_message`] resolves.
 ///
@@ -458,6 +496,33 @@ pub trait Store: Send + Sync + 'static {
         client: &'a str,
         muted: bool,
     ) -> StoreFuture<'a, ()>;
+    /// Puts mark `kind` on each of `clients` in conversation `cid`, replacing the one
+    /// they carry (so `until` is the latest given; `None`: until removed), or with
+    /// `on == false` removes it. Marks are not membership: any client id may carry one,
+    /// and adding or removing members leaves them alone; deleting the conversation
+    /// removes them.
+    fn set_marks<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        kind: MarkKind,
+        clients: Vec<String>,
+        on: bool,
+        until: Option<i64>,
+    ) -> StoreFuture<'a, ()>;
+    /// Every mark in conversation `cid`, ordered by kind, then client; expired ones too
+    /// (the reader compares `until` with its clock).
+    fn marks<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<ClientMark>>;
+    /// The conversations in which `client` carries mark `kind`, ordered by id, those
+    /// after `after` (exclusive) only, at most `limit`.
+    fn client_marks<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        kind: MarkKind,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>>;
     /// Each member's delivery cursor and read position, in join order. Cursors saved
     /// by [`Store::save_cursor`] show at once.
     fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<MemberPosition>>;

@@ -709,3 +709,254 @@ async fn every_documented_operation_is_served() {
     }
     assert!(count >= 90, "{count} operations");
 }
+
+/// Joins chat room `room` (`conv add` of oneself) and returns the reply.
+async fn join_room(client: &mut confab_testkit::Client, room: &str, me: &str) -> Value {
+    client.request(json!({"cmd": "conv", "op": "add", "cid": room, "m": [me]})).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_clients_own_blacklist_keeps_others_from_adding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_config(dir.path(), APPS);
+    let cid = create(&server, "/1.2/rtm/conversations", json!({"m": ["a"], "c": "a"})).await;
+    let svc = create(&server, "/1.2/rtm/service-conversations", json!({"name": "news"})).await;
+    let mine = "/1.2/rtm/clients/z/blacklists";
+    for conv in [&cid, &svc] {
+        assert_eq!(call(&server, "POST", mine, &json!({"conv_id": conv})).await.ok(), json!({}));
+    }
+    let mut sorted = vec![cid.clone(), svc.clone()];
+    sorted.sort();
+    assert_eq!(get(&server, mine).await.ok(), json!({"conv_ids": sorted}));
+    let first = get(&server, &format!("{mine}?limit=1")).await.ok();
+    assert_eq!(first, json!({"conv_ids": [sorted[0]], "next": sorted[0]}));
+    let rest = get(&server, &format!("{mine}?limit=1&next={}", sorted[0])).await.ok();
+    assert_eq!(rest, json!({"conv_ids": [sorted[1]]}));
+
+    // Nobody else adds it (the backend, a member), and it hears of nothing; a
+    // service conversation cannot subscribe it either. It survives a restart.
+    server.kill();
+    let server = Server::start_config(dir.path(), APPS);
+    let mut z = server.open("z").await;
+    let mut a = server.open("a").await;
+    let added = call(
+        &server,
+        "POST",
+        &format!("/1.2/rtm/conversations/{cid}/members"),
+        &json!({"client_ids": ["z"]}),
+    )
+    .await
+    .ok();
+    assert_eq!(added["failed"][0]["code"], json!(4315), "{added}");
+    assert_eq!(added["failed"][0]["client_ids"], json!(["z"]), "{added}");
+    let r = a.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["z"]})).await.unwrap();
+    assert_eq!(
+        (r["allowedPids"].clone(), r["failedPids"][0]["code"].clone()),
+        (json!([]), json!(4315)),
+        "{r}"
+    );
+    let heard = z.drain(QUIET, is_conv("joined")).await.unwrap();
+    assert!(heard.is_empty(), "{heard:?}");
+    assert_eq!(
+        get(&server, &format!("/1.2/rtm/conversations/{cid}/members")).await.ok(),
+        json!({"result": ["a"]})
+    );
+    let subscribe = format!("/1.2/rtm/service-conversations/{svc}/subscribers");
+    call(&server, "POST", &subscribe, &json!({"client_id": "z"})).await.error(400, 4315);
+
+    // Taken off the list (DELETE with a body, or conv_id in the query): added again.
+    call(&server, "DELETE", mine, &json!({"conv_id": cid})).await.ok();
+    http(&server, "DELETE", &format!("{mine}?conv_id={svc}"), MASTER, None).await.ok();
+    assert_eq!(get(&server, mine).await.ok(), json!({"conv_ids": []}));
+    call(&server, "POST", &format!("/1.2/rtm/conversations/{cid}/members"), &json!({"client_ids": ["z"]}))
+        .await
+        .ok();
+    z.wait_for("joined", is_conv("joined")).await.unwrap();
+    call(&server, "POST", &subscribe, &json!({"client_id": "z"})).await.ok();
+
+    // Bad input.
+    call(&server, "POST", mine, &json!({})).await.error(400, 107);
+    call(&server, "POST", mine, &json!({"conv_id": 5})).await.error(400, 107);
+    call(&server, "POST", mine, &json!({"conv_id": "000000000000000000000000"})).await.error(404, 4303);
+    http(&server, "DELETE", mine, MASTER, None).await.error(400, 107);
+    get(&server, &format!("{mine}?limit=x")).await.error(400, 107);
+    call(&server, "POST", "/1.2/rtm/clients/bad:id/blacklists", &json!({"conv_id": cid}))
+        .await
+        .error(400, 4114);
+    http(&server, "GET", mine, APP_KEY, None).await.error(401, 401);
+}
+
+#[tokio::test]
+async fn chat_room_roles_silences_and_blacklists_over_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_config(dir.path(), APPS);
+    let id = create(&server, "/1.2/rtm/chatrooms", json!({"name": "lobby", "c": "o"})).await;
+    let room = format!("/1.2/rtm/chatrooms/{id}");
+    let mut r1 = server.open("r1").await;
+    let mut r2 = server.open("r2").await;
+    for (c, me) in [(&mut r1, "r1"), (&mut r2, "r2")] {
+        assert_eq!(join_room(c, &id, me).await["allowedPids"], json!([me]));
+    }
+
+    // Roles: the creator is the owner; any client can be made a manager.
+    let added =
+        call(&server, "POST", &format!("{room}/member-infos"), &json!({"clientId": "r1", "role": "Manager"}))
+            .await
+            .ok();
+    let info = added["objectId"].as_str().unwrap().to_owned();
+    let roles = get(&server, &format!("{room}/member-infos")).await.ok();
+    let pairs: Vec<(&str, &str)> = roles["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["clientId"].as_str().unwrap(), r["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(pairs, [("o", "Owner"), ("r1", "Manager")], "{roles}");
+    call(&server, "POST", &format!("{room}/member-infos"), &json!({"clientId": "r9", "role": "Manager"}))
+        .await
+        .ok();
+    let nine = call(
+        &server,
+        "PUT",
+        &format!("{room}/member-infos/{}", roles["results"][0]["objectId"].as_str().unwrap()),
+        &json!({"role": "Member"}),
+    )
+    .await;
+    nine.error(400, 4317);
+    call(&server, "POST", &format!("{room}/member-infos"), &json!({"clientId": "r2", "role": "Owner"}))
+        .await
+        .error(400, 4325);
+
+    // Permanent silence: the client is told, its sends get 4308, others still talk.
+    let silenced = format!("{room}/permanent-silenceds");
+    assert_eq!(
+        call(&server, "POST", &silenced, &json!({"client_ids": ["r2", "o"]})).await.ok()["failed"][0]["client_ids"],
+        json!(["o"])
+    );
+    r2.wait_for("shut up", is_conv("shutuped")).await.unwrap();
+    let refused = r2.request(json!({"cmd": "direct", "cid": id, "msg": "x"})).await.unwrap();
+    assert_eq!(refused["code"], 4308, "{refused}");
+    common::send(&mut r1, &id, "still here").await;
+    r2.wait_for("r1's message", is_direct(&id)).await.unwrap();
+    assert_eq!(get(&server, &silenced).await.ok(), json!({"client_ids": ["r2"]}));
+
+    // Blacklist: the client is told and leaves the room; it cannot join again.
+    let black = format!("{room}/blacklists");
+    call(&server, "POST", &black, &json!({"client_ids": ["r2", "x1"]})).await.ok();
+    r2.wait_for("blocked", is_conv("blocked")).await.unwrap();
+    r2.wait_for("left", is_conv("left")).await.unwrap();
+    assert_eq!(get(&server, &format!("{room}/members")).await.ok(), json!({"result": ["r1"]}));
+    let again = join_room(&mut r2, &id, "r2").await;
+    assert_eq!(again["failedPids"][0]["code"], json!(4315), "{again}");
+    common::send(&mut r1, &id, "r2 is gone").await;
+    let heard = r2.drain(QUIET, is_direct(&id)).await.unwrap();
+    assert!(heard.is_empty(), "{heard:?}");
+    assert_eq!(get(&server, &black).await.ok(), json!({"client_ids": ["r2", "x1"]}));
+
+    // All of it is stored: after a restart the lists are the same and still enforced.
+    drop((r1, r2));
+    server.kill();
+    let server = Server::start_config(dir.path(), APPS);
+    assert_eq!(get(&server, &silenced).await.ok(), json!({"client_ids": ["r2"]}));
+    assert_eq!(get(&server, &black).await.ok(), json!({"client_ids": ["r2", "x1"]}));
+    let roles = get(&server, &format!("{room}/member-infos?role=Manager")).await.ok();
+    let managers: Vec<&str> =
+        roles["results"].as_array().unwrap().iter().map(|r| r["clientId"].as_str().unwrap()).collect();
+    assert_eq!(managers, ["r1", "r9"], "{roles}");
+    let mut r2 = server.open("r2").await;
+    assert_eq!(join_room(&mut r2, &id, "r2").await["failedPids"][0]["code"], json!(4315));
+    call(&server, "DELETE", &black, &json!({"client_ids": ["r2"]})).await.ok();
+    assert_eq!(join_room(&mut r2, &id, "r2").await["allowedPids"], json!(["r2"]));
+    let refused = r2.request(json!({"cmd": "direct", "cid": id, "msg": "x"})).await.unwrap();
+    assert_eq!(refused["code"], 4308, "still shut up: {refused}");
+    call(&server, "DELETE", &silenced, &json!({"client_ids": ["r2"]})).await.ok();
+    common::send(&mut r2, &id, "free again").await;
+    http(&server, "DELETE", &format!("{room}/member-infos/{info}"), MASTER, None).await.ok();
+    let roles = get(&server, &format!("{room}/member-infos?role=Manager")).await.ok();
+    assert_eq!(roles["results"].as_array().unwrap().len(), 1, "{roles}");
+
+    // Only chat rooms under /chatrooms.
+    let normal = create(&server, "/1.2/rtm/conversations", json!({"m": ["a"]})).await;
+    get(&server, &format!("/1.2/rtm/chatrooms/{normal}/blacklists")).await.error(404, 4303);
+    get(&server, &format!("/1.2/rtm/chatrooms/{normal}/member-infos")).await.error(404, 4303);
+}
+
+#[tokio::test]
+async fn temporary_silences_expire_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_config(dir.path(), APPS);
+    let cid = create(&server, "/1.2/rtm/conversations", json!({"m": ["o", "m2"], "c": "o"})).await;
+    let temp = format!("/1.2/rtm/conversations/{cid}/temporary-silenceds");
+    call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 3})).await.ok();
+    let silenced_at = std::time::Instant::now();
+    server.kill();
+    let server = Server::start_config(dir.path(), APPS);
+    let mut m2 = server.open("m2").await;
+    let refused = m2.request(json!({"cmd": "direct", "cid": cid, "msg": "x"})).await.unwrap();
+    assert_eq!(refused["code"], 4315, "still silenced after a restart: {refused}");
+    // Then it runs out.
+    tokio::time::sleep(Duration::from_millis(3200).saturating_sub(silenced_at.elapsed())).await;
+    common::send(&mut m2, &cid, "the silence is over").await;
+    // A silence can be lifted before its time, and a new one replaces the old.
+    call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 3600})).await.ok();
+    call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 1})).await.ok();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    common::send(&mut m2, &cid, "the shorter one won").await;
+    call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 3600})).await.ok();
+    let refused = m2.request(json!({"cmd": "direct", "cid": cid, "msg": "x"})).await.unwrap();
+    assert_eq!(refused["code"], 4315, "{refused}");
+    http(&server, "DELETE", &format!("{temp}?client_id=m2"), MASTER, None).await.ok();
+    common::send(&mut m2, &cid, "lifted").await;
+    // The same for a chat room.
+    let room = create(&server, "/1.2/rtm/chatrooms", json!({"name": "r"})).await;
+    join_room(&mut m2, &room, "m2").await;
+    let room_temp = format!("/1.2/rtm/chatrooms/{room}/temporary-silenceds");
+    call(&server, "POST", &room_temp, &json!({"client_id": "m2", "ttl": 60})).await.ok();
+    let refused = m2.request(json!({"cmd": "direct", "cid": room, "msg": "x"})).await.unwrap();
+    assert_eq!(refused["code"], 4315, "{refused}");
+}
+
+#[tokio::test]
+async fn legacy_put_of_a_log_edits_as_the_1_2_edit_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_config(dir.path(), APPS);
+    let mut b = server.open("b").await;
+    let cid = create(&server, "/1.2/rtm/conversations", json!({"m": ["a", "b"], "c": "a"})).await;
+    let messages = format!("/1.2/rtm/conversations/{cid}/messages");
+    let (mid, t) = rest_send(&server, &messages, json!({"from_client": "a", "message": "first"})).await;
+    b.wait_for("message", is_direct(&cid)).await.unwrap();
+
+    // The record as history gave it, with a new `data`.
+    let mut record = get(&server, &messages).await.ok()[0].clone();
+    record["data"] = json!("edited");
+    assert_eq!(call(&server, "PUT", "/1.1/rtm/messages/logs", &record).await.ok(), json!({}));
+    let p = b.wait_for("edit", is_patch).await.unwrap();
+    assert_eq!(
+        (p["patches"][0]["mid"].clone(), p["patches"][0]["data"].clone()),
+        (json!(mid), json!("edited"))
+    );
+    // 1.1's parameter names work too.
+    let legacy = json!({"convid": cid, "msgid": mid, "timestamp": t, "from": "a", "data": {"_lctype": -1, "_lctext": "json"}});
+    call(&server, "PUT", "/1.1/rtm/messages/logs", &legacy).await.ok();
+    b.wait_for("second edit", is_patch).await.unwrap();
+
+    // Stored before the answer: the edit is in history after a restart.
+    drop(b);
+    server.kill();
+    let server = Server::start_config(dir.path(), APPS);
+    let history = get(&server, &messages).await.ok();
+    let data: Value = serde_json::from_str(history[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"_lctype": -1, "_lctext": "json"}), "{history}");
+    assert!(history[0]["patch-timestamp"].as_i64().is_some(), "{history}");
+
+    // Only the sender's message changes; unknown ones are 4404; the body is needed.
+    let wrong = json!({"conv-id": cid, "msg-id": mid, "timestamp": t, "from": "b", "data": "x"});
+    call(&server, "PUT", "/1.1/rtm/messages/logs", &wrong).await.error(400, 4403);
+    let stale = json!({"conv-id": cid, "msg-id": mid, "timestamp": t + 1, "from": "a", "data": "x"});
+    call(&server, "PUT", "/1.1/rtm/messages/logs", &stale).await.error(404, 4404);
+    let bodiless = json!({"conv-id": cid, "msg-id": mid, "timestamp": t, "from": "a"});
+    call(&server, "PUT", "/1.1/rtm/messages/logs", &bodiless).await.error(400, 107);
+    call(&server, "PUT", "/1.1/rtm/messages/logs", &json!({"data": "x"})).await.error(400, 107);
+    let missing = json!({"conv-id": "000000000000000000000000", "msg-id": mid, "from": "a", "data": "x"});
+    call(&server, "PUT", "/1.1/rtm/messages/logs", &missing).await.error(404, 4303);
+}

@@ -13,8 +13,9 @@
 //! [`Store`] docs and checked by the `confab-store-tests` suite.
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
-    MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ClientMark, ConvKind, ConversationRecord, HookCall, LastMessage, MarkKind, MemberCursor,
+    MemberPosition, MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage,
+    UnreadCount,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,6 +49,8 @@ struct AppData {
     created: u64,
     /// The hook outbox, by idempotency key.
     outbox: HashMap<String, Queued>,
+    /// Marks by (conversation, kind, client): their `until`.
+    marks: BTreeMap<(String, MarkKind, String), Option<i64>>,
 }
 
 #[derive(Debug)]
@@ -635,6 +638,65 @@ impl Store for MemoryStore {
         self.set_member_flag(app, cid, &[client.to_owned()], |m| m.muted = muted)
     }
 
+    fn set_marks<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        kind: MarkKind,
+        clients: Vec<String>,
+        on: bool,
+        until: Option<i64>,
+    ) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            for client in clients {
+                let key = (cid.to_owned(), kind, client);
+                if on {
+                    a.marks.insert(key, until);
+                } else {
+                    a.marks.remove(&key);
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn marks<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<ClientMark>> {
+        done(self.with_app(app, |a| {
+            Ok(a.marks
+                .iter()
+                .filter(|((c, _, _), _)| c == cid)
+                .map(|((_, kind, client), until)| ClientMark {
+                    client: client.clone(),
+                    kind: *kind,
+                    until: *until,
+                })
+                .collect())
+        }))
+    }
+
+    fn client_marks<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        kind: MarkKind,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        done(self.with_app(app, |a| {
+            let mut cids: Vec<String> = a
+                .marks
+                .keys()
+                .filter(|(c, k, who)| {
+                    *k == kind && who == client && after.is_none_or(|after| c.as_str() > after)
+                })
+                .map(|(c, _, _)| c.clone())
+                .collect();
+            cids.sort();
+            cids.truncate(limit);
+            Ok(cids)
+        }))
+    }
+
     fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<MemberPosition>> {
         done(self.with_app(app, |a| {
             Ok(a.conversations
@@ -670,6 +732,7 @@ impl Store for MemoryStore {
                 }
             }
             a.messages.remove(cid);
+            a.marks.retain(|(c, _, _), _| c != cid);
             let side = format!("{cid}:");
             a.messages.retain(|log, _| !log.starts_with(&side));
             Ok(())

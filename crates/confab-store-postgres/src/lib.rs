@@ -35,8 +35,9 @@ pub use schema::MigrateError;
 pub const SCHEMA_VERSION: i64 = schema::LATEST;
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
-    MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ClientMark, ConvKind, ConversationRecord, HookCall, LastMessage, MarkKind, MemberCursor,
+    MemberPosition, MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage,
+    UnreadCount,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::{MaybeDone, join_all, maybe_done};
@@ -276,6 +277,14 @@ enum WriteOp {
         clients: Vec<String>,
         on: bool,
     },
+    SetMarks {
+        app: String,
+        cid: String,
+        kind: MarkKind,
+        clients: Vec<String>,
+        on: bool,
+        until: Option<i64>,
+    },
     Patch {
         app: String,
         cid: String,
@@ -332,6 +341,7 @@ impl WriteOp {
             | WriteOp::SetRole { app, cid, .. }
             | WriteOp::SetShutUp { app, cid, .. }
             | WriteOp::SetBlocked { app, cid, .. }
+            | WriteOp::SetMarks { app, cid, .. }
             | WriteOp::Patch { app, cid, .. }
             | WriteOp::SetMuted { app, cid, .. }
             | WriteOp::DeleteConversation { app, cid }
@@ -427,6 +437,20 @@ impl WriteOp {
             WriteOp::SetBlocked { app, cid, clients, on } => (
                 if *on { sql::BLOCK } else { sql::UNBLOCK },
                 vec![own(app.clone()), own(cid.clone()), own(distinct(clients))],
+            ),
+            WriteOp::SetMarks { app, cid, kind, clients, on: true, until } => (
+                sql::MARK,
+                vec![
+                    own(app.clone()),
+                    own(cid.clone()),
+                    own(*kind as i64),
+                    own(distinct(clients)),
+                    own(*until),
+                ],
+            ),
+            WriteOp::SetMarks { app, cid, kind, clients, on: false, .. } => (
+                sql::UNMARK,
+                vec![own(app.clone()), own(cid.clone()), own(*kind as i64), own(distinct(clients))],
             ),
             WriteOp::Patch { app, cid, ts, data, patched_at } => (
                 sql::PATCH,
@@ -1590,6 +1614,50 @@ impl Store for PostgresStore {
         on: bool,
     ) -> StoreFuture<'a, ()> {
         self.write_unit(WriteOp::SetBlocked { app: app.into(), cid: cid.into(), clients, on })
+    }
+
+    fn set_marks<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        kind: MarkKind,
+        clients: Vec<String>,
+        on: bool,
+        until: Option<i64>,
+    ) -> StoreFuture<'a, ()> {
+        self.write_unit(WriteOp::SetMarks { app: app.into(), cid: cid.into(), kind, clients, on, until })
+    }
+
+    fn marks<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<ClientMark>> {
+        Box::pin(async move {
+            let rows = self.query(sql::MARKS, &[&app, &cid]).await?;
+            let mut marks = Vec::with_capacity(rows.len());
+            for r in &rows {
+                // A kind this build does not know (written by a newer one) is skipped.
+                let Some(kind) = MarkKind::from_i64(r.try_get(0).map_err(backend)?) else { continue };
+                marks.push(ClientMark {
+                    kind,
+                    client: r.try_get(1).map_err(backend)?,
+                    until: r.try_get(2).map_err(backend)?,
+                });
+            }
+            Ok(marks)
+        })
+    }
+
+    fn client_marks<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        kind: MarkKind,
+        after: Option<&'a str>,
+        limit_to: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let (kind, max) = (kind as i64, limit(limit_to));
+            let rows = self.query(sql::CLIENT_MARKS, &[&app, &client, &kind, &after, &max]).await?;
+            rows.iter().map(|r| r.try_get(0).map_err(backend)).collect()
+        })
     }
 
     fn patched_since<'a>(

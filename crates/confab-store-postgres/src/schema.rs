@@ -118,6 +118,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN dedupe TEXT COLLATE "C";
     CREATE UNIQUE INDEX messages_dedupe ON messages (app, cid, sender, dedupe) WHERE dedupe IS NOT NULL;
     "#,
+    // 5: marks on clients apart from membership (a client's own blacklist of
+    // conversations, temporary silences, chat rooms' shut-up clients and managers).
+    r#"
+    CREATE TABLE marks (
+        app TEXT COLLATE "C" NOT NULL,
+        cid TEXT COLLATE "C" NOT NULL,
+        kind BIGINT NOT NULL,
+        client TEXT COLLATE "C" NOT NULL,
+        until BIGINT,
+        PRIMARY KEY (app, cid, kind, client)
+    );
+    CREATE INDEX marks_by_client ON marks (app, client, kind, cid);
+    "#,
 ];
 
 /// The newest schema version this build knows.

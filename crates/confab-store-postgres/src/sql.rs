@@ -257,6 +257,26 @@ DELETE FROM members WHERE app = $1::text AND cid = $2::text AND client = ANY($3:
 pub(crate) const UNBLOCK: &str =
     "DELETE FROM blocked WHERE app = $1::text AND cid = $2::text AND client = ANY($3::text[])";
 
+/// Puts a mark on clients (distinct), replacing theirs. $1 app, $2 cid, $3 kind,
+/// $4 clients, $5 until.
+pub(crate) const MARK: &str = "
+INSERT INTO marks (app, cid, kind, client, until)
+SELECT $1::text, $2::text, $3::bigint, u, $5::bigint FROM unnest($4::text[]) AS u
+ON CONFLICT (app, cid, kind, client) DO UPDATE SET until = EXCLUDED.until";
+
+/// $1 app, $2 cid, $3 kind, $4 clients.
+pub(crate) const UNMARK: &str = "DELETE FROM marks
+ WHERE app = $1::text AND cid = $2::text AND kind = $3::bigint AND client = ANY($4::text[])";
+
+/// $1 app, $2 cid.
+pub(crate) const MARKS: &str =
+    "SELECT kind, client, until FROM marks WHERE app = $1::text AND cid = $2::text ORDER BY kind, client";
+
+/// $1 app, $2 client, $3 kind, $4 after (exclusive; NULL: from the start), $5 limit.
+pub(crate) const CLIENT_MARKS: &str = "SELECT cid FROM marks
+ WHERE app = $1::text AND client = $2::text AND kind = $3::bigint AND ($4::text IS NULL OR cid > $4::text)
+ ORDER BY cid LIMIT $5::bigint";
+
 /// $1 app, $2 cid, $3 ts, $4 body, $5 patched_at, $6 lctype. One row when the message exists.
 pub(crate) const PATCH: &str = "
 WITH u AS (
@@ -275,6 +295,7 @@ WITH a AS (DELETE FROM messages
             WHERE app = $1::text AND (cid = $2::text OR (cid >= $3::text AND cid < $4::text))),
 b AS (DELETE FROM members WHERE app = $1::text AND cid = $2::text),
 d AS (DELETE FROM blocked WHERE app = $1::text AND cid = $2::text),
+k AS (DELETE FROM marks WHERE app = $1::text AND cid = $2::text),
 e AS (DELETE FROM heads WHERE app = $1::text AND (cid = $2::text OR (cid >= $3::text AND cid < $4::text)))
 DELETE FROM conversations WHERE app = $1::text AND id = $2::text";
 

@@ -262,17 +262,20 @@ async fn migrations_run_once_even_when_nodes_start_together() {
     let versions = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect::<Vec<_>>().join(",");
     let recorded = "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations";
     assert_eq!(pg.psql("confab", recorded).trim(), versions);
-    // A database of a build before the dedupe tokens (the newest migration) gains them.
+    // A database of a build before the two newest migrations (dedupe tokens, marks)
+    // gains them.
     let newest = format!(
-        "DROP INDEX messages_dedupe; ALTER TABLE messages DROP COLUMN dedupe;
-         DELETE FROM schema_migrations WHERE version = {SCHEMA_VERSION}"
+        "DROP TABLE marks; DROP INDEX messages_dedupe; ALTER TABLE messages DROP COLUMN dedupe;
+         DELETE FROM schema_migrations WHERE version >= {}",
+        SCHEMA_VERSION - 1
     );
     pg.psql("confab", &newest);
-    assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 1);
+    assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 2);
     assert_eq!(pg.psql("confab", recorded).trim(), versions);
     let column = "SELECT count(*) FROM information_schema.columns
                   WHERE table_name = 'messages' AND column_name = 'dedupe'";
     assert_eq!(pg.psql("confab", column).trim(), "1");
+    assert_eq!(pg.psql("confab", "SELECT count(*) FROM marks").trim(), "0");
     // A database from a newer Confab is refused rather than used.
     pg.psql("confab", "INSERT INTO schema_migrations (version) VALUES (99)");
     let err = PostgresStore::connect(&url).await.unwrap_err().to_string();

@@ -24,8 +24,9 @@
 mod schema;
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
-    MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage, UnreadCount,
+    Appended, ClientMark, ConvKind, ConversationRecord, HookCall, LastMessage, MarkKind, MemberCursor,
+    MemberPosition, MessageRange, OutboxEntry, ScanFilter, Store, StoreError, StoreFuture, StoredMessage,
+    UnreadCount,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -183,6 +184,14 @@ enum WriteOp {
         clients: Vec<String>,
         on: bool,
         blocked: bool,
+    },
+    SetMarks {
+        app: String,
+        cid: String,
+        kind: MarkKind,
+        clients: Vec<String>,
+        on: bool,
+        until: Option<i64>,
     },
     Patch {
         app: String,
@@ -760,6 +769,24 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
                 }
             }
         }
+        WriteOp::SetMarks { app, cid, kind, clients, on, until } => {
+            if *on {
+                let mut stmt = c.prepare_cached(
+                    "INSERT INTO marks (app, cid, kind, client, until) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (app, cid, kind, client) DO UPDATE SET until = excluded.until",
+                )?;
+                for client in clients {
+                    stmt.execute(params![app, cid, *kind as i64, client, until])?;
+                }
+            } else {
+                let mut stmt = c.prepare_cached(
+                    "DELETE FROM marks WHERE app = ?1 AND cid = ?2 AND kind = ?3 AND client = ?4",
+                )?;
+                for client in clients {
+                    stmt.execute(params![app, cid, *kind as i64, client])?;
+                }
+            }
+        }
         WriteOp::Patch { app, cid, ts, data, patched_at } => {
             let changed = c
                 .prepare_cached(
@@ -785,7 +812,7 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
                 "DELETE FROM messages WHERE app = ?1 AND (cid = ?2 OR (cid >= ?3 AND cid < ?4))",
             )?
             .execute(params![app, cid, side_from, side_until])?;
-            for table in ["members", "blocked"] {
+            for table in ["members", "blocked", "marks"] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE app = ?1 AND cid = ?2"))?
                     .execute(params![app, cid])?;
             }
@@ -1223,6 +1250,53 @@ impl Store for SqliteStore {
         on: bool,
     ) -> StoreFuture<'a, ()> {
         self.write(WriteOp::SetFlags { app: app.into(), cid: cid.into(), clients, on, blocked: true })
+    }
+
+    fn set_marks<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        kind: MarkKind,
+        clients: Vec<String>,
+        on: bool,
+        until: Option<i64>,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::SetMarks { app: app.into(), cid: cid.into(), kind, clients, on, until })
+    }
+
+    fn marks<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<ClientMark>> {
+        let (app, cid) = (app.to_owned(), cid.to_owned());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, client, until FROM marks WHERE app = ?1 AND cid = ?2 ORDER BY kind, client",
+            )?;
+            let rows = stmt.query_map(params![app, cid], |r| {
+                let kind = MarkKind::from_i64(r.get(0)?);
+                Ok(kind.map(|kind| Ok(ClientMark { client: r.get(1)?, kind, until: r.get(2)? })))
+            })?;
+            // A kind this build does not know (written by a newer one) is skipped.
+            rows.filter_map(|r| r.transpose()).map(|r| r.and_then(|m| m)).collect()
+        })
+    }
+
+    fn client_marks<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        kind: MarkKind,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        let (app, client, after) = (app.to_owned(), client.to_owned(), after.map(str::to_owned));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT cid FROM marks WHERE app = ?1 AND client = ?2 AND kind = ?3 AND (?4 IS NULL OR cid > ?4)
+                 ORDER BY cid LIMIT ?5",
+            )?;
+            let rows = stmt.query_map(params![app, client, kind as i64, after, limit], |r| r.get(0))?;
+            rows.collect()
+        })
     }
 
     fn patched_since<'a>(

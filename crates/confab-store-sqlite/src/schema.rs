@@ -83,6 +83,17 @@ const MIGRATIONS: &[&str] = &[
     // message stored first, after a restart too.
     "ALTER TABLE messages ADD COLUMN dedupe TEXT;
      CREATE UNIQUE INDEX messages_dedupe ON messages (app, cid, sender, dedupe) WHERE dedupe IS NOT NULL;",
+    // 11: marks on clients apart from membership (a client's own blacklist of
+    // conversations, temporary silences, chat rooms' shut-up clients and managers).
+    "CREATE TABLE marks (
+        app TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        client TEXT NOT NULL,
+        until INTEGER,
+        PRIMARY KEY (app, cid, kind, client)
+     ) WITHOUT ROWID;
+     CREATE INDEX marks_by_client ON marks (app, client, kind, cid);",
 ];
 
 /// Brings the database to the newest schema.

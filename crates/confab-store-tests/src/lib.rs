@@ -16,8 +16,8 @@
 //! once.
 
 use confab_engine::ports::{
-    Appended, ConvKind, ConversationRecord, HookCall, LastMessage, MemberCursor, MemberPosition,
-    MessageRange, ScanFilter, Store, StoredMessage, UnreadCount,
+    Appended, ClientMark, ConvKind, ConversationRecord, HookCall, LastMessage, MarkKind, MemberCursor,
+    MemberPosition, MessageRange, ScanFilter, Store, StoredMessage, UnreadCount,
 };
 use confab_types::Mentions;
 use serde_json::{Map, Value, json};
@@ -89,6 +89,9 @@ macro_rules! __store_rules {
             hook_calls_commit_with_their_membership_event,
             outbox_calls_come_due_in_order_and_settle,
             outbox_keys_are_idempotent_per_app,
+            marks_are_set_replaced_and_removed,
+            marks_are_apart_from_membership,
+            client_marks_page_in_id_order,
         );
     };
 }
@@ -1195,4 +1198,87 @@ pub async fn outbox_keys_are_idempotent_per_app(store: &dyn Store) {
     store.outbox_done(APP, "k").await.expect("done");
     let due = store.outbox_due(10, 100).await.expect("outbox");
     assert_eq!(due.into_iter().map(|e| e.call).collect::<Vec<_>>(), [other]);
+}
+
+fn mark(client: &str, kind: MarkKind, until: Option<i64>) -> ClientMark {
+    ClientMark { client: client.to_owned(), kind, until }
+}
+
+/// Marks are set (the latest `until` wins), listed by kind then client, removed per
+/// kind; clients without one are skipped when removing.
+pub async fn marks_are_set_replaced_and_removed(store: &dyn Store) {
+    create(store, conv("c", &["alice"], 1)).await;
+    assert_eq!(store.marks(APP, "c").await.expect("marks"), []);
+    store
+        .set_marks(APP, "c", MarkKind::Silenced, owned(&["zoe", "bob"]), true, Some(50))
+        .await
+        .expect("silence");
+    store.set_marks(APP, "c", MarkKind::RoomShutUp, owned(&["bob"]), true, None).await.expect("shut up");
+    store.set_marks(APP, "c", MarkKind::Silenced, owned(&["bob"]), true, Some(90)).await.expect("again");
+    assert_eq!(
+        store.marks(APP, "c").await.expect("marks"),
+        [
+            mark("bob", MarkKind::Silenced, Some(90)),
+            mark("zoe", MarkKind::Silenced, Some(50)),
+            mark("bob", MarkKind::RoomShutUp, None),
+        ]
+    );
+    store
+        .set_marks(APP, "c", MarkKind::Silenced, owned(&["bob", "nobody"]), false, None)
+        .await
+        .expect("lift");
+    assert_eq!(
+        store.marks(APP, "c").await.expect("marks"),
+        [mark("zoe", MarkKind::Silenced, Some(50)), mark("bob", MarkKind::RoomShutUp, None)]
+    );
+    assert_eq!(store.marks(APP, "other").await.expect("marks"), []);
+    assert_eq!(store.marks("another-app", "c").await.expect("marks"), [], "apps are isolated");
+}
+
+/// Any client id carries a mark, member or not; adding and removing members leaves
+/// marks alone; deleting the conversation removes them.
+pub async fn marks_are_apart_from_membership(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    store
+        .set_marks(APP, "c", MarkKind::RoomManager, owned(&["bob", "carol"]), true, None)
+        .await
+        .expect("mark");
+    store.remove_members(APP, "c", owned(&["bob"]), 2).await.expect("remove");
+    store.add_members(APP, "c", owned(&["carol"]), 3).await.expect("add");
+    store.set_blocked(APP, "c", owned(&["carol"]), true).await.expect("block");
+    assert_eq!(
+        store.marks(APP, "c").await.expect("marks"),
+        [mark("bob", MarkKind::RoomManager, None), mark("carol", MarkKind::RoomManager, None)]
+    );
+    store.set_marks(APP, "c", MarkKind::ClientBlocked, owned(&["bob"]), true, None).await.expect("client");
+    store.delete_conversation(APP, "c").await.expect("delete");
+    assert_eq!(store.marks(APP, "c").await.expect("marks"), []);
+    let left = store.client_marks(APP, "bob", MarkKind::ClientBlocked, None, 10).await.expect("client marks");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A client's marks of one kind page by conversation id, after an exclusive id.
+pub async fn client_marks_page_in_id_order(store: &dyn Store) {
+    for (id, at) in [("c3", 1), ("c1", 2), ("c2", 3), ("c4", 4)] {
+        create(store, conv(id, &["alice"], at)).await;
+    }
+    for cid in ["c3", "c1", "c2"] {
+        store.set_marks(APP, cid, MarkKind::ClientBlocked, owned(&["zoe"]), true, None).await.expect("mark");
+    }
+    store.set_marks(APP, "c4", MarkKind::Silenced, owned(&["zoe"]), true, Some(9)).await.expect("other kind");
+    store
+        .set_marks(APP, "c4", MarkKind::ClientBlocked, owned(&["bob"]), true, None)
+        .await
+        .expect("other client");
+    let page = |after: Option<&'static str>, limit| {
+        store.client_marks(APP, "zoe", MarkKind::ClientBlocked, after, limit)
+    };
+    assert_eq!(page(None, 2).await.expect("first"), owned(&["c1", "c2"]));
+    assert_eq!(page(Some("c2"), 2).await.expect("next"), owned(&["c3"]));
+    assert_eq!(page(Some("c3"), 2).await.expect("end"), Vec::<String>::new());
+    assert_eq!(page(None, 0).await.expect("none"), Vec::<String>::new());
+    assert_eq!(
+        store.client_marks(APP, "zoe", MarkKind::Silenced, None, 10).await.expect("silences"),
+        owned(&["c4"])
+    );
 }

@@ -5,7 +5,7 @@
 
 use super::admin::{BACKEND, unexpected};
 use super::*;
-use crate::ports::StoredMessage;
+use crate::ports::{MarkKind, StoredMessage};
 use confab_types::{PatchRequest, RestrictionKind, RestrictionOp};
 use std::collections::HashSet;
 
@@ -130,6 +130,9 @@ impl Engine {
         let app = self.backend_app(app_id)?;
         Self::valid_member_ids(&app, &[client.to_owned()])?;
         let conv = self.backend_conv(&app, cid, &[ConvKind::System]).await?;
+        if subscribe && !conv.has_member(client) && conv.state().blocked_by.contains(client) {
+            return Err(perr(ErrorCode::ConversationBlacklisted, "the client blocked this conversation"));
+        }
         let (session, _replies) = Self::backend_session(&app, client);
         let result = self.subscription(&app, &conv, &session, vec![client.to_owned()], subscribe).await?;
         match result.failed.into_iter().next() {
@@ -190,10 +193,27 @@ impl Engine {
         Ok((online.len(), app.logins_today.count(self.now())))
     }
 
-    /// Owner and managers of a normal conversation.
-    pub async fn admin_roles(&self, app_id: &str, cid: &str) -> Result<Vec<MemberRole>, ProtocolError> {
+    /// Owner and managers of a normal conversation (of one of `kinds`) or of a chat
+    /// room (its creator and the clients made managers, sorted).
+    pub async fn admin_roles(
+        &self,
+        app_id: &str,
+        kinds: &[ConvKind],
+        cid: &str,
+    ) -> Result<Vec<MemberRole>, ProtocolError> {
         let app = self.backend_app(app_id)?;
-        self.backend_conv(&app, cid, &[ConvKind::Normal]).await?;
+        let conv = self.backend_conv(&app, cid, kinds).await?;
+        let role = |client: &str, role: &str| MemberRole {
+            info_id: member_info_id(cid, client),
+            client: client.to_owned(),
+            role: role.to_owned(),
+        };
+        if conv.kind == ConvKind::Transient {
+            let mut managers: Vec<String> = conv.state().managers.iter().cloned().collect();
+            managers.sort_unstable();
+            let owner = (!conv.creator.is_empty()).then(|| role(&conv.creator, "Owner"));
+            return Ok(owner.into_iter().chain(managers.iter().map(|m| role(m, "Manager"))).collect());
+        }
         let record = self
             .inner
             .store
@@ -201,11 +221,6 @@ impl Engine {
             .await
             .map_err(store_error)?
             .ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
-        let role = |client: &str, role: &str| MemberRole {
-            info_id: member_info_id(cid, client),
-            client: client.to_owned(),
-            role: role.to_owned(),
-        };
         let mut roles = Vec::new();
         if !record.creator.is_empty() && record.members.contains(&record.creator) {
             roles.push(role(&record.creator, "Owner"));
@@ -219,12 +234,14 @@ impl Engine {
     pub async fn admin_set_role(
         &self,
         app_id: &str,
+        kinds: &[ConvKind],
         cid: &str,
         client: &str,
         role: &str,
     ) -> Result<i64, ProtocolError> {
         let app = self.backend_app(app_id)?;
-        self.backend_conv(&app, cid, &[ConvKind::Normal]).await?;
+        Self::valid_member_ids(&app, &[client.to_owned()])?;
+        self.backend_conv(&app, cid, kinds).await?;
         let (session, _replies) = Self::backend_session(&app, BACKEND);
         self.member_role(&app, &session, cid, client.to_owned(), role.to_owned()).await?;
         Ok(self.now())
@@ -311,8 +328,8 @@ impl Engine {
     }
 
     /// Silences `client` in a conversation for `ttl_secs` (≤ 24 h), or lifts the
-    /// silence (`None`). A silenced sender is refused with 4315. Kept in memory only:
-    /// a restart lifts it (see docs/decisions.md).
+    /// silence (`None`). A silenced sender is refused with 4315 until the time is up.
+    /// Stored (a mark with its end), so a restart keeps it (see docs/decisions.md).
     pub async fn admin_silence(
         &self,
         app_id: &str,
@@ -324,19 +341,82 @@ impl Engine {
         let app = self.backend_app(app_id)?;
         Self::valid_member_ids(&app, &[client.to_owned()])?;
         let conv = self.backend_conv(&app, cid, kinds).await?;
-        let now = self.now();
-        let mut state = conv.state();
-        state.silenced.retain(|_, until| *until > now);
-        match ttl_secs {
-            Some(ttl) => {
-                let ttl = ttl.clamp(0, SILENCE_MAX_SECS);
-                state.silenced.insert(client.to_owned(), now + ttl * 1000);
-            }
-            None => {
-                state.silenced.remove(client);
+        let until = ttl_secs.map(|ttl| self.now() + ttl.clamp(0, SILENCE_MAX_SECS) * 1000);
+        let lock = app.conv_lock(cid);
+        let _guard = lock.lock().await;
+        self.inner
+            .store
+            .set_marks(
+                &app.config.id,
+                cid,
+                MarkKind::Silenced,
+                vec![client.to_owned()],
+                until.is_some(),
+                until,
+            )
+            .await
+            .map_err(store_error)?;
+        {
+            let mut state = conv.state();
+            match until {
+                Some(until) => state.silenced.insert(client.to_owned(), until),
+                None => state.silenced.remove(client),
+            };
+        }
+        app.conv_changed(cid);
+        Ok(())
+    }
+
+    /// `client` puts a conversation (any kind) on its own blacklist, or takes it off:
+    /// while there, nobody else adds it to the conversation or subscribes it (4315);
+    /// it stays a member if it is one, and may still join by itself.
+    pub async fn admin_client_block(
+        &self,
+        app_id: &str,
+        client: &str,
+        cid: &str,
+        on: bool,
+    ) -> Result<(), ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        Self::valid_member_ids(&app, &[client.to_owned()])?;
+        let all = [ConvKind::Normal, ConvKind::Transient, ConvKind::System, ConvKind::Temporary];
+        let conv = self.backend_conv(&app, cid, &all).await?;
+        let lock = app.conv_lock(cid);
+        let _guard = lock.lock().await;
+        let clients = vec![client.to_owned()];
+        let store = &self.inner.store;
+        store
+            .set_marks(&app.config.id, cid, MarkKind::ClientBlocked, clients, on, None)
+            .await
+            .map_err(store_error)?;
+        {
+            let mut state = conv.state();
+            if on {
+                state.blocked_by.insert(client.to_owned());
+            } else {
+                state.blocked_by.remove(client);
             }
         }
+        app.conv_changed(cid);
         Ok(())
+    }
+
+    /// The conversations on `client`'s own blacklist, by id, after `after`, at most
+    /// `limit`.
+    pub async fn admin_client_blocks(
+        &self,
+        app_id: &str,
+        client: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        Self::valid_member_ids(&app, &[client.to_owned()])?;
+        let store = &self.inner.store;
+        store
+            .client_marks(&app.config.id, client, MarkKind::ClientBlocked, after, limit)
+            .await
+            .map_err(store_error)
     }
 }
 

@@ -120,7 +120,7 @@ impl NodeEvents for Engine {
 impl Engine {
     /// Refreshes this node's copy of a conversation another node changed: members,
     /// roles and flags as the store has them now; a deleted one leaves the cache.
-    pub(crate) async fn reload_conv(&self, app: &AppState, conv: &Arc<Conv>) {
+    pub(crate) async fn reload_conv(&self, app: &AppState, conv: &Conv) {
         let record = match self.inner.store.conversation(&app.config.id, &conv.cid).await {
             Ok(record) => record,
             Err(e) => {
@@ -133,14 +133,34 @@ impl Engine {
             app.convs.shard(&conv.cid).remove(&conv.cid);
             return;
         };
-        let fresh = Conv::from_record(&record);
-        let fresh = fresh.state();
-        let mut state = conv.state();
-        state.members = fresh.members.clone();
-        state.managers = fresh.managers.clone();
-        state.shut_up = fresh.shut_up.clone();
-        state.blocked = fresh.blocked.clone();
-        state.last_assigned_ts = state.last_assigned_ts.max(fresh.last_assigned_ts);
+        let marks = match self.inner.store.marks(&app.config.id, &conv.cid).await {
+            Ok(marks) => marks,
+            Err(e) => {
+                let _ = store_error(e);
+                return;
+            }
+        };
+        let left = {
+            let fresh = Conv::from_record(&record);
+            let fresh = fresh.state();
+            let mut state = conv.state();
+            state.members = fresh.members.clone();
+            state.managers = fresh.managers.clone();
+            state.shut_up = fresh.shut_up.clone();
+            state.blocked = fresh.blocked.clone();
+            state.last_assigned_ts = state.last_assigned_ts.max(fresh.last_assigned_ts);
+            // Sessions of a client blocked from a chat room (on another node) leave it.
+            let blocked = state.blocked.clone();
+            let (left, stay): (Vec<_>, Vec<_>) =
+                state.room.drain(..).partition(|s| blocked.contains(&*s.client_id));
+            state.room = stay;
+            left
+        };
+        conv.apply_marks(&marks);
+        for session in left {
+            session.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| *c != conv.cid);
+            self.room_left(app, &conv.cid, &session);
+        }
     }
 
     fn session_ref(&self, session: &Session) -> Option<SessionRef> {

@@ -225,6 +225,9 @@ impl Engine {
                     "chat room members join and leave themselves",
                 );
                 result.failed.push(MemberFailure { error, members: vec![id] });
+            } else if join && self.blocked_from_room(app, conv, &id).await {
+                let error = perr(ErrorCode::ConversationBlacklisted, "blocked from this chat room");
+                result.failed.push(MemberFailure { error, members: vec![id] });
             } else if join {
                 self.join_room(app, conv, session).await;
                 result.allowed.push(id);
@@ -236,6 +239,19 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// Whether `client` is blocked from a chat room. In a cluster this node's copy may
+    /// predate an unblock another node made a moment ago: a refusal is checked against
+    /// the store first (refusals are rare, so the extra read is cheap).
+    async fn blocked_from_room(&self, app: &AppState, conv: &Conv, client: &str) -> bool {
+        if !conv.state().blocked.contains(client) {
+            return false;
+        }
+        if self.inner.cluster.is_some() {
+            self.reload_conv(app, conv).await;
+        }
+        conv.state().blocked.contains(client)
     }
 
     /// A session enters a chat room: here, and in the cluster's view of the room.
@@ -289,9 +305,9 @@ impl Engine {
         if !only_me && !session.admin && !conv.has_member(&me) {
             return Err(perr(ErrorCode::ConversationMembershipRequired, "only members can add others"));
         }
-        let (existing, current, blocked) = {
+        let (existing, current, blocked, blocked_by) = {
             let state = conv.state();
-            (state.members.clone(), state.members.len(), state.blocked.clone())
+            (state.members.clone(), state.members.len(), state.blocked.clone(), state.blocked_by.clone())
         };
         if only_me && blocked.contains(&me) {
             return Err(perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation"));
@@ -301,11 +317,15 @@ impl Engine {
         let room = app.config.limits.conversation_members.saturating_sub(current);
         let mut full = Vec::new();
         let mut refused = Vec::new();
+        let mut declined = Vec::new();
         for id in requested {
             if blocked.contains(&id) {
                 refused.push(id);
             } else if existing.contains(&id) {
                 result.allowed.push(id);
+            } else if id != me && blocked_by.contains(&id) {
+                // The client put this conversation on its own blacklist: nobody adds it.
+                declined.push(id);
             } else if added.len() < room {
                 added.push(id.clone());
                 result.allowed.push(id);
@@ -320,6 +340,10 @@ impl Engine {
         if !refused.is_empty() {
             let error = perr(ErrorCode::ConversationBlacklisted, "blocked from this conversation");
             result.failed.push(MemberFailure { error, members: refused });
+        }
+        if !declined.is_empty() {
+            let error = perr(ErrorCode::ConversationBlacklisted, "the client blocked this conversation");
+            result.failed.push(MemberFailure { error, members: declined });
         }
         let now = self.now();
         if !added.is_empty() {

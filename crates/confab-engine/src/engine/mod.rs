@@ -334,6 +334,8 @@ impl Engine {
             return Ok(None);
         };
         let loaded = Arc::new(Conv::from_record(&record));
+        let marks = self.inner.store.marks(&app.config.id, cid).await.map_err(store_error)?;
+        loaded.apply_marks(&marks);
         let conv = app.convs.shard(cid).entry(cid.to_owned()).or_insert(loaded).clone();
         Self::unexpired(conv, self.now()).map(Some)
     }

@@ -1,6 +1,7 @@
 //! Roles, shut-up and blocking (the 3.x+ protocol).
 
 use super::*;
+use crate::ports::MarkKind;
 use confab_types::{RestrictionKind, RestrictionOp, RoleChange};
 
 impl Engine {
@@ -17,8 +18,11 @@ impl Engine {
     ) -> Result<Arc<Conv>, ProtocolError> {
         let me = &*session.client_id;
         let conv = self.conv(app, cid).await?.ok_or_else(|| perr(ErrorCode::ConversationNotFound, cid))?;
-        if conv.kind != ConvKind::Normal {
-            return Err(perr(ErrorCode::NormalConversationRequired, "only normal conversations have roles"));
+        if !matches!(conv.kind, ConvKind::Normal | ConvKind::Transient) {
+            return Err(perr(
+                ErrorCode::NormalConversationRequired,
+                "only normal conversations and chat rooms have roles",
+            ));
         }
         // The app's backend manages every conversation (LeanCloud's REST API).
         if !session.admin && !Self::may_manage(&conv, me) {
@@ -48,13 +52,22 @@ impl Engine {
                 format!("role {role:?} cannot be given"),
             ));
         }
-        if !conv.has_member(&member) || member == conv.creator {
+        // A chat room keeps no members: its roles are marks on any client but the owner.
+        let room = conv.kind == ConvKind::Transient;
+        if (!room && !conv.has_member(&member)) || member == conv.creator {
             return Err(perr(
                 ErrorCode::ConversationMembershipRequired,
                 "the target must be a member other than the owner",
             ));
         }
-        self.inner.store.set_role(&app.config.id, cid, &member, &role).await.map_err(store_error)?;
+        let store = &self.inner.store;
+        if room {
+            let on = role == "Manager";
+            store.set_marks(&app.config.id, cid, MarkKind::RoomManager, vec![member.clone()], on, None).await
+        } else {
+            store.set_role(&app.config.id, cid, &member, &role).await
+        }
+        .map_err(store_error)?;
         let members: Vec<String> = {
             let mut state = conv.state();
             if role == "Manager" {
@@ -62,7 +75,14 @@ impl Engine {
             } else {
                 state.managers.remove(&member);
             }
-            state.members.iter().cloned().collect()
+            // A chat room's change is told to the client concerned (and the one who
+            // made it), not to a member list the room does not keep.
+            if room {
+                let actor = (!session.admin).then(|| me.clone());
+                std::iter::once(member.clone()).chain(actor).collect()
+            } else {
+                state.members.iter().cloned().collect()
+            }
         };
         app.conv_changed(cid);
         let push = SharedPush::new(Push::Conv(ConvPush {
@@ -100,6 +120,9 @@ impl Engine {
         {
             self.check_signature(app, &me, op, r.signature.as_ref(), ErrorCode::ConversationSignatureFailed)
                 .await?;
+        }
+        if conv.kind == ConvKind::Transient {
+            return self.restrict_room(app, session, serial, &conv, r).await;
         }
         let kind = r.op.kind();
         let lock = app.conv_lock(&r.cid);
@@ -181,6 +204,90 @@ impl Engine {
         }
         if !removed.is_empty() {
             self.push_to_clients(app, &remaining, &event(ConvEvent::MembersLeft, &removed));
+        }
+        Ok(None)
+    }
+
+    /// Shut-up and blocking in a chat room, which keeps no members: any client but the
+    /// owner and the one asking can be restricted. Shut-up clients are stored as marks
+    /// (their sends get 4308); blocked clients' sessions leave the room (on every node)
+    /// and their joins get 4315. Only the clients concerned are told (`shutuped`,
+    /// `blocked` + `left`, …): a room announces no membership.
+    async fn restrict_room(
+        &self,
+        app: &AppState,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        conv: &Conv,
+        r: confab_types::Restriction,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let me = session.client_id.to_string();
+        let lock = app.conv_lock(&r.cid);
+        let _guard = lock.lock().await;
+        let mut result = MembersResult::default();
+        let (mut changed, mut refused) = (Vec::new(), Vec::new());
+        for id in distinct(r.members.iter().cloned()) {
+            if id == conv.creator || id == me {
+                refused.push(id);
+            } else {
+                changed.push(id);
+            }
+        }
+        if !refused.is_empty() {
+            let error = perr(ErrorCode::ConversationOperationUnauthorized, "cannot restrict these clients");
+            result.failed.push(MemberFailure { error, members: refused });
+        }
+        let (store, app_id, on) = (&self.inner.store, &app.config.id, r.op.imposes());
+        if !changed.is_empty() {
+            match r.op.kind() {
+                RestrictionKind::Block => store.set_blocked(app_id, &r.cid, changed.clone(), on).await,
+                RestrictionKind::ShutUp => {
+                    store.set_marks(app_id, &r.cid, MarkKind::RoomShutUp, changed.clone(), on, None).await
+                }
+            }
+            .map_err(store_error)?;
+        }
+        let left = {
+            let mut state = conv.state();
+            for id in &changed {
+                let set = match r.op.kind() {
+                    RestrictionKind::Block => &mut state.blocked,
+                    RestrictionKind::ShutUp => &mut state.shut_up,
+                };
+                if on {
+                    set.insert(id.clone());
+                } else {
+                    set.remove(id);
+                }
+            }
+            let mut left = Vec::new();
+            if r.op == RestrictionOp::Block {
+                let (out, stay): (Vec<_>, Vec<_>) =
+                    state.room.drain(..).partition(|s| changed.iter().any(|c| **c == *s.client_id));
+                state.room = stay;
+                left = out;
+            }
+            left
+        };
+        for s in &left {
+            s.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| *c != r.cid);
+            self.room_left(app, &r.cid, s);
+        }
+        if !changed.is_empty() {
+            app.conv_changed(&r.cid);
+        }
+        result.allowed = changed.clone();
+        session.conn.reply(serial, Reply::Restricted { op: r.op, result });
+        let now = self.now();
+        let to_each = match r.op {
+            RestrictionOp::Block => ConvEvent::Blocked,
+            RestrictionOp::Unblock => ConvEvent::Unblocked,
+            RestrictionOp::ShutUp => ConvEvent::ShutUp,
+            RestrictionOp::Unshut => ConvEvent::Unshutup,
+        };
+        self.push_to_clients(app, &changed, &conv_event(to_each, &r.cid, &me, &[], None, now));
+        if r.op == RestrictionOp::Block {
+            self.push_to_clients(app, &changed, &conv_event(ConvEvent::Left, &r.cid, &me, &[], None, now));
         }
         Ok(None)
     }

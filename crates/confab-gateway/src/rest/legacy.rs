@@ -29,7 +29,7 @@ const NOTIFICATIONS_PAGE: usize = 100;
 pub(super) fn routes() -> Routes {
     Routes::new()
         .at("/1.1/rtm/messages/history", &["GET"], get(history))
-        .at("/1.1/rtm/messages/logs", &["GET", "DELETE"], get(history).delete(delete_log))
+        .at("/1.1/rtm/messages/logs", &["GET", "PUT", "DELETE"], get(history).put(put_log).delete(delete_log))
         .at("/1.1/rtm/messages", &["POST"], post(send))
         .at("/1.1/rtm/patch/message", &["POST"], post(patch))
         .at("/1.1/rtm/messages/unread/{client}", &["GET"], get(unread))
@@ -186,6 +186,35 @@ async fn delete_log(
     let (cid, mid) = (input.required("convid")?, input.required("msgid")?);
     let ts = input.int("timestamp")?;
     gateway.engine.admin_delete_message(&caller.app_id, ALL_KINDS, &cid, &mid, ts).await?;
+    Ok(json(json!({})))
+}
+
+/// `PUT /1.1/rtm/messages/logs` with a history record (`conv-id`, `msg-id`,
+/// `timestamp`, `from`, `data`; the query's or 1.1's `convid`/`msgid` also do) → `{}`:
+/// the message's new body, applied as the 1.2 edit applies it (the sender's `patch`, the
+/// same push to members, the same hooks, stored before the answer). `msg-id` and
+/// `timestamp` name the message and cannot change.
+async fn put_log(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Body,
+) -> Result<Response, RestError> {
+    let caller = authenticate(&gateway, &headers)?.require_master()?;
+    let input = Input::new(q, Some(body))?;
+    let either = |a: &str, b: &str| input.required(a).or_else(|_| input.required(b));
+    let cid = either("conv-id", "convid")?;
+    let p = AdminPatch {
+        from: input.required("from")?,
+        mid: either("msg-id", "msgid")?,
+        timestamp: input.int("timestamp")?,
+        data: Some(match input.0.get("data") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) if !v.is_null() => v.to_string(),
+            _ => return Err(RestError::bad_request("data is required")),
+        }),
+    };
+    gateway.engine.admin_patch(&caller.app_id, ALL_KINDS, &cid, p).await?;
     Ok(json(json!({})))
 }
 

@@ -2,10 +2,11 @@
 //! conversation blacklists (§3.7 of LeanCloud's pre-2024 REST documentation).
 //!
 //! Roles, permanent silences and blacklists act through the same engine paths as an
-//! owner's requests (same pushes; blocking removes members). Chat rooms have no stored
-//! members in Confab, so only temporary silences are served for them; service
-//! conversations have blacklists (blocked clients are unsubscribed and cannot
-//! subscribe again).
+//! owner's requests (same pushes; blocking removes members). Chat rooms keep no members
+//! in Confab: their roles and silences are held per client, and a blocked client's
+//! sessions leave the room. Service conversations have blacklists (blocked clients are
+//! unsubscribed and cannot subscribe again). A client's own blacklist of conversations
+//! (`/1.2/rtm/clients/{client}/blacklists`) keeps others from adding it.
 
 use super::auth::authenticate;
 use super::conversations::{Body, Family, Params};
@@ -16,6 +17,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use confab_engine::engine::{SILENCE_MAX_SECS, member_info_id};
+use confab_engine::ports::ConvKind;
 use confab_types::time::iso8601;
 use confab_types::{RestrictionKind, RestrictionOp};
 use serde_json::{Value, json};
@@ -37,30 +39,61 @@ pub(super) fn routes() -> Routes {
                 .post(|s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| mute(s, p, h, b, true))
                 .delete(|s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| mute(s, p, h, b, false)),
         )
-        .at(&format!("{conv}/{{cid}}/member-infos"), &["GET", "POST"], get(roles).post(add_role))
         .at(
-            &format!("{conv}/{{cid}}/member-infos/{{info}}"),
-            &["PUT", "DELETE"],
-            put(update_role).delete(delete_role),
-        )
-        .at(
-            &format!("{conv}/{{cid}}/permanent-silenceds"),
+            "/1.2/rtm/clients/{client}/blacklists",
             &["GET", "POST", "DELETE"],
-            restriction_routes(Conversations, RestrictionKind::ShutUp),
+            get(client_blocks)
+                .post(|s: State<Gateway>, p: Path<String>, h: HeaderMap, q: Params, b: Body| {
+                    client_block(s, p, h, q, b, true)
+                })
+                .delete(|s: State<Gateway>, p: Path<String>, h: HeaderMap, q: Params, b: Body| {
+                    client_block(s, p, h, q, b, false)
+                }),
         );
     for family in [Conversations, ChatRooms] {
-        routes = routes.at(
-            &format!("{}/{{cid}}/temporary-silenceds", family.base()),
-            &["POST", "DELETE"],
-            post(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| {
-                silence(s, p, h, b, family)
-            })
-            .delete(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, q: Params| {
-                unsilence(s, p, h, q, family)
-            }),
-        );
+        let base = family.base();
+        routes = routes
+            .at(
+                &format!("{base}/{{cid}}/member-infos"),
+                &["GET", "POST"],
+                get(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, q: Params| {
+                    roles(s, p, h, q, family)
+                })
+                .post(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| {
+                    add_role(s, p, h, b, family)
+                }),
+            )
+            .at(
+                &format!("{base}/{{cid}}/member-infos/{{info}}"),
+                &["PUT", "DELETE"],
+                put(move |s: State<Gateway>, p: Path<(String, String)>, h: HeaderMap, b: Body| {
+                    update_role(s, p, h, b, family)
+                })
+                .delete(
+                    move |s: State<Gateway>, p: Path<(String, String)>, h: HeaderMap| {
+                        delete_role(s, p, h, family)
+                    },
+                ),
+            )
+            .at(
+                &format!("{base}/{{cid}}/permanent-silenceds"),
+                &["GET", "POST", "DELETE"],
+                restriction_routes(family, RestrictionKind::ShutUp),
+            )
+            .at(
+                &format!("{base}/{{cid}}/temporary-silenceds"),
+                &["POST", "DELETE"],
+                post(move |s: State<Gateway>, p: Path<String>, h: HeaderMap, b: Body| {
+                    silence(s, p, h, b, family)
+                })
+                .delete(
+                    move |s: State<Gateway>, p: Path<String>, h: HeaderMap, q: Params| {
+                        unsilence(s, p, h, q, family)
+                    },
+                ),
+            );
     }
-    for family in [Conversations, Service] {
+    for family in [Conversations, ChatRooms, Service] {
         routes = routes.at(
             &format!("{}/{{cid}}/blacklists", family.base()),
             &["GET", "POST", "DELETE"],
@@ -127,12 +160,13 @@ async fn roles(
     Path(cid): Path<String>,
     headers: HeaderMap,
     Query(q): Params,
+    family: Family,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
     let skip = super::conversations::number(&q, "skip")?.unwrap_or(0);
     let limit = super::conversations::number(&q, "limit")?.unwrap_or(LIST_MAX).min(LIST_MAX);
     let role = q.get("role").filter(|r| !r.is_empty());
-    let all = gateway.engine.admin_roles(&caller.app_id, &cid).await?;
+    let all = gateway.engine.admin_roles(&caller.app_id, role_kinds(family), &cid).await?;
     let results: Vec<Value> = all
         .into_iter()
         .filter(|r| role.is_none_or(|role| *role == r.role))
@@ -150,19 +184,40 @@ async fn add_role(
     Path(cid): Path<String>,
     headers: HeaderMap,
     body: Body,
+    family: Family,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
     let body = json_object(body, false)?;
     let (client, role) = (string_field(&body, "clientId")?, string_field(&body, "role")?);
-    let at = gateway.engine.admin_set_role(&caller.app_id, &cid, client, role).await?;
+    let at = gateway.engine.admin_set_role(&caller.app_id, role_kinds(family), &cid, client, role).await?;
     Ok(updated(at, &member_info_id(&cid, client)))
 }
 
-/// The member an info id names: a current member whose derived id it is.
-async fn info_member(gateway: &Gateway, app_id: &str, cid: &str, info: &str) -> Result<String, RestError> {
-    let members =
-        gateway.engine.admin_member_list(app_id, &[confab_engine::ports::ConvKind::Normal], cid).await?;
-    members.into_iter().find(|m| member_info_id(cid, m) == info).ok_or_else(|| {
+/// The kinds that have roles under a path: normal conversations (not temporary ones)
+/// and chat rooms.
+fn role_kinds(family: Family) -> &'static [ConvKind] {
+    match family {
+        Family::ChatRooms => &[ConvKind::Transient],
+        Family::Conversations | Family::Service => &[ConvKind::Normal],
+    }
+}
+
+/// The client an info id names: a current member whose derived id it is (in a chat
+/// room, which keeps no members: a client with a role record).
+async fn info_member(
+    gateway: &Gateway,
+    app_id: &str,
+    family: Family,
+    cid: &str,
+    info: &str,
+) -> Result<String, RestError> {
+    let candidates = if family == Family::ChatRooms {
+        let roles = gateway.engine.admin_roles(app_id, role_kinds(family), cid).await?;
+        roles.into_iter().map(|r| r.client).collect()
+    } else {
+        gateway.engine.admin_member_list(app_id, role_kinds(family), cid).await?
+    };
+    candidates.into_iter().find(|m| member_info_id(cid, m) == info).ok_or_else(|| {
         let e =
             confab_types::ProtocolError::new(confab_types::ErrorCode::ConversationMembershipRequired, info);
         RestError::from(e).with_status(axum::http::StatusCode::NOT_FOUND)
@@ -175,12 +230,13 @@ async fn update_role(
     Path((cid, info)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
+    family: Family,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
     let body = json_object(body, false)?;
     let role = string_field(&body, "role")?;
-    let client = info_member(&gateway, &caller.app_id, &cid, &info).await?;
-    let at = gateway.engine.admin_set_role(&caller.app_id, &cid, &client, role).await?;
+    let client = info_member(&gateway, &caller.app_id, family, &cid, &info).await?;
+    let at = gateway.engine.admin_set_role(&caller.app_id, role_kinds(family), &cid, &client, role).await?;
     Ok(updated(at, &info))
 }
 
@@ -189,10 +245,11 @@ async fn delete_role(
     State(gateway): State<Gateway>,
     Path((cid, info)): Path<(String, String)>,
     headers: HeaderMap,
+    family: Family,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
-    let client = info_member(&gateway, &caller.app_id, &cid, &info).await?;
-    gateway.engine.admin_set_role(&caller.app_id, &cid, &client, "Member").await?;
+    let client = info_member(&gateway, &caller.app_id, family, &cid, &info).await?;
+    gateway.engine.admin_set_role(&caller.app_id, role_kinds(family), &cid, &client, "Member").await?;
     Ok(axum::Json(json!({})).into_response())
 }
 
@@ -281,6 +338,54 @@ async fn restricted(
     let mut answer = json!({ "client_ids": page });
     if start + page.len() < all.len() {
         answer["next"] = json!((start + page.len()).to_string());
+    }
+    Ok(axum::Json(answer).into_response())
+}
+
+/// `POST` / `DELETE /1.2/rtm/clients/{client}/blacklists` `{"conv_id"}` (DELETE also
+/// takes `conv_id` in the query) → `{}`: the client blocks a conversation of any kind,
+/// so nobody else adds it there (4315), or unblocks it.
+async fn client_block(
+    State(gateway): State<Gateway>,
+    Path(client): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Body,
+    on: bool,
+) -> Result<Response, RestError> {
+    let caller = authenticate(&gateway, &headers)?.require_master()?;
+    let body = json_object(body, !on)?;
+    let cid = match body.get("conv_id") {
+        Some(_) => string_field(&body, "conv_id")?,
+        None if !on => q
+            .get("conv_id")
+            .map(String::as_str)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| RestError::bad_request("conv_id is required"))?,
+        None => return Err(RestError::bad_request("conv_id is required")),
+    };
+    gateway.engine.admin_client_block(&caller.app_id, &client, cid, on).await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+/// `GET /1.2/rtm/clients/{client}/blacklists?limit=&next=` →
+/// `{"conv_ids": […], "next": "…"}`: the conversations the client blocked, by id;
+/// `next` (the last id of the page) only when more follow.
+async fn client_blocks(
+    State(gateway): State<Gateway>,
+    Path(client): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Response, RestError> {
+    let caller = authenticate(&gateway, &headers)?.require_master()?;
+    let limit = super::conversations::number(&q, "limit")?.map_or(LIST_DEFAULT, |l| l.clamp(1, LIST_MAX));
+    let after = q.get("next").map(String::as_str).filter(|n| !n.is_empty());
+    let mut page = gateway.engine.admin_client_blocks(&caller.app_id, &client, after, limit + 1).await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let mut answer = json!({ "conv_ids": page });
+    if more && let Some(last) = page.last() {
+        answer["next"] = json!(last);
     }
     Ok(axum::Json(answer).into_response())
 }

@@ -203,6 +203,13 @@ struct OverrideArgs {
     /// Public base URL the router hands out (e.g. `https://chat.example.com`).
     #[arg(long, env = "CONFAB_PUBLIC_URL")]
     public_url: Option<String>,
+    /// PEM file of the TLS certificate chain (with --tls-key): the port then speaks
+    /// TLS only (https://, wss://). SIGHUP reads it again.
+    #[arg(long, env = "CONFAB_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, RSA or EC).
+    #[arg(long, env = "CONFAB_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// An app as ID:KEY:MASTER_KEY; repeatable. Replaces the apps of the config file.
     #[arg(long = "app", env = "CONFAB_APPS", value_delimiter = ',')]
     apps: Vec<String>,
@@ -220,6 +227,8 @@ fn resolve(config: Option<&Path>, args: OverrideArgs) -> anyhow::Result<Settings
         broker: args.broker,
         node_id: args.node_id,
         public_url: args.public_url,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
         apps: args.apps,
     };
     confab_config::resolve(file, overrides)
@@ -386,6 +395,8 @@ fn run_import(args: ImportArgs) -> anyhow::Result<confab_migrate::ImportReport> 
         broker: None,
         node_id: None,
         public_url: None,
+        tls_cert: None,
+        tls_key: None,
         apps: Vec::new(),
     };
     let settings = resolve(args.config.as_deref(), overrides)?;

@@ -33,6 +33,16 @@ if ! command -v redis-server >/dev/null; then
   fi
   printf '\n!!! SKIPPING the Redis cluster tests: redis-server not found (apt-get install redis-server)\n\n'
 fi
+# The openssl command (Debian's openssl) makes the self-signed certificates of the TLS
+# tests (crates/confab-server/tests/tls.rs) at test time.
+if ! command -v openssl >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  say "installing Debian's openssl for the TLS tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+if ! command -v openssl >/dev/null; then
+  echo "the openssl command is required by the TLS tests (apt-get install openssl)" >&2
+  exit 1
+fi
 # PostgreSQL's server programs (Debian's postgresql): the PostgreSQL store's tests start
 # their own throw-away server from /usr/lib/postgresql/*/bin on a free port. The
 # package may also start a cluster of its own on 5432; the tests never use it.
@@ -89,7 +99,7 @@ say "integration suites again, every server a 3-node cluster (PostgreSQL + Redis
 # what is), and a silence set through one node reaches the others an event later.
 CONFAB_TEST_STORE=cluster cargo test --locked -p confab-server \
   --test messages --test conversations --test session --test rest --test signatures \
-  --test metrics --test protobuf --test hostile --test reliability_crash
+  --test metrics --test protobuf --test hostile --test reliability_crash --test tls
 
 export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 

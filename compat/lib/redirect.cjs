@@ -2,7 +2,7 @@
 //
 // 2.4.0 exposes its private engine as `realtime._engine`, and every (re)connect goes through
 // `engine.getServer(cache, options, callback)`. We replace only that function: it calls the
-// server's own v2 router (`GET /v1/route?appId=…[&secure=1]`) over HTTP, exactly the request the
+// server's own v2 router (`GET /v1/route?appId=…[&secure=1]`) over HTTP(S), exactly the request the
 // SDK would send to router-g0-push.leancloud.cn, stores `{server, expires}` in `cache.server`
 // and calls `callback(cache.server)`, which makes the SDK's own `open()` connect the WebSocket.
 //
@@ -10,6 +10,7 @@
 'use strict';
 
 const http = require('node:http');
+const https = require('node:https');
 
 const ROUTER_RETRY_MS = 250;
 const ROUTER_DEADLINE_MS = 30000;
@@ -24,7 +25,8 @@ const routerLog = [];
 
 function httpGetJson(url) {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { headers: { Accept: 'application/json' } }, (res) => {
+    const get = url.startsWith('https:') ? https.get : http.get;
+    const req = get(url, { headers: { Accept: 'application/json' } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => { body += c; });

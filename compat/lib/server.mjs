@@ -2,7 +2,7 @@
 //
 // Contract (see the project issue / README): `confab serve [--config FILE] [--listen ADDR]
 // [--data-dir DIR] [--app ID:KEY:MASTER_KEY]...`; when it accepts connections it prints exactly
-// one line `listening on http://HOST:PORT` on stdout; logs go to stderr.
+// one line `listening on http://HOST:PORT` on stdout (`https://` with tls_cert/tls_key); logs go to stderr.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -75,7 +75,7 @@ export class ConfabServer {
       writeFileSync(this.configFile, toToml(this.config));
     }
     this.proc = undefined;
-    this.url = undefined; // http://HOST:PORT
+    this.url = undefined; // http://HOST:PORT (https:// when the server speaks TLS)
     this.port = undefined;
     this.log = [];
     this.exits = [];
@@ -139,7 +139,7 @@ export class ConfabServer {
           buf = buf.slice(nl + 1);
           lines++;
           this.log.push('[stdout] ' + line);
-          const m = /^listening on (http:\/\/[^\s/]+)\/?$/.exec(line);
+          const m = /^listening on (https?:\/\/[^\s/]+)\/?$/.exec(line);
           if (m) { clearTimeout(timer); resolve(m[1]); }
         }
       });
@@ -255,10 +255,11 @@ export class ClusterServer {
       this.balancer = new Balancer();
       await this.balancer.listen(port ?? 0);
       this.port = this.balancer.port;
-      this.url = `http://127.0.0.1:${this.port}`;
     }
     // The first node alone runs the store's migrations, then the others join.
     await this.nodes[0].start({ port: 0 });
+    // The balancer passes bytes: with TLS on the nodes, clients speak TLS through it.
+    this.url = `${new URL(this.nodes[0].url).protocol}//127.0.0.1:${this.port}`;
     await Promise.all(this.nodes.slice(1).map((n) => n.start({ port: 0 })));
     this.balancer.setNodes(this.nodes.map((n) => n.url));
     return this;

@@ -1,7 +1,11 @@
 //! The server's configuration: defaults ← `confab.toml` ← `CONFAB_*` environment ←
 //! command-line flags, resolved into [`Settings`]. Pure apart from reading the file and
 //! the development app's key: [`FileConfig::parse`] and [`resolve`] take any input and
-//! return an error naming the bad value (a fuzz target holds them to it).
+//! return an error naming the bad value (a fuzz target holds them to it). [`resolve`]
+//! also reads the TLS certificate and key files the configuration names ([`tls`]), so a
+//! bad pair is refused before the server starts.
+
+pub mod tls;
 
 use confab_engine::AppConfig;
 pub use confab_types::Durability;
@@ -9,6 +13,7 @@ pub use confab_types::net::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+pub use tls::{TlsError, TlsFiles};
 
 /// The file format (`confab.toml`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,6 +47,13 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<String>,
     /// The bearer token `GET /metrics` requires; absent: the endpoint is open.
     pub metrics_token: Option<String>,
+    /// PEM file of the server's certificate chain: set (with `tls_key`), the port
+    /// serves TLS only (`https://`, `wss://`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, RSA or SEC1 EC).
+    pub tls_key: Option<PathBuf>,
+    /// Milliseconds a connection to the TLS port has to complete its TLS handshake.
+    pub tls_handshake_timeout_ms: Option<u64>,
     /// Apps.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -102,6 +114,12 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// The bearer token `GET /metrics` requires; `None`: the endpoint is open.
     pub metrics_token: Option<String>,
+    /// The server's certificate and key; `None`: the port serves plain HTTP and
+    /// WebSockets. Checked by [`resolve`] (both files load and match).
+    pub tls: Option<TlsFiles>,
+    /// Milliseconds a connection to the TLS port has to complete its TLS handshake
+    /// (at least 1); unused without `tls`.
+    pub tls_handshake_timeout_ms: u64,
     /// Apps; empty means "make the development app".
     pub apps: Vec<AppConfig>,
 }
@@ -126,6 +144,11 @@ struct Effective<'a> {
     http_header_timeout_secs: u64,
     http_idle_timeout_secs: u64,
     trusted_proxies: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<&'a Path>,
+    tls_handshake_timeout_ms: u64,
     apps: &'a [AppConfig],
 }
 
@@ -165,6 +188,9 @@ impl Settings {
             http_header_timeout_secs: self.http_header_timeout_secs,
             http_idle_timeout_secs: self.http_idle_timeout_secs,
             trusted_proxies: self.trusted_proxies.iter().map(ToString::to_string).collect(),
+            tls_cert: self.tls.as_ref().map(|t| t.cert.as_path()),
+            tls_key: self.tls.as_ref().map(|t| t.key.as_path()),
+            tls_handshake_timeout_ms: self.tls_handshake_timeout_ms,
             apps: &self.apps,
         };
         let body = toml::to_string(&effective).map_err(|e| anyhow::anyhow!("printing the settings: {e}"))?;
@@ -197,13 +223,18 @@ pub struct Overrides {
     pub node_id: Option<String>,
     /// `--public-url` / `CONFAB_PUBLIC_URL`.
     pub public_url: Option<String>,
+    /// `--tls-cert` / `CONFAB_TLS_CERT`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` / `CONFAB_TLS_KEY`.
+    pub tls_key: Option<PathBuf>,
     /// `--app ID:KEY:MASTER_KEY` (repeatable) / `CONFAB_APPS`; replaces the file's apps.
     pub apps: Vec<String>,
 }
 
 /// Resolves the settings: flags and environment over the file over the defaults.
-/// Rejects a bad listen address, durability, app spec, trusted proxy, HTTP timeout or
-/// metrics token and an app configured twice.
+/// Rejects a bad listen address, durability, app spec, trusted proxy, HTTP or TLS
+/// handshake timeout or metrics token, an app configured twice, and a TLS certificate
+/// without its key (or the reverse) or whose files do not load ([`TlsFiles::load`]).
 pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Settings> {
     let listen = overrides.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let listen: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
@@ -260,6 +291,21 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
     )?;
     let http_idle_timeout_secs =
         at_least_one("http_idle_timeout_secs", file.http_idle_timeout_secs, DEFAULT_HTTP_IDLE_TIMEOUT_SECS)?;
+    let tls_handshake_timeout_ms = at_least_one(
+        "tls_handshake_timeout_ms",
+        file.tls_handshake_timeout_ms,
+        DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+    )?;
+    let tls = match (overrides.tls_cert.or(file.tls_cert), overrides.tls_key.or(file.tls_key)) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles { cert, key };
+            files.load()?;
+            Some(files)
+        }
+        (Some(_), None) => anyhow::bail!("tls_cert is set but tls_key is not: TLS needs both (or neither)"),
+        (None, Some(_)) => anyhow::bail!("tls_key is set but tls_cert is not: TLS needs both (or neither)"),
+    };
     if file.metrics_token.as_deref().is_some_and(|t| t.trim().is_empty() || t.trim() != t) {
         anyhow::bail!("metrics_token must be non-empty, without leading or trailing spaces");
     }
@@ -294,6 +340,8 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
         http_idle_timeout_secs,
         trusted_proxies,
         metrics_token: file.metrics_token,
+        tls,
+        tls_handshake_timeout_ms,
         apps,
     })
 }
@@ -405,6 +453,8 @@ pub const DEFAULT_DATA_DIR: &str = "./confab-data";
 pub const DEFAULT_HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
 /// Default seconds an HTTP connection may go without reading or writing.
 pub const DEFAULT_HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Default milliseconds a connection to the TLS port has to complete its handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
 /// The development app used when none is configured. Its master key is random per data
 /// directory and kept there.
@@ -509,6 +559,9 @@ mod tests {
             "http_idle_timeout_secs",
             "trusted_proxies",
             "metrics_token",
+            "tls_cert",
+            "tls_key",
+            "tls_handshake_timeout_ms",
             "store",
             "broker",
             "node_id",
@@ -670,6 +723,69 @@ mod tests {
         }
         let err = resolve_with("", Some("mysql://u:secret@h")).expect_err("mysql").to_string();
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    /// A fixture of `testdata/tls` (see its README), as a path in a config file.
+    fn tls_fixture(name: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tls").join(name).display().to_string()
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_or_neither() {
+        let (cert, key) = (tls_fixture("ec-cert.pem"), tls_fixture("ec-key.pem"));
+        let parse = |text: &str| FileConfig::parse(text).expect(text);
+        let off = resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(off.tls, None, "plain by default");
+        assert_eq!(off.tls_handshake_timeout_ms, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS);
+        let file =
+            parse(&format!("tls_cert = {cert:?}\ntls_key = {key:?}\ntls_handshake_timeout_ms = 250\n"));
+        let on = resolve(file.clone(), Overrides::default()).expect("valid");
+        assert_eq!(on.tls, Some(TlsFiles { cert: cert.clone().into(), key: key.clone().into() }));
+        assert_eq!(on.tls_handshake_timeout_ms, 250);
+        // Flags (and the environment) win over the file, and may set TLS on their own.
+        let rsa = Overrides {
+            tls_cert: Some(tls_fixture("rsa-cert.pem").into()),
+            tls_key: Some(tls_fixture("rsa-key.pem").into()),
+            ..Overrides::default()
+        };
+        let flagged = resolve(file, rsa.clone()).expect("valid");
+        assert_eq!(flagged.tls.as_ref().map(|t| t.cert.clone()), Some(tls_fixture("rsa-cert.pem").into()));
+        assert!(resolve(FileConfig::default(), rsa).expect("valid").tls.is_some());
+        // One without the other, however it is split between the file and the flags.
+        let key_flag = Overrides { tls_key: Some(key.clone().into()), ..Overrides::default() };
+        for (file, overrides, named) in [
+            (parse(&format!("tls_cert = {cert:?}")), Overrides::default(), "tls_key is not"),
+            (parse(&format!("tls_key = {key:?}")), Overrides::default(), "tls_cert is not"),
+            (FileConfig::default(), key_flag, "tls_cert is not"),
+        ] {
+            let error = resolve(file, overrides).expect_err(named).to_string();
+            assert!(error.contains(named), "{error}");
+        }
+        // The files are read and checked: a missing file, a file that is not PEM, and a
+        // key of another certificate are refused with the key and the file named.
+        let missing = "/nonexistent/confab/cert.pem";
+        for (text, named) in [
+            (format!("tls_cert = {missing:?}\ntls_key = {key:?}"), "tls_cert /nonexistent/confab/cert.pem"),
+            (format!("tls_cert = {cert:?}\ntls_key = {cert:?}"), "no private key"),
+            (format!("tls_cert = {key:?}\ntls_key = {key:?}"), "no certificate"),
+            (
+                format!("tls_cert = {cert:?}\ntls_key = {:?}", tls_fixture("other-key.pem")),
+                "not the certificate's",
+            ),
+            (
+                format!("tls_cert = {cert:?}\ntls_key = {key:?}\ntls_handshake_timeout_ms = 0"),
+                "tls_handshake_timeout_ms",
+            ),
+        ] {
+            let error = resolve(parse(&text), Overrides::default()).expect_err(&text).to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        // Printed, the paths are shown as they are (they are not secrets) and read back.
+        let printed = on.with_masked_keys().to_toml().expect("prints");
+        assert!(printed.contains(&format!("tls_cert = {cert:?}")), "{printed}");
+        let again =
+            resolve(FileConfig::parse(&printed).expect(&printed), Overrides::default()).expect("valid");
+        assert_eq!(again, on.with_masked_keys());
     }
 
     #[test]

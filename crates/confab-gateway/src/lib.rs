@@ -3,6 +3,8 @@
 //!
 //! - [`server`]: the accept loop: HTTP/1.1 connections, their timeouts, WebSocket
 //!   upgrades and the graceful shutdown;
+//! - [`tls`]: TLS on the port (`https://`, `wss://`) and the certificate a reload
+//!   replaces;
 //! - [`routes`]: HTTP endpoints and the router;
 //! - [`rest`]: LeanCloud's realtime REST API (`/1.2/rtm/…`) for the app's backend;
 //! - [`hooks`]: the HTTP calls to the apps' hook backends;
@@ -14,6 +16,7 @@ pub mod hooks;
 pub mod rest;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use confab_engine::Engine;
 use confab_types::net::IpNet;
@@ -50,6 +53,9 @@ pub struct GatewayConfig {
     pub frame_bytes: usize,
     /// The bearer token `GET /metrics` requires; `None`: the endpoint is open.
     pub metrics_token: Option<String>,
+    /// The port speaks TLS: a router answer derived from the request hands out
+    /// `wss://` (unless a trusted proxy's `X-Forwarded-Proto` says otherwise).
+    pub tls: bool,
 }
 
 impl Default for GatewayConfig {
@@ -64,6 +70,7 @@ impl Default for GatewayConfig {
             read_timeout: Duration::from_secs(400),
             frame_bytes: 64 * 1024,
             metrics_token: None,
+            tls: false,
         }
     }
 }

@@ -70,7 +70,8 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 /// `Host`, or `X-Forwarded-Host` and `X-Forwarded-Proto` when `peer` is a trusted proxy
 /// (from anyone else they would let a client choose the URL handed out). A host that is
 /// not a plain `host[:port]` or `[v6]:port` falls back to the listen address, so no
-/// header can put a path or a scheme into the URL.
+/// header can put a path or a scheme into the URL. The scheme is `wss` when the port
+/// speaks TLS, unless a trusted proxy's `X-Forwarded-Proto` names the client's.
 fn websocket_url(config: &GatewayConfig, headers: &HeaderMap, peer: Option<IpAddr>) -> String {
     if let Some(public) = &config.public_url {
         let public = public.trim_end_matches('/');
@@ -97,7 +98,10 @@ fn websocket_url(config: &GatewayConfig, headers: &HeaderMap, peer: Option<IpAdd
         .or_else(|| header_str(headers, header::HOST))
         .filter(|h| valid_authority(h))
         .map_or_else(|| config.listen.to_string(), str::to_owned);
-    let secure = forwarded("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = match forwarded("x-forwarded-proto") {
+        Some(proto) => proto.eq_ignore_ascii_case("https"),
+        None => config.tls,
+    };
     format!("{}://{host}/", if secure { "wss" } else { "ws" })
 }
 
@@ -292,6 +296,23 @@ mod tests {
         let chained =
             headers(&[("x-forwarded-host", "a.example, b.internal"), ("x-forwarded-proto", "https,http")]);
         assert_eq!(websocket_url(&g, &chained, proxy), "wss://a.example/");
+    }
+
+    #[test]
+    fn a_tls_port_hands_out_wss() {
+        let g = GatewayConfig { tls: true, ..gateway(&["10.0.0.0/8"]) };
+        let proxy = Some("10.0.0.5".parse().expect("an address"));
+        let stranger = Some("203.0.113.7".parse().expect("an address"));
+        let host = headers(&[("host", "chat.example.com:7878")]);
+        assert_eq!(websocket_url(&g, &host, stranger), "wss://chat.example.com:7878/");
+        assert_eq!(websocket_url(&g, &HeaderMap::new(), None), "wss://10.1.1.1:7878/");
+        // A trusted proxy in front says what its client used; nobody else can.
+        let plain = headers(&[("host", "internal:7878"), ("x-forwarded-proto", "http")]);
+        assert_eq!(websocket_url(&g, &plain, proxy), "ws://internal:7878/");
+        assert_eq!(websocket_url(&g, &plain, stranger), "wss://internal:7878/");
+        // public_url wins over everything.
+        let public = GatewayConfig { public_url: Some("https://chat.example.com/".into()), ..g };
+        assert_eq!(websocket_url(&public, &host, None), "wss://chat.example.com/");
     }
 
     #[test]

@@ -8,11 +8,16 @@
 //!   an idle keep-alive connection, a request body that stopped coming, a response the
 //!   client stopped reading. Upgraded connections (WebSockets) leave this loop and have
 //!   their own timeouts.
+//! - With TLS ([`TlsListener`]) each connection first completes its handshake, in its
+//!   own task and within the handshake timeout: a socket that sends nothing, or stops
+//!   halfway, is closed then. A plain HTTP request to the TLS port is answered with a
+//!   400 that says to use `https://` (as nginx does) and closed.
 //! - At shutdown the listener is closed, every HTTP connection is asked to finish its
 //!   request and close ([`accept_until`]), and whatever is still open when the grace
 //!   period ends is dropped ([`OpenConnections::close_by`]), so a client cannot hold
 //!   the process up.
 
+use crate::tls::TlsListener;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -27,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -64,7 +69,8 @@ impl OpenConnections {
 
 /// Serves `app` on every connection `listener` accepts until `shutdown` completes. Then
 /// stops accepting (the listener is dropped), asks every HTTP connection to close once
-/// its request is answered, and returns those still open.
+/// its request is answered, and returns those still open. With `tls`, every connection
+/// speaks TLS (see the module documentation).
 ///
 /// Each request carries its TCP peer as [`ConnectInfo<SocketAddr>`]. Accepted sockets
 /// get `TCP_NODELAY`: small frames must not wait for Nagle's algorithm (it showed as
@@ -73,6 +79,7 @@ pub async fn accept_until(
     listener: TcpListener,
     app: Router,
     timeouts: HttpTimeouts,
+    tls: Option<TlsListener>,
     shutdown: impl Future<Output = ()>,
 ) -> OpenConnections {
     let (stop_tx, stop_rx) = watch::channel(());
@@ -95,7 +102,7 @@ pub async fn accept_until(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
-        tasks.spawn(serve_connection(tcp, peer, app.clone(), timeouts, stop_rx.clone()));
+        tasks.spawn(serve_connection(tcp, peer, app.clone(), timeouts, tls.clone(), stop_rx.clone()));
     }
     drop(listener);
     // Every connection task sees the change (or the sender gone) and shuts down gracefully.
@@ -117,16 +124,119 @@ async fn accept_failed(e: io::Error) {
     }
 }
 
-/// Serves one connection until it closes, is upgraded, goes idle, or is shut down.
+/// Serves one connection until it closes, is upgraded, goes idle, or is shut down;
+/// with `tls`, after its handshake.
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     app: Router,
     timeouts: HttpTimeouts,
+    tls: Option<TlsListener>,
     mut stop: watch::Receiver<()>,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked { inner: tcp, activity: Some(Arc::clone(&activity)) });
+    let Some(tls) = tls else {
+        let io = Tracked { inner: tcp, activity: Some(Arc::clone(&activity)) };
+        return serve_http(io, peer, app, timeouts, activity, stop).await;
+    };
+    let handshake = tls_handshake(tcp, peer, &tls, Arc::clone(&activity));
+    let stream = tokio::select! {
+        stream = tokio::time::timeout(tls.handshake_timeout, handshake) => match stream {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake not complete in time: closed");
+                return;
+            }
+        },
+        // Shutting down: a connection that is not yet HTTP has no request to finish.
+        _ = stop.changed() => return,
+    };
+    serve_http(stream, peer, app, timeouts, activity, stop).await;
+}
+
+/// The first byte of a TLS connection: a handshake record (RFC 8446, 5.1).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The body of the answer to a plain HTTP request on the TLS port.
+const PLAIN_HTTP_REFUSAL: &str = "This port speaks TLS: use https:// or wss://.\n";
+
+/// Most bytes of a plain HTTP request read (and dropped) after the refusal, so that
+/// closing the socket does not reset it before the client read the answer.
+const PLAIN_HTTP_DRAIN_BYTES: usize = 16 * 1024;
+
+/// Completes the TLS handshake of `tcp` (the caller bounds the time). `None`: the
+/// client closed, failed the handshake, or spoke plain HTTP (answered with a 400).
+async fn tls_handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: &TlsListener,
+    activity: Arc<Activity>,
+) -> Option<tokio_rustls::server::TlsStream<Tracked>> {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS connection failed before its handshake");
+            return None;
+        }
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        // An HTTP method starts with a capital letter; anything else is just closed.
+        if first[0].is_ascii_uppercase() {
+            tracing::debug!(%peer, "plain HTTP on the TLS port: refused");
+            refuse_plain_http(tcp).await;
+        } else {
+            tracing::debug!(%peer, "not TLS on the TLS port: closed");
+        }
+        return None;
+    }
+    let io = Tracked { inner: tcp, activity: Some(activity) };
+    match tls.acceptor.accept(io).await {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}
+
+/// Answers a plain HTTP request with a 400 naming the right scheme, then closes:
+/// our side first, then after reading what the client still sends (up to
+/// [`PLAIN_HTTP_DRAIN_BYTES`]), so the client gets the answer rather than a reset.
+async fn refuse_plain_http(mut tcp: TcpStream) {
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_HTTP_REFUSAL}",
+        PLAIN_HTTP_REFUSAL.len()
+    );
+    if tcp.write_all(answer.as_bytes()).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    let mut drained = 0;
+    while drained < PLAIN_HTTP_DRAIN_BYTES {
+        match tcp.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `io` until the connection closes, is upgraded, goes idle, or is
+/// shut down.
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    timeouts: HttpTimeouts,
+    activity: Arc<Activity>,
+    mut stop: watch::Receiver<()>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = TowerToHyperService::new(app);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));

@@ -5,7 +5,11 @@
 //! `--store postgres://USER@HOST:PORT/DB` keeps it in PostgreSQL instead (the store
 //! several nodes share). When it accepts connections — after the store's migrations
 //! ran and the store answered — it prints exactly one line on stdout,
-//! `listening on http://HOST:PORT`; logs go to stderr.
+//! `listening on http://HOST:PORT` (`https://` when `tls_cert` and `tls_key` are set:
+//! the port then speaks TLS only); logs go to stderr. With TLS, SIGHUP reads the
+//! certificate and key files again: new handshakes get the new certificate, open
+//! connections keep theirs, and files that do not load leave the old one in place.
+//! Without TLS, SIGHUP is logged and ignored.
 //!
 //! `confab migrate` brings the store's schema up to date and exits (`serve` does the
 //! same at start).
@@ -32,6 +36,7 @@ use confab_config::{DEV_APP_ID, FileConfig, Overrides, Settings, StoreSpec, deve
 use confab_engine::Engine;
 use confab_engine::ports::{Cluster, HookCaller, Store, StoreError, SystemClock};
 use confab_gateway::server::{HttpTimeouts, accept_until};
+use confab_gateway::tls::{Certificates, TlsListener};
 use confab_gateway::{Gateway, GatewayConfig};
 use confab_store_postgres::{OpenError, PostgresStore};
 use confab_store_sqlite::SqliteStore;
@@ -203,6 +208,13 @@ struct OverrideArgs {
     /// Public base URL the router hands out (e.g. `https://chat.example.com`).
     #[arg(long, env = "CONFAB_PUBLIC_URL")]
     public_url: Option<String>,
+    /// PEM file of the TLS certificate chain (with --tls-key): the port then speaks
+    /// TLS only (https://, wss://). SIGHUP reads it again.
+    #[arg(long, env = "CONFAB_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, RSA or EC).
+    #[arg(long, env = "CONFAB_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// An app as ID:KEY:MASTER_KEY; repeatable. Replaces the apps of the config file.
     #[arg(long = "app", env = "CONFAB_APPS", value_delimiter = ',')]
     apps: Vec<String>,
@@ -220,6 +232,8 @@ fn resolve(config: Option<&Path>, args: OverrideArgs) -> anyhow::Result<Settings
         broker: args.broker,
         node_id: args.node_id,
         public_url: args.public_url,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
         apps: args.apps,
     };
     confab_config::resolve(file, overrides)
@@ -386,6 +400,8 @@ fn run_import(args: ImportArgs) -> anyhow::Result<confab_migrate::ImportReport> 
         broker: None,
         node_id: None,
         public_url: None,
+        tls_cert: None,
+        tls_key: None,
         apps: Vec::new(),
     };
     let settings = resolve(args.config.as_deref(), overrides)?;
@@ -607,6 +623,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     socket.bind(settings.listen).map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.listen))?;
     let listener = socket.listen(4096)?;
     let local = listener.local_addr()?;
+    let (tls, certificates) = match &settings.tls {
+        Some(files) => {
+            let (listener, certificates) = serve_tls(files, &settings)?;
+            (Some(listener), Some((files.clone(), certificates)))
+        }
+        None => (None, None),
+    };
+    // Before the ready line: a SIGHUP sent once it is out never ends the process.
+    reload_on_hangup(certificates)?;
     let gateway = Gateway {
         engine: engine.clone(),
         config: GatewayConfig {
@@ -619,6 +644,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             http_idle_timeout: Duration::from_secs(settings.http_idle_timeout_secs),
             frame_bytes,
             metrics_token: settings.metrics_token.clone(),
+            tls: tls.is_some(),
         },
     };
     let timeouts =
@@ -631,11 +657,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{local}")?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        writeln!(out, "listening on {scheme}://{local}")?;
         out.flush()?;
     }
     let app = confab_gateway::routes::router(gateway);
-    let open = accept_until(listener, app, timeouts, shutdown_signal()).await;
+    let open = accept_until(listener, app, timeouts, tls, shutdown_signal()).await;
     // HTTP requests in flight and the WebSocket close handshakes share the grace period;
     // HTTP connections still open at its end (a client that never finishes its request)
     // are dropped, so a shutdown always ends.
@@ -644,6 +671,67 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if dropped > 0 {
         tracing::info!(connections = dropped, "HTTP connections dropped at shutdown");
     }
+    Ok(())
+}
+
+/// The TLS side of the port: the certificate of `files` (loaded again: the files may
+/// have changed since the settings were checked), replaceable by [`reload_on_hangup`].
+fn serve_tls(
+    files: &confab_config::TlsFiles,
+    settings: &Settings,
+) -> anyhow::Result<(TlsListener, Arc<Certificates>)> {
+    let key = files.load()?;
+    if settings.public_url.as_deref().is_some_and(|url| url.starts_with("http://")) {
+        tracing::warn!(
+            "public_url is http:// but the port speaks TLS only: the router hands out ws:// \
+             (fine only behind a proxy that reaches this port with TLS)"
+        );
+    }
+    let certificates = Certificates::new(key);
+    let provider = Arc::new(confab_config::tls::provider());
+    let timeout = Duration::from_millis(settings.tls_handshake_timeout_ms);
+    let listener = TlsListener::new(Arc::clone(&certificates), provider, timeout)
+        .map_err(|e| anyhow::anyhow!("setting up TLS: {e}"))?;
+    tracing::info!(cert = %files.cert.display(), "TLS on: the port speaks https:// and wss:// only");
+    Ok((listener, certificates))
+}
+
+/// Handles SIGHUP from now on: with TLS, loads the certificate and key files again and
+/// makes them the certificate of new handshakes (open connections keep theirs); files
+/// that do not load are logged and the previous certificate stays. Without TLS there is
+/// nothing to reload: the signal is logged, and never ends the process (its default),
+/// so `systemctl reload` is harmless either way.
+fn reload_on_hangup(tls: Option<(confab_config::TlsFiles, Arc<Certificates>)>) -> anyhow::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some((files, certificates)) = &tls else {
+                tracing::info!("SIGHUP: nothing to reload (no tls_cert)");
+                continue;
+            };
+            // A file read: off the async workers.
+            let reading = files.clone();
+            match tokio::task::spawn_blocking(move || reading.load()).await {
+                Ok(Ok(key)) => {
+                    certificates.replace(key);
+                    tracing::info!(
+                        cert = %files.cert.display(),
+                        key = %files.key.display(),
+                        "SIGHUP: TLS certificate reloaded; new connections get it"
+                    );
+                }
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded, still serving the previous one"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded (the reload failed), still serving the previous one"
+                ),
+            }
+        }
+    });
     Ok(())
 }
 

@@ -110,3 +110,67 @@ fn a_bad_value_exits_2_naming_its_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--app"));
     assert!(!data.exists(), "check-config created the data directory");
 }
+
+/// TLS: the certificate and key paths are printed (they are not secrets), and a pair
+/// that is incomplete, missing or not PEM is refused naming the key, from the file, the
+/// flags or the environment alike.
+#[test]
+fn tls_files_are_checked_and_their_paths_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let cert = confab_testkit::tls::TestCert::generate(&dir.path().join("certs"), "server");
+    let (cert_path, key_path) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+    let both =
+        format!("tls_cert = {cert_path:?}\ntls_key = {key_path:?}\ntls_handshake_timeout_ms = 2500\n{VALID}");
+    let out = check(dir.path(), &both, &["--data-dir", data_arg]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("tls_cert = {cert_path:?}")), "{stdout}");
+    assert!(stdout.contains(&format!("tls_key = {key_path:?}")), "{stdout}");
+    assert!(stdout.contains("tls_handshake_timeout_ms = 2500"), "{stdout}");
+    assert!(!stdout.contains("PRIVATE KEY"), "{stdout}");
+    // The flags set TLS on a file without it.
+    let out =
+        check(dir.path(), VALID, &["--data-dir", data_arg, "--tls-cert", cert_path, "--tls-key", key_path]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains(&format!("tls_cert = {cert_path:?}")));
+
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    for (args, named) in [
+        (vec!["--tls-cert", cert_path], "but tls_key is not"),
+        (vec!["--tls-key", key_path], "but tls_cert is not"),
+        (vec!["--tls-cert", missing, "--tls-key", key_path], "tls_cert"),
+        (vec!["--tls-cert", cert_path, "--tls-key", garbage], "tls_key"),
+        (vec!["--tls-cert", garbage, "--tls-key", key_path], "no certificate"),
+        (vec!["--tls-cert", key_path, "--tls-key", key_path], "no certificate"),
+    ] {
+        let mut all = vec!["--data-dir", data_arg];
+        all.extend(&args);
+        let out = check(dir.path(), VALID, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: the error does not name {named}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: printed settings");
+    }
+    // The environment, as `serve` reads it.
+    let with_env = |env: &[(&str, &str)]| {
+        let mut command = Command::new(common::bin());
+        command.arg("check-config").arg(dir.path().join("confab.toml")).args(["--data-dir", data_arg]);
+        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("CONFAB_")) {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied()).output().expect("confab runs")
+    };
+    let out = with_env(&[("CONFAB_TLS_CERT", cert_path)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("but tls_key is not"));
+    let out = with_env(&[("CONFAB_TLS_CERT", cert_path), ("CONFAB_TLS_KEY", key_path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains(&format!("tls_key = {key_path:?}")));
+    assert!(!data.exists(), "check-config created the data directory");
+}

@@ -5,13 +5,17 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::rustls;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a wait lasts before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -33,10 +37,15 @@ pub enum ClientError {
     BadFrame(String),
 }
 
+/// What a connection runs over: a TCP socket, or TLS over one.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Transport for T {}
+
 /// One connection.
 #[derive(Debug)]
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Box<dyn Transport>>,
     inbox: VecDeque<Value>,
     next_serial: i32,
     close_code: Option<Option<u16>>,
@@ -45,13 +54,28 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` (e.g. `ws://127.0.0.1:7878/`).
+    /// Connects to `url` (e.g. `ws://127.0.0.1:7878/`); a `wss://` URL needs
+    /// [`Client::connect_tls`].
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
         Self::connect_with(url, &[]).await
     }
 
     /// Connects with extra handshake headers (e.g. `Origin`).
     pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, ClientError> {
+        Self::connect_over(url, headers, None).await
+    }
+
+    /// Connects to a `wss://` `url`, trusting what `tls` trusts (see
+    /// [`crate::tls::client_config`]).
+    pub async fn connect_tls(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Client, ClientError> {
+        Self::connect_over(url, &[], Some(tls)).await
+    }
+
+    async fn connect_over(
+        url: &str,
+        headers: &[(&str, &str)],
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Client, ClientError> {
         let mut request = url.into_client_request()?;
         for (name, value) in headers {
             let name: tungstenite::http::HeaderName =
@@ -60,7 +84,22 @@ impl Client {
                 .map_err(|_| ClientError::BadFrame(format!("header value {value}")))?;
             request.headers_mut().insert(name, value);
         }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let (host, port) = host_and_port(&request, url)?;
+        let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(io_error)?;
+        let stream: Box<dyn Transport> = match (request.uri().scheme_str(), tls) {
+            (Some("wss"), Some(tls)) => {
+                Box::new(crate::tls::handshake(tcp, &host, tls).await.map_err(io_error)?)
+            }
+            (Some("wss"), None) => {
+                return Err(ClientError::BadFrame(format!("{url}: wss:// needs Client::connect_tls")));
+            }
+            _ => Box::new(tcp),
+        };
+        Self::handshake(request, stream).await
+    }
+
+    async fn handshake(request: Request, stream: Box<dyn Transport>) -> Result<Client, ClientError> {
+        let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
         Ok(Client { ws, inbox: VecDeque::new(), next_serial: 1, close_code: None, peer_id: None })
     }
 
@@ -69,26 +108,36 @@ impl Client {
     /// writes block after little more than the server's own send buffer.
     pub async fn connect_with_recv_buffer(url: &str, bytes: u32) -> Result<Client, ClientError> {
         let request = url.into_client_request()?;
-        let bad_url = || ClientError::BadFrame(format!("not a ws://host:port url: {url}"));
-        let host = request.uri().host().ok_or_else(bad_url)?;
-        let port = request.uri().port_u16().ok_or_else(bad_url)?;
-        let addr = tokio::net::lookup_host((host, port))
+        let (host, port) = host_and_port(&request, url)?;
+        let addr = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| ClientError::WebSocket(e.into()))?
+            .map_err(io_error)?
             .next()
-            .ok_or_else(bad_url)?;
+            .ok_or_else(|| ClientError::BadFrame(format!("{url}: no address")))?;
         let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
-        let socket = socket.map_err(|e| ClientError::WebSocket(e.into()))?;
-        socket.set_recv_buffer_size(bytes).map_err(|e| ClientError::WebSocket(e.into()))?;
-        let stream = socket.connect(addr).await.map_err(|e| ClientError::WebSocket(e.into()))?;
-        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
-        Ok(Client { ws, inbox: VecDeque::new(), next_serial: 1, close_code: None, peer_id: None })
+        let socket = socket.map_err(io_error)?;
+        socket.set_recv_buffer_size(bytes).map_err(io_error)?;
+        let stream = socket.connect(addr).await.map_err(io_error)?;
+        Self::handshake(request, Box::new(stream)).await
     }
 
     /// Connects and opens a session for `peer_id` in `app_id`; `extra` fields (a
     /// signature) are merged into the open frame.
     pub async fn open(url: &str, app_id: &str, peer_id: &str, extra: Value) -> Result<Client, ClientError> {
         let mut client = Client::connect(url).await?;
+        client.open_session(app_id, peer_id, extra).await?;
+        Ok(client)
+    }
+
+    /// [`Client::open`] over `wss://`, trusting what `tls` trusts.
+    pub async fn open_tls(
+        url: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        app_id: &str,
+        peer_id: &str,
+        extra: Value,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::connect_tls(url, tls).await?;
         client.open_session(app_id, peer_id, extra).await?;
         Ok(client)
     }
@@ -231,6 +280,26 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// The host (without brackets) and port (the scheme's default if none) of a `ws://` or
+/// `wss://` request.
+fn host_and_port(request: &Request, url: &str) -> Result<(String, u16), ClientError> {
+    let bad_url = || ClientError::BadFrame(format!("not a ws:// or wss:// url: {url}"));
+    let uri = request.uri();
+    let host = uri.host().ok_or_else(bad_url)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).to_owned();
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some("wss")) => 443,
+        (None, Some("ws")) => 80,
+        (None, _) => return Err(bad_url()),
+    };
+    Ok((host, port))
+}
+
+fn io_error(e: std::io::Error) -> ClientError {
+    ClientError::WebSocket(e.into())
 }
 
 fn merge(target: &mut Value, extra: Value) {

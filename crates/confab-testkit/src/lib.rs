@@ -10,6 +10,8 @@
 //!   round-robin TCP balancer in front of a cluster's nodes.
 //! - [`postgres`]: a throw-away PostgreSQL server ([`TempPostgres`]) on a free port
 //!   with its own data directory, for the PostgreSQL store's tests.
+//! - [`tls`]: self-signed certificates made at test time (with the `openssl` command)
+//!   and client configurations trusting them, for servers with `tls_cert`.
 //!
 //! # Finding the binary
 //!
@@ -28,6 +30,7 @@ pub mod client;
 pub mod postgres;
 pub mod redis;
 pub mod server;
+pub mod tls;
 
 pub use client::{Client, ClientError, WAIT};
 pub use postgres::TempPostgres;

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio_rustls::rustls::ClientConfig;
 
 /// The environment variable that picks the store every launched server runs on:
 /// unset or `sqlite`, the default embedded store in the server's data directory;
@@ -116,10 +117,14 @@ pub struct Server {
     first: String,
     /// Runs as long as the server: dropped with it.
     _balancer: Option<crate::balancer::Balancer>,
-    /// The HTTP base URL, e.g. `http://127.0.0.1:40123`.
+    /// The HTTP base URL, e.g. `http://127.0.0.1:40123` (`https://` when the server
+    /// speaks TLS).
     pub http: String,
-    /// The WebSocket URL, e.g. `ws://127.0.0.1:40123/`.
+    /// The WebSocket URL, e.g. `ws://127.0.0.1:40123/` (`wss://` with TLS).
     pub ws: String,
+    /// What [`Server::open`] trusts when the server speaks TLS (set it to a
+    /// [`crate::tls::client_config`]); unused without TLS.
+    pub tls: Option<Arc<ClientConfig>>,
     /// The directory holding the server's data (`data/`), log (`server.log`) and any
     /// config file.
     pub dir: PathBuf,
@@ -197,18 +202,34 @@ impl Server {
             started.push((child, http));
         }
         let (child, first) = started.remove(0);
+        // The balancer passes bytes: TLS goes through it to the nodes.
+        let scheme = if first.starts_with("https://") { "https" } else { "http" };
         let balancer = cluster.then(|| {
-            let addr = |http: &str| http.trim_start_matches("http://").parse().unwrap();
+            let addr = |http: &str| authority(http).parse().unwrap();
             let mut nodes = vec![addr(&first)];
             nodes.extend(started.iter().map(|(_, http)| addr(http)));
             crate::balancer::Balancer::start(nodes)
         });
         let http = match &balancer {
-            Some(b) => format!("http://{}", b.addr()),
+            Some(b) => format!("{scheme}://{}", b.addr()),
             None => first.clone(),
         };
-        let ws = format!("{}/", http.replacen("http://", "ws://", 1));
-        Server { child, others: started, first, _balancer: balancer, http, ws, dir: dir.to_owned() }
+        let ws = websocket_url(&http);
+        Server {
+            child,
+            others: started,
+            first,
+            _balancer: balancer,
+            http,
+            ws,
+            tls: None,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The address (`HOST:PORT`) clients connect to.
+    pub fn addr(&self) -> &str {
+        authority(&self.http)
     }
 
     /// The HTTP base URLs of each node itself (one for a single node).
@@ -221,7 +242,7 @@ impl Server {
     /// The WebSocket URLs of each node itself (one for a single node), to place
     /// clients on a chosen node.
     pub fn node_urls(&self) -> Vec<String> {
-        self.node_https().iter().map(|http| format!("{}/", http.replacen("http://", "ws://", 1))).collect()
+        self.node_https().iter().map(|http| websocket_url(http)).collect()
     }
 
     /// Every node's log (`server.log`, then `server-N.log` of the other nodes).
@@ -245,6 +266,14 @@ impl Server {
         let child = if node == 0 { &mut self.child } else { &mut self.others[node - 1].0 };
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Sends SIGHUP to every node (a server with TLS reads its certificate again).
+    pub fn hangup(&self) {
+        for pid in std::iter::once(self.child.id()).chain(self.others.iter().map(|(c, _)| c.id())) {
+            let sent = Command::new("kill").arg("-HUP").arg(pid.to_string()).status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill -HUP failed");
+        }
     }
 
     /// SIGTERM, then waits for the process to exit (every node of a cluster); true if
@@ -279,15 +308,35 @@ impl Server {
         }
     }
 
-    /// Opens a session for `peer` in [`APP`].
+    /// Opens a session for `peer` in [`APP`] (over `wss://` with [`Server::tls`] when
+    /// the server speaks TLS).
     pub async fn open(&self, peer: &str) -> Client {
-        Client::open(&self.ws, APP, peer, json!({})).await.unwrap()
+        self.open_in(APP, peer).await
     }
 
     /// Opens a session for `peer` in `app`.
     pub async fn open_in(&self, app: &str, peer: &str) -> Client {
-        Client::open(&self.ws, app, peer, json!({})).await.unwrap()
+        if self.ws.starts_with("wss://") {
+            let tls = self.tls.as_ref().expect("a TLS server: set Server::tls to a client configuration");
+            Client::open_tls(&self.ws, tls, app, peer, json!({})).await.unwrap()
+        } else {
+            Client::open(&self.ws, app, peer, json!({})).await.unwrap()
+        }
     }
+}
+
+/// `HOST:PORT` of `http://HOST:PORT` or `https://HOST:PORT`.
+fn authority(http: &str) -> &str {
+    http.strip_prefix("https://")
+        .or_else(|| http.strip_prefix("http://"))
+        .unwrap_or(http)
+        .trim_end_matches('/')
+}
+
+/// The WebSocket URL of an HTTP base URL: `ws://HOST:PORT/`, or `wss://` for `https://`.
+fn websocket_url(http: &str) -> String {
+    let scheme = if http.starts_with("https://") { "wss" } else { "ws" };
+    format!("{scheme}://{}/", authority(http))
 }
 
 impl Drop for Server {

@@ -190,6 +190,13 @@ async fn write_batch(
     sink.flush().await
 }
 
+/// A request handled at once (whether the connection stays open), or the future that
+/// handles it.
+enum Step<F> {
+    Done(bool),
+    Wait(std::pin::Pin<Box<F>>),
+}
+
 /// How the client ended its connection.
 enum ClientLeft {
     /// It sent a Close frame with this code (1005: with none).
@@ -264,27 +271,34 @@ async fn read_loop(
         pinged = false;
         // Decoded in a block of its own, so that neither the frame nor the decoded
         // request (hundreds of bytes) is kept across the await in every connection's task.
-        let request = {
-            let frame = match message {
-                Message::Text(t) => WireFrame::Text(t.as_str().to_owned()),
-                Message::Binary(b) => WireFrame::Binary(b.to_vec()),
+        let step = {
+            // Moved in, so that the frame is not kept across the await below.
+            let message = message;
+            // Decoded where the frame lies, without a copy.
+            let decoded = match &message {
+                Message::Text(t) => codec.decode_text(t.as_str()),
+                Message::Binary(b) => codec.decode_binary(b),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 Message::Close(frame) => {
-                    return Some(ClientLeft::Closed(frame.map_or(1005, |f| f.code)));
+                    return Some(ClientLeft::Closed(frame.as_ref().map_or(1005, |f| f.code)));
                 }
             };
-            match codec.decode(&frame) {
-                // Boxed: the engine's request future is large, and inline it would sit
-                // in every idle connection's task (~3 KB each).
-                Ok(inbound) => Ok(Box::pin(conn.handle(inbound))),
-                Err(e) => Err((e.serial, e.error)),
+            match decoded {
+                Ok(inbound) => match conn.handle_now(inbound) {
+                    // A request that never waits (an ack) is handled here and now.
+                    Ok(open) => Step::Done(open),
+                    // Boxed: the engine's request future is large, and inline it would
+                    // sit in every idle connection's task (~3 KB each).
+                    Err(inbound) => Step::Wait(Box::pin(conn.handle(inbound))),
+                },
+                Err(e) => Step::Done(handle.fail(e.serial, e.error)),
             }
         };
         // The engine answers (a reply, an error frame, or a close by the error table);
         // this loop only stops reading when the connection is closing.
-        let open = match request {
-            Ok(request) => request.await,
-            Err((serial, error)) => handle.fail(serial, error),
+        let open = match step {
+            Step::Done(open) => open,
+            Step::Wait(request) => request.await,
         };
         if !open {
             return None;

@@ -65,9 +65,25 @@ impl Codec {
 
     /// Decodes one client frame.
     pub fn decode(self, frame: &WireFrame) -> Result<Inbound, DecodeError> {
+        match frame {
+            WireFrame::Text(text) => self.decode_text(text),
+            WireFrame::Binary(bytes) => self.decode_binary(bytes),
+        }
+    }
+
+    /// Decodes a text frame's payload where it lies (no copy of the frame).
+    pub fn decode_text(self, text: &str) -> Result<Inbound, DecodeError> {
         match self {
-            Codec::JsonV2 => json_v2::decode_frame(frame),
-            Codec::Protobuf | Codec::ProtobufBase64 => protobuf::decode_frame(frame),
+            Codec::JsonV2 => json_v2::decode(text),
+            Codec::Protobuf | Codec::ProtobufBase64 => protobuf::decode_base64(text),
+        }
+    }
+
+    /// Decodes a binary frame's payload where it lies (no copy of the frame).
+    pub fn decode_binary(self, bytes: &[u8]) -> Result<Inbound, DecodeError> {
+        match self {
+            Codec::JsonV2 => Err(json_v2::binary_refused()),
+            Codec::Protobuf | Codec::ProtobufBase64 => protobuf::decode(bytes),
         }
     }
 

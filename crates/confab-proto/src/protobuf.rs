@@ -41,13 +41,16 @@ fn unparseable(serial: Option<i32>, detail: impl Into<String>) -> DecodeError {
 pub fn decode_frame(frame: &WireFrame) -> Result<Inbound, DecodeError> {
     match frame {
         WireFrame::Binary(bytes) => decode(bytes),
-        WireFrame::Text(text) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|e| unparseable(None, format!("invalid base64: {e}")))?;
-            decode(&bytes)
-        }
+        WireFrame::Text(text) => decode_base64(text),
     }
+}
+
+/// Decodes a text frame carrying a base64 `GenericCommand`.
+pub fn decode_base64(text: &str) -> Result<Inbound, DecodeError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| unparseable(None, format!("invalid base64: {e}")))?;
+    decode(&bytes)
 }
 
 /// Decodes one serialized `GenericCommand`.

@@ -114,30 +114,66 @@ impl Connection {
         }
     }
 
-    /// Routes a request to the feature that serves it: its reply, `None` when it was
-    /// queued already or there is none by protocol (acks, read marks), or its error.
-    async fn route(&mut self, inbound: Inbound) -> Result<Option<Reply>, ProtocolError> {
-        let Inbound { serial, peer_id, request } = inbound;
-        let session = match &request {
-            Request::Heartbeat => return Ok(Some(Reply::Heartbeat)),
-            Request::SessionOpen(open) => return self.open(serial, peer_id, open).await,
-            _ => match self.addressed(peer_id.as_deref()) {
-                Some(session) => session,
-                None => return Err(perr(ErrorCode::SessionRequired, "open a session first")),
-            },
+    /// Handles, without waiting, a request whose handling never waits (a heartbeat, a
+    /// recipient's `ack`: in a busy room, one per member per message): the same
+    /// answer, metrics and errors as [`Connection::handle`], without a future per
+    /// request. Any other request is handed back for [`Connection::handle`].
+    #[allow(clippy::result_large_err, reason = "the request is handed straight back, never stored")]
+    pub fn handle_now(&mut self, inbound: Inbound) -> Result<bool, Inbound> {
+        if !matches!(inbound.request, Request::Heartbeat | Request::Ack(_)) {
+            return Err(inbound);
+        }
+        let serial = inbound.serial;
+        let command = crate::metrics::command_index(&inbound.request);
+        let Inbound { peer_id, request, .. } = inbound;
+        let outcome = match request {
+            // Acks are never rate-limited.
+            Request::Ack(ack) => self.admit(peer_id.as_deref(), None).map(|(session, app)| {
+                self.engine.ack(&app, &session, ack);
+                None
+            }),
+            _ => Ok(Some(Reply::Heartbeat)),
         };
-        let engine = self.engine.clone();
-        let app = engine
+        METRICS.request(command, outcome.is_ok());
+        Ok(self.answer(serial, outcome))
+    }
+
+    /// The session a request addresses and its app, once `request` (if it counts
+    /// against a rate limit) is within its limit.
+    fn admit(
+        &mut self,
+        peer_id: Option<&str>,
+        request: Option<&Request>,
+    ) -> Result<(Arc<Session>, Arc<AppState>), ProtocolError> {
+        let Some(session) = self.addressed(peer_id) else {
+            return Err(perr(ErrorCode::SessionRequired, "open a session first"));
+        };
+        let app = self
+            .engine
             .app(&session.app_id)
             .cloned()
             .ok_or_else(|| perr(ErrorCode::AppNotAvailable, "app removed"))?;
-        if let Some((class, limit, code)) = rate_class(&request, &app.config.limits) {
-            let admitted =
-                session.rate.lock().unwrap_or_else(|p| p.into_inner()).admit(class, limit, engine.now());
+        if let Some((class, limit, code)) = request.and_then(|r| rate_class(r, &app.config.limits)) {
+            let now = self.engine.now();
+            let admitted = session.rate.lock().unwrap_or_else(|p| p.into_inner()).admit(class, limit, now);
             if !admitted {
                 return Err(perr(code, format!("rate limit of {limit} per minute exceeded")));
             }
         }
+        Ok((session, app))
+    }
+
+    /// Routes a request to the feature that serves it: its reply, `None` when it was
+    /// queued already or there is none by protocol (acks, read marks), or its error.
+    async fn route(&mut self, inbound: Inbound) -> Result<Option<Reply>, ProtocolError> {
+        let Inbound { serial, peer_id, request } = inbound;
+        match &request {
+            Request::Heartbeat => return Ok(Some(Reply::Heartbeat)),
+            Request::SessionOpen(open) => return self.open(serial, peer_id, open).await,
+            _ => {}
+        }
+        let (session, app) = self.admit(peer_id.as_deref(), Some(&request))?;
+        let engine = self.engine.clone();
         match request {
             Request::Heartbeat | Request::SessionOpen(_) => Ok(None),
             Request::SessionRefresh => Ok(Some(engine.session_refresh(&app, &session))),

@@ -529,6 +529,7 @@ impl Engine {
                         patched_at: None,
                         binary: false,
                         mentions: confab_types::Mentions::default(),
+                        recipients: None,
                     })
                 })
                 .collect();
@@ -683,6 +684,7 @@ impl Engine {
                 patched_at: None,
                 binary: false,
                 mentions: confab_types::Mentions::default(),
+                recipients: None,
             };
             self.inner.store.append_message(copy).await.map_err(store_error)?;
         }

@@ -193,6 +193,7 @@ impl Engine {
                 patched_at: None,
                 binary: req.binary,
                 mentions: req.mentions,
+                recipients: None,
             };
             // The notifying hooks' calls are stored with the message, in its transaction.
             let calls = {
@@ -268,6 +269,7 @@ impl Engine {
             patched_at: None,
             binary: req.binary,
             mentions: req.mentions,
+            recipients: None,
         };
         let uid = message.id.clone();
         let at = self.inner.store.append_message(message).await.map_err(|e| {

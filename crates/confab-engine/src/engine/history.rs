@@ -24,12 +24,22 @@ impl Engine {
         let start = q.t.map(|t| (t, q.t_included));
         let end = q.tt.map(|t| (t, q.tt_included));
         let range = match q.direction {
-            Direction::Older => {
-                MessageRange { before: start, after: end, newest_first: true, limit, lctype: q.lctype }
-            }
-            Direction::Newer => {
-                MessageRange { after: start, before: end, newest_first: false, limit, lctype: q.lctype }
-            }
+            Direction::Older => MessageRange {
+                before: start,
+                after: end,
+                newest_first: true,
+                limit,
+                lctype: q.lctype,
+                visible_to: None,
+            },
+            Direction::Newer => MessageRange {
+                after: start,
+                before: end,
+                newest_first: false,
+                limit,
+                lctype: q.lctype,
+                visible_to: None,
+            },
         };
         let messages = self.inner.store.messages(&app.config.id, &q.cid, range).await.map_err(store_error)?;
         let logs = messages

@@ -395,6 +395,10 @@ pub(super) fn record(m: &StoredMessage) -> Value {
     if !m.mentions.pids.is_empty() {
         r["mention-pids"] = json!(m.mentions.pids);
     }
+    // A service conversation's targeted message: whom it was sent to.
+    if let Some(to) = &m.recipients {
+        r["to-clients"] = json!(to);
+    }
     r
 }
 

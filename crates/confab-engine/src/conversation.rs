@@ -44,7 +44,8 @@ pub(crate) struct PendingSend {
     pub also_ack: Vec<(Arc<Session>, Option<i32>)>,
     /// The dedupe key, to record the outcome under.
     pub dedupe_key: Option<String>,
-    /// Recipients chosen by the app's `_messageReceived` hook (`toPeers`), if it chose.
+    /// Recipients chosen by the app's `_messageReceived` hook (`toPeers`), if it chose,
+    /// or those of a targeted message (also stored with it).
     pub to: Option<std::collections::HashSet<String>>,
 }
 

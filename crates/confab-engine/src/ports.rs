@@ -93,7 +93,7 @@ pub struct ConversationRecord {
     pub created_at: i64,
     /// Last update time (ms).
     pub updated_at: i64,
-    /// Newest message, if any.
+    /// Newest message for every member, if any (a targeted message never is one).
     pub last_message: Option<LastMessage>,
 }
 
@@ -120,6 +120,21 @@ pub struct StoredMessage {
     pub binary: bool,
     /// Who the message mentions.
     pub mentions: confab_types::Mentions,
+    /// Who it is for: `None` for every member (every message but one kind); a service
+    /// conversation's targeted message names its recipients (distinct, sorted). Only
+    /// they see it when a client reads the log ([`MessageRange::visible_to`],
+    /// [`Store::unread`], [`Store::patched_since`]); it takes its position in the
+    /// conversation's order like any message, but it never becomes the conversation's
+    /// last message, which every member sees.
+    pub recipients: Option<Vec<String>>,
+}
+
+impl StoredMessage {
+    /// Whether `client` is one the message is for (every member, unless it names its
+    /// recipients).
+    pub fn is_for(&self, client: &str) -> bool {
+        self.recipients.as_ref().is_none_or(|to| to.iter().any(|c| c == client))
+    }
 }
 
 /// Which messages to read, by position. Bounds are `(ts, inclusive)`.
@@ -142,6 +157,10 @@ pub struct MessageRange {
     /// Only bodies that are a JSON object whose `_lctype` is this number (`1.0` matches
     /// `1`; a string `"1"` does not); other bodies, JSON or not, never match.
     pub lctype: Option<i64>,
+    /// Only messages this client may see ([`StoredMessage::is_for`]): a client's history
+    /// of a service conversation leaves out the targeted messages of others. Like
+    /// `lctype`, applied before the limit.
+    pub visible_to: Option<String>,
 }
 
 /// Where [`Store::append_message`] put a message.
@@ -294,7 +313,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, ()>;
     /// Reads one conversation with its members: `members`, `muted`, `managers` (role
     /// `Manager`) and `shut_up` in join order, `blocked` sorted by client id,
-    /// `last_message` the newest appended message (with its current body), if any.
+    /// `last_message` the newest appended message for every member (with its current
+    /// body), if any.
     fn conversation<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Option<ConversationRecord>>;
     /// Finds the conversation holding this unique key (a canonical member set), unless
     /// [`Store::release_unique`] gave the key up.
@@ -370,7 +390,8 @@ pub trait Store: Send + Sync + 'static {
         updated_at: i64,
         notify: Vec<HookCall>,
     ) -> StoreFuture<'a, ()>;
-    /// Appends a message at the next free position of its conversation and makes it the
+    /// Appends a message at the next free position of its conversation and, unless it
+    /// names its recipients ([`StoredMessage::recipients`], stored with it), makes it the
     /// conversation's last message. `message.ts` is the position the caller proposes;
     /// the store assigns `max(message.ts, newest + 1)` (`newest`: the position of the
     /// conversation's newest message, 0 without messages) in the same atomic step as
@@ -405,8 +426,9 @@ pub trait Store: Send + Sync + 'static {
         notify: Vec<HookCall>,
         dedupe: Option<String>,
     ) -> StoreFuture<'static, Appended>;
-    /// Reads messages of a conversation within `range`'s bounds, returned oldest
-    /// first. With `newest_first` the `limit` newest matching messages are taken,
+    /// Reads messages of a conversation within `range`'s bounds (and for
+    /// `range.visible_to` only, when set), returned oldest first, each with its
+    /// recipients. With `newest_first` the `limit` newest matching messages are taken,
     /// otherwise the `limit` oldest.
     fn messages<'a>(
         &'a self,
@@ -415,7 +437,8 @@ pub trait Store: Send + Sync + 'static {
         range: MessageRange,
     ) -> StoreFuture<'a, Vec<StoredMessage>>;
     /// The client's cursors in every conversation it is a member of (any kind), in no
-    /// particular order, each with the conversation's newest position.
+    /// particular order, each with the conversation's newest position (of any message,
+    /// targeted ones included: the offline replay walks past those of others).
     fn member_cursors<'a>(&'a self, app: &'a str, client: &'a str) -> StoreFuture<'a, Vec<MemberCursor>>;
     /// Moves a member's delivery cursor forward (never back; non-members: nothing).
     /// Not awaited by the engine: a lost cursor update only means a message is
@@ -479,7 +502,8 @@ pub trait Store: Send + Sync + 'static {
         on: bool,
     ) -> StoreFuture<'a, ()>;
     /// Messages of the conversations the client is a member of, edited or recalled
-    /// strictly after `since` (ms): ordered by `patched_at`, then conversation id, then
+    /// strictly after `since` (ms), those for the client only
+    /// ([`StoredMessage::is_for`]): ordered by `patched_at`, then conversation id, then
     /// position, and cut to the first `limit`.
     fn patched_since<'a>(
         &'a self,
@@ -540,13 +564,25 @@ pub trait Store: Send + Sync + 'static {
     /// them. Only conversations the client is a member of and that are not
     /// [`ConvKind::Transient`] count; a conversation has unread messages when messages
     /// from others come after the client's read position (its own messages never
-    /// count). Conversations come newest last message first (ties in no particular
-    /// order); `max` counts only the conversations returned.
+    /// count, nor targeted messages for others). Conversations come newest position
+    /// first (of any message; ties in no particular order); `max` counts only the
+    /// conversations returned.
     fn unread<'a>(&'a self, app: &'a str, client: &'a str, max: usize) -> StoreFuture<'a, Vec<UnreadCount>>;
     /// Deletes the message at position `ts` of a log (none there: not an error). The
     /// conversation's last message stays what it was (clients keep their copies), and
     /// the position is never assigned again.
     fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()>;
+    /// Takes `client` off the recipients of the targeted message at position `ts`; the
+    /// message is deleted (as by [`Store::delete_message`]) when nobody is left. A
+    /// message for every member, a client it is not for, or no message there: nothing
+    /// changes. One atomic step, so two recipients removed at once both go.
+    fn remove_recipient<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        client: &'a str,
+    ) -> StoreFuture<'a, ()>;
     /// Messages of every conversation of the app (only logs whose id is a stored
     /// conversation's: no side logs), sent by `from` when given, within `range`'s
     /// bounds, returned oldest first; ties of position order by conversation id. With
@@ -607,7 +643,8 @@ pub struct UnreadCount {
     pub cid: String,
     /// Messages from others after the client's read position.
     pub unread: i64,
-    /// The conversation's newest message (its current body).
+    /// The newest message the client may see (its current body): the conversation's
+    /// last message, or a targeted message for the client that came after it.
     pub last: Option<LastMessage>,
     /// One of the unread messages mentions the client (by id or `all`).
     pub mentioned: bool,

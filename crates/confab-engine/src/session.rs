@@ -37,6 +37,22 @@ impl ConvDelivery {
     pub(crate) fn at(pos: i64) -> ConvDelivery {
         ConvDelivery { pushed_upto: pos, acked_upto: pos, inflight: BTreeMap::new() }
     }
+
+    /// Moves past the message at `ts`, the next after `pushed_upto`, without queuing it
+    /// (the session's own message, or a targeted one for others): it counts as
+    /// acknowledged. Returns the new cursor when it moved (nothing unacknowledged
+    /// before it).
+    pub(crate) fn pass(&mut self, ts: i64) -> Option<i64> {
+        let prev = self.pushed_upto;
+        self.pushed_upto = ts;
+        if self.inflight.is_empty() && self.acked_upto == prev {
+            self.acked_upto = ts;
+            return Some(ts);
+        }
+        self.inflight
+            .insert(ts, Inflight { id: String::new(), from: String::new(), receipt: false, acked: true });
+        None
+    }
 }
 
 #[derive(Debug, Default)]
@@ -185,15 +201,7 @@ impl Session {
         if state.pushed_upto != prev {
             return None;
         }
-        state.pushed_upto = ts;
-        if state.inflight.is_empty() && state.acked_upto == prev {
-            state.acked_upto = ts;
-            return Some(ts);
-        }
-        state
-            .inflight
-            .insert(ts, Inflight { id: String::new(), from: String::new(), receipt: false, acked: true });
-        None
+        state.pass(ts)
     }
 
     /// Marks messages acknowledged (by id, or by inclusive timestamp range) and returns

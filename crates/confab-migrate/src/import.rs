@@ -822,6 +822,7 @@ impl<'a> Importer<'a> {
             patched_at: k.value.patched_at,
             binary: k.value.binary,
             mentions: confab_types::Mentions { all: k.value.mention_all, pids: k.value.mention_pids },
+            recipients: None,
         };
         let append = store.append_message(message);
         // Writes are pipelined: the position is known ahead, and checked when it lands

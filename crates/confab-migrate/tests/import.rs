@@ -267,6 +267,7 @@ async fn a_delta_updates_newer_rows_and_merges_history() {
         patched_at: None,
         binary: false,
         mentions: Default::default(),
+        recipients: None,
     };
     store.append_message(live).await.unwrap();
 

@@ -548,3 +548,88 @@ async fn a_deleted_conversation_is_gone_with_its_history() {
     assert_eq!(gone.status, 200, "{}", gone.body);
     call(&server, "DELETE", &format!("/1.2/rtm/chatrooms/{room}"), MASTER, &json!({})).await.error(404, 4303);
 }
+
+/// The `msgId`s `logs` shows the client, oldest first.
+async fn logs_of(client: &mut confab_testkit::Client, cid: &str) -> Vec<String> {
+    let logs = client.request(json!({"cmd": "logs", "cid": cid, "limit": 100})).await.unwrap();
+    let logs = logs["logs"].as_array().unwrap_or_else(|| panic!("{logs}"));
+    logs.iter().map(|l| l["msgId"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A targeted service-conversation message (`POST …/service-conversations/{id}/messages`
+/// with `to_clients`) is stored and delivered as any message, to its recipients only:
+/// the one online gets it live, the one offline at its next login — after a SIGKILL
+/// and restart in between — and the subscriber it is not for neither live, nor in its
+/// login replay, nor in its history or unread count; the backend's history shows it.
+#[tokio::test]
+async fn targeted_service_messages_reach_offline_recipients_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_config(dir.path(), APPS);
+    let made =
+        call(&server, "POST", "/1.2/rtm/service-conversations", MASTER, &json!({"name": "news"})).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let cid = made.body["objectId"].as_str().unwrap().to_owned();
+    let svc = format!("/1.2/rtm/service-conversations/{cid}");
+    for client in ["alice", "bob", "carol"] {
+        call(&server, "POST", &format!("{svc}/subscribers"), MASTER, &json!({"client_id": client}))
+            .await
+            .ok();
+    }
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    // carol is offline. A broadcast first, which everyone gets.
+    let (first, _) =
+        rest_send(&server, &format!("{svc}/broadcasts"), json!({"from_client": "sys", "message": "all"}))
+            .await;
+    for client in [&mut alice, &mut bob] {
+        let d = client.wait_for("broadcast", is_direct(&cid)).await.unwrap();
+        assert_eq!(d["id"], json!(first));
+        client.send(&json!({"cmd": "ack", "cid": cid, "mid": first})).await.unwrap();
+    }
+    let to_two = json!({"from_client": "sys", "to_clients": ["bob", "carol"], "message": "just you two"});
+    let (tid, tt) = rest_send(&server, &format!("{svc}/messages"), to_two).await;
+    // bob, online, gets it live; alice does not.
+    let d = bob.wait_for("targeted", is_direct(&cid)).await.unwrap();
+    assert_eq!(
+        (d["id"].clone(), d["msg"].clone(), d["timestamp"].clone()),
+        (json!(tid), json!("just you two"), json!(tt))
+    );
+    bob.send(&json!({"cmd": "ack", "cid": cid, "mid": tid})).await.unwrap();
+    assert!(alice.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty());
+    assert_eq!(logs_of(&mut alice, &cid).await, vec![first.clone()]);
+    assert_eq!(logs_of(&mut bob, &cid).await, [first.clone(), tid.clone()]);
+    drop((alice, bob));
+
+    // Acknowledged over REST means stored: it survives a SIGKILL.
+    server.kill();
+    let server = Server::start_config(dir.path(), APPS);
+    let mut carol = server.open("carol").await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = carol.wait_for("offline", is_direct(&cid)).await.unwrap();
+        assert_eq!(d["offline"], json!(true), "{d}");
+        carol.send(&json!({"cmd": "ack", "cid": cid, "mid": d["id"]})).await.unwrap();
+        got.push(d["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, [first.clone(), tid.clone()]);
+    assert_eq!(logs_of(&mut carol, &cid).await, [first.clone(), tid.clone()]);
+    // alice's login replay leaves it out (the broadcast may come again: at least once),
+    // and so does her history.
+    let mut alice = server.open("alice").await;
+    let replayed = alice.drain(QUIET, is_direct(&cid)).await.unwrap();
+    assert!(replayed.iter().all(|d| d["id"] == json!(first)), "{replayed:?}");
+    assert_eq!(logs_of(&mut alice, &cid).await, vec![first.clone()]);
+    // Unread counts (nothing read yet) count only what is for each.
+    for (client, n) in [("alice", 1), ("bob", 2), ("carol", 2)] {
+        let path = format!("/1.2/rtm/clients/{client}/unread-count?conv_id={cid}");
+        assert_eq!(get(&server, &path, APP_KEY).await.ok(), json!({"count": n}), "{client}");
+    }
+    // The subscriber histories follow the recipients; the backend's shows everything.
+    let history = |client: &str| format!("{svc}/subscribers/{client}/messages");
+    assert_eq!(ids(&get(&server, &history("alice"), MASTER).await.ok()), vec![first.clone()]);
+    assert_eq!(ids(&get(&server, &history("carol"), MASTER).await.ok()), [tid.clone(), first.clone()]);
+    let all = get(&server, &format!("/1.1/rtm/messages/history?convid={cid}"), MASTER).await.ok();
+    assert_eq!(ids(&all), [tid.clone(), first.clone()]);
+    assert_eq!(all[0]["to-clients"], json!(["bob", "carol"]), "{all}");
+    assert_eq!(all[1].get("to-clients"), None, "{all}");
+}

@@ -63,9 +63,12 @@ struct Conversation {
     created_at: i64,
     updated_at: i64,
     expires_at: Option<i64>,
-    /// Position of the newest message, 0 for none (positions are > 0); the message
-    /// itself is read from the log, so an edit of it shows.
+    /// Position of the newest message, 0 for none (positions are > 0).
     last_ts: i64,
+    /// Position of the last message: the newest for every member (a targeted message
+    /// takes a position but never becomes it); the message itself is read from the log,
+    /// so an edit of it shows.
+    shown_ts: i64,
     /// In join order.
     members: Vec<Member>,
     blocked: BTreeSet<String>,
@@ -139,15 +142,23 @@ impl AppData {
     }
 
     fn last_message(&self, c: &Conversation) -> Option<LastMessage> {
-        if c.last_ts <= 0 {
+        if c.shown_ts <= 0 {
             return None;
         }
-        match self.messages.get(&c.id).and_then(|log| log.by_ts.get(&c.last_ts)) {
-            Some(m) => {
-                Some(LastMessage { id: m.id.clone(), ts: m.ts, from: m.from.clone(), data: m.data.clone() })
-            }
-            None => c.deleted_last.clone().filter(|m| m.ts == c.last_ts),
+        match self.messages.get(&c.id).and_then(|log| log.by_ts.get(&c.shown_ts)) {
+            Some(m) => Some(last_of(m)),
+            None => c.deleted_last.clone().filter(|m| m.ts == c.shown_ts),
         }
+    }
+
+    /// The newest message `client` may see: a targeted message for it newer than the
+    /// conversation's last message, or that one.
+    fn last_for(&self, c: &Conversation, client: &str) -> Option<LastMessage> {
+        let newer = self.messages.get(&c.id).and_then(|log| {
+            let after = log.by_ts.range((Bound::Excluded(c.shown_ts), Bound::Unbounded));
+            after.rev().map(|(_, m)| m).find(|m| m.is_for(client))
+        });
+        newer.map(last_of).or_else(|| self.last_message(c))
     }
 
     fn conversation_mut(&mut self, cid: &str) -> Result<&mut Conversation, StoreError> {
@@ -166,9 +177,29 @@ impl AppData {
         }
     }
 
+    /// Deletes the message at `ts` of log `cid`, if any. The last message stays what it
+    /// was, and its position is not used again.
+    fn delete_at(&mut self, cid: &str, ts: i64) {
+        let Some(log) = self.messages.get_mut(cid) else { return };
+        let Some(m) = log.by_ts.remove(&ts) else { return };
+        if log.by_id.get(&m.id) == Some(&ts) {
+            log.by_id.remove(&m.id);
+        }
+        log.patched.remove(&ts);
+        if let Some(c) = self.conversations.get_mut(cid)
+            && c.shown_ts == ts
+        {
+            c.deleted_last = Some(LastMessage { id: m.id, ts: m.ts, from: m.from, data: m.data });
+        }
+    }
+
     fn member_cids(&self, client: &str) -> impl Iterator<Item = &String> {
         self.memberships.get(client).into_iter().flatten()
     }
+}
+
+fn last_of(m: &StoredMessage) -> LastMessage {
+    LastMessage { id: m.id.clone(), ts: m.ts, from: m.from.clone(), data: m.data.clone() }
 }
 
 fn missing(cid: &str) -> StoreError {
@@ -310,6 +341,7 @@ impl Store for MemoryStore {
                 updated_at: record.updated_at,
                 expires_at: record.expires_at,
                 last_ts: 0,
+                shown_ts: 0,
                 members,
                 blocked: BTreeSet::new(),
                 order: a.created,
@@ -463,6 +495,9 @@ impl Store for MemoryStore {
             && message.ts > c.last_ts()
         {
             c.last_ts = message.ts;
+            if message.recipients.is_none() {
+                c.shown_ts = message.ts;
+            }
         }
         let appended = Appended::new(message.ts, prev_ts);
         HookCall::restamp(&mut notify, proposed, message.ts);
@@ -490,7 +525,10 @@ impl Store for MemoryStore {
             if empty || range.limit == 0 {
                 return Ok(Vec::new());
             }
-            let matches = |m: &&StoredMessage| range.lctype.is_none_or(|t| has_lctype(&m.data, t));
+            let matches = |m: &&StoredMessage| {
+                range.lctype.is_none_or(|t| has_lctype(&m.data, t))
+                    && range.visible_to.as_ref().is_none_or(|client| m.is_for(client))
+            };
             let window = log.by_ts.range((lower, upper)).map(|(_, m)| m);
             let mut page: Vec<StoredMessage> = if range.newest_first {
                 window.rev().filter(matches).take(range.limit).cloned().collect()
@@ -621,7 +659,7 @@ impl Store for MemoryStore {
                 .member_cids(client)
                 .filter_map(|cid| a.messages.get(cid))
                 .flat_map(|log| log.patched.iter().filter_map(|ts| log.by_ts.get(ts)))
-                .filter(|m| m.patched_at.is_some_and(|at| at > since))
+                .filter(|m| m.patched_at.is_some_and(|at| at > since) && m.is_for(client))
                 .collect();
             changes.sort_by(|x, y| (x.patched_at, &x.cid, x.ts).cmp(&(y.patched_at, &y.cid, y.ts)));
             Ok(changes.into_iter().take(limit).cloned().collect())
@@ -741,17 +779,26 @@ impl Store for MemoryStore {
 
     fn delete_message<'a>(&'a self, app: &'a str, cid: &'a str, ts: i64) -> StoreFuture<'a, ()> {
         done(self.with_app(app, |a| {
-            let Some(log) = a.messages.get_mut(cid) else { return Ok(()) };
-            let Some(m) = log.by_ts.remove(&ts) else { return Ok(()) };
-            if log.by_id.get(&m.id) == Some(&ts) {
-                log.by_id.remove(&m.id);
-            }
-            log.patched.remove(&ts);
-            // The last message stays what it was, and its position is not used again.
-            if let Some(c) = a.conversations.get_mut(cid)
-                && c.last_ts == ts
-            {
-                c.deleted_last = Some(LastMessage { id: m.id, ts: m.ts, from: m.from, data: m.data });
+            a.delete_at(cid, ts);
+            Ok(())
+        }))
+    }
+
+    fn remove_recipient<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        client: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        done(self.with_app(app, |a| {
+            let Some(m) = a.messages.get_mut(cid).and_then(|log| log.by_ts.get_mut(&ts)) else {
+                return Ok(());
+            };
+            let Some(to) = m.recipients.as_mut() else { return Ok(()) };
+            to.retain(|c| c != client);
+            if to.is_empty() {
+                a.delete_at(cid, ts);
             }
             Ok(())
         }))
@@ -827,7 +874,7 @@ impl Store for MemoryStore {
                 let Some(log) = a.messages.get(&c.id) else { continue };
                 let (mut count, mut mentioned) = (0, false);
                 for m in log.by_ts.range((Bound::Excluded(read), Bound::Unbounded)).map(|(_, m)| m) {
-                    if m.from != client {
+                    if m.from != client && m.is_for(client) {
                         count += 1;
                         mentioned |= m.mentions.includes(client);
                     }
@@ -836,7 +883,7 @@ impl Store for MemoryStore {
                     unread.push(UnreadCount {
                         cid: c.id.clone(),
                         unread: count,
-                        last: a.last_message(c),
+                        last: a.last_for(c, client),
                         mentioned,
                     });
                 }
@@ -936,6 +983,7 @@ mod tests {
                     patched_at: None,
                     binary: false,
                     mentions: Default::default(),
+                    recipients: None,
                 })
             })
             .collect();

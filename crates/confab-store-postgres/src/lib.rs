@@ -311,6 +311,12 @@ enum WriteOp {
         cid: String,
         ts: i64,
     },
+    RemoveRecipient {
+        app: String,
+        cid: String,
+        ts: i64,
+        client: String,
+    },
     /// Nothing to write: completes when everything queued before it is committed,
     /// buffered cursors included.
     Flush,
@@ -346,7 +352,8 @@ impl WriteOp {
             | WriteOp::SetMuted { app, cid, .. }
             | WriteOp::DeleteConversation { app, cid }
             | WriteOp::ReleaseUnique { app, cid }
-            | WriteOp::DeleteMessage { app, cid, .. } => Some((app, cid)),
+            | WriteOp::DeleteMessage { app, cid, .. }
+            | WriteOp::RemoveRecipient { app, cid, .. } => Some((app, cid)),
         }
     }
 
@@ -410,6 +417,7 @@ impl WriteOp {
                     own((!m.mentions.pids.is_empty()).then(|| m.mentions.pids.clone())),
                     own(lctype_of(&m.data)),
                     own(dedupe.clone()),
+                    own(m.recipients.clone()),
                 ];
                 if notify.is_empty() {
                     (sql::APPEND, params)
@@ -417,7 +425,7 @@ impl WriteOp {
                     let tails: Vec<Option<String>> =
                         notify.iter().map(|c| timestamp_tail(&c.params, m.ts)).collect();
                     let mut calls = call_params(notify);
-                    // $13-$16 as every call list, then the tails, then created_at.
+                    // $14-$17 as every call list, then the tails, then created_at.
                     params.extend(calls.by_ref().take(4));
                     params.push(own(tails));
                     params.extend(calls);
@@ -473,6 +481,10 @@ impl WriteOp {
             WriteOp::DeleteMessage { app, cid, ts } => {
                 (sql::DELETE_MESSAGE, vec![own(app.clone()), own(cid.clone()), own(*ts)])
             }
+            WriteOp::RemoveRecipient { app, cid, ts, client } => (
+                sql::REMOVE_RECIPIENT,
+                vec![own(app.clone()), own(cid.clone()), own(*ts), own(client.clone())],
+            ),
             WriteOp::ReleaseUnique { app, cid } => {
                 (sql::RELEASE_UNIQUE, vec![own(app.clone()), own(cid.clone())])
             }
@@ -1217,6 +1229,7 @@ fn message_row(app: &str, cid: &str, r: &Row, at: usize) -> Result<StoredMessage
             all: r.try_get(at + 7).map_err(backend)?,
             pids: r.try_get::<_, Option<Vec<String>>>(at + 8).map_err(backend)?.unwrap_or_default(),
         },
+        recipients: r.try_get(at + 9).map_err(backend)?,
     })
 }
 
@@ -1494,6 +1507,13 @@ impl Store for PostgresStore {
                 params.push(Box::new(lctype));
                 sql.push_str(&format!(" AND lctype = ${}::bigint", params.len()));
             }
+            if let Some(client) = range.visible_to {
+                params.push(Box::new(client));
+                sql.push_str(&format!(
+                    " AND (recipients IS NULL OR ${}::text = ANY(recipients))",
+                    params.len()
+                ));
+            }
             sql.push_str(if range.newest_first { " ORDER BY ts DESC" } else { " ORDER BY ts ASC" });
             params.push(Box::new(limit(range.limit)));
             sql.push_str(&format!(" LIMIT ${}::bigint", params.len()));
@@ -1715,6 +1735,21 @@ impl Store for PostgresStore {
         self.write_unit(WriteOp::DeleteMessage { app: app.into(), cid: cid.into(), ts })
     }
 
+    fn remove_recipient<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        client: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        self.write_unit(WriteOp::RemoveRecipient {
+            app: app.into(),
+            cid: cid.into(),
+            ts,
+            client: client.into(),
+        })
+    }
+
     fn app_messages<'a>(
         &'a self,
         app: &'a str,
@@ -1797,8 +1832,16 @@ impl Store for PostgresStore {
             rows.iter()
                 .map(|r| {
                     let last_mid: Option<String> = r.try_get(2).map_err(backend)?;
-                    let last = match last_mid {
-                        Some(id) => Some(LastMessage {
+                    let newer: Option<String> = r.try_get(7).map_err(backend)?;
+                    let last = match (newer, last_mid) {
+                        // A targeted message for the client after the conversation's last.
+                        (Some(id), _) => Some(LastMessage {
+                            id,
+                            ts: r.try_get(8).map_err(backend)?,
+                            from: r.try_get(9).map_err(backend)?,
+                            data: text(r.try_get(10).map_err(backend)?)?,
+                        }),
+                        (None, Some(id)) => Some(LastMessage {
                             id,
                             ts: r.try_get(1).map_err(backend)?,
                             from: r.try_get::<_, Option<String>>(3).map_err(backend)?.unwrap_or_default(),
@@ -1806,7 +1849,7 @@ impl Store for PostgresStore {
                                 r.try_get::<_, Option<Vec<u8>>>(4).map_err(backend)?.unwrap_or_default(),
                             )?,
                         }),
-                        None => None,
+                        (None, None) => None,
                     };
                     Ok(UnreadCount {
                         cid: r.try_get(0).map_err(backend)?,

@@ -131,6 +131,54 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX marks_by_client ON marks (app, client, kind, cid);
     "#,
+    // 6: targeted messages of service conversations: the recipients a message names
+    // (NULL: every member), and the position of the conversation's last message when a
+    // targeted message came after it (NULL: `last_ts`). Targeted messages stored by
+    // earlier builds, one copy per recipient in a log `<cid>:to:<client>`, become one
+    // message of the conversation's log naming them all, at the first copy's position
+    // and with the copy edited last (sequence numbers after the log's); one whose
+    // position the log already holds stays where it was.
+    r#"
+    ALTER TABLE messages ADD COLUMN recipients TEXT[] COLLATE "C";
+    ALTER TABLE conversations ADD COLUMN shown_ts BIGINT;
+    CREATE TEMP TABLE targeted ON COMMIT DROP AS
+        SELECT m.app, c.id AS conv, substr(m.cid, length(c.id) + 5) AS client, m.ts, m.id, m.sender, m.body,
+               m.receipt, m.is_binary, m.mention_all, m.mention_pids, m.lctype, m.patched_at
+          FROM conversations c JOIN messages m
+            ON m.app = c.app AND m.cid >= c.id || ':to:' AND m.cid < c.id || ':to;'
+         WHERE c.kind = 3;
+    CREATE TEMP TABLE merged ON COMMIT DROP AS
+        SELECT DISTINCT ON (t.app, t.conv, t.id)
+               t.app, t.conv, t.id, t.sender, t.body, t.receipt, t.is_binary, t.mention_all, t.mention_pids,
+               t.lctype, t.patched_at, g.ts, g.recipients
+          FROM targeted t
+          JOIN (SELECT app, conv, id, min(ts) AS ts, array_agg(DISTINCT client ORDER BY client) AS recipients
+                  FROM targeted GROUP BY app, conv, id) g
+            ON g.app = t.app AND g.conv = t.conv AND g.id = t.id
+         ORDER BY t.app, t.conv, t.id, t.patched_at DESC NULLS LAST, t.client;
+    DELETE FROM merged m
+     WHERE EXISTS (SELECT 1 FROM messages g WHERE g.app = m.app AND g.cid = m.conv AND g.ts = m.ts)
+        OR EXISTS (SELECT 1 FROM merged o
+                    WHERE o.app = m.app AND o.conv = m.conv AND o.ts = m.ts AND o.id < m.id);
+    INSERT INTO messages (app, cid, ts, seq, id, sender, body, receipt, is_binary, mention_all, mention_pids,
+                          lctype, patched_at, recipients)
+    SELECT m.app, m.conv, m.ts, c.seq + row_number() OVER (PARTITION BY m.app, m.conv ORDER BY m.ts), m.id,
+           m.sender, m.body, m.receipt, m.is_binary, m.mention_all, m.mention_pids, m.lctype, m.patched_at,
+           m.recipients
+      FROM merged m JOIN conversations c ON c.app = m.app AND c.id = m.conv;
+    DELETE FROM messages g USING targeted t, merged m
+     WHERE g.app = t.app AND g.cid = t.conv || ':to:' || t.client AND g.ts = t.ts
+       AND m.app = t.app AND m.conv = t.conv AND m.id = t.id;
+    DELETE FROM heads h
+     WHERE strpos(h.cid, ':to:') > 0
+       AND NOT EXISTS (SELECT 1 FROM messages g WHERE g.app = h.app AND g.cid = h.cid);
+    UPDATE conversations c
+       SET seq = c.seq + n.moved,
+           shown_ts = CASE WHEN n.top > c.last_ts THEN c.last_ts ELSE c.shown_ts END,
+           last_ts = GREATEST(c.last_ts, n.top)
+      FROM (SELECT app, conv, count(*) AS moved, max(ts) AS top FROM merged GROUP BY app, conv) n
+     WHERE c.app = n.app AND c.id = n.conv;
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -17,7 +17,10 @@ WITH d AS (
 c AS (
     UPDATE conversations
        SET prev_ts = last_ts, last_ts = GREATEST(last_ts + 1, $3::bigint), seq = seq + 1,
-           last_mid = $4::text, last_from = $5::text, last_data = $6::bytea
+           shown_ts = CASE WHEN $13::text[] IS NULL THEN NULL ELSE COALESCE(shown_ts, last_ts) END,
+           last_mid = CASE WHEN $13::text[] IS NULL THEN $4::text ELSE last_mid END,
+           last_from = CASE WHEN $13::text[] IS NULL THEN $5::text ELSE last_from END,
+           last_data = CASE WHEN $13::text[] IS NULL THEN $6::bytea ELSE last_data END
      WHERE app = $1::text AND id = $2::text AND NOT EXISTS (SELECT 1 FROM d)
  RETURNING last_ts, prev_ts, seq),
 h AS (
@@ -30,9 +33,9 @@ h AS (
 p AS (SELECT last_ts, prev_ts, seq FROM c UNION ALL SELECT last_ts, prev_ts, seq FROM h),
 i AS (
     INSERT INTO messages (app, cid, ts, seq, id, sender, body, receipt, is_binary, mention_all, mention_pids, lctype,
-                          dedupe)
+                          dedupe, recipients)
     SELECT $1::text, $2::text, p.last_ts, p.seq, $4::text, $5::text, $6::bytea, $7::boolean, $8::boolean,
-           $9::boolean, $10::text[], $11::bigint, $12::text
+           $9::boolean, $10::text[], $11::bigint, $12::text, $13::text[]
       FROM p)",
             $extra,
             "
@@ -49,6 +52,10 @@ UNION ALL SELECT ts, 0::bigint, 0::bigint, id FROM d"
 /// messages densely (1, 2, 3, …) so a reader can see a gap. A message log without a
 /// conversation row (a system conversation's inbox) keeps its head in `heads`.
 ///
+/// A targeted message (`$13`, its recipients; NULL for a message to every member)
+/// moves the conversation's position but not its last message: `shown_ts` keeps the
+/// last message's position.
+///
 /// A message stored with a dedupe token (`$12`, NULL for none) is a re-send when its
 /// sender already stored one with the same token in the conversation: then nothing is
 /// written and the row returned is `(ts, 0, 0, id)` of that message. The check reads
@@ -57,7 +64,7 @@ UNION ALL SELECT ts, 0::bigint, 0::bigint, id FROM d"
 /// committed message of the conversation. A unique index backs it.
 ///
 /// $1 app, $2 cid, $3 proposed ts, $4 id, $5 sender, $6 body, $7 receipt, $8 binary,
-/// $9 mention_all, $10 mention_pids, $11 lctype, $12 dedupe token. Returns
+/// $9 mention_all, $10 mention_pids, $11 lctype, $12 dedupe token, $13 recipients. Returns
 /// `(ts, prev_ts, seq, NULL)`, or the re-sent message's `(ts, 0, 0, id)`.
 pub(crate) const APPEND: &str = append!("");
 
@@ -68,7 +75,7 @@ pub(crate) const APPEND: &str = append!("");
 /// not report the proposed position and is stored as it is). Plain text, not `jsonb`:
 /// `jsonb` refuses a `\u0000` a message's content may hold.
 ///
-/// $13 apps, $14 keys, $15 hooks, $16 params, $17 tails, $18 created_at.
+/// $14 apps, $15 keys, $16 hooks, $17 params, $18 tails, $19 created_at.
 pub(crate) const APPEND_NOTIFY: &str = append!(
     ",
 o AS (
@@ -77,7 +84,7 @@ o AS (
            CASE WHEN p.last_ts = $3::bigint OR k.tail IS NULL THEN k.params
                 ELSE '{\"timestamp\":' || p.last_ts::text || k.tail END,
            k.created_at, k.created_at
-      FROM p, unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[])
+      FROM p, unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::bigint[])
            WITH ORDINALITY AS k(app, key, hook, params, tail, created_at, o)
      ORDER BY k.o
     ON CONFLICT (app, key) DO NOTHING)"
@@ -285,7 +292,8 @@ WITH u AS (
  RETURNING ts),
 c AS (
     UPDATE conversations SET last_data = $4::bytea
-     WHERE app = $1::text AND id = $2::text AND last_ts = $3::bigint AND EXISTS (SELECT 1 FROM u))
+     WHERE app = $1::text AND id = $2::text AND COALESCE(shown_ts, last_ts) = $3::bigint
+       AND EXISTS (SELECT 1 FROM u))
 SELECT 1 FROM u";
 
 /// Drops the conversation with its log and its side logs (`<cid>:…`: ids from
@@ -304,6 +312,18 @@ DELETE FROM conversations WHERE app = $1::text AND id = $2::text";
 pub(crate) const DELETE_MESSAGE: &str =
     "DELETE FROM messages WHERE app = $1::text AND cid = $2::text AND ts = $3::bigint";
 
+/// Takes a client off a targeted message's recipients, deleting the message when it was
+/// the last (the two conditions exclude each other on the row, which the first to
+/// touch it locks). $1 app, $2 cid, $3 ts, $4 client.
+pub(crate) const REMOVE_RECIPIENT: &str = "
+WITH d AS (
+    DELETE FROM messages
+     WHERE app = $1::text AND cid = $2::text AND ts = $3::bigint AND recipients IS NOT NULL
+       AND cardinality(array_remove(recipients, $4::text)) = 0)
+UPDATE messages SET recipients = array_remove(recipients, $4::text)
+ WHERE app = $1::text AND cid = $2::text AND ts = $3::bigint AND recipients IS NOT NULL
+   AND cardinality(array_remove(recipients, $4::text)) > 0";
+
 /// $1 app, $2 cid, $3 client.
 pub(crate) const JOINED_AT: &str = "SELECT COALESCE(joined_at, 0) FROM members
  WHERE app = $1::text AND cid = $2::text AND client = $3::text";
@@ -320,8 +340,11 @@ UPDATE members m SET cursor_ts = v.ts
  WHERE m.app = v.app AND m.cid = v.cid AND m.client = v.client AND m.cursor_ts < v.ts";
 
 /// A conversation with its members, read in one statement; the `WHERE` is appended.
+/// Column 7 is the last message's position (`shown_ts` when a targeted message came
+/// after it).
 pub(crate) const CONVERSATION: &str = "
-SELECT c.id, c.kind, c.creator, c.unique_key, c.attrs, c.created_at, c.updated_at, c.last_ts, c.last_mid,
+SELECT c.id, c.kind, c.creator, c.unique_key, c.attrs, c.created_at, c.updated_at,
+       COALESCE(c.shown_ts, c.last_ts), c.last_mid,
        c.last_from, c.last_data, c.expires_at, mm.members, mm.muted, mm.managers, mm.shut_up,
        ARRAY(SELECT b.client FROM blocked b WHERE b.app = c.app AND b.cid = c.id ORDER BY b.client) AS blocked
   FROM conversations c
@@ -334,7 +357,7 @@ SELECT c.id, c.kind, c.creator, c.unique_key, c.attrs, c.created_at, c.updated_a
 
 /// The columns [`crate::message_row`] reads, in its order.
 pub(crate) const MESSAGE_COLUMNS: &str =
-    "id, ts, sender, body, receipt, patched_at, is_binary, mention_all, mention_pids";
+    "id, ts, sender, body, receipt, patched_at, is_binary, mention_all, mention_pids, recipients";
 
 /// A client's cursors with each conversation's newest position. $1 app, $2 client.
 pub(crate) const MEMBER_CURSORS: &str = "
@@ -345,22 +368,34 @@ SELECT m.cid, m.cursor_ts, c.last_ts FROM members m JOIN conversations c ON c.ap
 pub(crate) const MEMBER_POSITIONS: &str =
     "SELECT client, cursor_ts, read_ts FROM members WHERE app = $1::text AND cid = $2::text ORDER BY joined";
 
-/// $1 app, $2 client, $3 since, $4 limit.
+/// Edits of the messages for the client. $1 app, $2 client, $3 since, $4 limit.
 pub(crate) const PATCHED_SINCE: &str = "
-SELECT g.cid, g.id, g.ts, g.sender, g.body, g.receipt, g.patched_at, g.is_binary, g.mention_all, g.mention_pids
+SELECT g.cid, g.id, g.ts, g.sender, g.body, g.receipt, g.patched_at, g.is_binary, g.mention_all, g.mention_pids,
+       g.recipients
   FROM members m JOIN messages g ON g.app = m.app AND g.cid = m.cid
  WHERE m.app = $1::text AND m.client = $2::text AND g.patched_at > $3::bigint
+   AND (g.recipients IS NULL OR m.client = ANY(g.recipients))
  ORDER BY g.patched_at, g.cid, g.ts LIMIT $4::bigint";
 
-/// Unread counts, newest conversation first. $1 app, $2 client, $3 max.
+/// Unread counts, newest conversation first: the messages for the client, and its last
+/// message (a targeted one for it when one came after the conversation's). $1 app,
+/// $2 client, $3 max.
 pub(crate) const UNREAD: &str = "
-SELECT cid, last_ts, last_mid, last_from, last_data, unread, mentioned FROM (
-    SELECT m.cid, c.last_ts, c.last_mid, c.last_from, c.last_data,
+SELECT cid, shown_ts, last_mid, last_from, last_data, unread, mentioned, nid, nts, nfrom, nbody FROM (
+    SELECT m.cid, c.last_ts, COALESCE(c.shown_ts, c.last_ts) AS shown_ts, c.last_mid, c.last_from, c.last_data,
            (SELECT count(*) FROM messages g
-             WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client) AS unread,
+             WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client
+               AND (g.recipients IS NULL OR m.client = ANY(g.recipients))) AS unread,
            EXISTS (SELECT 1 FROM messages g
              WHERE g.app = m.app AND g.cid = m.cid AND g.ts > m.read_ts AND g.sender <> m.client
-               AND (g.mention_all OR m.client = ANY(g.mention_pids))) AS mentioned
+               AND (g.recipients IS NULL OR m.client = ANY(g.recipients))
+               AND (g.mention_all OR m.client = ANY(g.mention_pids))) AS mentioned,
+           v.id AS nid, v.ts AS nts, v.sender AS nfrom, v.body AS nbody
       FROM members m JOIN conversations c ON c.app = m.app AND c.id = m.cid
+      LEFT JOIN LATERAL (
+        SELECT g.id, g.ts, g.sender, g.body FROM messages g
+         WHERE c.shown_ts IS NOT NULL AND g.app = m.app AND g.cid = m.cid AND g.ts > c.shown_ts
+           AND m.client = ANY(g.recipients)
+         ORDER BY g.ts DESC LIMIT 1) v ON TRUE
      WHERE m.app = $1::text AND m.client = $2::text AND c.kind <> 2 AND c.last_ts > m.read_ts
 ) s WHERE s.unread > 0 ORDER BY s.last_ts DESC LIMIT $3::bigint";

@@ -44,6 +44,7 @@ fn msg(cid: &str, id: &str, ts: i64, data: &str) -> StoredMessage {
         patched_at: None,
         binary: false,
         mentions: Default::default(),
+        recipients: None,
     }
 }
 
@@ -262,10 +263,11 @@ async fn migrations_run_once_even_when_nodes_start_together() {
     let versions = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect::<Vec<_>>().join(",");
     let recorded = "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations";
     assert_eq!(pg.psql("confab", recorded).trim(), versions);
-    // A database of a build before the two newest migrations (dedupe tokens, marks)
-    // gains them.
+    // A database of a build before the two newest migrations (marks, targeted
+    // messages) gains them.
     let newest = format!(
-        "DROP TABLE marks; DROP INDEX messages_dedupe; ALTER TABLE messages DROP COLUMN dedupe;
+        "DROP TABLE marks; ALTER TABLE messages DROP COLUMN recipients;
+         ALTER TABLE conversations DROP COLUMN shown_ts;
          DELETE FROM schema_migrations WHERE version >= {}",
         SCHEMA_VERSION - 1
     );
@@ -273,13 +275,78 @@ async fn migrations_run_once_even_when_nodes_start_together() {
     assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 2);
     assert_eq!(pg.psql("confab", recorded).trim(), versions);
     let column = "SELECT count(*) FROM information_schema.columns
-                  WHERE table_name = 'messages' AND column_name = 'dedupe'";
+                  WHERE table_name = 'messages' AND column_name = 'recipients'";
     assert_eq!(pg.psql("confab", column).trim(), "1");
     assert_eq!(pg.psql("confab", "SELECT count(*) FROM marks").trim(), "0");
     // A database from a newer Confab is refused rather than used.
     pg.psql("confab", "INSERT INTO schema_migrations (version) VALUES (99)");
     let err = PostgresStore::connect(&url).await.unwrap_err().to_string();
     assert!(err.contains("newer"), "{err}");
+}
+
+/// Targeted messages stored by a build before migration 6, one copy per recipient in
+/// `<cid>:to:<client>`, become one message of the conversation's log naming every
+/// recipient, at the first copy's position with the copy edited last, after which the
+/// recipients see them and nobody else does; a copy whose position the log holds stays
+/// in its side log.
+#[tokio::test]
+async fn targeted_messages_of_earlier_builds_join_their_conversation() {
+    let Some(pg) = TempPostgres::start_or_skip("targeted_messages_of_earlier_builds") else { return };
+    let url = pg.url();
+    {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let mut svc = conv("s");
+        svc.kind = ConvKind::System;
+        svc.members = vec!["alice".into(), "bob".into(), "carol".into()];
+        store.create_conversation(svc).await.unwrap();
+        store.append_message(msg("s", "b10", 10, "to all")).await.unwrap();
+        store.append_message(msg("s", "b40", 40, "to all again")).await.unwrap();
+    }
+    // What the earlier build left: its schema, and copies in side logs with their heads.
+    pg.psql(
+        "confab",
+        "ALTER TABLE messages DROP COLUMN recipients; ALTER TABLE conversations DROP COLUMN shown_ts;
+         DELETE FROM schema_migrations WHERE version = 6;
+         INSERT INTO messages (app, cid, ts, seq, id, sender, body, patched_at) VALUES
+            ('app', 's:to:bob', 20, 1, 't20', 'sys', 'hi', NULL),
+            ('app', 's:to:carol', 20, 1, 't20', 'sys', 'hi edited', 25),
+            ('app', 's:to:carol', 50, 2, 't50', 'sys', 'newest, carol only', NULL),
+            ('app', 's:to:alice', 10, 1, 't10', 'sys', 'position taken', NULL);
+         INSERT INTO heads (app, cid, last_ts, prev_ts, seq) VALUES
+            ('app', 's:to:bob', 20, 0, 1), ('app', 's:to:carol', 50, 20, 2), ('app', 's:to:alice', 10, 0, 1);",
+    );
+    assert_eq!(PostgresStore::migrate(&url).await.unwrap(), 1);
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let log = history(&store, "s").await;
+    let rows: Vec<(i64, &str, &str, Option<Vec<String>>)> =
+        log.iter().map(|m| (m.ts, m.id.as_str(), m.data.as_str(), m.recipients.clone())).collect();
+    let to = |c: &[&str]| Some(c.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        rows,
+        [
+            (10, "b10", "to all", None),
+            (20, "t20", "hi edited", to(&["bob", "carol"])),
+            (40, "b40", "to all again", None),
+            (50, "t50", "newest, carol only", to(&["carol"])),
+        ]
+    );
+    assert_eq!(log[1].patched_at, Some(25));
+    assert!(history(&store, "s:to:bob").await.is_empty() && history(&store, "s:to:carol").await.is_empty());
+    assert_eq!(history(&store, "s:to:alice").await.len(), 1, "a copy whose position is taken stays");
+    assert_eq!(pg.psql("confab", "SELECT count(*) FROM heads WHERE cid LIKE 's:to:%'").trim(), "1");
+    // The conversation's position is the newest; its last message the broadcast.
+    let record = store.conversation(APP, "s").await.unwrap().unwrap();
+    assert_eq!(record.last_message.map(|m| (m.ts, m.id)), Some((40, "b40".to_owned())));
+    assert_eq!(store.member_cursors(APP, "bob").await.unwrap()[0].last_ts, 50);
+    let alice = MessageRange { visible_to: Some("alice".into()), limit: 10, ..Default::default() };
+    assert_eq!(store.messages(APP, "s", alice).await.unwrap().len(), 2);
+    let unread = store.unread(APP, "carol", 10).await.unwrap();
+    assert_eq!((unread[0].unread, unread[0].last.as_ref().map(|m| m.ts)), (4, Some(50)));
+    // The next message goes after everything, with the next sequence number.
+    let at = store.append_message(msg("s", "b41", 41, "after")).await.unwrap();
+    assert_eq!((at.ts, at.prev_ts), (51, 50));
+    let seqs = pg.psql("confab", "SELECT count(DISTINCT seq), count(*) FROM messages WHERE cid = 's'");
+    assert_eq!(seqs.trim(), "5|5");
 }
 
 /// The server goes away under a running store: writes fail as unavailable (nothing

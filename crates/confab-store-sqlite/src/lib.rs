@@ -61,15 +61,42 @@ const MEMBER_READS: &str = "SELECT m.cid, m.read_ts,
         (SELECT c.last_ts FROM conversations c WHERE c.app = m.app AND c.id = m.cid AND c.kind <> 2)
     FROM members m WHERE m.app = ?1 AND m.client = ?2";
 
-/// One conversation's newest message, how many messages after `?3` are from others than
-/// `?4`, and whether one of them mentions `?4`.
-const UNREAD_IN_CONVERSATION: &str = "SELECT c.last_ts, c.last_mid, c.last_from, c.last_data,
+/// Whether the message `g` is for the client `?4`: every member, or one it names.
+macro_rules! for_client {
+    () => {
+        "(g.recipients IS NULL OR EXISTS (SELECT 1 FROM json_each(g.recipients) r WHERE r.value = ?4))"
+    };
+}
+
+/// One conversation's last message, how many messages for `?4` after `?3` are from
+/// others than `?4`, whether one of them mentions `?4`, and whether targeted messages
+/// came after the last message (then [`NEWEST_FOR_CLIENT`] finds `?4`'s newest).
+const UNREAD_IN_CONVERSATION: &str = concat!(
+    "SELECT COALESCE(c.shown_ts, c.last_ts), c.last_mid, c.last_from, c.last_data,
         (SELECT COUNT(*) FROM messages g
-          WHERE g.app = c.app AND g.cid = c.id AND g.ts > ?3 AND g.sender <> ?4),
+          WHERE g.app = c.app AND g.cid = c.id AND g.ts > ?3 AND g.sender <> ?4 AND ",
+    for_client!(),
+    "),
         EXISTS (SELECT 1 FROM messages g
-          WHERE g.app = c.app AND g.cid = c.id AND g.ts > ?3 AND g.sender <> ?4
-            AND (g.mention_all OR EXISTS (SELECT 1 FROM json_each(g.mention_pids) j WHERE j.value = ?4)))
-    FROM conversations c WHERE c.app = ?1 AND c.id = ?2";
+          WHERE g.app = c.app AND g.cid = c.id AND g.ts > ?3 AND g.sender <> ?4 AND ",
+    for_client!(),
+    "
+            AND (g.mention_all OR EXISTS (SELECT 1 FROM json_each(g.mention_pids) j WHERE j.value = ?4))),
+        c.shown_ts IS NOT NULL
+    FROM conversations c WHERE c.app = ?1 AND c.id = ?2"
+);
+
+/// The newest targeted message for `?4` after position `?3` (the last message's).
+const NEWEST_FOR_CLIENT: &str = concat!(
+    "SELECT id, ts, sender, body FROM messages g
+      WHERE g.app = ?1 AND g.cid = ?2 AND g.ts > ?3 AND g.recipients IS NOT NULL AND ",
+    for_client!(),
+    " ORDER BY g.ts DESC LIMIT 1"
+);
+
+/// The columns [`message_row`] reads, in its order.
+const MESSAGE_COLUMNS: &str =
+    "id, ts, sender, body, receipt, patched_at, binary, mention_all, mention_pids, recipients";
 
 /// The conversations a client is a member of.
 const CLIENT_CONVERSATIONS: &str = "SELECT cid FROM members WHERE app = ?1 AND client = ?2";
@@ -77,9 +104,11 @@ const CLIENT_CONVERSATIONS: &str = "SELECT cid FROM members WHERE app = ?1 AND c
 /// A conversation's messages edited or recalled after `?3`, in no particular order: with
 /// `ORDER BY patched_at` (or a join with `members`) SQLite prepared the statement again on
 /// every call, as with [`MEMBER_READS`]. Edits are rare; the caller sorts and limits.
-const PATCHED_IN_CONVERSATION: &str = "SELECT id, ts, sender, body, receipt, patched_at, binary, mention_all,
-        mention_pids
-    FROM messages WHERE app = ?1 AND cid = ?2 AND patched_at > ?3";
+const PATCHED_IN_CONVERSATION: &str = concat!(
+    "SELECT id, ts, sender, body, receipt, patched_at, binary, mention_all, mention_pids, recipients
+    FROM messages g WHERE app = ?1 AND cid = ?2 AND patched_at > ?3 AND ",
+    for_client!()
+);
 
 /// How long delivery cursors collect acks before they ride along with the next
 /// transaction. Short, so a crash redelivers little; long enough that a member's acks in
@@ -224,6 +253,12 @@ enum WriteOp {
         app: String,
         cid: String,
         ts: i64,
+    },
+    RemoveRecipient {
+        app: String,
+        cid: String,
+        ts: i64,
+        client: String,
     },
 }
 
@@ -498,8 +533,8 @@ fn commit_batch(
 ) -> Result<Vec<Option<Appended>>, rusqlite::Error> {
     let tx = conn.transaction()?;
     let mut results = Vec::with_capacity(ops.len());
-    // Each conversation's newest message of the batch so far, with its position.
-    let mut newest: HashMap<(&str, &str), (&StoredMessage, i64)> = HashMap::new();
+    // Each conversation's appends of the batch so far.
+    let mut newest: HashMap<(&str, &str), Head<'_>> = HashMap::new();
     for op in ops {
         match op {
             WriteOp::Append(m, notify, dedupe) => {
@@ -508,32 +543,57 @@ fn commit_batch(
                     continue;
                 }
                 let prev_ts = match newest.get(&(m.app.as_str(), m.cid.as_str())) {
-                    Some((_, ts)) => *ts,
+                    Some(head) => head.ts,
                     None => newest_position(&tx, m)?,
                 };
                 let ts = m.ts.max(prev_ts + 1);
                 insert_message(&tx, m, ts, dedupe.as_deref())?;
                 insert_message_calls(&tx, notify, m.ts, ts)?;
-                newest.insert((&m.app, &m.cid), (m, ts));
+                let head = newest.entry((&m.app, &m.cid)).or_insert(Head { ts, last: None });
+                head.ts = ts;
+                if m.recipients.is_none() {
+                    head.last = Some((m, ts));
+                }
                 results.push(Some(Appended::new(ts, prev_ts)));
             }
             _ => {
                 // Later writes (an edit of the newest message) must see the columns
                 // as they would be after the appends before them.
-                for (m, ts) in newest.drain().map(|(_, v)| v) {
-                    set_last_message(&tx, m, ts)?;
+                for ((app, cid), head) in newest.drain() {
+                    head.write(&tx, app, cid)?;
                 }
                 apply(&tx, op)?;
                 results.push(None);
             }
         }
     }
-    for (m, ts) in newest.into_values() {
-        set_last_message(&tx, m, ts)?;
+    for ((app, cid), head) in newest {
+        head.write(&tx, app, cid)?;
     }
     save_cursors(&tx, cursors)?;
     tx.commit()?;
     Ok(results)
+}
+
+/// A conversation's appends in a batch: its newest position, and its newest message for
+/// every member with that one's position.
+struct Head<'a> {
+    ts: i64,
+    last: Option<(&'a StoredMessage, i64)>,
+}
+
+impl Head<'_> {
+    /// Writes the conversation's last-message columns once for the batch.
+    fn write(&self, c: &Connection, app: &str, cid: &str) -> Result<(), rusqlite::Error> {
+        if let Some((m, ts)) = self.last {
+            set_last_message(c, m, ts)?;
+        }
+        // Targeted messages after it move only the position.
+        if self.last.is_none_or(|(_, ts)| ts < self.ts) {
+            set_newest_position(c, app, cid, self.ts)?;
+        }
+        Ok(())
+    }
 }
 
 /// The position of the newest message of `m`'s conversation (0 without messages),
@@ -629,9 +689,11 @@ fn insert_message(
     dedupe: Option<&str>,
 ) -> Result<(), rusqlite::Error> {
     let pids = (!m.mentions.pids.is_empty()).then(|| Value::from(m.mentions.pids.clone()).to_string());
+    let recipients = m.recipients.as_ref().map(|to| Value::from(to.clone()).to_string());
     c.prepare_cached(
-        "INSERT INTO messages (app, cid, ts, id, sender, body, receipt, binary, mention_all, mention_pids, dedupe)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO messages
+            (app, cid, ts, id, sender, body, receipt, binary, mention_all, mention_pids, dedupe, recipients)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         m.app,
@@ -644,17 +706,30 @@ fn insert_message(
         m.binary,
         m.mentions.all,
         pids,
-        dedupe
+        dedupe,
+        recipients
     ])?;
     Ok(())
 }
 
+/// `m` at `ts` becomes the conversation's last message (and newest position).
 fn set_last_message(c: &Connection, m: &StoredMessage, ts: i64) -> Result<(), rusqlite::Error> {
     c.prepare_cached(
-        "UPDATE conversations SET last_ts = ?3, last_mid = ?4, last_from = ?5, last_data = ?6
+        "UPDATE conversations SET last_ts = ?3, shown_ts = NULL, last_mid = ?4, last_from = ?5, last_data = ?6
          WHERE app = ?1 AND id = ?2 AND last_ts < ?3",
     )?
     .execute(params![m.app, m.cid, ts, m.id, m.from, m.data])?;
+    Ok(())
+}
+
+/// A targeted message at `ts`: the conversation's newest position moves, its last
+/// message stays (`shown_ts` keeps where it is).
+fn set_newest_position(c: &Connection, app: &str, cid: &str, ts: i64) -> Result<(), rusqlite::Error> {
+    c.prepare_cached(
+        "UPDATE conversations SET shown_ts = COALESCE(shown_ts, last_ts), last_ts = ?3
+         WHERE app = ?1 AND id = ?2 AND last_ts < ?3",
+    )?
+    .execute(params![app, cid, ts])?;
     Ok(())
 }
 
@@ -733,7 +808,10 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
             let ts = m.ts.max(prev_ts + 1);
             insert_message(c, m, ts, dedupe.as_deref())?;
             insert_message_calls(c, notify, m.ts, ts)?;
-            set_last_message(c, m, ts)?;
+            match m.recipients {
+                None => set_last_message(c, m, ts)?,
+                Some(_) => set_newest_position(c, &m.app, &m.cid, ts)?,
+            }
             return Ok(Some(Appended::new(ts, prev_ts)));
         }
         WriteOp::OutboxPut(notify) => insert_calls(c, notify)?,
@@ -809,7 +887,8 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
                 return Err(rusqlite::Error::QueryReturnedNoRows);
             }
             c.prepare_cached(
-                "UPDATE conversations SET last_data = ?4 WHERE app = ?1 AND id = ?2 AND last_ts = ?3",
+                "UPDATE conversations SET last_data = ?4
+                 WHERE app = ?1 AND id = ?2 AND COALESCE(shown_ts, last_ts) = ?3",
             )?
             .execute(params![app, cid, ts, data])?;
         }
@@ -841,12 +920,33 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
             c.prepare_cached("DELETE FROM messages WHERE app = ?1 AND cid = ?2 AND ts = ?3")?
                 .execute(params![app, cid, ts])?;
         }
+        WriteOp::RemoveRecipient { app, cid, ts, client } => {
+            c.prepare_cached(
+                "UPDATE messages
+                    SET recipients = (SELECT json_group_array(r.value) FROM json_each(recipients) r
+                                       WHERE r.value <> ?4)
+                  WHERE app = ?1 AND cid = ?2 AND ts = ?3 AND recipients IS NOT NULL",
+            )?
+            .execute(params![app, cid, ts, client])?;
+            c.prepare_cached(
+                "DELETE FROM messages WHERE app = ?1 AND cid = ?2 AND ts = ?3 AND json_array_length(recipients) = 0",
+            )?
+            .execute(params![app, cid, ts])?;
+        }
         WriteOp::Flush | WriteOp::Wake => {}
     }
     Ok(None)
 }
 
 fn message_row(app: &str, cid: &str, r: &rusqlite::Row<'_>) -> Result<StoredMessage, rusqlite::Error> {
+    // A list that does not parse is an error, not "every member": read as that, a
+    // targeted message would reach everyone.
+    let recipients = match r.get::<_, Option<String>>(9)? {
+        None => None,
+        Some(text) => Some(serde_json::from_str::<Vec<String>>(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+        })?),
+    };
     Ok(StoredMessage {
         app: app.to_owned(),
         cid: cid.to_owned(),
@@ -864,10 +964,13 @@ fn message_row(app: &str, cid: &str, r: &rusqlite::Row<'_>) -> Result<StoredMess
                 .and_then(|p| serde_json::from_str(&p).ok())
                 .unwrap_or_default(),
         },
+        recipients,
     })
 }
 
-const CONV_COLUMNS: &str = "id, kind, creator, unique_key, attrs, created_at, updated_at, last_ts, last_mid, last_from, last_data, expires_at";
+/// Column 7 is the last message's position: `shown_ts` when a targeted message came
+/// after it, else `last_ts`.
+const CONV_COLUMNS: &str = "id, kind, creator, unique_key, attrs, created_at, updated_at, COALESCE(shown_ts, last_ts), last_mid, last_from, last_data, expires_at";
 
 fn row_to_record(app: &str, row: &rusqlite::Row<'_>) -> Result<ConversationRecord, rusqlite::Error> {
     let attrs: String = row.get(4)?;
@@ -1144,10 +1247,7 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Vec<StoredMessage>> {
         let (app, cid) = (app.to_owned(), cid.to_owned());
         self.read(move |c| {
-            let mut sql = String::from(
-                "SELECT id, ts, sender, body, receipt, patched_at, binary, mention_all, mention_pids
-                 FROM messages WHERE app = ?1 AND cid = ?2",
-            );
+            let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages g WHERE app = ?1 AND cid = ?2");
             let mut args: Vec<rusqlite::types::Value> = vec![app.clone().into(), cid.clone().into()];
             if let Some((ts, inclusive)) = range.after {
                 args.push(ts.into());
@@ -1163,6 +1263,13 @@ impl Store for SqliteStore {
                     // Numbers only: json_extract reads a JSON `true` as 1.
                     " AND json_valid(body) AND json_type(body, '$._lctype') IN ('integer', 'real')
                       AND json_extract(body, '$._lctype') = ?{}",
+                    args.len()
+                ));
+            }
+            if let Some(client) = range.visible_to {
+                args.push(client.into());
+                sql.push_str(&format!(
+                    " AND (g.recipients IS NULL OR EXISTS (SELECT 1 FROM json_each(g.recipients) r WHERE r.value = ?{}))",
                     args.len()
                 ));
             }
@@ -1209,10 +1316,9 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Option<StoredMessage>> {
         let (app, cid, id) = (app.to_owned(), cid.to_owned(), id.to_owned());
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT id, ts, sender, body, receipt, patched_at, binary, mention_all, mention_pids
-                 FROM messages WHERE app = ?1 AND cid = ?2 AND id = ?3",
-            )?
+            c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE app = ?1 AND cid = ?2 AND id = ?3"
+            ))?
             .query_row(params![app, cid, id], |r| message_row(&app, &cid, r))
             .optional()
         })
@@ -1327,7 +1433,9 @@ impl Store for SqliteStore {
             let mut patched = c.prepare_cached(PATCHED_IN_CONVERSATION)?;
             let mut changes = Vec::new();
             for cid in &cids {
-                for row in patched.query_map(params![app, cid, since], |r| message_row(&app, cid, r))? {
+                for row in
+                    patched.query_map(params![app, cid, since, client], |r| message_row(&app, cid, r))?
+                {
                     changes.push(row?);
                 }
             }
@@ -1381,6 +1489,16 @@ impl Store for SqliteStore {
         self.write(WriteOp::DeleteMessage { app: app.into(), cid: cid.into(), ts })
     }
 
+    fn remove_recipient<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        client: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        self.write(WriteOp::RemoveRecipient { app: app.into(), cid: cid.into(), ts, client: client.into() })
+    }
+
     fn app_messages<'a>(
         &'a self,
         app: &'a str,
@@ -1392,7 +1510,7 @@ impl Store for SqliteStore {
             // Only the logs of conversations: side logs have no conversation row.
             let mut sql = String::from(
                 "SELECT m.id, m.ts, m.sender, m.body, m.receipt, m.patched_at, m.binary, m.mention_all,
-                        m.mention_pids, m.cid
+                        m.mention_pids, m.recipients, m.cid
                  FROM messages m JOIN conversations c ON c.app = m.app AND c.id = m.cid
                  WHERE m.app = ?1",
             );
@@ -1418,7 +1536,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&sql)?;
             let mut rows = stmt
                 .query_map(rusqlite::params_from_iter(args), |r| {
-                    let cid: String = r.get(9)?;
+                    let cid: String = r.get(10)?;
                     message_row(&app, &cid, r)
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -1462,6 +1580,7 @@ impl Store for SqliteStore {
             // Newest conversation first; those with unread messages, at most `max`.
             candidates.sort_by_key(|c| std::cmp::Reverse(c.2));
             let mut counts = c.prepare_cached(UNREAD_IN_CONVERSATION)?;
+            let mut newest_for_client = c.prepare_cached(NEWEST_FOR_CLIENT)?;
             let mut unread = Vec::new();
             for (cid, read_ts, _) in candidates {
                 if unread.len() >= max {
@@ -1470,24 +1589,41 @@ impl Store for SqliteStore {
                 let count = counts
                     .query_row(params![app, cid, read_ts, client], |r| {
                         let last_mid: Option<String> = r.get(1)?;
-                        Ok(UnreadCount {
+                        let shown_ts: i64 = r.get(0)?;
+                        let count = UnreadCount {
                             cid: cid.clone(),
                             unread: r.get(4)?,
                             mentioned: r.get(5)?,
                             last: last_mid
+                                .filter(|_| shown_ts > 0)
                                 .map(|id| -> Result<LastMessage, rusqlite::Error> {
                                     Ok(LastMessage {
                                         id,
-                                        ts: r.get(0)?,
+                                        ts: shown_ts,
                                         from: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
                                         data: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
                                     })
                                 })
                                 .transpose()?,
-                        })
+                        };
+                        Ok((count, r.get::<_, bool>(6)?.then_some(shown_ts)))
                     })
                     .optional()?;
-                unread.extend(count.filter(|u| u.unread > 0));
+                let Some((mut count, targeted_after)) = count.filter(|(u, _)| u.unread > 0) else {
+                    continue;
+                };
+                // A targeted message for the client after the last message is its last.
+                if let Some(shown_ts) = targeted_after {
+                    let newer = newest_for_client
+                        .query_row(params![app, cid, shown_ts, client], |r| {
+                            Ok(LastMessage { id: r.get(0)?, ts: r.get(1)?, from: r.get(2)?, data: r.get(3)? })
+                        })
+                        .optional()?;
+                    if newer.is_some() {
+                        count.last = newer;
+                    }
+                }
+                unread.push(count);
             }
             Ok(unread)
         })

@@ -94,6 +94,44 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, cid, kind, client)
      ) WITHOUT ROWID;
      CREATE INDEX marks_by_client ON marks (app, client, kind, cid);",
+    // 12: targeted messages of service conversations: the recipients a message names
+    // (a JSON array; NULL: every member), and the position of the conversation's last
+    // message when a targeted message came after it (NULL: `last_ts`). Targeted
+    // messages stored by earlier builds, one copy per recipient in a log
+    // `<cid>:to:<client>`, become one message of the conversation's log naming them all,
+    // at the first copy's position and with the copy edited last; one whose position
+    // the log already holds stays where it was.
+    "ALTER TABLE messages ADD COLUMN recipients TEXT;
+     ALTER TABLE conversations ADD COLUMN shown_ts INTEGER;
+     CREATE TEMP TABLE targeted AS
+        SELECT m.app, c.id AS conv, substr(m.cid, length(c.id) + 5) AS client, m.ts, m.id, m.sender, m.body,
+               m.receipt, m.patched_at, m.binary, m.mention_all, m.mention_pids
+          FROM conversations c JOIN messages m
+            ON m.app = c.app AND m.cid >= c.id || ':to:' AND m.cid < c.id || ':to;'
+         WHERE c.kind = 3;
+     CREATE INDEX temp.targeted_by_id ON targeted (app, conv, id);
+     INSERT OR IGNORE INTO messages
+        (app, cid, ts, id, sender, body, receipt, patched_at, binary, mention_all, mention_pids, recipients)
+     SELECT t.app, t.conv,
+            (SELECT MIN(u.ts) FROM targeted u WHERE u.app = t.app AND u.conv = t.conv AND u.id = t.id),
+            t.id, t.sender, t.body, t.receipt, t.patched_at, t.binary, t.mention_all, t.mention_pids,
+            (SELECT json_group_array(v.client) FROM (
+                SELECT DISTINCT u.client FROM targeted u
+                 WHERE u.app = t.app AND u.conv = t.conv AND u.id = t.id ORDER BY u.client) v)
+       FROM targeted t
+      WHERE t.rowid = (SELECT u.rowid FROM targeted u WHERE u.app = t.app AND u.conv = t.conv AND u.id = t.id
+                        ORDER BY COALESCE(u.patched_at, 0) DESC, u.client LIMIT 1);
+     DELETE FROM messages
+      WHERE (app, cid, ts) IN (
+            SELECT t.app, t.conv || ':to:' || t.client, t.ts FROM targeted t
+             WHERE EXISTS (SELECT 1 FROM messages g WHERE g.app = t.app AND g.cid = t.conv AND g.id = t.id
+                              AND g.recipients IS NOT NULL));
+     UPDATE conversations
+        SET shown_ts = last_ts,
+            last_ts = (SELECT MAX(g.ts) FROM messages g WHERE g.app = conversations.app AND g.cid = conversations.id)
+      WHERE kind = 3
+        AND (SELECT MAX(g.ts) FROM messages g WHERE g.app = conversations.app AND g.cid = conversations.id) > last_ts;
+     DROP TABLE temp.targeted;",
 ];
 
 /// Brings the database to the newest schema.

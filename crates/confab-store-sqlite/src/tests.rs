@@ -37,6 +37,7 @@ fn message(cid: &str, ts: i64) -> StoredMessage {
             all: false,
             pids: if ts == 2 { vec!["bob".into()] } else { Vec::new() },
         },
+        recipients: None,
     }
 }
 
@@ -371,4 +372,67 @@ async fn hook_calls_share_their_write_in_a_batch_and_survive_reopen() {
     let got: Vec<_> =
         due.iter().map(|e| (e.call.key.as_str(), e.call.params.as_str(), e.attempts, e.due_at)).collect();
     assert_eq!(got, [("m1-again", "{\"timestamp\":3}", 0, 1), ("m2", "{}", 2, 50)]);
+}
+
+/// Targeted messages stored by a build before migration 12, one copy per recipient in
+/// `<cid>:to:<client>`, become one message of the conversation's log naming every
+/// recipient, at the first copy's position with the copy edited last; the recipients
+/// see them and nobody else does. A copy whose position the log holds stays behind.
+#[tokio::test]
+async fn targeted_messages_of_earlier_builds_join_their_conversation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
+        let mut svc = record("a", "s", &["alice", "bob", "carol"], None);
+        svc.kind = ConvKind::System;
+        store.create_conversation(svc).await.expect("create");
+        for (ts, id) in [(10, "b10"), (40, "b40")] {
+            let m = StoredMessage { id: id.into(), from: "sys".into(), data: id.into(), ..message("s", ts) };
+            store.append_message(m).await.expect("append");
+        }
+        store.flush().await.expect("flush");
+    }
+    // What the earlier build left: its schema, and copies in side logs.
+    let conn = Connection::open(dir.path().join("confab.db")).expect("open db");
+    conn.execute_batch(
+        "ALTER TABLE messages DROP COLUMN recipients; ALTER TABLE conversations DROP COLUMN shown_ts;
+         PRAGMA user_version = 11;
+         INSERT INTO messages (app, cid, ts, id, sender, body, patched_at) VALUES
+            ('a', 's:to:bob', 20, 't20', 'sys', 'hi', NULL),
+            ('a', 's:to:carol', 20, 't20', 'sys', 'hi edited', 25),
+            ('a', 's:to:carol', 50, 't50', 'sys', 'newest, carol only', NULL),
+            ('a', 's:to:alice', 10, 't10', 'sys', 'position taken', NULL);",
+    )
+    .expect("downgrade");
+    drop(conn);
+    let store = SqliteStore::open(dir.path(), Durability::Full).expect("reopen");
+    let all = MessageRange { limit: 10, ..MessageRange::default() };
+    let log = store.messages("a", "s", all.clone()).await.expect("read");
+    let rows: Vec<(i64, &str, &str, Option<Vec<String>>)> =
+        log.iter().map(|m| (m.ts, m.id.as_str(), m.data.as_str(), m.recipients.clone())).collect();
+    let to = |c: &[&str]| Some(c.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        rows,
+        [
+            (10, "b10", "b10", None),
+            (20, "t20", "hi edited", to(&["bob", "carol"])),
+            (40, "b40", "b40", None),
+            (50, "t50", "newest, carol only", to(&["carol"])),
+        ]
+    );
+    assert_eq!(log[1].patched_at, Some(25));
+    let side = |client: &'static str| {
+        let (store, all) = (store.clone(), all.clone());
+        async move { store.messages("a", &format!("s:to:{client}"), all).await.expect("side log").len() }
+    };
+    assert_eq!((side("bob").await, side("carol").await, side("alice").await), (0, 0, 1));
+    let record = store.conversation("a", "s").await.expect("read").expect("exists");
+    assert_eq!(record.last_message.map(|m| (m.ts, m.id)), Some((40, "b40".to_owned())));
+    assert_eq!(store.member_cursors("a", "bob").await.expect("cursors")[0].last_ts, 50);
+    let alice = MessageRange { visible_to: Some("alice".into()), ..all };
+    assert_eq!(store.messages("a", "s", alice).await.expect("read").len(), 2);
+    let unread = store.unread("a", "carol", 10).await.expect("unread");
+    assert_eq!((unread[0].unread, unread[0].last.as_ref().map(|m| m.ts)), (4, Some(50)));
+    let at = store.append_message(message("s", 41)).await.expect("append");
+    assert_eq!((at.ts, at.prev_ts), (51, 50));
 }

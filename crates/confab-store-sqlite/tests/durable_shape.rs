@@ -74,6 +74,7 @@ async fn durable_one_to_one_shape() {
                     patched_at: None,
                     binary: false,
                     mentions: confab_types::Mentions::default(),
+                    recipients: None,
                 };
                 store.append_message(message).await.unwrap();
                 store.save_cursor("a", &sender, &cid, ts);

@@ -92,6 +92,11 @@ macro_rules! __store_rules {
             marks_are_set_replaced_and_removed,
             marks_are_apart_from_membership,
             client_marks_page_in_id_order,
+            targeted_messages_keep_their_recipients,
+            targeted_messages_show_only_to_their_recipients,
+            targeted_messages_count_as_unread_for_their_recipients_only,
+            edits_of_targeted_messages_reach_their_recipients_only,
+            recipients_are_removed_one_at_a_time,
         );
     };
 }
@@ -154,6 +159,7 @@ fn msg(cid: &str, ts: i64, from: &str, data: &str) -> StoredMessage {
         patched_at: None,
         binary: false,
         mentions: Mentions::default(),
+        recipients: None,
     }
 }
 
@@ -188,7 +194,7 @@ fn range(
     newest_first: bool,
     limit: usize,
 ) -> MessageRange {
-    MessageRange { after, before, newest_first, limit, lctype: None }
+    MessageRange { after, before, newest_first, limit, lctype: None, visible_to: None }
 }
 
 fn pos(client: &str, acked_upto: i64, read_upto: i64) -> MemberPosition {
@@ -1281,4 +1287,173 @@ pub async fn client_marks_page_in_id_order(store: &dyn Store) {
         store.client_marks(APP, "zoe", MarkKind::Silenced, None, 10).await.expect("silences"),
         owned(&["c4"])
     );
+}
+
+/// A message of [`APP`] for `to` only (a service conversation's targeted message).
+fn targeted(cid: &str, ts: i64, from: &str, to: &[&str]) -> StoredMessage {
+    StoredMessage { recipients: Some(owned(to)), ..msg(cid, ts, from, &format!("to {}", to.join(","))) }
+}
+
+/// The ids a read returns.
+fn ids_of(messages: Vec<StoredMessage>) -> Vec<String> {
+    messages.into_iter().map(|m| m.id).collect()
+}
+
+/// A targeted message is read back with its recipients (by range, by id, across the
+/// app); it takes a position in the conversation's order (the newest position, where a
+/// new member's cursor starts and the next message goes after) but does not become the
+/// conversation's last message, even when appended in one batch with others.
+pub async fn targeted_messages_keep_their_recipients(store: &dyn Store) {
+    let mut svc = conv("s", &["alice", "bob", "carol"], 1);
+    svc.kind = ConvKind::System;
+    create(store, svc).await;
+    // Queued together: a store that commits a batch at once sees them in one.
+    let queued = [
+        store.append_message(msg("s", 10, "sys", "all")),
+        store.append_message(targeted("s", 20, "sys", &["bob", "carol"])),
+        store.append_message(targeted("s", 30, "sys", &["carol"])),
+    ];
+    for at in queued {
+        at.await.expect("append");
+    }
+    let all = store.messages(APP, "s", range(None, None, false, 10)).await.expect("read");
+    let recipients: Vec<Option<Vec<String>>> = all.iter().map(|m| m.recipients.clone()).collect();
+    assert_eq!(recipients, [None, Some(owned(&["bob", "carol"])), Some(owned(&["carol"]))]);
+    let by_id = store.message(APP, "s", "ms-20").await.expect("by id").expect("stored");
+    assert_eq!((by_id.ts, by_id.recipients), (20, Some(owned(&["bob", "carol"]))));
+    let app = store.app_messages(APP, None, range(None, None, false, 10)).await.expect("app");
+    assert_eq!(app.iter().map(|m| m.recipients.is_some()).collect::<Vec<_>>(), [false, true, true]);
+    // The last message every member sees is the broadcast; the position is the newest.
+    let last = LastMessage { id: "ms-10".into(), ts: 10, from: "sys".into(), data: "all".into() };
+    assert_eq!(read(store, "s").await.last_message, Some(last.clone()));
+    assert_eq!(cursors(store, "alice").await, [MemberCursor { cid: "s".into(), cursor: 0, last_ts: 30 }]);
+    store.add_members(APP, "s", owned(&["dave"]), 40).await.expect("add");
+    assert_eq!(cursors(store, "dave").await, [MemberCursor { cid: "s".into(), cursor: 30, last_ts: 30 }]);
+    let at = store.append_message(msg("s", 25, "sys", "late clock")).await.expect("append");
+    assert_eq!((at.ts, at.prev_ts), (31, 30));
+    assert_eq!(read(store, "s").await.last_message.map(|m| m.ts), Some(31));
+    // A targeted message after it leaves it the last; an edit of that one shows.
+    append(store, targeted("s", 40, "sys", &["bob"])).await;
+    store.patch_message(APP, "s", 40, "edited for bob".into(), 41).await.expect("patch targeted");
+    store.patch_message(APP, "s", 31, "edited".into(), 42).await.expect("patch last");
+    let last = read(store, "s").await.last_message.expect("a last message");
+    assert_eq!((last.ts, last.data.as_str()), (31, "edited"));
+}
+
+/// A read for one client (`visible_to`) leaves out targeted messages for others, before
+/// the limit, in both directions; without it every message is read.
+pub async fn targeted_messages_show_only_to_their_recipients(store: &dyn Store) {
+    let mut svc = conv("s", &["alice", "bob", "carol"], 1);
+    svc.kind = ConvKind::System;
+    create(store, svc).await;
+    append(store, msg("s", 1, "sys", "one")).await;
+    append(store, targeted("s", 2, "sys", &["bob", "carol"])).await;
+    append(store, targeted("s", 3, "sys", &["carol"])).await;
+    append(store, msg("s", 4, "sys", "four")).await;
+    append(store, targeted("s", 5, "sys", &["carol"])).await;
+    let for_client = |client: &str, newest_first: bool, limit: usize| MessageRange {
+        visible_to: Some(client.to_owned()),
+        ..range(None, None, newest_first, limit)
+    };
+    assert_eq!(page(store, "s", for_client("alice", false, 10)).await, [1, 4]);
+    assert_eq!(page(store, "s", for_client("bob", false, 10)).await, [1, 2, 4]);
+    assert_eq!(page(store, "s", for_client("carol", false, 10)).await, [1, 2, 3, 4, 5]);
+    assert_eq!(page(store, "s", for_client("nobody", false, 10)).await, [1, 4]);
+    // The filter comes before the limit.
+    assert_eq!(page(store, "s", for_client("alice", true, 1)).await, [4]);
+    assert_eq!(page(store, "s", for_client("alice", false, 2)).await, [1, 4]);
+    assert_eq!(page(store, "s", for_client("bob", true, 2)).await, [2, 4]);
+    let after_one = MessageRange { after: Some((1, false)), ..for_client("bob", false, 1) };
+    assert_eq!(page(store, "s", after_one).await, [2]);
+    // With the lctype filter too.
+    let typed = MessageRange { lctype: Some(7), ..for_client("alice", false, 10) };
+    assert!(page(store, "s", typed).await.is_empty());
+    assert_eq!(page(store, "s", range(None, None, false, 10)).await, [1, 2, 3, 4, 5]);
+    let ids = ids_of(store.messages(APP, "s", for_client("bob", false, 10)).await.expect("read"));
+    assert_eq!(ids, ["ms-1", "ms-2", "ms-4"]);
+}
+
+/// Unread counts leave out targeted messages for others (and their mentions); a
+/// recipient's `last` is its newest targeted message when one came after the
+/// conversation's last message. A conversation whose only unread messages are for
+/// others is not listed.
+pub async fn targeted_messages_count_as_unread_for_their_recipients_only(store: &dyn Store) {
+    let mut svc = conv("s", &["alice", "bob", "carol"], 1);
+    svc.kind = ConvKind::System;
+    create(store, svc).await;
+    create(store, conv("quiet", &["alice", "carol"], 1)).await;
+    append(store, msg("s", 1, "sys", "one")).await;
+    let mut to_carol = targeted("s", 2, "sys", &["carol"]);
+    to_carol.mentions = Mentions { all: true, pids: Vec::new() };
+    append(store, to_carol).await;
+    append(store, targeted("s", 3, "sys", &["bob", "carol"])).await;
+    let one = LastMessage { id: "ms-1".into(), ts: 1, from: "sys".into(), data: "one".into() };
+    let three = LastMessage { id: "ms-3".into(), ts: 3, from: "sys".into(), data: "to bob,carol".into() };
+    let unread = |client: &'static str| async move { store.unread(APP, client, 10).await.expect("unread") };
+    assert_eq!(
+        unread("alice").await,
+        [UnreadCount { cid: "s".into(), unread: 1, last: Some(one.clone()), mentioned: false }]
+    );
+    assert_eq!(
+        unread("bob").await,
+        [UnreadCount { cid: "s".into(), unread: 2, last: Some(three.clone()), mentioned: false }]
+    );
+    assert_eq!(
+        unread("carol").await,
+        [UnreadCount { cid: "s".into(), unread: 3, last: Some(three.clone()), mentioned: true }]
+    );
+    // alice read the broadcast: what comes after is not hers.
+    store.save_read(APP, "alice", "s", 1).await.expect("read");
+    assert_eq!(unread("alice").await, []);
+    // Only targeted messages: no last message for everyone, the recipient's own.
+    append(store, targeted("quiet", 5, "sys", &["carol"])).await;
+    assert_eq!(read(store, "quiet").await.last_message, None);
+    let five = LastMessage { id: "mquiet-5".into(), ts: 5, from: "sys".into(), data: "to carol".into() };
+    let carol = unread("carol").await;
+    assert_eq!(carol.iter().find(|u| u.cid == "quiet").and_then(|u| u.last.clone()), Some(five));
+    assert!(unread("alice").await.is_empty());
+}
+
+/// The edits a client catches up on at login (`patched_since`) leave out targeted
+/// messages for others.
+pub async fn edits_of_targeted_messages_reach_their_recipients_only(store: &dyn Store) {
+    let mut svc = conv("s", &["alice", "bob"], 1);
+    svc.kind = ConvKind::System;
+    create(store, svc).await;
+    append(store, msg("s", 1, "sys", "one")).await;
+    append(store, targeted("s", 2, "sys", &["bob"])).await;
+    store.patch_message(APP, "s", 1, "one edited".into(), 10).await.expect("patch");
+    store.patch_message(APP, "s", 2, "two edited".into(), 11).await.expect("patch");
+    let edits = |client: &'static str| async move {
+        ids_of(store.patched_since(APP, client, 0, 10).await.expect("patched since"))
+    };
+    assert_eq!(edits("alice").await, ["ms-1"]);
+    assert_eq!(edits("bob").await, ["ms-1", "ms-2"]);
+    let bob = store.patched_since(APP, "bob", 0, 10).await.expect("patched since");
+    assert_eq!(bob[1].recipients, Some(owned(&["bob"])));
+}
+
+/// Taking recipients off a targeted message one by one: the others keep it, the last
+/// one's removal deletes it (its position stays taken, the last message stays). A
+/// message for every member, a client it is not for and an absent position change
+/// nothing.
+pub async fn recipients_are_removed_one_at_a_time(store: &dyn Store) {
+    let mut svc = conv("s", &["alice", "bob", "carol"], 1);
+    svc.kind = ConvKind::System;
+    create(store, svc).await;
+    append(store, msg("s", 1, "sys", "one")).await;
+    append(store, targeted("s", 2, "sys", &["bob", "carol"])).await;
+    store.remove_recipient(APP, "s", 2, "bob").await.expect("remove bob");
+    let m = store.message(APP, "s", "ms-2").await.expect("by id").expect("still stored");
+    assert_eq!(m.recipients, Some(owned(&["carol"])));
+    store.remove_recipient(APP, "s", 2, "alice").await.expect("not a recipient");
+    store.remove_recipient(APP, "s", 1, "alice").await.expect("a message for everyone");
+    store.remove_recipient(APP, "s", 9, "carol").await.expect("absent");
+    assert_eq!(page(store, "s", range(None, None, false, 10)).await, [1, 2]);
+    assert_eq!(store.message(APP, "s", "ms-1").await.expect("by id").and_then(|m| m.recipients), None);
+    store.remove_recipient(APP, "s", 2, "carol").await.expect("remove the last");
+    assert_eq!(page(store, "s", range(None, None, false, 10)).await, [1]);
+    assert_eq!(read(store, "s").await.last_message.map(|m| m.ts), Some(1));
+    let at = store.append_message(msg("s", 2, "sys", "again")).await.expect("append");
+    assert_eq!((at.ts, at.prev_ts), (3, 2));
 }

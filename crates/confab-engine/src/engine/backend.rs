@@ -12,6 +12,11 @@ use std::collections::HashSet;
 /// At most this many seconds of temporary silence (LeanCloud: 24 hours).
 pub const SILENCE_MAX_SECS: i64 = 24 * 3600;
 
+/// At most this many recipients of one targeted message (LeanCloud's `to_clients`
+/// limit): they are stored with the message and checked whenever a client reads the
+/// conversation's log.
+pub const TARGETED_RECIPIENTS_MAX: usize = 20;
+
 /// A member's role as `_ConversationMemberInfo` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRole {
@@ -420,11 +425,6 @@ impl Engine {
     }
 }
 
-/// The log of the messages sent to `client` alone in a system conversation.
-fn targeted_log(cid: &str, client: &str) -> String {
-    format!("{cid}:to:{client}")
-}
-
 /// The log of a system conversation's app-wide broadcasts (copies, for listing them).
 fn broadcast_log(cid: &str) -> String {
     format!("{cid}:broadcasts")
@@ -435,7 +435,8 @@ fn broadcast_log(cid: &str) -> String {
 pub struct TargetedMessage {
     /// The sender (any client id).
     pub from: String,
-    /// The recipients (any client ids, subscribed or not).
+    /// The recipients (any client ids, subscribed or not; 1 to
+    /// [`TARGETED_RECIPIENTS_MAX`]).
     pub to: Vec<String>,
     /// The body.
     pub msg: String,
@@ -481,10 +482,13 @@ impl Engine {
     }
 
     /// Sends a message of a system conversation to given clients only (LeanCloud's
-    /// "targeted" service messages, no membership check): stored once per recipient in
-    /// that recipient's own log of the conversation (its history and the subscriber's
-    /// REST history show it), answered after the commit, pushed to the recipients'
-    /// online sessions. Returns the message's id and timestamp.
+    /// "targeted" service messages, no membership check), through the path of every
+    /// message: stored once in the conversation's log with its recipients, in the
+    /// conversation's order, answered after the commit, pushed to the recipients'
+    /// online sessions; subscribers among them who are offline get it at their next
+    /// login. Other subscribers never see it (not live, not in their replay, history or
+    /// unread counts). A recipient who does not subscribe gets it only if online now.
+    /// Returns the message's id and timestamp.
     pub async fn admin_send_targeted(
         &self,
         app_id: &str,
@@ -492,70 +496,49 @@ impl Engine {
         m: TargetedMessage,
     ) -> Result<(String, i64), ProtocolError> {
         let app = self.backend_app(app_id)?;
-        Self::valid_member_ids(&app, std::slice::from_ref(&m.from))?;
-        Self::valid_member_ids(&app, &m.to)?;
-        let limits = &app.config.limits;
-        if m.msg.len() > limits.message_bytes {
-            return Err(crate::bounds::over_limit(
-                ErrorCode::FrameTooLong,
-                "message_bytes",
-                limits.message_bytes,
+        if m.to.is_empty() || m.to.len() > TARGETED_RECIPIENTS_MAX {
+            return Err(perr(
+                ErrorCode::UnparseableRawMsg,
+                format!("a targeted message names 1 to {TARGETED_RECIPIENTS_MAX} recipients"),
             ));
         }
+        Self::valid_member_ids(&app, std::slice::from_ref(&m.from))?;
+        Self::valid_member_ids(&app, &m.to)?;
+        let mut to = distinct(m.to);
+        to.sort_unstable();
         let conv = self.backend_conv(&app, cid, &[ConvKind::System]).await?;
-        let id = ids::message_id();
-        let ts = {
-            // Positions from the conversation's sequence: unique across its logs.
-            let mut state = conv.state();
-            let ts = self.now().max(state.last_assigned_ts + 1);
-            state.last_assigned_ts = ts;
-            ts
-        };
-        let to = distinct(m.to);
-        let mut ts = ts;
-        if !m.transient {
-            let store = &self.inner.store;
-            let commits: Vec<_> = to
-                .iter()
-                .map(|client| {
-                    store.append_message(StoredMessage {
-                        app: app.config.id.clone(),
-                        cid: targeted_log(cid, client),
-                        id: id.clone(),
-                        ts,
-                        from: m.from.clone(),
-                        data: m.msg.clone(),
-                        receipt: false,
-                        patched_at: None,
-                        binary: false,
-                        mentions: confab_types::Mentions::default(),
-                    })
-                })
-                .collect();
-            // Each log takes the proposed position unless it already holds a later one
-            // (another node wrote it): the answer and the push carry the first's.
-            let mut first = None;
-            for commit in commits {
-                let at = commit.await.map_err(store_error)?;
-                first.get_or_insert(at.ts);
-            }
-            ts = first.unwrap_or(ts);
-        }
-        let push = SharedPush::new(Push::Direct(confab_types::DirectPush {
+        let (session, mut replies) = Self::backend_session(&app, &m.from);
+        let request = confab_types::DirectRequest {
             cid: cid.to_owned(),
-            id: id.clone(),
-            timestamp: ts,
-            from: m.from,
-            msg: m.msg,
+            msg: m.msg.clone(),
             transient: m.transient,
-            ..confab_types::DirectPush::default()
-        }));
-        self.push_to_clients(&app, &to, &push);
+            ..Default::default()
+        };
+        let first = self.send_to(&app, &session, Some(1), request, Some(to.clone())).await?;
+        let (id, ts) = match super::admin::backend_reply(first, &mut replies).await? {
+            Reply::MessageAck { uid, t } => (uid, t),
+            _ => return Err(unexpected()),
+        };
+        // Recipients who do not subscribe have no place in the conversation's delivery:
+        // they get it now if online, as LeanCloud names no membership check.
+        let outsiders: HashSet<String> = to.into_iter().filter(|c| !conv.has_member(c)).collect();
+        if !outsiders.is_empty() {
+            let push = SharedPush::new(Push::Direct(confab_types::DirectPush {
+                cid: cid.to_owned(),
+                id: id.clone(),
+                timestamp: ts,
+                from: m.from,
+                msg: m.msg,
+                transient: m.transient,
+                ..confab_types::DirectPush::default()
+            }));
+            self.push_to_clients(&app, &outsiders, &push);
+        }
         Ok((id, ts))
     }
 
     /// A subscriber's messages of a system conversation within `range`, oldest first:
-    /// the conversation's broadcasts and the messages sent to it alone.
+    /// the conversation's broadcasts and the targeted messages for it.
     pub async fn admin_subscriber_history(
         &self,
         app_id: &str,
@@ -565,26 +548,12 @@ impl Engine {
     ) -> Result<Vec<StoredMessage>, ProtocolError> {
         let app = self.backend_app(app_id)?;
         self.backend_conv(&app, cid, &[ConvKind::System]).await?;
-        let store = &self.inner.store;
-        let app_id = &app.config.id;
-        let mut all = store.messages(app_id, cid, range.clone()).await.map_err(store_error)?;
-        let targeted = targeted_log(cid, client);
-        all.extend(store.messages(app_id, &targeted, range.clone()).await.map_err(store_error)?);
-        all.sort_by_key(|m| m.ts);
-        let cut = all.len().saturating_sub(range.limit);
-        if range.newest_first {
-            all.drain(..cut);
-        } else {
-            all.truncate(range.limit);
-        }
-        // Shown under the conversation's id.
-        for m in &mut all {
-            m.cid = cid.to_owned();
-        }
-        Ok(all)
+        let range = MessageRange { visible_to: Some(client.to_owned()), ..range };
+        self.inner.store.messages(&app.config.id, cid, range).await.map_err(store_error)
     }
 
-    /// Deletes a message sent to `client` alone (the server's copy).
+    /// Deletes a targeted message for `client` (the server's copy) from what `client`
+    /// got: it stops being one of the recipients, and the message goes when it has none.
     pub async fn admin_delete_targeted(
         &self,
         app_id: &str,
@@ -594,18 +563,17 @@ impl Engine {
         timestamp: Option<i64>,
     ) -> Result<(), ProtocolError> {
         let app = self.backend_app(app_id)?;
-        self.backend_conv(&app, cid, &[ConvKind::System]).await?;
-        let log = targeted_log(cid, client);
-        let store = &self.inner.store;
-        let m = store.message(&app.config.id, &log, mid).await.map_err(store_error)?;
-        let m = m
-            .filter(|m| timestamp.is_none_or(|t| t == m.ts))
-            .ok_or_else(|| perr(ErrorCode::MessageNotFound, mid))?;
-        store.delete_message(&app.config.id, &log, m.ts).await.map_err(store_error)
+        let m = self.backend_message(&app, &[ConvKind::System], cid, mid, timestamp).await?;
+        if !m.recipients.as_ref().is_some_and(|to| to.iter().any(|c| c == client)) {
+            return Err(perr(ErrorCode::MessageNotFound, mid));
+        }
+        self.inner.store.remove_recipient(&app.config.id, cid, m.ts, client).await.map_err(store_error)
     }
 
-    /// Edits or recalls a message sent to given clients alone: each recipient's copy
-    /// changes and its online sessions get the `patch` push. Returns the patch time.
+    /// Edits or recalls a targeted message that `to` names recipients of, as
+    /// [`Engine::admin_patch`] does: the message changes (it is stored once for all its
+    /// recipients) and its recipients' online sessions get the `patch` push. Returns
+    /// the patch time.
     pub async fn admin_patch_targeted(
         &self,
         app_id: &str,
@@ -615,44 +583,11 @@ impl Engine {
     ) -> Result<i64, ProtocolError> {
         let app = self.backend_app(app_id)?;
         Self::valid_member_ids(&app, to)?;
-        self.backend_conv(&app, cid, &[ConvKind::System]).await?;
-        let data = match p.data {
-            None => RECALLED_BODY.to_owned(),
-            Some(d) if d.len() <= app.config.limits.message_bytes => d,
-            Some(_) => return Err(perr(ErrorCode::FrameTooLong, "message body over the limit")),
-        };
-        let store = &self.inner.store;
-        let now = self.now();
-        let mut found = false;
-        for client in distinct(to.iter().cloned()) {
-            let log = targeted_log(cid, &client);
-            let Some(m) = store.message(&app.config.id, &log, &p.mid).await.map_err(store_error)? else {
-                continue;
-            };
-            if p.timestamp.is_some_and(|t| t != m.ts) {
-                continue;
-            }
-            if m.from != p.from {
-                return Err(perr(ErrorCode::MessageOwnershipRequired, "only the sender's messages change"));
-            }
-            found = true;
-            store.patch_message(&app.config.id, &log, m.ts, data.clone(), now).await.map_err(store_error)?;
-            let item = confab_types::PatchedMessage {
-                cid: cid.to_owned(),
-                mid: m.id,
-                timestamp: m.ts,
-                recall: data == RECALLED_BODY,
-                data: data.clone(),
-                from: m.from,
-                patched_at: now,
-            };
-            self.push_to_client(
-                &app,
-                &client,
-                &SharedPush::new(Push::Patch { items: vec![item], patched_at: now }),
-            );
+        let m = self.backend_message(&app, &[ConvKind::System], cid, &p.mid, p.timestamp).await?;
+        if !m.recipients.as_ref().is_some_and(|r| to.iter().any(|c| r.contains(c))) {
+            return Err(perr(ErrorCode::MessageNotFound, &p.mid));
         }
-        if found { Ok(now) } else { Err(perr(ErrorCode::MessageNotFound, &p.mid)) }
+        self.admin_patch(app_id, &[ConvKind::System], cid, p).await
     }
 
     /// An app-wide broadcast from a system conversation (`POST /1.2/rtm/broadcasts`):
@@ -683,6 +618,7 @@ impl Engine {
                 patched_at: None,
                 binary: false,
                 mentions: confab_types::Mentions::default(),
+                recipients: None,
             };
             self.inner.store.append_message(copy).await.map_err(store_error)?;
         }

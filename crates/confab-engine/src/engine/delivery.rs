@@ -47,6 +47,22 @@ impl Engine {
         serial: Option<i32>,
         req: DirectRequest,
     ) -> Result<Option<Reply>, ProtocolError> {
+        self.send_to(app, session, serial, req, None).await
+    }
+
+    /// [`Engine::send`], for `recipients` only when given (distinct, sorted): the app's
+    /// backend sending a service conversation's targeted message. It is stored with its
+    /// recipients in the conversation's log, ordered, acknowledged after the commit and
+    /// fanned out as any message; members who are not recipients have their sessions
+    /// moved past it, and neither their replay nor their history shows it.
+    pub(crate) async fn send_to(
+        &self,
+        app: &Arc<AppState>,
+        session: &Arc<Session>,
+        serial: Option<i32>,
+        req: DirectRequest,
+        recipients: Option<Vec<String>>,
+    ) -> Result<Option<Reply>, ProtocolError> {
         let me = session.client_id.to_string();
         let limits = &app.config.limits;
         if req.msg.len() > limits.message_bytes {
@@ -122,7 +138,10 @@ impl Engine {
         // request.
         let mut req = req;
         let received = self.message_received(app, &conv, &me, &mut req, session.admin).await?;
-        let to = received.to;
+        let to = match &recipients {
+            Some(list) => Some(list.iter().cloned().collect()),
+            None => received.to,
+        };
         if req.transient {
             // Not stored, not ordered with stored messages, only for who is online now.
             let push = SharedPush::new(Push::Direct(DirectPush {
@@ -193,6 +212,7 @@ impl Engine {
                 patched_at: None,
                 binary: req.binary,
                 mentions: req.mentions,
+                recipients,
             };
             // The notifying hooks' calls are stored with the message, in its transaction.
             let calls = {
@@ -268,6 +288,7 @@ impl Engine {
             patched_at: None,
             binary: req.binary,
             mentions: req.mentions,
+            recipients: None,
         };
         let uid = message.id.clone();
         let at = self.inner.store.append_message(message).await.map_err(|e| {
@@ -510,8 +531,15 @@ pub(crate) async fn replay_backlog(
             let mut delivery = session.delivery();
             let state = delivery.convs.entry(c.cid.clone()).or_insert_with(|| ConvDelivery::at(from));
             let mut queued = 0;
+            let mut passed = None;
             for m in page {
                 if m.ts <= state.pushed_upto {
+                    continue;
+                }
+                if !m.is_for(&session.client_id) {
+                    // A targeted message for others: passed over as the sender's own
+                    // are, so the cursor moves past it and it is not read again.
+                    passed = state.pass(m.ts).or(passed);
                     continue;
                 }
                 if queued >= room {
@@ -540,6 +568,10 @@ pub(crate) async fn replay_backlog(
                     return;
                 }
                 METRICS.message_delivered();
+            }
+            drop(delivery);
+            if let Some(cursor) = passed {
+                store.save_cursor(&app.config.id, &session.client_id, &c.cid, cursor);
             }
         }
     }

@@ -49,6 +49,8 @@ impl Engine {
         let now = self.now();
         let mut done = Vec::new();
         let mut recipients: Vec<String> = Vec::new();
+        // Edits of targeted messages, each with who may see it (none in most requests).
+        let mut targeted: Vec<(confab_types::PatchedMessage, Vec<String>)> = Vec::new();
         for item in items {
             let not_target =
                 || perr(ErrorCode::InvalidMessagingTarget, "conversation missing or not a member");
@@ -86,11 +88,7 @@ impl Engine {
                 .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)
                 .await
                 .map_err(store_error)?;
-            match conv.kind {
-                ConvKind::Transient => recipients.extend(self.room_clients(app, &conv).await),
-                _ => recipients.extend(conv.state().members.iter().cloned()),
-            }
-            done.push(confab_types::PatchedMessage {
+            let patched = confab_types::PatchedMessage {
                 cid: item.cid,
                 mid: item.mid,
                 timestamp: message.ts,
@@ -98,12 +96,44 @@ impl Engine {
                 data,
                 from: me.clone(),
                 patched_at: now,
-            });
+            };
+            if let Some(to) = message.recipients {
+                // A targeted message's change reaches its recipients (and the sender's
+                // other sessions, when it is a member) only.
+                let mut audience = to;
+                if conv.has_member(&me) {
+                    audience.push(me.clone());
+                }
+                audience.sort_unstable();
+                audience.dedup();
+                targeted.push((patched, audience));
+                continue;
+            }
+            match conv.kind {
+                ConvKind::Transient => recipients.extend(self.room_clients(app, &conv).await),
+                _ => recipients.extend(conv.state().members.iter().cloned()),
+            }
+            done.push(patched);
         }
         recipients.sort_unstable();
         recipients.dedup();
-        let push = SharedPush::new(Push::Patch { items: done, patched_at: now });
-        for client in recipients {
+        if targeted.is_empty() {
+            let push = SharedPush::new(Push::Patch { items: done, patched_at: now });
+            for client in recipients {
+                app.broker.to_client(&client, ClientEvent::Push(&push), Some(session));
+            }
+            return Ok(Reply::Patched { patched_at: now });
+        }
+        // Each client gets the changes it may see, in one push.
+        let mut per_client: std::collections::BTreeMap<String, Vec<confab_types::PatchedMessage>> =
+            recipients.into_iter().map(|c| (c, done.clone())).collect();
+        for (patched, audience) in targeted {
+            for client in audience {
+                per_client.entry(client).or_default().push(patched.clone());
+            }
+        }
+        for (client, items) in per_client.into_iter().filter(|(_, items)| !items.is_empty()) {
+            let push = SharedPush::new(Push::Patch { items, patched_at: now });
             app.broker.to_client(&client, ClientEvent::Push(&push), Some(session));
         }
         Ok(Reply::Patched { patched_at: now })

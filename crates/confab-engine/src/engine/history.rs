@@ -23,13 +23,26 @@ impl Engine {
         };
         let start = q.t.map(|t| (t, q.t_included));
         let end = q.tt.map(|t| (t, q.tt_included));
+        // A service conversation's targeted messages show only to their recipients.
+        let visible_to =
+            (conv.kind == ConvKind::System && !session.admin).then(|| session.client_id.to_string());
         let range = match q.direction {
-            Direction::Older => {
-                MessageRange { before: start, after: end, newest_first: true, limit, lctype: q.lctype }
-            }
-            Direction::Newer => {
-                MessageRange { after: start, before: end, newest_first: false, limit, lctype: q.lctype }
-            }
+            Direction::Older => MessageRange {
+                before: start,
+                after: end,
+                newest_first: true,
+                limit,
+                lctype: q.lctype,
+                visible_to,
+            },
+            Direction::Newer => MessageRange {
+                after: start,
+                before: end,
+                newest_first: false,
+                limit,
+                lctype: q.lctype,
+                visible_to,
+            },
         };
         let messages = self.inner.store.messages(&app.config.id, &q.cid, range).await.map_err(store_error)?;
         let logs = messages

@@ -32,7 +32,9 @@ mod queries;
 mod receipts;
 
 pub use admin::{AdminConversation, AdminMessage};
-pub use backend::{AdminPatch, MemberRole, SILENCE_MAX_SECS, TargetedMessage, member_info_id};
+pub use backend::{
+    AdminPatch, MemberRole, SILENCE_MAX_SECS, TARGETED_RECIPIENTS_MAX, TargetedMessage, member_info_id,
+};
 pub use classes::{ClassQuery, ImClass, ScanPage};
 pub use dispatch::Connection;
 pub use edits::RECALLED_BODY;

@@ -1,6 +1,7 @@
 //! Read positions, unread counts and read receipts.
 
 use super::*;
+use crate::ports::LastMessage;
 use confab_types::{MemberReceipt, ReadMark};
 
 /// Conversations reported in one `unread` push (LeanCloud tracked at most 50).
@@ -40,19 +41,27 @@ impl Engine {
                 continue;
             };
             let now = self.now();
-            let Some(last) = record.last_message else { continue };
+            // In a service conversation a targeted message for the reader may come
+            // after the last message: the reader reads up to it.
+            let mine = match conv.kind {
+                ConvKind::System => self.newest_for(app, &cid, &me).await,
+                _ => None,
+            };
+            let shared = record.last_message;
+            let Some(last) = newest(mine, shared.clone()) else { continue };
             let upto = ts.filter(|t| *t > 0).unwrap_or(last.ts).min(last.ts);
             if let Err(e) = self.inner.store.save_read(&app.config.id, &me, &cid, upto).await {
                 tracing::warn!(error = %e, "read position not saved");
                 continue;
             }
-            let zero =
-                UnreadEntry { cid: cid.clone(), unread: 0, last: Some(last.clone()), mentioned: false };
+            let zero = UnreadEntry { cid: cid.clone(), unread: 0, last: Some(last), mentioned: false };
             let unread = SharedPush::new(Push::Unread { convs: vec![zero], notif_time: now });
             app.broker.to_client(&me, ClientEvent::Push(&unread), Some(session));
+            // The others hear of the last message they all have.
+            let Some(shared) = shared else { continue };
             let receipt = SharedPush::new(Push::Receipt {
                 cid: cid.clone(),
-                id: last.id.clone(),
+                id: shared.id,
                 t: now,
                 from: me.clone(),
                 read: true,
@@ -61,6 +70,18 @@ impl Engine {
                 self.push_to_client(app, member, &receipt);
             }
         }
+    }
+
+    /// The newest message of conversation `cid` that `client` may see, as stored now.
+    async fn newest_for(&self, app: &AppState, cid: &str, client: &str) -> Option<LastMessage> {
+        let range = MessageRange {
+            newest_first: true,
+            limit: 1,
+            visible_to: Some(client.to_owned()),
+            ..MessageRange::default()
+        };
+        let page = self.inner.store.messages(&app.config.id, cid, range).await.ok()?;
+        page.into_iter().next().map(|m| LastMessage { id: m.id, ts: m.ts, from: m.from, data: m.data })
     }
 
     /// The latest delivery and read positions among the other members (and, when
@@ -94,5 +115,13 @@ impl Engine {
             Vec::new()
         };
         Ok(Reply::ConvMaxRead { max_ack, max_read, members })
+    }
+}
+
+/// The newer of two messages.
+fn newest(a: Option<LastMessage>, b: Option<LastMessage>) -> Option<LastMessage> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.ts >= b.ts { a } else { b }),
+        (a, b) => a.or(b),
     }
 }

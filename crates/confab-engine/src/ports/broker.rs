@@ -46,9 +46,10 @@ pub struct Committed<'a> {
     pub origin: Option<&'a Arc<Session>>,
     /// Unacknowledged messages a session may hold before it counts as a slow consumer.
     pub inflight_max: usize,
-    /// When the app's `_messageReceived` hook chose the recipients (`toPeers`): only
-    /// these members are pushed the message; the other members' sessions move past it
-    /// without it (as the sender's own do), so it is not taken for a gap.
+    /// When the app's `_messageReceived` hook chose the recipients (`toPeers`), or the
+    /// message is a service conversation's targeted message: only these members are
+    /// pushed the message; the other members' sessions move past it without it (as the
+    /// sender's own do), so it is not taken for a gap.
     pub recipients: Option<&'a HashSet<String>>,
 }
 

@@ -65,8 +65,9 @@ pub enum NodeEvent {
         /// Unacknowledged messages a session may hold before it counts as slow.
         inflight_max: usize,
         /// The members the app's `_messageReceived` hook chose (`toPeers`), when it
-        /// chose: the other members' sessions move past the message without it. Absent
-        /// in events of nodes that predate hooks, which meant every member.
+        /// chose, or a targeted message's recipients: the other members' sessions move
+        /// past the message without it. Absent in events of nodes that predate hooks,
+        /// which meant every member.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recipients: Option<Vec<String>>,
     },

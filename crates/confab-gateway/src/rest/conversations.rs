@@ -331,9 +331,16 @@ pub(super) fn history_range(q: &HashMap<String, String>) -> Result<(MessageRange
     let start = start.map(|t| (t, include_start));
     let stop = stop.map(|t| (t, include_stop));
     let range = if reversed {
-        MessageRange { after: start, before: stop, newest_first: false, limit, lctype: None }
+        MessageRange {
+            after: start,
+            before: stop,
+            newest_first: false,
+            limit,
+            lctype: None,
+            visible_to: None,
+        }
     } else {
-        MessageRange { before: start, after: stop, newest_first: true, limit, lctype: None }
+        MessageRange { before: start, after: stop, newest_first: true, limit, lctype: None, visible_to: None }
     };
     Ok((range, reversed))
 }
@@ -387,6 +394,10 @@ pub(super) fn record(m: &StoredMessage) -> Value {
     }
     if !m.mentions.pids.is_empty() {
         r["mention-pids"] = json!(m.mentions.pids);
+    }
+    // A service conversation's targeted message: whom it was sent to.
+    if let Some(to) = &m.recipients {
+        r["to-clients"] = json!(to);
     }
     r
 }

@@ -14,7 +14,7 @@ use confab_engine::engine::AdminPatch;
 use serde_json::{Map, Value, json};
 
 /// At most this many recipients of a targeted message (LeanCloud's limit).
-pub(super) const TO_CLIENTS_MAX: usize = 20;
+pub(super) const TO_CLIENTS_MAX: usize = confab_engine::engine::TARGETED_RECIPIENTS_MAX;
 
 pub(super) fn routes() -> Routes {
     use Family::{ChatRooms, Conversations, Service};

@@ -43,7 +43,7 @@ async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response
         }
     }
     let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
-    (content_type, gateway.engine.metrics_text()).into_response()
+    (content_type, gateway.engine.metrics_text().await).into_response()
 }
 
 /// `GET /healthz`: 200 `ok` while the store answers, 503 while it does not (a load

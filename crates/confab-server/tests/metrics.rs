@@ -1,7 +1,8 @@
 //! `GET /metrics`: the Prometheus exposition of the real binary, counting what clients
 //! did (sessions by protocol, messages, acks, delivery and commit latency, offline
-//! backlogs, hook calls and the outbox), its health gauges and its optional bearer
-//! token.
+//! backlogs, hook calls and the outbox), its health gauges, its optional bearer token,
+//! and that the Grafana dashboard in `deploy/grafana/` queries only what a real scrape
+//! shows.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,7 +11,8 @@ use common::*;
 use confab_proto::protobuf::wire::{CommandType, GenericCommand, OpType, SessionCommand};
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -241,4 +243,76 @@ async fn metrics_token_guards_the_endpoint() {
     let (status, body) = get(&server, "/metrics", &[("Authorization", "Bearer s3cret")]).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("# TYPE confab_sessions gauge\n"), "{body}");
+}
+
+/// Every `confab_…` identifier in a PromQL string.
+fn metric_names(expr: &str, out: &mut BTreeSet<String>) {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut rest = expr;
+    while let Some(i) = rest.find("confab_") {
+        let preceded = rest[..i].chars().next_back().is_some_and(is_ident);
+        let len = rest[i..].find(|c: char| !is_ident(c)).unwrap_or(rest.len() - i);
+        if !preceded {
+            out.insert(rest[i..i + len].to_string());
+        }
+        rest = &rest[i + len..];
+    }
+}
+
+/// Every `expr` of the dashboard, wherever it is nested, and the template queries.
+fn dashboard_queries(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr" | "query" | "definition", Value::String(s)) => out.push(s.clone()),
+                    _ => dashboard_queries(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The dashboard never rots: each series it queries has a sample in a real scrape of a
+/// server that did some work (a delivered, acknowledged message; a login backlog).
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_series_a_real_scrape_has() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/confab-dashboard.json")).unwrap();
+    let mut exprs = Vec::new();
+    dashboard_queries(&dashboard, &mut exprs);
+    let mut used = BTreeSet::new();
+    exprs.iter().for_each(|e| metric_names(e, &mut used));
+    for required in [
+        "confab_delivery_seconds_bucket",
+        "confab_offline_backlog_messages_bucket",
+        "confab_store_up",
+        "confab_broker_up",
+        "confab_hook_outbox_depth",
+        "confab_sessions",
+    ] {
+        assert!(used.contains(required), "the dashboard shows {required}: {used:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let node = &server.node_urls()[0];
+    let mut alice = confab_testkit::Client::open(node, APP, "alice", json!({})).await.unwrap();
+    let mut bob = confab_testkit::Client::open(node, APP, "bob", json!({})).await.unwrap();
+    let cid = create(&mut alice, &["bob"]).await;
+    send(&mut alice, &cid, "hi").await;
+    let d = bob.wait_for("direct", is_direct(&cid)).await.unwrap();
+    bob.send(&json!({"cmd": "ack", "cid": cid, "mid": d["id"]})).await.unwrap();
+    bob.request(json!({"cmd": "session", "op": "query", "sessionPeerIds": ["alice"]})).await.unwrap();
+    let text = scrape(&server).await;
+    let samples: BTreeSet<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    for name in &used {
+        assert!(
+            samples.contains(name.as_str()),
+            "the dashboard queries {name}, which a scrape does not show"
+        );
+    }
 }

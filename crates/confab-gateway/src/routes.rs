@@ -29,6 +29,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/demo/", get(demo_page))
         .route("/demo/AV.realtime.js", get(demo_sdk))
         .merge(crate::rest::router(gateway.clone()))
+        .merge(crate::console::router())
         .with_state(gateway)
 }
 

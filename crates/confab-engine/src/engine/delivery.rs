@@ -159,7 +159,7 @@ impl Engine {
             match conv.kind {
                 ConvKind::Transient => {
                     let room = conv.state().room.clone();
-                    let push = SharedPush::live(direct, room.len());
+                    let push = SharedPush::live(direct, to.as_ref().map_or(room.len(), |to| to.len()));
                     let chosen = |s: &Arc<Session>| to.as_ref().is_none_or(|to| to.contains(&*s.client_id));
                     for s in room.iter().filter(|s| !Arc::ptr_eq(s, session) && chosen(s)) {
                         s.push(push.clone());
@@ -169,7 +169,7 @@ impl Engine {
                 ConvKind::System if !session.admin => {}
                 _ => {
                     let members: Vec<String> = conv.state().members.iter().cloned().collect();
-                    let push = SharedPush::live(direct, members.len());
+                    let push = SharedPush::live(direct, to.as_ref().map_or(members.len(), |to| to.len()));
                     for member in members.iter().filter(|m| to.as_ref().is_none_or(|to| to.contains(*m))) {
                         app.broker.to_client(member, ClientEvent::Push(&push), Some(session));
                     }
@@ -374,8 +374,10 @@ impl Engine {
         prev: i64,
     ) {
         let m = &p.message;
-        let recipients =
-            if conv.kind == ConvKind::Transient { state.room.len() } else { state.members.len() };
+        // A targeted message goes to its named recipients only: they set how many
+        // deliveries are timed.
+        let everyone = if conv.kind == ConvKind::Transient { state.room.len() } else { state.members.len() };
+        let recipients = p.to.as_ref().map_or(everyone, |to| to.len().min(everyone));
         let push = SharedPush::live(
             Push::Direct(DirectPush {
                 cid: m.cid.clone(),

@@ -2,7 +2,8 @@
 # Runs every test of Confab: Rust formatting and lints, the Rust unit and integration
 # tests (real server, real SQLite, real WebSockets, SIGKILL cycles, slow consumers), the
 # compatibility suites that drive the unmodified leancloud-realtime 2.4.0, 3.5.7 and
-# 4.3.1 SDKs, the hook tests against an unmodified leanengine@3.8.0 app, the JavaScript SDK's Node and headless-Chromium suites, a small benchmark
+# 4.3.1 SDKs, the hook tests against an unmodified leanengine@3.8.0 app, the JavaScript SDK's Node and headless-Chromium suites,
+# the admin console end to end in headless Chromium, a small benchmark
 # run against Confab and its peers, and a bounded fuzz run. Installs what it needs (npm packages; Debian's chromium when
 # run as root). With CI=true nothing may be skipped; elsewhere a missing browser is
 # skipped with a loud warning.
@@ -121,6 +122,13 @@ fi
 
 say "JavaScript SDK: build, types, Node and browser suites"
 SKIP_BROWSER=$skip_browser bash sdk/js/run-tests.sh
+
+say "admin console: /console/ in headless Chromium against the real binary (compat/console)"
+if [[ $skip_browser == 1 ]]; then
+  printf '\n!!! SKIPPING the admin console browser test: %s not found (apt-get install chromium)\n\n' "$chromium_bin"
+else
+  CHROMIUM_BIN="$chromium_bin" bash compat/console/run.sh
+fi
 
 say "benchmarks: confab-bench smoke run (tiny sizes, debug build) against Confab, Socket.IO and the bare Node and Rust broadcasters"
 # The reliability tests (SIGKILL cycles, slow consumers) ran with cargo test above.

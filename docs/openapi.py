@@ -155,6 +155,17 @@ op("post", CL + "/check-online", "Which clients are online (<= 20)", body=CLIENT
 op("post", CL + "/{client}/kick", "End the client's sessions (4115)",
    body={"type": "object", "properties": {"reason": {"type": "string", "maxLength": 20}}})
 op("get", CL + "/{client}/unread-count", "Unread messages", ["conv_id"], response=COUNT, key="app")
+op("get", CL + "/{client}/sessions", "The client's sessions (devices) on the node answering (Confab extension)",
+   response={"type": "object",
+             "properties": {"online": {"type": "boolean"}, "count": {"type": "integer"},
+                            "sessions": {"type": "array", "maxItems": 100, "items": {
+                                "type": "object",
+                                "properties": {"tag": {"type": "string", "nullable": True},
+                                               "protocol": {"type": "string", "enum": ["json", "protobuf", "base64"]},
+                                               "version": {"type": "string", "enum": ["1", "2", "3"]},
+                                               "since": {"type": "integer"}},
+                                "required": ["tag", "protocol", "version", "since"]}}},
+             "required": ["online", "count", "sessions"]})
 op("get", CL + "/{client}/messages", "Messages the client sent", HISTORY_PARAMS, response=RECORDS)
 op("get", CL + "/{client}/service-conversations", "The client's subscriptions",
    ["conv_id", "timestamp", "limit", "direction"], response=SUBS)

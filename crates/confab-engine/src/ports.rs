@@ -634,6 +634,9 @@ pub trait Store: Send + Sync + 'static {
         attempts: u32,
         due_at: i64,
     ) -> StoreFuture<'a, ()>;
+    /// How many calls the outbox holds, of every app, due or not, counting at most
+    /// `max` (the count scans that many rows at most): `/metrics` reports it.
+    fn outbox_len(&self, max: u64) -> StoreFuture<'_, u64>;
 }
 
 /// A conversation with unread messages.

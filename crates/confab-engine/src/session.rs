@@ -109,6 +109,13 @@ pub struct Session {
     /// A replay from the store runs for this session (its login backlog, or a
     /// catch-up after a gap): live messages it skips meanwhile are in its pages.
     pub(crate) catching_up: AtomicBool,
+    /// The [`crate::metrics::WIRES`] entry of its connection: how `confab_sessions`
+    /// labels it, and what the console shows of the client's device.
+    pub wire: u8,
+    /// When it logged in, in whole seconds since the Unix epoch (the engine's clock):
+    /// 32 bits fit in the struct's padding, where milliseconds would grow every session
+    /// by 16 bytes. [`Session::since_ms`] reads it.
+    pub(crate) since_secs: u32,
 }
 
 /// Numbers sessions for [`Session::serial`].
@@ -135,7 +142,14 @@ impl Session {
             admin: false,
             serial: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             catching_up: AtomicBool::new(false),
+            wire: 0,
+            since_secs: 0,
         })
+    }
+
+    /// When it logged in, in milliseconds since the Unix epoch (to the second).
+    pub fn since_ms(&self) -> i64 {
+        i64::from(self.since_secs) * 1000
     }
 
     pub(crate) fn delivery(&self) -> MutexGuard<'_, Delivery> {

@@ -8,7 +8,7 @@
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use confab_engine::metrics::{METRICS, Protocol};
+use confab_engine::metrics::{METRICS, OpenConnection, Protocol};
 use confab_engine::{ConnHandle, Connection, Next, Outbound, OutboundReceiver};
 use confab_proto::{Codec, PushFrame, WireFrame};
 use confab_types::{ErrorCode, ProtocolError};
@@ -31,11 +31,17 @@ fn frame_to_message(frame: WireFrame) -> Message {
     }
 }
 
-fn encode(codec: Codec, item: Outbound) -> Message {
+/// A frame for `item`, written on connection `conn`.
+fn encode(codec: Codec, conn: u64, item: Outbound) -> Message {
     match item {
         Outbound::Reply { serial, reply } => frame_to_message(codec.encode_reply(serial, &reply)),
         Outbound::Ping => Message::Ping(Bytes::new()),
         Outbound::Push { push: shared, to } => {
+            // A live message's delivery latency ends here, if this delivery is timed:
+            // its frame goes to the socket in this batch (flushed after the batch).
+            if let Some(since) = shared.timed_since(conn) {
+                METRICS.delivered_since(since);
+            }
             let body = shared.encoded(codec.push_cache_slot(), |push| codec.encode_push_body(push));
             match codec.frame_push(&body, Some(&to)) {
                 // Encoded from Strings, so always UTF-8.
@@ -71,9 +77,20 @@ pub struct Handshake {
 pub fn serve_socket(handshake: Handshake, socket: WebSocket) -> impl Future<Output = ()> + Send {
     let Handshake { gateway, codec, version, origin } = handshake;
     let (sink, stream) = socket.split();
-    let (conn, rx) = gateway.engine.open_connection(origin, version);
+    let (mut conn, rx) = gateway.engine.open_connection(origin, version);
+    conn.set_protocol(protocol_of(codec), version);
     let timeouts = Timeouts { login: gateway.config.login_timeout, read: gateway.config.read_timeout };
-    serve(Halves { conn, rx, sink, stream }, codec, timeouts)
+    let counted = METRICS.connection(protocol_of(codec), version);
+    serve(Halves { conn, rx, sink, stream }, codec, timeouts, counted)
+}
+
+/// The metrics' name of a codec.
+fn protocol_of(codec: Codec) -> Protocol {
+    match codec {
+        Codec::JsonV2 => Protocol::Json,
+        Codec::Protobuf => Protocol::Protobuf,
+        Codec::ProtobufBase64 => Protocol::Base64,
+    }
 }
 
 /// The timeouts of the gateway's settings a connection needs.
@@ -94,14 +111,15 @@ struct Halves {
 /// async fn (or a `let` that moves them) keeps a second copy of them in the future
 /// (112 B per connection).
 #[allow(clippy::manual_async_fn, reason = "an async fn would store the halves twice")]
-fn serve(mut halves: Halves, codec: Codec, timeouts: Timeouts) -> impl Future<Output = ()> + Send {
+fn serve(
+    mut halves: Halves,
+    codec: Codec,
+    timeouts: Timeouts,
+    counted: OpenConnection,
+) -> impl Future<Output = ()> + Send {
     async move {
-        let protocol = match codec {
-            Codec::JsonV2 => Protocol::Json,
-            Codec::Protobuf => Protocol::Protobuf,
-            Codec::ProtobufBase64 => Protocol::Base64,
-        };
-        let _counted = METRICS.connection(protocol);
+        // Counted in `confab_connections` until the task ends.
+        let _counted = counted;
         let (conn, rx, sink, stream) =
             (&mut halves.conn, &mut halves.rx, &mut halves.sink, &mut halves.stream);
         let handle = conn.handle.clone();
@@ -182,10 +200,10 @@ async fn write_batch(
     codec: Codec,
     first: Outbound,
 ) -> Result<(), axum::Error> {
-    sink.feed(encode(codec, first)).await?;
+    sink.feed(encode(codec, rx.conn_id(), first)).await?;
     for _ in 1..WRITE_BATCH {
         let Some(item) = rx.try_recv() else { break };
-        sink.feed(encode(codec, item)).await?;
+        sink.feed(encode(codec, rx.conn_id(), item)).await?;
     }
     sink.flush().await
 }

@@ -1,5 +1,6 @@
 //! Confab's network gateway: one port serves the v2 push router (`GET /v1/route`),
-//! health (`GET /healthz`), the REST API (`/1.2/rtm/…`), the demo (`/demo/`) and the WebSocket endpoint (`/`).
+//! health (`GET /healthz`), metrics (`GET /metrics`), the REST API (`/1.2/rtm/…`), the
+//! demo (`/demo/`), the admin console (`/console/`) and the WebSocket endpoint (`/`).
 //!
 //! - [`server`]: the accept loop: HTTP/1.1 connections, their timeouts, WebSocket
 //!   upgrades and the graceful shutdown;
@@ -8,10 +9,12 @@
 //! - [`routes`]: HTTP endpoints and the router;
 //! - [`rest`]: LeanCloud's realtime REST API (`/1.2/rtm/…`) for the app's backend;
 //! - [`hooks`]: the HTTP calls to the apps' hook backends;
+//! - [`console`]: the admin console's page, assets and live numbers;
 //! - [`connection`]: one WebSocket connection: reader, bounded writer, timeouts, close
 //!   codes. Data flows socket → codec → engine, and engine → queue → codec → socket.
 
 pub mod connection;
+pub mod console;
 pub mod hooks;
 pub mod rest;
 pub mod routes;

@@ -29,6 +29,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/demo/", get(demo_page))
         .route("/demo/AV.realtime.js", get(demo_sdk))
         .merge(crate::rest::router(gateway.clone()))
+        .merge(crate::console::router())
         .with_state(gateway)
 }
 
@@ -43,7 +44,7 @@ async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response
         }
     }
     let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
-    (content_type, gateway.engine.metrics_text()).into_response()
+    (content_type, gateway.engine.metrics_text().await).into_response()
 }
 
 /// `GET /healthz`: 200 `ok` while the store answers, 503 while it does not (a load

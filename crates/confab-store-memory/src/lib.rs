@@ -905,6 +905,11 @@ impl Store for MemoryStore {
         done(Ok(due.into_iter().take(limit).map(|q| q.entry.clone()).collect()))
     }
 
+    fn outbox_len(&self, max: u64) -> StoreFuture<'_, u64> {
+        let n: usize = self.lock().values().map(|a| a.outbox.len()).sum();
+        done(Ok((n as u64).min(max)))
+    }
+
     fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()> {
         if let Some(a) = self.lock().get_mut(app) {
             a.outbox.remove(key);

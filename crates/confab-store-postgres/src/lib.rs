@@ -1460,6 +1460,15 @@ impl Store for PostgresStore {
         })
     }
 
+    fn outbox_len(&self, max: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            let rows = self.query(sql::OUTBOX_LEN, &[&max]).await?;
+            let n: i64 = rows.first().map(|r| r.try_get(0).map_err(backend)).transpose()?.unwrap_or(0);
+            Ok(n.unsigned_abs())
+        })
+    }
+
     fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()> {
         self.write_unit(WriteOp::OutboxDone { app: app.into(), key: key.into() })
     }

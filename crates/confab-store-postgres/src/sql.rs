@@ -218,6 +218,10 @@ pub(crate) const OUTBOX_DUE: &str = "
 SELECT app, key, hook, params, created_at, attempts, due_at FROM hook_outbox
  WHERE due_at <= $1::bigint ORDER BY due_at, seq LIMIT $2::bigint";
 
+/// How many calls the outbox holds, counting at most $1.
+pub(crate) const OUTBOX_LEN: &str = "
+SELECT count(*) FROM (SELECT 1 FROM hook_outbox LIMIT $1::bigint) AS o";
+
 /// [`OUTBOX_DUE`]'s calls, leased: their next attempt moves to $3 (lease_until). Rows
 /// another node is leasing at this moment are skipped, not waited for. Returns the
 /// due time before the lease and `seq`, for the order. $1 now, $2 limit, $3 lease_until.

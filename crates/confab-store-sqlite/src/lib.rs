@@ -1225,6 +1225,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn outbox_len(&self, max: u64) -> StoreFuture<'_, u64> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT count(*) FROM (SELECT 1 FROM hook_outbox LIMIT ?1)")?;
+            let n: i64 = stmt.query_row(params![max], |r| r.get(0))?;
+            Ok(n.unsigned_abs())
+        })
+    }
+
     fn outbox_done<'a>(&'a self, app: &'a str, key: &'a str) -> StoreFuture<'a, ()> {
         self.write(WriteOp::OutboxDone { app: app.into(), key: key.into() })
     }

@@ -97,6 +97,7 @@ macro_rules! __store_rules {
             targeted_messages_count_as_unread_for_their_recipients_only,
             edits_of_targeted_messages_reach_their_recipients_only,
             recipients_are_removed_one_at_a_time,
+            outbox_len_counts_every_call_up_to_the_cap,
         );
     };
 }
@@ -1456,4 +1457,20 @@ pub async fn recipients_are_removed_one_at_a_time(store: &dyn Store) {
     assert_eq!(read(store, "s").await.last_message.map(|m| m.ts), Some(1));
     let at = store.append_message(msg("s", 2, "sys", "again")).await.expect("append");
     assert_eq!((at.ts, at.prev_ts), (3, 2));
+}
+
+/// The outbox's length counts every stored call, of every app, due or not, and stops
+/// at the cap; a settled call no longer counts.
+pub async fn outbox_len_counts_every_call_up_to_the_cap(store: &dyn Store) {
+    assert_eq!(store.outbox_len(100).await.expect("len"), 0);
+    let mut other = call("x", "_clientOnline", 1);
+    other.app = "other".into();
+    store
+        .outbox_put(vec![call("a", "_clientOnline", 10), call("b", "_clientOffline", 1_000_000), other])
+        .await
+        .expect("put");
+    assert_eq!(store.outbox_len(100).await.expect("len"), 3);
+    assert_eq!(store.outbox_len(2).await.expect("len"), 2, "capped");
+    store.outbox_done(APP, "a").await.expect("done");
+    assert_eq!(store.outbox_len(100).await.expect("len"), 2);
 }

@@ -29,6 +29,20 @@ pub struct AdminMessage {
     pub mentions: confab_types::Mentions,
 }
 
+/// One of a client's sessions on this node, as the console shows a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSession {
+    /// The device tag of a single-device login (`None`: untagged or `default`).
+    pub tag: Option<String>,
+    /// The connection's wire protocol and version ([`crate::metrics::WIRES`]).
+    pub wire: (&'static str, &'static str),
+    /// When it logged in (milliseconds since the Unix epoch, to the second).
+    pub since: i64,
+}
+
+/// The most sessions of one client [`Engine::admin_client_sessions`] lists.
+pub const CLIENT_SESSIONS_MAX: usize = 100;
+
 /// A new conversation made by the backend (`POST /1.2/rtm/conversations`, `/chatrooms`).
 #[derive(Debug, Clone, Default)]
 pub struct AdminConversation {
@@ -388,6 +402,31 @@ impl Engine {
         }
         self.end_sessions_elsewhere(&app, client, perr(ErrorCode::KickedByApp, detail)).await;
         Ok(sessions.len())
+    }
+
+    /// A client's sessions on this node (at most [`CLIENT_SESSIONS_MAX`], oldest
+    /// login first) and how many it has here. Other nodes' sessions are theirs to list.
+    pub fn admin_client_sessions(
+        &self,
+        app_id: &str,
+        client: &str,
+    ) -> Result<(Vec<ClientSession>, usize), ProtocolError> {
+        let app = self.backend_app(app_id)?;
+        let mut sessions: Vec<ClientSession> = app
+            .presence
+            .local_sessions(client)
+            .iter()
+            .filter(|s| !s.is_closed())
+            .map(|s| ClientSession {
+                tag: s.tag.clone(),
+                wire: crate::metrics::WIRES.get(usize::from(s.wire)).copied().unwrap_or(("json", "2")),
+                since: s.since_ms(),
+            })
+            .collect();
+        let total = sessions.len();
+        sessions.sort_by_key(|s| s.since);
+        sessions.truncate(CLIENT_SESSIONS_MAX);
+        Ok((sessions, total))
     }
 
     /// A client's unread messages: in one conversation, or in all of them.

@@ -44,7 +44,7 @@ impl NodeEvents for Engine {
                 }
                 let members: HashSet<String> = members.into_iter().collect();
                 let recipients: Option<HashSet<String>> = recipients.map(|r| r.into_iter().collect());
-                let push = SharedPush::new(push);
+                let push = SharedPush::live(push, members.len());
                 let behind = app.local.message(&Committed {
                     cid: &cid,
                     members: &members,
@@ -64,8 +64,8 @@ impl NodeEvents for Engine {
             }
             NodeEvent::Room { cid, push, recipients } => {
                 if let Some(conv) = app.convs.get(&cid) {
-                    let push = SharedPush::new(push);
                     let room = conv.state().room.clone();
+                    let push = SharedPush::live(push, room.len());
                     let recipients: Option<HashSet<String>> = recipients.map(|r| r.into_iter().collect());
                     // As the sending node filters its own room: only the chosen clients.
                     let chosen =

@@ -144,20 +144,22 @@ impl Engine {
         };
         if req.transient {
             // Not stored, not ordered with stored messages, only for who is online now.
-            let push = SharedPush::new(Push::Direct(DirectPush {
+            let (uid, t) = (ids::message_id(), self.now());
+            let direct = Push::Direct(DirectPush {
                 cid: req.cid.clone(),
-                id: ids::message_id(),
-                timestamp: self.now(),
+                id: uid.clone(),
+                timestamp: t,
                 from: me,
                 msg: req.msg,
                 transient: true,
                 binary: req.binary,
                 mentions: req.mentions,
                 ..DirectPush::default()
-            }));
+            });
             match conv.kind {
                 ConvKind::Transient => {
                     let room = conv.state().room.clone();
+                    let push = SharedPush::live(direct, to.as_ref().map_or(room.len(), |to| to.len()));
                     let chosen = |s: &Arc<Session>| to.as_ref().is_none_or(|to| to.contains(&*s.client_id));
                     for s in room.iter().filter(|s| !Arc::ptr_eq(s, session) && chosen(s)) {
                         s.push(push.clone());
@@ -167,15 +169,13 @@ impl Engine {
                 ConvKind::System if !session.admin => {}
                 _ => {
                     let members: Vec<String> = conv.state().members.iter().cloned().collect();
+                    let push = SharedPush::live(direct, to.as_ref().map_or(members.len(), |to| to.len()));
                     for member in members.iter().filter(|m| to.as_ref().is_none_or(|to| to.contains(*m))) {
                         app.broker.to_client(member, ClientEvent::Push(&push), Some(session));
                     }
                 }
             }
-            let Push::Direct(d) = &push.push else {
-                return Ok(None);
-            };
-            return Ok(Some(Reply::MessageAck { uid: d.id.clone(), t: d.timestamp }));
+            return Ok(Some(Reply::MessageAck { uid, t }));
         }
         // A recipient with a session on another node is online for the hooks too.
         let elsewhere = self.online_elsewhere(app, &conv, to.as_ref()).await;
@@ -374,16 +374,23 @@ impl Engine {
         prev: i64,
     ) {
         let m = &p.message;
-        let push = SharedPush::new(Push::Direct(DirectPush {
-            cid: m.cid.clone(),
-            id: m.id.clone(),
-            timestamp: m.ts,
-            from: m.from.clone(),
-            msg: m.data.clone(),
-            binary: m.binary,
-            mentions: m.mentions.clone(),
-            ..DirectPush::default()
-        }));
+        // A targeted message goes to its named recipients only: they set how many
+        // deliveries are timed.
+        let everyone = if conv.kind == ConvKind::Transient { state.room.len() } else { state.members.len() };
+        let recipients = p.to.as_ref().map_or(everyone, |to| to.len().min(everyone));
+        let push = SharedPush::live(
+            Push::Direct(DirectPush {
+                cid: m.cid.clone(),
+                id: m.id.clone(),
+                timestamp: m.ts,
+                from: m.from.clone(),
+                msg: m.data.clone(),
+                binary: m.binary,
+                mentions: m.mentions.clone(),
+                ..DirectPush::default()
+            }),
+            recipients,
+        );
         if conv.kind == ConvKind::Transient {
             let chosen = |s: &Arc<Session>| p.to.as_ref().is_none_or(|to| to.contains(&*s.client_id));
             for s in state.room.iter().filter(|s| !Arc::ptr_eq(s, &p.origin) && chosen(s)) {
@@ -470,11 +477,26 @@ impl Engine {
 ///
 /// With `known_only` (a catch-up of a live session) only the conversations it follows
 /// live are replayed: a version 3 client reads the others from history.
+///
+/// Returns how many messages it queued (the login's offline backlog, as far as the
+/// replay went).
 pub(crate) async fn replay_backlog(
     engine: Engine,
     app: Arc<AppState>,
     session: Arc<Session>,
     known_only: bool,
+) -> u64 {
+    let mut replayed = 0;
+    replay_pages(engine, app, session, known_only, &mut replayed).await;
+    replayed
+}
+
+async fn replay_pages(
+    engine: Engine,
+    app: Arc<AppState>,
+    session: Arc<Session>,
+    known_only: bool,
+    replayed: &mut u64,
 ) {
     // Read after the session became ready, so anything it skipped meanwhile is here.
     let store = &engine.inner.store;
@@ -567,6 +589,7 @@ pub(crate) async fn replay_backlog(
                 if !session.push(push) {
                     return;
                 }
+                *replayed += 1;
                 METRICS.message_delivered();
             }
             drop(delivery);

@@ -24,6 +24,8 @@ pub struct Connection {
     pub(super) push_offline: bool,
     /// The v2 JSON protocol (2.x SDKs): no roles, and no way to read a partial failure.
     pub(super) v2: bool,
+    /// The [`crate::metrics::WIRES`] entry its sessions are counted under.
+    pub(super) wire: u8,
 }
 
 impl Drop for Connection {
@@ -42,6 +44,13 @@ impl Drop for Connection {
 }
 
 impl Connection {
+    /// Names the wire protocol the connection speaks, for the metrics
+    /// (`confab_sessions` counts its sessions under it). [`Engine::open_connection`]
+    /// assumes JSON for version 2 and binary protobuf otherwise.
+    pub fn set_protocol(&mut self, protocol: crate::metrics::Protocol, version: u8) {
+        self.wire = u8::try_from(crate::metrics::wire_index(protocol, version)).unwrap_or(0);
+    }
+
     /// The connection ended because the client closed it or went away: its sessions end
     /// with `code` (the client's close code, or 1006 when the connection was lost) and
     /// `reason` in the log, as when it is dropped otherwise.

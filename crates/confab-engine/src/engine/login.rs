@@ -60,12 +60,16 @@ impl Connection {
         // the same tag; a re-login finding its tag taken is refused instead. The check and
         // the registration are one step of the presence registry, so two logins with one
         // tag cannot both win.
-        let session = Session::new(
+        let mut session = Session::new(
             self.handle.clone(),
             Arc::from(app.config.id.as_str()),
             Arc::from(client_id.as_str()),
             tag.clone(),
         );
+        if let Some(s) = Arc::get_mut(&mut session) {
+            s.wire = self.wire;
+            s.since_secs = u32::try_from(engine.now().div_euclid(1000)).unwrap_or(u32::MAX);
+        }
         let claim = if open.reconnect { TagClaim::Keep } else { TagClaim::Take };
         let displaced = app
             .presence
@@ -123,7 +127,8 @@ impl Connection {
             session.catching_up.store(true, Ordering::Release);
             tokio::spawn(async move {
                 engine.push_patches(&app, &session, last_patch_time).await;
-                delivery::replay_backlog(engine, app, session.clone(), false).await;
+                let replayed = delivery::replay_backlog(engine, app, session.clone(), false).await;
+                crate::metrics::METRICS.backlog(crate::metrics::Backlog::Replayed, replayed);
                 session.catching_up.store(false, Ordering::Release);
             });
         } else {

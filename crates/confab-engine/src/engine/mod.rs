@@ -31,7 +31,7 @@ mod moderation;
 mod queries;
 mod receipts;
 
-pub use admin::{AdminConversation, AdminMessage};
+pub use admin::{AdminConversation, AdminMessage, CLIENT_SESSIONS_MAX, ClientSession};
 pub use backend::{
     AdminPatch, MemberRole, SILENCE_MAX_SECS, TARGETED_RECIPIENTS_MAX, TargetedMessage, member_info_id,
 };
@@ -44,6 +44,7 @@ use crate::app::AppConfig;
 use crate::bounds;
 use crate::conversation::{Conv, query_doc, result_json, unique_key};
 use crate::ids;
+use crate::metrics::Protocol;
 use crate::outbound::{ConnHandle, Next, Outbound, OutboundReceiver, SharedPush};
 use crate::ports::{
     Broker, ClientEvent, Clock, Cluster, ClusterBroker, ConvKind, ConversationRecord, HookCaller,
@@ -64,6 +65,10 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// How long a scrape of `/metrics` waits for the store (its health and the hook
+/// outbox's count) before it answers without them.
+pub const METRICS_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A conversation event, as one push for all its recipients: its content is the same
 /// for each of them (the framing adds the recipient), so it is built and encoded once.
@@ -268,13 +273,43 @@ impl Engine {
     }
 
     /// The Prometheus exposition text of the process's [`crate::metrics::METRICS`],
-    /// with the gauges read from this engine's live state.
-    pub fn metrics_text(&self) -> String {
-        let mut sessions = 0;
-        for app in self.inner.apps.values() {
-            app.presence.for_each_session(&mut |_| sessions += 1);
+    /// with the gauges read from this engine's live state: sessions, store and broker
+    /// health, and the hook outbox (counted up to [`crate::metrics::OUTBOX_DEPTH_MAX`]
+    /// rows, given [`METRICS_STORE_WAIT`] to answer; the gauge has no sample when the
+    /// store does not answer in time).
+    pub async fn metrics_text(&self) -> String {
+        let store_up = tokio::time::timeout(METRICS_STORE_WAIT, self.store_health()).await;
+        let store_up = matches!(store_up, Ok(Ok(())));
+        let outbox = self.inner.store.outbox_len(crate::metrics::OUTBOX_DEPTH_MAX);
+        let hook_outbox = match tokio::time::timeout(METRICS_STORE_WAIT, outbox).await {
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "metrics: hook outbox not counted");
+                None
+            }
+            Err(_) => None,
+        };
+        let snapshot = crate::metrics::Snapshot {
+            sessions: self.sessions_by_wire(None),
+            store_up,
+            broker_up: self.cluster_health(),
+            hook_outbox,
+        };
+        crate::metrics::METRICS.render(snapshot)
+    }
+
+    /// This node's open sessions by [`crate::metrics::WIRES`] entry: of one app, or of
+    /// every app. One pass over the sessions.
+    pub fn sessions_by_wire(&self, app: Option<&str>) -> [usize; crate::metrics::WIRES.len()] {
+        let mut counts = [0; crate::metrics::WIRES.len()];
+        for state in self.inner.apps.values().filter(|a| app.is_none_or(|id| a.config.id == id)) {
+            state.presence.for_each_session(&mut |s| {
+                if let Some(n) = counts.get_mut(usize::from(s.wire)) {
+                    *n += 1;
+                }
+            });
         }
-        crate::metrics::METRICS.render(crate::metrics::Snapshot { sessions })
+        counts
     }
 
     /// Asks every connection with a session to close with `reason` (a shutdown): each
@@ -316,13 +351,17 @@ impl Engine {
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (handle, rx) = ConnHandle::new(id, origin, budget);
         self.inner.live_connections.fetch_add(1, Ordering::Relaxed);
-        let connection = Connection {
+        let mut connection = Connection {
             engine: self.clone(),
             handle,
             sessions: Vec::new(),
             push_offline: version < 3,
             v2: version == 2,
+            wire: 0,
         };
+        // The gateway names the framing (binary or base64) with `set_protocol`.
+        let protocol = if version == 2 { Protocol::Json } else { Protocol::Protobuf };
+        connection.set_protocol(protocol, version);
         (connection, rx)
     }
 

@@ -18,6 +18,8 @@ impl Engine {
                     return;
                 }
             };
+        let unread: i64 = counts.iter().map(|u| u.unread.max(0)).sum();
+        crate::metrics::METRICS.backlog(crate::metrics::Backlog::Unread, unread.unsigned_abs());
         if counts.is_empty() {
             return;
         }

@@ -1,4 +1,5 @@
-//! `/1.2/rtm/clients`: who is online, kicking a client, unread counts.
+//! `/1.2/rtm/clients`: who is online, a client's sessions (devices), kicking a client,
+//! unread counts.
 
 use super::auth::authenticate;
 use super::{RestError, Routes, client_ids, json_object};
@@ -22,6 +23,7 @@ pub(super) fn routes() -> Routes {
         .at("/1.2/rtm/clients/check-online", &["POST"], post(check_online))
         .at("/1.2/rtm/clients/{client}/kick", &["POST"], post(kick))
         .at("/1.2/rtm/clients/{client}/unread-count", &["GET"], get(unread_count))
+        .at("/1.2/rtm/clients/{client}/sessions", &["GET"], get(sessions))
 }
 
 /// `POST /1.2/rtm/clients/check-online` `{"client_ids": […]}` (≤ 20) →
@@ -72,4 +74,24 @@ async fn unread_count(
     let cid = q.get("conv_id").map(String::as_str).filter(|c| !c.is_empty());
     let count = gateway.engine.admin_unread(&caller.app_id, &client, cid).await?;
     Ok(axum::Json(json!({ "count": count })).into_response())
+}
+
+/// `GET /1.2/rtm/clients/{client}/sessions` (a Confab extension, for the console) →
+/// `{"online": bool, "count": n, "sessions": [{"tag", "protocol", "version", "since"}]}`:
+/// whether the client is online (on any node), and its sessions on the node answering,
+/// at most [`confab_engine::engine::CLIENT_SESSIONS_MAX`] of them, oldest login first
+/// (`count` is how many it has there).
+async fn sessions(
+    State(gateway): State<Gateway>,
+    Path(client): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, RestError> {
+    let caller = authenticate(&gateway, &headers)?.require_master()?;
+    let online = !gateway.engine.admin_online(&caller.app_id, vec![client.clone()]).await?.is_empty();
+    let (sessions, count) = gateway.engine.admin_client_sessions(&caller.app_id, &client)?;
+    let sessions: Vec<Value> = sessions
+        .into_iter()
+        .map(|s| json!({"tag": s.tag, "protocol": s.wire.0, "version": s.wire.1, "since": s.since}))
+        .collect();
+    Ok(axum::Json(json!({"online": online, "count": count, "sessions": sessions})).into_response())
 }

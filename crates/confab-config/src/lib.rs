@@ -644,10 +644,8 @@ mod tests {
             (defaults.room_silenced_max, defaults.room_managers_max, defaults.client_blacklist_max),
             (10_000, 500, 1000)
         );
-        let set = app(
-            "blacklist_max = 3\nroom_blacklist_max = 4\nsilenced_max = 5\nroom_silenced_max = 6\n\
-             room_managers_max = 7\nclient_blacklist_max = 8",
-        )
+        let set = app("blacklist_max = 3\nroom_blacklist_max = 4\nsilenced_max = 5\nroom_silenced_max = 6\n\
+             room_managers_max = 7\nclient_blacklist_max = 8")
         .expect("valid")
         .apps
         .remove(0)

@@ -328,8 +328,8 @@ mod pb {
                 transient: room.then_some(true),
                 ..ConvCommand::default()
             };
-            let started =
-                self.request(GenericCommand { conv_message: Some(c), ..cmd(CommandType::Conv, OpType::Start) });
+            let started = self
+                .request(GenericCommand { conv_message: Some(c), ..cmd(CommandType::Conv, OpType::Start) });
             started.await.conv_message.unwrap().cid.unwrap()
         }
 
@@ -352,7 +352,8 @@ mod pb {
                 ..BlacklistCommand::default()
             };
             let op = if on { OpType::Block } else { OpType::Unblock };
-            self.request(GenericCommand { blacklist_message: Some(b), ..cmd(CommandType::Blacklist, op) }).await
+            self.request(GenericCommand { blacklist_message: Some(b), ..cmd(CommandType::Blacklist, op) })
+                .await
         }
 
         /// Makes `member` a manager.
@@ -367,15 +368,21 @@ mod pb {
                 }),
                 ..ConvCommand::default()
             };
-            self.request(GenericCommand { conv_message: Some(c), ..cmd(CommandType::Conv, OpType::MemberInfoUpdate) })
-                .await
+            self.request(GenericCommand {
+                conv_message: Some(c),
+                ..cmd(CommandType::Conv, OpType::MemberInfoUpdate)
+            })
+            .await
         }
 
         /// The shut-up members, sorted.
         pub async fn shut_up_list(&mut self, cid: &str) -> Vec<String> {
             let c = ConvCommand { cid: Some(cid.into()), limit: Some(100), ..ConvCommand::default() };
             let page = self
-                .request(GenericCommand { conv_message: Some(c), ..cmd(CommandType::Conv, OpType::QueryShutup) })
+                .request(GenericCommand {
+                    conv_message: Some(c),
+                    ..cmd(CommandType::Conv, OpType::QueryShutup)
+                })
                 .await;
             let mut m = page.conv_message.unwrap().m;
             m.sort();
@@ -384,9 +391,16 @@ mod pb {
 
         /// The blocked clients, sorted.
         pub async fn blacklist(&mut self, cid: &str) -> Vec<String> {
-            let b = BlacklistCommand { src_cid: Some(cid.into()), limit: Some(100), ..BlacklistCommand::default() };
+            let b = BlacklistCommand {
+                src_cid: Some(cid.into()),
+                limit: Some(100),
+                ..BlacklistCommand::default()
+            };
             let page = self
-                .request(GenericCommand { blacklist_message: Some(b), ..cmd(CommandType::Blacklist, OpType::Query) })
+                .request(GenericCommand {
+                    blacklist_message: Some(b),
+                    ..cmd(CommandType::Blacklist, OpType::Query)
+                })
                 .await;
             let mut m = page.blacklist_message.unwrap().blocked_pids;
             m.sort();
@@ -418,7 +432,10 @@ async fn blacklists_and_silences_are_bounded_for_clients() {
     let cid = owner.start(&["m1", "m2", "m3", "m4"], false).await;
 
     // Shut-up: two fit; two more (one new) would make three, refused whole.
-    assert_eq!(owner.shut_up(&cid, &["m1", "m2"], true).await.conv_message.unwrap().allowed_pids, ["m1", "m2"]);
+    assert_eq!(
+        owner.shut_up(&cid, &["m1", "m2"], true).await.conv_message.unwrap().allowed_pids,
+        ["m1", "m2"]
+    );
     let e = refused(&owner.shut_up(&cid, &["m2", "m3"], true).await, 4543, "silenced_max = 2");
     assert_eq!(e.reason, "LIST_FULL");
     assert_eq!(owner.shut_up_list(&cid).await, ["m1", "m2"]);
@@ -453,7 +470,8 @@ async fn blacklists_and_silences_are_bounded_for_clients() {
     drop((owner, m4));
     let mut server = server;
     assert!(server.terminate());
-    let server = Server::start_with_limits(dir.path(), "blacklist_max = 3\nsilenced_max = 2\nroom_blacklist_max = 2");
+    let server =
+        Server::start_with_limits(dir.path(), "blacklist_max = 3\nsilenced_max = 2\nroom_blacklist_max = 2");
     let mut owner = Pb::login(&server, "owner").await;
     assert_eq!(owner.blacklist(&cid).await, ["x1", "x2", "x3"]);
     assert_eq!(owner.shut_up_list(&cid).await, ["m2", "m3"]);

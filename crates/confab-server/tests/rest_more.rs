@@ -899,7 +899,7 @@ async fn temporary_silences_expire_and_survive_a_restart() {
     common::send(&mut m2, &cid, "the silence is over").await;
     // A silence can be lifted before its time, and a new one replaces the old.
     call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 3600})).await.ok();
-    call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 2})).await.ok();
+    call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 1})).await.ok();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     common::send(&mut m2, &cid, "the shorter one won").await;
     call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 3600})).await.ok();
@@ -978,14 +978,21 @@ async fn blacklists_and_silences_are_bounded_over_rest() {
         "blacklist_max = 2\nsilenced_max = 2\nroom_blacklist_max = 3\nroom_silenced_max = 1\n\
          room_managers_max = 1\nclient_blacklist_max = 2",
     );
-    let cid = create(&server, "/1.2/rtm/conversations", json!({"m": ["o", "m1", "m2", "m3"], "c": "o"})).await;
+    let cid =
+        create(&server, "/1.2/rtm/conversations", json!({"m": ["o", "m1", "m2", "m3"], "c": "o"})).await;
     let conv = format!("/1.2/rtm/conversations/{cid}");
 
     // Blacklist of a conversation: 2.
     let black = format!("{conv}/blacklists");
-    list_full(call(&server, "POST", &black, &json!({"client_ids": ["m1", "x1", "x2"]})).await, "blacklist_max = 2");
+    list_full(
+        call(&server, "POST", &black, &json!({"client_ids": ["m1", "x1", "x2"]})).await,
+        "blacklist_max = 2",
+    );
     assert_eq!(get(&server, &black).await.ok(), json!({"client_ids": []}));
-    assert_eq!(get(&server, &format!("{conv}/members")).await.ok(), json!({"result": ["o", "m1", "m2", "m3"]}));
+    assert_eq!(
+        get(&server, &format!("{conv}/members")).await.ok(),
+        json!({"result": ["o", "m1", "m2", "m3"]})
+    );
     call(&server, "POST", &black, &json!({"client_ids": ["x1", "x2"]})).await.ok();
     list_full(call(&server, "POST", &black, &json!({"client_ids": ["x3"]})).await, "blacklist_max = 2");
     call(&server, "POST", &black, &json!({"client_ids": ["x2"]})).await.ok();
@@ -993,7 +1000,10 @@ async fn blacklists_and_silences_are_bounded_over_rest() {
 
     // Permanent silences: 2 members.
     let silenced = format!("{conv}/permanent-silenceds");
-    list_full(call(&server, "POST", &silenced, &json!({"client_ids": ["m1", "m2", "m3"]})).await, "silenced_max = 2");
+    list_full(
+        call(&server, "POST", &silenced, &json!({"client_ids": ["m1", "m2", "m3"]})).await,
+        "silenced_max = 2",
+    );
     assert_eq!(get(&server, &silenced).await.ok(), json!({"client_ids": []}));
     call(&server, "POST", &silenced, &json!({"client_ids": ["m1", "m2"]})).await.ok();
     list_full(call(&server, "POST", &silenced, &json!({"client_ids": ["m3"]})).await, "silenced_max = 2");
@@ -1019,11 +1029,17 @@ async fn blacklists_and_silences_are_bounded_over_rest() {
     let four = json!({"client_ids": ["r1", "r2", "r3", "r4"]});
     list_full(call(&server, "POST", &room_black, &four).await, "room_blacklist_max = 3");
     call(&server, "POST", &room_black, &json!({"client_ids": ["r1", "r2", "r3"]})).await.ok();
-    list_full(call(&server, "POST", &room_black, &json!({"client_ids": ["r4"]})).await, "room_blacklist_max = 3");
+    list_full(
+        call(&server, "POST", &room_black, &json!({"client_ids": ["r4"]})).await,
+        "room_blacklist_max = 3",
+    );
     assert_eq!(get(&server, &room_black).await.ok(), json!({"client_ids": ["r1", "r2", "r3"]}));
     let room_silenced = format!("{room}/permanent-silenceds");
     call(&server, "POST", &room_silenced, &json!({"client_ids": ["s1"]})).await.ok();
-    list_full(call(&server, "POST", &room_silenced, &json!({"client_ids": ["s2"]})).await, "room_silenced_max = 1");
+    list_full(
+        call(&server, "POST", &room_silenced, &json!({"client_ids": ["s2"]})).await,
+        "room_silenced_max = 1",
+    );
     assert_eq!(get(&server, &room_silenced).await.ok(), json!({"client_ids": ["s1"]}));
     let room_temp = format!("{room}/temporary-silenceds");
     call(&server, "POST", &room_temp, &json!({"client_id": "s1", "ttl": 60})).await.ok();
@@ -1031,7 +1047,10 @@ async fn blacklists_and_silences_are_bounded_over_rest() {
     list_full(second, "room_silenced_max = 1");
     let infos = format!("{room}/member-infos");
     call(&server, "POST", &infos, &json!({"clientId": "g1", "role": "Manager"})).await.ok();
-    list_full(call(&server, "POST", &infos, &json!({"clientId": "g2", "role": "Manager"})).await, "room_managers_max = 1");
+    list_full(
+        call(&server, "POST", &infos, &json!({"clientId": "g2", "role": "Manager"})).await,
+        "room_managers_max = 1",
+    );
     let managers = get(&server, &format!("{infos}?role=Manager")).await.ok();
     let names: Vec<&str> =
         managers["results"].as_array().unwrap().iter().map(|r| r["clientId"].as_str().unwrap()).collect();

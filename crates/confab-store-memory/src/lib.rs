@@ -741,7 +741,11 @@ impl Store for MemoryStore {
         client: &'a str,
         kind: MarkKind,
     ) -> StoreFuture<'a, usize> {
-        done(self.with_app(app, |a| Ok(a.marks.keys().filter(|(_, k, who)| *k == kind && who == client).count())))
+        done(
+            self.with_app(app, |a| {
+                Ok(a.marks.keys().filter(|(_, k, who)| *k == kind && who == client).count())
+            }),
+        )
     }
 
     fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<MemberPosition>> {

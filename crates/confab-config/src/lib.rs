@@ -322,6 +322,21 @@ pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Setting
                 confab_engine::bounds::MAX_JSON_DEPTH
             );
         }
+        let l = &app.limits;
+        for (key, value) in [
+            ("blacklist_max", l.blacklist_max),
+            ("room_blacklist_max", l.room_blacklist_max),
+            ("silenced_max", l.silenced_max),
+            ("room_silenced_max", l.room_silenced_max),
+            ("room_managers_max", l.room_managers_max),
+            ("client_blacklist_max", l.client_blacklist_max),
+        ] {
+            // 0 would refuse every block, silence or manager: the feature would be off
+            // without saying so. Nothing stored is ever unbounded, so there is no "off".
+            if value == 0 {
+                anyhow::bail!("app {:?}: limits.{key} must be at least 1, got 0", app.id);
+            }
+        }
         if let Some(hooks) = &app.hooks {
             hooks.validate().map_err(|why| anyhow::anyhow!("app {:?}: {why}", app.id))?;
         }
@@ -607,6 +622,59 @@ mod tests {
             ))
             .expect("parses");
             assert!(resolve(deep, Overrides::default()).is_err_and(|e| e.to_string().contains("json_depth")));
+        }
+    }
+
+    /// The list limits (blacklists, silences, room managers, a client's own blacklist):
+    /// LeanCloud's sizes by default, set per app, and never 0.
+    #[test]
+    fn list_limits_default_parse_and_are_checked() {
+        let app = |limits: &str| {
+            FileConfig::parse(&format!(
+                "[[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\n[apps.limits]\n{limits}\n"
+            ))
+            .and_then(|file| resolve(file, Overrides::default()))
+        };
+        let defaults = app("").expect("valid").apps.remove(0).limits;
+        assert_eq!(
+            (defaults.blacklist_max, defaults.room_blacklist_max, defaults.silenced_max),
+            (500, 10_000, 500)
+        );
+        assert_eq!(
+            (defaults.room_silenced_max, defaults.room_managers_max, defaults.client_blacklist_max),
+            (10_000, 500, 1000)
+        );
+        let set = app("blacklist_max = 3\nroom_blacklist_max = 4\nsilenced_max = 5\nroom_silenced_max = 6\n\
+             room_managers_max = 7\nclient_blacklist_max = 8")
+        .expect("valid")
+        .apps
+        .remove(0)
+        .limits;
+        assert_eq!(
+            [
+                set.blacklist_max,
+                set.room_blacklist_max,
+                set.silenced_max,
+                set.room_silenced_max,
+                set.room_managers_max,
+                set.client_blacklist_max
+            ],
+            [3, 4, 5, 6, 7, 8]
+        );
+        for key in [
+            "blacklist_max",
+            "room_blacklist_max",
+            "silenced_max",
+            "room_silenced_max",
+            "room_managers_max",
+            "client_blacklist_max",
+        ] {
+            let error = app(&format!("{key} = 0")).expect_err(key).to_string();
+            assert!(error.contains(&format!("limits.{key}")), "{key}: {error}");
+            for bad in ["-1", "\"many\"", "1.5"] {
+                let error = app(&format!("{key} = {bad}")).expect_err(bad).to_string();
+                assert!(error.contains(key), "{key} = {bad}: {error}");
+            }
         }
     }
 

@@ -547,6 +547,14 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&'a str>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>>;
+    /// In how many conversations `client` carries mark `kind`: as many as
+    /// [`Store::client_marks`] lists without a limit, counted without reading them.
+    fn count_client_marks<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        kind: MarkKind,
+    ) -> StoreFuture<'a, usize>;
     /// Each member's delivery cursor and read position, in join order. Cursors saved
     /// by [`Store::save_cursor`] show at once.
     fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<MemberPosition>>;

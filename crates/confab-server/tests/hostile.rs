@@ -260,3 +260,224 @@ async fn sessions_per_connection_are_bounded() {
         .unwrap();
     assert_eq!(reply["onlineSessionPeerIds"], json!(["b"]), "{reply}");
 }
+
+/// The protobuf protocol of the 3.x+ SDKs, where the owner's `blacklist` and `shutup`
+/// commands live: just enough of it to log in, send a command and read its answer.
+mod pb {
+    use confab_proto::protobuf::wire::{
+        BlacklistCommand, CommandType, ConvCommand, ConvMemberInfo, ErrorCommand, GenericCommand, OpType,
+        SessionCommand,
+    };
+    use futures_util::{SinkExt, StreamExt};
+    use prost::Message as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    /// A logged-in protobuf client that numbers its requests.
+    pub struct Pb {
+        ws: Ws,
+        next: i32,
+    }
+
+    fn cmd(cmd: CommandType, op: OpType) -> GenericCommand {
+        GenericCommand { cmd: Some(cmd as i32), op: Some(op as i32), ..GenericCommand::default() }
+    }
+
+    impl Pb {
+        pub async fn login(server: &super::Server, peer: &str) -> Pb {
+            let mut req = server.ws.as_str().into_client_request().unwrap();
+            req.headers_mut().insert("Sec-WebSocket-Protocol", "lc.protobuf2.3".parse().unwrap());
+            let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            let mut pb = Pb { ws, next: 1 };
+            let open = GenericCommand {
+                app_id: Some(super::APP.into()),
+                peer_id: Some(peer.into()),
+                session_message: Some(SessionCommand::default()),
+                ..cmd(CommandType::Session, OpType::Open)
+            };
+            let opened = pb.request(open).await;
+            assert!(opened.error_message.is_none(), "{opened:?}");
+            pb
+        }
+
+        /// Sends `g` and waits for its answer (by serial), skipping pushes.
+        pub async fn request(&mut self, mut g: GenericCommand) -> GenericCommand {
+            let i = self.next;
+            self.next += 1;
+            g.i = Some(i);
+            self.ws.send(Message::Binary(g.encode_to_vec().into())).await.unwrap();
+            let wait = async {
+                loop {
+                    if let Message::Binary(b) = self.ws.next().await.unwrap().unwrap() {
+                        let answer = GenericCommand::decode(&b[..]).unwrap();
+                        if answer.i == Some(i) {
+                            return answer;
+                        }
+                    }
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(10), wait).await.expect("an answer in time")
+        }
+
+        /// Starts a conversation (a chat room with `room`) of these members.
+        pub async fn start(&mut self, members: &[&str], room: bool) -> String {
+            let c = ConvCommand {
+                m: members.iter().map(|m| (*m).to_owned()).collect(),
+                transient: room.then_some(true),
+                ..ConvCommand::default()
+            };
+            let started = self
+                .request(GenericCommand { conv_message: Some(c), ..cmd(CommandType::Conv, OpType::Start) });
+            started.await.conv_message.unwrap().cid.unwrap()
+        }
+
+        /// Shuts members up (`on`) or lets them speak.
+        pub async fn shut_up(&mut self, cid: &str, members: &[&str], on: bool) -> GenericCommand {
+            let c = ConvCommand {
+                cid: Some(cid.into()),
+                m: members.iter().map(|m| (*m).to_owned()).collect(),
+                ..ConvCommand::default()
+            };
+            let op = if on { OpType::AddShutup } else { OpType::RemoveShutup };
+            self.request(GenericCommand { conv_message: Some(c), ..cmd(CommandType::Conv, op) }).await
+        }
+
+        /// Blocks clients (`on`) or unblocks them.
+        pub async fn block(&mut self, cid: &str, members: &[&str], on: bool) -> GenericCommand {
+            let b = BlacklistCommand {
+                src_cid: Some(cid.into()),
+                to_pids: members.iter().map(|m| (*m).to_owned()).collect(),
+                ..BlacklistCommand::default()
+            };
+            let op = if on { OpType::Block } else { OpType::Unblock };
+            self.request(GenericCommand { blacklist_message: Some(b), ..cmd(CommandType::Blacklist, op) })
+                .await
+        }
+
+        /// Makes `member` a manager.
+        pub async fn promote(&mut self, cid: &str, member: &str) -> GenericCommand {
+            let c = ConvCommand {
+                cid: Some(cid.into()),
+                target_client_id: Some(member.into()),
+                info: Some(ConvMemberInfo {
+                    pid: Some(member.into()),
+                    role: Some("Manager".into()),
+                    info_id: None,
+                }),
+                ..ConvCommand::default()
+            };
+            self.request(GenericCommand {
+                conv_message: Some(c),
+                ..cmd(CommandType::Conv, OpType::MemberInfoUpdate)
+            })
+            .await
+        }
+
+        /// The shut-up members, sorted.
+        pub async fn shut_up_list(&mut self, cid: &str) -> Vec<String> {
+            let c = ConvCommand { cid: Some(cid.into()), limit: Some(100), ..ConvCommand::default() };
+            let page = self
+                .request(GenericCommand {
+                    conv_message: Some(c),
+                    ..cmd(CommandType::Conv, OpType::QueryShutup)
+                })
+                .await;
+            let mut m = page.conv_message.unwrap().m;
+            m.sort();
+            m
+        }
+
+        /// The blocked clients, sorted.
+        pub async fn blacklist(&mut self, cid: &str) -> Vec<String> {
+            let b = BlacklistCommand {
+                src_cid: Some(cid.into()),
+                limit: Some(100),
+                ..BlacklistCommand::default()
+            };
+            let page = self
+                .request(GenericCommand {
+                    blacklist_message: Some(b),
+                    ..cmd(CommandType::Blacklist, OpType::Query)
+                })
+                .await;
+            let mut m = page.blacklist_message.unwrap().blocked_pids;
+            m.sort();
+            m
+        }
+    }
+
+    /// Asserts an answer is the error `code` whose detail names `key = max`.
+    pub fn refused(answer: &GenericCommand, code: i32, limit: &str) -> ErrorCommand {
+        let e = answer.error_message.clone().unwrap_or_else(|| panic!("not an error: {answer:?}"));
+        assert_eq!(e.code, code, "{e:?}");
+        assert!(e.detail.as_deref().is_some_and(|d| d.contains(limit)), "should name {limit}: {e:?}");
+        e
+    }
+}
+
+/// Blacklists and silence lists are bounded: an owner's `blacklist` or `shutup` command
+/// that would take one over its limit is refused whole with 4543 naming the limit, and
+/// nothing of it is stored; what fits (or adds nothing) still passes.
+#[tokio::test]
+async fn blacklists_and_silences_are_bounded_for_clients() {
+    use pb::{Pb, refused};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_limits(
+        dir.path(),
+        "blacklist_max = 3\nsilenced_max = 2\nroom_blacklist_max = 2\nroom_silenced_max = 1\nroom_managers_max = 1",
+    );
+    let mut owner = Pb::login(&server, "owner").await;
+    let cid = owner.start(&["m1", "m2", "m3", "m4"], false).await;
+
+    // Shut-up: two fit; two more (one new) would make three, refused whole.
+    assert_eq!(
+        owner.shut_up(&cid, &["m1", "m2"], true).await.conv_message.unwrap().allowed_pids,
+        ["m1", "m2"]
+    );
+    let e = refused(&owner.shut_up(&cid, &["m2", "m3"], true).await, 4543, "silenced_max = 2");
+    assert_eq!(e.reason, "LIST_FULL");
+    assert_eq!(owner.shut_up_list(&cid).await, ["m1", "m2"]);
+    // Adding nothing new passes; after a removal there is room again.
+    owner.shut_up(&cid, &["m2"], true).await.conv_message.unwrap();
+    owner.shut_up(&cid, &["m1"], false).await.conv_message.unwrap();
+    owner.shut_up(&cid, &["m3"], true).await.conv_message.unwrap();
+    assert_eq!(owner.shut_up_list(&cid).await, ["m2", "m3"]);
+
+    // Blacklist: a block that would pass three is refused whole, and the member it
+    // named is not removed.
+    owner.block(&cid, &["x1", "x2"], true).await.blacklist_message.unwrap();
+    refused(&owner.block(&cid, &["x3", "m4"], true).await, 4543, "blacklist_max = 3");
+    assert_eq!(owner.blacklist(&cid).await, ["x1", "x2"]);
+    let mut m4 = Pb::login(&server, "m4").await;
+    assert!(m4.shut_up_list(&cid).await.len() == 2, "m4 is still a member and may look");
+    owner.block(&cid, &["x3"], true).await.blacklist_message.unwrap();
+    refused(&owner.block(&cid, &["m4"], true).await, 4543, "blacklist_max = 3");
+    assert_eq!(owner.blacklist(&cid).await, ["x1", "x2", "x3"]);
+
+    // A chat room takes the room limits: blacklist, shut-up and managers.
+    let room = owner.start(&[], true).await;
+    refused(&owner.block(&room, &["y1", "y2", "y3"], true).await, 4543, "room_blacklist_max = 2");
+    owner.block(&room, &["y1", "y2"], true).await.blacklist_message.unwrap();
+    refused(&owner.block(&room, &["y3"], true).await, 4543, "room_blacklist_max = 2");
+    owner.shut_up(&room, &["y4"], true).await.conv_message.unwrap();
+    refused(&owner.shut_up(&room, &["y5"], true).await, 4543, "room_silenced_max = 1");
+    assert!(owner.promote(&room, "y6").await.error_message.is_none());
+    refused(&owner.promote(&room, "y7").await, 4543, "room_managers_max = 1");
+
+    // All of it as stored: after a restart the lists hold exactly what was accepted.
+    drop((owner, m4));
+    let mut server = server;
+    assert!(server.terminate());
+    let server =
+        Server::start_with_limits(dir.path(), "blacklist_max = 3\nsilenced_max = 2\nroom_blacklist_max = 2");
+    let mut owner = Pb::login(&server, "owner").await;
+    assert_eq!(owner.blacklist(&cid).await, ["x1", "x2", "x3"]);
+    assert_eq!(owner.shut_up_list(&cid).await, ["m2", "m3"]);
+    let mut y6 = Pb::login(&server, "y6").await;
+    // y6 is the room's manager (and y7 is not): y6 may manage, y7 may not.
+    let mut y7 = Pb::login(&server, "y7").await;
+    assert_eq!(y7.block(&room, &["z"], false).await.error_message.unwrap().code, 4325);
+    assert!(y6.block(&room, &["y1"], false).await.error_message.is_none());
+}

@@ -960,3 +960,128 @@ async fn legacy_put_of_a_log_edits_as_the_1_2_edit_does() {
     let missing = json!({"conv-id": "000000000000000000000000", "msg-id": mid, "from": "a", "data": "x"});
     call(&server, "PUT", "/1.1/rtm/messages/logs", &missing).await.error(404, 4303);
 }
+
+/// Asserts a 400 with 4543 whose message names the limit `key = max`.
+fn list_full(a: Answer, limit: &str) {
+    a.error(400, 4543);
+    assert!(a.body["error"].as_str().unwrap().contains(limit), "should name {limit}: {}", a.body);
+}
+
+/// Every list the REST API grows is bounded by its `[apps.limits]` key: a call that
+/// would take it over is refused whole (400, code 4543, the key named) and stores
+/// nothing, what fits passes, and the lists read back hold exactly what was accepted.
+#[tokio::test]
+async fn blacklists_and_silences_are_bounded_over_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_limits(
+        dir.path(),
+        "blacklist_max = 2\nsilenced_max = 2\nroom_blacklist_max = 3\nroom_silenced_max = 1\n\
+         room_managers_max = 1\nclient_blacklist_max = 2",
+    );
+    let cid =
+        create(&server, "/1.2/rtm/conversations", json!({"m": ["o", "m1", "m2", "m3"], "c": "o"})).await;
+    let conv = format!("/1.2/rtm/conversations/{cid}");
+
+    // Blacklist of a conversation: 2.
+    let black = format!("{conv}/blacklists");
+    list_full(
+        call(&server, "POST", &black, &json!({"client_ids": ["m1", "x1", "x2"]})).await,
+        "blacklist_max = 2",
+    );
+    assert_eq!(get(&server, &black).await.ok(), json!({"client_ids": []}));
+    assert_eq!(
+        get(&server, &format!("{conv}/members")).await.ok(),
+        json!({"result": ["o", "m1", "m2", "m3"]})
+    );
+    call(&server, "POST", &black, &json!({"client_ids": ["x1", "x2"]})).await.ok();
+    list_full(call(&server, "POST", &black, &json!({"client_ids": ["x3"]})).await, "blacklist_max = 2");
+    call(&server, "POST", &black, &json!({"client_ids": ["x2"]})).await.ok();
+    assert_eq!(get(&server, &black).await.ok(), json!({"client_ids": ["x1", "x2"]}));
+
+    // Permanent silences: 2 members.
+    let silenced = format!("{conv}/permanent-silenceds");
+    list_full(
+        call(&server, "POST", &silenced, &json!({"client_ids": ["m1", "m2", "m3"]})).await,
+        "silenced_max = 2",
+    );
+    assert_eq!(get(&server, &silenced).await.ok(), json!({"client_ids": []}));
+    call(&server, "POST", &silenced, &json!({"client_ids": ["m1", "m2"]})).await.ok();
+    list_full(call(&server, "POST", &silenced, &json!({"client_ids": ["m3"]})).await, "silenced_max = 2");
+    assert_eq!(get(&server, &silenced).await.ok(), json!({"client_ids": ["m1", "m2"]}));
+
+    // Temporary silences: 2 as well, a list of their own; silences that ran out make room.
+    let temp = format!("{conv}/temporary-silenceds");
+    call(&server, "POST", &temp, &json!({"client_id": "m1", "ttl": 60})).await.ok();
+    call(&server, "POST", &temp, &json!({"client_id": "m2", "ttl": 2})).await.ok();
+    list_full(call(&server, "POST", &temp, &json!({"client_id": "m3", "ttl": 60})).await, "silenced_max = 2");
+    call(&server, "POST", &temp, &json!({"client_id": "m1", "ttl": 120})).await.ok();
+    let mut m3 = server.open("m3").await;
+    common::send(&mut m3, &cid, "not silenced: the third silence was refused").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    call(&server, "POST", &temp, &json!({"client_id": "m3", "ttl": 60})).await.ok();
+    let refused = m3.request(json!({"cmd": "direct", "cid": cid, "msg": "x"})).await.unwrap();
+    assert_eq!(refused["code"], 4315, "{refused}");
+
+    // A chat room: blacklist 3, shut-up 1, managers 1.
+    let id = create(&server, "/1.2/rtm/chatrooms", json!({"name": "lobby", "c": "o"})).await;
+    let room = format!("/1.2/rtm/chatrooms/{id}");
+    let room_black = format!("{room}/blacklists");
+    let four = json!({"client_ids": ["r1", "r2", "r3", "r4"]});
+    list_full(call(&server, "POST", &room_black, &four).await, "room_blacklist_max = 3");
+    call(&server, "POST", &room_black, &json!({"client_ids": ["r1", "r2", "r3"]})).await.ok();
+    list_full(
+        call(&server, "POST", &room_black, &json!({"client_ids": ["r4"]})).await,
+        "room_blacklist_max = 3",
+    );
+    assert_eq!(get(&server, &room_black).await.ok(), json!({"client_ids": ["r1", "r2", "r3"]}));
+    let room_silenced = format!("{room}/permanent-silenceds");
+    call(&server, "POST", &room_silenced, &json!({"client_ids": ["s1"]})).await.ok();
+    list_full(
+        call(&server, "POST", &room_silenced, &json!({"client_ids": ["s2"]})).await,
+        "room_silenced_max = 1",
+    );
+    assert_eq!(get(&server, &room_silenced).await.ok(), json!({"client_ids": ["s1"]}));
+    let room_temp = format!("{room}/temporary-silenceds");
+    call(&server, "POST", &room_temp, &json!({"client_id": "s1", "ttl": 60})).await.ok();
+    let second = call(&server, "POST", &room_temp, &json!({"client_id": "s2", "ttl": 60})).await;
+    list_full(second, "room_silenced_max = 1");
+    let infos = format!("{room}/member-infos");
+    call(&server, "POST", &infos, &json!({"clientId": "g1", "role": "Manager"})).await.ok();
+    list_full(
+        call(&server, "POST", &infos, &json!({"clientId": "g2", "role": "Manager"})).await,
+        "room_managers_max = 1",
+    );
+    let managers = get(&server, &format!("{infos}?role=Manager")).await.ok();
+    let names: Vec<&str> =
+        managers["results"].as_array().unwrap().iter().map(|r| r["clientId"].as_str().unwrap()).collect();
+    assert_eq!(names, ["g1"], "{managers}");
+
+    // A service conversation's blacklist takes the room value.
+    let svc = create(&server, "/1.2/rtm/service-conversations", json!({"name": "news"})).await;
+    let svc_black = format!("/1.2/rtm/service-conversations/{svc}/blacklists");
+    list_full(call(&server, "POST", &svc_black, &four).await, "room_blacklist_max = 3");
+    assert_eq!(get(&server, &svc_black).await.ok(), json!({"client_ids": []}));
+
+    // A client's own blacklist: 2 conversations; the same one again adds nothing.
+    let mine = "/1.2/rtm/clients/z/blacklists";
+    let mut convs = Vec::new();
+    for _ in 0..3 {
+        convs.push(create(&server, "/1.2/rtm/conversations", json!({"m": ["a"], "c": "a"})).await);
+    }
+    for c in &convs[..2] {
+        call(&server, "POST", mine, &json!({"conv_id": c})).await.ok();
+    }
+    list_full(call(&server, "POST", mine, &json!({"conv_id": convs[2]})).await, "client_blacklist_max = 2");
+    call(&server, "POST", mine, &json!({"conv_id": convs[0]})).await.ok();
+    let mut two = convs[..2].to_vec();
+    two.sort();
+    assert_eq!(get(&server, mine).await.ok(), json!({"conv_ids": two}));
+    // Another client's list is its own.
+    call(&server, "POST", "/1.2/rtm/clients/y/blacklists", &json!({"conv_id": convs[2]})).await.ok();
+    // Room again after a removal.
+    call(&server, "DELETE", mine, &json!({"conv_id": convs[0]})).await.ok();
+    call(&server, "POST", mine, &json!({"conv_id": convs[2]})).await.ok();
+    let mut now = vec![convs[1].clone(), convs[2].clone()];
+    now.sort();
+    assert_eq!(get(&server, mine).await.ok(), json!({"conv_ids": now}));
+}

@@ -735,6 +735,19 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn count_client_marks<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        kind: MarkKind,
+    ) -> StoreFuture<'a, usize> {
+        done(
+            self.with_app(app, |a| {
+                Ok(a.marks.keys().filter(|(_, k, who)| *k == kind && who == client).count())
+            }),
+        )
+    }
+
     fn member_positions<'a>(&'a self, app: &'a str, cid: &'a str) -> StoreFuture<'a, Vec<MemberPosition>> {
         done(self.with_app(app, |a| {
             Ok(a.conversations

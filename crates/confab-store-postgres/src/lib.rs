@@ -1689,6 +1689,20 @@ impl Store for PostgresStore {
         })
     }
 
+    fn count_client_marks<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        kind: MarkKind,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(async move {
+            let kind = kind as i64;
+            let rows = self.query(sql::COUNT_CLIENT_MARKS, &[&app, &client, &kind]).await?;
+            let n: i64 = rows.first().map_or(Ok(0), |r| r.try_get(0).map_err(backend))?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
+    }
+
     fn patched_since<'a>(
         &'a self,
         app: &'a str,

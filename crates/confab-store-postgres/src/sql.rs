@@ -288,6 +288,10 @@ pub(crate) const CLIENT_MARKS: &str = "SELECT cid FROM marks
  WHERE app = $1::text AND client = $2::text AND kind = $3::bigint AND ($4::text IS NULL OR cid > $4::text)
  ORDER BY cid LIMIT $5::bigint";
 
+/// $1 app, $2 client, $3 kind: how many marks of the kind the client carries.
+pub(crate) const COUNT_CLIENT_MARKS: &str = "SELECT COUNT(*) FROM marks
+ WHERE app = $1::text AND client = $2::text AND kind = $3::bigint";
+
 /// $1 app, $2 cid, $3 ts, $4 body, $5 patched_at, $6 lctype. One row when the message exists.
 pub(crate) const PATCH: &str = "
 WITH u AS (

@@ -1426,6 +1426,22 @@ impl Store for SqliteStore {
         })
     }
 
+    fn count_client_marks<'a>(
+        &'a self,
+        app: &'a str,
+        client: &'a str,
+        kind: MarkKind,
+    ) -> StoreFuture<'a, usize> {
+        let (app, client) = (app.to_owned(), client.to_owned());
+        self.read(move |c| {
+            // An index range (marks_by_client), not a scan of the table.
+            let mut stmt =
+                c.prepare_cached("SELECT COUNT(*) FROM marks WHERE app = ?1 AND client = ?2 AND kind = ?3")?;
+            let n: i64 = stmt.query_row(params![app, client, kind as i64], |r| r.get(0))?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
+    }
+
     fn patched_since<'a>(
         &'a self,
         app: &'a str,

@@ -92,6 +92,7 @@ macro_rules! __store_rules {
             marks_are_set_replaced_and_removed,
             marks_are_apart_from_membership,
             client_marks_page_in_id_order,
+            client_marks_are_counted,
             targeted_messages_keep_their_recipients,
             targeted_messages_show_only_to_their_recipients,
             targeted_messages_count_as_unread_for_their_recipients_only,
@@ -1288,6 +1289,31 @@ pub async fn client_marks_page_in_id_order(store: &dyn Store) {
         store.client_marks(APP, "zoe", MarkKind::Silenced, None, 10).await.expect("silences"),
         owned(&["c4"])
     );
+}
+
+/// A client's marks of one kind are counted as `client_marks` lists them: per app,
+/// client and kind, a replaced mark once, a removed or deleted one no more.
+pub async fn client_marks_are_counted(store: &dyn Store) {
+    let count = |app: &'static str, client: &'static str, kind| store.count_client_marks(app, client, kind);
+    assert_eq!(count(APP, "zoe", MarkKind::ClientBlocked).await.expect("none yet"), 0);
+    for id in ["c1", "c2", "c3"] {
+        create(store, conv(id, &["alice"], 1)).await;
+    }
+    for cid in ["c1", "c2", "c3"] {
+        store.set_marks(APP, cid, MarkKind::ClientBlocked, owned(&["zoe"]), true, None).await.expect("mark");
+    }
+    store.set_marks(APP, "c1", MarkKind::ClientBlocked, owned(&["zoe"]), true, None).await.expect("again");
+    store.set_marks(APP, "c1", MarkKind::Silenced, owned(&["zoe"]), true, Some(9)).await.expect("other kind");
+    store.set_marks(APP, "c2", MarkKind::ClientBlocked, owned(&["bob"]), true, None).await.expect("other");
+    assert_eq!(count(APP, "zoe", MarkKind::ClientBlocked).await.expect("three"), 3);
+    assert_eq!(count(APP, "zoe", MarkKind::Silenced).await.expect("one"), 1);
+    assert_eq!(count(APP, "bob", MarkKind::ClientBlocked).await.expect("bob's"), 1);
+    assert_eq!(count("other", "zoe", MarkKind::ClientBlocked).await.expect("other app"), 0);
+    store.set_marks(APP, "c2", MarkKind::ClientBlocked, owned(&["zoe"]), false, None).await.expect("off");
+    store.delete_conversation(APP, "c3").await.expect("delete");
+    assert_eq!(count(APP, "zoe", MarkKind::ClientBlocked).await.expect("one left"), 1);
+    let listed = store.client_marks(APP, "zoe", MarkKind::ClientBlocked, None, 10).await.expect("listed");
+    assert_eq!(listed, owned(&["c1"]));
 }
 
 /// A message of [`APP`] for `to` only (a service conversation's targeted message).

@@ -120,6 +120,11 @@ error_codes! {
     ConversationNeedOwner = 4326, "CONVERSATION_NEED_OWNER", Reply;
     /// The temporary conversation expired.
     TemporaryConversationExpired = 4323, "TEMPORARY_CONVERSATION_EXPIRED", Reply;
+    /// A blacklist, silence list or chat room's manager list (or a client's own
+    /// blacklist of conversations) is full: the request would take it over its limit
+    /// (`blacklist_max`, `silenced_max`, …) and changed nothing. LeanCloud documents
+    /// 4543 for a full blacklist; the reason name is Confab's (see docs/decisions.md).
+    ListFull = 4543, "LIST_FULL", Reply;
     /// The conversation is missing or the sender is not a member.
     InvalidMessagingTarget = 4401, "INVALID_MESSAGING_TARGET", Reply;
     /// The app's `_messageReceived` hook dropped the message (its `code`/`detail` travel

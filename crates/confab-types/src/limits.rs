@@ -79,6 +79,21 @@ pub struct Limits {
     /// Most sessions (client ids) open on one connection at once; one more is refused
     /// with 4114.
     pub sessions_per_connection: usize,
+    /// Most clients on the blacklist (blocked clients) of a normal conversation. A
+    /// block that would take the list over it is refused whole with 4543.
+    pub blacklist_max: usize,
+    /// Most clients on the blacklist of a chat room or a service conversation.
+    pub room_blacklist_max: usize,
+    /// Most members of a normal conversation shut up (permanently silenced), and,
+    /// apart from them, most clients temporarily silenced in it; past it: 4543.
+    pub silenced_max: usize,
+    /// The same for a chat room (or a service conversation's temporary silences).
+    pub room_silenced_max: usize,
+    /// Most managers of a chat room (a normal conversation's managers are members,
+    /// bounded by `conversation_members`); past it: 4543.
+    pub room_managers_max: usize,
+    /// Most conversations on one client's own blacklist; past it: 4543.
+    pub client_blacklist_max: usize,
 }
 
 impl Default for Limits {
@@ -112,6 +127,12 @@ impl Default for Limits {
             regex_chars: 256,
             query_budget: 2_000_000,
             sessions_per_connection: 64,
+            blacklist_max: 500,
+            room_blacklist_max: 10_000,
+            silenced_max: 500,
+            room_silenced_max: 10_000,
+            room_managers_max: 500,
+            client_blacklist_max: 1000,
         }
     }
 }

@@ -4,10 +4,15 @@
 //! a backend session that may act on any conversation.
 
 use super::admin::{BACKEND, unexpected};
+use super::moderation::{List, check_list};
 use super::*;
 use crate::ports::{MarkKind, StoredMessage};
 use confab_types::{PatchRequest, RestrictionKind, RestrictionOp};
 use std::collections::HashSet;
+
+/// The key of the lock under which clients' own blacklists grow (no conversation id
+/// contains a control character).
+const CLIENT_BLACKLISTS: &str = "\u{1f}client-blacklists";
 
 /// At most this many seconds of temporary silence (LeanCloud: 24 hours).
 pub const SILENCE_MAX_SECS: i64 = 24 * 3600;
@@ -296,6 +301,11 @@ impl Engine {
         let clients = distinct(clients);
         let lock = app.conv_lock(&conv.cid);
         let _guard = lock.lock().await;
+        if on {
+            let state = conv.state();
+            let adding = clients.iter().filter(|c| !state.blocked.contains(*c)).count();
+            check_list(state.blocked.len(), adding, List::Blocked.limit(&app.config.limits, conv.kind))?;
+        }
         let store = &self.inner.store;
         store.set_blocked(&app.config.id, &conv.cid, clients.clone(), on).await.map_err(store_error)?;
         let mut state = conv.state();
@@ -346,9 +356,13 @@ impl Engine {
         let app = self.backend_app(app_id)?;
         Self::valid_member_ids(&app, &[client.to_owned()])?;
         let conv = self.backend_conv(&app, cid, kinds).await?;
-        let until = ttl_secs.map(|ttl| self.now() + ttl.clamp(0, SILENCE_MAX_SECS) * 1000);
+        let now = self.now();
+        let until = ttl_secs.map(|ttl| now + ttl.clamp(0, SILENCE_MAX_SECS) * 1000);
         let lock = app.conv_lock(cid);
         let _guard = lock.lock().await;
+        if until.is_some() {
+            self.make_room_for_silence(&app, &conv, client, now).await?;
+        }
         self.inner
             .store
             .set_marks(
@@ -372,6 +386,40 @@ impl Engine {
         Ok(())
     }
 
+    /// Checks that one more temporary silence (of `client`) fits the conversation's
+    /// limit, first dropping the silences that have run out (their marks stay stored
+    /// until then, so they count) when the list is full. The caller holds the
+    /// conversation's lock.
+    async fn make_room_for_silence(
+        &self,
+        app: &AppState,
+        conv: &Conv,
+        client: &str,
+        now: i64,
+    ) -> Result<(), ProtocolError> {
+        let limit = List::Silenced.limit(&app.config.limits, conv.kind);
+        let expired: Vec<String> = {
+            let state = conv.state();
+            if state.silenced.contains_key(client) || state.silenced.len() < limit.1 {
+                return Ok(());
+            }
+            state.silenced.iter().filter(|(_, until)| **until <= now).map(|(c, _)| c.clone()).collect()
+        };
+        if !expired.is_empty() {
+            let store = &self.inner.store;
+            store
+                .set_marks(&app.config.id, &conv.cid, MarkKind::Silenced, expired.clone(), false, None)
+                .await
+                .map_err(store_error)?;
+            let mut state = conv.state();
+            for c in &expired {
+                state.silenced.remove(c);
+            }
+        }
+        let len = conv.state().silenced.len();
+        check_list(len, 1, limit)
+    }
+
     /// `client` puts a conversation (any kind) on its own blacklist, or takes it off:
     /// while there, nobody else adds it to the conversation or subscribes it (4315);
     /// it stays a member if it is one, and may still join by itself.
@@ -386,10 +434,23 @@ impl Engine {
         Self::valid_member_ids(&app, &[client.to_owned()])?;
         let all = [ConvKind::Normal, ConvKind::Transient, ConvKind::System, ConvKind::Temporary];
         let conv = self.backend_conv(&app, cid, &all).await?;
+        // One client's additions in different conversations are counted one at a
+        // time (a lock for the app's client blacklists, taken before any
+        // conversation's), so two at once cannot both take the last place.
+        let counting = app.conv_lock(CLIENT_BLACKLISTS);
+        let _counting = if on { Some(counting.lock().await) } else { None };
         let lock = app.conv_lock(cid);
         let _guard = lock.lock().await;
         let clients = vec![client.to_owned()];
         let store = &self.inner.store;
+        if on && !conv.state().blocked_by.contains(client) {
+            let max = app.config.limits.client_blacklist_max;
+            let count = store
+                .count_client_marks(&app.config.id, client, MarkKind::ClientBlocked)
+                .await
+                .map_err(store_error)?;
+            check_list(count, 1, ("client_blacklist_max", max))?;
+        }
         store
             .set_marks(&app.config.id, cid, MarkKind::ClientBlocked, clients, on, None)
             .await

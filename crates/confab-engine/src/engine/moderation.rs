@@ -2,7 +2,59 @@
 
 use super::*;
 use crate::ports::MarkKind;
-use confab_types::{RestrictionKind, RestrictionOp, RoleChange};
+use confab_types::{Limits, RestrictionKind, RestrictionOp, RoleChange};
+
+/// A list of a conversation that `[apps.limits]` bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum List {
+    /// Blocked clients (the conversation's blacklist).
+    Blocked,
+    /// Shut-up (permanently silenced) members or, in a chat room, clients.
+    ShutUp,
+    /// Temporarily silenced clients.
+    Silenced,
+    /// A chat room's managers (a normal conversation's managers are members).
+    Managers,
+}
+
+impl List {
+    /// The list a restriction adds to.
+    fn of(kind: RestrictionKind) -> List {
+        match kind {
+            RestrictionKind::Block => List::Blocked,
+            RestrictionKind::ShutUp => List::ShutUp,
+        }
+    }
+
+    /// The limit of this list in a conversation of `kind`: its `[apps.limits]` key
+    /// and value. Chat rooms and service conversations take the larger room values
+    /// (LeanCloud: 10,000 against 500).
+    pub(super) fn limit(self, limits: &Limits, kind: ConvKind) -> (&'static str, usize) {
+        let room = matches!(kind, ConvKind::Transient | ConvKind::System);
+        match (self, room) {
+            (List::Blocked, false) => ("blacklist_max", limits.blacklist_max),
+            (List::Blocked, true) => ("room_blacklist_max", limits.room_blacklist_max),
+            (List::ShutUp | List::Silenced, false) => ("silenced_max", limits.silenced_max),
+            (List::ShutUp | List::Silenced, true) => ("room_silenced_max", limits.room_silenced_max),
+            (List::Managers, _) => ("room_managers_max", limits.room_managers_max),
+        }
+    }
+}
+
+/// Refuses, with 4543 naming the limit, a change that would take a list of `len`
+/// entries over the limit `(key, max)` by adding `adding` new ones. Removals and
+/// changes that add nothing always pass, so a list over a lowered limit can shrink.
+pub(super) fn check_list(len: usize, adding: usize, (key, max): (&str, usize)) -> Result<(), ProtocolError> {
+    if adding > 0 && len.saturating_add(adding) > max {
+        return Err(bounds::over_limit(ErrorCode::ListFull, key, max));
+    }
+    Ok(())
+}
+
+/// How many of `ids` a set does not hold yet.
+fn new_entries(set: &std::collections::HashSet<String>, ids: &[String]) -> usize {
+    ids.iter().filter(|id| !set.contains(*id)).count()
+}
 
 impl Engine {
     /// Owners (creators) and managers may manage a conversation.
@@ -59,6 +111,13 @@ impl Engine {
                 ErrorCode::ConversationMembershipRequired,
                 "the target must be a member other than the owner",
             ));
+        }
+        let lock = app.conv_lock(cid);
+        let _guard = lock.lock().await;
+        if room && role == "Manager" {
+            let state = conv.state();
+            let adding = new_entries(&state.managers, std::slice::from_ref(&member));
+            check_list(state.managers.len(), adding, List::Managers.limit(&app.config.limits, conv.kind))?;
         }
         let store = &self.inner.store;
         if room {
@@ -140,6 +199,16 @@ impl Engine {
             } else {
                 changed.push(id.clone());
             }
+        }
+        if r.op.imposes() {
+            // Over the list's limit, nothing is changed (not even the clients that fit).
+            let state = conv.state();
+            let set = match kind {
+                RestrictionKind::Block => &state.blocked,
+                RestrictionKind::ShutUp => &state.shut_up,
+            };
+            let limit = List::of(kind).limit(&app.config.limits, conv.kind);
+            check_list(set.len(), new_entries(set, &changed), limit)?;
         }
         if !refused.is_empty() {
             let error = perr(ErrorCode::ConversationOperationUnauthorized, "cannot restrict these clients");
@@ -232,6 +301,15 @@ impl Engine {
             } else {
                 changed.push(id);
             }
+        }
+        if r.op.imposes() {
+            let state = conv.state();
+            let set = match r.op.kind() {
+                RestrictionKind::Block => &state.blocked,
+                RestrictionKind::ShutUp => &state.shut_up,
+            };
+            let limit = List::of(r.op.kind()).limit(&app.config.limits, conv.kind);
+            check_list(set.len(), new_entries(set, &changed), limit)?;
         }
         if !refused.is_empty() {
             let error = perr(ErrorCode::ConversationOperationUnauthorized, "cannot restrict these clients");

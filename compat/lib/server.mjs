@@ -286,9 +286,10 @@ export class ClusterServer {
   async nodeSessions() {
     return Promise.all(this.nodes.map(async (node) => {
       const text = await (await fetch(`${node.url}/metrics`)).text();
-      const m = /^confab_sessions (\d+)$/m.exec(text);
-      if (!m) throw new Error(`no confab_sessions in ${node.name}'s /metrics`);
-      return Number(m[1]);
+      // One series per protocol and version (`confab_sessions{protocol="json",version="2"} 3`): their sum.
+      const series = [...text.matchAll(/^confab_sessions(?:\{[^}]*\})? (\d+)$/gm)];
+      if (series.length === 0) throw new Error(`no confab_sessions in ${node.name}'s /metrics`);
+      return series.reduce((sum, m) => sum + Number(m[1]), 0);
     }));
   }
 

@@ -84,6 +84,8 @@ pub struct RedisCluster {
     registered: Mutex<Registrations>,
     rooms: Mutex<RoomEntries>,
     healthy: AtomicBool,
+    /// Set by [`RedisCluster::leave`]: liveness is no longer renewed.
+    left: AtomicBool,
     dropped: std::sync::atomic::AtomicU64,
     scripts: Scripts,
 }
@@ -271,6 +273,7 @@ impl RedisCluster {
             registered: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             dropped: std::sync::atomic::AtomicU64::new(0),
             scripts: Scripts::new(),
         });
@@ -308,6 +311,21 @@ impl RedisCluster {
     /// Events dropped because the publish queue was full (Redis unreachable for long).
     pub fn dropped_events(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Leaves the cluster at a clean shutdown (after this node's sessions ended): drops
+    /// this instance from the live set at once, so its sessions stop counting — a client
+    /// that reconnects elsewhere within the liveness window is not refused its device tag
+    /// by a session of a node that is gone. The purge removes the entries later. Bounded
+    /// like every call; a failure leaves the liveness to expire on its own.
+    pub async fn leave(&self) {
+        self.left.store(true, Ordering::Release);
+        let mut conn = self.conn.clone();
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(self.key(NODES)).arg(&self.instance);
+        if let Err(e) = timed(zrem.query_async::<i64>(&mut conn)).await {
+            tracing::warn!(error = %e, "cluster: could not leave at shutdown; the liveness expires on its own");
+        }
     }
 
     /// Renews this instance's liveness; `true` when Redis had lost it.
@@ -420,6 +438,9 @@ async fn keep_alive(cluster: std::sync::Weak<RedisCluster>) {
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         let Some(cluster) = cluster.upgrade() else { return };
+        if cluster.left.load(Ordering::Acquire) {
+            return;
+        }
         ticks += 1;
         let was_healthy = cluster.is_healthy();
         match cluster.heartbeat().await {

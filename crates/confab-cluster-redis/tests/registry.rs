@@ -180,3 +180,21 @@ async fn clusters_sharing_one_redis_never_see_each_other() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(at_other.try_recv().is_err(), "cluster two heard cluster one");
 }
+
+#[tokio::test]
+async fn a_node_that_leaves_stops_counting_at_once() {
+    let Some(redis) = start_or_skip("a_node_that_leaves") else { return };
+    let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
+    let mobile = Some("mobile");
+    assert_eq!(a.claim("app", "bob", session(&a, 1), mobile, TagClaim::Take).await, Ok(vec![]));
+    assert_eq!(b.claim("app", "bob", session(&b, 2), mobile, TagClaim::Keep).await, Err(ClaimError::Held));
+    // A clean shutdown: no waiting for a's liveness (seconds) to run out.
+    a.leave().await;
+    assert_eq!(b.online("app", vec!["bob".into()]).await, Some(vec![]));
+    assert_eq!(b.claim("app", "bob", session(&b, 2), mobile, TagClaim::Keep).await, Ok(vec![]));
+    // a's renewals have stopped: it does not come back and register bob again.
+    b.release("app", "bob", session(&b, 2));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(b.online("app", vec!["bob".into()]).await, Some(vec![]));
+}

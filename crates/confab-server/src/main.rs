@@ -671,6 +671,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if dropped > 0 {
         tracing::info!(connections = dropped, "HTTP connections dropped at shutdown");
     }
+    // Its sessions ended: stop counting them cluster-wide now, not when the liveness
+    // runs out (a client reconnecting to another node would find its tag held).
+    if let Some(cluster) = &cluster {
+        cluster.leave().await;
+    }
     Ok(())
 }
 

@@ -310,6 +310,27 @@ impl ReadPool {
     }
 }
 
+/// How often the checkpoint thread looks for new commits to copy out of the WAL.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Copies committed WAL frames into the database file, beside the writer (a passive
+/// checkpoint never blocks it), after each interval with new commits, until the store
+/// is dropped (`commits` gone). The writer restarts the WAL once it is all copied.
+fn checkpoint_while_open(conn: &Connection, commits: &std::sync::Weak<AtomicU64>) {
+    let mut copied = 0;
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        let Some(now) = commits.upgrade().map(|c| c.load(Ordering::Relaxed)) else { return };
+        if now == copied {
+            continue;
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => copied = now,
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
+        }
+    }
+}
+
 /// Plans each cached statement once. Without the query planner stability guarantee,
 /// SQLite lets the values bound to a statement steer its plan (may `?1` stand for the
 /// constant it is compared with? could a term imply a partial index's condition?) and
@@ -353,6 +374,12 @@ impl SqliteStore {
         // the durable benchmark: 143k -> 47k per 2 s with 64 MiB).
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB).map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
+        // Checkpoints run on a thread of their own (below), not inside the writer's
+        // commits: copying the WAL into the database file (reads, writes, an fsync)
+        // stalled every few commits of the writer, which every acknowledgement waits for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(backend)?;
+        let checkpointer = Connection::open(&path).map_err(backend)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         let (tx, rx) = mpsc::channel();
         let cursors = Arc::new(CursorBuffer::default());
         let commits = Arc::new(AtomicU64::new(0));
@@ -360,6 +387,11 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
             .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let written = Arc::downgrade(&commits);
+        std::thread::Builder::new()
+            .name("confab-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_while_open(&checkpointer, &written))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,

@@ -352,8 +352,12 @@ async fn every_session_end_is_logged_once_with_its_code_and_reason() {
     // A second login with the same tag ends the first (4111), whose connection then
     // closes: one line, the conflict's.
     let tag = json!({"tag": "mobile"});
-    let first = Client::open(&server.ws, APP, "carol", tag.clone()).await.unwrap();
+    let mut first = Client::open(&server.ws, APP, "carol", tag.clone()).await.unwrap();
     let second = Client::open(&server.ws, APP, "carol", tag).await.unwrap();
+    // The conflict reaches the first session after the second's login reply: wait for it,
+    // or the client's own close could overtake it.
+    let kicked = first.wait_for("the conflict", |f| f["op"] == "closed").await.unwrap();
+    assert_eq!(kicked["code"], 4111, "{kicked}");
     first.close().await;
     let lines = close_lines(&server, "carol", 1).await;
     assert_eq!(lines.len(), 1, "{lines:#?}");

@@ -78,6 +78,9 @@ pub const COMMANDS: [&str; 21] = [
     "restricted_query",
 ];
 
+/// [`command_index`] of an `ack`, for an ack handled without a [`Request`].
+pub const ACK_COMMAND: usize = 13;
+
 /// The index of a request's command in [`COMMANDS`].
 pub fn command_index(request: &Request) -> usize {
     match request {
@@ -94,7 +97,7 @@ pub fn command_index(request: &Request) -> usize {
         Request::ConvUpdate { .. } => 10,
         Request::ConvMute { .. } => 11,
         Request::Direct(_) => 12,
-        Request::Ack(_) => 13,
+        Request::Ack(_) => ACK_COMMAND,
         Request::Logs(_) => 14,
         Request::Read { .. } => 15,
         Request::ConvMaxRead { .. } => 16,
@@ -433,6 +436,14 @@ impl Metrics {
     /// A stored message was queued to a session (live or from the backlog).
     pub fn message_delivered(&self) {
         self.messages_delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` messages were queued to sessions (a fan-out counts once, not per recipient:
+    /// one shared counter touched per delivery is contended across cores).
+    pub fn messages_delivered_n(&self, n: u64) {
+        if n > 0 {
+            self.messages_delivered.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Messages queued to sessions so far.

@@ -158,7 +158,8 @@ struct Queue {
 /// The outbound queue is a `VecDeque` under a mutex rather than a tokio channel: a
 /// bounded tokio channel allocates its state (512 B, cache-padded) and a first block of
 /// 32 slots (1 KB) up front, ~1.5 KB for every idle connection; this queue allocates
-/// nothing until an item is queued and frees its buffer whenever the writer drains it.
+/// nothing until an item is queued and frees its buffer when the writer drains it with
+/// a reply, or when the connection falls quiet after pushes ([`ConnHandle::release_idle_buffer`]).
 #[derive(Debug)]
 pub struct ConnHandle {
     /// Unique per process.
@@ -242,12 +243,14 @@ impl Drop for OutboundReceiver {
     }
 }
 
-/// Takes the oldest item. Emptying the queue frees its buffer, so an idle connection
-/// holds none (one allocation per burst for a busy one).
+/// Takes the oldest item. Emptying the queue with a reply frees its buffer, so an idle
+/// connection holds none; emptying it with a push keeps the buffer for the next one
+/// (a room member gets one push at a time: freeing would cost an allocation and a free
+/// per delivery) until the connection falls quiet ([`ConnHandle::release_idle_buffer`]).
 fn pop(queue: &mut Queue) -> Option<Outbound> {
     let (bytes, item) = queue.items.pop_front()?;
     queue.bytes = queue.bytes.saturating_sub(bytes);
-    if queue.items.is_empty() && queue.items.capacity() > 0 {
+    if queue.items.is_empty() && queue.items.capacity() > 0 && !matches!(item, Outbound::Push { .. }) {
         queue.items = VecDeque::new();
     }
     Some(item)
@@ -308,6 +311,16 @@ impl ConnHandle {
             self.wake.notify_one();
         }
         true
+    }
+
+    /// Frees the queue's buffer if it is empty: called when the connection has been
+    /// quiet for a while, so that a connection that once received pushes holds no
+    /// buffer while idle.
+    pub fn release_idle_buffer(&self) {
+        let mut queue = self.queue();
+        if queue.items.is_empty() && queue.items.capacity() > 0 {
+            queue.items = VecDeque::new();
+        }
     }
 
     /// For a background producer (the backlog replay): waits until at least half the
@@ -498,7 +511,22 @@ mod tests {
         assert!(matches!(rx.try_recv(), Some(Outbound::Push { .. })));
         assert!(rx.try_recv().is_none());
         assert_eq!(bytes(&handle), 0);
+        // Drained by a push: the buffer is kept for the next push, until the
+        // connection falls quiet.
+        assert!(handle.queue().items.capacity() > 0);
+        assert!(handle.send(push(10)));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Push { .. })));
+        handle.release_idle_buffer();
         assert_eq!(handle.queue().items.capacity(), 0);
+        // Drained by a reply: freed at once.
+        assert!(handle.send(push(10)));
+        assert!(handle.reply(Some(2), Reply::Heartbeat));
+        assert!(rx.try_recv().is_some() && rx.try_recv().is_some());
+        assert_eq!(handle.queue().items.capacity(), 0);
+        // Releasing never drops what is queued.
+        assert!(handle.send(push(10)));
+        handle.release_idle_buffer();
+        assert!(matches!(rx.try_recv(), Some(Outbound::Push { .. })));
     }
 
     #[tokio::test]

@@ -240,6 +240,12 @@ async fn read_loop(
     // whose sessions all ended gets a fresh deadline.
     let mut login_deadline = tokio::time::Instant::now() + timeouts.login;
     let mut had_session = false;
+    // When the silence being timed began: the last frame, or the ping that followed it.
+    let mut quiet_since = tokio::time::Instant::now();
+    // One timer for the connection's life, moved later only when it fires: re-arming a
+    // timer per frame cost a timer-wheel insertion and removal per member ack in a busy
+    // room. It may fire early (frames came since); it never fires late.
+    let mut timer = pin!(tokio::time::sleep_until(login_deadline));
     loop {
         // Replies the client has not read fill its queue: read no further request until
         // the writer has drained it below the budget (TCP then slows a client that
@@ -254,29 +260,43 @@ async fn read_loop(
             login_deadline = tokio::time::Instant::now() + timeouts.login;
         }
         had_session = logged_in;
-        let deadline =
-            if logged_in { tokio::time::Instant::now() + timeouts.read / 2 } else { login_deadline };
+        let deadline = if logged_in { quiet_since + timeouts.read / 2 } else { login_deadline };
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
         // A close request wakes this task, even while its writer is stuck on a client
         // that stopped reading, and the reader stops at once.
         let close_requested = std::future::poll_fn(|cx| handle.poll_close_requested(cx));
         let next = tokio::select! {
             biased;
             () = close_requested => return None,
-            next = tokio::time::timeout_at(deadline, stream.next()) => next,
+            () = &mut timer => None,
+            next = stream.next() => Some(next),
         };
+        if next.is_none() {
+            // At most once per half read timeout: a connection that received pushes
+            // frees its queue's buffer while it is quiet.
+            handle.release_idle_buffer();
+        }
         let message = match next {
-            Err(_) if logged_in && !pinged => {
+            None if tokio::time::Instant::now() < deadline => {
+                // Frames came since the timer was set: it moves to the silence's end.
+                timer.as_mut().reset(deadline);
+                continue;
+            }
+            None if logged_in && !pinged => {
                 pinged = true;
+                quiet_since = tokio::time::Instant::now();
                 handle.send(Outbound::Ping);
                 continue;
             }
-            Err(_) => {
+            None => {
                 let code = if logged_in { ErrorCode::ReadTimeout } else { ErrorCode::LoginTimeout };
                 handle.close(ProtocolError::new(code, "nothing received in time"));
                 return None;
             }
-            Ok(None) => return Some(ClientLeft::Lost),
-            Ok(Some(Err(e))) => {
+            Some(None) => return Some(ClientLeft::Lost),
+            Some(Some(Err(e))) => {
                 tracing::debug!(error = %e, "websocket read failed");
                 if peer_gone(&e) {
                     return Some(ClientLeft::Lost);
@@ -284,9 +304,10 @@ async fn read_loop(
                 handle.close(read_error(&e));
                 return None;
             }
-            Ok(Some(Ok(m))) => m,
+            Some(Some(Ok(m))) => m,
         };
         pinged = false;
+        quiet_since = tokio::time::Instant::now();
         // Decoded in a block of its own, so that neither the frame nor the decoded
         // request (hundreds of bytes) is kept across the await in every connection's task.
         let step = {
@@ -294,6 +315,14 @@ async fn read_loop(
             let message = message;
             // Decoded where the frame lies, without a copy.
             let decoded = match &message {
+                // A member's ack (one per message it receives in a busy room): read in
+                // place and handled at once.
+                Message::Text(t) if let Some(ack) = codec.scan_ack(t.as_str()) => {
+                    if conn.ack_now(ack) {
+                        continue;
+                    }
+                    return None;
+                }
                 Message::Text(t) => codec.decode_text(t.as_str()),
                 Message::Binary(b) => codec.decode_binary(b),
                 Message::Ping(_) | Message::Pong(_) => continue,
@@ -303,7 +332,8 @@ async fn read_loop(
             };
             match decoded {
                 Ok(inbound) => match conn.handle_now(inbound) {
-                    // A request that never waits (an ack) is handled here and now.
+                    // A request that never waits (a heartbeat, a protobuf ack) is handled
+                    // here and now.
                     Ok(open) => Step::Done(open),
                     // Boxed: the engine's request future is large, and inline it would
                     // sit in every idle connection's task (~3 KB each).

@@ -10,12 +10,11 @@ use crate::{DecodeError, WireFrame};
 use bytes::Bytes;
 use confab_types::time::iso8601;
 use confab_types::{
-    AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound, LogsQuery,
-    MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply, Request,
-    RestrictionKind, RestrictionOp, SessionOpen, Signature,
+    AckRef, AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound,
+    InboundAck, LogsQuery, MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply,
+    Request, RestrictionKind, RestrictionOp, SessionOpen, Signature,
 };
 use serde_json::{Map, Value, json};
-use std::borrow::Cow;
 
 /// Decodes one frame; binary frames are not part of this protocol.
 pub fn decode_frame(frame: &WireFrame) -> Result<Inbound, DecodeError> {
@@ -39,19 +38,17 @@ pub(crate) fn binary_refused() -> DecodeError {
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
     // A recipient's ack is most of what a busy room's members send (2.4.0 acks every
-    // message, chat rooms too): read it straight into its fields. Anything the fast
-    // path does not take whole (another command, an unexpected type, a duplicate key)
-    // goes the general way, which decides exactly as before.
-    if text.contains("\"ack\"")
-        && let Some(inbound) = decode_ack(text)
-    {
-        return Ok(inbound);
+    // message, chat rooms too): it is read without a JSON tree. Whatever the scanner
+    // does not take whole goes the general way, which decides exactly as before.
+    if let Some(ack) = scan_ack(text) {
+        return Ok(ack.to_inbound());
     }
     decode_tree(text)
 }
 
-/// Decodes one text frame through a JSON tree: every command.
-fn decode_tree(text: &str) -> Result<Inbound, DecodeError> {
+/// Decodes one text frame through a JSON tree: every command. [`decode`] without the
+/// ack scanner, and the reference the scanner is checked against (tests, fuzzing).
+pub fn decode_tree(text: &str) -> Result<Inbound, DecodeError> {
     let value: Value = serde_json::from_str(text).map_err(|e| DecodeError {
         serial: None,
         error: ProtocolError::new(ErrorCode::UnparseableRawMsg, format!("malformed JSON: {e}")),
@@ -70,40 +67,171 @@ fn decode_tree(text: &str) -> Result<Inbound, DecodeError> {
     Ok(Inbound { serial, peer_id, request })
 }
 
-/// The fields of an `ack` frame, borrowed from it where no escape needs decoding.
-#[derive(serde::Deserialize)]
-struct AckFrame<'a> {
-    #[serde(borrow)]
-    cmd: Cow<'a, str>,
-    op: Option<serde::de::IgnoredAny>,
-    i: Option<i64>,
-    #[serde(rename = "peerId", borrow)]
-    peer_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    cid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    mid: Option<Cow<'a, str>>,
-    fromts: Option<i64>,
-    tots: Option<i64>,
+/// An `ack` frame read where it lies: no JSON tree, no copy of its ids.
+///
+/// Takes only the plain shape the SDKs send — a flat object whose values are strings
+/// without escapes or non-negative integers of up to 18 digits, each known key at most
+/// once and of the type [`decode`] expects, `cmd` = `"ack"` and no `op` — and answers
+/// `None` for anything else (another command, an escape, a float, `null`, a nested
+/// value, a duplicate key, malformed JSON), which [`decode`] then reads the general
+/// way. Whatever it takes, the general way would decode to the same request.
+pub fn scan_ack(text: &str) -> Option<InboundAck<'_>> {
+    let mut s = Scan { text, pos: 0 };
+    let (mut cmd, mut serial, mut peer_id) = (false, None, None);
+    let mut ack = AckRef::default();
+    // One bit per known key: a second occurrence goes the general way.
+    let mut seen = 0u8;
+    s.skip_ws();
+    s.expect(b'{')?;
+    s.skip_ws();
+    if !s.eat(b'}') {
+        loop {
+            s.skip_ws();
+            let key = s.string()?;
+            s.skip_ws();
+            s.expect(b':')?;
+            s.skip_ws();
+            let value = s.scalar()?;
+            let bit = match key {
+                "cmd" => 1,
+                "i" => 2,
+                "peerId" => 4,
+                "cid" => 8,
+                "mid" => 16,
+                "fromts" => 32,
+                "tots" => 64,
+                "op" => return None,
+                _ => 0,
+            };
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+            match (key, value) {
+                ("cmd", Scalar::Str("ack")) => cmd = true,
+                ("cmd", _) => return None,
+                // As the general way reads a serial: a string or a number outside
+                // 32 bits is no serial.
+                ("i", Scalar::Int(i)) => serial = i32::try_from(i).ok(),
+                ("i", Scalar::Str(_)) => serial = None,
+                ("peerId", Scalar::Str(v)) => peer_id = Some(v),
+                ("cid", Scalar::Str(v)) => ack.cid = Some(v),
+                ("mid", Scalar::Str(v)) => ack.mid = Some(v),
+                ("fromts", Scalar::Int(v)) => ack.from_ts = Some(v),
+                ("tots", Scalar::Int(v)) => ack.to_ts = Some(v),
+                // A known key of another type: the general way answers the error.
+                _ if bit != 0 => return None,
+                // Keys no command reads are ignored, as the general way ignores them.
+                _ => {}
+            }
+            s.skip_ws();
+            if s.eat(b',') {
+                continue;
+            }
+            s.expect(b'}')?;
+            break;
+        }
+    }
+    s.skip_ws();
+    (cmd && s.pos == text.len()).then_some(InboundAck { serial, peer_id, ack })
 }
 
-/// An `ack` frame decoded without a JSON tree, when it is one and every field has the
-/// type the general path takes without converting (`None`: let that path decide).
-fn decode_ack(text: &str) -> Option<Inbound> {
-    let f: AckFrame<'_> = serde_json::from_str(text).ok()?;
-    if f.cmd != "ack" || f.op.is_some() {
-        return None;
+/// How many bytes at the start of `bytes` may stand in a JSON string as they are: up
+/// to the first quote, backslash or control character (or the end).
+///
+/// Eight bytes per step (the ids in an ack are most of its bytes): for each of the
+/// three tests a byte that passes it sets its high bit in `hits`. Carries can only set
+/// bits above the first real hit, so the lowest set bit is exact.
+fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+        let x = u64::from_le_bytes(chunk);
+        let quote = zero_byte(x ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(x ^ (ONES * u64::from(b'\\')));
+        let control = x.wrapping_sub(ONES * 0x20) & !x;
+        let hits = (quote | backslash | control) & HIGH;
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
     }
-    Some(Inbound {
-        serial: f.i.and_then(|i| i32::try_from(i).ok()),
-        peer_id: f.peer_id.map(Cow::into_owned),
-        request: Request::Ack(AckRequest {
-            cid: f.cid.map(Cow::into_owned),
-            mid: f.mid.map(Cow::into_owned),
-            from_ts: f.fromts,
-            to_ts: f.tots,
-        }),
-    })
+    let tail = bytes.get(at..).unwrap_or_default();
+    at + tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(tail.len())
+}
+
+/// A scalar value [`scan_ack`] takes.
+#[derive(Clone, Copy)]
+enum Scalar<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+/// A cursor over a frame's bytes for [`scan_ack`].
+struct Scan<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `byte` if it is next.
+    fn eat(&mut self, byte: u8) -> bool {
+        let next = self.peek() == Some(byte);
+        self.pos += usize::from(next);
+        next
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let rest = self.text.as_bytes().get(start..)?;
+        let len = plain_len(rest);
+        if rest.get(len) != Some(&b'"') {
+            return None;
+        }
+        self.pos = start + len + 1;
+        // Both ends are ASCII quotes, so the slice falls on character boundaries.
+        self.text.get(start..start + len)
+    }
+
+    /// A string, or a non-negative integer of at most 18 digits without a fraction
+    /// or exponent (so it fits an `i64`, and JSON's no-leading-zero rule holds).
+    fn scalar(&mut self) -> Option<Scalar<'a>> {
+        match self.peek()? {
+            b'"' => self.string().map(Scalar::Str),
+            b'0'..=b'9' => {
+                let start = self.pos;
+                let digits = self.text.as_bytes()[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let number = &self.text[start..start + digits];
+                if digits > 18 || (digits > 1 && number.starts_with('0')) {
+                    return None;
+                }
+                self.pos = start + digits;
+                if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+                    return None;
+                }
+                number.parse().ok().map(Scalar::Int)
+            }
+            _ => None,
+        }
+    }
 }
 
 fn decode_request(f: &Fields<'_>) -> Result<Request, ProtocolError> {
@@ -662,7 +790,30 @@ pub fn encode_push(push: &Push) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_ack_fast_path_decides_as_the_tree_does() {
+    fn plain_len_stops_at_the_first_quote_backslash_or_control_character() {
+        let slow = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(b.len());
+        let mut cases: Vec<Vec<u8>> = vec![Vec::new(), b"abc".to_vec(), "会话ü\"x".as_bytes().to_vec()];
+        // Every position of every stop byte, after runs that cross the 8-byte steps,
+        // with bytes that borrow (0x00, 0x01, 0x21, 0x23, 0x5d, 0x80, 0xff) around it.
+        for stop in [b'"', b'\\', 0x00, 0x01, 0x1f] {
+            for at in 0..20 {
+                for fill in [b'a', 0x21, 0x23, 0x5d, 0x80, 0xff, 0x20] {
+                    let mut v = vec![fill; 24];
+                    v[at] = stop;
+                    cases.push(v);
+                }
+            }
+        }
+        for fill in 0u8..=255 {
+            cases.push(vec![fill; 19]);
+        }
+        for case in cases {
+            assert_eq!(super::plain_len(&case), slow(&case), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn the_ack_scanner_decides_as_the_tree_does() {
         let frames = [
             r#"{"cmd":"ack","cid":"c1","mid":"m1"}"#,
             r#"{"cmd":"ack","cid":"c1","mid":"m1","i":7,"peerId":"bob"}"#,
@@ -679,14 +830,48 @@ mod tests {
             r#"{"cmd":"direct","cid":"c","msg":"\"ack\""}"#,
             r#"{"cmd":"ack""#,
             r#"["ack"]"#,
+            " {\t\"cmd\":\"ack\",\r\n\"cid\":\"会话\",\"x\":\"y\",\"n\":0} ",
+            r#"{"cmd":"ack","cid":"c","fromts":01}"#,
+            r#"{"cmd":"ack","cid":"c","fromts":-1}"#,
+            r#"{"cmd":"ack","cid":"c","tots":1e3}"#,
+            r#"{"cmd":"ack","cid":"c","tots":123456789012345678}"#,
+            r#"{"cmd":"ack","cid":"c","tots":1234567890123456789}"#,
+            r#"{"cmd":"ack","cid":"c",}"#,
+            r#"{"cmd":"ack","cid":"c"} x"#,
+            r#"{"cmd":"ack","cid":"c"}}"#,
+            r#"{"cmd":"ack","cid":"c""mid":"m"}"#,
+            r#"{"cmd":"ack","cid":"c","flag":true}"#,
+            r#"{"cmd":"ack","i":1,"i":2}"#,
+            r#"{"cmd":"ack","cmd":"ack"}"#,
+            r#"{"cid":"c","cmd":"ack"}"#,
+            r#"{"cmd":"ACK","cid":"c"}"#,
+            "{\"cmd\":\"ack\",\"cid\":\"a\u{1}b\"}",
+            r#"{}"#,
+            r#"{"cmd":"ack"}"#,
+            r#"{"cmd":"ack","cid":"c","mid":""}"#,
         ];
         for frame in frames {
             assert_eq!(super::decode(frame), super::decode_tree(frame), "{frame}");
         }
-        let fast = super::decode_ack(frames[1]).expect("taken by the fast path");
-        assert_eq!(fast.peer_id.as_deref(), Some("bob"));
-        assert!(super::decode_ack(frames[6]).is_none(), "a float goes the general way");
-        assert!(super::decode_ack(frames[9]).is_none(), "an op goes the general way");
+        let taken = |f: &str| super::scan_ack(f).is_some();
+        let fast = super::scan_ack(frames[1]).expect("taken by the scanner");
+        assert_eq!(
+            (fast.serial, fast.peer_id, fast.ack.cid, fast.ack.mid),
+            (Some(7), Some("bob"), Some("c1"), Some("m1"))
+        );
+        assert!(
+            taken(frames[0])
+                && taken(frames[4])
+                && taken(frames[5])
+                && taken(frames[15])
+                && taken(frames[19])
+        );
+        assert!(taken(frames[28]) && taken(frames[32]) && taken(frames[33]));
+        for general in
+            [2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 18, 20, 21, 22, 23, 24, 25, 26, 27, 29, 30, 31]
+        {
+            assert!(!taken(frames[general]), "the general way decides {}", frames[general]);
+        }
     }
 
     use super::*;

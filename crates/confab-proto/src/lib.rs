@@ -14,7 +14,7 @@ pub mod protobuf;
 pub mod subprotocol;
 
 use bytes::Bytes;
-use confab_types::{Inbound, ProtocolError, Push, Reply};
+use confab_types::{Inbound, InboundAck, ProtocolError, Push, Reply};
 
 /// A frame as it travels on the WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,15 @@ impl Codec {
         match self {
             Codec::JsonV2 => json_v2::decode(text),
             Codec::Protobuf | Codec::ProtobufBase64 => protobuf::decode_base64(text),
+        }
+    }
+
+    /// A text frame that is a plain JSON `ack`, read where it lies ([`json_v2::scan_ack`]);
+    /// `None` for anything else, which [`Codec::decode_text`] then decodes.
+    pub fn scan_ack(self, text: &str) -> Option<InboundAck<'_>> {
+        match self {
+            Codec::JsonV2 => json_v2::scan_ack(text),
+            Codec::Protobuf | Codec::ProtobufBase64 => None,
         }
     }
 

@@ -303,6 +303,67 @@ pub struct AckRequest {
     pub to_ts: Option<i64>,
 }
 
+impl AckRequest {
+    /// The same acknowledgement, borrowed.
+    pub fn as_ref(&self) -> AckRef<'_> {
+        AckRef {
+            cid: self.cid.as_deref(),
+            mid: self.mid.as_deref(),
+            from_ts: self.from_ts,
+            to_ts: self.to_ts,
+        }
+    }
+}
+
+/// A recipient's acknowledgement read in place from its frame: [`AckRequest`] without
+/// a copy of its ids (a busy room's members send one per message they receive).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AckRef<'a> {
+    /// Conversation id.
+    pub cid: Option<&'a str>,
+    /// One message id (v2 JSON).
+    pub mid: Option<&'a str>,
+    /// Start of an inclusive timestamp range (4.x).
+    pub from_ts: Option<i64>,
+    /// End of an inclusive timestamp range (4.x).
+    pub to_ts: Option<i64>,
+}
+
+impl AckRef<'_> {
+    /// The owned acknowledgement.
+    pub fn to_request(&self) -> AckRequest {
+        AckRequest {
+            cid: self.cid.map(str::to_owned),
+            mid: self.mid.map(str::to_owned),
+            from_ts: self.from_ts,
+            to_ts: self.to_ts,
+        }
+    }
+}
+
+/// An `ack` frame read in place: [`Inbound`] for the one request decoded without
+/// copies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InboundAck<'a> {
+    /// The request serial `i`.
+    pub serial: Option<i32>,
+    /// The client id the frame names (`peerId`), if any.
+    pub peer_id: Option<&'a str>,
+    /// The acknowledgement.
+    pub ack: AckRef<'a>,
+}
+
+impl InboundAck<'_> {
+    /// The owned request.
+    pub fn to_inbound(&self) -> Inbound {
+        Inbound {
+            serial: self.serial,
+            peer_id: self.peer_id.map(str::to_owned),
+            request: Request::Ack(self.ack.to_request()),
+        }
+    }
+}
+
 /// Direction of a history walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {

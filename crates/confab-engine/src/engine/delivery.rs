@@ -19,7 +19,7 @@ use crate::metrics::METRICS;
 use crate::outbound::SharedPush;
 use crate::ports::{Appended, ClientEvent, Committed, ConvKind, MessageRange, StoreError, StoredMessage};
 use crate::session::{ConvDelivery, Inflight, Session};
-use confab_types::{AckRequest, DirectPush, DirectRequest, ErrorCode, ProtocolError, Push, Reply};
+use confab_types::{AckRef, DirectPush, DirectRequest, ErrorCode, ProtocolError, Push, Reply};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -393,11 +393,13 @@ impl Engine {
         );
         if conv.kind == ConvKind::Transient {
             let chosen = |s: &Arc<Session>| p.to.as_ref().is_none_or(|to| to.contains(&*s.client_id));
-            for s in state.room.iter().filter(|s| !Arc::ptr_eq(s, &p.origin) && chosen(s)) {
-                if s.push(push.clone()) {
-                    METRICS.message_delivered();
-                }
-            }
+            let queued = state
+                .room
+                .iter()
+                .filter(|s| !Arc::ptr_eq(s, &p.origin) && chosen(s))
+                .filter(|s| s.push(push.clone()))
+                .count();
+            METRICS.messages_delivered_n(queued as u64);
             app.broker.room_elsewhere(&conv.cid, &push, p.to.as_ref());
             return;
         }
@@ -443,8 +445,8 @@ impl Engine {
     }
 
     /// A recipient acknowledged messages: move its cursor, send delivery receipts.
-    pub(crate) fn ack(&self, app: &AppState, session: &Arc<Session>, ack: AckRequest) {
-        let Some(cid) = ack.cid.as_deref() else {
+    pub(crate) fn ack(&self, session: &Arc<Session>, ack: AckRef<'_>) {
+        let Some(cid) = ack.cid else {
             return;
         };
         let range = match (ack.from_ts, ack.to_ts) {
@@ -453,8 +455,15 @@ impl Engine {
             (None, Some(t)) => Some((t, t)),
             (None, None) => None,
         };
-        let (acked, cursor) = session.ack(cid, ack.mid.as_deref(), range);
+        let (acked, cursor) = session.ack(cid, ack.mid, range);
         METRICS.acked(acked.len());
+        if cursor.is_none() && acked.is_empty() {
+            // Nothing was waiting for it (a chat room's message, or an ack again).
+            return;
+        }
+        let Some(app) = self.app(&session.app_id) else {
+            return;
+        };
         if let Some(ts) = cursor {
             self.inner.store.save_cursor(&app.config.id, &session.client_id, cid, ts);
         }

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::metrics::METRICS;
-use confab_types::Limits;
+use confab_types::{InboundAck, Limits};
 
 /// The close code logged for a session that ended normally: a logout, or a connection
 /// the client closed (WebSocket 1000).
@@ -136,15 +136,39 @@ impl Connection {
         let command = crate::metrics::command_index(&inbound.request);
         let Inbound { peer_id, request, .. } = inbound;
         let outcome = match request {
-            // Acks are never rate-limited.
-            Request::Ack(ack) => self.admit(peer_id.as_deref(), None).map(|(session, app)| {
-                self.engine.ack(&app, &session, ack);
-                None
-            }),
+            Request::Ack(ack) => {
+                return Ok(self.ack_now(InboundAck {
+                    serial,
+                    peer_id: peer_id.as_deref(),
+                    ack: ack.as_ref(),
+                }));
+            }
             _ => Ok(Some(Reply::Heartbeat)),
         };
         METRICS.request(command, outcome.is_ok());
         Ok(self.answer(serial, outcome))
+    }
+
+    /// Handles a recipient's `ack` read in place from its frame ([`confab_proto::Codec::scan_ack`]):
+    /// what [`Connection::handle`] does with it decoded, without a copy of its ids or a
+    /// clone of the session. Returns whether the connection stays open.
+    pub fn ack_now(&mut self, inbound: InboundAck<'_>) -> bool {
+        // Acks are never rate-limited, so this is `admit` without the limits; the app
+        // is looked up only by an ack that needs it (apps are fixed for the engine's life).
+        self.sessions.retain(|s| !s.is_closed());
+        let session = match inbound.peer_id {
+            Some(peer) => self.sessions.iter().find(|s| &*s.client_id == peer),
+            None => self.sessions.first(),
+        };
+        let outcome = match session {
+            Some(session) => {
+                self.engine.ack(session, inbound.ack);
+                Ok(None)
+            }
+            None => Err(perr(ErrorCode::SessionRequired, "open a session first")),
+        };
+        METRICS.request(crate::metrics::ACK_COMMAND, outcome.is_ok());
+        self.answer(inbound.serial, outcome)
     }
 
     /// The session a request addresses and its app, once `request` (if it counts
@@ -197,7 +221,7 @@ impl Connection {
             Request::ConvMute { cid, muted } => engine.conv_mute(&app, &session, &cid, muted).await.map(Some),
             Request::Direct(direct) => engine.send(&app, &session, serial, direct).await,
             Request::Ack(ack) => {
-                engine.ack(&app, &session, ack);
+                engine.ack(&session, ack.as_ref());
                 Ok(None)
             }
             Request::Logs(query) => engine.logs(&app, &session, query).await.map(Some),

@@ -10,9 +10,9 @@ use crate::{DecodeError, WireFrame};
 use bytes::Bytes;
 use confab_types::time::iso8601;
 use confab_types::{
-    AckRef, AckRequest, ConvEvent, ConvQuery, ConvStart, DirectRequest, Direction, ErrorCode, Inbound,
-    InboundAck, LogsQuery, MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError, Push, Reply,
-    Request, RestrictionKind, RestrictionOp, SessionOpen, Signature,
+    AckRef, AckRequest, ConvEvent, ConvQuery, ConvStart, DirectPush, DirectRequest, Direction, ErrorCode,
+    Inbound, InboundAck, LogsQuery, MembersChange, MembersResult, Mentions, PatchRequest, ProtocolError,
+    Push, Reply, Request, RestrictionKind, RestrictionOp, SessionOpen, Signature,
 };
 use serde_json::{Map, Value, json};
 
@@ -569,7 +569,17 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
         Reply::ConvUpdated { updated_at } => {
             object(json!({"cmd": "conv", "op": "updated", "udate": iso8601(*updated_at)}))
         }
-        Reply::MessageAck { uid, t } => object(json!({"cmd": "ack", "uid": uid, "t": t})),
+        // Every message sent: written straight, without a JSON tree.
+        Reply::MessageAck { uid, t } => {
+            let mut w = ObjectWriter::with_capacity(48 + uid.len());
+            w.str("cmd", "ack");
+            if let Some(i) = serial {
+                w.int("i", i64::from(i));
+            }
+            w.int("t", *t);
+            w.str("uid", uid);
+            return w.finish();
+        }
         Reply::Logs { logs } => {
             let logs: Vec<Value> = logs
                 .iter()
@@ -589,25 +599,98 @@ pub fn encode_reply(serial: Option<i32>, reply: &Reply) -> String {
     frame(obj, serial)
 }
 
-/// Flags a message carries only when set: `bin` (the body is base64), mentions, and
-/// the time of its last edit.
-fn insert_message_flags(
-    m: &mut Map<String, Value>,
-    binary: bool,
-    mentions: &Mentions,
-    patched_at: Option<i64>,
-) {
-    if binary {
-        m.insert("bin".into(), Value::Bool(true));
+/// A `direct` push as the general encoder writes it (compact, keys sorted as in a
+/// `serde_json::Map`), without building one.
+fn direct_push(d: &DirectPush) -> String {
+    let mut w = ObjectWriter::with_capacity(96 + d.cid.len() + d.id.len() + d.from.len() + d.msg.len());
+    if d.binary {
+        w.raw("bin", "true");
     }
-    if mentions.all {
-        m.insert("mentionAll".into(), Value::Bool(true));
+    w.str("cid", &d.cid);
+    w.str("cmd", "direct");
+    w.str("fromPeerId", &d.from);
+    w.str("id", &d.id);
+    if d.mentions.all {
+        w.raw("mentionAll", "true");
     }
-    if !mentions.pids.is_empty() {
-        m.insert("mentionPids".into(), json!(mentions.pids));
+    if !d.mentions.pids.is_empty() {
+        w.key("mentionPids");
+        w.out.push('[');
+        for (n, pid) in d.mentions.pids.iter().enumerate() {
+            if n > 0 {
+                w.out.push(',');
+            }
+            json_string(&mut w.out, pid);
+        }
+        w.out.push(']');
     }
-    if let Some(t) = patched_at {
-        m.insert("patchTimestamp".into(), json!(t));
+    w.str("msg", &d.msg);
+    if d.offline {
+        w.raw("offline", "true");
+    }
+    if let Some(t) = d.patched_at {
+        w.int("patchTimestamp", t);
+    }
+    w.int("timestamp", d.timestamp);
+    if d.transient {
+        w.raw("transient", "true");
+    }
+    w.finish()
+}
+
+/// Writes a compact JSON object entry by entry, byte for byte as serde_json writes a
+/// `Map`: the caller gives the keys in the map's (sorted) order, and keys that need
+/// no escaping.
+struct ObjectWriter {
+    out: String,
+}
+
+impl ObjectWriter {
+    fn with_capacity(bytes: usize) -> ObjectWriter {
+        let mut out = String::with_capacity(bytes);
+        out.push('{');
+        ObjectWriter { out }
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.out.len() > 1 {
+            self.out.push(',');
+        }
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        json_string(&mut self.out, value);
+    }
+
+    fn int(&mut self, key: &str, value: i64) {
+        use std::fmt::Write;
+        self.key(key);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn raw(&mut self, key: &str, json: &str) {
+        self.key(key);
+        self.out.push_str(json);
+    }
+
+    fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it.
+fn json_string(out: &mut String, s: &str) {
+    if plain_len(s.as_bytes()) == s.len() {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::String(s.to_owned()).to_string());
     }
 }
 
@@ -698,20 +781,8 @@ pub fn with_peer(body: &Bytes, peer: Option<&str>) -> Bytes {
 /// frame it for one with [`with_peer`].
 pub fn encode_push(push: &Push) -> String {
     let obj = match push {
-        Push::Direct(d) => {
-            let mut m = object(json!({
-                "cmd": "direct", "cid": d.cid, "id": d.id, "timestamp": d.timestamp,
-                "fromPeerId": d.from, "msg": d.msg,
-            }));
-            if d.transient {
-                m.insert("transient".into(), Value::Bool(true));
-            }
-            if d.offline {
-                m.insert("offline".into(), Value::Bool(true));
-            }
-            insert_message_flags(&mut m, d.binary, &d.mentions, d.patched_at);
-            m
-        }
+        // Every message delivered: written straight, without a JSON tree.
+        Push::Direct(d) => return direct_push(d),
         Push::Receipt { cid, id, t, from, read } => {
             let mut m = object(json!({"cmd": "rcp", "cid": cid, "id": id, "t": t, "from": from}));
             if *read {
@@ -810,6 +881,89 @@ mod tests {
         for case in cases {
             assert_eq!(super::plain_len(&case), slow(&case), "{case:?}");
         }
+    }
+
+    /// Flags a message carries only when set: `bin` (the body is base64), mentions, and
+    /// the time of its last edit.
+    fn insert_message_flags(
+        m: &mut Map<String, Value>,
+        binary: bool,
+        mentions: &Mentions,
+        patched_at: Option<i64>,
+    ) {
+        if binary {
+            m.insert("bin".into(), Value::Bool(true));
+        }
+        if mentions.all {
+            m.insert("mentionAll".into(), Value::Bool(true));
+        }
+        if !mentions.pids.is_empty() {
+            m.insert("mentionPids".into(), json!(mentions.pids));
+        }
+        if let Some(t) = patched_at {
+            m.insert("patchTimestamp".into(), json!(t));
+        }
+    }
+
+    /// A `direct` push as the general encoder writes it: through a `serde_json::Map`.
+    fn direct_push_through_a_tree(d: &DirectPush) -> String {
+        let mut m = object(json!({
+            "cmd": "direct", "cid": d.cid, "id": d.id, "timestamp": d.timestamp,
+            "fromPeerId": d.from, "msg": d.msg,
+        }));
+        if d.transient {
+            m.insert("transient".into(), Value::Bool(true));
+        }
+        if d.offline {
+            m.insert("offline".into(), Value::Bool(true));
+        }
+        insert_message_flags(&mut m, d.binary, &d.mentions, d.patched_at);
+        frame(m, None)
+    }
+
+    #[test]
+    fn pushes_and_acks_written_straight_match_the_tree_encoding() {
+        let bodies = [
+            "hi",
+            "",
+            "{\"_lctype\":-1,\"_lctext\":\"a\\\"b\"}",
+            "tab\there\nline\u{1}\u{1f}",
+            "会话 ü € 😀",
+            "\\/\u{7f}",
+        ];
+        let mut n = 0;
+        for (i, body) in bodies.iter().enumerate() {
+            for flags in 0..32u32 {
+                let bit = |b: u32| flags & (1 << b) != 0;
+                let d = DirectPush {
+                    cid: format!("conv-{i}\"x"),
+                    id: "Ab3dE5gH7jK9mN1pQ3sT5v".into(),
+                    timestamp: 1_700_000_000_000 + i64::from(flags),
+                    from: bodies[(i + 1) % bodies.len()].into(),
+                    msg: (*body).into(),
+                    transient: bit(0),
+                    offline: bit(1),
+                    binary: bit(2),
+                    mentions: Mentions {
+                        all: bit(3),
+                        pids: if bit(4) {
+                            vec!["bob".into(), "c\"d".into(), (*body).into()]
+                        } else {
+                            Vec::new()
+                        },
+                    },
+                    patched_at: bit(1).then_some(-5),
+                };
+                assert_eq!(direct_push(&d), direct_push_through_a_tree(&d), "{d:?}");
+                n += 1;
+            }
+            for serial in [None, Some(0), Some(-3), Some(i32::MAX)] {
+                let ack = Reply::MessageAck { uid: (*body).into(), t: -1 - i as i64 };
+                let tree = object(json!({"cmd": "ack", "uid": body, "t": -1 - i as i64}));
+                assert_eq!(encode_reply(serial, &ack), frame(tree, serial));
+            }
+        }
+        assert_eq!(n, bodies.len() * 32);
     }
 
     #[test]

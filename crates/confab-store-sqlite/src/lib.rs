@@ -383,7 +383,12 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let cursors = Arc::new(CursorBuffer::default());
         let commits = Arc::new(AtomicU64::new(0));
-        let writer = Writer { conn, cursors: cursors.clone(), commits: commits.clone() };
+        let writer = Writer {
+            conn,
+            cursors: cursors.clone(),
+            commits: commits.clone(),
+            positions: Positions::default(),
+        };
         std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
             .spawn(move || writer.run(rx))
@@ -468,6 +473,77 @@ struct Writer {
     conn: Connection,
     cursors: Arc<CursorBuffer>,
     commits: Arc<AtomicU64>,
+    positions: Positions,
+}
+
+/// Most conversations whose newest position [`Positions`] remembers.
+const POSITIONS_MAX: usize = 100_000;
+
+/// The newest position of the conversations this writer appended to, so that an
+/// append need not read it from the file (a sixth of a 1:1 message's writer work).
+/// The writer is the file's only writer, so what it committed is what the file says.
+/// Updated only after a commit succeeds; emptied by a failed batch, by any write that
+/// could move a position other than up (deleting messages or conversations), and when
+/// full.
+#[derive(Default)]
+struct Positions {
+    by_app: HashMap<String, HashMap<String, i64>>,
+    len: usize,
+}
+
+impl Positions {
+    fn get(&self, app: &str, cid: &str) -> Option<i64> {
+        self.by_app.get(app)?.get(cid).copied()
+    }
+
+    fn set(&mut self, app: &str, cid: &str, ts: i64) {
+        if self.len >= POSITIONS_MAX {
+            self.clear();
+        }
+        let convs = match self.by_app.get_mut(app) {
+            Some(convs) => convs,
+            None => self.by_app.entry(app.to_owned()).or_default(),
+        };
+        match convs.get_mut(cid) {
+            Some(known) => *known = ts,
+            None => {
+                convs.insert(cid.to_owned(), ts);
+                self.len += 1;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_app.clear();
+        self.len = 0;
+    }
+}
+
+/// Whether `op` can leave a conversation's newest position anywhere but where the
+/// appends put it. Every write is named, so a new one has to be decided.
+fn moves_positions(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::CreateConversation(..)
+        | WriteOp::DeleteConversation { .. }
+        | WriteOp::DeleteMessage { .. }
+        | WriteOp::RemoveRecipient { .. }
+        | WriteOp::ReleaseUnique { .. } => true,
+        WriteOp::SetAttributes { .. }
+        | WriteOp::AddMembers { .. }
+        | WriteOp::RemoveMembers { .. }
+        | WriteOp::Append(..)
+        | WriteOp::OutboxPut(..)
+        | WriteOp::OutboxDone { .. }
+        | WriteOp::OutboxRetry { .. }
+        | WriteOp::Flush
+        | WriteOp::Wake
+        | WriteOp::SetRole { .. }
+        | WriteOp::SetFlags { .. }
+        | WriteOp::SetMarks { .. }
+        | WriteOp::Patch { .. }
+        | WriteOp::SetMuted { .. }
+        | WriteOp::SaveRead { .. } => false,
+    }
 }
 
 impl Writer {
@@ -528,10 +604,13 @@ impl Writer {
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
         let ops: Vec<&WriteOp> = batch.iter().map(|r| &r.op).collect();
-        let outcome = match commit_batch(&mut self.conn, &ops, &cursors) {
-            Ok(positions) => Ok(positions.into_iter().map(Ok).collect()),
+        let outcome = match commit_batch(&mut self.conn, &ops, &cursors, &mut self.positions) {
+            Ok(results) => Ok(results.into_iter().map(Ok).collect()),
             // One write failed: replay them one by one so only that one fails.
-            Err(_) => commit_each(&mut self.conn, &ops, &cursors),
+            Err(_) => {
+                self.positions.clear();
+                commit_each(&mut self.conn, &ops, &cursors)
+            }
         };
         self.cursors.lock().writing.clear();
         match outcome {
@@ -562,11 +641,15 @@ fn commit_batch(
     conn: &mut Connection,
     ops: &[&WriteOp],
     cursors: &HashMap<CursorKey, i64>,
+    positions: &mut Positions,
 ) -> Result<Vec<Option<Appended>>, rusqlite::Error> {
     let tx = conn.transaction()?;
     let mut results = Vec::with_capacity(ops.len());
     // Each conversation's appends of the batch so far.
     let mut newest: HashMap<(&str, &str), Head<'_>> = HashMap::new();
+    // The positions the batch leaves, remembered once it commits.
+    let mut moved: Vec<(&str, &str, i64)> = Vec::new();
+    let forget_all = ops.iter().any(|op| moves_positions(op));
     for op in ops {
         match op {
             WriteOp::Append(m, notify, dedupe) => {
@@ -574,9 +657,13 @@ fn commit_batch(
                     results.push(Some(original));
                     continue;
                 }
+                let known = || positions.get(&m.app, &m.cid).filter(|_| !forget_all);
                 let prev_ts = match newest.get(&(m.app.as_str(), m.cid.as_str())) {
                     Some(head) => head.ts,
-                    None => newest_position(&tx, m)?,
+                    None => match known() {
+                        Some(ts) => ts,
+                        None => newest_position(&tx, m)?,
+                    },
                 };
                 let ts = m.ts.max(prev_ts + 1);
                 insert_message(&tx, m, ts, dedupe.as_deref())?;
@@ -593,6 +680,7 @@ fn commit_batch(
                 // as they would be after the appends before them.
                 for ((app, cid), head) in newest.drain() {
                     head.write(&tx, app, cid)?;
+                    moved.push((app, cid, head.ts));
                 }
                 apply(&tx, op)?;
                 results.push(None);
@@ -601,9 +689,17 @@ fn commit_batch(
     }
     for ((app, cid), head) in newest {
         head.write(&tx, app, cid)?;
+        moved.push((app, cid, head.ts));
     }
     save_cursors(&tx, cursors)?;
     tx.commit()?;
+    if forget_all {
+        positions.clear();
+    } else {
+        for (app, cid, ts) in moved {
+            positions.set(app, cid, ts);
+        }
+    }
     Ok(results)
 }
 

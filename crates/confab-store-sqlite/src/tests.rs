@@ -436,3 +436,35 @@ async fn targeted_messages_of_earlier_builds_join_their_conversation() {
     let at = store.append_message(message("s", 41)).await.expect("append");
     assert_eq!((at.ts, at.prev_ts), (51, 50));
 }
+
+#[tokio::test]
+async fn remembered_positions_follow_appends_and_are_forgotten_when_a_position_can_move() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
+    store.create_conversation(record("a", "c1", &["alice", "bob"], None)).await.expect("create");
+    // One append per batch: every later one takes its predecessor from memory.
+    let mut prev = 0;
+    for ts in [10, 20, 30] {
+        let appended = store.append_message(message("c1", ts)).await.expect("append");
+        assert_eq!((appended.ts, appended.prev_ts), (ts, prev));
+        prev = ts;
+    }
+    // A time behind the newest position still goes after it.
+    let behind = store.append_message(message("c1", 5)).await.expect("append");
+    assert_eq!((behind.ts, behind.prev_ts), (31, 30));
+    // Deleting the newest message keeps its position taken (the conversation's last
+    // position), in memory as in the file.
+    store.delete_message("a", "c1", 31).await.expect("delete");
+    let after_delete = store.append_message(message("c1", 32)).await.expect("append");
+    assert_eq!((after_delete.ts, after_delete.prev_ts), (32, 31));
+    // A conversation deleted and created again: the position is what the file says.
+    store.delete_conversation("a", "c1").await.expect("delete conversation");
+    store.create_conversation(record("a", "c1", &["alice"], None)).await.expect("create again");
+    store.flush().await.expect("flush");
+    let file_says = {
+        let conn = Connection::open(dir.path().join("confab.db")).expect("open file");
+        newest_position(&conn, &message("c1", 0)).expect("read")
+    };
+    let fresh = store.append_message(message("c1", 7)).await.expect("append");
+    assert_eq!((fresh.ts, fresh.prev_ts), (7.max(file_says + 1), file_says));
+}

@@ -468,3 +468,35 @@ async fn remembered_positions_follow_appends_and_are_forgotten_when_a_position_c
     let fresh = store.append_message(message("c1", 7)).await.expect("append");
     assert_eq!((fresh.ts, fresh.prev_ts), (7.max(file_says + 1), file_says));
 }
+
+#[tokio::test]
+async fn the_wal_starts_over_under_steady_writes_instead_of_growing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+    store.create_conversation(record("a", "c1", &["alice", "bob"], None)).await.expect("create");
+    let wal = dir.path().join("confab.db-wal");
+    let wal_bytes = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let body = "x".repeat(4000);
+    // The writer is never idle: 100 appends stay queued, a new one for each one done,
+    // so the checkpoint thread never finds it between transactions.
+    let mut in_flight = std::collections::VecDeque::new();
+    // Up to 80 MB of writes; the log must start over and its file be cut back while
+    // they go on (without the writer's share of the checkpoint it only ever grew).
+    let (mut largest, mut shrank) = (0, false);
+    for ts in 1..=20_000 {
+        in_flight.push_back(store.append_message(StoredMessage { data: body.clone(), ..message("c1", ts) }));
+        if in_flight.len() > 100 {
+            in_flight.pop_front().expect("queued").await.expect("append");
+        }
+        let now = wal_bytes();
+        if now < largest {
+            shrank = true;
+            break;
+        }
+        largest = now;
+    }
+    for appended in in_flight {
+        appended.await.expect("append");
+    }
+    assert!(shrank, "the WAL only grew, to {largest} bytes");
+}

@@ -56,12 +56,12 @@ enum Cmd {
 struct RunArgs {
     /// Servers to measure, in order (Confab first: its maximum sets the half-rate load):
     /// confab, socketio, bare (Node), bare-rust (this program's `serve-bare`).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "confab")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "confab", action = clap::ArgAction::Set)]
     targets: Vec<Target>,
     /// Scenarios: idle, fanout, fanout-half, durable, opens; and the older, kinder
     /// shapes as secondary rows: fanout-silent (members never ack), durable-burst
     /// (`--burst-window` sends in flight per 1:1 sender).
-    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,fanout-half,durable,opens")]
+    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,fanout-half,durable,opens", action = clap::ArgAction::Set)]
     scenarios: Vec<String>,
     /// The confab binary (the release build).
     #[arg(long, default_value = "target/release/confab")]
@@ -529,6 +529,32 @@ mod tests {
         assert_eq!(a.member_acks, MemberAcks::V4x);
         assert_eq!(a.targets, vec![Target::Confab, Target::BareRust]);
         assert!(Cli::try_parse_from(["confab-bench", "run", "--member-acks", "3"]).is_err());
+    }
+
+    #[test]
+    fn later_lists_replace_earlier_ones() {
+        // What bench/run relies on: its defaults first, the caller's flags after them.
+        let cli = Cli::try_parse_from([
+            "confab-bench",
+            "run",
+            "--targets",
+            "confab,socketio",
+            "--scenarios",
+            "idle,fanout,durable",
+            "--idle",
+            "45000",
+            "--targets",
+            "confab",
+            "--scenarios",
+            "durable",
+            "--idle",
+            "300",
+        ])
+        .expect("parse");
+        let Cmd::Run(a) = cli.command else { panic!("run expected") };
+        assert_eq!(a.targets, vec![Target::Confab]);
+        assert_eq!(a.scenarios, vec!["durable".to_owned()]);
+        assert_eq!(a.idle, 300);
     }
 
     #[test]

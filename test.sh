@@ -146,6 +146,11 @@ timeout 300 target/debug/confab-bench run --cluster --nodes 3 --targets confab,s
   --idle 300 --members 30 --pairs 6 --pair-window 1 --seconds 1 --warmup 0.5 \
   --out "$(mktemp -d)/bench-cluster-smoke.json"
 
+say "benchmarks: kill-a-node recovery on the cluster (500 tagged sessions over 3 nodes, one SIGKILLed: every one of its clients back in session elsewhere, none refused)"
+timeout 120 target/debug/confab-bench run --cluster --nodes 3 --targets confab --scenarios failover \
+  --confab-bin target/debug/confab --peers-dir bench/peers --failover-clients 500 --strict \
+  --out "$(mktemp -d)/bench-failover-smoke.json"
+
 say "fuzz: each cargo-fuzz target for a bounded time"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" timeout 900 bash fuzz/run.sh
 

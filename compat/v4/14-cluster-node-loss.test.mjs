@@ -71,6 +71,30 @@ test('a node dies: its client reconnects to another node with its token and gets
   await ctx.server.startNode(bobNode);
 });
 
+test('a node dies: a client with a device tag is back in session through another node, its re-open not refused with 4111', { skip, timeout: 120_000 }, async () => {
+  // 4.3.1 re-opens 1 s after the drop (r:true and its token, which carries the tag), while the dead node's
+  // sessions still count as live for up to 4 s. It does not retry a refused re-open: a 4111 there would
+  // leave it connected without a session (RECONNECT_ERROR), so the server must not refuse it.
+  const { c: dave, node } = await openLocated(uid('dave'), { tag: 'Mobile' });
+  const st = dave.frames('in').find((f) => f.cmd.op === 'opened').cmd.sessionMessage.st;
+  const outBefore = dave.frames('out').length;
+  await ctx.server.killNode(node);
+  await waitUntil(() => dave.seen('reconnect').length + dave.seen('reconnecterror').length > 0, 60_000, 'dave re-opened or failed to');
+  assert.deepEqual(dave.seen('reconnecterror').map(([e]) => `${e.code} ${e.message}`), [], 'no failed re-open');
+  const reopen = dave.frames('out').slice(outBefore).find((f) => f.cmd.cmd === 'session' && f.cmd.op === 'open');
+  assert.equal(reopen.cmd.sessionMessage.r, true);
+  assert.equal(reopen.cmd.sessionMessage.st, st, 'with the token of his session on the dead node');
+  // He is the tag's one holder, and reachable.
+  const alice = await ctx.open(uid('alice'));
+  assert.deepEqual(await alice.im.ping([dave.id]), [dave.id]);
+  const conv = await alice.im.createConversation({ members: [dave.id] });
+  const m = await conv.send(new LC.TextMessage('after the failover'));
+  await dave.waitFor('message', (x) => x.id === m.id);
+  assert.equal(dave.seen('conflict').length, 0);
+
+  await ctx.server.startNode(node);
+});
+
 async function waitUntil(pred, timeout, what) {
   const deadline = Date.now() + timeout;
   while (!pred()) {

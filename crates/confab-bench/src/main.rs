@@ -4,6 +4,7 @@
 //! starts a fresh server and is bounded in count and time. See docs/performance.md.
 
 mod bare;
+mod failover;
 mod scenarios;
 mod server;
 mod wire;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use server::Programs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use wire::{MemberAcks, Target};
 
 #[derive(Parser)]
@@ -50,18 +52,34 @@ enum Cmd {
         #[arg(long)]
         count: usize,
     },
+    /// (internal) Holds tagged sessions for the failover scenario and re-opens those
+    /// whose node dies.
+    #[command(hide = true)]
+    FailoverWorker {
+        /// The cluster's nodes (comma-separated; device n logs in on the n % len th).
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<SocketAddr>,
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
+        /// Seconds a device keeps trying to come back.
+        #[arg(long)]
+        bound: f64,
+    },
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
     /// Servers to measure, in order (Confab first: its maximum sets the half-rate load):
     /// confab, socketio, bare (Node), bare-rust (this program's `serve-bare`).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "confab")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "confab", action = clap::ArgAction::Set)]
     targets: Vec<Target>,
-    /// Scenarios: idle, fanout, fanout-half, durable, opens; and the older, kinder
+    /// Scenarios: idle, fanout, fanout-half, durable, opens; failover (with --cluster,
+    /// Confab only: kill a node, time its clients' return); and the older, kinder
     /// shapes as secondary rows: fanout-silent (members never ack), durable-burst
     /// (`--burst-window` sends in flight per 1:1 sender).
-    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,fanout-half,durable,opens")]
+    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,fanout-half,durable,opens", action = clap::ArgAction::Set)]
     scenarios: Vec<String>,
     /// The confab binary (the release build).
     #[arg(long, default_value = "target/release/confab")]
@@ -85,7 +103,7 @@ struct RunArgs {
     /// Idle connections.
     #[arg(long, default_value_t = 2000)]
     idle: usize,
-    /// Idle connections per load-tool process.
+    /// Idle connections (and failover devices) per load-tool process.
     #[arg(long, default_value_t = 10_000)]
     idle_per_worker: usize,
     /// Room members receiving the fan-out.
@@ -129,6 +147,14 @@ struct RunArgs {
     /// Message body bytes.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// Devices in the failover scenario: tagged sessions spread round-robin over the
+    /// nodes; one node is killed and its devices re-open elsewhere.
+    #[arg(long, default_value_t = 10_000)]
+    failover_clients: usize,
+    /// Seconds a device of the killed node keeps trying before it counts as not back (a
+    /// failure).
+    #[arg(long, default_value_t = 60.0)]
+    failover_bound: f64,
     /// Measured seconds per throughput scenario.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
@@ -152,6 +178,13 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Worker { target, addr, first, count } => {
             let r = rt.block_on(scenarios::worker(target, addr, first, count));
+            rt.shutdown_background();
+            r?;
+            std::process::exit(0);
+        }
+        Cmd::FailoverWorker { addr, first, count, bound } => {
+            let bound = Duration::try_from_secs_f64(bound).unwrap_or(Duration::from_secs(60));
+            let r = rt.block_on(failover::worker(addr, first, count, bound));
             rt.shutdown_background();
             r?;
             std::process::exit(0);
@@ -197,6 +230,9 @@ async fn run(a: RunArgs) -> Result<()> {
         size: a.size,
         seconds: a.seconds,
         warmup: a.warmup,
+        failover_clients: a.failover_clients,
+        failover_bound: Duration::try_from_secs_f64(a.failover_bound)
+            .map_err(|_| anyhow::anyhow!("--failover-bound: {} is not a duration", a.failover_bound))?,
     };
     let mut results = serde_json::Map::new();
     let mut half_rate = a.half_rate;
@@ -225,6 +261,12 @@ async fn run(a: RunArgs) -> Result<()> {
                 "durable" => scenarios::durable(target, &programs, &load, load.pair_window).await,
                 "durable-burst" => scenarios::durable(target, &programs, &load, load.burst_window).await,
                 "opens" => scenarios::opens(target, &programs, &load).await,
+                // Socket.IO has no session to restore: a reconnecting client is a new
+                // connection with nothing to claim or be refused.
+                "failover" if target != Target::Confab => {
+                    Ok(json!({"skipped": "Confab only: Socket.IO has no sessions to restore"}))
+                }
+                "failover" => failover::failover(target, &programs, &load).await,
                 other => Err(anyhow::anyhow!("unknown scenario {other}")),
             };
             let v = out.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
@@ -242,6 +284,7 @@ async fn run(a: RunArgs) -> Result<()> {
             "pairs": a.pairs, "pair_window": a.pair_window, "burst_window": a.burst_window,
             "opens": a.opens, "open_concurrency": a.open_concurrency, "size": a.size,
             "seconds": a.seconds, "warmup": a.warmup, "durability": a.durability,
+            "failover_clients": a.failover_clients, "failover_bound_s": a.failover_bound,
         },
         "results": results,
         "ratios": ratios(&results),
@@ -297,6 +340,14 @@ const METRICS: &[(&str, &str, &str, bool)] = &[
     ("idle", "/server_kb_per_conn", "idle: server KB/connection", false),
     ("idle", "/redis_kb_per_conn", "idle: Redis KB/connection", false),
     ("opens", "/opens_per_s", "session opens/s", true),
+    ("failover", "/on_killed_node", "failover: clients on the killed node", true),
+    ("failover", "/back", "failover: of them back in session", true),
+    ("failover", "/last_back_ms", "failover: kill → last one back, ms", false),
+    ("failover", "/recovery/p50_ms", "failover: kill → back p50 ms", false),
+    ("failover", "/recovery/p99_ms", "failover: kill → back p99 ms", false),
+    ("failover", "/retried_clients", "failover: clients that had to retry", false),
+    ("failover", "/retries", "failover: re-opens tried again", false),
+    ("failover", "/refused_total", "failover: re-opens refused (any code)", false),
     ("opens", "/server_cpu_us_per_open", "session open: server CPU µs", false),
     ("fanout-silent", "/delivered_per_s", "room, silent: delivered msg/s", true),
     ("fanout-silent", "/delivery_latency/p99_ms", "room, silent: p99 ms", false),
@@ -338,6 +389,23 @@ fn problems(results: &Value) -> Vec<String> {
             }
             if r.get("connections").is_some() && count("connections") == 0 {
                 bad.push("no idle connection".into());
+            }
+            // Failover: every client of the killed node back in session, and none refused
+            // (a refused re-login strands a 4.x SDK: it reports RECONNECT_ERROR and stops).
+            if r.get("on_killed_node").is_some() {
+                if count("on_killed_node") == 0 {
+                    bad.push("no client on the killed node".into());
+                }
+                if count("not_back") > 0 {
+                    bad.push(format!(
+                        "{} of {} never back in session",
+                        count("not_back"),
+                        count("on_killed_node")
+                    ));
+                }
+                if count("refused_total") > 0 {
+                    bad.push(format!("re-opens refused {}", r["refused"]));
+                }
             }
             if !bad.is_empty() {
                 out.push(format!("{target} {name}: {}", bad.join(", ")));
@@ -398,6 +466,13 @@ fn table(report: &Value) -> String {
         },
         load["size"],
     );
+    if targets.iter().any(|t| results[t]["failover"].get("on_killed_node").is_some()) {
+        s += &format!(
+            "failover: {} tagged sessions round-robin over the nodes, one node SIGKILLed, its clients re-open \
+             (r: true, same tag) on the others, a failure tried again after 250 ms doubling to 1 s; bound {} s\n",
+            load["failover_clients"], load["failover_bound_s"]
+        );
+    }
     s += &format!("{:<42}", "metric");
     for t in &targets {
         s += &format!("{t:>12}");
@@ -532,6 +607,32 @@ mod tests {
     }
 
     #[test]
+    fn later_lists_replace_earlier_ones() {
+        // What bench/run relies on: its defaults first, the caller's flags after them.
+        let cli = Cli::try_parse_from([
+            "confab-bench",
+            "run",
+            "--targets",
+            "confab,socketio",
+            "--scenarios",
+            "idle,fanout,durable",
+            "--idle",
+            "45000",
+            "--targets",
+            "confab",
+            "--scenarios",
+            "durable",
+            "--idle",
+            "300",
+        ])
+        .expect("parse");
+        let Cmd::Run(a) = cli.command else { panic!("run expected") };
+        assert_eq!(a.targets, vec![Target::Confab]);
+        assert_eq!(a.scenarios, vec!["durable".to_owned()]);
+        assert_eq!(a.idle, 300);
+    }
+
+    #[test]
     fn cluster_mode_takes_confab_and_socketio_only() {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["confab-bench", "run", "--cluster"];
@@ -567,6 +668,44 @@ mod tests {
         ] {
             assert!(p.contains(needle), "{needle}: {p}");
         }
+    }
+
+    #[test]
+    fn strict_wants_every_client_of_the_killed_node_back_unrefused() {
+        let ok = json!({"confab": {"failover": {
+            "on_killed_node": 3334, "back": 3334, "not_back": 0, "failed": 0, "refused_total": 0,
+            "refused": {}, "dropped_connections": 0, "retries": 0}},
+            "socketio": {"failover": {"skipped": "Confab only"}}});
+        assert!(problems(&ok).is_empty(), "{:?}", problems(&ok));
+        let bad = json!({"confab": {"failover": {
+            "on_killed_node": 3334, "back": 3330, "not_back": 4, "failed": 0, "refused_total": 9,
+            "refused": {"4111": 9}, "dropped_connections": 1}}});
+        let p = problems(&bad).join("\n");
+        for needle in ["4 of 3334 never back", "re-opens refused {\"4111\":9}", "dropped_connections 1"] {
+            assert!(p.contains(needle), "{needle}: {p}");
+        }
+        let nobody = json!({"confab": {"failover": {"on_killed_node": 0, "not_back": 0}}});
+        assert!(problems(&nobody).join("").contains("no client on the killed node"));
+    }
+
+    #[test]
+    fn failover_rows_and_options() {
+        let mut r = report();
+        r["cluster"] = json!({"nodes": 3});
+        r["load"]["failover_clients"] = json!(10000);
+        r["load"]["failover_bound_s"] = json!(60.0);
+        r["results"]["confab"]["failover"] = json!({"on_killed_node": 3333, "back": 3333, "last_back_ms": 4321.5, "recovery": {"p50_ms": 4000.0}});
+        r["results"]["socketio"]["failover"] = json!({"skipped": "Confab only"});
+        let t = table(&r);
+        assert!(t.contains("failover: 10000 tagged sessions") && t.contains("bound 60.0 s"), "{t}");
+        let last = t.lines().find(|l| l.starts_with("failover: kill → last one back")).expect("row");
+        assert!(last.contains("4322") && last.trim_end().ends_with('-'), "{last}");
+        assert!(!table(&report()).contains("failover"), "no failover line without the scenario");
+        let cli = Cli::try_parse_from(["confab-bench", "run", "--cluster", "--scenarios", "failover"])
+            .expect("parse");
+        let Cmd::Run(a) = cli.command else { panic!("run expected") };
+        assert_eq!((a.failover_clients, a.failover_bound), (10_000, 60.0));
+        assert_eq!(a.scenarios, vec!["failover".to_owned()]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 /// Connections opened at once while setting up a scenario.
-const RAMP: usize = 128;
+pub(crate) const RAMP: usize = 128;
 /// Reads without waiting that one burst may do before yielding (see `chatter`).
 const MAX_REFILLS: usize = 8;
 /// How long tasks may take to finish after the measured window.
@@ -50,7 +50,7 @@ impl Latencies {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -453,6 +453,10 @@ pub struct Load {
     pub seconds: f64,
     /// Unmeasured warm-up seconds before each window.
     pub warmup: f64,
+    /// Devices (tagged sessions) in the failover scenario.
+    pub failover_clients: usize,
+    /// How long a device of the killed node keeps trying before it counts as not back.
+    pub failover_bound: Duration,
 }
 
 fn window(load: &Load) -> (tokio::time::Instant, tokio::time::Instant, tokio::time::Instant) {
@@ -464,18 +468,18 @@ fn window(load: &Load) -> (tokio::time::Instant, tokio::time::Instant, tokio::ti
 
 /// What one measured window cost: seconds, server CPU µs, and the load tool's own CPU µs
 /// (on a 2-core machine the two compete; the "cores busy" fields show which one bounds).
-struct Window {
-    secs: f64,
-    server_cpu: u64,
-    client_cpu: u64,
+pub(crate) struct Window {
+    pub(crate) secs: f64,
+    pub(crate) server_cpu: u64,
+    pub(crate) client_cpu: u64,
     /// A cluster's PostgreSQL and Redis (`None` for one process).
-    backing_cpu: Option<u64>,
+    pub(crate) backing_cpu: Option<u64>,
     /// Every process on the machine (from /proc/stat), µs.
-    machine_cpu: u64,
+    pub(crate) machine_cpu: u64,
 }
 
 impl Window {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let mut v = json!({
             "server_cores_busy": self.server_cpu as f64 / 1e6 / self.secs,
             "load_tool_cores_busy": self.client_cpu as f64 / 1e6 / self.secs,
@@ -495,7 +499,7 @@ impl Window {
 
 /// CPU time every process on the machine has used so far (the busy fields of the
 /// `cpu` line of /proc/stat, in 1/100 s), in microseconds.
-fn machine_cpu_us() -> u64 {
+pub(crate) fn machine_cpu_us() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
     // user nice system idle iowait irq softirq steal: all but idle and iowait.

@@ -209,6 +209,18 @@ impl Deployment {
         self.addrs[k % self.addrs.len()]
     }
 
+    /// SIGKILLs node `i` and reaps it: no goodbye to its clients, PostgreSQL or Redis.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.kill();
+        }
+    }
+
+    /// CPU time of each node so far, in microseconds (0 for one that is gone).
+    pub fn node_cpu_us(&self) -> Vec<u64> {
+        self.nodes.iter().map(Server::cpu_us).collect()
+    }
+
     /// Resident memory of every node, in bytes.
     pub fn node_rss(&self) -> Vec<u64> {
         self.nodes.iter().map(Server::rss).collect()

@@ -139,6 +139,72 @@ pub async fn open(target: Target, server: SocketAddr, src: Ipv4Addr, room: &str,
     Ok(ws)
 }
 
+/// Why a device could not (re)open its session.
+#[derive(Debug)]
+pub enum OpenFailure {
+    /// The server refused the open: the error frame's code (4111: the device tag is
+    /// held by another session), or the code it closed the WebSocket with.
+    Refused(i64),
+    /// No answer: `connect` (TCP or the WebSocket upgrade failed), `timeout` (no reply
+    /// within [`STEP`]), `closed` (the connection ended first) or `unexpected` (a reply
+    /// that is neither).
+    Other(&'static str),
+}
+
+/// The `session open` of a device with a tag, as the SDKs send it when a tag is set:
+/// the first login (`reconnect` false: it takes the tag, ending any other session with
+/// it) or the re-login after a lost connection (`r: true`: refused with 4111 while
+/// another session holds the tag).
+pub fn device_open(peer: &str, tag: &str, reconnect: bool) -> String {
+    format!(
+        r#"{{"cmd":"session","op":"open","appId":"{APP}","peerId":"{peer}","tag":"{tag}","r":{reconnect},"ua":"confab-bench","i":1}}"#
+    )
+}
+
+/// Connects to Confab and opens `peer`'s session with device tag `tag` (see
+/// [`device_open`]), telling a refusal (with its code) from other failures.
+pub async fn open_device(
+    server: SocketAddr,
+    src: Ipv4Addr,
+    peer: &str,
+    tag: &str,
+    reconnect: bool,
+) -> Result<Ws, OpenFailure> {
+    let mut ws =
+        connect(server, src, &path(Target::Confab, "")).await.map_err(|_| OpenFailure::Other("connect"))?;
+    ws.send_text(&device_open(peer, tag, reconnect)).await.map_err(|_| OpenFailure::Other("closed"))?;
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, ws.next_frame()).await {
+            Err(_) => return Err(OpenFailure::Other("timeout")),
+            Ok(Err(_) | Ok(None)) => return Err(OpenFailure::Other("closed")),
+            Ok(Ok(Some(frame))) => frame,
+        };
+        match frame.opcode {
+            Opcode::Close => {
+                return Err(match ws.close_code(&frame) {
+                    Some(code) if code >= 4000 => OpenFailure::Refused(i64::from(code)),
+                    _ => OpenFailure::Other("closed"),
+                });
+            }
+            Opcode::Binary => {}
+            Opcode::Text => {
+                let text = ws.text(&frame);
+                if !text.contains(r#""i":1"#) {
+                    continue;
+                }
+                if text.contains(r#""op":"opened""#) {
+                    return Ok(ws);
+                }
+                return Err(match number_after(text, r#""code":"#) {
+                    Some(code) if text.contains(r#""cmd":"error""#) => OpenFailure::Refused(code),
+                    _ => OpenFailure::Other("unexpected"),
+                });
+            }
+        }
+    }
+}
+
 /// Sends one text frame.
 pub async fn send(ws: &mut Ws, text: String) -> Result<()> {
     ws.send_text(&text).await
@@ -419,6 +485,18 @@ mod tests {
         assert_eq!(classify(Target::Bare, "a"), Incoming::Ack(None));
         assert_eq!(payload(40).len(), 40);
         assert!(sent_ns(&publish(Target::Socketio, "r", 1, &payload(10))).is_some());
+    }
+
+    #[test]
+    fn device_opens_carry_the_tag_and_the_reconnect_flag() {
+        let first: serde_json::Value =
+            serde_json::from_str(&device_open("f7", "Mobile", false)).expect("JSON");
+        assert_eq!((first["cmd"].as_str(), first["op"].as_str()), (Some("session"), Some("open")));
+        assert_eq!((first["peerId"].as_str(), first["tag"].as_str()), (Some("f7"), Some("Mobile")));
+        assert_eq!((first["r"].as_bool(), first["i"].as_i64()), (Some(false), Some(1)));
+        let again: serde_json::Value =
+            serde_json::from_str(&device_open("f7", "Mobile", true)).expect("JSON");
+        assert_eq!((again["r"].as_bool(), again["tag"].as_str()), (Some(true), Some("Mobile")));
     }
 
     #[test]

@@ -174,6 +174,14 @@ impl Client {
         }
     }
 
+    /// The status code of a Close frame, if it carries one.
+    pub fn close_code(&self, frame: &Frame) -> Option<u16> {
+        match (frame.opcode, self.rbuf.get(frame.payload.clone())) {
+            (Opcode::Close, Some([a, b, ..])) => Some(u16::from_be_bytes([*a, *b])),
+            _ => None,
+        }
+    }
+
     /// Waits for the next frame (reading as needed); `None` once the TCP connection is closed.
     pub async fn next_frame(&mut self) -> Result<Option<Frame>> {
         loop {

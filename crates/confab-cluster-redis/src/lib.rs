@@ -32,10 +32,14 @@ const NODES: &str = "nodes";
 /// How often a node renews its liveness.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a node counts as live after its last renewal (ms). A node killed without
-/// warning stops counting this long after: a client reconnecting elsewhere with the
-/// same device tag is refused (4111) until then, so this stays well under the 10 s a
-/// reconnecting client may take.
+/// warning stops counting this long after. A client of it reconnecting elsewhere with
+/// the same device tag (a re-login, which may not take the tag from a live session)
+/// meanwhile waits for that instead of being refused (see `RedisCluster::claim`), so
+/// this stays well under the 10 s a reconnecting client may take.
 const LIVENESS_MS: u64 = 4000;
+/// How many liveness renewals of a node holding the tag a waiting re-login must see
+/// before it is refused: two, as one may have been on its way when the node died.
+const RENEWALS_OF_A_LIVE_HOLDER: u32 = 2;
 /// After how long past its expiry a dead node's registrations are purged (ms).
 const PURGE_AFTER_MS: u64 = 10_000;
 /// The longest any registry call may take before it counts as unavailable.
@@ -126,13 +130,15 @@ macro_rules! lua_now {
 
 /// KEYS: the client's hash, the nodes set, this instance's key set.
 /// ARGV: field (`instance/session`), tag (`""`: none), `take` or `keep`.
-/// Returns the displaced fields, or `{"held"}` when a re-login finds its tag held.
+/// Returns the displaced fields, or, when a re-login finds its tag held on a live node,
+/// `{"held", ms until the last holder's node stops counting as live, that expiry}`.
 const CLAIM_LUA: &str = concat!(
     lua_now!(),
     r#"
 local field, tag, claim = ARGV[1], ARGV[2], ARGV[3]
 local mine = string.match(field, '^(.*)/')
 local displaced = {}
+local held = nil
 if tag ~= '' then
   local all = redis.call('HGETALL', KEYS[1])
   for i = 1, #all, 2 do
@@ -141,13 +147,19 @@ if tag ~= '' then
     if f ~= field and v == tag and node ~= mine then
       local expires = redis.call('ZSCORE', KEYS[2], node)
       if expires and tonumber(expires) >= now then
-        if claim == 'keep' then return {'held'} end
-        table.insert(displaced, f)
+        if claim == 'keep' then
+          if held == nil or tonumber(expires) > held then held = tonumber(expires) end
+        else
+          table.insert(displaced, f)
+        end
       else
         redis.call('HDEL', KEYS[1], f)
       end
     end
   end
+end
+if held then
+  return {'held', string.format('%.0f', held - now), string.format('%.0f', held)}
 end
 for _, f in ipairs(displaced) do redis.call('HDEL', KEYS[1], f) end
 redis.call('HSET', KEYS[1], field, tag)
@@ -544,6 +556,13 @@ impl Cluster for RedisCluster {
         }
     }
 
+    /// A re-login ([`TagClaim::Keep`]) finding its tag held by a session of another node
+    /// is not refused at once: that node may have just died, its client being the one
+    /// logging in again here, and it counts as live until 4 s after its last renewal.
+    /// The claim is asked again until the holder's node stops counting (the stale entry
+    /// is dropped and the re-login goes through) or has renewed its liveness twice
+    /// meanwhile (it is alive: refused as before; one renewal may have been on its way
+    /// when the node died), at most until the liveness could have lapsed twice over.
     fn claim<'a>(
         &'a self,
         app: &'a str,
@@ -557,28 +576,53 @@ impl Cluster for RedisCluster {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert((app.to_owned(), client.to_owned(), session.clone()), tag.map(str::to_owned));
-            let mut conn = self.conn.clone();
-            let own = self.own_key();
             let mode = if claim == TagClaim::Keep { "keep" } else { "take" };
-            let mut call = self.scripts.claim.prepare_invoke();
-            call.key(self.client_key(app, client))
-                .key(self.key(NODES))
-                .key(own)
-                .arg(field(&session))
-                .arg(tag.unwrap_or(""))
-                .arg(mode);
-            let out: Vec<String> = timed(call.invoke_async(&mut conn))
-                .await
-                .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
-            if out.first().is_some_and(|f| f == "held") {
-                self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(&(
-                    app.to_owned(),
-                    client.to_owned(),
-                    session,
-                ));
-                return Err(ClaimError::Held);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(2 * LIVENESS_MS);
+            // The latest expiry of the holders' nodes seen so far, and how often it moved.
+            let mut seen: Option<u64> = None;
+            let mut renewals = 0;
+            loop {
+                let mut conn = self.conn.clone();
+                let mut call = self.scripts.claim.prepare_invoke();
+                call.key(self.client_key(app, client))
+                    .key(self.key(NODES))
+                    .key(self.own_key())
+                    .arg(field(&session))
+                    .arg(tag.unwrap_or(""))
+                    .arg(mode);
+                let out: Vec<String> = match timed(call.invoke_async(&mut conn)).await {
+                    Ok(out) => out,
+                    Err(e) => return Err(ClaimError::Unavailable(e.to_string())),
+                };
+                let Some(("held", rest)) = out.split_first().map(|(f, rest)| (f.as_str(), rest)) else {
+                    return Ok(out.iter().filter_map(|f| parse_field(f)).collect());
+                };
+                let number = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let (lapses_in, expires) = (number(0), number(1));
+                match seen {
+                    Some(before) if expires > before => renewals += 1,
+                    _ => {}
+                }
+                seen = Some(seen.unwrap_or(0).max(expires));
+                let now = tokio::time::Instant::now();
+                if renewals >= RENEWALS_OF_A_LIVE_HOLDER || now >= deadline {
+                    self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(&(
+                        app.to_owned(),
+                        client.to_owned(),
+                        session,
+                    ));
+                    return Err(ClaimError::Held);
+                }
+                // At the holder's expiry, and at least once a renewal period to see it renew.
+                let wait = Duration::from_millis(lapses_in + 10).min(HEARTBEAT);
+                tracing::debug!(
+                    app,
+                    client,
+                    wait_ms = wait.as_millis() as u64,
+                    "re-login: device tag held elsewhere, waiting"
+                );
+                tokio::time::sleep_until((now + wait).min(deadline)).await;
             }
-            Ok(out.iter().filter_map(|f| parse_field(f)).collect())
         })
     }
 

@@ -116,6 +116,31 @@ async fn a_device_tag_is_claimed_atomically_across_nodes_and_dead_nodes_stop_cou
 }
 
 #[tokio::test]
+async fn a_re_login_right_after_its_node_died_waits_for_the_liveness_instead_of_4111() {
+    let Some(redis) = start_or_skip("a_re_login_right_after_its_node_died") else { return };
+    let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
+    let mobile = Some("mobile");
+    // dave's device is on c, which dies without a word (no leave: its renewals just stop)
+    // while his entry still counts as live.
+    let c = RedisCluster::connect(&redis.url(), "one", "c").await.unwrap();
+    assert_eq!(c.claim("app", "dave", session(&c, 1), mobile, TagClaim::Take).await, Ok(vec![]));
+    drop(c);
+    assert_eq!(a.online("app", vec!["dave".into()]).await, Some(vec!["dave".to_owned()]), "c still counts");
+    // His SDK logs in again at once through b, insisting on its tag: not refused; it
+    // gets in once c stops counting.
+    assert_eq!(b.claim("app", "dave", session(&b, 5), mobile, TagClaim::Keep).await, Ok(vec![]));
+    // A holder that is alive is still refused to a re-login (after it renewed).
+    assert_eq!(a.claim("app", "dave", session(&a, 6), mobile, TagClaim::Keep).await, Err(ClaimError::Held));
+    assert_eq!(a.online("app", vec!["dave".into()]).await, Some(vec!["dave".to_owned()]));
+    // A login that takes the tag still does so at once.
+    assert_eq!(
+        a.claim("app", "dave", session(&a, 7), mobile, TagClaim::Take).await,
+        Ok(vec![session(&b, 5)])
+    );
+}
+
+#[tokio::test]
 async fn after_a_redis_restart_nodes_register_again_and_resync() {
     let Some(mut redis) = start_or_skip("after_a_redis_restart") else { return };
     let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();

@@ -212,3 +212,26 @@ async fn a_redis_restart_under_load_loses_no_acknowledged_message() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_tagged_client_of_a_killed_node_logs_in_again_elsewhere_without_4111() {
+    let Some(pg) = TempPostgres::start_or_skip("a_tagged_client_of_a_killed_node") else { return };
+    let Some(redis) = confab_testkit::redis::start_or_skip("a_tagged_client_of_a_killed_node") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = cluster(dir.path(), &pg, &redis);
+    let urls = server.node_urls();
+    let first = Client::open(&urls[1], APP, "erin", json!({"tag": "Mobile"})).await.unwrap();
+    // Her node dies without a word; its sessions count as live until its liveness lapses.
+    server.kill_node(1);
+    drop(first);
+    // Her SDK logs in again at once through another node, insisting on its device tag
+    // (`r: true`): her own stale session does not refuse her.
+    let relogin = json!({"tag": "Mobile", "r": true});
+    let back = Client::open(&urls[2], APP, "erin", relogin.clone()).await;
+    assert!(back.is_ok(), "re-login refused: {:?}", back.err());
+    // The tag is hers again: another re-login with it, on another node, is refused.
+    let other = Client::open(&urls[0], APP, "erin", relogin).await;
+    assert!(matches!(&other, Err(ClientError::BadFrame(f)) if f.contains("4111")), "{:?}", other.err());
+}

@@ -169,7 +169,10 @@ impl Engine {
     }
 
     /// Registers a new session with the other nodes: a tag held elsewhere is taken
-    /// (its holder, on whatever node, is told and ended) or, for a re-login, refused.
+    /// (its holder, on whatever node, is told and ended) or, for a re-login, refused —
+    /// once the holder's node is known to be alive: a re-login whose tag a just-killed
+    /// node still holds waits for that node's liveness to lapse (see
+    /// [`Cluster::claim`](crate::ports::Cluster::claim)).
     /// While the registry cannot be reached the login goes on with this node's check.
     pub(crate) async fn claim_cluster(
         &self,

@@ -128,6 +128,9 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// and the registration are one atomic step across nodes: with [`TagClaim::Take`]
     /// the live sessions elsewhere holding the tag are unregistered and returned (the
     /// caller ends them); with [`TagClaim::Keep`] the login is refused while one holds it.
+    /// A holder on a node that may have died without a word (its liveness not yet
+    /// lapsed) is waited for, boundedly, rather than refused: the re-login is likely its
+    /// own client coming back through another node.
     fn claim<'a>(
         &'a self,
         app: &'a str,

@@ -149,7 +149,7 @@ impl Connection {
         Ok(self.answer(serial, outcome))
     }
 
-    /// Handles a recipient's `ack` read in place from its frame ([`confab_proto::Codec::scan_ack`]):
+    /// Handles a recipient's `ack` read in place from its frame (the JSON codec's `scan_ack`):
     /// what [`Connection::handle`] does with it decoded, without a copy of its ids or a
     /// clone of the session. Returns whether the connection stays open.
     pub fn ack_now(&mut self, inbound: InboundAck<'_>) -> bool {

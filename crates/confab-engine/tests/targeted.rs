@@ -215,3 +215,22 @@ async fn a_recipient_on_another_node_gets_it_and_the_others_do_not() {
     let mut carol = nodes[1].login("carol").await;
     assert_eq!(bodies(&carol.messages(2).await), ["psst", "all"]);
 }
+
+#[tokio::test]
+async fn a_subscriber_reading_tells_no_other_subscriber() {
+    let world = World::new();
+    let cid = service(&world, &["alice", "bob"]).await;
+    let mut alice = world.login("alice").await;
+    let mut bob = world.login("bob").await;
+    world.engine.admin_broadcast(APP, &cid, "sys", "news".into()).await.unwrap();
+    assert_eq!(bodies(&alice.messages(1).await), ["news"]);
+    assert_eq!(bodies(&bob.messages(1).await), ["news"]);
+    let read = Request::Read { convs: vec![ReadMark { cid: cid.clone(), ts: None }] };
+    assert!(bob.conn.handle(Inbound { serial: None, peer_id: None, request: read }).await);
+    let _ = (alice.settled_messages().await, bob.settled_messages().await);
+    // bob's read position moved (nothing unread at his next login) ...
+    assert_eq!(unread_at_login(&world, "bob", &cid).await, None);
+    // ... and alice, subscribed too, heard nothing of it.
+    let receipts = alice.pushes.iter().filter(|p| matches!(p, Push::Receipt { .. })).count();
+    assert_eq!(receipts, 0, "{:?}", alice.pushes);
+}

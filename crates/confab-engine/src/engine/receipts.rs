@@ -31,7 +31,7 @@ impl Engine {
     }
 
     /// `read`: moves the reader's read positions, zeroes the count on its other devices
-    /// and sends read receipts to the other members.
+    /// and sends read receipts to the other members (none in a service conversation).
     pub(super) async fn read(&self, app: &AppState, session: &Arc<Session>, convs: Vec<ReadMark>) {
         let me = session.client_id.to_string();
         for ReadMark { cid, ts } in convs {
@@ -59,7 +59,12 @@ impl Engine {
             let zero = UnreadEntry { cid: cid.clone(), unread: 0, last: Some(last), mentioned: false };
             let unread = SharedPush::new(Push::Unread { convs: vec![zero], notif_time: now });
             app.broker.to_client(&me, ClientEvent::Push(&unread), Some(session));
-            // The others hear of the last message they all have.
+            // The others hear of the last message they all have. Not in a service
+            // conversation: its subscribers do not see each other (and one read would
+            // otherwise push to every one of them).
+            if conv.kind == ConvKind::System {
+                continue;
+            }
             let Some(shared) = shared else { continue };
             let receipt = SharedPush::new(Push::Receipt {
                 cid: cid.clone(),

@@ -1,7 +1,7 @@
 //! The broker port: fan-out to the sessions of clients, wherever they are connected.
 
 use super::cluster::{Cluster, NodeEvent};
-use super::presence::LocalPresence;
+use super::presence::{LocalPresence, Presence};
 use crate::outbound::SharedPush;
 use crate::session::{Inflight, Offer, Session};
 use std::collections::HashSet;
@@ -72,6 +72,11 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     fn room_elsewhere(&self, _cid: &str, _push: &Arc<SharedPush>, _recipients: Option<&HashSet<String>>) {}
     /// Conversation `cid` changed in the store: the other nodes reload their copies.
     fn conv_changed(&self, _cid: &str) {}
+    /// An app-wide broadcast from system conversation `cid`: `push` for every session
+    /// of the app, on every node, whose client is not a subscriber of `cid` (they get it
+    /// as the conversation's message). `subscriber` says who is one, on this node;
+    /// another node asks its own copy of the conversation.
+    fn app_wide(&self, cid: &str, push: &Arc<SharedPush>, subscriber: &dyn Fn(&str) -> bool);
 }
 
 /// The in-process [`Broker`]: delivers to the sessions of a [`LocalPresence`].
@@ -122,6 +127,19 @@ impl Broker for LocalBroker {
             });
         }
         behind
+    }
+
+    fn app_wide(&self, _cid: &str, push: &Arc<SharedPush>, subscriber: &dyn Fn(&str) -> bool) {
+        // Chosen under the shard locks, pushed after: no lock held for the whole app.
+        let mut chosen = Vec::new();
+        self.presence.for_each_session(&mut |s| {
+            if !subscriber(&s.client_id) {
+                chosen.push(s.clone());
+            }
+        });
+        for s in chosen {
+            s.push(push.clone());
+        }
     }
 }
 
@@ -183,5 +201,12 @@ impl Broker for ClusterBroker {
 
     fn conv_changed(&self, cid: &str) {
         self.cluster.publish(&self.app, NodeEvent::ConvChanged { cid: cid.to_owned() });
+    }
+
+    /// This node's sessions, then one event every other node acts on for its own: each
+    /// session is pushed once, by the node holding it.
+    fn app_wide(&self, cid: &str, push: &Arc<SharedPush>, subscriber: &dyn Fn(&str) -> bool) {
+        self.local.app_wide(cid, push, subscriber);
+        self.cluster.publish(&self.app, NodeEvent::AppWide { cid: cid.to_owned(), push: push.push.clone() });
     }
 }

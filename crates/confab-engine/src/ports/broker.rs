@@ -210,3 +210,99 @@ impl Broker for ClusterBroker {
         self.cluster.publish(&self.app, NodeEvent::AppWide { cid: cid.to_owned(), push: push.push.clone() });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::outbound::{ConnHandle, Outbound, OutboundReceiver};
+    use crate::ports::{ClusterFuture, ClusterHub, NodeEvents, TagClaim};
+    use confab_types::{DirectPush, Push};
+
+    /// Sessions registered in one presence, each with its connection's queue.
+    #[derive(Default)]
+    struct Node {
+        presence: Arc<LocalPresence>,
+        queues: Vec<(String, OutboundReceiver)>,
+    }
+
+    impl Node {
+        fn login(&mut self, client: &str) {
+            let (handle, rx) = ConnHandle::new(self.queues.len() as u64 + 1, None, 1 << 20);
+            let session = Session::new(handle, Arc::from("app"), Arc::from(client), None);
+            self.presence.register(&session, TagClaim::Take).unwrap();
+            self.queues.push((client.to_owned(), rx));
+        }
+
+        /// Pushes each session got, in login order.
+        fn pushed(&mut self) -> Vec<(String, usize)> {
+            let mut out = Vec::new();
+            for (client, rx) in &mut self.queues {
+                let mut n = 0;
+                while let Some(item) = rx.try_recv() {
+                    if matches!(item, Outbound::Push { .. }) {
+                        n += 1;
+                    }
+                }
+                out.push((client.clone(), n));
+            }
+            out
+        }
+    }
+
+    fn push() -> Arc<SharedPush> {
+        SharedPush::new(Push::Direct(DirectPush {
+            cid: "svc".into(),
+            msg: "all".into(),
+            ..Default::default()
+        }))
+    }
+
+    fn pushes(list: &[(&str, usize)]) -> Vec<(String, usize)> {
+        list.iter().map(|(c, n)| (c.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn an_app_wide_push_reaches_each_session_of_a_non_subscriber_once() {
+        let mut node = Node::default();
+        for client in ["alice", "sub", "alice", "bob"] {
+            node.login(client);
+        }
+        let broker = LocalBroker::new(node.presence.clone());
+        broker.app_wide("svc", &push(), &|c| c == "sub");
+        assert_eq!(node.pushed(), pushes(&[("alice", 1), ("sub", 0), ("alice", 1), ("bob", 1)]));
+    }
+
+    /// Collects the events a node hears.
+    struct Heard(tokio::sync::mpsc::UnboundedSender<NodeEvent>);
+
+    impl NodeEvents for Heard {
+        fn node_event(&self, _: &str, event: NodeEvent) -> ClusterFuture<'static, ()> {
+            let _ = self.0.send(event);
+            Box::pin(std::future::ready(()))
+        }
+
+        fn resync(&self) -> ClusterFuture<'static, ()> {
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_broker_pushes_its_own_sessions_and_tells_the_others_once() {
+        let hub = ClusterHub::new();
+        let (a, b) = (hub.node("a"), hub.node("b"));
+        let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        b.attach(Arc::new(Heard(tx)));
+        let mut node = Node::default();
+        node.login("alice");
+        node.login("sub");
+        let broker = ClusterBroker::new("app", node.presence.clone(), a);
+        let push = push();
+        broker.app_wide("svc", &push, &|c| c == "sub");
+        assert_eq!(node.pushed(), pushes(&[("alice", 1), ("sub", 0)]));
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv()).await.unwrap();
+        assert_eq!(event, Some(NodeEvent::AppWide { cid: "svc".into(), push: push.push.clone() }));
+        tokio::task::yield_now().await;
+        assert!(heard.try_recv().is_err(), "one event per broadcast");
+    }
+}

@@ -96,11 +96,13 @@ CONFAB_TEST_STORE=postgres cargo test --locked -p confab-server \
   --test messages --test conversations --test session --test rest --test rest_more --test migrate
 
 say "integration suites again, every server a 3-node cluster (PostgreSQL + Redis) behind a round-robin balancer"
-# Not rest_more: stats and app-wide broadcasts are per node (docs/deployment.md lists
-# what is), and a silence set through one node reaches the others an event later.
+# Not all of rest_more: a silence set through one node reaches the others an event
+# later, and its tests send right after. Its tests of what spans the nodes (stats,
+# app-wide broadcasts: `every_node`) do run.
 CONFAB_TEST_STORE=cluster cargo test --locked -p confab-server \
   --test messages --test conversations --test session --test rest --test signatures \
   --test metrics --test protobuf --test hostile --test reliability_crash --test tls
+CONFAB_TEST_STORE=cluster cargo test --locked -p confab-server --test rest_more -- every_node
 
 export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 

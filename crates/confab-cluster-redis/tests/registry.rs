@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use confab_cluster_redis::RedisCluster;
-use confab_engine::ports::{ClaimError, Cluster, ClusterFuture, NodeEvent, NodeEvents, SessionRef, TagClaim};
+use confab_engine::ports::{
+    AppCounts, ClaimError, Cluster, ClusterFuture, NodeEvent, NodeEvents, SessionRef, TagClaim,
+};
 use confab_testkit::redis::start_or_skip;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,4 +224,40 @@ async fn a_node_that_leaves_stops_counting_at_once() {
     b.release("app", "bob", session(&b, 2));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(b.online("app", vec!["bob".into()]).await, Some(vec![]));
+}
+
+fn counts(online: u64, today: u64) -> Option<AppCounts> {
+    Some(AppCounts { online, today })
+}
+
+#[tokio::test]
+async fn app_counts_are_distinct_clients_on_live_nodes_and_the_days_logins() {
+    let Some(mut redis) = start_or_skip("app_counts_are_distinct_clients") else { return };
+    let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
+    assert_eq!(a.app_counts("app", 1).await, counts(0, 0));
+    // bob on both nodes, carol on b; dave in another app.
+    let logins =
+        [(&a, "app", "bob", 1), (&b, "app", "bob", 2), (&b, "app", "carol", 3), (&a, "other", "dave", 4)];
+    for (node, app, client, n) in logins {
+        assert_eq!(node.claim(app, client, session(node, n), None, TagClaim::Take).await, Ok(vec![]));
+        node.count_login(app, client, 1).await;
+    }
+    a.count_login("app", "bob", 1).await;
+    for node in [&a, &b] {
+        assert_eq!(node.app_counts("app", 1).await, counts(2, 2), "bob once, carol");
+    }
+    assert_eq!(a.app_counts("other", 1).await, counts(1, 1));
+    assert_eq!(a.app_counts("app", 2).await, counts(2, 0), "nobody logged in the next day yet");
+    // bob stays online while one of his sessions does; then he is one of today's only.
+    a.release("app", "bob", session(&a, 1));
+    b.release("app", "bob", session(&b, 2));
+    eventually("bob offline", async || a.app_counts("app", 1).await == counts(1, 2)).await;
+    // A node that dies takes its clients offline.
+    drop(b);
+    eventually("carol offline with her node", async || a.app_counts("app", 1).await == counts(0, 2)).await;
+    // Redis restarting empty loses the day's logins; the sessions are registered again.
+    assert_eq!(a.claim("app", "erin", session(&a, 5), None, TagClaim::Take).await, Ok(vec![]));
+    redis.restart();
+    eventually("erin registered again", async || a.app_counts("app", 1).await == counts(1, 0)).await;
 }

@@ -10,7 +10,7 @@ mod presence;
 
 pub use broker::{Broker, ClientEvent, ClusterBroker, Committed, LocalBroker};
 pub use cluster::{
-    ClaimError, Cluster, ClusterFuture, ClusterHub, HubNode, NodeEvent, NodeEvents, SessionRef,
+    AppCounts, ClaimError, Cluster, ClusterFuture, ClusterHub, HubNode, NodeEvent, NodeEvents, SessionRef,
 };
 pub use hooks::{HookCall, HookCaller, HookError, HookFuture, OutboxEntry};
 pub use presence::{LocalPresence, Presence, TagClaim, TagHeld};

@@ -229,3 +229,73 @@ async fn hook_online_peers_span_the_nodes() {
     assert_eq!((&sent["onlinePeers"], &sent["offlinePeers"]), (&json!(["bob"]), &json!(["dave"])));
     assert_eq!(params("_receiversOffline")["offlinePeers"], json!(["dave"]));
 }
+
+/// The app-wide broadcasts `id` has been pushed to `peer` so far (after letting every
+/// node's events run).
+async fn broadcasts_got(peer: &mut Peer, id: &str) -> usize {
+    peer.settled_messages().await.iter().filter(|d| d.id == id).count()
+}
+
+/// An app-wide broadcast (`POST /1.2/rtm/broadcasts`) sent through one node reaches
+/// every client online on any node: each session once — a subscriber through the
+/// service conversation, everyone else through the app-wide push of its own node.
+#[tokio::test]
+async fn an_app_wide_broadcast_reaches_every_session_on_every_node_once() {
+    let (nodes, _hub) = World::cluster(3);
+    let (cid, _) = nodes[0].engine.admin_create_system_conversation(APP, Default::default()).await.unwrap();
+    nodes[0].engine.admin_subscribe(APP, &cid, "sub", true).await.unwrap();
+    // Node 2 holds a copy of the conversation from before "late" subscribed (through
+    // node 0): the event that changed it comes before the broadcast's.
+    let mut sub = nodes[2].login("sub").await;
+    let mut watcher = nodes[2].login("watcher").await;
+    nodes[2].engine.admin_broadcasts(APP, &cid, 0, 10).await.unwrap();
+    nodes[0].engine.admin_subscribe(APP, &cid, "late", true).await.unwrap();
+    let mut late = nodes[2].login("late").await;
+    // Non-subscribers: one on the sending node, one elsewhere, one on two nodes.
+    let mut here = nodes[0].login("here").await;
+    let mut there = nodes[1].login("there").await;
+    let mut both0 = nodes[0].login("both").await;
+    let mut both1 = nodes[1].login("both").await;
+    let (id, _) =
+        nodes[0].engine.admin_global_broadcast(APP, &cid, "sys", "to all".into(), false).await.unwrap();
+    for (name, peer) in [
+        ("sub", &mut sub),
+        ("late", &mut late),
+        ("watcher", &mut watcher),
+        ("here", &mut here),
+        ("there", &mut there),
+        ("both on node 0", &mut both0),
+        ("both on node 1", &mut both1),
+    ] {
+        let got = peer.messages(1).await;
+        assert!(got.iter().any(|d| d.id == id && d.cid == cid && d.msg == "to all"), "{name}: {got:?}");
+        assert_eq!(broadcasts_got(peer, &id).await, 1, "{name} got it once");
+    }
+}
+
+/// `GET /1.2/rtm/stats` on any node counts the clients online on every node, each
+/// once, and the distinct clients that logged in today on any node.
+#[tokio::test]
+async fn stats_count_clients_on_every_node() {
+    let (nodes, hub) = World::cluster(3);
+    assert_eq!(nodes[1].engine.admin_stats(APP).await.unwrap(), (0, 0));
+    let _a = nodes[0].login("a").await;
+    let _a2 = nodes[1].login("a").await;
+    let b = nodes[1].login("b").await;
+    let _c = nodes[2].login("c").await;
+    for node in &nodes {
+        assert_eq!(node.engine.admin_stats(APP).await.unwrap(), (3, 3), "online, today");
+    }
+    // b leaves: offline, still one of today's.
+    drop(b);
+    assert_eq!(nodes[0].engine.admin_stats(APP).await.unwrap(), (2, 3));
+    // A node that dies takes its clients offline (a is still on node 0).
+    hub[2].kill();
+    assert_eq!(nodes[0].engine.admin_stats(APP).await.unwrap(), (1, 3));
+    // Another day: only who logs in from now on.
+    for node in &nodes {
+        node.clock.advance(86_400_000);
+    }
+    let _d = nodes[1].login("d").await;
+    assert_eq!(nodes[0].engine.admin_stats(APP).await.unwrap(), (2, 1), "a is online since yesterday");
+}

@@ -162,20 +162,20 @@ fn histogram(h: &HistogramSnapshot) -> Value {
 /// `GET /console/api/stats` (master key): what the console's live charts draw, read
 /// from the same registry as `/metrics`:
 ///
-/// - `app`: the signed-in app on this node: its open `sessions`, distinct
-///   `clients_online`, and `clients_today` (as `GET /1.2/rtm/stats`);
+/// - `app`: the signed-in app: its open `sessions` on this node, and distinct
+///   `clients_online` and `clients_today` on every node (as `GET /1.2/rtm/stats`);
 /// - `node`: the whole process, every app together (as `/metrics`): `sessions`,
 ///   `connections`, the counters `messages_stored`, `messages_delivered` and `acks`,
 ///   the `delivery_seconds` and `commit_seconds` histograms, `resident_bytes`;
 /// - `time`: the server's clock (ms), to turn counter differences into rates.
 ///
-/// In a cluster each node answers for itself (the console sees the node its requests
-/// reach). The process-wide numbers are traffic totals with no ids, the same an open
+/// In a cluster each node answers for itself, but for the app's client counts (the
+/// console sees the node its requests reach). The process-wide numbers are traffic totals with no ids, the same an open
 /// `/metrics` shows.
 async fn stats(State(gateway): State<Gateway>, headers: HeaderMap) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
     let engine = &gateway.engine;
-    let (clients_online, clients_today) = engine.admin_stats(&caller.app_id)?;
+    let (clients_online, clients_today) = engine.admin_stats(&caller.app_id).await?;
     let app_sessions: usize = engine.sessions_by_wire(Some(&caller.app_id)).iter().sum();
     let node_sessions: usize = engine.sessions_by_wire(None).iter().sum();
     let body = json!({
@@ -184,7 +184,7 @@ async fn stats(State(gateway): State<Gateway>, headers: HeaderMap) -> Result<Res
             "id": caller.app_id,
             "sessions": app_sessions,
             "clients_online": clients_online,
-            "clients_today": clients_today.max(clients_online as u64),
+            "clients_today": clients_today.max(clients_online),
         },
         "node": {
             "sessions": node_sessions,

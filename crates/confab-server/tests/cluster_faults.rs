@@ -235,3 +235,36 @@ async fn a_tagged_client_of_a_killed_node_logs_in_again_elsewhere_without_4111()
     let other = Client::open(&urls[0], APP, "erin", relogin).await;
     assert!(matches!(&other, Err(ClientError::BadFrame(f)) if f.contains("4111")), "{:?}", other.err());
 }
+
+/// `GET /1.2/rtm/stats` through one node: (online, today).
+async fn stats_at(node: &str) -> (u64, u64) {
+    let master = [("X-LC-Id", APP), ("X-LC-Key", "test-master,master")];
+    let answer = common::rest::http_to(node, "GET", "/1.2/rtm/stats", &master, None).await.ok();
+    let result = &answer["result"];
+    (result["online_user_count"].as_u64().unwrap(), result["user_count_today"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn stats_answer_with_the_nodes_own_numbers_while_redis_is_down() {
+    let Some(pg) = TempPostgres::start_or_skip("stats_while_redis_is_down") else { return };
+    let Some(mut redis) = confab_testkit::redis::start_or_skip("stats_while_redis_is_down") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = cluster(dir.path(), &pg, &redis);
+    let (urls, nodes) = (server.node_urls(), server.node_https());
+    let _alice = Client::open(&urls[0], APP, "alice", json!({})).await.unwrap();
+    let _bob = Client::open(&urls[1], APP, "bob", json!({})).await.unwrap();
+    assert_eq!(stats_at(&nodes[0]).await, (2, 2), "both nodes' clients");
+    // Redis gone: the request still succeeds, with what node 0 knows, and says so in the log.
+    redis.stop();
+    assert_eq!(stats_at(&nodes[0]).await, (1, 1), "node 0's own");
+    assert!(server.logs().contains("stats of this node only"), "logged");
+    // Redis back (empty): the nodes register their sessions again.
+    redis.restart();
+    for _ in 0..300 {
+        if stats_at(&nodes[0]).await.0 == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats_at(&nodes[0]).await.0, 2, "both nodes' clients again");
+}

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::rest::{APP_KEY, Answer, MASTER, http};
+use common::rest::{APP_KEY, Answer, MASTER, http, http_to};
 use common::{Server, Start, is_conv, is_direct};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -399,6 +399,81 @@ async fn stats_all_conversations_and_the_apps_messages() {
         http(&server, "GET", "/1.2/rtm/all-conversations", &other, None).await.ok(),
         json!({"results": []})
     );
+}
+
+/// `GET /1.2/rtm/stats` through one node: (online, today).
+async fn stats_at(node: &str) -> (u64, u64) {
+    let r = http_to(node, "GET", "/1.2/rtm/stats", MASTER, None).await.ok();
+    (r["result"]["online_user_count"].as_u64().unwrap(), r["result"]["user_count_today"].as_u64().unwrap())
+}
+
+/// Opens, on every node of the server (one, or each of a cluster's under
+/// `CONFAB_TEST_STORE=cluster`), a session of the subscriber `sub`, one of a client
+/// online on every node, and one of a client of its own, `only<node>`.
+async fn everywhere(server: &Server) -> Vec<(String, confab_testkit::Client)> {
+    let mut sessions = Vec::new();
+    for (i, url) in server.node_urls().iter().enumerate() {
+        for peer in ["sub".to_owned(), "everywhere".to_owned(), format!("only{i}")] {
+            let client = confab_testkit::Client::open(url, "test-app", &peer, json!({})).await.unwrap();
+            sessions.push((format!("{peer} on node {i}"), client));
+        }
+    }
+    sessions
+}
+
+/// An app-wide broadcast sent through one node reaches every session on every node
+/// once: subscribers through the service conversation, everyone else through the push
+/// of the node holding the session.
+#[tokio::test]
+async fn an_app_wide_broadcast_reaches_every_session_on_every_node_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    let cid = create(&server, "/1.2/rtm/service-conversations", json!({"name": "news"})).await;
+    let subscribe = json!({"client_id": "sub"});
+    call(&server, "POST", &format!("/1.2/rtm/service-conversations/{cid}/subscribers"), &subscribe)
+        .await
+        .ok();
+    let mut sessions = everywhere(&server).await;
+    // Through the last node: the others push it to their own.
+    let body = json!({"from_client": "sys", "conv_id": cid, "message": "everyone"}).to_string();
+    let last = server.node_https().pop().unwrap();
+    let sent = http_to(&last, "POST", "/1.2/rtm/broadcasts", MASTER, Some(&body)).await.ok();
+    for (name, client) in &mut sessions {
+        let got = client.wait_for(name, is_direct(&cid)).await.unwrap();
+        assert_eq!(
+            (got["id"].clone(), got["msg"].clone()),
+            (sent["msg-id"].clone(), json!("everyone")),
+            "{name}"
+        );
+        assert!(client.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty(), "{name} got it twice");
+    }
+}
+
+/// The stats, asked of any node, count the clients online on every node (each once)
+/// and the clients that logged in today on any.
+#[tokio::test]
+async fn stats_count_the_clients_of_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    let nodes = server.node_https();
+    let mut sessions = everywhere(&server).await;
+    let clients = 2 + nodes.len() as u64;
+    for node in &nodes {
+        assert_eq!(stats_at(node).await, (clients, clients), "through {node}");
+    }
+    // only0 leaves: offline everywhere, still one of today's.
+    let at = sessions.iter().position(|(name, _)| name == "only0 on node 0").unwrap();
+    let (_, only0) = sessions.remove(at);
+    only0.close().await;
+    for _ in 0..300 {
+        if stats_at(&nodes[0]).await.0 == clients - 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in &nodes {
+        assert_eq!(stats_at(node).await, (clients - 1, clients), "through {node}");
+    }
 }
 
 #[tokio::test]

@@ -193,14 +193,28 @@ impl Engine {
         Ok(found)
     }
 
-    /// Clients online now and distinct clients that logged in since midnight (UTC).
-    pub fn admin_stats(&self, app_id: &str) -> Result<(usize, u64), ProtocolError> {
+    /// Distinct clients online now and distinct clients that logged in since midnight
+    /// (UTC). On a node of a cluster both count every node, from the cluster's registry
+    /// (never less than this node's own numbers); while the registry cannot be reached,
+    /// this node's numbers (logged).
+    pub async fn admin_stats(&self, app_id: &str) -> Result<(u64, u64), ProtocolError> {
         let app = self.backend_app(app_id)?;
         let mut online = HashSet::new();
         app.presence.for_each_session(&mut |s| {
             online.insert(s.client_id.clone());
         });
-        Ok((online.len(), app.logins_today.count(self.now())))
+        let now = self.now();
+        let (online, today) = (online.len() as u64, app.logins_today.count(now));
+        if let Some(cluster) = &self.inner.cluster {
+            match cluster.app_counts(&app.config.id, now.div_euclid(DAY_MS)).await {
+                Some(all) => return Ok((all.online.max(online), all.today.max(today))),
+                None => tracing::warn!(
+                    app = %app.config.id,
+                    "stats of this node only: the cluster registry is unavailable"
+                ),
+            }
+        }
+        Ok((online, today))
     }
 
     /// Owner and managers of a normal conversation (of one of `kinds`) or of a chat
@@ -654,7 +668,8 @@ impl Engine {
     /// An app-wide broadcast from a system conversation (`POST /1.2/rtm/broadcasts`):
     /// stored in the conversation like a broadcast to its subscribers (who get it, online
     /// or later, as any message), kept in the conversation's broadcast list, and pushed
-    /// to every other client online now. `transient`: only the push, nothing stored.
+    /// to every other client online now, on every node. `transient`: only the push,
+    /// nothing stored.
     pub async fn admin_global_broadcast(
         &self,
         app_id: &str,
@@ -692,13 +707,9 @@ impl Engine {
             transient,
             ..confab_types::DirectPush::default()
         }));
-        let mut others = HashSet::new();
-        app.presence.for_each_session(&mut |s| {
-            if !conv.has_member(&s.client_id) {
-                others.insert(s.client_id.to_string());
-            }
-        });
-        self.push_to_clients(&app, &others, &push);
+        // Subscribers got it as the conversation's message; everyone else online, on
+        // every node, gets this push once per session.
+        app.broker.app_wide(cid, &push, &|c| conv.has_member(c));
         Ok((id, ts))
     }
 
@@ -804,7 +815,7 @@ pub(crate) struct DailyClients {
 }
 
 const HLL_BITS: u32 = 14;
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 impl Default for DailyClients {
     fn default() -> DailyClients {

@@ -75,6 +75,15 @@ impl NodeEvents for Engine {
                     }
                 }
             }
+            NodeEvent::AppWide { cid, push } => {
+                // Nothing to do for a node with no session of the app.
+                let mut any = false;
+                app.presence.for_each_session(&mut |_| any = true);
+                if any {
+                    let engine = self.clone();
+                    return Box::pin(async move { engine.app_wide_here(&app, &cid, push).await });
+                }
+            }
             NodeEvent::ConvChanged { cid } => {
                 if let Some(conv) = app.convs.get(&cid) {
                     let engine = self.clone();
@@ -163,12 +172,32 @@ impl Engine {
         }
     }
 
+    /// Another node's app-wide broadcast from system conversation `cid`, for this
+    /// node's sessions of clients that do not subscribe to it (by this node's copy of
+    /// the conversation, loaded if it has none: the events that changed its members
+    /// came before this one).
+    async fn app_wide_here(&self, app: &AppState, cid: &str, push: confab_types::Push) {
+        let conv = match self.conv(app, cid).await {
+            Ok(Some(conv)) => conv,
+            Ok(None) => {
+                tracing::warn!(cid, "app-wide broadcast of a conversation this node cannot find: not pushed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(cid, error = %e, "app-wide broadcast not pushed on this node");
+                return;
+            }
+        };
+        app.local.app_wide(cid, &SharedPush::new(push), &|c| conv.has_member(c));
+    }
+
     fn session_ref(&self, session: &Session) -> Option<SessionRef> {
         let cluster = self.inner.cluster.as_ref()?;
         Some(SessionRef { node: cluster.instance().to_owned(), session: session.serial })
     }
 
-    /// Registers a new session with the other nodes: a tag held elsewhere is taken
+    /// Registers a new session with the other nodes, and counts its client among the
+    /// app's logins today on every node: a tag held elsewhere is taken
     /// (its holder, on whatever node, is told and ended) or, for a re-login, refused —
     /// once the holder's node is known to be alive: a re-login whose tag a just-killed
     /// node still holds waits for that node's liveness to lapse (see
@@ -183,8 +212,12 @@ impl Engine {
         let (Some(cluster), Some(me)) = (self.inner.cluster.as_ref(), self.session_ref(session)) else {
             return Ok(());
         };
-        let claimed =
-            cluster.claim(&app.config.id, &session.client_id, me, session.tag.as_deref(), claim).await;
+        // Counted among today's logins alongside the claim (no extra round trip).
+        let day = self.now().div_euclid(super::backend::DAY_MS);
+        let (claimed, ()) = tokio::join!(
+            cluster.claim(&app.config.id, &session.client_id, me, session.tag.as_deref(), claim),
+            cluster.count_login(&app.config.id, &session.client_id, day),
+        );
         match claimed {
             Ok(displaced) => {
                 for holder in displaced {

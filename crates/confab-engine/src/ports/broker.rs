@@ -1,7 +1,7 @@
 //! The broker port: fan-out to the sessions of clients, wherever they are connected.
 
 use super::cluster::{Cluster, NodeEvent};
-use super::presence::LocalPresence;
+use super::presence::{LocalPresence, Presence};
 use crate::outbound::SharedPush;
 use crate::session::{Inflight, Offer, Session};
 use std::collections::HashSet;
@@ -72,6 +72,11 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     fn room_elsewhere(&self, _cid: &str, _push: &Arc<SharedPush>, _recipients: Option<&HashSet<String>>) {}
     /// Conversation `cid` changed in the store: the other nodes reload their copies.
     fn conv_changed(&self, _cid: &str) {}
+    /// An app-wide broadcast from system conversation `cid`: `push` for every session
+    /// of the app, on every node, whose client is not a subscriber of `cid` (they get it
+    /// as the conversation's message). `subscriber` says who is one, on this node;
+    /// another node asks its own copy of the conversation.
+    fn app_wide(&self, cid: &str, push: &Arc<SharedPush>, subscriber: &dyn Fn(&str) -> bool);
 }
 
 /// The in-process [`Broker`]: delivers to the sessions of a [`LocalPresence`].
@@ -122,6 +127,19 @@ impl Broker for LocalBroker {
             });
         }
         behind
+    }
+
+    fn app_wide(&self, _cid: &str, push: &Arc<SharedPush>, subscriber: &dyn Fn(&str) -> bool) {
+        // Chosen under the shard locks, pushed after: no lock held for the whole app.
+        let mut chosen = Vec::new();
+        self.presence.for_each_session(&mut |s| {
+            if !subscriber(&s.client_id) {
+                chosen.push(s.clone());
+            }
+        });
+        for s in chosen {
+            s.push(push.clone());
+        }
     }
 }
 
@@ -183,5 +201,108 @@ impl Broker for ClusterBroker {
 
     fn conv_changed(&self, cid: &str) {
         self.cluster.publish(&self.app, NodeEvent::ConvChanged { cid: cid.to_owned() });
+    }
+
+    /// This node's sessions, then one event every other node acts on for its own: each
+    /// session is pushed once, by the node holding it.
+    fn app_wide(&self, cid: &str, push: &Arc<SharedPush>, subscriber: &dyn Fn(&str) -> bool) {
+        self.local.app_wide(cid, push, subscriber);
+        self.cluster.publish(&self.app, NodeEvent::AppWide { cid: cid.to_owned(), push: push.push.clone() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::outbound::{ConnHandle, Outbound, OutboundReceiver};
+    use crate::ports::{ClusterFuture, ClusterHub, NodeEvents, TagClaim};
+    use confab_types::{DirectPush, Push};
+
+    /// Sessions registered in one presence, each with its connection's queue.
+    #[derive(Default)]
+    struct Node {
+        presence: Arc<LocalPresence>,
+        queues: Vec<(String, OutboundReceiver)>,
+    }
+
+    impl Node {
+        fn login(&mut self, client: &str) {
+            let (handle, rx) = ConnHandle::new(self.queues.len() as u64 + 1, None, 1 << 20);
+            let session = Session::new(handle, Arc::from("app"), Arc::from(client), None);
+            self.presence.register(&session, TagClaim::Take).unwrap();
+            self.queues.push((client.to_owned(), rx));
+        }
+
+        /// Pushes each session got, in login order.
+        fn pushed(&mut self) -> Vec<(String, usize)> {
+            let mut out = Vec::new();
+            for (client, rx) in &mut self.queues {
+                let mut n = 0;
+                while let Some(item) = rx.try_recv() {
+                    if matches!(item, Outbound::Push { .. }) {
+                        n += 1;
+                    }
+                }
+                out.push((client.clone(), n));
+            }
+            out
+        }
+    }
+
+    fn push() -> Arc<SharedPush> {
+        SharedPush::new(Push::Direct(DirectPush {
+            cid: "svc".into(),
+            msg: "all".into(),
+            ..Default::default()
+        }))
+    }
+
+    fn pushes(list: &[(&str, usize)]) -> Vec<(String, usize)> {
+        list.iter().map(|(c, n)| (c.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn an_app_wide_push_reaches_each_session_of_a_non_subscriber_once() {
+        let mut node = Node::default();
+        for client in ["alice", "sub", "alice", "bob"] {
+            node.login(client);
+        }
+        let broker = LocalBroker::new(node.presence.clone());
+        broker.app_wide("svc", &push(), &|c| c == "sub");
+        assert_eq!(node.pushed(), pushes(&[("alice", 1), ("sub", 0), ("alice", 1), ("bob", 1)]));
+    }
+
+    /// Collects the events a node hears.
+    struct Heard(tokio::sync::mpsc::UnboundedSender<NodeEvent>);
+
+    impl NodeEvents for Heard {
+        fn node_event(&self, _: &str, event: NodeEvent) -> ClusterFuture<'static, ()> {
+            let _ = self.0.send(event);
+            Box::pin(std::future::ready(()))
+        }
+
+        fn resync(&self) -> ClusterFuture<'static, ()> {
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_broker_pushes_its_own_sessions_and_tells_the_others_once() {
+        let hub = ClusterHub::new();
+        let (a, b) = (hub.node("a"), hub.node("b"));
+        let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        b.attach(Arc::new(Heard(tx)));
+        let mut node = Node::default();
+        node.login("alice");
+        node.login("sub");
+        let broker = ClusterBroker::new("app", node.presence.clone(), a);
+        let push = push();
+        broker.app_wide("svc", &push, &|c| c == "sub");
+        assert_eq!(node.pushed(), pushes(&[("alice", 1), ("sub", 0)]));
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv()).await.unwrap();
+        assert_eq!(event, Some(NodeEvent::AppWide { cid: "svc".into(), push: push.push.clone() }));
+        tokio::task::yield_now().await;
+        assert!(heard.try_recv().is_err(), "one event per broadcast");
     }
 }

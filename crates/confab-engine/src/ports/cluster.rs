@@ -83,6 +83,15 @@ pub enum NodeEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recipients: Option<Vec<String>>,
     },
+    /// An app-wide broadcast from system conversation `cid`: a push for every session
+    /// of the app whose client is not a subscriber (a member) of `cid` — subscribers
+    /// get it once, as a message of the conversation (a [`NodeEvent::Message`]).
+    AppWide {
+        /// The system conversation it was sent from.
+        cid: String,
+        /// What they are told.
+        push: Push,
+    },
     /// Conversation `cid` changed in the store (members, roles, flags, or it is gone):
     /// a node holding a copy reloads it.
     ConvChanged {
@@ -99,6 +108,16 @@ pub enum NodeEvent {
         /// What the session is told.
         error: ProtocolError,
     },
+}
+
+/// An app's numbers across every node (`GET /1.2/rtm/stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppCounts {
+    /// Distinct clients with a live session on a live node.
+    pub online: u64,
+    /// Distinct clients that logged in on any node during the day asked for (an
+    /// estimate where the implementation says so).
+    pub today: u64,
 }
 
 /// Why a [`Cluster::claim`] did not register the session.
@@ -169,6 +188,13 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// Which of `clients` have a live session on any node (`None`: the registry cannot
     /// be reached).
     fn online<'a>(&'a self, app: &'a str, clients: Vec<String>) -> ClusterFuture<'a, Option<Vec<String>>>;
+    /// Counts `client` among the distinct clients of `app` that logged in on `day`
+    /// (days since the Unix epoch, UTC); done when it resolves. A failure is logged and
+    /// the login goes on (it is counted on its node only).
+    fn count_login<'a>(&'a self, app: &'a str, client: &'a str, day: i64) -> ClusterFuture<'a, ()>;
+    /// The app's distinct clients online now on live nodes, and those that logged in on
+    /// `day` on any node (`None`: the registry cannot be reached).
+    fn app_counts<'a>(&'a self, app: &'a str, day: i64) -> ClusterFuture<'a, Option<AppCounts>>;
 }
 
 /// Where a node's incoming events go: the engine of that node.
@@ -202,6 +228,8 @@ struct HubState {
     nonces: std::collections::HashSet<(String, String)>,
     /// Chat rooms: (app, cid) -> sessions in the room with their clients.
     rooms: std::collections::HashMap<(String, String), Vec<(SessionRef, String)>>,
+    /// Logins counted: (app, day, client).
+    logins: std::collections::HashSet<(String, i64, String)>,
 }
 
 impl std::fmt::Debug for HubState {
@@ -361,5 +389,17 @@ impl Cluster for HubNode {
             .filter(|c| hub.sessions.get(&(app.to_owned(), c.clone())).is_some_and(|l| !l.is_empty()))
             .collect();
         Box::pin(std::future::ready(Some(online)))
+    }
+
+    fn count_login<'a>(&'a self, app: &'a str, client: &'a str, day: i64) -> ClusterFuture<'a, ()> {
+        self.hub.lock().logins.insert((app.to_owned(), day, client.to_owned()));
+        Box::pin(std::future::ready(()))
+    }
+
+    fn app_counts<'a>(&'a self, app: &'a str, day: i64) -> ClusterFuture<'a, Option<AppCounts>> {
+        let hub = self.hub.lock();
+        let online = hub.sessions.iter().filter(|((a, _), list)| a == app && !list.is_empty()).count();
+        let today = hub.logins.iter().filter(|(a, d, _)| a == app && *d == day).count();
+        Box::pin(std::future::ready(Some(AppCounts { online: online as u64, today: today as u64 })))
     }
 }

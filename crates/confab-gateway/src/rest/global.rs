@@ -20,12 +20,13 @@ pub(super) fn routes() -> Routes {
 
 /// `GET /1.2/rtm/stats` →
 /// `{"result": {"online_user_count": n, "user_count_today": n}}`: distinct clients
-/// online now, and distinct clients that logged in since midnight UTC (an estimate
-/// kept in memory by this process; see docs/decisions.md).
+/// online now, and distinct clients that logged in since midnight UTC (an estimate),
+/// on every node of a cluster (this node's while its registry is unreachable; see
+/// docs/decisions.md).
 async fn stats(State(gateway): State<Gateway>, headers: HeaderMap) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
-    let (online, today) = gateway.engine.admin_stats(&caller.app_id)?;
-    let result = json!({"online_user_count": online, "user_count_today": today.max(online as u64)});
+    let (online, today) = gateway.engine.admin_stats(&caller.app_id).await?;
+    let result = json!({"online_user_count": online, "user_count_today": today.max(online)});
     Ok(axum::Json(json!({ "result": result })).into_response())
 }
 

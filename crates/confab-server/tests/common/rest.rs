@@ -48,7 +48,18 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Answer {
-    let addr = server.http.trim_start_matches("http://").to_owned();
+    http_to(&server.http, method, path, headers, body).await
+}
+
+/// [`http`] to one base URL: one node of a cluster (see `Server::node_https`).
+pub async fn http_to(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Answer {
+    let addr = base.trim_start_matches("http://").to_owned();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let body = body.unwrap_or("");

@@ -39,18 +39,20 @@ impl Engine {
             if conv.kind == ConvKind::Transient || !conv.has_member(&me) {
                 continue;
             }
-            let Ok(Some(record)) = self.inner.store.conversation(&app.config.id, &cid).await else {
-                continue;
-            };
             let now = self.now();
-            // In a service conversation a targeted message for the reader may come
-            // after the last message: the reader reads up to it.
-            let mine = match conv.kind {
-                ConvKind::System => self.newest_for(app, &cid, &me).await,
-                _ => None,
+            // A service conversation: the newest message the reader may see (a message
+            // targeted at it may come after the last broadcast), read without loading
+            // the conversation's subscribers, and nobody else to tell.
+            let (last, shared, members) = if conv.kind == ConvKind::System {
+                let Some(last) = self.newest_for(app, &cid, &me).await else { continue };
+                (last, None, Vec::new())
+            } else {
+                let Ok(Some(record)) = self.inner.store.conversation(&app.config.id, &cid).await else {
+                    continue;
+                };
+                let Some(last) = record.last_message.clone() else { continue };
+                (last, record.last_message, record.members)
             };
-            let shared = record.last_message;
-            let Some(last) = newest(mine, shared.clone()) else { continue };
             let upto = ts.filter(|t| *t > 0).unwrap_or(last.ts).min(last.ts);
             if let Err(e) = self.inner.store.save_read(&app.config.id, &me, &cid, upto).await {
                 tracing::warn!(error = %e, "read position not saved");
@@ -62,9 +64,6 @@ impl Engine {
             // The others hear of the last message they all have. Not in a service
             // conversation: its subscribers do not see each other (and one read would
             // otherwise push to every one of them).
-            if conv.kind == ConvKind::System {
-                continue;
-            }
             let Some(shared) = shared else { continue };
             let receipt = SharedPush::new(Push::Receipt {
                 cid: cid.clone(),
@@ -73,7 +72,7 @@ impl Engine {
                 from: me.clone(),
                 read: true,
             });
-            for member in record.members.iter().filter(|m| **m != me) {
+            for member in members.iter().filter(|m| **m != me) {
                 self.push_to_client(app, member, &receipt);
             }
         }
@@ -122,13 +121,5 @@ impl Engine {
             Vec::new()
         };
         Ok(Reply::ConvMaxRead { max_ack, max_read, members })
-    }
-}
-
-/// The newer of two messages.
-fn newest(a: Option<LastMessage>, b: Option<LastMessage>) -> Option<LastMessage> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if a.ts >= b.ts { a } else { b }),
-        (a, b) => a.or(b),
     }
 }

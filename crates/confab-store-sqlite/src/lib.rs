@@ -335,7 +335,11 @@ const WAL_KEEP_BYTES: i64 = if cfg!(test) { 256 << 10 } else { 64 << 20 };
 /// the log over.
 fn checkpoint_while_open(conn: &Connection, commits: &std::sync::Weak<AtomicU64>, finish: &AtomicBool) {
     let mut copied = 0;
+    // Whether the last checkpoint left frames behind and made progress: go again at
+    // once. A reader holding an old snapshot stops the copy short; then wait, rather
+    // than spin on checkpoints that cannot move.
     let mut behind = false;
+    let mut done_before = 0;
     loop {
         if !behind {
             std::thread::sleep(CHECKPOINT_EVERY);
@@ -348,7 +352,8 @@ fn checkpoint_while_open(conn: &Connection, commits: &std::sync::Weak<AtomicU64>
         match passive_checkpoint(conn) {
             Ok((log, done)) => {
                 copied = now;
-                behind = done < log;
+                behind = done < log && done != done_before;
+                done_before = done;
                 if log >= WAL_RESTART_FRAMES {
                     finish.store(true, Ordering::Release);
                 }

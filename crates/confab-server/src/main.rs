@@ -261,16 +261,20 @@ fn main() -> anyhow::Result<()> {
     let mut settings = resolve(args.config.as_deref(), args.overrides)?;
     if settings.apps.is_empty() {
         let dev = development_app(&settings.data_dir)?;
-        // The one key ever written to the logs: the development app's, for a developer
-        // to sign with locally. Every line on stderr stays in the chosen format.
+        // The app key is public (every client carries it); the master key is not, so the
+        // logs name the file that holds it instead. Every line on stderr stays in the
+        // chosen format.
+        let key_file = settings.data_dir.join(confab_config::DEV_MASTER_KEY_FILE);
         match cli.log_format {
             LogFormat::Json => tracing::info!(
-                app_id = %dev.id, app_key = %dev.key, master_key = %dev.master_key,
+                app_id = %dev.id, app_key = %dev.key, master_key_file = %key_file.display(),
                 "development app (configure apps with --app or a config file)"
             ),
             LogFormat::Text => eprintln!(
-                "development app: appId={} appKey={} masterKey={} (configure apps with --app or a config file)",
-                dev.id, dev.key, dev.master_key
+                "development app: appId={} appKey={} masterKey in {} (configure apps with --app or a config file)",
+                dev.id,
+                dev.key,
+                key_file.display()
             ),
         }
         settings.apps.push(dev);
@@ -303,7 +307,7 @@ fn check_config(args: CheckArgs) -> i32 {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("confab check-config: writing the settings: {e}");
-                    2
+                    1
                 }
             }
         }
@@ -575,10 +579,11 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = Shutdown::listen()?;
     // A node waiting for its database still stops on SIGTERM.
     let backend = tokio::select! {
         opened = open_store(&settings) => opened?,
-        () = shutdown_signal() => return Ok(()),
+        () = shutdown.clone().wait() => return Ok(()),
     };
     let cluster = match (&settings.broker, &backend) {
         (Some(url), Backend::Postgres(store)) => {
@@ -587,7 +592,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
                 store.cluster_id().await.map_err(|e| anyhow::anyhow!("reading the cluster's id: {e}"))?;
             tokio::select! {
                 joined = join_cluster(url, &name, &settings.node_id) => Some(joined),
-                () = shutdown_signal() => return Ok(()),
+                () = shutdown.clone().wait() => return Ok(()),
             }
         }
         (Some(_), Backend::Sqlite(_)) => anyhow::bail!("a broker needs the PostgreSQL store"),
@@ -662,7 +667,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         out.flush()?;
     }
     let app = confab_gateway::routes::router(gateway);
-    let open = accept_until(listener, app, timeouts, tls, shutdown_signal()).await;
+    let open = accept_until(listener, app, timeouts, tls, shutdown.wait()).await;
     // HTTP requests in flight and the WebSocket close handshakes share the grace period;
     // HTTP connections still open at its end (a client that never finishes its request)
     // are dropped, so a shutdown always ends.
@@ -762,18 +767,29 @@ async fn drain(engine: &Engine, store: &Backend) {
     tracing::info!(connections = live, left_open = engine.live_connections(), "shut down");
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
+/// SIGTERM or SIGINT, however early it comes: the handlers are registered when this is
+/// made (before the ready line), and every clone sees a signal that arrived before it
+/// was awaited. (A `tokio::signal` stream made later misses a signal delivered between
+/// an earlier stream's drop and its own creation: a stop right after start was lost.)
+#[derive(Clone)]
+struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    fn listen() -> anyhow::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! { _ = term.recv() => {}, _ = interrupt.recv() => {} }
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        Ok(Shutdown(rx))
+    }
+
+    /// Resolves once a stop was asked for.
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
 }

@@ -364,6 +364,27 @@ async fn every_session_end_is_logged_once_with_its_code_and_reason() {
     assert!(lines[0].contains("code=4111"), "{lines:#?}");
     second.close().await;
     assert_eq!(close_lines(&server, "carol", 2).await.len(), 2);
+    // The app's backend kicks a client (4115): one line, the kick's.
+    let erin = server.open("erin").await;
+    let master = [("X-LC-Id", APP), ("X-LC-Key", "test-master,master")];
+    let kicked = common::rest::http(
+        &server,
+        "POST",
+        "/1.2/rtm/clients/erin/kick",
+        &master,
+        Some(r#"{"reason": "spam"}"#),
+    )
+    .await;
+    assert_eq!(kicked.status, 200, "{:?}", kicked.body);
+    let lines = close_lines(&server, "erin", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("code=4115"), "{lines:#?}");
+    drop(erin);
+    assert_eq!(
+        close_lines(&server, "erin", 2).await.len(),
+        1,
+        "the dropped connection logged its session again"
+    );
 }
 
 #[tokio::test]
@@ -393,4 +414,49 @@ async fn json_logs_are_one_object_per_line_without_message_bodies() {
     assert!(closed[0]["fields"]["code"].is_number(), "{log}");
     assert!(!log.contains("SECRET-BODY-8f3a"), "a message body reached the log");
     assert!(!log.contains("test-master"), "a master key reached the log");
+}
+
+/// `CONFAB_LOG_FORMAT=json` alone (no flag) switches the format, and the development
+/// app's start-up line names the file holding its master key, never the key.
+#[test]
+fn the_environment_picks_json_logs_and_no_line_holds_the_dev_master_key() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("CONFAB_APPS")
+        .env_remove("CONFAB_STORE")
+        .env("CONFAB_LOG_FORMAT", "json")
+        .env("CONFAB_LOG", "confab=debug,info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    assert!(ready.starts_with("listening on http://"), "{ready:?}");
+    let sent = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(sent.success());
+    assert!(child.wait().unwrap().success());
+    let master = std::fs::read_to_string(data.join("dev-master-key")).unwrap();
+    let master = master.trim();
+    assert_eq!(master.len(), 32, "{master:?}");
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let dev: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["fields"]["app_id"] == "confab-dev").collect();
+    assert_eq!(dev.len(), 1, "{log}");
+    assert!(
+        dev[0]["fields"]["master_key_file"].as_str().is_some_and(|f| f.ends_with("dev-master-key")),
+        "{log}"
+    );
+    assert!(!log.contains(master), "the development master key reached the log:\n{log}");
 }

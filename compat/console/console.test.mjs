@@ -5,15 +5,15 @@
 // kick that closed its session with 4115, the broadcast a subscriber got.
 //
 // Screenshots go to $CONSOLE_SCREENSHOTS (else a fresh temporary directory, printed);
-// the charts' screenshots are decoded and their line colour counted, so an empty chart
-// fails the test.
+// the charts' screenshots are decoded and their line colour counted, and the tables'
+// lines of text counted, so an empty chart or table fails the test.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { Client, DEV_APP, DEV_APP_KEY, countColor, decodePng, rest, rgb, startConfab } from './lib.mjs';
+import { Client, DEV_APP, DEV_APP_KEY, countColor, decodePng, rest, rgb, startConfab, textLines } from './lib.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -100,6 +100,15 @@ function chartPixelsInCanvas(id) {
 }
 
 const rows = (selector) => page.locator(`${selector} tbody tr:not(.empty)`);
+
+/**
+ * Screenshots a table's body and checks the picture, not only the DOM: at least `count`
+ * rows of text are drawn in it.
+ */
+async function assertTableShot(name, selector, count) {
+  const lines = textLines(decodePng(await shot(name, `${selector} tbody`)));
+  assert.ok(lines >= count, `${name}: ${lines} lines of text drawn in ${selector}, expected ≥ ${count}`);
+}
 const cellTexts = (selector, column) =>
   page.$$eval(`${selector} tbody tr:not(.empty)`, (trs, c) => trs.map((tr) => tr.children[c].textContent), column);
 
@@ -202,7 +211,23 @@ describe('the admin console in headless Chromium', { timeout: 180000 }, () => {
     await page.click('#conv-search button[type="submit"]');
     await page.waitForSelector(`#conv-results tr[data-cid="${cid}"]`);
     assert.equal(await rows('#conv-results').count(), 1, 'the name search finds only it');
-    await shot('conversations');
+    await assertTableShot('conversations', '#conv-results', 1);
+    await page.selectOption('#conv-field', 'id');
+    await page.fill('#conv-q', cid);
+    await page.click('#conv-search button[type="submit"]');
+    await page.waitForFunction(
+      (cid) => {
+        const trs = document.querySelectorAll('#conv-results tbody tr:not(.empty)');
+        return trs.length === 1 && trs[0].dataset.cid === cid;
+      },
+      cid,
+    );
+    await page.fill('#conv-q', 'no-such-conversation-id');
+    await page.click('#conv-search button[type="submit"]');
+    await page.waitForFunction(() => document.querySelectorAll('#conv-results tbody tr:not(.empty)').length === 0);
+    await page.fill('#conv-q', cid);
+    await page.click('#conv-search button[type="submit"]');
+    await page.waitForSelector(`#conv-results tr[data-cid="${cid}"]`);
 
     await page.click(`#conv-results tr[data-cid="${cid}"] button`);
     await page.waitForSelector('#history tbody tr[data-mid]');
@@ -218,7 +243,7 @@ describe('the admin console in headless Chromium', { timeout: 180000 }, () => {
     assert.equal(first[0], 'm24');
     assert.equal(first[19], 'm05');
     assert.equal(await page.textContent('#history-page'), 'Page 1');
-    await shot('history-page-1');
+    await assertTableShot('history-page-1', '#history', 20);
     await page.click('#history-older');
     await page.waitForFunction(() => document.querySelectorAll('#history tbody tr[data-mid]').length === 5);
     assert.deepEqual(await cellTexts('#history', 2), ['m04', 'm03', 'm02', 'm01', 'm00']);
@@ -262,7 +287,7 @@ describe('the admin console in headless Chromium', { timeout: 180000 }, () => {
       await page.$$eval('#client-sessions tbody tr', (trs) => [...trs[0].children].slice(0, 3).map((td) => td.textContent)),
       ['(none)', 'json', '2'],
     );
-    await shot('client-online');
+    await assertTableShot('client-online', '#client-sessions', 1);
     const from = bob.frames.length;
     await page.fill('#kick-reason', 'console test');
     await page.click('#kick');
@@ -292,7 +317,7 @@ describe('the admin console in headless Chromium', { timeout: 180000 }, () => {
     assert.deepEqual(JSON.parse(got.msg), { _lctype: -1, _lctext: 'maintenance at 10:00' });
     await page.waitForFunction(() => document.getElementById('bc-result').textContent !== '');
     assert.match(await page.textContent('#bc-result'), /^Broadcast sent: /);
-    await shot('system');
+    await assertTableShot('system', '#sys-list', 1);
   });
 
   it('switches to Chinese, remembers it after a reload, and keeps the sign-in', async () => {

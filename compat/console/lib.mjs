@@ -213,3 +213,25 @@ export function countColor(image, color, { top = 0, bottom = image.height, toler
   }
   return n;
 }
+
+/**
+ * Lines of dark text in an image: bands of consecutive pixel rows that hold at least
+ * `minInk` pixels darker than `dark` in every channel (text, not the light borders,
+ * stripes or coloured buttons of a table). A table body's screenshot with N rows of
+ * text has at least N such bands.
+ */
+export function textLines(image, { dark = 120, minInk = 2 } = {}) {
+  let lines = 0;
+  let inLine = false;
+  for (let y = 0; y < image.height; y++) {
+    let ink = 0;
+    for (let x = 0; x < image.width && ink < minInk; x++) {
+      const i = (y * image.width + x) * image.channels;
+      if (image.pixels[i] < dark && image.pixels[i + 1] < dark && image.pixels[i + 2] < dark) ink++;
+    }
+    const has = ink >= minInk;
+    if (has && !inLine) lines++;
+    inLine = has;
+  }
+  return lines;
+}

@@ -145,6 +145,8 @@ struct Effective<'a> {
     http_idle_timeout_secs: u64,
     trusted_proxies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tls_cert: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_key: Option<&'a Path>,
@@ -153,10 +155,13 @@ struct Effective<'a> {
 }
 
 impl Settings {
-    /// The same settings with every app's master key replaced by [`MASKED_KEY`], for
-    /// printing.
+    /// The same settings with every secret (apps' master keys, hook keys, the metrics
+    /// token, store and broker passwords) replaced by [`MASKED_KEY`], for printing.
     pub fn with_masked_keys(&self) -> Settings {
         let mut masked = self.clone();
+        if masked.metrics_token.is_some() {
+            masked.metrics_token = Some(MASKED_KEY.to_owned());
+        }
         for app in &mut masked.apps {
             app.master_key = MASKED_KEY.to_owned();
             if let Some(hooks) = &mut app.hooks {
@@ -188,6 +193,7 @@ impl Settings {
             http_header_timeout_secs: self.http_header_timeout_secs,
             http_idle_timeout_secs: self.http_idle_timeout_secs,
             trusted_proxies: self.trusted_proxies.iter().map(ToString::to_string).collect(),
+            metrics_token: self.metrics_token.as_deref(),
             tls_cert: self.tls.as_ref().map(|t| t.cert.as_path()),
             tls_key: self.tls.as_ref().map(|t| t.key.as_path()),
             tls_handshake_timeout_ms: self.tls_handshake_timeout_ms,
@@ -474,7 +480,7 @@ pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// The development app used when none is configured. Its master key is random per data
 /// directory and kept there.
 pub fn development_app(data_dir: &Path) -> anyhow::Result<AppConfig> {
-    let key_file = data_dir.join("dev-master-key");
+    let key_file = data_dir.join(DEV_MASTER_KEY_FILE);
     let master = match std::fs::read_to_string(&key_file) {
         Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
         _ => {
@@ -489,6 +495,8 @@ pub fn development_app(data_dir: &Path) -> anyhow::Result<AppConfig> {
     Ok(AppConfig::new(DEV_APP_ID, DEV_APP_KEY, master))
 }
 
+/// The file in the data directory that keeps the development app's master key.
+pub const DEV_MASTER_KEY_FILE: &str = "dev-master-key";
 /// Id of the development app.
 pub const DEV_APP_ID: &str = "confab-dev";
 /// Key of the development app.
@@ -722,7 +730,7 @@ mod tests {
     fn printed_settings_resolve_to_themselves() {
         let file = FileConfig::parse(
             "listen = \"[::1]:9000\"\nstore = \"postgres://u@db:5433/chat\"\ndurability = \"normal\"\npublic_url = \"https://chat.example.com\"\n\
-             trusted_proxies = [\"10.1.2.3/8\", \"::1\"]\nread_timeout_secs = 30\n\
+             trusted_proxies = [\"10.1.2.3/8\", \"::1\"]\nread_timeout_secs = 30\nmetrics_token = \"scrape-secret\"\n\
              [[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\nallowed_origins = [\"https://x.test\"]\n\
              [apps.signatures]\nlogin = true\n[apps.limits]\njson_depth = 7\n\
              [apps.hooks]\nurl = \"https://backend.test\"\nkey = \"hook-secret\"\n\
@@ -739,6 +747,7 @@ mod tests {
             let masked = settings.with_masked_keys().to_toml().expect("prints");
             assert!(!masked.contains("\"m\"") && !masked.contains("\"m2\""), "{masked}");
             assert!(!masked.contains("hook-secret"), "{masked}");
+            assert!(!masked.contains("scrape-secret"), "{masked}");
         }
     }
 

@@ -13,6 +13,7 @@ listen = "127.0.0.1:7000"
 durability = "normal"
 read_timeout_secs = 120
 trusted_proxies = ["10.0.0.0/8", "::1"]
+metrics_token = "scrape-token-secret"
 
 [[apps]]
 id = "shop"
@@ -57,6 +58,8 @@ fn a_valid_file_prints_its_effective_settings_with_masked_keys() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
     assert!(!stdout.contains("master-secret") && !stderr.contains("master-secret"), "{stdout}");
+    assert!(!stdout.contains("scrape-token-secret"), "the metrics token is printed: {stdout}");
+    assert!(stdout.contains(&format!("metrics_token = \"{MASKED_KEY}\"")), "{stdout}");
     assert_eq!(stdout.matches(&format!("master_key = \"{MASKED_KEY}\"")).count(), 2, "{stdout}");
     // Every limit is spelled out, defaults included.
     for key in ["frame_bytes = 65536", "json_depth = 8", "sends_per_minute = 120", "window_secs = 900"] {
@@ -84,7 +87,7 @@ fn a_valid_file_prints_its_effective_settings_with_masked_keys() {
 }
 
 #[test]
-fn a_bad_value_exits_2_naming_its_key() {
+fn a_bad_value_exits_1_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let app = "[[apps]]\nid = \"a\"\nkey = \"k\"\nmaster_key = \"m\"\n";

@@ -258,6 +258,7 @@ async fn stats_answer_with_the_nodes_own_numbers_while_redis_is_down() {
     redis.stop();
     assert_eq!(stats_at(&nodes[0]).await, (1, 1), "node 0's own");
     assert!(server.logs().contains("stats of this node only"), "logged");
+    broker_up_becomes(&nodes[0], "0").await;
     // Redis back (empty): the nodes register their sessions again.
     redis.restart();
     for _ in 0..300 {
@@ -267,4 +268,35 @@ async fn stats_answer_with_the_nodes_own_numbers_while_redis_is_down() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stats_at(&nodes[0]).await.0, 2, "both nodes' clients again");
+    broker_up_becomes(&nodes[0], "1").await;
+}
+
+/// Waits (up to 15 s: the node notices at its next heartbeat) until one node's
+/// `confab_broker_up` reads `want`.
+async fn broker_up_becomes(node: &str, want: &str) {
+    for _ in 0..300 {
+        if broker_up_at(node).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(broker_up_at(node).await, want, "confab_broker_up");
+}
+
+/// `confab_broker_up` as one node's `/metrics` shows it.
+async fn broker_up_at(node: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = node.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut text)).await.unwrap().unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("confab_broker_up "))
+        .unwrap_or_else(|| panic!("no confab_broker_up in:\n{text}"))
+        .trim()
+        .to_owned()
 }

@@ -349,6 +349,25 @@ message_bytes = 5120
         }
     };
     assert_eq!(code, Some(1013));
+    // The close is logged once, with its code.
+    let bob_closed = || {
+        server
+            .logs()
+            .lines()
+            .filter(|l| l.contains("session closed") && l.contains(" client=bob "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..100 {
+        if !bob_closed().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let lines = bob_closed();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("code=1013"), "{lines:#?}");
     // He loses nothing: a new session gets everything after his cursor.
     let mut bob = server.open("bob").await;
     let first = bob.wait_for("direct", is_direct(&cid)).await.unwrap();

@@ -17,16 +17,35 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// The status code of `GET /healthz`.
-async fn health(server: &Server) -> u16 {
+/// The status code and body of `GET path`.
+async fn get(server: &Server, path: &str) -> (u16, String) {
     let addr = server.http.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut response)).await.unwrap().unwrap();
-    response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{response:?}"))
+    let status =
+        response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{response:?}"));
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The status code of `GET /healthz`.
+async fn health(server: &Server) -> u16 {
+    get(server, "/healthz").await.0
+}
+
+/// `confab_store_up` as `/metrics` shows it.
+async fn store_up(server: &Server) -> String {
+    let (status, text) = get(server, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("confab_store_up "))
+        .unwrap_or_else(|| panic!("no confab_store_up in:\n{text}"))
+        .trim()
+        .to_owned()
 }
 
 /// What became of one send.
@@ -55,6 +74,7 @@ async fn restarting_postgres_under_a_sending_client() {
     let url = pg.url();
     let server = Server::start_with(dir.path(), &["--app", "test-app:test-key:test-master", "--store", &url]);
     assert_eq!(health(&server).await, 200);
+    assert_eq!(store_up(&server).await, "1");
     let mut alice = server.open("alice").await;
     let cid = create(&mut alice, &["bob"]).await;
 
@@ -107,6 +127,7 @@ async fn restarting_postgres_under_a_sending_client() {
     })
     .await;
     assert_eq!(health(&server).await, 503, "healthz while PostgreSQL is down");
+    assert_eq!(store_up(&server).await, "0", "the metric while PostgreSQL is down");
     pg.start();
     let restarted = outcomes.len();
     eventually(60, "20 acks after the restart", || {
@@ -118,6 +139,7 @@ async fn restarting_postgres_under_a_sending_client() {
     let mut alice = sender.await.unwrap();
     drain(&mut outcomes);
     assert_eq!(health(&server).await, 200, "healthz after the restart");
+    assert_eq!(store_up(&server).await, "1", "the metric after the restart");
 
     for o in &outcomes {
         if let Outcome::Refused { code, text } = o {

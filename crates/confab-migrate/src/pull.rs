@@ -7,7 +7,7 @@
 //! 2. For each conversation row, in file order: a normal conversation's or chat room's
 //!    history (`GET /1.2/rtm/{conversations|chatrooms}/{id}/messages`, newest first,
 //!    1000 a page, each next page starting at the page's last record's `timestamp` +
-//!    `msgid`, that record included and dropped again, see [`Paging`]) into
+//!    `msgid`, that record included and dropped again) into
 //!    `messages/<id>.json`; a service conversation's subscribers
 //!    (`GET /1.2/rtm/service-conversations/{id}/subscribers`, 50 a page after the last
 //!    `client_id`) into `subscribers/<id>.json`.
@@ -51,7 +51,7 @@ const BAR_EVERY: Duration = Duration::from_millis(200);
 /// How long a 429 waits: LeanCloud refuses for the rest of the minute.
 pub const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
 /// The first retry of another transient failure waits twice this, each next one
-/// twice as long, up to [`MAX_BACKOFF`].
+/// twice as long, up to a minute.
 pub const BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between retries of a transient failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -997,7 +997,7 @@ impl Paging {
 /// second and the time left.
 fn bar_line((done, total): (u64, u64), messages: u64, elapsed: Duration, this_run: (u64, u64)) -> String {
     const WIDTH: u64 = 24;
-    let filled = if total == 0 { WIDTH } else { (done.min(total) * WIDTH) / total };
+    let filled = (done.min(total) * WIDTH).checked_div(total).unwrap_or(WIDTH);
     let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '-' }).collect();
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 { format!("{:.0} msg/s", this_run.1 as f64 / secs) } else { "-".into() };
@@ -1038,6 +1038,7 @@ pub fn saved_report(out: &Path) -> Option<PullReport> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -347,7 +347,11 @@ fn pull(args: PullArgs) -> i32 {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string()).and_then(
             |rt| {
                 rt.block_on(confab_migrate::pull(&opts, &mut std::io::stderr())).map_err(|e| {
-                    if e.resumable() { format!("{e} (run the same command again to continue)") } else { e.to_string() }
+                    if e.resumable() {
+                        format!("{e} (run the same command again to continue)")
+                    } else {
+                        e.to_string()
+                    }
                 })
             },
         );

@@ -298,7 +298,7 @@ pub async fn pull(opts: &PullOptions, log: &mut dyn Write) -> Result<PullReport,
         log,
         state,
         throttle: Throttle::new(opts.rate),
-        last_progress: Instant::now(),
+        last_progress: (!opts.bar).then(Instant::now),
         bar_shown: false,
         history_started: None,
         requests: 0,
@@ -362,7 +362,8 @@ struct Puller<'a> {
     log: &'a mut dyn Write,
     state: State,
     throttle: Throttle,
-    last_progress: Instant,
+    /// When progress was last shown (on a terminal, the first of each step at once).
+    last_progress: Option<Instant>,
     /// A progress bar is on the terminal's last line (cleared before other output).
     bar_shown: bool,
     /// When this run's history step started, and the conversations and messages done
@@ -457,10 +458,10 @@ impl<'a> Puller<'a> {
     /// line at most every 2 s.
     fn progress(&mut self, text: impl FnOnce(&Self) -> String) {
         let every = if self.opts.bar { BAR_EVERY } else { PROGRESS_EVERY };
-        if self.last_progress.elapsed() < every {
+        if self.last_progress.is_some_and(|at| at.elapsed() < every) {
             return;
         }
-        self.last_progress = Instant::now();
+        self.last_progress = Some(Instant::now());
         let line = text(self);
         if self.opts.bar {
             let _ = write!(self.log, "\r{line}\x1b[K");
@@ -671,6 +672,9 @@ impl<'a> Puller<'a> {
             self.say(format!("histories of {total} conversations"));
         }
         self.history_started = Some((Instant::now(), self.state.rows_done, self.state.report.messages));
+        if self.opts.bar {
+            self.last_progress = None;
+        }
         while let Some(line) = lines.next_line().map_err(io_error(&path))? {
             if lines.number <= self.state.rows_done {
                 continue;

@@ -1072,3 +1072,50 @@ async fn history_pages_meeting_in_a_tied_millisecond_lose_and_repeat_nothing() {
         .collect();
     assert_eq!(starts, ["c4", "b2", "a0"]);
 }
+
+#[tokio::test]
+async fn progress_is_a_bar_redrawn_in_place_on_a_terminal_and_lines_elsewhere() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = Server::start_config(src_dir.path(), TEST_APP);
+    for i in 0..2 {
+        let cid =
+            post(&src, "/1.2/rtm/conversations", json!({"m": ["alice", "bob"], "name": format!("c{i}")}))
+                .await["objectId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        post(
+            &src,
+            &format!("/1.2/rtm/conversations/{cid}/messages"),
+            json!({"from_client": "alice", "message": "hi"}),
+        )
+        .await;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut texts = Vec::new();
+    for bar in [true, false] {
+        let mut opts =
+            confab_migrate::PullOptions::new(&src.http, APP, "m", &out.path().join(format!("{bar}")));
+        opts.rate = 1000.0;
+        opts.bar = bar;
+        let mut log = Vec::new();
+        let report = confab_migrate::pull(&opts, &mut log).await.unwrap();
+        assert_eq!(report.messages, 2);
+        texts.push(String::from_utf8(log).unwrap());
+    }
+    let (bar, lines) = (&texts[0], &texts[1]);
+    // The first progress of each step is shown at once: the scan's, then the bar.
+    assert!(bar.contains("\r_Conversation: 2 rows\x1b[K"), "{bar:?}");
+    assert!(bar.contains("\r[------------------------] 0/2 conversations, 1 messages, "), "{bar:?}");
+    assert!(bar.contains(" msg/s, ETA "), "{bar:?}");
+    // A line of the log takes the bar off first; nothing is left drawn at the end.
+    for (i, _) in bar.match_indices("pull: ") {
+        let before = &bar[..i];
+        assert!(before.is_empty() || before.ends_with('\n') || before.ends_with("\r\x1b[K"), "{bar:?}");
+        let last_line = before.rsplit('\n').next().unwrap();
+        assert!(last_line.is_empty() || last_line.ends_with("\r\x1b[K"), "a bar left under a line: {bar:?}");
+    }
+    assert!(bar.ends_with('\n') || bar.ends_with("\r\x1b[K"), "{bar:?}");
+    // Not a terminal: lines only, no carriage returns.
+    assert!(!lines.contains('\r') && lines.contains("pull: histories of 2 conversations\n"), "{lines:?}");
+}

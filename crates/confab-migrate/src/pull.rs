@@ -11,7 +11,9 @@
 //!    `messages/<id>.json`; a service conversation's subscribers
 //!    (`GET /1.2/rtm/service-conversations/{id}/subscribers`, 50 a page after the last
 //!    `client_id`) into `subscribers/<id>.json`.
-//! 3. With `--files`, every message file on a file domain into `files/<host>/<path>`.
+//! 3. With `--service-history`, each service conversation's messages, read through every
+//!    subscriber's history, into `messages/<id>.json` (see `service_history`).
+//! 4. With `--files`, every message file on a file domain into `files/<host>/<path>`.
 //!
 //! **Resumable**: files are written as `.part` and renamed when complete, and
 //! `.pull-state.json` records after every page where each step stands; running the
@@ -93,6 +95,9 @@ pub struct PullOptions {
     /// The unit of the backoff of other transient failures ([`BACKOFF`]; shorter only
     /// in tests, through the hidden `--backoff-ms`).
     pub backoff: Duration,
+    /// Also every subscriber's history of each service conversation (broadcasts and
+    /// targeted messages): one request series per subscriber.
+    pub service_history: bool,
     /// Progress as a bar redrawn in place (`log` is a terminal) rather than a line
     /// every 2 s.
     pub bar: bool,
@@ -117,6 +122,7 @@ impl PullOptions {
             rate_limited_wait: RATE_LIMITED_WAIT,
             backoff: BACKOFF,
             bar: false,
+            service_history: false,
         }
     }
 }
@@ -139,6 +145,12 @@ pub struct PullReport {
     pub subscriber_lists: u64,
     /// Subscribers.
     pub subscribers: u64,
+    /// Service conversations whose history was fetched (`--service-history`).
+    #[serde(default)]
+    pub service_histories: u64,
+    /// Their messages (broadcasts and targeted messages), each once.
+    #[serde(default)]
+    pub service_messages: u64,
     /// Files downloaded.
     pub files: u64,
     /// Files already there.
@@ -705,7 +717,15 @@ impl<'a> Puller<'a> {
             return Ok(());
         }
         if flag("sys") {
-            return self.subscribers(cid).await;
+            // Continuing in its history: the subscribers are written.
+            let in_history = self.state.fetching.as_ref().is_some_and(|p| p.name == service_marker(cid));
+            if !in_history {
+                self.subscribers(cid).await?;
+            }
+            if self.opts.service_history {
+                self.service_history(cid).await?;
+            }
+            return Ok(());
         }
         // A delta needs no history of a conversation without a message since then.
         if let Some(since) = self.opts.since
@@ -866,6 +886,108 @@ impl<'a> Puller<'a> {
         Ok(())
     }
 
+    /// `--service-history`: every subscriber's history of service conversation `cid`
+    /// (`GET /1.2/rtm/service-conversations/{cid}/subscribers/{client}/messages`, paged
+    /// as a conversation's), one record per `msg-id`, into `messages/<cid>.json`. A
+    /// record that names its recipients (`to-clients`, as Confab's do) keeps them; one
+    /// every subscriber read had is a broadcast; any other is targeted, and gets
+    /// `to-clients`: the subscribers whose history held it. Held in memory until the
+    /// conversation is done; an interruption fetches this conversation's again.
+    async fn service_history(&mut self, cid: &str) -> Result<(), PullError> {
+        let list = self.opts.out.join(layout::SUBSCRIBERS_DIR).join(format!("{cid}.json"));
+        let Ok(bytes) = std::fs::read(&list) else { return Ok(()) };
+        let subscribers: Vec<String> = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Array(list)) => {
+                list.into_iter().filter_map(|v| crate::lean::subscriber(v).ok()).collect()
+            }
+            _ => return Err(PullError::Directory(format!("{}: not a JSON array", list.display()))),
+        };
+        self.state.fetching = Some(Partial { name: service_marker(cid), ..Partial::default() });
+        self.save()?;
+        let stop =
+            self.opts.since.map(|s| format!("&till_timestamp={s}&include_stop=true")).unwrap_or_default();
+        // msg-id → the record and who had it, in the order first seen.
+        let mut records: Vec<(Value, Vec<String>)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut read = 0usize;
+        'subscribers: for client in &subscribers {
+            let mut paging = Paging::default();
+            loop {
+                let url = format!(
+                    "{}/1.2/rtm/service-conversations/{}/subscribers/{}/messages?limit={HISTORY_PAGE}{stop}{}",
+                    self.from,
+                    encode(cid),
+                    encode(client),
+                    paging.query()
+                );
+                let page = match self.get_json(&url).await {
+                    Ok(page) => page,
+                    Err(Fetch::Refused(why)) => {
+                        // Left out of the count of readers too, so broadcasts stay broadcasts.
+                        self.state.report.failed += 1;
+                        self.say(format!("history of {cid} for subscriber {client} not fetched: {why}"));
+                        continue 'subscribers;
+                    }
+                    Err(Fetch::Fatal(e)) => return Err(e),
+                };
+                let Some(page) = page.as_array() else {
+                    return Err(PullError::Shape {
+                        what: format!("history of {cid} for {client}"),
+                        detail: "not a JSON array".into(),
+                    });
+                };
+                let (fresh, step) = paging.page(page, HISTORY_PAGE).map_err(|detail| PullError::Shape {
+                    what: format!("history of {cid} for {client}"),
+                    detail,
+                })?;
+                for r in fresh.iter().map(|&i| &page[i]) {
+                    let Some(id) = r.get("msg-id").and_then(Value::as_str) else { continue };
+                    match index.get(id) {
+                        Some(&at) => records[at].1.push(client.clone()),
+                        None => {
+                            index.insert(id.to_owned(), records.len());
+                            records.push((r.clone(), vec![client.clone()]));
+                            if self.opts.files
+                                && let Some(url) = r.get("data").and_then(Value::as_str).and_then(file_url)
+                            {
+                                self.file(&url).await?;
+                            }
+                        }
+                    }
+                }
+                match step {
+                    PageStep::Done => break,
+                    PageStep::Next => {}
+                    PageStep::PastTie(ts) => self.say(format!(
+                        "history of {cid} for {client}: a full page at timestamp {ts} came back again; \
+                         the rest of that millisecond is skipped"
+                    )),
+                }
+                self.history_progress();
+            }
+            read += 1;
+        }
+        let final_path = self.opts.out.join(layout::MESSAGES_DIR).join(format!("{cid}.json"));
+        let mut part = PartFile::open(&final_path, 0)?;
+        part.write(b"[")?;
+        for (i, (mut record, mut had)) in records.into_iter().enumerate() {
+            if i > 0 {
+                part.write(b",\n")?;
+            }
+            if record.get("to-clients").is_none() && had.len() < read {
+                had.sort();
+                had.dedup();
+                record["to-clients"] = json!(had);
+            }
+            part.write(record.to_string().as_bytes())?;
+            self.state.report.service_messages += 1;
+        }
+        part.write(b"]\n")?;
+        part.finish(&final_path)?;
+        self.state.report.service_histories += 1;
+        Ok(())
+    }
+
     // ---- files ---------------------------------------------------------------------
 
     async fn file(&mut self, url: &str) -> Result<(), PullError> {
@@ -896,6 +1018,11 @@ impl<'a> Puller<'a> {
         self.state.report.files += 1;
         Ok(())
     }
+}
+
+/// The state's name for the history step of service conversation `cid`.
+fn service_marker(cid: &str) -> String {
+    format!("{cid}#history")
 }
 
 /// How the next history page is asked for, and which records of a page are new.

@@ -116,6 +116,10 @@ struct PullArgs {
     /// domain); repeatable.
     #[arg(long = "file-domain", value_name = "HOST")]
     file_domains: Vec<String>,
+    /// Also pull service conversations' messages (broadcasts and targeted messages),
+    /// through every subscriber's history: one request series per subscriber.
+    #[arg(long)]
+    service_history: bool,
     /// Requests per second, at most.
     #[arg(long, value_name = "N", default_value_t = 10.0)]
     rate: f64,
@@ -335,6 +339,7 @@ fn pull(args: PullArgs) -> i32 {
     let mut opts = confab_migrate::PullOptions::new(&args.from, &args.app_id, &args.master_key, &args.out);
     opts.since = since;
     opts.files = args.files;
+    opts.service_history = args.service_history;
     opts.file_domains = confab_migrate::files::FileDomains::new(&args.file_domains);
     opts.rate = args.rate;
     opts.retries = args.retries;
@@ -359,13 +364,15 @@ fn pull(args: PullArgs) -> i32 {
         Ok(report) => {
             eprintln!(
                 "confab pull: {} conversations, {} member infos, {} _SysMessage rows; {} messages in {} \
-                 histories; {} subscribers; {} files ({} already there); {} not fetched",
+                 histories; {} subscribers; {} service-conversation messages; {} files ({} already there); \
+                 {} not fetched",
                 report.conversations,
                 report.member_infos,
                 report.sys_messages,
                 report.messages,
                 report.histories,
                 report.subscribers,
+                report.service_messages,
                 report.files,
                 report.files_present,
                 report.failed,

@@ -384,6 +384,13 @@ struct Puller<'a> {
     requests: u64,
 }
 
+impl Drop for Puller<'_> {
+    /// Whatever ends the run, what comes next on the terminal starts on a clean line.
+    fn drop(&mut self) {
+        self.clear_bar();
+    }
+}
+
 /// A `.part` file being appended to.
 struct PartFile {
     file: std::fs::File,
@@ -740,6 +747,10 @@ impl<'a> Puller<'a> {
     async fn history(&mut self, cid: &str, family: &str) -> Result<(), PullError> {
         let final_path = self.opts.out.join(layout::MESSAGES_DIR).join(format!("{cid}.json"));
         let resume = self.state.fetching.clone().filter(|p| p.name == cid);
+        if resume.is_some() && final_path.exists() {
+            // Complete and renamed; stopped before the state said so.
+            return Ok(());
+        }
         let (mut paging, keep, mut count) = match &resume {
             Some(p) => (Paging::resume(p.next.as_deref(), &p.seen), p.bytes, p.items),
             None => (Paging::default(), 0, 0),
@@ -820,6 +831,10 @@ impl<'a> Puller<'a> {
     async fn subscribers(&mut self, cid: &str) -> Result<(), PullError> {
         let final_path = self.opts.out.join(layout::SUBSCRIBERS_DIR).join(format!("{cid}.json"));
         let resume = self.state.fetching.clone().filter(|p| p.name == cid);
+        if resume.is_some() && final_path.exists() {
+            // Complete and renamed; stopped before the state said so.
+            return Ok(());
+        }
         let (mut next, keep, mut count) = match &resume {
             Some(p) => (p.next.clone(), p.bytes, p.items),
             None => (None, 0, 0),

@@ -1175,9 +1175,18 @@ async fn service_history_moves_broadcasts_and_targeted_messages_once_each() {
 
     // LeanCloud does not document `to-clients` on these records: the proxy drops it, so
     // the pull must tell broadcasts from targeted messages by who had them.
+    // Until `hang` is cleared, ben's history never comes (the first run is killed there).
+    let hang = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let h = hang.clone();
     let proxy = Proxy::start(
         &src.http,
-        |path| Step::Forward(path.to_owned()),
+        move |path| {
+            if path.contains("/subscribers/ben/messages") && h.load(std::sync::atomic::Ordering::SeqCst) {
+                Step::Hang
+            } else {
+                Step::Forward(path.to_owned())
+            }
+        },
         |path, mut body| {
             if path.contains("/subscribers/")
                 && let Some(records) = body.as_array_mut()
@@ -1196,7 +1205,30 @@ async fn service_history_moves_broadcasts_and_targeted_messages_once_each() {
     assert!(plain.status.success(), "{}", stderr(&plain));
     assert!(!out.path().join("plain/messages").join(format!("{sid}.json")).exists());
     let exp = out.path().join("exp");
+    let mut child = Command::new(common::bin())
+        .args(["pull", "--from", &proxy.url, "--app-id", APP, "--master-key", "m", "--rate", "1000"])
+        .args(["--service-history", "--out"])
+        .arg(&exp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !proxy.seen().iter().any(|p| p.contains("/subscribers/ben/messages")) {
+        assert!(std::time::Instant::now() < deadline, "the pull never asked for ben's history");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before_resume = proxy.seen().len();
     let done = pull_via(&proxy.url, &exp, &["--service-history"]);
+    let resumed = proxy.seen()[before_resume..].to_vec();
+    assert!(
+        !resumed.iter().any(|p| p.contains("/subscribers?")),
+        "the subscribers were written before the interruption: {resumed:?}"
+    );
+    assert!(resumed.iter().any(|p| p.contains("/subscribers/ann/messages")), "{resumed:?}");
     assert!(done.status.success(), "{}", stderr(&done));
     let pulled = report(&done);
     assert_eq!(

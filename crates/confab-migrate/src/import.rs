@@ -229,6 +229,9 @@ struct Placement {
     last: i64,
     /// The conversation had messages before the run: look ids up.
     check_present: bool,
+    /// A service conversation's log: records naming recipients (`to-clients`) are stored
+    /// as targeted messages.
+    targeted: bool,
 }
 
 enum Placed {
@@ -755,11 +758,20 @@ impl<'a> Importer<'a> {
         if let Err(e) = finish_stream(reader).await {
             self.skip("message", place, e);
         }
+        // A service conversation's targeted messages are never its last message: its
+        // newest position is read from the log.
+        let newest = if stored.kind == ConvKind::System {
+            let range = MessageRange { newest_first: true, limit: 1, ..Default::default() };
+            store.messages(app, cid, range).await?.first().map_or(0, |m| m.ts)
+        } else {
+            stored.last_message.as_ref().map_or(0, |m| m.ts)
+        };
         let mut at = Placement {
             cid: cid.to_owned(),
-            newest: stored.last_message.as_ref().map_or(0, |m| m.ts),
+            newest,
             last: 0,
-            check_present: stored.last_message.is_some(),
+            check_present: newest > 0,
+            targeted: stored.kind == ConvKind::System,
         };
         let mut sorted = sorter.finish()?;
         loop {
@@ -822,7 +834,8 @@ impl<'a> Importer<'a> {
             patched_at: k.value.patched_at,
             binary: k.value.binary,
             mentions: confab_types::Mentions { all: k.value.mention_all, pids: k.value.mention_pids },
-            recipients: None,
+            // Only a service conversation's log holds targeted messages.
+            recipients: if at.targeted { k.value.recipients } else { None },
         };
         let append = store.append_message(message);
         // Writes are pipelined: the position is known ahead, and checked when it lands
@@ -892,7 +905,13 @@ impl<'a> Importer<'a> {
                             let newest = MessageRange { newest_first: true, limit: 1, ..Default::default() };
                             let newest = self.store.messages(self.app_id(), &inbox, newest).await?;
                             let newest = newest.first().map_or(0, |m| m.ts);
-                            Some(Placement { cid: inbox, newest, last: 0, check_present: newest > 0 })
+                            Some(Placement {
+                                cid: inbox,
+                                newest,
+                                last: 0,
+                                check_present: newest > 0,
+                                targeted: false,
+                            })
                         }
                     };
                     current = Some((k.group.clone(), placement));
@@ -904,7 +923,13 @@ impl<'a> Importer<'a> {
                 };
                 let mut at = std::mem::replace(
                     at,
-                    Placement { cid: String::new(), newest: 0, last: 0, check_present: false },
+                    Placement {
+                        cid: String::new(),
+                        newest: 0,
+                        last: 0,
+                        check_present: false,
+                        targeted: false,
+                    },
                 );
                 let placed = self.place(&mut at, k).await;
                 if let Some((_, Some(slot))) = current.as_mut() {

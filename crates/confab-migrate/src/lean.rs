@@ -198,6 +198,10 @@ pub struct Message {
     pub mention_all: bool,
     /// Mentioned client ids.
     pub mention_pids: Vec<String>,
+    /// A service conversation's targeted message: its recipients (`to-clients`; sorted,
+    /// distinct). `None`: for every member.
+    #[serde(default)]
+    pub recipients: Option<Vec<String>>,
 }
 
 /// A message with its id and timestamp.
@@ -234,7 +238,19 @@ fn message_fields(row: &Map<String, Value>) -> Result<Message, String> {
         matches!(first(row, &["mention-all", "mentionAll", "mention_all"]), Some(Value::Bool(true)));
     let mention_pids =
         string_list(first(row, &["mention-pids", "mentionPids", "mention_pids"]), "mention-pids")?;
-    Ok(Message { from, data, binary, patched_at, mention_all, mention_pids })
+    let recipients = match first(row, &["to-clients", "toClients", "to_clients"]) {
+        None => None,
+        some => {
+            let mut to = string_list(some, "to-clients")?;
+            if to.is_empty() {
+                return Err("to-clients is empty".into());
+            }
+            to.sort();
+            to.dedup();
+            Some(to)
+        }
+    };
+    Ok(Message { from, data, binary, patched_at, mention_all, mention_pids, recipients })
 }
 
 impl Record {
@@ -320,6 +336,19 @@ mod tests {
         assert!(kind(json!({"objectId": "a", "m": "alice"})).is_err());
         assert!(kind(json!({"objectId": "a", "createdAt": "yesterday"})).is_err());
         assert!(kind(json!({"objectId": "a", "a.b": 1})).is_err());
+    }
+
+    #[test]
+    fn targeted_records_name_their_recipients() {
+        let r = Record::parse_history(
+            json!({"msg-id": "m1", "timestamp": 5, "data": "x", "to-clients": ["cat", "ann", "cat"]}),
+        )
+        .unwrap();
+        assert_eq!(r.message.recipients, Some(vec!["ann".to_owned(), "cat".to_owned()]));
+        let r = Record::parse_history(json!({"msg-id": "m1", "timestamp": 5, "data": "x"})).unwrap();
+        assert_eq!(r.message.recipients, None);
+        let e = Record::parse_history(json!({"msg-id": "m1", "timestamp": 5, "data": "x", "to-clients": []}));
+        assert_eq!(e.unwrap_err(), "to-clients is empty");
     }
 
     #[test]

@@ -6,17 +6,22 @@
 //!    JSON object per line.
 //! 2. For each conversation row, in file order: a normal conversation's or chat room's
 //!    history (`GET /1.2/rtm/{conversations|chatrooms}/{id}/messages`, newest first,
-//!    1000 a page, each next page starting at the oldest record's `timestamp` + `msgid`)
-//!    into `messages/<id>.json`; a service conversation's subscribers
+//!    1000 a page, each next page starting at the page's last record's `timestamp` +
+//!    `msgid`, that record included and dropped again) into
+//!    `messages/<id>.json`; a service conversation's subscribers
 //!    (`GET /1.2/rtm/service-conversations/{id}/subscribers`, 50 a page after the last
 //!    `client_id`) into `subscribers/<id>.json`.
-//! 3. With `--files`, every message file on a file domain into `files/<host>/<path>`.
+//! 3. With `--service-history`, each service conversation's messages, read through every
+//!    subscriber's history, into `messages/<id>.json` (see `service_history`).
+//! 4. With `--files`, every message file on a file domain into `files/<host>/<path>`.
 //!
 //! **Resumable**: files are written as `.part` and renamed when complete, and
 //! `.pull-state.json` records after every page where each step stands; running the
 //! same command again continues from there. **Throttled**: at most `rate` requests a
 //! second; a 429 waits a minute (LeanCloud's quota window), other transient failures
-//! back off and retry, and after `retries` of them the run stops (resumable).
+//! back off and retry, and after `retries` of them the run stops (resumable). A 401 or
+//! 403 from the API (a wrong app id or master key) stops the run at once.
+//! **Progress**: on a terminal a bar redrawn in place; otherwise a line every 2 s.
 //! **`--since`**: only rows updated (conversations: or with a last message) since then,
 //! and only the history after it: the final delta at cutover, into a new directory.
 
@@ -43,8 +48,13 @@ const SCAN_PAGE: usize = 1000;
 const SUBSCRIBER_PAGE: usize = 50;
 /// A progress line at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// The progress bar is redrawn at most this often.
+const BAR_EVERY: Duration = Duration::from_millis(200);
 /// How long a 429 waits: LeanCloud refuses for the rest of the minute.
-const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
+pub const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
+/// The first retry of another transient failure waits twice this, each next one
+/// twice as long, up to a minute.
+pub const BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between retries of a transient failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Transient failures of one file download before it is given up.
@@ -79,6 +89,18 @@ pub struct PullOptions {
     pub max_file_bytes: usize,
     /// Largest API response accepted.
     pub max_response_bytes: usize,
+    /// How long a 429 waits before the retry ([`RATE_LIMITED_WAIT`]; shorter only in
+    /// tests, through `confab pull`'s hidden `--rate-limited-wait-ms`).
+    pub rate_limited_wait: Duration,
+    /// The unit of the backoff of other transient failures ([`BACKOFF`]; shorter only
+    /// in tests, through the hidden `--backoff-ms`).
+    pub backoff: Duration,
+    /// Also every subscriber's history of each service conversation (broadcasts and
+    /// targeted messages): one request series per subscriber.
+    pub service_history: bool,
+    /// Progress as a bar redrawn in place (`log` is a terminal) rather than a line
+    /// every 2 s.
+    pub bar: bool,
 }
 
 impl PullOptions {
@@ -97,6 +119,10 @@ impl PullOptions {
             timeout: Duration::from_secs(60),
             max_file_bytes: 64 * 1024 * 1024,
             max_response_bytes: 64 * 1024 * 1024,
+            rate_limited_wait: RATE_LIMITED_WAIT,
+            backoff: BACKOFF,
+            bar: false,
+            service_history: false,
         }
     }
 }
@@ -119,6 +145,12 @@ pub struct PullReport {
     pub subscriber_lists: u64,
     /// Subscribers.
     pub subscribers: u64,
+    /// Service conversations whose history was fetched (`--service-history`).
+    #[serde(default)]
+    pub service_histories: u64,
+    /// Their messages (broadcasts and targeted messages), each once.
+    #[serde(default)]
+    pub service_messages: u64,
     /// Files downloaded.
     pub files: u64,
     /// Files already there.
@@ -139,6 +171,17 @@ pub enum PullError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The API refused the app id or the master key (401 or 403): retrying cannot help.
+    #[error(
+        "{what}: {source}: the API refused the app id or master key; check --app-id and \
+         --master-key (the master key, not the app key)"
+    )]
+    Auth {
+        /// The request.
+        what: String,
+        /// The refusal.
+        source: confab_httpc::Error,
     },
     /// The API refused or failed for good.
     #[error("{what}: {source}")]
@@ -162,6 +205,14 @@ pub enum PullError {
     /// The options are wrong.
     #[error("{0}")]
     Options(String),
+}
+
+impl PullError {
+    /// Whether running the same command again may get further (not for wrong keys or
+    /// options, or a directory holding something else).
+    pub fn resumable(&self) -> bool {
+        matches!(self, PullError::Io { .. } | PullError::Http { .. } | PullError::Shape { .. })
+    }
 }
 
 /// Where a pull stands, saved after every page.
@@ -191,6 +242,31 @@ struct Partial {
     next: Option<String>,
     bytes: u64,
     items: u64,
+    /// History: the ids already written whose timestamp is the next page's start (the
+    /// page repeats them; see [`Paging`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<String>,
+}
+
+/// At most `rate` requests a second: each request takes the next slot, `1/rate` after
+/// the one before (or now, when that has passed).
+#[derive(Debug)]
+struct Throttle {
+    interval: Duration,
+    next: Option<Instant>,
+}
+
+impl Throttle {
+    fn new(rate: f64) -> Throttle {
+        Throttle { interval: Duration::from_secs_f64(1.0 / rate), next: None }
+    }
+
+    /// Takes the next slot for a request made at `now`: how long it waits for it.
+    fn slot(&mut self, now: Instant) -> Duration {
+        let slot = self.next.map_or(now, |n| n.max(now));
+        self.next = Some(slot + self.interval);
+        slot - now
+    }
 }
 
 /// Percent-encodes a query parameter value.
@@ -233,8 +309,10 @@ pub async fn pull(opts: &PullOptions, log: &mut dyn Write) -> Result<PullReport,
         client,
         log,
         state,
-        next_request: Instant::now(),
-        last_progress: Instant::now(),
+        throttle: Throttle::new(opts.rate),
+        last_progress: (!opts.bar).then(Instant::now),
+        bar_shown: false,
+        history_started: None,
         requests: 0,
     };
     if run.state.done {
@@ -245,6 +323,7 @@ pub async fn pull(opts: &PullOptions, log: &mut dyn Write) -> Result<PullReport,
         run.scan_class(class).await?;
     }
     run.conversations().await?;
+    run.clear_bar();
     run.state.done = true;
     run.state.report.requests = run.requests;
     run.save()?;
@@ -294,9 +373,22 @@ struct Puller<'a> {
     client: Client,
     log: &'a mut dyn Write,
     state: State,
-    next_request: Instant,
-    last_progress: Instant,
+    throttle: Throttle,
+    /// When progress was last shown (on a terminal, the first of each step at once).
+    last_progress: Option<Instant>,
+    /// A progress bar is on the terminal's last line (cleared before other output).
+    bar_shown: bool,
+    /// When this run's history step started, and the conversations and messages done
+    /// then.
+    history_started: Option<(Instant, u64, u64)>,
     requests: u64,
+}
+
+impl Drop for Puller<'_> {
+    /// Whatever ends the run, what comes next on the terminal starts on a clean line.
+    fn drop(&mut self) {
+        self.clear_bar();
+    }
 }
 
 /// A `.part` file being appended to.
@@ -369,15 +461,52 @@ impl From<PullError> for Fetch {
 
 impl<'a> Puller<'a> {
     fn say(&mut self, line: impl Display) {
+        self.clear_bar();
         let _ = writeln!(self.log, "pull: {line}");
     }
 
-    fn progress(&mut self, line: impl FnOnce(&PullReport) -> String) {
-        if self.last_progress.elapsed() >= PROGRESS_EVERY {
-            self.last_progress = Instant::now();
-            let text = line(&self.state.report);
-            self.say(text);
+    /// Takes the progress bar off the terminal's last line.
+    fn clear_bar(&mut self) {
+        if self.bar_shown {
+            let _ = write!(self.log, "\r\x1b[K");
+            self.bar_shown = false;
         }
+    }
+
+    /// Shows `text`: redrawn in place on a terminal (at most every 200 ms), else as a
+    /// line at most every 2 s.
+    fn progress(&mut self, text: impl FnOnce(&Self) -> String) {
+        let every = if self.opts.bar { BAR_EVERY } else { PROGRESS_EVERY };
+        if self.last_progress.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        self.last_progress = Some(Instant::now());
+        let line = text(self);
+        if self.opts.bar {
+            let _ = write!(self.log, "\r{line}\x1b[K");
+            let _ = self.log.flush();
+            self.bar_shown = true;
+        } else {
+            self.say(line);
+        }
+    }
+
+    /// The history step's progress: conversations done of the scan's total, messages,
+    /// and on a terminal the rate and the time left at this run's pace.
+    fn history_progress(&mut self) {
+        self.progress(|run| {
+            let (done, total, messages) =
+                (run.state.rows_done, run.state.report.conversations, run.state.report.messages);
+            match run.history_started {
+                Some((at, done_then, messages_then)) if run.opts.bar => bar_line(
+                    (done, total),
+                    messages,
+                    at.elapsed(),
+                    (done - done_then, messages - messages_then),
+                ),
+                _ => format!("histories: {done}/{total} conversations, {messages} messages"),
+            }
+        });
     }
 
     fn save(&self) -> Result<(), PullError> {
@@ -391,12 +520,10 @@ impl<'a> Puller<'a> {
 
     /// Waits for the next request slot of the rate limit.
     async fn throttle(&mut self) {
-        let now = Instant::now();
-        if self.next_request > now {
-            tokio::time::sleep(self.next_request - now).await;
+        let wait = self.throttle.slot(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
-        let interval = Duration::from_secs_f64(1.0 / self.opts.rate);
-        self.next_request = self.next_request.max(Instant::now()) + interval;
         self.requests += 1;
     }
 
@@ -421,7 +548,7 @@ impl<'a> Puller<'a> {
             if let confab_httpc::Error::Status { status, .. } = &error {
                 // Wrong keys stop the run; a file host's refusal costs only that file.
                 if api && (*status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN) {
-                    return Err(Fetch::Fatal(PullError::Http { what, source: error }));
+                    return Err(Fetch::Fatal(PullError::Auth { what, source: error }));
                 }
                 if status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS {
                     return Err(Fetch::Refused(format!("{what}: {error}")));
@@ -436,9 +563,9 @@ impl<'a> Puller<'a> {
             }
             let wait = match &error {
                 confab_httpc::Error::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
-                    RATE_LIMITED_WAIT
+                    self.opts.rate_limited_wait
                 }
-                _ => Duration::from_secs(1 << failures.min(6)).min(MAX_BACKOFF),
+                _ => (self.opts.backoff * (1 << failures.min(6))).min(MAX_BACKOFF),
             };
             self.say(format!("{what}: {error}; retry {failures} of {retries} in {wait:?}"));
             tokio::time::sleep(wait).await;
@@ -522,8 +649,13 @@ impl<'a> Puller<'a> {
             rows += results.len() as u64;
             cursor = page.get("cursor").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_owned);
             part.sync()?;
-            self.state.scanning =
-                Some(Partial { name: file.to_owned(), next: cursor.clone(), bytes: part.bytes, items: rows });
+            self.state.scanning = Some(Partial {
+                name: file.to_owned(),
+                next: cursor.clone(),
+                bytes: part.bytes,
+                items: rows,
+                ..Partial::default()
+            });
             self.save()?;
             self.progress(|_| format!("{class}: {rows} rows"));
             if cursor.is_none() {
@@ -558,6 +690,10 @@ impl<'a> Puller<'a> {
         } else {
             self.say(format!("histories of {total} conversations"));
         }
+        self.history_started = Some((Instant::now(), self.state.rows_done, self.state.report.messages));
+        if self.opts.bar {
+            self.last_progress = None;
+        }
         while let Some(line) = lines.next_line().map_err(io_error(&path))? {
             if lines.number <= self.state.rows_done {
                 continue;
@@ -572,9 +708,9 @@ impl<'a> Puller<'a> {
             self.state.rows_done = lines.number;
             self.state.fetching = None;
             self.save()?;
-            let done = lines.number;
-            self.progress(|r| format!("histories: {done}/{total} conversations, {} messages", r.messages));
+            self.history_progress();
         }
+        self.clear_bar();
         Ok(())
     }
 
@@ -588,7 +724,15 @@ impl<'a> Puller<'a> {
             return Ok(());
         }
         if flag("sys") {
-            return self.subscribers(cid).await;
+            // Continuing in its history: the subscribers are written.
+            let in_history = self.state.fetching.as_ref().is_some_and(|p| p.name == service_marker(cid));
+            if !in_history {
+                self.subscribers(cid).await?;
+            }
+            if self.opts.service_history {
+                self.service_history(cid).await?;
+            }
+            return Ok(());
         }
         // A delta needs no history of a conversation without a message since then.
         if let Some(since) = self.opts.since
@@ -603,9 +747,13 @@ impl<'a> Puller<'a> {
     async fn history(&mut self, cid: &str, family: &str) -> Result<(), PullError> {
         let final_path = self.opts.out.join(layout::MESSAGES_DIR).join(format!("{cid}.json"));
         let resume = self.state.fetching.clone().filter(|p| p.name == cid);
-        let (mut next, keep, mut count) = match &resume {
-            Some(p) => (p.next.clone(), p.bytes, p.items),
-            None => (None, 0, 0),
+        if resume.is_some() && final_path.exists() {
+            // Complete and renamed; stopped before the state said so.
+            return Ok(());
+        }
+        let (mut paging, keep, mut count) = match &resume {
+            Some(p) => (Paging::resume(p.next.as_deref(), &p.seen), p.bytes, p.items),
+            None => (Paging::default(), 0, 0),
         };
         let mut part = PartFile::open(&final_path, keep)?;
         if keep == 0 {
@@ -614,11 +762,12 @@ impl<'a> Puller<'a> {
         let stop =
             self.opts.since.map(|s| format!("&till_timestamp={s}&include_stop=true")).unwrap_or_default();
         loop {
-            let mut url =
-                format!("{}/1.2/rtm/{family}/{}/messages?limit={HISTORY_PAGE}{stop}", self.from, encode(cid));
-            if let Some((ts, id)) = next.as_deref().and_then(|n| n.split_once(':')) {
-                url.push_str(&format!("&timestamp={ts}&msgid={}", encode(id)));
-            }
+            let url = format!(
+                "{}/1.2/rtm/{family}/{}/messages?limit={HISTORY_PAGE}{stop}{}",
+                self.from,
+                encode(cid),
+                paging.query()
+            );
             let page = match self.get_json(&url).await {
                 Ok(page) => page,
                 Err(Fetch::Refused(why)) => {
@@ -637,46 +786,41 @@ impl<'a> Puller<'a> {
                     detail: "not a JSON array".into(),
                 });
             };
-            if records.is_empty() {
-                break;
-            }
-            let mut oldest = None;
-            for r in records {
+            let (fresh, step) = paging
+                .page(records, HISTORY_PAGE)
+                .map_err(|detail| PullError::Shape { what: format!("history of {cid}"), detail })?;
+            for r in fresh.iter().map(|&i| &records[i]) {
                 if count > 0 {
                     part.write(b",\n")?;
                 }
                 part.write(r.to_string().as_bytes())?;
                 count += 1;
-                let ts = r.get("timestamp").and_then(Value::as_i64);
-                let id = r.get("msg-id").and_then(Value::as_str);
-                if let (Some(ts), Some(id)) = (ts, id) {
-                    oldest = Some(match oldest {
-                        Some((t, i)) if (t, i) <= (ts, id) => (t, i),
-                        _ => (ts, id),
-                    });
-                }
                 if self.opts.files
                     && let Some(url) = r.get("data").and_then(Value::as_str).and_then(file_url)
                 {
                     self.file(&url).await?;
                 }
             }
-            let Some((ts, id)) = oldest else {
-                return Err(PullError::Shape {
-                    what: format!("history of {cid}"),
-                    detail: "records without timestamp and msg-id".into(),
-                });
-            };
-            let anchor = format!("{ts}:{id}");
-            if next.as_deref() == Some(anchor.as_str()) {
-                break;
+            match step {
+                PageStep::Done => break,
+                PageStep::Next => {}
+                PageStep::PastTie(ts) => self.say(format!(
+                    "history of {cid}: a full page of messages at timestamp {ts} came back again; \
+                     the server does not page within that millisecond, so its messages not yet \
+                     written are skipped"
+                )),
             }
-            next = Some(anchor);
             part.sync()?;
-            self.state.report.messages += records.len() as u64;
-            self.state.fetching =
-                Some(Partial { name: cid.to_owned(), next: next.clone(), bytes: part.bytes, items: count });
+            self.state.report.messages += fresh.len() as u64;
+            self.state.fetching = Some(Partial {
+                name: cid.to_owned(),
+                next: paging.start.as_ref().map(|(ts, id)| format!("{ts}:{id}")),
+                bytes: part.bytes,
+                items: count,
+                seen: paging.seen.clone(),
+            });
             self.save()?;
+            self.history_progress();
         }
         part.write(b"]\n")?;
         part.finish(&final_path)?;
@@ -687,6 +831,10 @@ impl<'a> Puller<'a> {
     async fn subscribers(&mut self, cid: &str) -> Result<(), PullError> {
         let final_path = self.opts.out.join(layout::SUBSCRIBERS_DIR).join(format!("{cid}.json"));
         let resume = self.state.fetching.clone().filter(|p| p.name == cid);
+        if resume.is_some() && final_path.exists() {
+            // Complete and renamed; stopped before the state said so.
+            return Ok(());
+        }
         let (mut next, keep, mut count) = match &resume {
             Some(p) => (p.next.clone(), p.bytes, p.items),
             None => (None, 0, 0),
@@ -738,13 +886,120 @@ impl<'a> Puller<'a> {
                 _ => break,
             }
             part.sync()?;
-            self.state.fetching =
-                Some(Partial { name: cid.to_owned(), next: next.clone(), bytes: part.bytes, items: count });
+            self.state.fetching = Some(Partial {
+                name: cid.to_owned(),
+                next: next.clone(),
+                bytes: part.bytes,
+                items: count,
+                ..Partial::default()
+            });
             self.save()?;
         }
         part.write(b"]\n")?;
         part.finish(&final_path)?;
         self.state.report.subscriber_lists += 1;
+        Ok(())
+    }
+
+    /// `--service-history`: every subscriber's history of service conversation `cid`
+    /// (`GET /1.2/rtm/service-conversations/{cid}/subscribers/{client}/messages`, paged
+    /// as a conversation's), one record per `msg-id`, into `messages/<cid>.json`. A
+    /// record that names its recipients (`to-clients`, as Confab's do) keeps them; one
+    /// every subscriber read had is a broadcast; any other is targeted, and gets
+    /// `to-clients`: the subscribers whose history held it. Held in memory until the
+    /// conversation is done; an interruption fetches this conversation's again.
+    async fn service_history(&mut self, cid: &str) -> Result<(), PullError> {
+        let list = self.opts.out.join(layout::SUBSCRIBERS_DIR).join(format!("{cid}.json"));
+        let Ok(bytes) = std::fs::read(&list) else { return Ok(()) };
+        let subscribers: Vec<String> = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Array(list)) => {
+                list.into_iter().filter_map(|v| crate::lean::subscriber(v).ok()).collect()
+            }
+            _ => return Err(PullError::Directory(format!("{}: not a JSON array", list.display()))),
+        };
+        self.state.fetching = Some(Partial { name: service_marker(cid), ..Partial::default() });
+        self.save()?;
+        let stop =
+            self.opts.since.map(|s| format!("&till_timestamp={s}&include_stop=true")).unwrap_or_default();
+        // msg-id → the record and who had it, in the order first seen.
+        let mut records: Vec<(Value, Vec<String>)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut read = 0usize;
+        'subscribers: for client in &subscribers {
+            let mut paging = Paging::default();
+            loop {
+                let url = format!(
+                    "{}/1.2/rtm/service-conversations/{}/subscribers/{}/messages?limit={HISTORY_PAGE}{stop}{}",
+                    self.from,
+                    encode(cid),
+                    encode(client),
+                    paging.query()
+                );
+                let page = match self.get_json(&url).await {
+                    Ok(page) => page,
+                    Err(Fetch::Refused(why)) => {
+                        // Left out of the count of readers too, so broadcasts stay broadcasts.
+                        self.state.report.failed += 1;
+                        self.say(format!("history of {cid} for subscriber {client} not fetched: {why}"));
+                        continue 'subscribers;
+                    }
+                    Err(Fetch::Fatal(e)) => return Err(e),
+                };
+                let Some(page) = page.as_array() else {
+                    return Err(PullError::Shape {
+                        what: format!("history of {cid} for {client}"),
+                        detail: "not a JSON array".into(),
+                    });
+                };
+                let (fresh, step) = paging.page(page, HISTORY_PAGE).map_err(|detail| PullError::Shape {
+                    what: format!("history of {cid} for {client}"),
+                    detail,
+                })?;
+                for r in fresh.iter().map(|&i| &page[i]) {
+                    let Some(id) = r.get("msg-id").and_then(Value::as_str) else { continue };
+                    match index.get(id) {
+                        Some(&at) => records[at].1.push(client.clone()),
+                        None => {
+                            index.insert(id.to_owned(), records.len());
+                            records.push((r.clone(), vec![client.clone()]));
+                            if self.opts.files
+                                && let Some(url) = r.get("data").and_then(Value::as_str).and_then(file_url)
+                            {
+                                self.file(&url).await?;
+                            }
+                        }
+                    }
+                }
+                match step {
+                    PageStep::Done => break,
+                    PageStep::Next => {}
+                    PageStep::PastTie(ts) => self.say(format!(
+                        "history of {cid} for {client}: a full page at timestamp {ts} came back again; \
+                         the rest of that millisecond is skipped"
+                    )),
+                }
+                self.history_progress();
+            }
+            read += 1;
+        }
+        let final_path = self.opts.out.join(layout::MESSAGES_DIR).join(format!("{cid}.json"));
+        let mut part = PartFile::open(&final_path, 0)?;
+        part.write(b"[")?;
+        for (i, (mut record, mut had)) in records.into_iter().enumerate() {
+            if i > 0 {
+                part.write(b",\n")?;
+            }
+            if record.get("to-clients").is_none() && had.len() < read {
+                had.sort();
+                had.dedup();
+                record["to-clients"] = json!(had);
+            }
+            part.write(record.to_string().as_bytes())?;
+            self.state.report.service_messages += 1;
+        }
+        part.write(b"]\n")?;
+        part.finish(&final_path)?;
+        self.state.report.service_histories += 1;
         Ok(())
     }
 
@@ -780,6 +1035,137 @@ impl<'a> Puller<'a> {
     }
 }
 
+/// The state's name for the history step of service conversation `cid`.
+fn service_marker(cid: &str) -> String {
+    format!("{cid}#history")
+}
+
+/// How the next history page is asked for, and which records of a page are new.
+///
+/// LeanCloud pages a conversation's history newest first from a start `timestamp` +
+/// `msgid` (§2.4; the id tells apart messages of the same millisecond). Each next page
+/// starts at the last record of the page before (§2.5), in the server's order, not at
+/// the smallest (`timestamp`, `msg-id`) on it: within a millisecond the server's order
+/// need not be the ids' order. The start is asked for with `include_start=true`, and
+/// the records already written that carry the start's timestamp (`seen`) are dropped
+/// from the answer: a server that honours `msgid` repeats only the start record, one
+/// that pages by timestamp alone repeats the whole millisecond, and either way nothing
+/// is lost or written twice. A page with nothing new ends the history. Should a full
+/// page be nothing but repeats (a server that ignores `msgid`, with more messages in
+/// one millisecond than a page holds), the next request excludes the start
+/// ([`PageStep::PastTie`]) rather than asking for the same page forever.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Paging {
+    /// The next page's start, after the first page.
+    start: Option<(i64, String)>,
+    /// Ids written whose timestamp is the start's.
+    seen: Vec<String>,
+    /// The next request excludes the start.
+    exclusive: bool,
+}
+
+/// What follows a history page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageStep {
+    /// Ask for the next page.
+    Next,
+    /// The history is complete.
+    Done,
+    /// A full page repeated the records of this millisecond: the next page excludes it.
+    PastTie(i64),
+}
+
+impl Paging {
+    /// Paging continued from a saved `timestamp:msgid` and its `seen` ids.
+    fn resume(next: Option<&str>, seen: &[String]) -> Paging {
+        let start =
+            next.and_then(|n| n.split_once(':')).and_then(|(ts, id)| Some((ts.parse().ok()?, id.to_owned())));
+        Paging { start, seen: seen.to_vec(), exclusive: false }
+    }
+
+    /// The query parameters of the next page's start.
+    fn query(&self) -> String {
+        match &self.start {
+            None => String::new(),
+            Some((ts, id)) => {
+                let include = if self.exclusive { "" } else { "&include_start=true" };
+                format!("&timestamp={ts}&msgid={}{include}", encode(id))
+            }
+        }
+    }
+
+    /// Takes a page (newest first, at most `limit` records): the indices of the records
+    /// not written before, and what follows.
+    fn page(&mut self, records: &[Value], limit: usize) -> Result<(Vec<usize>, PageStep), String> {
+        let key = |r: &Value| {
+            let ts = r.get("timestamp").and_then(Value::as_i64)?;
+            let id = r.get("msg-id").and_then(Value::as_str)?;
+            Some((ts, id.to_owned()))
+        };
+        let fresh: Vec<usize> = (0..records.len())
+            .filter(|&i| {
+                records[i]
+                    .get("msg-id")
+                    .and_then(Value::as_str)
+                    .is_none_or(|id| !self.seen.iter().any(|s| s == id))
+            })
+            .collect();
+        let Some(last) = records.last() else { return Ok((fresh, PageStep::Done)) };
+        if fresh.is_empty() {
+            if records.len() >= limit && !self.exclusive {
+                self.exclusive = true;
+                return Ok((fresh, PageStep::PastTie(self.start.as_ref().map_or(0, |s| s.0))));
+            }
+            return Ok((fresh, PageStep::Done));
+        }
+        let Some((ts, id)) = key(last) else {
+            return Err("records without timestamp and msg-id".into());
+        };
+        if self.start.as_ref().is_none_or(|s| s.0 != ts) {
+            self.seen.clear();
+        }
+        for r in records {
+            if let Some((t, i)) = key(r)
+                && t == ts
+                && !self.seen.contains(&i)
+            {
+                self.seen.push(i);
+            }
+        }
+        self.start = Some((ts, id));
+        self.exclusive = false;
+        Ok((fresh, PageStep::Next))
+    }
+}
+
+/// The progress bar of the history step: `done` of `total` conversations, `messages`,
+/// and this run's pace (`elapsed` for `this_run` conversations and messages): messages a
+/// second and the time left.
+fn bar_line((done, total): (u64, u64), messages: u64, elapsed: Duration, this_run: (u64, u64)) -> String {
+    const WIDTH: u64 = 24;
+    let filled = (done.min(total) * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '-' }).collect();
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { format!("{:.0} msg/s", this_run.1 as f64 / secs) } else { "-".into() };
+    let eta = if this_run.0 > 0 && done <= total {
+        let left = secs * (total - done) as f64 / this_run.0 as f64;
+        format_duration(Duration::from_secs_f64(left))
+    } else {
+        "-".into()
+    };
+    format!("[{bar}] {done}/{total} conversations, {messages} messages, {rate}, ETA {eta}")
+}
+
+/// `1h02m`, `4m05s`, `12s`.
+fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
 /// Parses `--since`: ISO-8601 UTC (`2026-12-01T00:00:00Z`, milliseconds optional) or
 /// epoch milliseconds.
 pub fn parse_since(text: &str) -> Option<i64> {
@@ -798,6 +1184,7 @@ pub fn saved_report(out: &Path) -> Option<PullReport> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -807,6 +1194,70 @@ mod tests {
         assert_eq!(parse_since("2020-01-01T00:00:00Z"), Some(1_577_836_800_000));
         assert_eq!(parse_since("yesterday"), None);
         assert_eq!(parse_since("-5"), None);
+    }
+
+    #[test]
+    fn the_throttle_gives_each_request_its_own_slot() {
+        // Counted in slots of a made-up clock: no waiting, no wall-clock.
+        let t0 = Instant::now();
+        let mut t = Throttle::new(4.0);
+        let waits: Vec<Duration> = (0..5).map(|_| t.slot(t0)).collect();
+        assert_eq!(waits, (0..5).map(|i| Duration::from_millis(250 * i)).collect::<Vec<_>>());
+        // Slots passed unused are not saved up for a burst.
+        assert_eq!(t.slot(t0 + Duration::from_secs(10)), Duration::ZERO);
+        assert_eq!(t.slot(t0 + Duration::from_secs(10)), Duration::from_millis(250));
+    }
+
+    fn rec(ts: i64, id: &str) -> Value {
+        json!({"timestamp": ts, "msg-id": id})
+    }
+
+    #[test]
+    fn history_pages_start_at_the_last_record_and_drop_repeats() {
+        let mut p = Paging::default();
+        assert_eq!(p.query(), "");
+        // The last record is the start, whatever the ids' order within a millisecond.
+        let (fresh, step) = p.page(&[rec(9, "a"), rec(5, "z"), rec(5, "b")], 3).unwrap();
+        assert_eq!((fresh, step), (vec![0, 1, 2], PageStep::Next));
+        assert_eq!(p.query(), "&timestamp=5&msgid=b&include_start=true");
+        // A server that honours msgid repeats the start only …
+        let (fresh, _) = p.page(&[rec(5, "b"), rec(4, "c"), rec(3, "d")], 3).unwrap();
+        assert_eq!(fresh, vec![1, 2]);
+        assert_eq!((p.start.clone(), p.seen.clone()), (Some((3, "d".into())), vec!["d".to_owned()]));
+        // … one that pages by timestamp repeats the millisecond.
+        let mut q = Paging::resume(Some("5:b"), &["z".into(), "b".into()]);
+        let (fresh, _) = q.page(&[rec(5, "z"), rec(5, "b"), rec(5, "y"), rec(4, "c")], 4).unwrap();
+        assert_eq!(fresh, vec![2, 3]);
+        // Nothing new: the end.
+        let (fresh, step) = p.page(&[rec(3, "d")], 3).unwrap();
+        assert_eq!((fresh.len(), step), (0, PageStep::Done));
+        let (_, step) = Paging::default().page(&[], 3).unwrap();
+        assert_eq!(step, PageStep::Done);
+    }
+
+    #[test]
+    fn a_full_page_of_repeats_steps_past_the_millisecond() {
+        let mut p = Paging::resume(Some("5:b"), &["a".into(), "b".into()]);
+        let (fresh, step) = p.page(&[rec(5, "a"), rec(5, "b")], 2).unwrap();
+        assert_eq!((fresh.len(), step), (0, PageStep::PastTie(5)));
+        assert_eq!(p.query(), "&timestamp=5&msgid=b");
+        let (fresh, step) = p.page(&[rec(4, "c")], 2).unwrap();
+        assert_eq!((fresh, step), (vec![0], PageStep::Next));
+        assert_eq!(p.query(), "&timestamp=4&msgid=c&include_start=true");
+        assert!(Paging::default().page(&[json!({"data": "x"})], 2).is_err());
+    }
+
+    #[test]
+    fn the_progress_bar_shows_share_rate_and_time_left() {
+        let line = bar_line((25, 100), 5000, Duration::from_secs(10), (5, 1000));
+        assert_eq!(
+            line,
+            "[######------------------] 25/100 conversations, 5000 messages, 100 msg/s, ETA 2m30s"
+        );
+        let line = bar_line((0, 0), 0, Duration::ZERO, (0, 0));
+        assert_eq!(line, "[########################] 0/0 conversations, 0 messages, -, ETA -");
+        assert_eq!(format_duration(Duration::from_secs(3 * 3600 + 7 * 60 + 5)), "3h07m");
+        assert_eq!(format_duration(Duration::from_secs(42)), "42s");
     }
 
     #[test]

@@ -116,6 +116,10 @@ struct PullArgs {
     /// domain); repeatable.
     #[arg(long = "file-domain", value_name = "HOST")]
     file_domains: Vec<String>,
+    /// Also pull service conversations' messages (broadcasts and targeted messages),
+    /// through every subscriber's history: one request series per subscriber.
+    #[arg(long)]
+    service_history: bool,
     /// Requests per second, at most.
     #[arg(long, value_name = "N", default_value_t = 10.0)]
     rate: f64,
@@ -125,6 +129,14 @@ struct PullArgs {
     /// Largest file downloaded, in bytes; larger ones are reported and left out.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     max_file_bytes: usize,
+    /// How long a 429 waits before its retry, in ms. Hidden: LeanCloud's quota window is a
+    /// minute (the default); only tests shorten it.
+    #[arg(long, hide = true, value_name = "MS", default_value_t = 60_000)]
+    rate_limited_wait_ms: u64,
+    /// The backoff unit of other transient failures, in ms (the first retry waits twice
+    /// this). Hidden: only tests shorten it.
+    #[arg(long, hide = true, value_name = "MS", default_value_t = 1_000)]
+    backoff_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -331,25 +343,40 @@ fn pull(args: PullArgs) -> i32 {
     let mut opts = confab_migrate::PullOptions::new(&args.from, &args.app_id, &args.master_key, &args.out);
     opts.since = since;
     opts.files = args.files;
+    opts.service_history = args.service_history;
     opts.file_domains = confab_migrate::files::FileDomains::new(&args.file_domains);
     opts.rate = args.rate;
     opts.retries = args.retries;
     opts.max_file_bytes = args.max_file_bytes;
+    opts.rate_limited_wait = std::time::Duration::from_millis(args.rate_limited_wait_ms);
+    opts.backoff = std::time::Duration::from_millis(args.backoff_ms);
+    // A bar redrawn in place on a terminal; periodic lines in a log file or a pipe.
+    opts.bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let outcome =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string()).and_then(
-            |rt| rt.block_on(confab_migrate::pull(&opts, &mut std::io::stderr())).map_err(|e| e.to_string()),
+            |rt| {
+                rt.block_on(confab_migrate::pull(&opts, &mut std::io::stderr())).map_err(|e| {
+                    if e.resumable() {
+                        format!("{e} (run the same command again to continue)")
+                    } else {
+                        e.to_string()
+                    }
+                })
+            },
         );
     match outcome {
         Ok(report) => {
             eprintln!(
                 "confab pull: {} conversations, {} member infos, {} _SysMessage rows; {} messages in {} \
-                 histories; {} subscribers; {} files ({} already there); {} not fetched",
+                 histories; {} subscribers; {} service-conversation messages; {} files ({} already there); \
+                 {} not fetched",
                 report.conversations,
                 report.member_infos,
                 report.sys_messages,
                 report.messages,
                 report.histories,
                 report.subscribers,
+                report.service_messages,
                 report.files,
                 report.files_present,
                 report.failed,
@@ -361,7 +388,7 @@ fn pull(args: PullArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("confab pull: {e} (run the same command again to continue)");
+            eprintln!("confab pull: {e}");
             1
         }
     }

@@ -227,6 +227,24 @@ for prefix, what in [("/1.1/classes", "Query"), ("/1.1/scan/classes", "Scan (cur
        f"{what} an IM class: _Conversation, _ConversationMemberInfo (also a member's own session with "
        "X-LC-IM-Session-Token and client_id) or _SysMessage", params + (["client_id"] if what == "Query" else []),
        response=response)
+MEMBERS_OP = {"type": "object", "properties": {
+    "__op": {"type": "string", "enum": ["Add", "AddUnique", "Remove"]},
+    "objects": {"type": "array", "items": {"type": "string"}, "minItems": 1}}, "required": ["__op", "objects"]}
+CONV_ROW = {"type": "object", "additionalProperties": True, "properties": {
+    "name": {"type": "string"}, "c": {"type": "string"}, "tr": {"type": "boolean"}, "sys": {"type": "boolean"},
+    "unique": {"type": "boolean"},
+    "m": {"oneOf": [{"type": "array", "items": {"type": "string"}}, MEMBERS_OP]}}}
+op("post", "/1.1/classes/{class}",
+   "Create a _Conversation as POST /1.2/rtm/conversations does (tr: a chat room, sys: a service conversation; "
+   "m: an array or an Add/AddUnique operation); the other classes are read-only (403, 119)",
+   ["fetchWhenSave"], body=CONV_ROW, status=201)
+op("get", "/1.1/classes/{class}/{id}", "One row of an IM class", ["keys"])
+op("put", "/1.1/classes/{class}/{id}",
+   "Update a _Conversation: attributes as PUT /1.2/rtm/conversations/{cid}, m as an "
+   "Add/AddUnique/Remove operation (the members calls)", ["fetchWhenSave"],
+   body={"type": "object", "additionalProperties": True,
+         "properties": {"name": {"type": "string"}, "m": MEMBERS_OP}}, response=UPDATED)
+op("delete", "/1.1/classes/{class}/{id}", "Delete a _Conversation with its history")
 op("get", L + "/notifications", "Conversations joined since start_ts (X-LC-IM-Session-Token)",
    ["client_id", "start_ts", "notification_type"], response=NOTIFS, key="app")
 

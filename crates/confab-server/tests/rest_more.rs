@@ -1160,3 +1160,89 @@ async fn blacklists_and_silences_are_bounded_over_rest() {
     now.sort();
     assert_eq!(get(&server, mine).await.ok(), json!({"conv_ids": now}));
 }
+
+/// §3.8 row 1: `_Conversation` written through the storage API, as old backends and the
+/// Python SDK's `Conversation().save()` / `add_member` do — with the pushes, and the
+/// same answers to bad input, as the 1.2 calls.
+#[tokio::test]
+async fn conversations_written_through_the_storage_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    let mut a = server.open("a").await;
+    let mut c = server.open("c").await;
+    let classes = "/1.1/classes/_Conversation";
+
+    // Create: `m` as the SDK's `Add` operation, `c`, a name and an attribute.
+    let body =
+        json!({"name": "old", "m": {"__op": "Add", "objects": ["a", "b"]}, "c": "a", "attr": {"x": 1}});
+    let made = call(&server, "POST", &format!("{classes}?fetchWhenSave=false"), &body).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let cid = made.body["objectId"].as_str().unwrap().to_owned();
+    assert!(made.body["createdAt"].as_str().unwrap().ends_with('Z'), "{}", made.body);
+    a.wait_for("joined", is_conv("joined")).await.unwrap();
+    let row = get(&server, &format!("{classes}/{cid}")).await.ok();
+    assert_eq!(
+        (row["name"].clone(), row["m"].clone(), row["c"].clone(), row["attr"].clone()),
+        (json!("old"), json!(["a", "b"]), json!("a"), json!({"x": 1})),
+        "{row}"
+    );
+
+    // AddUnique and Remove on `m` are the 1.2 member calls, pushes included.
+    let add = json!({"m": {"__op": "AddUnique", "objects": ["c", "a"]}});
+    let added = call(&server, "PUT", &format!("{classes}/{cid}?fetchWhenSave=false"), &add).await.ok();
+    assert_eq!(added["objectId"], json!(cid));
+    assert!(added["updatedAt"].is_string(), "{added}");
+    c.wait_for("joined", is_conv("joined")).await.unwrap();
+    a.wait_for("members-joined", is_conv("members-joined")).await.unwrap();
+    let remove = json!({"m": {"__op": "Remove", "objects": ["b"]}});
+    call(&server, "PUT", &format!("{classes}/{cid}"), &remove).await.ok();
+    a.wait_for("members-left", is_conv("members-left")).await.unwrap();
+    assert_eq!(
+        get(&server, &format!("/1.2/rtm/conversations/{cid}/members")).await.ok()["result"],
+        json!(["a", "c"])
+    );
+
+    // Plain fields are an attribute update, pushed as `updated`.
+    call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"name": "new", "attr.y": 2})).await.ok();
+    c.wait_for("updated", is_conv("updated")).await.unwrap();
+    let row = get(&server, &format!("{classes}/{cid}?keys=name")).await.ok();
+    assert_eq!(row["name"], json!("new"));
+    assert!(row.get("m").is_none(), "{row}");
+    let q = get(&server, &format!("{classes}?where=%7B%22objectId%22%3A%22{cid}%22%7D")).await.ok();
+    assert_eq!(q["results"][0]["attr"], json!({"x": 1, "y": 2}), "{q}");
+
+    // `tr` makes a chat room, `sys` a service conversation; fetchWhenSave answers the row.
+    let room =
+        call(&server, "POST", &format!("{classes}?fetchWhenSave=true"), &json!({"name": "r", "tr": true}))
+            .await;
+    assert_eq!(
+        (room.status, room.body["tr"].clone(), room.body["name"].clone()),
+        (201, json!(true), json!("r"))
+    );
+    let sys = create(&server, classes, json!({"name": "s", "sys": true})).await;
+    let service =
+        get(&server, &format!("/1.2/rtm/service-conversations?where=%7B%22objectId%22%3A%22{sys}%22%7D"))
+            .await
+            .ok();
+    assert_eq!(service["results"].as_array().unwrap().len(), 1, "{service}");
+
+    // Bad input: the app key, server-kept keys, a plain `m`, another op, unknown ids, other classes.
+    http(&server, "POST", classes, APP_KEY, Some("{}")).await.error(401, 401);
+    http(&server, "PUT", &format!("{classes}/{cid}"), APP_KEY, Some("{}")).await.error(401, 401);
+    call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"c": "x"})).await.error(400, 107);
+    call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"m": ["x"]})).await.error(400, 107);
+    call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"m": {"__op": "Increment", "amount": 1}}))
+        .await
+        .error(400, 107);
+    call(&server, "POST", classes, &json!({"tr": "yes"})).await.error(400, 107);
+    call(&server, "PUT", &format!("{classes}/nope"), &json!({"name": "x"})).await.error(404, 4303);
+    call(&server, "PUT", &format!("{classes}/nope"), &add).await.error(404, 4303);
+    call(&server, "POST", "/1.1/classes/_SysMessage", &json!({})).await.error(403, 119);
+    call(&server, "POST", "/1.1/classes/_User", &json!({})).await.error(404, 101);
+    get(&server, &format!("{classes}/nope")).await.error(404, 101);
+
+    // Delete: gone for the class API and the 1.2 API alike.
+    assert_eq!(call(&server, "DELETE", &format!("{classes}/{cid}"), &json!({})).await.ok(), json!({}));
+    get(&server, &format!("{classes}/{cid}")).await.error(404, 101);
+    call(&server, "DELETE", &format!("{classes}/{cid}"), &json!({})).await.error(404, 4303);
+}

@@ -8,6 +8,7 @@ Confab through LEANCLOUD_API_SERVER and authenticates with X-AVOSCloud-Master-Ke
 
 `Conversation().save()`, `add_member`, `remove("m", …)`, `fetch()` and `destroy()` write
 and read `_Conversation` through the storage API (/1.1/classes/_Conversation).
+
 Usage: python_sdk.py URL APP_ID MASTER_KEY. Prints "N passed, M failed".
 """
 

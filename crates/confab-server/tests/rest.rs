@@ -472,6 +472,50 @@ async fn chat_rooms_are_created_and_sent_to_over_rest() {
     assert_eq!(u.status, 200, "{}", u.body);
 }
 
+/// §3.3: a chat-room send over REST reaches the room but none of the sender's own
+/// sessions; a recall and a delete work on a room's messages as on a conversation's.
+#[tokio::test]
+async fn a_chat_room_send_over_rest_is_not_echoed_and_can_be_recalled_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    let created = call(&server, "POST", "/1.2/rtm/chatrooms", MASTER, &json!({"name": "lobby"})).await;
+    let room = created.body["objectId"].as_str().unwrap().to_owned();
+    let mut a = server.open("a").await;
+    let mut host = server.open("host").await;
+    let mut host2 = server.open("host").await;
+    for (c, me) in [(&mut a, "a"), (&mut host, "host"), (&mut host2, "host")] {
+        let r = c.request(json!({"cmd": "conv", "op": "add", "cid": room, "m": [me]})).await.unwrap();
+        assert_eq!(r["op"], "added", "{r}");
+    }
+    let path = format!("/1.2/rtm/chatrooms/{room}/messages");
+    let (id, t) = rest_send(&server, &path, json!({"from_client": "host", "message": "welcome"})).await;
+    a.wait_for("room message", is_direct(&room)).await.unwrap();
+    rest_send(&server, &path, json!({"from_client": "host", "message": "typing", "transient": true})).await;
+    a.wait_for("transient room message", is_direct(&room)).await.unwrap();
+    for c in [&mut host, &mut host2] {
+        assert!(c.drain(QUIET, is_direct(&room)).await.unwrap().is_empty(), "the sender got its own message");
+    }
+    // A client's own send still reaches its other sessions, as before.
+    let ack = host.request(json!({"cmd": "direct", "cid": room, "msg": "mine"})).await.unwrap();
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    host2.wait_for("own send from another session", is_direct(&room)).await.unwrap();
+
+    // Recall: the room gets the patch, history shows the recalled body.
+    let recall = json!({"from_client": "host", "timestamp": t});
+    let r = call(&server, "PUT", &format!("{path}/{id}/recall"), MASTER, &recall).await;
+    assert_eq!((r.status, r.body), (200, json!({})));
+    let p = a.wait_for("recall", |f| f["cmd"] == "patch" && f["op"] == "modify").await.unwrap();
+    assert_eq!((p["patches"][0]["mid"].clone(), p["patches"][0]["recall"].clone()), (json!(id), json!(true)));
+    let history = get(&server, &path, MASTER).await.body;
+    let record = history.as_array().unwrap().iter().find(|r| r["msg-id"] == json!(id)).unwrap().clone();
+    assert!(record["data"].as_str().unwrap().contains("-127"), "{record}");
+    // Delete: gone from history, no push.
+    let del = format!("{path}/{id}?from_client=host&timestamp={t}");
+    assert_eq!(http(&server, "DELETE", &del, MASTER, None).await.ok(), json!({}));
+    assert!(!ids(&get(&server, &path, MASTER).await.body).contains(&id));
+    http(&server, "DELETE", &del, MASTER, None).await.error(404, 4404);
+}
+
 #[tokio::test]
 async fn online_checks_and_kicks() {
     let dir = tempfile::tempdir().unwrap();

@@ -261,8 +261,24 @@ async fn conversations_created_changed_and_queried_over_rest_push_like_a_client(
 
     // A unique conversation of the same members is the same one.
     let u1 = create(&server, json!({"m": ["x", "y"], "unique": true})).await;
-    let u2 = create(&server, json!({"m": ["y", "x", "x"], "unique": true})).await;
-    assert_eq!(u1, u2);
+    let u2 = call(
+        &server,
+        "POST",
+        "/1.2/rtm/conversations",
+        MASTER,
+        &json!({"m": ["y", "x", "x"], "unique": true}),
+    )
+    .await;
+    assert_eq!(u2.body["objectId"], json!(u1));
+    // §3.2's sample answer: unique, updatedAt, name, objectId, m, createdAt, uniqueId.
+    let unique_id = u2.body["uniqueId"].as_str().unwrap().to_owned();
+    assert_eq!((unique_id.len(), u2.body["unique"].clone()), (32, json!(true)), "{}", u2.body);
+    let other =
+        call(&server, "POST", "/1.2/rtm/conversations", MASTER, &json!({"m": ["x", "z"], "unique": true}))
+            .await;
+    assert_ne!(other.body["uniqueId"], json!(unique_id), "{}", other.body);
+    let plain = call(&server, "POST", "/1.2/rtm/conversations", MASTER, &json!({"m": ["x", "y"]})).await;
+    assert!(plain.body.get("uniqueId").is_none(), "{}", plain.body);
 
     // Query: where, order, skip, limit.
     let q = get(&server, "/1.2/rtm/conversations?where=%7B%22name%22%3A%22team%22%7D", MASTER).await;
@@ -273,7 +289,7 @@ async fn conversations_created_changed_and_queried_over_rest_push_like_a_client(
         (json!(cid), json!(["a", "b"]))
     );
     let all = get(&server, "/1.2/rtm/conversations?order=-createdAt&limit=1", MASTER).await;
-    assert_eq!(all.body["results"][0]["objectId"], json!(u1), "{}", all.body);
+    assert_eq!(all.body["results"][0]["objectId"], json!(plain.body["objectId"]), "{}", all.body);
     let skipped = get(&server, "/1.2/rtm/conversations?skip=1", MASTER).await;
     assert_eq!(skipped.body["results"][0]["objectId"], json!(u1), "{}", skipped.body);
     // Chat rooms are listed under their own path only.
@@ -514,6 +530,32 @@ async fn a_chat_room_send_over_rest_is_not_echoed_and_can_be_recalled_and_delete
     assert_eq!(http(&server, "DELETE", &del, MASTER, None).await.ok(), json!({}));
     assert!(!ids(&get(&server, &path, MASTER).await.body).contains(&id));
     http(&server, "DELETE", &del, MASTER, None).await.error(404, 4404);
+}
+
+/// Query paging as LeanStorage's: `limit` 1 to 1000; none, 0 or more than 1000 is 100.
+#[tokio::test]
+async fn conversation_queries_page_by_100_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    for i in 0..105 {
+        create(&server, json!({"m": ["a"], "name": format!("c{i}")})).await;
+    }
+    let count = |path: String| {
+        let server = &server;
+        async move {
+            let a = get(server, &path, MASTER).await;
+            assert_eq!(a.status, 200, "{path}: {}", a.body);
+            a.body["results"].as_array().unwrap().len()
+        }
+    };
+    for base in ["/1.2/rtm/conversations", "/1.2/rtm/all-conversations"] {
+        assert_eq!(count(base.to_owned()).await, 100, "{base}");
+        for (limit, n) in [("0", 100), ("5000", 100), ("1001", 100), ("1", 1), ("103", 103), ("1000", 105)] {
+            assert_eq!(count(format!("{base}?limit={limit}")).await, n, "{base}?limit={limit}");
+        }
+        assert_eq!(count(format!("{base}?skip=100")).await, 5, "{base}");
+    }
+    get(&server, "/1.2/rtm/conversations?limit=many", MASTER).await.error(400, 107);
 }
 
 #[tokio::test]

@@ -156,6 +156,23 @@ async fn service_conversations_subscribers_targeted_messages_and_broadcasts() {
             .ok();
     assert_eq!(after, json!([]));
     get(&server, "/1.2/rtm/clients/a/service-conversations?direction=sideways").await.error(400, 107);
+    // direction=old: the newest subscription first, paging towards older ones.
+    let cid2 = create(&server, "/1.2/rtm/service-conversations", json!({"name": "more"})).await;
+    let sub2 = format!("/1.2/rtm/service-conversations/{cid2}/subscribers");
+    call(&server, "POST", &sub2, &json!({"client_id": "a"})).await.ok();
+    let convs = |v: &Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|s| s["conv_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let newest = get(&server, "/1.2/rtm/clients/a/service-conversations").await.ok();
+    assert_eq!(convs(&newest), [cid.clone(), cid2.clone()], "{newest}");
+    let old = get(&server, "/1.2/rtm/clients/a/service-conversations?direction=old").await.ok();
+    assert_eq!(convs(&old), [cid2.clone(), cid.clone()], "{old}");
+    let t2 = old[0]["timestamp"].as_i64().unwrap();
+    let older =
+        format!("/1.2/rtm/clients/a/service-conversations?direction=old&conv_id={cid2}&timestamp={t2}");
+    assert_eq!(convs(&get(&server, &older).await.ok()), [cid.clone()]);
+    let one = get(&server, "/1.2/rtm/clients/a/service-conversations?direction=old&limit=1").await.ok();
+    assert_eq!(convs(&one), [cid2.clone()]);
 
     // A broadcast to the subscribers: the documented {msg-id, timestamp}.
     let sent =
@@ -211,6 +228,31 @@ async fn service_conversations_subscribers_targeted_messages_and_broadcasts() {
         ids(&get(&server, &format!("/1.2/rtm/broadcasts?conv_id={cid}")).await.ok()),
         vec![gid.clone()]
     );
+    // Edited through the service conversation: the list shows the new text.
+    let listed = get(&server, &format!("/1.2/rtm/broadcasts?conv_id={cid}")).await.ok();
+    let gt = listed[0]["timestamp"].as_i64().unwrap();
+    let edit = json!({"from_client": "sys", "message": "everyone, edited", "timestamp": gt});
+    call(&server, "PUT", &format!("{svc}/messages/{gid}"), &edit).await.ok();
+    assert_eq!(a.wait_for("edit", is_patch).await.unwrap()["patches"][0]["data"], json!("everyone, edited"));
+    let listed = get(&server, &format!("/1.2/rtm/broadcasts?conv_id={cid}")).await.ok();
+    assert_eq!(listed[0]["data"], json!("everyone, edited"), "{listed}");
+    assert!(listed[0]["patch-timestamp"].as_i64().is_some(), "{listed}");
+    // Recalled in a service conversation: subscribers get the patch, list and history the placeholder.
+    let recall = json!({"from_client": "sys", "timestamp": gt});
+    assert_eq!(call(&server, "PUT", &format!("{svc}/messages/{gid}/recall"), &recall).await.ok(), json!({}));
+    let p = a.wait_for("recall", is_patch).await.unwrap();
+    assert_eq!(
+        (p["patches"][0]["mid"].clone(), p["patches"][0]["recall"].clone()),
+        (json!(gid), json!(true))
+    );
+    let listed = get(&server, &format!("/1.2/rtm/broadcasts?conv_id={cid}")).await.ok();
+    assert_eq!(listed[0]["data"], json!("{\"_lctype\":-127}"), "{listed}");
+    let a_got = get(&server, &format!("{svc}/subscribers/a/messages")).await.ok();
+    let record = a_got.as_array().unwrap().iter().find(|r| r["msg-id"] == json!(gid)).unwrap().clone();
+    assert_eq!(record["data"], json!("{\"_lctype\":-127}"), "{record}");
+    // Someone else cannot recall it.
+    let theirs = json!({"from_client": "a", "timestamp": gt});
+    call(&server, "PUT", &format!("{svc}/messages/{gid}/recall"), &theirs).await.error(400, 4403);
     assert_eq!(
         http(&server, "DELETE", &format!("/1.2/rtm/broadcasts/{gid}"), MASTER, None).await.ok(),
         json!({})

@@ -222,6 +222,17 @@ async fn bad_requests_get_leanclouds_errors_and_cors_follows_the_app() {
     let mut evil = MASTER.to_vec();
     evil.push(("Origin", "https://evil.example"));
     assert_eq!(get(&server, path, &evil).await.header("access-control-allow-origin"), None);
+    // §5.3: the default port may be written out, and localhost pages are always allowed.
+    for origin in ["https://good.example:443", "http://localhost:3000", "http://127.0.0.1:8080"] {
+        let mut h = MASTER.to_vec();
+        h.push(("Origin", origin));
+        assert_eq!(get(&server, path, &h).await.header("access-control-allow-origin"), Some(origin));
+    }
+    for origin in ["http://good.example", "https://good.example:8443", "https://sub.good.example"] {
+        let mut h = MASTER.to_vec();
+        h.push(("Origin", origin));
+        assert_eq!(get(&server, path, &h).await.header("access-control-allow-origin"), None, "{origin}");
+    }
     // other-app allows any origin (no list): its requests are readable from anywhere.
     let other = [("X-LC-Id", "other-app"), ("X-LC-Key", "om,master"), ("Origin", "https://evil.example")];
     assert_eq!(

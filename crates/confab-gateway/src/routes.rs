@@ -30,7 +30,23 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/demo/AV.realtime.js", get(demo_sdk))
         .merge(crate::rest::router(gateway.clone()))
         .merge(crate::console::router())
+        // After every route: the 405 fallback is set on the paths served by then.
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
+}
+
+/// An unrouted path: LeanCloud's error shape, `404 {"code": 404, "error": …}`.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let error = format!("Not Found: no endpoint at {}", uri.path());
+    (StatusCode::NOT_FOUND, axum::Json(json!({"code": 404, "error": error}))).into_response()
+}
+
+/// A served path with another method: `405 {"code": 405, "error": …}` (axum adds the
+/// `Allow` header).
+pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let error = format!("Method Not Allowed: {method} {}", uri.path());
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(json!({"code": 405, "error": error}))).into_response()
 }
 
 /// `GET /metrics`: the Prometheus text exposition. With `metrics_token` set, only for a

@@ -190,6 +190,17 @@ async fn bad_requests_get_leanclouds_errors_and_cors_follows_the_app() {
     let room = call(&server, "POST", "/1.2/rtm/chatrooms", MASTER, &json!({"name": "r"})).await;
     let room = room.body["objectId"].as_str().unwrap().to_owned();
     get(&server, &format!("/1.2/rtm/conversations/{room}/messages"), MASTER).await.error(404, 4303);
+    // Unrouted paths and wrong methods answer in LeanCloud's error shape too.
+    get(&server, "/1.2/rtm/nothing-here", MASTER).await.error(404, 404);
+    get(&server, "/nope", &[]).await.error(404, 404);
+    let wrong = http(&server, "PATCH", path, MASTER, Some("{}")).await;
+    wrong.error(405, 405);
+    assert!(
+        wrong.header("allow").is_some_and(|a| a.contains("GET") && a.contains("POST")),
+        "{:?}",
+        wrong.headers
+    );
+    http(&server, "DELETE", "/1.2/rtm/clients/check-online", MASTER, None).await.error(405, 405);
     // Bad query parameters.
     get(&server, "/1.2/rtm/conversations?where=%7Bnope", MASTER).await.error(400, 107);
     get(&server, "/1.2/rtm/conversations?limit=many", MASTER).await.error(400, 107);
@@ -432,6 +443,10 @@ async fn a_rest_send_reaches_online_members_and_shows_in_history() {
     let other = create(&server, json!({"m": ["b"]})).await;
     let none = get(&server, &format!("/1.2/rtm/clients/b/unread-count?conv_id={other}"), MASTER).await;
     assert_eq!(none.body, json!({"count": 0}));
+    // An unknown conversation is 4303 as everywhere, not a count of 0 (1.1's form too).
+    let unknown = "/1.2/rtm/clients/b/unread-count?conv_id=000000000000000000000000";
+    get(&server, unknown, APP_KEY).await.error(404, 4303);
+    get(&server, "/1.1/rtm/messages/unread/b/000000000000000000000000", MASTER).await.error(404, 4303);
     assert!(a.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty());
 }
 

@@ -437,6 +437,11 @@ impl Engine {
         cid: Option<&str>,
     ) -> Result<i64, ProtocolError> {
         let app = self.backend_app(app_id)?;
+        // An unknown conversation is 4303, as everywhere else, not a count of 0.
+        if let Some(cid) = cid {
+            let kinds = [ConvKind::Normal, ConvKind::Temporary, ConvKind::Transient, ConvKind::System];
+            self.backend_conv(&app, cid, &kinds).await?;
+        }
         let counts = self
             .inner
             .store

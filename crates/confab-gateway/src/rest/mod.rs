@@ -90,6 +90,8 @@ pub(crate) fn router(gateway: Gateway) -> Router<Gateway> {
     let body_limit = gateway.config.frame_bytes;
     routes()
         .router
+        // Set before the layers, so a preflight (`OPTIONS`) still reaches `cors`.
+        .method_not_allowed_fallback(crate::routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(gateway, cors))
 }

@@ -53,7 +53,7 @@ pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: axum::ht
 /// request bearing it (`Authorization: Bearer TOKEN`); 401 otherwise.
 async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
     if let Some(token) = &gateway.config.metrics_token {
-        let given = header_str(&headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+        let given = header_str(&headers, header::AUTHORIZATION).and_then(bearer_token);
         if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
             let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")];
             return (StatusCode::UNAUTHORIZED, challenge, "a bearer token is required\n").into_response();
@@ -72,6 +72,13 @@ async fn healthz(State(gateway): State<Gateway>) -> Response {
         Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable\n").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response(),
     }
+}
+
+/// The token of `Bearer <token>`: the scheme in any case (RFC 7235), then one or more
+/// spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim_start())
 }
 
 /// Compares two secrets in time independent of where they differ.

@@ -1290,3 +1290,56 @@ async fn conversations_written_through_the_storage_api() {
     get(&server, &format!("{classes}/{cid}")).await.error(404, 101);
     call(&server, "DELETE", &format!("{classes}/{cid}"), &json!({})).await.error(404, 4303);
 }
+
+/// The REST quotas of LeanCloud's §6, when configured: message calls, broadcasts to
+/// subscribers and app-wide broadcasts each have their own per-minute count; over it
+/// the call is refused with HTTP 429 before anything is sent, and other apps and other
+/// kinds of calls are unaffected.
+#[tokio::test]
+async fn rest_quotas_refuse_with_429_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let apps = "[[apps]]\nid = \"test-app\"\nkey = \"k\"\nmaster_key = \"m\"\n\
+        [apps.limits]\nrest_messages_per_minute = 2\nrest_subscriber_broadcasts_per_minute = 1\n\
+        rest_app_broadcasts_per_minute = 1\n\
+        [[apps]]\nid = \"other-app\"\nkey = \"ok\"\nmaster_key = \"om\"\n";
+    let server = Server::start_config(dir.path(), apps);
+    let mut b = server.open("b").await;
+    let cid = create(&server, "/1.2/rtm/conversations", json!({"m": ["a", "b"]})).await;
+    let messages = format!("/1.2/rtm/conversations/{cid}/messages");
+    let (mid, t) = rest_send(&server, &messages, json!({"from_client": "a", "message": "1"})).await;
+    // An edit counts as a message call.
+    let edit = json!({"from_client": "a", "message": "1'", "timestamp": t});
+    call(&server, "PUT", &format!("{messages}/{mid}"), &edit).await.ok();
+    let over = call(&server, "POST", &messages, &json!({"from_client": "a", "message": "2"})).await;
+    over.error(429, 429);
+    assert!(over.body["error"].as_str().unwrap().contains("rest_messages_per_minute = 2"), "{}", over.body);
+    // 1.1's send shares the quota; nothing refused was stored or pushed.
+    let legacy = json!({"from_peer": "a", "conv_id": cid, "message": "3", "transient": false});
+    call(&server, "POST", "/1.1/rtm/messages", &legacy).await.error(429, 429);
+    assert_eq!(ids(&get(&server, &messages).await.ok()), vec![mid.clone()]);
+    let got = b.drain(QUIET, is_direct(&cid)).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    // Other calls and other apps are not counted.
+    get(&server, &messages).await.ok();
+    let other = [("X-LC-Id", "other-app"), ("X-LC-Key", "om,master")];
+    let other_conv = http(&server, "POST", "/1.2/rtm/conversations", &other, Some(r#"{"m":["x"]}"#)).await;
+    let other_cid = other_conv.body["objectId"].as_str().unwrap().to_owned();
+    let path = format!("/1.2/rtm/conversations/{other_cid}/messages");
+    for i in 0..3 {
+        let body = json!({"from_client": "x", "message": i.to_string()}).to_string();
+        assert_eq!(http(&server, "POST", &path, &other, Some(&body)).await.status, 200);
+    }
+
+    // Broadcasts have quotas of their own.
+    let svc = create(&server, "/1.2/rtm/service-conversations", json!({"name": "news"})).await;
+    let to_subs = format!("/1.2/rtm/service-conversations/{svc}/broadcasts");
+    let body = json!({"from_client": "sys", "message": "all"});
+    call(&server, "POST", &to_subs, &body).await.ok();
+    call(&server, "POST", &to_subs, &body).await.error(429, 429);
+    let legacy = json!({"from_peer": "sys", "conv_id": svc, "message": "all"});
+    call(&server, "POST", "/1.1/rtm/broadcast/subscriber", &legacy).await.error(429, 429);
+    let global = json!({"from_client": "sys", "conv_id": svc, "message": "everyone"});
+    call(&server, "POST", "/1.2/rtm/broadcasts", &global).await.ok();
+    call(&server, "POST", "/1.2/rtm/broadcasts", &global).await.error(429, 429);
+    call(&server, "POST", "/1.1/rtm/broadcast", &legacy).await.error(429, 429);
+}

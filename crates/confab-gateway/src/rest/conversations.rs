@@ -290,6 +290,7 @@ async fn send(
     family: Family,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::Messages)?;
     let body = json_object(body, false)?;
     let bool_of = |key: &str| match body.get(key) {
         None | Some(Value::Null) => Ok(false),

@@ -147,6 +147,20 @@ impl IntoResponse for RestError {
     }
 }
 
+/// Counts a REST call against the app's per-minute quota of `class` (off unless
+/// configured): over it, HTTP 429 with code 429, naming the limit.
+pub(crate) fn quota(
+    gateway: &Gateway,
+    app_id: &str,
+    class: confab_engine::rate::RestRate,
+) -> Result<(), RestError> {
+    gateway.engine.admit_rest(app_id, class).map_err(|(key, limit)| RestError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: 429,
+        error: format!("Too Many Requests: over the limit {key} = {limit}; try again in the next minute"),
+    })
+}
+
 /// A request body that must be a JSON object; an empty body is `{}` when `empty_ok`.
 pub(crate) fn json_object(
     body: Result<axum::body::Bytes, BytesRejection>,

@@ -170,9 +170,9 @@ async fn service_conversations_subscribers_targeted_messages_and_broadcasts() {
     let t2 = old[0]["timestamp"].as_i64().unwrap();
     let older =
         format!("/1.2/rtm/clients/a/service-conversations?direction=old&conv_id={cid2}&timestamp={t2}");
-    assert_eq!(convs(&get(&server, &older).await.ok()), [cid.clone()]);
+    assert_eq!(convs(&get(&server, &older).await.ok()), [cid.as_str()]);
     let one = get(&server, "/1.2/rtm/clients/a/service-conversations?direction=old&limit=1").await.ok();
-    assert_eq!(convs(&one), [cid2.clone()]);
+    assert_eq!(convs(&one), [cid2.as_str()]);
 
     // A broadcast to the subscribers: the documented {msg-id, timestamp}.
     let sent =

@@ -1294,7 +1294,7 @@ async fn conversations_written_through_the_storage_api() {
 /// The REST quotas of LeanCloud's §6, when configured: message calls, broadcasts to
 /// subscribers and app-wide broadcasts each have their own per-minute count; over it
 /// the call is refused with HTTP 429 before anything is sent, and other apps and other
-/// kinds of calls are unaffected.
+/// kinds of calls are unaffected. Counted per node.
 #[tokio::test]
 async fn rest_quotas_refuse_with_429_when_configured() {
     let dir = tempfile::tempdir().unwrap();
@@ -1303,19 +1303,26 @@ async fn rest_quotas_refuse_with_429_when_configured() {
         rest_app_broadcasts_per_minute = 1\n\
         [[apps]]\nid = \"other-app\"\nkey = \"ok\"\nmaster_key = \"om\"\n";
     let server = Server::start_config(dir.path(), apps);
+    // Quotas count per node: the counted calls all go to the first one.
+    let node = server.node_https()[0].clone();
+    let at = |method: &'static str, path: String, body: Value| {
+        let node = node.clone();
+        async move { http_to(&node, method, &path, MASTER, Some(&body.to_string())).await }
+    };
     let mut b = server.open("b").await;
     let cid = create(&server, "/1.2/rtm/conversations", json!({"m": ["a", "b"]})).await;
     let messages = format!("/1.2/rtm/conversations/{cid}/messages");
-    let (mid, t) = rest_send(&server, &messages, json!({"from_client": "a", "message": "1"})).await;
+    let sent = at("POST", messages.clone(), json!({"from_client": "a", "message": "1"})).await.ok();
+    let (mid, t) = (sent["msg-id"].as_str().unwrap().to_owned(), sent["timestamp"].as_i64().unwrap());
     // An edit counts as a message call.
     let edit = json!({"from_client": "a", "message": "1'", "timestamp": t});
-    call(&server, "PUT", &format!("{messages}/{mid}"), &edit).await.ok();
-    let over = call(&server, "POST", &messages, &json!({"from_client": "a", "message": "2"})).await;
+    at("PUT", format!("{messages}/{mid}"), edit).await.ok();
+    let over = at("POST", messages.clone(), json!({"from_client": "a", "message": "2"})).await;
     over.error(429, 429);
     assert!(over.body["error"].as_str().unwrap().contains("rest_messages_per_minute = 2"), "{}", over.body);
     // 1.1's send shares the quota; nothing refused was stored or pushed.
     let legacy = json!({"from_peer": "a", "conv_id": cid, "message": "3", "transient": false});
-    call(&server, "POST", "/1.1/rtm/messages", &legacy).await.error(429, 429);
+    at("POST", "/1.1/rtm/messages".into(), legacy).await.error(429, 429);
     assert_eq!(ids(&get(&server, &messages).await.ok()), vec![mid.clone()]);
     let got = b.drain(QUIET, is_direct(&cid)).await.unwrap();
     assert_eq!(got.len(), 1, "{got:?}");
@@ -1334,12 +1341,12 @@ async fn rest_quotas_refuse_with_429_when_configured() {
     let svc = create(&server, "/1.2/rtm/service-conversations", json!({"name": "news"})).await;
     let to_subs = format!("/1.2/rtm/service-conversations/{svc}/broadcasts");
     let body = json!({"from_client": "sys", "message": "all"});
-    call(&server, "POST", &to_subs, &body).await.ok();
-    call(&server, "POST", &to_subs, &body).await.error(429, 429);
+    at("POST", to_subs.clone(), body.clone()).await.ok();
+    at("POST", to_subs, body).await.error(429, 429);
     let legacy = json!({"from_peer": "sys", "conv_id": svc, "message": "all"});
-    call(&server, "POST", "/1.1/rtm/broadcast/subscriber", &legacy).await.error(429, 429);
+    at("POST", "/1.1/rtm/broadcast/subscriber".into(), legacy.clone()).await.error(429, 429);
     let global = json!({"from_client": "sys", "conv_id": svc, "message": "everyone"});
-    call(&server, "POST", "/1.2/rtm/broadcasts", &global).await.ok();
-    call(&server, "POST", "/1.2/rtm/broadcasts", &global).await.error(429, 429);
-    call(&server, "POST", "/1.1/rtm/broadcast", &legacy).await.error(429, 429);
+    at("POST", "/1.2/rtm/broadcasts".into(), global.clone()).await.ok();
+    at("POST", "/1.2/rtm/broadcasts".into(), global).await.error(429, 429);
+    at("POST", "/1.1/rtm/broadcast".into(), legacy).await.error(429, 429);
 }

@@ -1246,6 +1246,11 @@ async fn conversations_written_through_the_storage_api() {
         json!(["a", "c"])
     );
 
+    // Nothing to change (an SDK saving an unchanged object): answered, nothing pushed.
+    let same =
+        call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"ACL": {"*": {"read": true}}})).await.ok();
+    assert!(same["updatedAt"].as_str().is_some_and(|u| u.ends_with('Z')), "{same}");
+    assert!(c.drain(QUIET, is_conv("updated")).await.unwrap().is_empty());
     // Plain fields are an attribute update, pushed as `updated`.
     call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"name": "new", "attr.y": 2})).await.ok();
     c.wait_for("updated", is_conv("updated")).await.unwrap();
@@ -1281,6 +1286,7 @@ async fn conversations_written_through_the_storage_api() {
     call(&server, "POST", classes, &json!({"tr": "yes"})).await.error(400, 107);
     call(&server, "PUT", &format!("{classes}/nope"), &json!({"name": "x"})).await.error(404, 4303);
     call(&server, "PUT", &format!("{classes}/nope"), &add).await.error(404, 4303);
+    call(&server, "PUT", &format!("{classes}/nope"), &json!({})).await.error(404, 4303);
     call(&server, "POST", "/1.1/classes/_SysMessage", &json!({})).await.error(403, 119);
     call(&server, "POST", "/1.1/classes/_User", &json!({})).await.error(404, 101);
     get(&server, &format!("{classes}/nope")).await.error(404, 101);

@@ -210,7 +210,7 @@ const STORED_KINDS: &[ConvKind] = &[ConvKind::Normal, ConvKind::Transient, ConvK
 
 /// Keys of a `_Conversation` row the server keeps: not writable by `PUT`.
 const SERVER_KEYS: &[&str] =
-    &["objectId", "createdAt", "updatedAt", "c", "mu", "tr", "sys", "unique", "uniqueId", "lm", "ACL"];
+    &["objectId", "createdAt", "updatedAt", "c", "mu", "tr", "sys", "unique", "uniqueId", "lm"];
 
 /// Only `_Conversation` is written through the class API: 404 (101) for a class
 /// Confab does not serve, 403 (119) for the other IM classes, which are views.
@@ -283,7 +283,8 @@ async fn create_conversation(
         (false, true) => ConvKind::System,
         (false, false) => ConvKind::Normal,
     };
-    for key in SERVER_KEYS {
+    // An `ACL` is dropped: Confab has none (the master key writes, members read).
+    for key in SERVER_KEYS.iter().chain(&["ACL"]) {
         body.remove(*key);
     }
     let new = AdminConversation { creator, members, unique, attrs: body };
@@ -308,14 +309,23 @@ async fn update_conversation(
     let caller = authenticate(&gateway, &headers)?.require_master()?;
     let mut attrs = super::json_object(body, false)?;
     let members = attrs.remove("m").map(|m| members_op(m, false)).transpose()?;
+    attrs.remove("ACL");
     if let Some(key) = SERVER_KEYS.iter().find(|k| attrs.contains_key(**k)) {
         return Err(RestError::bad_request(format!("{key} is kept by the server and cannot be set")));
     }
-    // Unknown ids are 404 before anything changes.
     let mut updated = None;
-    if !attrs.is_empty() || members.is_none() {
+    if !attrs.is_empty() {
         updated =
             Some(gateway.engine.admin_update_conversation(&caller.app_id, STORED_KINDS, &cid, attrs).await?);
+    } else if members.is_none() {
+        // Nothing to change (an SDK saving an unchanged object): no update, no push.
+        let query =
+            ClassQuery { where_: Some(json!({"objectId": cid})), order: None, skip: 0, limit: Some(1) };
+        let (rows, _) = gateway.engine.class_query(&caller.app_id, ImClass::Conversation, query).await?;
+        let row = rows.into_iter().next().ok_or_else(|| {
+            RestError::new(StatusCode::NOT_FOUND, 4303, format!("CONVERSATION_NOT_FOUND: {cid}"))
+        })?;
+        return Ok(axum::Json(json!({"objectId": cid, "updatedAt": row["updatedAt"]})).into_response());
     }
     let mut answer = json!({"objectId": cid});
     if let Some((ids, add)) = members {

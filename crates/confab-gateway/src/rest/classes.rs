@@ -225,8 +225,8 @@ fn writable(name: &str) -> Result<(), RestError> {
     }
 }
 
-/// What `m` asks for: `Some((ids, add))` for an `Add`/`AddUnique` (`true`) or
-/// `Remove` (`false`) operation, or a plain array when `plain_ok` (as `Add`).
+/// What `m` asks for: `(ids, add)`, `add` true for an `Add`/`AddUnique` and false for a
+/// `Remove` operation; a plain array counts as `Add` when `plain_ok`.
 fn members_op(m: Value, plain_ok: bool) -> Result<(Vec<String>, bool), RestError> {
     let ids = |v: &Value| -> Option<Vec<String>> {
         v.as_array()?.iter().map(|i| i.as_str().map(str::to_owned)).collect()

@@ -32,6 +32,19 @@ NOTIFS = {
     "required": ["hasMore", "notifications"],
 }
 
+NO_PUSH = "Accepted and ignored: Confab sends no mobile push notifications."
+
+
+def ignored(schema, why):
+    """A field the server accepts and ignores, saying so."""
+    return {**schema, "description": "Accepted and ignored: " + why}
+
+
+NO_SYNC = ignored({"type": "boolean"}, "in a conversation the sender's other sessions always get the message, "
+                  "in a chat room never.")
+PRIORITY = ignored({"type": "string"}, "messages are delivered in order, without priorities.")
+PUSH_DATA = {"description": NO_PUSH}
+
 CLIENT_IDS = {"type": "object", "properties": {"client_ids": {"type": "array", "items": {"type": "string"}}},
               "required": ["client_ids"]}
 SEND = {
@@ -40,26 +53,61 @@ SEND = {
         "from_client": {"type": "string"},
         "message": {"type": "string"},
         "transient": {"type": "boolean"},
-        "no_sync": {"type": "boolean"},
-        "push_data": ANY,
-        "priority": {"type": "string"},
+        "no_sync": NO_SYNC,
+        "push_data": PUSH_DATA,
+        "priority": PRIORITY,
         "mention_all": {"type": "boolean"},
         "mention_client_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
     },
     "required": ["from_client", "message"],
 }
-PATCH = {
+# An edit needs the new body; a recall does not take one. to_clients: service conversations only.
+EDIT = {
     "type": "object",
     "properties": {
         "from_client": {"type": "string"},
         "message": {"type": "string"},
-        "timestamp": {"type": "integer"},
-        "to_clients": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+        "timestamp": {"type": "integer", "description": "the message's own timestamp (ms)"},
     },
-    "required": ["from_client", "timestamp"],
+    "required": ["from_client", "message", "timestamp"],
 }
+RECALL = {"type": "object", "properties": {k: v for k, v in EDIT["properties"].items() if k != "message"},
+          "required": ["from_client", "timestamp"]}
+TO_CLIENTS = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 20,
+              "description": "the recipients of a targeted message being changed"}
+SERVICE_EDIT = {**EDIT, "properties": {**EDIT["properties"], "to_clients": TO_CLIENTS}}
+SERVICE_RECALL = {**RECALL, "properties": {**RECALL["properties"], "to_clients": TO_CLIENTS}}
 ATTRS = {"type": "object", "additionalProperties": True}
-LEGACY = {"type": "object", "additionalProperties": True}
+
+# The 1.1 calls take their parameters from the JSON body or the query string; the body form:
+PEERS = {"oneOf": [{"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 20},
+                   {"type": "string", "description": "comma-separated client ids"}]}
+
+
+def legacy(required, **props):
+    return {"type": "object", "properties": props, "required": list(required)}
+
+
+L_SEND = legacy(["from_peer", "conv_id", "message"], from_peer={"type": "string"}, conv_id={"type": "string"},
+                message={"type": "string"},
+                transient={"type": "boolean", "description": "default true (1.1's default)"},
+                to_peers={**PEERS, "description": "a service conversation's targeted recipients"},
+                no_sync=NO_SYNC, push_data=PUSH_DATA, priority=PRIORITY)
+L_PATCH = legacy(["from_peer", "conv_id", "msg_id"], from_peer={"type": "string"}, conv_id={"type": "string"},
+                 msg_id={"type": "string"}, timestamp={"type": "integer"},
+                 message={"type": "string", "description": "the new body (required unless recall)"},
+                 recall={"type": "boolean"}, to_peers=PEERS)
+L_BROADCAST = legacy(["from_peer", "conv_id", "message"], from_peer={"type": "string"}, conv_id={"type": "string"},
+                     message={"type": "string"},
+                     valid_till=ignored({"type": "integer"}, "a broadcast stays listed until deleted."),
+                     push=PUSH_DATA, transient={"type": "boolean"})
+L_BROADCAST_SUB = legacy(["from_peer", "conv_id", "message"], from_peer={"type": "string"},
+                         conv_id={"type": "string"}, message={"type": "string"}, push=PUSH_DATA)
+L_SUBSCRIPTION = legacy(["conv_id", "client_id"], conv_id={"type": "string"}, client_id={"type": "string"})
+L_SILENCE = legacy(["conv_id", "client_id", "ttl"], conv_id={"type": "string"}, client_id={"type": "string"},
+                   ttl={"type": "integer", "minimum": 1, "maximum": 86400})
+L_ONLINE = legacy(["peers"], peers=PEERS)
+L_KICK = legacy(["client_id"], client_id={"type": "string"}, reason={"type": "string"})
 
 HISTORY_PARAMS = ["timestamp", "msgid", "till_timestamp", "till_msgid", "include_start", "include_stop",
                   "reversed", "limit", "client_id", "nonce", "signature_ts", "signature", "max_ts"]
@@ -81,9 +129,9 @@ for base, what in [("/1.2/rtm/conversations", "conversation"), ("/1.2/rtm/chatro
     op("delete", base + "/{cid}", f"Delete a {what} with its history")
     op("post", base + "/{cid}/messages", f"Send a message to a {what} as any client", body=SEND, response=SENT)
     op("get", base + "/{cid}/messages", f"A {what}'s history", HISTORY_PARAMS, response=RECORDS)
-    op("put", base + "/{cid}/messages/{mid}", "Edit a message", body=PATCH)
+    op("put", base + "/{cid}/messages/{mid}", "Edit a message", body=EDIT)
     op("delete", base + "/{cid}/messages/{mid}", "Delete the server's copy of a message", ["from_client", "timestamp"])
-    op("put", base + "/{cid}/messages/{mid}/recall", "Recall a message", body=PATCH)
+    op("put", base + "/{cid}/messages/{mid}/recall", "Recall a message", body=RECALL)
     op("post", base + "/{cid}/temporary-silenceds", "Silence a client for ttl seconds (<= 24 h)",
        body={"type": "object", "properties": {"client_id": {"type": "string"}, "ttl": {"type": "integer"}},
              "required": ["client_id", "ttl"]})
@@ -130,21 +178,23 @@ op("delete", S + "/{cid}/subscribers/{client}/messages/{mid}", "Delete a message
    ["from_client", "timestamp"])
 op("post", S + "/{cid}/broadcasts", "Send to every subscriber",
    body={"type": "object", "properties": {"from_client": {"type": "string"}, "message": {"type": "string"},
-                                          "push": ANY}, "required": ["from_client", "message"]}, response=SENT)
+                                          "push": PUSH_DATA}, "required": ["from_client", "message"]}, response=SENT)
 op("post", S + "/{cid}/messages", "Send to given clients (targeted)",
-   body={**SEND, "required": ["from_client", "message", "to_clients"],
-         "properties": {**SEND["properties"], "to_clients": {"type": "array", "items": {"type": "string"},
-                                                             "minItems": 1, "maxItems": 20}}}, response=SENT)
-op("put", S + "/{cid}/messages/{mid}", "Edit a broadcast or targeted message", body=PATCH)
-op("put", S + "/{cid}/messages/{mid}/recall", "Recall a broadcast or targeted message", body=PATCH)
+   body={"type": "object", "required": ["from_client", "message", "to_clients"],
+         "properties": {**{k: v for k, v in SEND["properties"].items() if not k.startswith("mention_")},
+                        "to_clients": {"type": "array", "items": {"type": "string"},
+                                       "minItems": 1, "maxItems": 20}}}, response=SENT)
+op("put", S + "/{cid}/messages/{mid}", "Edit a broadcast or targeted message", body=SERVICE_EDIT)
+op("put", S + "/{cid}/messages/{mid}/recall", "Recall a broadcast or targeted message", body=SERVICE_RECALL)
 op("get", S + "/{cid}/blacklists", "Page of blacklisted clients", ["limit", "next"], response=IDS_PAGE)
 op("post", S + "/{cid}/blacklists", "Blacklist clients (unsubscribes them)", body=CLIENT_IDS)
 op("delete", S + "/{cid}/blacklists", "Lift blacklisting", body=CLIENT_IDS)
 
 op("post", "/1.2/rtm/broadcasts", "Broadcast to every client of the app",
    body={"type": "object", "properties": {"from_client": {"type": "string"}, "conv_id": {"type": "string"},
-                                          "message": {"type": "string"}, "valid_till": {"type": "integer"},
-                                          "push": ANY, "transient": {"type": "boolean"}},
+                                          "message": {"type": "string"},
+                                          "valid_till": L_BROADCAST["properties"]["valid_till"],
+                                          "push": PUSH_DATA, "transient": {"type": "boolean"}},
          "required": ["from_client", "conv_id", "message"]}, response=SENT)
 op("get", "/1.2/rtm/broadcasts", "App-wide broadcasts of a service conversation", ["conv_id", "limit", "skip"],
    response=RECORDS)
@@ -194,15 +244,15 @@ op("put", L + "/messages/logs", "Edit a message as the 1.2 edit does (a history 
                                           "data": {"type": "string"}},
          "required": ["conv-id", "msg-id", "from", "data"], "additionalProperties": True})
 op("delete", L + "/messages/logs", "Delete a record", ["convid", "msgid", "timestamp"])
-op("post", L + "/messages", "Send (transient unless told otherwise; to_peers: targeted)", body=LEGACY, response=SENT)
-op("post", L + "/patch/message", "Edit or recall", body=LEGACY)
+op("post", L + "/messages", "Send (transient unless told otherwise; to_peers: targeted)", body=L_SEND, response=SENT)
+op("post", L + "/patch/message", "Edit or recall", body=L_PATCH)
 op("get", L + "/messages/unread/{client}", "Unread messages", response=COUNT, key="app")
 op("get", L + "/messages/unread/{client}/{cid}", "Unread messages in a conversation", response=COUNT, key="app")
-op("post", L + "/broadcast", "Broadcast to every client of the app", body=LEGACY, response=SENT)
+op("post", L + "/broadcast", "Broadcast to every client of the app", body=L_BROADCAST, response=SENT)
 op("get", L + "/broadcast", "App-wide broadcasts", ["conv_id", "limit", "skip"], response=RECORDS)
 op("delete", L + "/broadcast", "Delete an app-wide broadcast", ["mid"])
-op("post", L + "/broadcast/subscriber", "Send to every subscriber", body=LEGACY, response=SENT)
-op("post", L + "/conversation/subscription", "Subscribe", body=LEGACY)
+op("post", L + "/broadcast/subscriber", "Send to every subscriber", body=L_BROADCAST_SUB, response=SENT)
+op("post", L + "/conversation/subscription", "Subscribe", body=L_SUBSCRIPTION)
 op("delete", L + "/conversation/subscription", "Unsubscribe", ["conv_id", "client_id"])
 op("get", L + "/conversation/subscription", "A client's subscriptions",
    ["client_id", "conv_id", "timestamp", "limit", "direction"], response=SUBS)
@@ -210,13 +260,13 @@ op("get", L + "/conversation/subscribers", "Subscribers", ["conv_id", "client_id
 op("get", L + "/conversation/subscribers/count", "How many subscribers", ["conv_id"], response=COUNT)
 op("get", L + "/conversation/subscribed", "Whether a client subscribes", ["conv_id", "client_id"],
    response={"type": "boolean"})
-op("post", L + "/conversation/blacklist", "Temporary silence (1.1's blacklist)", body=LEGACY)
+op("post", L + "/conversation/blacklist", "Temporary silence (1.1's blacklist)", body=L_SILENCE)
 op("delete", L + "/conversation/blacklist", "Lift a temporary silence", ["conv_id", "client_id"])
 op("get", L + "/transient_group/onlines", "Clients in a chat room now", ["gid"], response=RESULT_COUNT, key="app")
 op("get", L + "/transient_group/members", "Up to 50 clients in a chat room", ["gid"], response=RESULT_LIST,
    key="app")
-op("post", L + "/online", "Which peers are online (<= 20)", body=LEGACY, response=RESULTS)
-op("post", L + "/client/kick", "End a client's sessions (4115)", body=LEGACY)
+op("post", L + "/online", "Which peers are online (<= 20)", body=L_ONLINE, response=RESULTS)
+op("post", L + "/client/kick", "End a client's sessions (4115)", body=L_KICK)
 for prefix, what in [("/1.1/classes", "Query"), ("/1.1/scan/classes", "Scan (cursor paging)")]:
     params = ["where", "order", "skip", "limit", "keys", "count"] if what == "Query" else ["where", "limit", "cursor", "keys"]
     response = RESULTS if what == "Query" else {
@@ -227,6 +277,24 @@ for prefix, what in [("/1.1/classes", "Query"), ("/1.1/scan/classes", "Scan (cur
        f"{what} an IM class: _Conversation, _ConversationMemberInfo (also a member's own session with "
        "X-LC-IM-Session-Token and client_id) or _SysMessage", params + (["client_id"] if what == "Query" else []),
        response=response)
+MEMBERS_OP = {"type": "object", "properties": {
+    "__op": {"type": "string", "enum": ["Add", "AddUnique", "Remove"]},
+    "objects": {"type": "array", "items": {"type": "string"}, "minItems": 1}}, "required": ["__op", "objects"]}
+CONV_ROW = {"type": "object", "additionalProperties": True, "properties": {
+    "name": {"type": "string"}, "c": {"type": "string"}, "tr": {"type": "boolean"}, "sys": {"type": "boolean"},
+    "unique": {"type": "boolean"},
+    "m": {"oneOf": [{"type": "array", "items": {"type": "string"}}, MEMBERS_OP]}}}
+op("post", "/1.1/classes/{class}",
+   "Create a _Conversation as POST /1.2/rtm/conversations does (tr: a chat room, sys: a service conversation; "
+   "m: an array or an Add/AddUnique operation); the other classes are read-only (403, 119)",
+   ["fetchWhenSave"], body=CONV_ROW, status=201)
+op("get", "/1.1/classes/{class}/{id}", "One row of an IM class", ["keys"])
+op("put", "/1.1/classes/{class}/{id}",
+   "Update a _Conversation: attributes as PUT /1.2/rtm/conversations/{cid}, m as an "
+   "Add/AddUnique/Remove operation (the members calls)", ["fetchWhenSave"],
+   body={"type": "object", "additionalProperties": True,
+         "properties": {"name": {"type": "string"}, "m": MEMBERS_OP}}, response=UPDATED)
+op("delete", "/1.1/classes/{class}/{id}", "Delete a _Conversation with its history")
 op("get", L + "/notifications", "Conversations joined since start_ts (X-LC-IM-Session-Token)",
    ["client_id", "start_ts", "notification_type"], response=NOTIFS, key="app")
 

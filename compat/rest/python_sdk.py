@@ -6,6 +6,9 @@ The SDK's realtime helpers call the legacy 1.1 endpoints: `Conversation.send` an
 /1.1/rtm/messages/history, with `max_ts` as a float and `reversed=True`). It reaches
 Confab through LEANCLOUD_API_SERVER and authenticates with X-AVOSCloud-Master-Key.
 
+`Conversation().save()`, `add_member`, `remove("m", …)`, `fetch()` and `destroy()` write
+and read `_Conversation` through the storage API (/1.1/classes/_Conversation).
+
 Usage: python_sdk.py URL APP_ID MASTER_KEY. Prints "N passed, M failed".
 """
 
@@ -87,6 +90,35 @@ check("Conversation.send with to_clients is a targeted message", [m["data"] for 
 sys_conv.broadcast("sys", "to everyone", valid_till=int(time.time() * 1000) + 3_600_000)
 listed = rest("GET", f"/1.2/rtm/broadcasts?conv_id={svc}")
 check("Conversation.broadcast is an app-wide broadcast", [m["data"] for m in listed] == ["to everyone"], listed)
+
+# The storage API's _Conversation (§3.8): Conversation().save(), add_member, remove, fetch, destroy.
+saved = leancloud.Conversation("py-saved")
+saved.add_member("alice")
+saved.add_member("bob")
+saved.save()
+check("Conversation().save() creates through /1.1/classes/_Conversation", bool(saved.id) and
+      rest("GET", f"/1.2/rtm/conversations/{saved.id}/members")["result"] == ["alice", "bob"], saved.id)
+saved.add_member("carol")
+saved.save()
+saved.remove("m", "alice")
+saved.set("topic", "py")
+saved.save()
+members = rest("GET", f"/1.2/rtm/conversations/{saved.id}/members")["result"]
+check("add_member and remove('m', …) change the members", members == ["bob", "carol"], members)
+fetched = leancloud.Conversation.create_without_data(saved.id)
+fetched.fetch()
+check("fetch() reads the row", fetched.name == "py-saved" and fetched.get("topic") == "py"
+      and fetched.members == ["bob", "carol"], fetched.dump())
+room = leancloud.Conversation("py-room", is_transient=True)
+room.save()
+check("Conversation(is_transient=True) is a chat room",
+      rest("GET", f"/1.2/rtm/chatrooms/{room.id}/members")["result"] == [])
+saved.destroy()
+try:
+    leancloud.Conversation.create_without_data(saved.id).fetch()
+    check("destroy() deletes the conversation", False, "still there")
+except leancloud.LeanCloudError as e:
+    check("destroy() deletes the conversation", e.code == 101, e)
 
 # Errors come back as LeanCloudError with LeanCloud's code.
 try:

@@ -2,7 +2,8 @@
 # The REST API against the real confab binary, with two PyPI packages installed by pip
 # into a venv (compat/rest/.venv, versions pinned below):
 #   1. LeanCloud's unmodified Python SDK (`leancloud`), whose realtime helpers call the
-#      legacy /1.1/rtm endpoints (python_sdk.py);
+#      legacy /1.1/rtm endpoints and whose Conversation class writes _Conversation through
+#      the storage API (python_sdk.py);
 #   2. schemathesis: requests generated from docs/openapi.json; every answer must be no
 #      5xx, a documented status, JSON, and match its documented schema. Bounded: a few
 #      examples per operation and --max-time.

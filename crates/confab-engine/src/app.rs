@@ -118,24 +118,102 @@ impl AppConfig {
         }
     }
 
-    /// Whether a browser page from `origin` may connect. Requests without an Origin
+    /// Whether a browser page from `origin` may connect or call the REST API, as
+    /// LeanCloud's secure domains (REST export §5.3): scheme, host and port must match
+    /// an entry exactly, a default port may be left out (`https://x` is
+    /// `https://x:443`), and pages on the developer's own machine (`localhost`,
+    /// `127.0.0.1`, `[::1]`, any port) are always allowed. Requests without an Origin
     /// header (native apps, servers) are not browsers and are always allowed.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        match origin {
-            None => true,
-            Some(o) => {
-                self.allowed_origins.is_empty()
-                    || self.allowed_origins.iter().any(|a| {
-                        a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(o.trim_end_matches('/'))
-                    })
-            }
+        let Some(o) = origin else { return true };
+        if self.allowed_origins.is_empty() || self.allowed_origins.iter().any(|a| a == "*") {
+            return true;
         }
+        match Origin::parse(o) {
+            Some(given) => {
+                given.is_loopback()
+                    || self.allowed_origins.iter().any(|a| Origin::parse(a).is_some_and(|a| a == given))
+            }
+            // Not `scheme://host[:port]` (`null`, a file page): only an entry spelled the same.
+            None => self.allowed_origins.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o)),
+        }
+    }
+}
+
+/// An origin as browsers send it, compared by scheme, host and port.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// `scheme://host[:port]` (a trailing `/` is tolerated in configured entries), with
+    /// the scheme's default port when none is given; `None` for anything else.
+    fn parse(s: &str) -> Option<Origin> {
+        let (scheme, rest) = s.trim().trim_end_matches('/').split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default = match scheme.as_str() {
+            "http" | "ws" => 80,
+            "https" | "wss" => 443,
+            _ => return None,
+        };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6.split_once(']')?;
+            (format!("[{host}]"), after)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, _)) => (host.to_owned(), rest.get(host.len()..).unwrap_or("")),
+                None => (rest.to_owned(), ""),
+            }
+        };
+        let port = match port {
+            "" => default,
+            p => p.strip_prefix(':')?.parse::<u16>().ok()?,
+        };
+        if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+            return None;
+        }
+        Some(Origin { scheme, host: host.to_ascii_lowercase(), port })
+    }
+
+    fn is_loopback(&self) -> bool {
+        matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_match_by_scheme_host_and_port_and_localhost_always_passes() {
+        let mut app = AppConfig::new("a", "k", "m");
+        app.allowed_origins = vec!["https://Chat.Example.com/".into(), "http://dev.example.com:8080".into()];
+        let ok = |o: &str| app.origin_allowed(Some(o));
+        assert!(
+            ok("https://chat.example.com")
+                && ok("https://chat.example.com:443")
+                && ok("HTTPS://CHAT.example.com")
+        );
+        assert!(ok("http://dev.example.com:8080"));
+        assert!(!ok("http://chat.example.com") && !ok("https://chat.example.com:8443"));
+        assert!(!ok("https://evil.chat.example.com") && !ok("https://chat.example.com.evil.net"));
+        assert!(!ok("http://dev.example.com") && !ok("http://dev.example.com:80"));
+        assert!(!ok("null") && !ok("https://chat.example.com@evil.net"));
+        for local in
+            ["http://localhost", "http://localhost:3000", "https://127.0.0.1:8443", "http://[::1]:5173"]
+        {
+            assert!(ok(local), "{local}");
+        }
+        assert!(!ok("http://localhost.evil.net"));
+        assert!(app.origin_allowed(None));
+        app.allowed_origins = vec!["http://example.com:80".into()];
+        assert!(app.origin_allowed(Some("http://example.com")));
+        app.allowed_origins = vec!["*".into()];
+        assert!(app.origin_allowed(Some("https://anything.example")));
+    }
 
     #[test]
     fn a_partial_signature_table_keeps_the_default_window() {

@@ -216,6 +216,11 @@ pub(crate) fn query_doc(
         doc.insert("temp".into(), json!(true));
     }
     doc.insert("unique".into(), json!(record.unique_key.is_some()));
+    if record.kind == ConvKind::Normal
+        && let Some(key) = &record.unique_key
+    {
+        doc.insert("uniqueId".into(), json!(unique_id(key)));
+    }
     doc.insert("conv_type".into(), json!(record.kind as i64));
     doc.insert("createdAt".into(), json!(record.created_at));
     doc.insert("updatedAt".into(), json!(record.updated_at));
@@ -287,6 +292,15 @@ pub(crate) fn apply_attributes(
         }
     }
     Ok(())
+}
+
+/// A unique conversation's `uniqueId` (LeanCloud's rows carry one): 32 hex digits of
+/// SHA-1 over its member set, so the same members always give the same id.
+pub fn unique_id(key: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let mut id = hex::encode(Sha1::digest(key.as_bytes()));
+    id.truncate(32);
+    id
 }
 
 /// The canonical member set of a unique conversation.

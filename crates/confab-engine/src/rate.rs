@@ -1,4 +1,5 @@
-//! Per-session rate limits (off by default; protocol §6.24 lists LeanCloud's quotas).
+//! Per-session rate limits, and the app's REST quotas per node (off by default;
+//! protocol §6.24 and the REST export §6 list LeanCloud's quotas).
 
 /// What a request counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +12,17 @@ pub enum RateClass {
     Op,
 }
 
+/// What a REST call counts against (the app's `rest_…_per_minute` limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestRate {
+    /// Sends, edits and recalls.
+    Messages,
+    /// Broadcasts to a service conversation's subscribers.
+    SubscriberBroadcasts,
+    /// App-wide broadcasts.
+    AppBroadcasts,
+}
+
 /// Counters for the current one-minute window.
 #[derive(Debug, Default)]
 pub struct RateWindow {
@@ -21,6 +33,15 @@ pub struct RateWindow {
 impl RateWindow {
     /// Counts one request; `false` when it exceeds `limit` (0 = unlimited).
     pub fn admit(&mut self, class: RateClass, limit: u32, now_ms: i64) -> bool {
+        self.admit_slot(class as usize, limit, now_ms)
+    }
+
+    /// Counts one REST call; `false` when it exceeds `limit` (0 = unlimited).
+    pub fn admit_rest(&mut self, class: RestRate, limit: u32, now_ms: i64) -> bool {
+        self.admit_slot(class as usize, limit, now_ms)
+    }
+
+    fn admit_slot(&mut self, slot: usize, limit: u32, now_ms: i64) -> bool {
         if limit == 0 {
             return true;
         }
@@ -28,7 +49,7 @@ impl RateWindow {
             self.start_ms = now_ms;
             self.counts = [0; 3];
         }
-        let slot = &mut self.counts[class as usize];
+        let Some(slot) = self.counts.get_mut(slot) else { return true };
         if *slot >= limit {
             return false;
         }

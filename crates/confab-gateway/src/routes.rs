@@ -30,14 +30,30 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/demo/AV.realtime.js", get(demo_sdk))
         .merge(crate::rest::router(gateway.clone()))
         .merge(crate::console::router())
+        // After every route: the 405 fallback is set on the paths served by then.
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
+}
+
+/// An unrouted path: LeanCloud's error shape, `404 {"code": 404, "error": …}`.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let error = format!("Not Found: no endpoint at {}", uri.path());
+    (StatusCode::NOT_FOUND, axum::Json(json!({"code": 404, "error": error}))).into_response()
+}
+
+/// A served path with another method: `405 {"code": 405, "error": …}` (axum adds the
+/// `Allow` header).
+pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let error = format!("Method Not Allowed: {method} {}", uri.path());
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(json!({"code": 405, "error": error}))).into_response()
 }
 
 /// `GET /metrics`: the Prometheus text exposition. With `metrics_token` set, only for a
 /// request bearing it (`Authorization: Bearer TOKEN`); 401 otherwise.
 async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
     if let Some(token) = &gateway.config.metrics_token {
-        let given = header_str(&headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+        let given = header_str(&headers, header::AUTHORIZATION).and_then(bearer_token);
         if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
             let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")];
             return (StatusCode::UNAUTHORIZED, challenge, "a bearer token is required\n").into_response();
@@ -56,6 +72,13 @@ async fn healthz(State(gateway): State<Gateway>) -> Response {
         Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable\n").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response(),
     }
+}
+
+/// The token of `Bearer <token>`: the scheme in any case (RFC 7235), then one or more
+/// spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim_start())
 }
 
 /// Compares two secrets in time independent of where they differ.

@@ -243,6 +243,15 @@ async fn metrics_token_guards_the_endpoint() {
     let (status, body) = get(&server, "/metrics", &[("Authorization", "Bearer s3cret")]).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("# TYPE confab_sessions gauge\n"), "{body}");
+    // The scheme is case-insensitive (RFC 7235): Prometheus and curl users write it either way.
+    for header in ["bearer s3cret", "BEARER s3cret", "Bearer  s3cret"] {
+        let (status, _) = get(&server, "/metrics", &[("Authorization", header)]).await;
+        assert_eq!(status, 200, "{header}");
+    }
+    for header in ["Basic s3cret", "Bearers3cret", "s3cret", "Bearer"] {
+        let (status, _) = get(&server, "/metrics", &[("Authorization", header)]).await;
+        assert_eq!(status, 401, "{header}");
+    }
 }
 
 /// Every `confab_…` identifier in a PromQL string.

@@ -190,6 +190,17 @@ async fn bad_requests_get_leanclouds_errors_and_cors_follows_the_app() {
     let room = call(&server, "POST", "/1.2/rtm/chatrooms", MASTER, &json!({"name": "r"})).await;
     let room = room.body["objectId"].as_str().unwrap().to_owned();
     get(&server, &format!("/1.2/rtm/conversations/{room}/messages"), MASTER).await.error(404, 4303);
+    // Unrouted paths and wrong methods answer in LeanCloud's error shape too.
+    get(&server, "/1.2/rtm/nothing-here", MASTER).await.error(404, 404);
+    get(&server, "/nope", &[]).await.error(404, 404);
+    let wrong = http(&server, "PATCH", path, MASTER, Some("{}")).await;
+    wrong.error(405, 405);
+    assert!(
+        wrong.header("allow").is_some_and(|a| a.contains("GET") && a.contains("POST")),
+        "{:?}",
+        wrong.headers
+    );
+    http(&server, "DELETE", "/1.2/rtm/clients/check-online", MASTER, None).await.error(405, 405);
     // Bad query parameters.
     get(&server, "/1.2/rtm/conversations?where=%7Bnope", MASTER).await.error(400, 107);
     get(&server, "/1.2/rtm/conversations?limit=many", MASTER).await.error(400, 107);
@@ -222,6 +233,17 @@ async fn bad_requests_get_leanclouds_errors_and_cors_follows_the_app() {
     let mut evil = MASTER.to_vec();
     evil.push(("Origin", "https://evil.example"));
     assert_eq!(get(&server, path, &evil).await.header("access-control-allow-origin"), None);
+    // §5.3: the default port may be written out, and localhost pages are always allowed.
+    for origin in ["https://good.example:443", "http://localhost:3000", "http://127.0.0.1:8080"] {
+        let mut h = MASTER.to_vec();
+        h.push(("Origin", origin));
+        assert_eq!(get(&server, path, &h).await.header("access-control-allow-origin"), Some(origin));
+    }
+    for origin in ["http://good.example", "https://good.example:8443", "https://sub.good.example"] {
+        let mut h = MASTER.to_vec();
+        h.push(("Origin", origin));
+        assert_eq!(get(&server, path, &h).await.header("access-control-allow-origin"), None, "{origin}");
+    }
     // other-app allows any origin (no list): its requests are readable from anywhere.
     let other = [("X-LC-Id", "other-app"), ("X-LC-Key", "om,master"), ("Origin", "https://evil.example")];
     assert_eq!(
@@ -261,8 +283,24 @@ async fn conversations_created_changed_and_queried_over_rest_push_like_a_client(
 
     // A unique conversation of the same members is the same one.
     let u1 = create(&server, json!({"m": ["x", "y"], "unique": true})).await;
-    let u2 = create(&server, json!({"m": ["y", "x", "x"], "unique": true})).await;
-    assert_eq!(u1, u2);
+    let u2 = call(
+        &server,
+        "POST",
+        "/1.2/rtm/conversations",
+        MASTER,
+        &json!({"m": ["y", "x", "x"], "unique": true}),
+    )
+    .await;
+    assert_eq!(u2.body["objectId"], json!(u1));
+    // §3.2's sample answer: unique, updatedAt, name, objectId, m, createdAt, uniqueId.
+    let unique_id = u2.body["uniqueId"].as_str().unwrap().to_owned();
+    assert_eq!((unique_id.len(), u2.body["unique"].clone()), (32, json!(true)), "{}", u2.body);
+    let other =
+        call(&server, "POST", "/1.2/rtm/conversations", MASTER, &json!({"m": ["x", "z"], "unique": true}))
+            .await;
+    assert_ne!(other.body["uniqueId"], json!(unique_id), "{}", other.body);
+    let plain = call(&server, "POST", "/1.2/rtm/conversations", MASTER, &json!({"m": ["x", "y"]})).await;
+    assert!(plain.body.get("uniqueId").is_none(), "{}", plain.body);
 
     // Query: where, order, skip, limit.
     let q = get(&server, "/1.2/rtm/conversations?where=%7B%22name%22%3A%22team%22%7D", MASTER).await;
@@ -273,7 +311,7 @@ async fn conversations_created_changed_and_queried_over_rest_push_like_a_client(
         (json!(cid), json!(["a", "b"]))
     );
     let all = get(&server, "/1.2/rtm/conversations?order=-createdAt&limit=1", MASTER).await;
-    assert_eq!(all.body["results"][0]["objectId"], json!(u1), "{}", all.body);
+    assert_eq!(all.body["results"][0]["objectId"], json!(plain.body["objectId"]), "{}", all.body);
     let skipped = get(&server, "/1.2/rtm/conversations?skip=1", MASTER).await;
     assert_eq!(skipped.body["results"][0]["objectId"], json!(u1), "{}", skipped.body);
     // Chat rooms are listed under their own path only.
@@ -405,6 +443,10 @@ async fn a_rest_send_reaches_online_members_and_shows_in_history() {
     let other = create(&server, json!({"m": ["b"]})).await;
     let none = get(&server, &format!("/1.2/rtm/clients/b/unread-count?conv_id={other}"), MASTER).await;
     assert_eq!(none.body, json!({"count": 0}));
+    // An unknown conversation is 4303 as everywhere, not a count of 0 (1.1's form too).
+    let unknown = "/1.2/rtm/clients/b/unread-count?conv_id=000000000000000000000000";
+    get(&server, unknown, APP_KEY).await.error(404, 4303);
+    get(&server, "/1.1/rtm/messages/unread/b/000000000000000000000000", MASTER).await.error(404, 4303);
     assert!(a.drain(QUIET, is_direct(&cid)).await.unwrap().is_empty());
 }
 
@@ -470,6 +512,76 @@ async fn chat_rooms_are_created_and_sent_to_over_rest() {
     let u =
         call(&server, "PUT", &format!("/1.2/rtm/chatrooms/{room}"), MASTER, &json!({"name": "hall"})).await;
     assert_eq!(u.status, 200, "{}", u.body);
+}
+
+/// §3.3: a chat-room send over REST reaches the room but none of the sender's own
+/// sessions; a recall and a delete work on a room's messages as on a conversation's.
+#[tokio::test]
+async fn a_chat_room_send_over_rest_is_not_echoed_and_can_be_recalled_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    let created = call(&server, "POST", "/1.2/rtm/chatrooms", MASTER, &json!({"name": "lobby"})).await;
+    let room = created.body["objectId"].as_str().unwrap().to_owned();
+    let mut a = server.open("a").await;
+    let mut host = server.open("host").await;
+    let mut host2 = server.open("host").await;
+    for (c, me) in [(&mut a, "a"), (&mut host, "host"), (&mut host2, "host")] {
+        let r = c.request(json!({"cmd": "conv", "op": "add", "cid": room, "m": [me]})).await.unwrap();
+        assert_eq!(r["op"], "added", "{r}");
+    }
+    let path = format!("/1.2/rtm/chatrooms/{room}/messages");
+    let (id, t) = rest_send(&server, &path, json!({"from_client": "host", "message": "welcome"})).await;
+    a.wait_for("room message", is_direct(&room)).await.unwrap();
+    rest_send(&server, &path, json!({"from_client": "host", "message": "typing", "transient": true})).await;
+    a.wait_for("transient room message", is_direct(&room)).await.unwrap();
+    for c in [&mut host, &mut host2] {
+        assert!(c.drain(QUIET, is_direct(&room)).await.unwrap().is_empty(), "the sender got its own message");
+    }
+    // A client's own send still reaches its other sessions, as before.
+    let ack = host.request(json!({"cmd": "direct", "cid": room, "msg": "mine"})).await.unwrap();
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    host2.wait_for("own send from another session", is_direct(&room)).await.unwrap();
+
+    // Recall: the room gets the patch, history shows the recalled body.
+    let recall = json!({"from_client": "host", "timestamp": t});
+    let r = call(&server, "PUT", &format!("{path}/{id}/recall"), MASTER, &recall).await;
+    assert_eq!((r.status, r.body), (200, json!({})));
+    let p = a.wait_for("recall", |f| f["cmd"] == "patch" && f["op"] == "modify").await.unwrap();
+    assert_eq!((p["patches"][0]["mid"].clone(), p["patches"][0]["recall"].clone()), (json!(id), json!(true)));
+    let history = get(&server, &path, MASTER).await.body;
+    let record = history.as_array().unwrap().iter().find(|r| r["msg-id"] == json!(id)).unwrap().clone();
+    assert!(record["data"].as_str().unwrap().contains("-127"), "{record}");
+    // Delete: gone from history, no push.
+    let del = format!("{path}/{id}?from_client=host&timestamp={t}");
+    assert_eq!(http(&server, "DELETE", &del, MASTER, None).await.ok(), json!({}));
+    assert!(!ids(&get(&server, &path, MASTER).await.body).contains(&id));
+    http(&server, "DELETE", &del, MASTER, None).await.error(404, 4404);
+}
+
+/// Query paging as LeanStorage's: `limit` 1 to 1000; none, 0 or more than 1000 is 100.
+#[tokio::test]
+async fn conversation_queries_page_by_100_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    for i in 0..105 {
+        create(&server, json!({"m": ["a"], "name": format!("c{i}")})).await;
+    }
+    let count = |path: String| {
+        let server = &server;
+        async move {
+            let a = get(server, &path, MASTER).await;
+            assert_eq!(a.status, 200, "{path}: {}", a.body);
+            a.body["results"].as_array().unwrap().len()
+        }
+    };
+    for base in ["/1.2/rtm/conversations", "/1.2/rtm/all-conversations"] {
+        assert_eq!(count(base.to_owned()).await, 100, "{base}");
+        for (limit, n) in [("0", 100), ("5000", 100), ("1001", 100), ("1", 1), ("103", 103), ("1000", 105)] {
+            assert_eq!(count(format!("{base}?limit={limit}")).await, n, "{base}?limit={limit}");
+        }
+        assert_eq!(count(format!("{base}?skip=100")).await, 5, "{base}");
+    }
+    get(&server, "/1.2/rtm/conversations?limit=many", MASTER).await.error(400, 107);
 }
 
 #[tokio::test]

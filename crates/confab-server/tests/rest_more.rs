@@ -156,6 +156,23 @@ async fn service_conversations_subscribers_targeted_messages_and_broadcasts() {
             .ok();
     assert_eq!(after, json!([]));
     get(&server, "/1.2/rtm/clients/a/service-conversations?direction=sideways").await.error(400, 107);
+    // direction=old: the newest subscription first, paging towards older ones.
+    let cid2 = create(&server, "/1.2/rtm/service-conversations", json!({"name": "more"})).await;
+    let sub2 = format!("/1.2/rtm/service-conversations/{cid2}/subscribers");
+    call(&server, "POST", &sub2, &json!({"client_id": "a"})).await.ok();
+    let convs = |v: &Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|s| s["conv_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let newest = get(&server, "/1.2/rtm/clients/a/service-conversations").await.ok();
+    assert_eq!(convs(&newest), [cid.clone(), cid2.clone()], "{newest}");
+    let old = get(&server, "/1.2/rtm/clients/a/service-conversations?direction=old").await.ok();
+    assert_eq!(convs(&old), [cid2.clone(), cid.clone()], "{old}");
+    let t2 = old[0]["timestamp"].as_i64().unwrap();
+    let older =
+        format!("/1.2/rtm/clients/a/service-conversations?direction=old&conv_id={cid2}&timestamp={t2}");
+    assert_eq!(convs(&get(&server, &older).await.ok()), [cid.as_str()]);
+    let one = get(&server, "/1.2/rtm/clients/a/service-conversations?direction=old&limit=1").await.ok();
+    assert_eq!(convs(&one), [cid2.as_str()]);
 
     // A broadcast to the subscribers: the documented {msg-id, timestamp}.
     let sent =
@@ -211,6 +228,31 @@ async fn service_conversations_subscribers_targeted_messages_and_broadcasts() {
         ids(&get(&server, &format!("/1.2/rtm/broadcasts?conv_id={cid}")).await.ok()),
         vec![gid.clone()]
     );
+    // Edited through the service conversation: the list shows the new text.
+    let listed = get(&server, &format!("/1.2/rtm/broadcasts?conv_id={cid}")).await.ok();
+    let gt = listed[0]["timestamp"].as_i64().unwrap();
+    let edit = json!({"from_client": "sys", "message": "everyone, edited", "timestamp": gt});
+    call(&server, "PUT", &format!("{svc}/messages/{gid}"), &edit).await.ok();
+    assert_eq!(a.wait_for("edit", is_patch).await.unwrap()["patches"][0]["data"], json!("everyone, edited"));
+    let listed = get(&server, &format!("/1.2/rtm/broadcasts?conv_id={cid}")).await.ok();
+    assert_eq!(listed[0]["data"], json!("everyone, edited"), "{listed}");
+    assert!(listed[0]["patch-timestamp"].as_i64().is_some(), "{listed}");
+    // Recalled in a service conversation: subscribers get the patch, list and history the placeholder.
+    let recall = json!({"from_client": "sys", "timestamp": gt});
+    assert_eq!(call(&server, "PUT", &format!("{svc}/messages/{gid}/recall"), &recall).await.ok(), json!({}));
+    let p = a.wait_for("recall", is_patch).await.unwrap();
+    assert_eq!(
+        (p["patches"][0]["mid"].clone(), p["patches"][0]["recall"].clone()),
+        (json!(gid), json!(true))
+    );
+    let listed = get(&server, &format!("/1.2/rtm/broadcasts?conv_id={cid}")).await.ok();
+    assert_eq!(listed[0]["data"], json!("{\"_lctype\":-127}"), "{listed}");
+    let a_got = get(&server, &format!("{svc}/subscribers/a/messages")).await.ok();
+    let record = a_got.as_array().unwrap().iter().find(|r| r["msg-id"] == json!(gid)).unwrap().clone();
+    assert_eq!(record["data"], json!("{\"_lctype\":-127}"), "{record}");
+    // Someone else cannot recall it.
+    let theirs = json!({"from_client": "a", "timestamp": gt});
+    call(&server, "PUT", &format!("{svc}/messages/{gid}/recall"), &theirs).await.error(400, 4403);
     assert_eq!(
         http(&server, "DELETE", &format!("/1.2/rtm/broadcasts/{gid}"), MASTER, None).await.ok(),
         json!({})
@@ -748,8 +790,8 @@ async fn bad_input_on_the_new_endpoints() {
 }
 
 /// Every operation of docs/openapi.json is answered by the real binary with a JSON
-/// body (a result or a LeanCloud error), never a bare 404 or 405 of an unrouted
-/// request: the document lists nothing that is not served.
+/// body (a result or a LeanCloud error), never the 404 (code 404) or 405 of an
+/// unrouted request: the document lists nothing that is not served.
 #[tokio::test]
 async fn every_documented_operation_is_served() {
     let dir = tempfile::tempdir().unwrap();
@@ -770,6 +812,8 @@ async fn every_documented_operation_is_served() {
             let body = if m == "GET" { None } else { Some("{}") };
             let a = http(&server, &m, &concrete, MASTER, body).await;
             assert_ne!(a.status, 405, "{m} {path}");
+            // Code 404 is the answer to an unrouted path (LeanCloud's codes are others).
+            assert_ne!(a.body["code"], json!(404), "{m} {path}: not routed");
             assert!(
                 a.body.is_object() || a.body.is_array() || a.body.is_boolean(),
                 "{m} {path}: {} {}",
@@ -1159,4 +1203,156 @@ async fn blacklists_and_silences_are_bounded_over_rest() {
     let mut now = vec![convs[1].clone(), convs[2].clone()];
     now.sort();
     assert_eq!(get(&server, mine).await.ok(), json!({"conv_ids": now}));
+}
+
+/// §3.8 row 1: `_Conversation` written through the storage API, as old backends and the
+/// Python SDK's `Conversation().save()` / `add_member` do — with the pushes, and the
+/// same answers to bad input, as the 1.2 calls.
+#[tokio::test]
+async fn conversations_written_through_the_storage_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), APPS);
+    let mut a = server.open("a").await;
+    let mut c = server.open("c").await;
+    let classes = "/1.1/classes/_Conversation";
+
+    // Create: `m` as the SDK's `Add` operation, `c`, a name and an attribute.
+    let body =
+        json!({"name": "old", "m": {"__op": "Add", "objects": ["a", "b"]}, "c": "a", "attr": {"x": 1}});
+    let made = call(&server, "POST", &format!("{classes}?fetchWhenSave=false"), &body).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let cid = made.body["objectId"].as_str().unwrap().to_owned();
+    assert!(made.body["createdAt"].as_str().unwrap().ends_with('Z'), "{}", made.body);
+    a.wait_for("joined", is_conv("joined")).await.unwrap();
+    let row = get(&server, &format!("{classes}/{cid}")).await.ok();
+    assert_eq!(
+        (row["name"].clone(), row["m"].clone(), row["c"].clone(), row["attr"].clone()),
+        (json!("old"), json!(["a", "b"]), json!("a"), json!({"x": 1})),
+        "{row}"
+    );
+
+    // AddUnique and Remove on `m` are the 1.2 member calls, pushes included.
+    let add = json!({"m": {"__op": "AddUnique", "objects": ["c", "a"]}});
+    let added = call(&server, "PUT", &format!("{classes}/{cid}?fetchWhenSave=false"), &add).await.ok();
+    assert_eq!(added["objectId"], json!(cid));
+    assert!(added["updatedAt"].is_string(), "{added}");
+    c.wait_for("joined", is_conv("joined")).await.unwrap();
+    a.wait_for("members-joined", is_conv("members-joined")).await.unwrap();
+    let remove = json!({"m": {"__op": "Remove", "objects": ["b"]}});
+    call(&server, "PUT", &format!("{classes}/{cid}"), &remove).await.ok();
+    a.wait_for("members-left", is_conv("members-left")).await.unwrap();
+    assert_eq!(
+        get(&server, &format!("/1.2/rtm/conversations/{cid}/members")).await.ok()["result"],
+        json!(["a", "c"])
+    );
+
+    // Nothing to change (an SDK saving an unchanged object): answered, nothing pushed.
+    let same =
+        call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"ACL": {"*": {"read": true}}})).await.ok();
+    assert!(same["updatedAt"].as_str().is_some_and(|u| u.ends_with('Z')), "{same}");
+    assert!(c.drain(QUIET, is_conv("updated")).await.unwrap().is_empty());
+    // Plain fields are an attribute update, pushed as `updated`.
+    call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"name": "new", "attr.y": 2})).await.ok();
+    c.wait_for("updated", is_conv("updated")).await.unwrap();
+    let row = get(&server, &format!("{classes}/{cid}?keys=name")).await.ok();
+    assert_eq!(row["name"], json!("new"));
+    assert!(row.get("m").is_none(), "{row}");
+    let q = get(&server, &format!("{classes}?where=%7B%22objectId%22%3A%22{cid}%22%7D")).await.ok();
+    assert_eq!(q["results"][0]["attr"], json!({"x": 1, "y": 2}), "{q}");
+
+    // `tr` makes a chat room, `sys` a service conversation; fetchWhenSave answers the row.
+    let room =
+        call(&server, "POST", &format!("{classes}?fetchWhenSave=true"), &json!({"name": "r", "tr": true}))
+            .await;
+    assert_eq!(
+        (room.status, room.body["tr"].clone(), room.body["name"].clone()),
+        (201, json!(true), json!("r"))
+    );
+    let sys = create(&server, classes, json!({"name": "s", "sys": true})).await;
+    let service =
+        get(&server, &format!("/1.2/rtm/service-conversations?where=%7B%22objectId%22%3A%22{sys}%22%7D"))
+            .await
+            .ok();
+    assert_eq!(service["results"].as_array().unwrap().len(), 1, "{service}");
+
+    // Bad input: the app key, server-kept keys, a plain `m`, another op, unknown ids, other classes.
+    http(&server, "POST", classes, APP_KEY, Some("{}")).await.error(401, 401);
+    http(&server, "PUT", &format!("{classes}/{cid}"), APP_KEY, Some("{}")).await.error(401, 401);
+    call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"c": "x"})).await.error(400, 107);
+    call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"m": ["x"]})).await.error(400, 107);
+    call(&server, "PUT", &format!("{classes}/{cid}"), &json!({"m": {"__op": "Increment", "amount": 1}}))
+        .await
+        .error(400, 107);
+    call(&server, "POST", classes, &json!({"tr": "yes"})).await.error(400, 107);
+    call(&server, "PUT", &format!("{classes}/nope"), &json!({"name": "x"})).await.error(404, 4303);
+    call(&server, "PUT", &format!("{classes}/nope"), &add).await.error(404, 4303);
+    call(&server, "PUT", &format!("{classes}/nope"), &json!({})).await.error(404, 4303);
+    call(&server, "POST", "/1.1/classes/_SysMessage", &json!({})).await.error(403, 119);
+    call(&server, "POST", "/1.1/classes/_User", &json!({})).await.error(404, 101);
+    get(&server, &format!("{classes}/nope")).await.error(404, 101);
+
+    // Delete: gone for the class API and the 1.2 API alike.
+    assert_eq!(call(&server, "DELETE", &format!("{classes}/{cid}"), &json!({})).await.ok(), json!({}));
+    get(&server, &format!("{classes}/{cid}")).await.error(404, 101);
+    call(&server, "DELETE", &format!("{classes}/{cid}"), &json!({})).await.error(404, 4303);
+}
+
+/// The REST quotas of LeanCloud's §6, when configured: message calls, broadcasts to
+/// subscribers and app-wide broadcasts each have their own per-minute count; over it
+/// the call is refused with HTTP 429 before anything is sent, and other apps and other
+/// kinds of calls are unaffected. Counted per node.
+#[tokio::test]
+async fn rest_quotas_refuse_with_429_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let apps = "[[apps]]\nid = \"test-app\"\nkey = \"k\"\nmaster_key = \"m\"\n\
+        [apps.limits]\nrest_messages_per_minute = 2\nrest_subscriber_broadcasts_per_minute = 1\n\
+        rest_app_broadcasts_per_minute = 1\n\
+        [[apps]]\nid = \"other-app\"\nkey = \"ok\"\nmaster_key = \"om\"\n";
+    let server = Server::start_config(dir.path(), apps);
+    // Quotas count per node: the counted calls all go to the first one.
+    let node = server.node_https()[0].clone();
+    let at = |method: &'static str, path: String, body: Value| {
+        let node = node.clone();
+        async move { http_to(&node, method, &path, MASTER, Some(&body.to_string())).await }
+    };
+    let mut b = server.open("b").await;
+    let cid = create(&server, "/1.2/rtm/conversations", json!({"m": ["a", "b"]})).await;
+    let messages = format!("/1.2/rtm/conversations/{cid}/messages");
+    let sent = at("POST", messages.clone(), json!({"from_client": "a", "message": "1"})).await.ok();
+    let (mid, t) = (sent["msg-id"].as_str().unwrap().to_owned(), sent["timestamp"].as_i64().unwrap());
+    // An edit counts as a message call.
+    let edit = json!({"from_client": "a", "message": "1'", "timestamp": t});
+    at("PUT", format!("{messages}/{mid}"), edit).await.ok();
+    let over = at("POST", messages.clone(), json!({"from_client": "a", "message": "2"})).await;
+    over.error(429, 429);
+    assert!(over.body["error"].as_str().unwrap().contains("rest_messages_per_minute = 2"), "{}", over.body);
+    // 1.1's send shares the quota; nothing refused was stored or pushed.
+    let legacy = json!({"from_peer": "a", "conv_id": cid, "message": "3", "transient": false});
+    at("POST", "/1.1/rtm/messages".into(), legacy).await.error(429, 429);
+    assert_eq!(ids(&get(&server, &messages).await.ok()), vec![mid.clone()]);
+    let got = b.drain(QUIET, is_direct(&cid)).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    // Other calls and other apps are not counted.
+    get(&server, &messages).await.ok();
+    let other = [("X-LC-Id", "other-app"), ("X-LC-Key", "om,master")];
+    let other_conv = http(&server, "POST", "/1.2/rtm/conversations", &other, Some(r#"{"m":["x"]}"#)).await;
+    let other_cid = other_conv.body["objectId"].as_str().unwrap().to_owned();
+    let path = format!("/1.2/rtm/conversations/{other_cid}/messages");
+    for i in 0..3 {
+        let body = json!({"from_client": "x", "message": i.to_string()}).to_string();
+        assert_eq!(http(&server, "POST", &path, &other, Some(&body)).await.status, 200);
+    }
+
+    // Broadcasts have quotas of their own.
+    let svc = create(&server, "/1.2/rtm/service-conversations", json!({"name": "news"})).await;
+    let to_subs = format!("/1.2/rtm/service-conversations/{svc}/broadcasts");
+    let body = json!({"from_client": "sys", "message": "all"});
+    at("POST", to_subs.clone(), body.clone()).await.ok();
+    at("POST", to_subs, body).await.error(429, 429);
+    let legacy = json!({"from_peer": "sys", "conv_id": svc, "message": "all"});
+    at("POST", "/1.1/rtm/broadcast/subscriber".into(), legacy.clone()).await.error(429, 429);
+    let global = json!({"from_client": "sys", "conv_id": svc, "message": "everyone"});
+    at("POST", "/1.2/rtm/broadcasts".into(), global.clone()).await.ok();
+    at("POST", "/1.2/rtm/broadcasts".into(), global).await.error(429, 429);
+    at("POST", "/1.1/rtm/broadcast".into(), legacy).await.error(429, 429);
 }

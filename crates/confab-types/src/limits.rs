@@ -52,6 +52,18 @@ pub struct Limits {
     pub history_per_minute: u32,
     /// Other conversation operations per client per minute; 0 = unlimited (the default).
     pub ops_per_minute: u32,
+    /// REST message calls per app per minute, counted on each node: sends, edits and
+    /// recalls in conversations, chat rooms and service conversations (targeted
+    /// messages), and 1.1's `messages`, `patch/message` and `messages/logs` edits.
+    /// Over it: HTTP 429. 0 = unlimited (the default; LeanCloud's was 1800).
+    pub rest_messages_per_minute: u32,
+    /// REST broadcasts to a service conversation's subscribers per app per minute, on
+    /// each node (`…/service-conversations/{id}/broadcasts`, 1.1 `broadcast/subscriber`).
+    /// Over it: HTTP 429. 0 = unlimited (the default; LeanCloud's was 30).
+    pub rest_subscriber_broadcasts_per_minute: u32,
+    /// REST app-wide broadcasts per app per minute, on each node (`/1.2/rtm/broadcasts`,
+    /// 1.1 `broadcast`). Over it: HTTP 429. 0 = unlimited (the default; LeanCloud's was 10).
+    pub rest_app_broadcasts_per_minute: u32,
     /// Deepest nesting of a JSON value in a request (conversation attributes, a query's
     /// `where`), and of a stored attribute document; at most 100. Deeper is refused
     /// with 4114.
@@ -117,6 +129,9 @@ impl Default for Limits {
             sends_per_minute: 0,
             history_per_minute: 0,
             ops_per_minute: 0,
+            rest_messages_per_minute: 0,
+            rest_subscriber_broadcasts_per_minute: 0,
+            rest_app_broadcasts_per_minute: 0,
             json_depth: 32,
             attr_key_depth: 8,
             attr_bytes: 64 * 1024,

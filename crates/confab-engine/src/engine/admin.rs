@@ -353,6 +353,26 @@ impl Engine {
         }
     }
 
+    /// Counts one REST call of `class` against the app's per-minute quota on this node
+    /// (`rest_messages_per_minute`, …): `Err` with the limit's key and value when over it.
+    pub fn admit_rest(&self, app_id: &str, class: crate::rate::RestRate) -> Result<(), (&'static str, u32)> {
+        use crate::rate::RestRate;
+        let Some(app) = self.app(app_id) else { return Ok(()) };
+        let limits = &app.config.limits;
+        let (key, limit) = match class {
+            RestRate::Messages => ("rest_messages_per_minute", limits.rest_messages_per_minute),
+            RestRate::SubscriberBroadcasts => {
+                ("rest_subscriber_broadcasts_per_minute", limits.rest_subscriber_broadcasts_per_minute)
+            }
+            RestRate::AppBroadcasts => {
+                ("rest_app_broadcasts_per_minute", limits.rest_app_broadcasts_per_minute)
+            }
+        };
+        let now = self.now();
+        let admitted = app.rest_rate.lock().unwrap_or_else(|p| p.into_inner()).admit_rest(class, limit, now);
+        if admitted { Ok(()) } else { Err((key, limit)) }
+    }
+
     /// Sends `msg` from `from` to every subscriber of a system conversation, stored and
     /// acknowledged like any message; returns its id and timestamp.
     pub async fn admin_broadcast(
@@ -437,6 +457,11 @@ impl Engine {
         cid: Option<&str>,
     ) -> Result<i64, ProtocolError> {
         let app = self.backend_app(app_id)?;
+        // An unknown conversation is 4303, as everywhere else, not a count of 0.
+        if let Some(cid) = cid {
+            let kinds = [ConvKind::Normal, ConvKind::Temporary, ConvKind::Transient, ConvKind::System];
+            self.backend_conv(&app, cid, &kinds).await?;
+        }
         let counts = self
             .inner
             .store

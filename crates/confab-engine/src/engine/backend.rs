@@ -501,7 +501,7 @@ impl Engine {
 }
 
 /// The log of a system conversation's app-wide broadcasts (copies, for listing them).
-fn broadcast_log(cid: &str) -> String {
+pub(super) fn broadcast_log(cid: &str) -> String {
     format!("{cid}:broadcasts")
 }
 

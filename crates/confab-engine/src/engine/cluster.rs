@@ -62,14 +62,16 @@ impl NodeEvents for Engine {
                     self.catch_up(&app, session);
                 }
             }
-            NodeEvent::Room { cid, push, recipients } => {
+            NodeEvent::Room { cid, push, recipients, except_client } => {
                 if let Some(conv) = app.convs.get(&cid) {
                     let room = conv.state().room.clone();
                     let push = SharedPush::live(push, room.len());
                     let recipients: Option<HashSet<String>> = recipients.map(|r| r.into_iter().collect());
                     // As the sending node filters its own room: only the chosen clients.
-                    let chosen =
-                        |s: &Arc<Session>| recipients.as_ref().is_none_or(|r| r.contains(&*s.client_id));
+                    let chosen = |s: &Arc<Session>| {
+                        recipients.as_ref().is_none_or(|r| r.contains(&*s.client_id))
+                            && except_client.as_deref() != Some(&*s.client_id)
+                    };
                     for s in room.iter().filter(|s| chosen(s)) {
                         s.push(push.clone());
                     }

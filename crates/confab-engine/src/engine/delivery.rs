@@ -160,11 +160,16 @@ impl Engine {
                 ConvKind::Transient => {
                     let room = conv.state().room.clone();
                     let push = SharedPush::live(direct, to.as_ref().map_or(room.len(), |to| to.len()));
-                    let chosen = |s: &Arc<Session>| to.as_ref().is_none_or(|to| to.contains(&*s.client_id));
+                    // The backend's send in a client's name echoes to none of its sessions.
+                    let except = session.admin.then_some(&*session.client_id);
+                    let chosen = |s: &Arc<Session>| {
+                        to.as_ref().is_none_or(|to| to.contains(&*s.client_id))
+                            && except != Some(&*s.client_id)
+                    };
                     for s in room.iter().filter(|s| !Arc::ptr_eq(s, session) && chosen(s)) {
                         s.push(push.clone());
                     }
-                    app.broker.room_elsewhere(&conv.cid, &push, to.as_ref());
+                    app.broker.room_elsewhere(&conv.cid, &push, to.as_ref(), except);
                 }
                 ConvKind::System if !session.admin => {}
                 _ => {
@@ -392,7 +397,12 @@ impl Engine {
             recipients,
         );
         if conv.kind == ConvKind::Transient {
-            let chosen = |s: &Arc<Session>| p.to.as_ref().is_none_or(|to| to.contains(&*s.client_id));
+            // The backend's send in a client's name echoes to none of its sessions
+            // (LeanCloud's REST, §3.3); a client's own send reaches its other sessions.
+            let except = p.origin.admin.then_some(&*p.origin.client_id);
+            let chosen = |s: &Arc<Session>| {
+                p.to.as_ref().is_none_or(|to| to.contains(&*s.client_id)) && except != Some(&*s.client_id)
+            };
             let queued = state
                 .room
                 .iter()
@@ -400,7 +410,7 @@ impl Engine {
                 .filter(|s| s.push(push.clone()))
                 .count();
             METRICS.messages_delivered_n(queued as u64);
-            app.broker.room_elsewhere(&conv.cid, &push, p.to.as_ref());
+            app.broker.room_elsewhere(&conv.cid, &push, p.to.as_ref(), except);
             return;
         }
         // The sending session only moves its pointers past its own message.

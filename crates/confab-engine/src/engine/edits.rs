@@ -88,6 +88,19 @@ impl Engine {
                 .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)
                 .await
                 .map_err(store_error)?;
+            // An app-wide broadcast is listed from its own copy (`GET
+            // /1.2/rtm/broadcasts`): it changes too.
+            if conv.kind == ConvKind::System {
+                let log = super::backend::broadcast_log(&item.cid);
+                if let Some(copy) =
+                    store.message(&app.config.id, &log, &item.mid).await.map_err(store_error)?
+                {
+                    store
+                        .patch_message(&app.config.id, &log, copy.ts, data.clone(), now)
+                        .await
+                        .map_err(store_error)?;
+                }
+            }
             let patched = confab_types::PatchedMessage {
                 cid: item.cid,
                 mid: item.mid,

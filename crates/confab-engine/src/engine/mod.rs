@@ -108,6 +108,8 @@ pub struct AppState {
     pub(crate) conv_ops: Sharded<Arc<tokio::sync::Mutex<()>>>,
     /// Distinct clients that logged in today (`GET /1.2/rtm/stats`).
     pub(crate) logins_today: backend::DailyClients,
+    /// The app's REST quotas on this node, this minute.
+    pub(crate) rest_rate: std::sync::Mutex<crate::rate::RateWindow>,
 }
 
 impl AppState {
@@ -237,6 +239,7 @@ impl Engine {
                     convs: Sharded::default(),
                     conv_ops: Sharded::default(),
                     logins_today: backend::DailyClients::default(),
+                    rest_rate: std::sync::Mutex::default(),
                 };
                 (id, Arc::new(state))
             })

@@ -69,7 +69,15 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// A push for the sessions in chat room `cid` on the other nodes (this node's
     /// sessions in the room are reached by the caller); with `recipients` (the app's
     /// `_messageReceived` chose them), only for the sessions of those clients.
-    fn room_elsewhere(&self, _cid: &str, _push: &Arc<SharedPush>, _recipients: Option<&HashSet<String>>) {}
+    /// `except_client`: none of that client's sessions get it.
+    fn room_elsewhere(
+        &self,
+        _cid: &str,
+        _push: &Arc<SharedPush>,
+        _recipients: Option<&HashSet<String>>,
+        _except_client: Option<&str>,
+    ) {
+    }
     /// Conversation `cid` changed in the store: the other nodes reload their copies.
     fn conv_changed(&self, _cid: &str) {}
     /// An app-wide broadcast from system conversation `cid`: `push` for every session
@@ -193,10 +201,19 @@ impl Broker for ClusterBroker {
         behind
     }
 
-    fn room_elsewhere(&self, cid: &str, push: &Arc<SharedPush>, recipients: Option<&HashSet<String>>) {
+    fn room_elsewhere(
+        &self,
+        cid: &str,
+        push: &Arc<SharedPush>,
+        recipients: Option<&HashSet<String>>,
+        except_client: Option<&str>,
+    ) {
         let recipients = recipients.map(|r| r.iter().cloned().collect());
-        self.cluster
-            .publish(&self.app, NodeEvent::Room { cid: cid.to_owned(), push: push.push.clone(), recipients });
+        let except_client = except_client.map(str::to_owned);
+        self.cluster.publish(
+            &self.app,
+            NodeEvent::Room { cid: cid.to_owned(), push: push.push.clone(), recipients, except_client },
+        );
     }
 
     fn conv_changed(&self, cid: &str) {

@@ -82,6 +82,11 @@ pub enum NodeEvent {
         /// meant every session in the room.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recipients: Option<Vec<String>>,
+        /// None of this client's sessions: the sender of a message the app's backend
+        /// sent in its name (LeanCloud's REST does not echo it). Absent in events of
+        /// older nodes, which echoed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except_client: Option<String>,
     },
     /// An app-wide broadcast from system conversation `cid`: a push for every session
     /// of the app whose client is not a subscriber (a member) of `cid` — subscribers

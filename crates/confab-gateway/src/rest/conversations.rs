@@ -26,6 +26,9 @@ const MENTIONS_MAX: usize = 20;
 /// History page size: default and maximum (§2.4).
 const HISTORY_DEFAULT_LIMIT: usize = 100;
 const HISTORY_MAX_LIMIT: usize = 1000;
+/// Conversation query page size: default and maximum (LeanStorage's, §2.1 and §3.9).
+const QUERY_DEFAULT_LIMIT: usize = 100;
+const QUERY_MAX_LIMIT: usize = 1000;
 /// A chat room's member sample: at most this many (LeanCloud's documented cap).
 const ROOM_SAMPLE_MAX: usize = 50;
 
@@ -152,7 +155,7 @@ async fn create(
 }
 
 /// `GET /1.2/rtm/conversations` (`/chatrooms`, `/service-conversations`): `where`,
-/// `order`, `skip`, `limit`.
+/// `order`, `skip`, `limit` (1 to 1000; absent or out of range: 100).
 async fn query(
     State(gateway): State<Gateway>,
     headers: HeaderMap,
@@ -179,7 +182,10 @@ pub(super) async fn query_kind(
                 .ok_or_else(|| RestError::bad_request("where must be a JSON object"))?,
         ),
     };
-    let (skip, limit) = (number(q, "skip")?.unwrap_or(0), number(q, "limit")?);
+    // LeanStorage's `limit`: 1 to 1000, anything else (none, 0, more) is 100.
+    let limit =
+        number(q, "limit")?.filter(|l| (1..=QUERY_MAX_LIMIT).contains(l)).unwrap_or(QUERY_DEFAULT_LIMIT);
+    let (skip, limit) = (number(q, "skip")?.unwrap_or(0), Some(limit));
     let order = q.get("order").map(String::as_str);
     let results = gateway.engine.admin_query_conversations(app_id, kind, where_, order, skip, limit).await?;
     Ok(axum::Json(json!({ "results": results })).into_response())
@@ -284,6 +290,7 @@ async fn send(
     family: Family,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::Messages)?;
     let body = json_object(body, false)?;
     let bool_of = |key: &str| match body.get(key) {
         None | Some(Value::Null) => Ok(false),

@@ -201,6 +201,7 @@ async fn put_log(
     body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::Messages)?;
     let input = Input::new(q, Some(body))?;
     let either = |a: &str, b: &str| input.required(a).or_else(|_| input.required(b));
     let cid = either("conv-id", "convid")?;
@@ -228,6 +229,7 @@ async fn send(
     body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::Messages)?;
     let input = Input::new(q, Some(body))?;
     let (from, cid, msg) = (input.required("from_peer")?, input.required("conv_id")?, input.message()?);
     let transient = input.flag("transient", true)?;
@@ -254,6 +256,7 @@ async fn patch(
     body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::Messages)?;
     let input = Input::new(q, Some(body))?;
     let cid = input.required("conv_id")?;
     let recall = input.flag("recall", false)?;
@@ -302,6 +305,7 @@ async fn broadcast(
     body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::AppBroadcasts)?;
     let input = Input::new(q, Some(body))?;
     let (from, cid, msg) = (input.required("from_peer")?, input.required("conv_id")?, input.message()?);
     let transient = input.flag("transient", false)?;
@@ -350,6 +354,7 @@ async fn broadcast_to_subscribers(
     body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::SubscriberBroadcasts)?;
     let input = Input::new(q, Some(body))?;
     let (from, cid, msg) = (input.required("from_peer")?, input.required("conv_id")?, input.message()?);
     let m = AdminMessage { from, msg, ..Default::default() };

@@ -71,6 +71,7 @@ async fn patch(
     recall: bool,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::Messages)?;
     let body = json_object(body, false)?;
     let p = AdminPatch {
         from: from_client(&body)?,

@@ -90,6 +90,8 @@ pub(crate) fn router(gateway: Gateway) -> Router<Gateway> {
     let body_limit = gateway.config.frame_bytes;
     routes()
         .router
+        // Set before the layers, so a preflight (`OPTIONS`) still reaches `cors`.
+        .method_not_allowed_fallback(crate::routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(gateway, cors))
 }
@@ -143,6 +145,20 @@ impl IntoResponse for RestError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(json!({"code": self.code, "error": self.error}))).into_response()
     }
+}
+
+/// Counts a REST call against the app's per-minute quota of `class` (off unless
+/// configured): over it, HTTP 429 with code 429, naming the limit.
+pub(crate) fn quota(
+    gateway: &Gateway,
+    app_id: &str,
+    class: confab_engine::rate::RestRate,
+) -> Result<(), RestError> {
+    gateway.engine.admit_rest(app_id, class).map_err(|(key, limit)| RestError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: 429,
+        error: format!("Too Many Requests: over the limit {key} = {limit}; try again in the next minute"),
+    })
 }
 
 /// A request body that must be a JSON object; an empty body is `{}` when `empty_ok`.

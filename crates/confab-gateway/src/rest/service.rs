@@ -144,6 +144,7 @@ async fn broadcast(
     body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::SubscriberBroadcasts)?;
     let body = json_object(body, false)?;
     let (from, msg) = (from_client(&body)?, message_text(&body)?);
     let m = AdminMessage { from, msg, ..Default::default() };
@@ -160,6 +161,7 @@ async fn send_targeted(
     body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::Messages)?;
     let body = json_object(body, false)?;
     let m = TargetedMessage {
         from: from_client(&body)?,
@@ -210,6 +212,7 @@ async fn global_broadcast(
     body: Body,
 ) -> Result<Response, RestError> {
     let caller = authenticate(&gateway, &headers)?.require_master()?;
+    super::quota(&gateway, &caller.app_id, confab_engine::rate::RestRate::AppBroadcasts)?;
     let body = json_object(body, false)?;
     let cid = body
         .get("conv_id")

@@ -400,11 +400,7 @@ async fn json_logs_are_one_object_per_line_without_message_bodies() {
     // logged exactly once.
     assert!(server.terminate());
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = json_lines(&log);
     assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"].is_object()), "{log}");
     let closed: Vec<&serde_json::Value> = lines
         .iter()
@@ -446,11 +442,7 @@ fn the_environment_picks_json_logs_and_no_line_holds_the_dev_master_key() {
     let master = master.trim();
     assert_eq!(master.len(), 32, "{master:?}");
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = json_lines(&log);
     let dev: Vec<&serde_json::Value> =
         lines.iter().filter(|l| l["fields"]["app_id"] == "confab-dev").collect();
     assert_eq!(dev.len(), 1, "{log}");
@@ -459,4 +451,12 @@ fn the_environment_picks_json_logs_and_no_line_holds_the_dev_master_key() {
         "{log}"
     );
     assert!(!log.contains(master), "the development master key reached the log:\n{log}");
+}
+
+/// Every line of a JSON log, parsed; a line that is not JSON fails the test.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }

@@ -43,6 +43,7 @@ AV.Cloud.onIMMessageReceived((request) => {
   if (content === 'forbidden') return { drop: true, code: 1234, detail: 'no bad words' };
   if (content === 'rewrite me') return { content: 'rewritten by the hook' };
   if (content === 'only bob') return { toPeers: ['bob'] };
+  if (content === 'make binary') return { bin: true, content: 'AAEC' };
   if (content === 'hang') return new Promise(() => {});
   if (content === 'boom') throw new Error('boom');
   return {};
@@ -76,6 +77,9 @@ AV.Cloud.onIMConversationRemove((request) => {
 
 AV.Cloud.onIMConversationUpdate((request) => {
   record('_conversationUpdate', request);
+  if (request.params.mute !== undefined && request.params.initBy === 'carol') {
+    return { reject: true, code: 14, detail: 'carol may not mute' };
+  }
   const attr = request.params.attr || {};
   if (attr.name === 'bad') return { reject: true, code: 13, detail: 'bad name' };
   if (attr.name === 'rename') return { attr: { name: 'renamed by the hook' } };

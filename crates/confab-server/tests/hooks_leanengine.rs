@@ -220,7 +220,7 @@ async fn notifying_hooks_arrive_once_each_with_an_idempotency_key() {
     let gone = receiver
         .wait_for("_clientOffline", |c| c["hook"] == "_clientOffline" && c["params"]["peerId"] == "bob")
         .await;
-    assert!(gone["params"]["closeCode"].is_number(), "{gone}");
+    assert_eq!(gone["params"]["closeCode"], 2, "a closed socket without a logout: {gone}");
 
     // Each notifying call carries its own key; nothing arrived twice.
     let log = receiver.log().await;
@@ -450,4 +450,266 @@ async fn login_signing_is_delegated_to_rtm_client_sign() {
         .await
         .unwrap();
     assert_eq!(v2["client_id"], "signed-user");
+}
+
+/// A REST call to `server` with the master key: its 200 answer.
+async fn rest(server: &Server, method: &str, path: &str, body: Value) -> Value {
+    common::rest::http(server, method, path, common::rest::MASTER, Some(&body.to_string())).await.ok()
+}
+
+/// The last call of `hook` matching `pred`, waiting for it.
+async fn last_call(receiver: &Receiver, hook: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    receiver.wait_for(hook, |c| c["hook"] == hook && pred(&c["params"])).await
+}
+
+/// The bodies of a conversation's history, oldest first.
+async fn history(client: &mut confab_testkit::Client, cid: &str) -> Vec<String> {
+    let reply = client.request(json!({"cmd": "logs", "cid": cid, "limit": 100})).await.unwrap();
+    let mut logs = reply["logs"].as_array().unwrap_or_else(|| panic!("{reply}")).clone();
+    logs.sort_by_key(|l| l["timestamp"].as_i64());
+    logs.iter().map(|l| l["data"].as_str().unwrap().to_owned()).collect()
+}
+
+/// `sourceIP` is the client's address: the TCP peer, or what a trusted proxy put in
+/// `X-Forwarded-For`. The app's own REST calls carry none.
+#[tokio::test]
+async fn source_ip_is_the_clients_address() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("trusted_proxies = [\"127.0.0.1\", \"::1\"]\n{}", hooked(&receiver.url, ""));
+    let server = Server::start_config(dir.path(), &config);
+    let mut alice = server.open("alice").await;
+    let mut bob = confab_testkit::Client::connect_with(&server.ws, &[("X-Forwarded-For", "203.0.113.9")])
+        .await
+        .unwrap();
+    bob.open_session(APP, "bob", json!({})).await.unwrap();
+    let cid = create(&mut alice, &["bob"]).await;
+    let alice_uid = send(&mut alice, &cid, "from alice").await["uid"].as_str().unwrap().to_owned();
+    let bob_uid = send(&mut bob, &cid, "from bob").await["uid"].as_str().unwrap().to_owned();
+    let edited = bob
+        .request(json!({"cmd": "patch", "op": "modify", "patches": [{"cid": cid, "mid": bob_uid, "data": "fixed"}]}))
+        .await
+        .unwrap();
+    assert_eq!(edited["op"], "modified", "{edited}");
+
+    let local = "127.0.0.1";
+    let proxied = "203.0.113.9";
+    let received = last_call(&receiver, "_messageReceived", |p| p["content"] == "from alice").await;
+    assert_eq!(received["params"]["sourceIP"], local, "{received}");
+    let received = last_call(&receiver, "_messageReceived", |p| p["content"] == "from bob").await;
+    assert_eq!(received["params"]["sourceIP"], proxied, "{received}");
+    let sent = last_call(&receiver, "_messageSent", |p| p["msgId"] == alice_uid.as_str()).await;
+    assert_eq!(sent["params"]["sourceIP"], local, "{sent}");
+    let sent = last_call(&receiver, "_messageSent", |p| p["msgId"] == bob_uid.as_str()).await;
+    assert_eq!(sent["params"]["sourceIP"], proxied, "{sent}");
+    let update = last_call(&receiver, "_messageUpdate", |p| p["msgId"] == bob_uid.as_str()).await;
+    assert_eq!(update["params"]["sourceIP"], proxied, "{update}");
+    let online = last_call(&receiver, "_clientOnline", |p| p["peerId"] == "alice").await;
+    assert_eq!(online["params"]["sourceIP"], local, "{online}");
+    let online = last_call(&receiver, "_clientOnline", |p| p["peerId"] == "bob").await;
+    assert_eq!(online["params"]["sourceIP"], proxied, "{online}");
+    drop(bob);
+    let offline = last_call(&receiver, "_clientOffline", |p| p["peerId"] == "bob").await;
+    assert_eq!(offline["params"]["sourceIP"], proxied, "{offline}");
+
+    // The backend's own REST send: no sourceIP (it is no client's), no _messageReceived.
+    let path = format!("/1.2/rtm/conversations/{cid}/messages");
+    let rest_sent =
+        rest(&server, "POST", &path, json!({"from_client": "alice", "message": "via rest"})).await;
+    let rest_uid = rest_sent["msg-id"].as_str().unwrap_or_else(|| panic!("{rest_sent}")).to_owned();
+    let sent = last_call(&receiver, "_messageSent", |p| p["msgId"] == rest_uid.as_str()).await;
+    assert!(sent["params"].get("sourceIP").is_none(), "{sent}");
+    assert_eq!(sent["params"]["content"], "via rest");
+    let log = receiver.log().await;
+    assert!(
+        calls(&log, "_messageReceived").iter().all(|c| c["params"]["content"] != "via rest"),
+        "REST sends are not judged by blocking hooks: {log:#?}"
+    );
+}
+
+/// `_messageUpdate` sees edits and recalls; it may refuse one (4405 with the hook's own
+/// code) or rewrite the new body, which is what the others see and what history keeps.
+#[tokio::test]
+async fn message_update_refuses_or_rewrites_edits() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, ""));
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    let mut uids = Vec::new();
+    for text in ["one", "two", "three"] {
+        uids.push(send(&mut alice, &cid, text).await["uid"].as_str().unwrap().to_owned());
+        bob.wait_for(text, is_direct(&cid)).await.unwrap();
+    }
+    let patch = |mid: &str, data: Option<&str>| {
+        let mut item = json!({"cid": cid, "mid": mid});
+        match data {
+            Some(d) => item["data"] = json!(d),
+            None => item["recall"] = json!(true),
+        }
+        json!({"cmd": "patch", "op": "modify", "patches": [item]})
+    };
+    let refused = alice.request(patch(&uids[0], Some("forbidden edit"))).await.unwrap();
+    assert_eq!(error_code(&refused), 4405, "{refused}");
+    assert_eq!((refused["appCode"].clone(), refused["appMsg"].clone()), (json!(77), json!("no")));
+    let rewritten = alice.request(patch(&uids[1], Some("rewrite edit"))).await.unwrap();
+    assert_eq!(rewritten["op"], "modified", "{rewritten}");
+    let pushed = bob.wait_for("the edit", |f| f["cmd"] == "patch").await.unwrap();
+    assert_eq!(pushed["patches"][0]["data"], "edit rewritten", "{pushed}");
+    assert_eq!(pushed["patches"][0]["mid"], uids[1].as_str());
+    let recalled = alice.request(patch(&uids[2], None)).await.unwrap();
+    assert_eq!(recalled["op"], "modified", "{recalled}");
+
+    let edit = last_call(&receiver, "_messageUpdate", |p| p["content"] == "rewrite edit").await;
+    let p = &edit["params"];
+    assert_eq!((p["fromPeer"].clone(), p["convId"].clone()), (json!("alice"), json!(cid)));
+    assert_eq!((p["msgId"].clone(), p["recall"].clone()), (json!(uids[1]), json!(false)));
+    assert_eq!(p["toPeers"], json!(["bob"]));
+    let recall = last_call(&receiver, "_messageUpdate", |p| p["msgId"] == uids[2].as_str()).await;
+    assert_eq!(recall["params"]["recall"], true, "{recall}");
+    let log = history(&mut bob, &cid).await;
+    assert_eq!(log[0], "one", "the refused edit changed nothing: {log:?}");
+    assert_eq!(log[1], "edit rewritten", "{log:?}");
+    assert_ne!(log[2], "three", "recalled: {log:?}");
+    assert_eq!(log.len(), 3, "{log:?}");
+}
+
+/// `_messageReceived` may turn a message binary (`bin` + base64 `content`); the mute form
+/// of `_conversationUpdate` carries `mute` (no `attr`) and may be refused.
+#[tokio::test]
+async fn binary_replacement_and_the_mute_form_of_conversation_update() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, ""));
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let mut carol = server.open("carol").await;
+    let cid = create(&mut alice, &["bob", "carol"]).await;
+    send(&mut alice, &cid, "make binary").await;
+    let got = bob.wait_for("the binary message", is_direct(&cid)).await.unwrap();
+    assert_eq!((got["msg"].clone(), got["bin"].clone()), (json!("AAEC"), json!(true)), "{got}");
+
+    let muted = bob.request(json!({"cmd": "conv", "op": "mute", "cid": cid})).await.unwrap();
+    assert_eq!(muted["op"], "updated", "{muted}");
+    let update = last_call(&receiver, "_conversationUpdate", |p| p["initBy"] == "bob").await;
+    assert_eq!(update["params"]["mute"], true, "{update}");
+    assert_eq!(update["params"]["convId"], cid.as_str());
+    assert!(update["params"].get("attr").is_none(), "{update}");
+    let refused = carol.request(json!({"cmd": "conv", "op": "mute", "cid": cid})).await.unwrap();
+    assert_eq!(error_code(&refused), 4305, "{refused}");
+    assert_eq!(
+        (refused["appCode"].clone(), refused["appMsg"].clone()),
+        (json!(14), json!("carol may not mute"))
+    );
+    let unmute = bob.request(json!({"cmd": "conv", "op": "unmute", "cid": cid})).await.unwrap();
+    assert_eq!(unmute["op"], "updated", "{unmute}");
+    let update =
+        last_call(&receiver, "_conversationUpdate", |p| p["initBy"] == "bob" && p["mute"] == false).await;
+    assert!(update["params"].get("attr").is_none(), "{update}");
+}
+
+/// `_clientOffline`'s `closeCode`: 1 logout, 2 connection lost (also a plain close of
+/// the socket), 3 displaced by a login with the same tag, 4 kicked through the REST
+/// API; `_clientOnline`'s `reconnect` is 1 for a re-login with the session token.
+#[tokio::test]
+async fn client_offline_close_codes_and_reconnects() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, ""));
+    let code_of = |peer: &'static str| {
+        let receiver = &receiver;
+        async move {
+            let call = last_call(receiver, "_clientOffline", |p| p["peerId"] == peer).await;
+            (call["params"]["closeCode"].clone(), call)
+        }
+    };
+
+    let mut leaver = server.open("leaver").await;
+    let bye = leaver.request(json!({"cmd": "session", "op": "close"})).await.unwrap();
+    assert_eq!(bye["op"], "closed", "{bye}");
+    let (code, call) = code_of("leaver").await;
+    assert_eq!(code, 1, "logout: {call}");
+
+    let lost = server.open("lost").await;
+    drop(lost);
+    let (code, call) = code_of("lost").await;
+    assert_eq!(code, 2, "connection lost: {call}");
+
+    let closer = server.open("closer").await;
+    closer.close().await;
+    let (code, call) = code_of("closer").await;
+    assert_eq!(code, 2, "the socket closed without a logout: {call}");
+
+    let mut first = confab_testkit::Client::connect(&server.ws).await.unwrap();
+    first.open_session(APP, "tagged", json!({"tag": "mobile"})).await.unwrap();
+    let mut second = confab_testkit::Client::connect(&server.ws).await.unwrap();
+    second.open_session(APP, "tagged", json!({"tag": "mobile"})).await.unwrap();
+    let (code, call) = code_of("tagged").await;
+    assert_eq!(code, 3, "displaced by the same tag: {call}");
+    assert_eq!(call["params"]["tag"], "mobile");
+    assert_eq!(call["params"]["errorCode"], 4111, "{call}");
+
+    let _kicked = server.open("kicked").await;
+    rest(&server, "POST", "/1.2/rtm/clients/kicked/kick", json!({"reason": "bye"})).await;
+    let (code, call) = code_of("kicked").await;
+    assert_eq!(code, 4, "kicked through the API: {call}");
+    assert_eq!(call["params"]["errorCode"], 4115, "{call}");
+
+    let mut comer = server.open("comer").await;
+    let refreshed = comer.request(json!({"cmd": "session", "op": "refresh"})).await.unwrap();
+    let token = refreshed["st"].as_str().unwrap_or_else(|| panic!("{refreshed}")).to_owned();
+    drop(comer);
+    code_of("comer").await;
+    let mut back = confab_testkit::Client::connect(&server.ws).await.unwrap();
+    back.open_session(APP, "comer", json!({"r": true, "st": token})).await.unwrap();
+    let online =
+        last_call(&receiver, "_clientOnline", |p| p["peerId"] == "comer" && p["reconnect"] == 1).await;
+    assert_eq!(online["params"]["tag"], "default", "{online}");
+    let first_login =
+        last_call(&receiver, "_clientOnline", |p| p["peerId"] == "comer" && p["reconnect"] == 0).await;
+    assert_eq!(first_login["params"]["peerId"], "comer");
+}
+
+/// The backend's own REST operations produce the notifying hooks (`_messageSent`,
+/// `_conversationAdded`, `_conversationRemoved`) and are not judged by the blocking ones
+/// (`_messageReceived`, `_conversationAdd`, `_conversationRemove`): docs/decisions.md.
+#[tokio::test]
+async fn rest_operations_produce_notifying_hooks_and_skip_blocking_ones() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, ""));
+    let mut alice = server.open("alice").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    let members = format!("/1.2/rtm/conversations/{cid}/members");
+    rest(&server, "POST", &members, json!({"client_ids": ["banned"]})).await;
+    let added = last_call(&receiver, "_conversationAdded", |p| p["members"] == json!(["banned"])).await;
+    assert_eq!(added["params"]["convId"], cid.as_str(), "{added}");
+    rest(&server, "DELETE", &members, json!({"client_ids": ["banned"]})).await;
+    last_call(&receiver, "_conversationRemoved", |p| p["members"] == json!(["banned"])).await;
+    let path = format!("/1.2/rtm/conversations/{cid}/messages");
+    let sent = rest(&server, "POST", &path, json!({"from_client": "alice", "message": "forbidden"})).await;
+    let uid = sent["msg-id"].as_str().unwrap_or_else(|| panic!("{sent}")).to_owned();
+    let hook = last_call(&receiver, "_messageSent", |p| p["msgId"] == uid.as_str()).await;
+    assert_eq!(hook["params"]["content"], "forbidden", "not dropped: the backend sent it");
+    assert_eq!(history(&mut alice, &cid).await, ["forbidden"]);
+    let log = receiver.log().await;
+    assert!(calls(&log, "_conversationAdd").is_empty(), "{log:#?}");
+    assert!(calls(&log, "_conversationRemove").is_empty(), "{log:#?}");
+    assert!(calls(&log, "_messageReceived").is_empty(), "{log:#?}");
 }

@@ -82,7 +82,8 @@ impl Engine {
             let data = if session.admin {
                 data
             } else {
-                self.message_update(app, &conv, &me, &message, data, item.recall).await?
+                self.message_update(app, &conv, &me, &message, data, item.recall, session.conn.source_ip())
+                    .await?
             };
             store
                 .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)

@@ -24,6 +24,7 @@ use crate::session::Session;
 use confab_types::{DirectRequest, ErrorCode, ProtocolError};
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +91,15 @@ impl Verdict {
         let list = self.get("toPeers")?.as_array()?;
         Some(list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
     }
+}
+
+/// Adds `sourceIP` to a hook's parameters when the client's address is known (it is
+/// not for the app's own backend acting through the REST API: see docs/hooks.md).
+fn with_source_ip(mut params: Value, ip: Option<IpAddr>) -> Value {
+    if let (Some(ip), Value::Object(m)) = (ip, &mut params) {
+        m.insert("sourceIP".into(), json!(ip.to_string()));
+    }
+    params
 }
 
 /// How long the engine waits for a hook of `app`: its `timeout_ms`, plus a little for
@@ -294,9 +304,9 @@ impl Engine {
         conv: &Conv,
         from: &str,
         req: &mut DirectRequest,
-        admin: bool,
+        session: &Session,
     ) -> Result<Received, ProtocolError> {
-        if admin || !self.hooks_on(app) {
+        if session.admin || !self.hooks_on(app) {
             return Ok(Received::default());
         }
         let to_peers: Vec<String> = match conv.kind {
@@ -316,6 +326,7 @@ impl Engine {
             "mentionAll": req.mentions.all,
             "mentionPids": req.mentions.pids,
         });
+        let params = with_source_ip(params, session.conn.source_ip());
         let verdict =
             self.blocking_hook(app, "_messageReceived", params, ErrorCode::MessageRejectedByApp).await?;
         if verdict.truthy("drop") {
@@ -383,6 +394,7 @@ impl Engine {
         recipients: &[String],
         elsewhere: Option<&HashSet<String>>,
         m: &StoredMessage,
+        source_ip: Option<IpAddr>,
     ) -> Vec<HookCall> {
         if !self.hooks_on(app) {
             return Vec::new();
@@ -404,6 +416,7 @@ impl Engine {
             "receipt": m.receipt,
             "timestamp": m.ts,
         });
+        let sent = with_source_ip(sent, source_ip);
         calls.extend(self.hook_call(app, "_messageSent", format!("_messageSent:{}:{}", m.cid, m.id), sent));
         if conv.kind != ConvKind::Transient && !offline.is_empty() {
             let mentioned: Vec<&String> = if m.mentions.all {
@@ -436,6 +449,7 @@ impl Engine {
         original: &StoredMessage,
         data: String,
         recall: bool,
+        source_ip: Option<IpAddr>,
     ) -> Result<String, ProtocolError> {
         if !self.hooks_on(app) {
             return Ok(data);
@@ -452,6 +466,7 @@ impl Engine {
             "recall": recall,
             "system": conv.kind == ConvKind::System,
         });
+        let params = with_source_ip(params, source_ip);
         let code = ErrorCode::MessageUpdateRejectedByApp;
         let verdict = self.blocking_hook(app, "_messageUpdate", params, code).await?;
         if verdict.truthy("drop") {
@@ -543,6 +558,7 @@ impl Engine {
             "tag": session.tag.as_deref().unwrap_or("default"),
             "reconnect": i32::from(reconnect),
         });
+        let params = with_source_ip(params, session.conn.source_ip());
         self.queue_hook_calls(self.hook_event(app, "_clientOnline", params).into_iter().collect());
     }
 
@@ -573,6 +589,7 @@ impl Engine {
             m.insert("errorCode".into(), json!(error.number()));
             m.insert("errorMsg".into(), json!(error.reason()));
         }
+        let params = with_source_ip(params, session.conn.source_ip());
         self.queue_hook_calls(self.hook_event(app, "_clientOffline", params).into_iter().collect());
     }
 

@@ -2,7 +2,9 @@
 // It defines every realtime hook with the package's own AV.Cloud.onIM* functions and
 // serves them with AV.express(), as an app deployed on LeanEngine would. Behaviour is
 // chosen by the message content / names the test sends; two extra plain routes let the
-// test read what arrived (GET /__log) and make notifying hooks fail (POST /__mode).
+// test read what arrived (GET /__log) and make notifying hooks fail (POST /__mode/<mode>:
+// `fail` answers 500, `hang` never answers, `garbage` answers 200 with a body that is not
+// JSON, `ok` works again; GET /__refused counts the notifying calls so refused).
 'use strict';
 const http = require('http');
 const AV = require('leanengine');
@@ -17,7 +19,12 @@ AV.init({
 });
 
 const log = [];
-let failNotifying = false;
+let mode = 'ok';
+let refused = 0;
+const NOTIFYING = [
+  '_messageSent', '_receiversOffline', '_conversationStarted', '_conversationAdded',
+  '_conversationRemoved', '_clientOnline', '_clientOffline',
+];
 
 function record(hook, request) {
   log.push({
@@ -29,7 +36,8 @@ function record(hook, request) {
 
 function notifying(hook) {
   return (request) => {
-    if (failNotifying) {
+    if (mode === 'fail') {
+      refused += 1;
       throw new Error('backend is failing on purpose');
     }
     record(hook, request);
@@ -105,9 +113,20 @@ const server = http.createServer((req, res) => {
   if (req.url === '/__log') {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify(log));
+  } else if (req.url === '/__refused') {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(refused));
   } else if (req.url.startsWith('/__mode/')) {
-    failNotifying = req.url === '/__mode/fail';
+    mode = req.url.slice('/__mode/'.length);
     res.end('ok');
+  } else if (mode !== 'ok' && mode !== 'fail'
+      && NOTIFYING.some((hook) => req.url === `/1.1/functions/${hook}`)) {
+    refused += 1;
+    if (mode === 'garbage') {
+      res.setHeader('content-type', 'application/json');
+      res.end('{"result": garbage');
+    }
+    // 'hang': never answers.
   } else {
     engine(req, res, () => {
       res.statusCode = 404;

@@ -68,7 +68,8 @@ impl Receiver {
 
     /// Waits until the log holds a call `pred` accepts.
     async fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..300 {
+        // Generous: retries back off (1 s, 2 s, 4 s, ...) and CI machines are slow.
+        for _ in 0..1200 {
             if let Some(call) = self.log().await.into_iter().find(&pred) {
                 return call;
             }
@@ -78,8 +79,29 @@ impl Receiver {
     }
 
     async fn set_failing(&self, failing: bool) {
-        let mode = if failing { "fail" } else { "ok" };
+        self.set_mode(if failing { "fail" } else { "ok" }).await;
+    }
+
+    /// How the app answers notifying hooks: `ok`, `fail` (500), `hang` (never),
+    /// `garbage` (200, not JSON).
+    async fn set_mode(&self, mode: &str) {
         http().post(&format!("{}/__mode/{mode}", self.url)).send().await.unwrap();
+    }
+
+    /// How many notifying calls the app refused (500, hang, garbage) so far.
+    async fn refused(&self) -> u64 {
+        http().get(&format!("{}/__refused", self.url)).send_json().await.unwrap()
+    }
+
+    /// Waits until the app refused at least `n` notifying calls.
+    async fn wait_refused(&self, n: u64) {
+        for _ in 0..1200 {
+            if self.refused().await >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the app refused only {} calls, not {n}", self.refused().await);
     }
 }
 
@@ -312,17 +334,27 @@ async fn a_hanging_or_failing_backend_fails_open_or_closed_as_configured() {
     let mut carol = server.open("carol").await;
     let cid = create(&mut alice, &["bob"]).await;
     let other = create(&mut bob, &["carol"]).await;
-    // Alice's message waits on the hanging hook; meanwhile bob and carol chat.
-    alice.send(&json!({"cmd": "direct", "cid": cid, "msg": "hang", "i": 900})).await.unwrap();
+    // Alice's message waits on the hanging hook; meanwhile bob and carol chat. Her SDK
+    // sends it again with the same `dt` (it thinks the first was lost).
+    let hung = json!({"cmd": "direct", "cid": cid, "msg": "hang", "dt": "dt-hang", "i": 900});
+    alice.send(&hung).await.unwrap();
     for text in ["a", "b", "c"] {
         send(&mut bob, &other, text).await;
         assert_eq!(carol.wait_for(text, is_direct(&other)).await.unwrap()["msg"], text);
     }
+    let mut again = hung.clone();
+    again["i"] = json!(901);
+    alice.send(&again).await.unwrap();
     let ack = alice.wait_for("the hung message's ack", |f| f["i"] == 900).await.unwrap();
     assert_eq!(ack["cmd"], "ack", "failed open: {ack}");
+    let ack2 = alice.wait_for("the re-send's ack", |f| f["i"] == 901).await.unwrap();
+    assert_eq!(ack2["uid"], ack["uid"], "the re-send is the same message: {ack2}");
     assert_eq!(bob.wait_for("hang", is_direct(&cid)).await.unwrap()["msg"], "hang");
     send(&mut alice, &cid, "boom").await;
     assert_eq!(bob.wait_for("boom", is_direct(&cid)).await.unwrap()["msg"], "boom", "a 500 fails open");
+    // The store holds what was accepted, once each.
+    assert_eq!(history(&mut alice, &cid).await, ["hang", "boom"]);
+    assert_eq!(history(&mut bob, &other).await, ["a", "b", "c"]);
 
     let dir = tempfile::tempdir().unwrap();
     let closed =
@@ -334,6 +366,7 @@ async fn a_hanging_or_failing_backend_fails_open_or_closed_as_configured() {
         assert_eq!(error_code(&refused), 4402, "{text}: {refused}");
     }
     send(&mut alice, &cid, "fine").await;
+    assert_eq!(history(&mut alice, &cid).await, ["fine"], "refused messages are not stored");
 }
 
 /// A backend answering garbage (not HTTP, or not JSON) counts as failed.
@@ -365,6 +398,7 @@ async fn a_backend_answering_garbage_fails_open_or_closed() {
         send(&mut alice, &cid, text).await;
         assert_eq!(bob.wait_for(text, is_direct(&cid)).await.unwrap()["msg"], text);
     }
+    assert_eq!(history(&mut alice, &cid).await, ["x", "y"], "stored once each");
     let dir = tempfile::tempdir().unwrap();
     let closed = Server::start_config(dir.path(), &hooked(&url, "fail_closed = true"));
     let mut alice = closed.open("alice").await;
@@ -372,6 +406,8 @@ async fn a_backend_answering_garbage_fails_open_or_closed() {
         let refused = alice.request(json!({"cmd": "conv", "op": "start", "m": ["bob"]})).await.unwrap();
         assert_eq!(error_code(&refused), 4305, "_conversationStart fails closed: {refused}");
     }
+    let query = alice.request(json!({"cmd": "conv", "op": "query", "where": {"m": "alice"}})).await.unwrap();
+    assert_eq!(query["results"], json!([]), "no refused conversation was created: {query}");
 }
 
 /// LeanEngine refuses a call with the wrong hook key (401 "Hook key check failed"), and
@@ -712,4 +748,106 @@ async fn rest_operations_produce_notifying_hooks_and_skip_blocking_ones() {
     assert!(calls(&log, "_conversationAdd").is_empty(), "{log:#?}");
     assert!(calls(&log, "_conversationRemove").is_empty(), "{log:#?}");
     assert!(calls(&log, "_messageReceived").is_empty(), "{log:#?}");
+}
+
+/// Every call of `hook` in `log` about message `uid`.
+fn calls_about<'a>(log: &'a [Value], hook: &str, uid: &str) -> Vec<&'a Value> {
+    log.iter().filter(|c| c["hook"] == hook && c["params"]["msgId"] == uid).collect()
+}
+
+/// SIGKILL while notifying calls wait in the outbox (the backend answering 500): after
+/// a restart with the backend fixed, every call arrives, at least once, and a repeat
+/// carries the same idempotency key.
+#[tokio::test]
+async fn the_outbox_survives_sigkill_while_calls_are_failing() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    receiver.set_failing(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = hooked(&receiver.url, "timeout_ms = 1000");
+    let mut uids = Vec::new();
+    let cid;
+    {
+        let mut server = Server::start_config(dir.path(), &config);
+        let mut alice = server.open("alice").await;
+        let mut bob = server.open("bob").await;
+        cid = create(&mut alice, &["bob"]).await;
+        alice.request(json!({"cmd": "conv", "op": "add", "cid": cid, "m": ["erin"]})).await.unwrap();
+        for text in ["one", "two", "three", "four"] {
+            uids.push((send(&mut alice, &cid, text).await["uid"].as_str().unwrap().to_owned(), text));
+            assert_eq!(bob.wait_for(text, is_direct(&cid)).await.unwrap()["msg"], text, "chat flows");
+        }
+        // Each message's _messageSent and _receiversOffline (erin is offline), the start
+        // and the add were all tried and refused at least once: they wait for a retry.
+        receiver.wait_refused(10).await;
+        server.kill();
+    }
+    receiver.set_failing(false).await;
+    let _server = Server::start_config(dir.path(), &config);
+    for (uid, text) in &uids {
+        last_call(&receiver, "_messageSent", |p| p["msgId"] == uid.as_str()).await;
+        // `_receiversOffline` names no message id (LeanCloud's parameters): its body.
+        last_call(&receiver, "_receiversOffline", |p| p["content"] == *text).await;
+    }
+    receiver.wait_for("_conversationStarted", |c| c["hook"] == "_conversationStarted").await;
+    receiver.wait_for("_conversationAdded", |c| c["hook"] == "_conversationAdded").await;
+    let log = receiver.log().await;
+    for (uid, _) in &uids {
+        let sent = calls_about(&log, "_messageSent", uid);
+        let key = format!("_messageSent:{cid}:{uid}");
+        assert!(sent.iter().all(|c| c["key"] == key.as_str()), "one key on every repeat: {sent:#?}");
+    }
+    for hook in ["_conversationStarted", "_conversationAdded"] {
+        let mut keys: Vec<&Value> = calls(&log, hook).iter().map(|c| &c["key"]).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), 1, "{hook}: a repeat carries the same key: {log:#?}");
+    }
+}
+
+/// A backend that hangs, then answers garbage, on notifying hooks: chat never waits for
+/// it, and every call is made again until the backend answers; then each arrives once.
+#[tokio::test]
+async fn notifying_calls_are_retried_past_a_hanging_or_garbage_backend() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    receiver.set_mode("hang").await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, "timeout_ms = 500"));
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let cid = create(&mut alice, &["bob"]).await;
+    let mut uids = Vec::new();
+    for text in ["h1", "h2", "h3"] {
+        uids.push(send(&mut alice, &cid, text).await["uid"].as_str().unwrap().to_owned());
+        assert_eq!(bob.wait_for(text, is_direct(&cid)).await.unwrap()["msg"], text, "chat flows");
+    }
+    receiver.wait_refused(4).await;
+    receiver.set_mode("garbage").await;
+    let hung = receiver.refused().await;
+    for text in ["g1", "g2"] {
+        uids.push(send(&mut alice, &cid, text).await["uid"].as_str().unwrap().to_owned());
+        assert_eq!(bob.wait_for(text, is_direct(&cid)).await.unwrap()["msg"], text, "chat flows");
+    }
+    receiver.wait_refused(hung + 4).await;
+    assert!(calls(&receiver.log().await, "_messageSent").is_empty(), "nothing was accepted yet");
+    receiver.set_mode("ok").await;
+    for uid in &uids {
+        receiver
+            .wait_for("_messageSent", |c| c["hook"] == "_messageSent" && c["params"]["msgId"] == uid.as_str())
+            .await;
+    }
+    // Settled calls are not made again: a later message's call comes after them all.
+    let last = send(&mut alice, &cid, "last").await["uid"].as_str().unwrap().to_owned();
+    receiver
+        .wait_for("_messageSent", |c| c["hook"] == "_messageSent" && c["params"]["msgId"] == last.as_str())
+        .await;
+    let log = receiver.log().await;
+    for uid in &uids {
+        assert_eq!(calls_about(&log, "_messageSent", uid).len(), 1, "once each: {log:#?}");
+    }
+    assert_eq!(history(&mut bob, &cid).await, ["h1", "h2", "h3", "g1", "g2", "last"]);
 }

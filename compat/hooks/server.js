@@ -61,6 +61,7 @@ AV.Cloud.onIMMessageUpdate((request) => {
   record('_messageUpdate', request);
   if (request.params.content === 'forbidden edit') return { drop: true, code: 77, detail: 'no' };
   if (request.params.content === 'rewrite edit') return { content: 'edit rewritten' };
+  if (request.params.content === 'only bob edit') return { toPeers: ['bob'] };
   return {};
 });
 

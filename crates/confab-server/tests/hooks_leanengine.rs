@@ -634,6 +634,22 @@ async fn binary_replacement_and_the_mute_form_of_conversation_update() {
     send(&mut alice, &cid, "make binary").await;
     let got = bob.wait_for("the binary message", is_direct(&cid)).await.unwrap();
     assert_eq!((got["msg"].clone(), got["bin"].clone()), (json!("AAEC"), json!(true)), "{got}");
+    carol.wait_for("the binary message", is_direct(&cid)).await.unwrap();
+
+    // `_messageUpdate`'s `toPeers`: only bob is pushed that edit; the next reaches both.
+    let uid = send(&mut alice, &cid, "to edit").await["uid"].as_str().unwrap().to_owned();
+    for client in [&mut bob, &mut carol] {
+        client.wait_for("to edit", is_direct(&cid)).await.unwrap();
+    }
+    for data in ["only bob edit", "for all"] {
+        let patch =
+            json!({"cmd": "patch", "op": "modify", "patches": [{"cid": cid, "mid": uid, "data": data}]});
+        assert_eq!(alice.request(patch).await.unwrap()["op"], "modified");
+    }
+    let first = bob.wait_for("an edit", |f| f["cmd"] == "patch").await.unwrap();
+    assert_eq!(first["patches"][0]["data"], "only bob edit", "{first}");
+    let next = carol.wait_for("an edit", |f| f["cmd"] == "patch").await.unwrap();
+    assert_eq!(next["patches"][0]["data"], "for all", "carol was left out of the first: {next}");
 
     let muted = bob.request(json!({"cmd": "conv", "op": "mute", "cid": cid})).await.unwrap();
     assert_eq!(muted["op"], "updated", "{muted}");

@@ -78,9 +78,10 @@ impl Engine {
                     return Err(perr(ErrorCode::UnparseableRawMsg, "an edit needs the new body"));
                 }
             };
-            // The app's `_messageUpdate` may refuse the change or rewrite the new body.
-            let data = if session.admin {
-                data
+            // The app's `_messageUpdate` may refuse the change, rewrite the new body, or
+            // choose who is pushed it.
+            let (data, hook_to) = if session.admin {
+                (data, None)
             } else {
                 self.message_update(app, &conv, &me, &message, data, item.recall, session.conn.source_ip())
                     .await?
@@ -98,7 +99,16 @@ impl Engine {
                 from: me.clone(),
                 patched_at: now,
             };
-            if let Some(to) = message.recipients {
+            // Who may see the change: a targeted message's recipients, narrowed to the
+            // hook's choice when it made one (the change is stored for everyone, as
+            // `_messageReceived`'s `toPeers`).
+            let to = match (message.recipients, hook_to) {
+                (Some(to), Some(chosen)) => Some(to.into_iter().filter(|c| chosen.contains(c)).collect()),
+                (Some(to), None) => Some(to),
+                (None, Some(chosen)) => Some(chosen.into_iter().collect::<Vec<String>>()),
+                (None, None) => None,
+            };
+            if let Some(to) = to {
                 // A targeted message's change reaches its recipients (and the sender's
                 // other sessions, when it is a member) only.
                 let mut audience = to;

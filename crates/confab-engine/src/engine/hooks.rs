@@ -439,8 +439,11 @@ impl Engine {
         calls
     }
 
-    /// `_messageUpdate`: before an edit or recall is applied. May refuse it (4405) or
-    /// replace the new body. Returns the body to store.
+    /// `_messageUpdate`: before an edit or recall is applied. May refuse it (4405),
+    /// replace the new body (`content`), or name who is pushed the change (`toPeers`,
+    /// members only, as for `_messageReceived`). Returns the body to store and the
+    /// hook's recipients, if it chose some. A `bin` in the answer is not applied: an
+    /// edit keeps the original message's binary flag (docs/decisions.md).
     pub(crate) async fn message_update(
         &self,
         app: &AppState,
@@ -450,9 +453,9 @@ impl Engine {
         data: String,
         recall: bool,
         source_ip: Option<IpAddr>,
-    ) -> Result<String, ProtocolError> {
+    ) -> Result<(String, Option<HashSet<String>>), ProtocolError> {
         if !self.hooks_on(app) {
-            return Ok(data);
+            return Ok((data, None));
         }
         let to_peers: Vec<String> = conv.state().members.iter().filter(|m| *m != from).cloned().collect();
         let params = json!({
@@ -472,6 +475,10 @@ impl Engine {
         if verdict.truthy("drop") {
             return Err(verdict.refusal(code, "_messageUpdate"));
         }
+        let to = verdict.to_peers().map(|peers| {
+            let members = &conv.state().members;
+            peers.into_iter().filter(|p| members.contains(p) || conv.kind == ConvKind::Transient).collect()
+        });
         match verdict.get("content").and_then(Value::as_str) {
             Some(content) if content.len() > app.config.limits.message_bytes => Err(perr(
                 ErrorCode::FrameTooLong,
@@ -480,8 +487,8 @@ impl Engine {
                     app.config.limits.message_bytes
                 ),
             )),
-            Some(content) => Ok(content.to_owned()),
-            None => Ok(data),
+            Some(content) => Ok((content.to_owned(), to)),
+            None => Ok((data, to)),
         }
     }
 

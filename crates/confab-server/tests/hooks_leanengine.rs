@@ -488,9 +488,12 @@ async fn login_signing_is_delegated_to_rtm_client_sign() {
     assert_eq!(v2["client_id"], "signed-user");
 }
 
-/// A REST call to `server` with the master key: its 200 answer.
+/// A REST call to `server` with the master key: its 2xx answer.
 async fn rest(server: &Server, method: &str, path: &str, body: Value) -> Value {
-    common::rest::http(server, method, path, common::rest::MASTER, Some(&body.to_string())).await.ok()
+    let answer =
+        common::rest::http(server, method, path, common::rest::MASTER, Some(&body.to_string())).await;
+    assert!((200..300).contains(&answer.status), "{method} {path}: {} {}", answer.status, answer.body);
+    answer.body
 }
 
 /// The last call of `hook` matching `pred`, waiting for it.
@@ -866,4 +869,67 @@ async fn notifying_calls_are_retried_past_a_hanging_or_garbage_backend() {
         assert_eq!(calls_about(&log, "_messageSent", uid).len(), 1, "once each: {log:#?}");
     }
     assert_eq!(history(&mut bob, &cid).await, ["h1", "h2", "h3", "g1", "g2", "last"]);
+}
+
+/// Joining or leaving a chat room, and subscribing to or unsubscribing from a service
+/// conversation, are membership changes like any other: `_conversationAdd` judges a
+/// join, `_conversationAdded` / `_conversationRemoved` report the change (a leave by
+/// oneself is not judged by `_conversationRemove`, as for normal conversations).
+#[tokio::test]
+async fn rooms_and_service_conversations_report_membership_changes() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_config(dir.path(), &hooked(&receiver.url, ""));
+    let mut alice = server.open("alice").await;
+    let mut bob = server.open("bob").await;
+    let started = alice.request(json!({"cmd": "conv", "op": "start", "transient": true})).await.unwrap();
+    let room = started["cid"].as_str().unwrap_or_else(|| panic!("{started}")).to_owned();
+    let joined = bob.request(json!({"cmd": "conv", "op": "add", "cid": room, "m": ["bob"]})).await.unwrap();
+    assert_eq!(joined["op"], "added", "{joined}");
+    let check = last_call(&receiver, "_conversationAdd", |p| p["convId"] == room.as_str()).await;
+    assert_eq!(
+        (check["params"]["initBy"].clone(), check["params"]["members"].clone()),
+        (json!("bob"), json!(["bob"]))
+    );
+    let added = last_call(&receiver, "_conversationAdded", |p| p["convId"] == room.as_str()).await;
+    assert_eq!(
+        (added["params"]["initBy"].clone(), added["params"]["members"].clone()),
+        (json!("bob"), json!(["bob"]))
+    );
+    let left = bob.request(json!({"cmd": "conv", "op": "remove", "cid": room, "m": ["bob"]})).await.unwrap();
+    assert_eq!(left["op"], "removed", "{left}");
+    let removed = last_call(&receiver, "_conversationRemoved", |p| p["convId"] == room.as_str()).await;
+    assert_eq!(removed["params"]["members"], json!(["bob"]), "{removed}");
+
+    let svc = rest(&server, "POST", "/1.2/rtm/service-conversations", json!({"name": "news"})).await;
+    let svc = svc["objectId"].as_str().unwrap_or_else(|| panic!("{svc}")).to_owned();
+    let sub = bob.request(json!({"cmd": "conv", "op": "add", "cid": svc, "m": ["bob"]})).await.unwrap();
+    assert_eq!(sub["op"], "added", "{sub}");
+    let added = last_call(&receiver, "_conversationAdded", |p| p["convId"] == svc.as_str()).await;
+    assert_eq!(added["params"]["members"], json!(["bob"]), "{added}");
+    let unsub = bob.request(json!({"cmd": "conv", "op": "remove", "cid": svc, "m": ["bob"]})).await.unwrap();
+    assert_eq!(unsub["op"], "removed", "{unsub}");
+    let removed = last_call(&receiver, "_conversationRemoved", |p| p["convId"] == svc.as_str()).await;
+    assert_eq!(removed["params"]["initBy"], "bob", "{removed}");
+    // Through the REST API, too (the backend's own: no blocking hook).
+    rest(
+        &server,
+        "POST",
+        &format!("/1.2/rtm/service-conversations/{svc}/subscribers"),
+        json!({"client_id": "carol"}),
+    )
+    .await;
+    last_call(&receiver, "_conversationAdded", |p| {
+        p["convId"] == svc.as_str() && p["members"] == json!(["carol"])
+    })
+    .await;
+    let log = receiver.log().await;
+    assert!(calls(&log, "_conversationRemove").is_empty(), "leaving by oneself is not judged: {log:#?}");
+    assert!(
+        calls(&log, "_conversationAdd").iter().all(|c| c["params"]["members"] != json!(["carol"])),
+        "REST is not judged: {log:#?}"
+    );
 }

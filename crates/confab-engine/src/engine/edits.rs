@@ -83,8 +83,7 @@ impl Engine {
             let (data, hook_to) = if session.admin {
                 (data, None)
             } else {
-                self.message_update(app, &conv, &me, &message, data, item.recall, session.conn.source_ip())
-                    .await?
+                self.message_update(app, &conv, session, &message, data, item.recall).await?
             };
             store
                 .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)

@@ -448,15 +448,15 @@ impl Engine {
         &self,
         app: &AppState,
         conv: &Conv,
-        from: &str,
+        session: &Session,
         original: &StoredMessage,
         data: String,
         recall: bool,
-        source_ip: Option<IpAddr>,
     ) -> Result<(String, Option<HashSet<String>>), ProtocolError> {
         if !self.hooks_on(app) {
             return Ok((data, None));
         }
+        let from = &*session.client_id;
         let to_peers: Vec<String> = conv.state().members.iter().filter(|m| *m != from).cloned().collect();
         let params = json!({
             "fromPeer": from,
@@ -469,7 +469,7 @@ impl Engine {
             "recall": recall,
             "system": conv.kind == ConvKind::System,
         });
-        let params = with_source_ip(params, source_ip);
+        let params = with_source_ip(params, session.conn.source_ip());
         let code = ErrorCode::MessageUpdateRejectedByApp;
         let verdict = self.blocking_hook(app, "_messageUpdate", params, code).await?;
         if verdict.truthy("drop") {

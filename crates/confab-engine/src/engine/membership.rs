@@ -282,7 +282,6 @@ impl Engine {
         conv.state().blocked.contains(client)
     }
 
-    /// A session enters a chat room: here, and in the cluster's view of the room.
     /// Queues `_conversationAdded` or `_conversationRemoved` for a session that joined
     /// or left chat room `conv` by itself (not when its session ends).
     fn room_hook(&self, app: &AppState, conv: &Conv, session: &Session, hook: &str) {
@@ -294,7 +293,8 @@ impl Engine {
         self.queue_hook_calls(self.hook_event(app, hook, params).into_iter().collect());
     }
 
-    /// Puts `session` in chat room `conv`; whether it was not in it already.
+    /// A session enters a chat room: here, and in the cluster's view of the room.
+    /// Returns whether it was not in it already.
     pub(super) async fn join_room(&self, app: &AppState, conv: &Conv, session: &Arc<Session>) -> bool {
         let joined = {
             let mut state = conv.state();

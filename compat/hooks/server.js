@@ -4,7 +4,7 @@
 // chosen by the message content / names the test sends; two extra plain routes let the
 // test read what arrived (GET /__log) and make notifying hooks fail (POST /__mode/<mode>:
 // `fail` answers 500, `hang` never answers, `garbage` answers 200 with a body that is not
-// JSON, `ok` works again; GET /__refused counts the notifying calls so refused).
+// JSON, `record-hang` records the call and then never answers, `ok` works again; GET /__refused counts the notifying calls so refused).
 'use strict';
 const http = require('http');
 const AV = require('leanengine');
@@ -41,6 +41,7 @@ function notifying(hook) {
       throw new Error('backend is failing on purpose');
     }
     record(hook, request);
+    if (mode === 'record-hang') return new Promise(() => {});
     return {};
   };
 }
@@ -120,7 +121,7 @@ const server = http.createServer((req, res) => {
   } else if (req.url.startsWith('/__mode/')) {
     mode = req.url.slice('/__mode/'.length);
     res.end('ok');
-  } else if (mode !== 'ok' && mode !== 'fail'
+  } else if ((mode === 'hang' || mode === 'garbage')
       && NOTIFYING.some((hook) => req.url === `/1.1/functions/${hook}`)) {
     refused += 1;
     if (mode === 'garbage') {

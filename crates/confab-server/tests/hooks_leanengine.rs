@@ -933,3 +933,41 @@ async fn rooms_and_service_conversations_report_membership_changes() {
         "REST is not judged: {log:#?}"
     );
 }
+
+/// A call the backend received but never answered (it was cut off by a SIGKILL of
+/// confab) is made again after the restart, with the same idempotency key: the
+/// backend deduplicates with it.
+#[tokio::test]
+async fn a_call_cut_off_by_sigkill_is_made_again_with_the_same_key() {
+    if !installed() {
+        return;
+    }
+    let receiver = Receiver::start(0);
+    receiver.set_mode("record-hang").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that no retry comes before the kill; short enough that a cluster's
+    // lease on the call (timeout + 5 s) ends well within the wait below.
+    let config = hooked(&receiver.url, "timeout_ms = 5000");
+    let uid;
+    {
+        let mut server = Server::start_config(dir.path(), &config);
+        let mut alice = server.open("alice").await;
+        let cid = create(&mut alice, &["bob"]).await;
+        uid = send(&mut alice, &cid, "cut off").await["uid"].as_str().unwrap().to_owned();
+        last_call(&receiver, "_messageSent", |p| p["msgId"] == uid.as_str()).await;
+        server.kill();
+    }
+    receiver.set_mode("ok").await;
+    let _server = Server::start_config(dir.path(), &config);
+    for _ in 0..1200 {
+        if calls_about(&receiver.log().await, "_messageSent", &uid).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = receiver.log().await;
+    let sent = calls_about(&log, "_messageSent", &uid);
+    assert!(sent.len() >= 2, "made again after the restart: {log:#?}");
+    assert!(sent.iter().all(|c| c["key"] == sent[0]["key"]), "one key: {sent:#?}");
+    assert!(sent[0]["key"].as_str().is_some_and(|k| k.ends_with(uid.as_str())), "{sent:#?}");
+}

@@ -63,6 +63,7 @@ AV.Cloud.onIMMessageUpdate((request) => {
   if (request.params.content === 'forbidden edit') return { drop: true, code: 77, detail: 'no' };
   if (request.params.content === 'rewrite edit') return { content: 'edit rewritten' };
   if (request.params.content === 'only bob edit') return { toPeers: ['bob'] };
+  if (request.params.content === 'binary edit') return { bin: true, content: 'AAEC' };
   return {};
 });
 

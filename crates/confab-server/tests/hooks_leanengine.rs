@@ -583,7 +583,7 @@ async fn message_update_refuses_or_rewrites_edits() {
     let mut bob = server.open("bob").await;
     let cid = create(&mut alice, &["bob"]).await;
     let mut uids = Vec::new();
-    for text in ["one", "two", "three"] {
+    for text in ["one", "two", "three", "four"] {
         uids.push(send(&mut alice, &cid, text).await["uid"].as_str().unwrap().to_owned());
         bob.wait_for(text, is_direct(&cid)).await.unwrap();
     }
@@ -617,7 +617,27 @@ async fn message_update_refuses_or_rewrites_edits() {
     assert_eq!(log[0], "one", "the refused edit changed nothing: {log:?}");
     assert_eq!(log[1], "edit rewritten", "{log:?}");
     assert_ne!(log[2], "three", "recalled: {log:?}");
-    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log.len(), 4, "{log:?}");
+
+    // The answer's `bin` makes the edit binary: pushed so, and stored so.
+    let binary = alice.request(patch(&uids[3], Some("binary edit"))).await.unwrap();
+    assert_eq!(binary["op"], "modified", "{binary}");
+    let pushed = bob
+        .wait_for("the binary edit", |f| f["cmd"] == "patch" && f["patches"][0]["mid"] == uids[3].as_str())
+        .await
+        .unwrap();
+    assert_eq!(
+        (pushed["patches"][0]["data"].clone(), pushed["patches"][0]["bin"].clone()),
+        (json!("AAEC"), json!(true)),
+        "{pushed}"
+    );
+    let path = format!("/1.2/rtm/conversations/{cid}/messages?limit=10");
+    let records = common::rest::http(&server, "GET", &path, common::rest::MASTER, None).await.ok();
+    let record = records.as_array().unwrap().iter().find(|r| r["msg-id"] == uids[3].as_str()).cloned();
+    let record = record.unwrap_or_else(|| panic!("{records}"));
+    assert_eq!((record["data"].clone(), record["bin"].clone()), (json!("AAEC"), json!(true)), "{record}");
+    let text = records.as_array().unwrap().iter().find(|r| r["msg-id"] == uids[1].as_str()).cloned().unwrap();
+    assert_eq!(text["bin"], false, "an edit without `bin` keeps the flag: {text}");
 }
 
 /// `_messageReceived` may turn a message binary (`bin` + base64 `content`); the mute form

@@ -31,6 +31,7 @@ impl Engine {
                 mid: m.id,
                 timestamp: m.ts,
                 data: m.data,
+                binary: m.binary,
                 from: m.from,
             })
             .collect();
@@ -78,23 +79,33 @@ impl Engine {
                     return Err(perr(ErrorCode::UnparseableRawMsg, "an edit needs the new body"));
                 }
             };
-            // The app's `_messageUpdate` may refuse the change, rewrite the new body, or
-            // choose who is pushed it.
-            let (data, hook_to) = if session.admin {
-                (data, None)
+            // The app's `_messageUpdate` may refuse the change, rewrite the new body (and
+            // its binary flag), or choose who is pushed it.
+            let update = if session.admin {
+                super::hooks::Update { data, binary: None, to: None }
             } else {
                 self.message_update(app, &conv, session, &message, data, item.recall).await?
             };
-            store
-                .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)
-                .await
-                .map_err(store_error)?;
+            let (data, hook_to) = (update.data, update.to);
+            let written = match update.binary {
+                Some(binary) => store.patch_message_binary(
+                    &app.config.id,
+                    &item.cid,
+                    message.ts,
+                    data.clone(),
+                    binary,
+                    now,
+                ),
+                None => store.patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now),
+            };
+            written.await.map_err(store_error)?;
             let patched = confab_types::PatchedMessage {
                 cid: item.cid,
                 mid: item.mid,
                 timestamp: message.ts,
                 recall: item.recall,
                 data,
+                binary: update.binary.unwrap_or(message.binary),
                 from: me.clone(),
                 patched_at: now,
             };

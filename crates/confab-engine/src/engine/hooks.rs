@@ -295,6 +295,18 @@ pub(crate) struct Received {
     pub to: Option<HashSet<String>>,
 }
 
+/// What `_messageUpdate` decided for an edit or recall that goes on.
+#[derive(Debug)]
+pub(crate) struct Update {
+    /// The body to store.
+    pub data: String,
+    /// The hook's binary flag for it (`None`: the original message's stays).
+    pub binary: Option<bool>,
+    /// The hook replaced the recipients: only these members are pushed the change (it
+    /// is stored for everyone, as `_messageReceived`'s `toPeers`).
+    pub to: Option<HashSet<String>>,
+}
+
 impl Engine {
     /// `_messageReceived`: before a message is stored or delivered. May drop it (4402),
     /// replace its body (`content`, `bin`) or its recipients (`toPeers`, members only).
@@ -440,10 +452,8 @@ impl Engine {
     }
 
     /// `_messageUpdate`: before an edit or recall is applied. May refuse it (4405),
-    /// replace the new body (`content`), or name who is pushed the change (`toPeers`,
-    /// members only, as for `_messageReceived`). Returns the body to store and the
-    /// hook's recipients, if it chose some. A `bin` in the answer is not applied: an
-    /// edit keeps the original message's binary flag (docs/decisions.md).
+    /// replace the new body (`content`) and its binary flag (`bin`), or name who is
+    /// pushed the change (`toPeers`, members only, as for `_messageReceived`).
     pub(crate) async fn message_update(
         &self,
         app: &AppState,
@@ -452,9 +462,9 @@ impl Engine {
         original: &StoredMessage,
         data: String,
         recall: bool,
-    ) -> Result<(String, Option<HashSet<String>>), ProtocolError> {
+    ) -> Result<Update, ProtocolError> {
         if !self.hooks_on(app) {
-            return Ok((data, None));
+            return Ok(Update { data, binary: None, to: None });
         }
         let from = &*session.client_id;
         let to_peers: Vec<String> = conv.state().members.iter().filter(|m| *m != from).cloned().collect();
@@ -479,6 +489,7 @@ impl Engine {
             let members = &conv.state().members;
             peers.into_iter().filter(|p| members.contains(p) || conv.kind == ConvKind::Transient).collect()
         });
+        let binary = verdict.get("bin").and_then(Value::as_bool);
         match verdict.get("content").and_then(Value::as_str) {
             Some(content) if content.len() > app.config.limits.message_bytes => Err(perr(
                 ErrorCode::FrameTooLong,
@@ -487,8 +498,8 @@ impl Engine {
                     app.config.limits.message_bytes
                 ),
             )),
-            Some(content) => Ok((content.to_owned(), to)),
-            None => Ok((data, to)),
+            Some(content) => Ok(Update { data: content.to_owned(), binary, to }),
+            None => Ok(Update { data, binary, to }),
         }
     }
 

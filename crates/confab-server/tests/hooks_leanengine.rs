@@ -43,6 +43,9 @@ struct Receiver {
 impl Receiver {
     /// Starts the app on `port` (0: any free port).
     fn start(port: u16) -> Receiver {
+        // Its stderr goes to a file (a pipe nobody reads could fill and stall it), shown
+        // if it fails to start.
+        let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new("node")
             .arg("server.js")
             .current_dir(receiver_dir())
@@ -52,12 +55,16 @@ impl Receiver {
             .env("LEANCLOUD_APP_HOOK_KEY", HOOK_KEY)
             .env("LEANCLOUD_APP_PORT", port.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr.reopen().unwrap())
             .spawn()
             .expect("node runs");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+        let Some(port) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
+            let status = child.wait();
+            let why = std::fs::read_to_string(stderr.path()).unwrap_or_default();
+            panic!("the LeanEngine app did not start ({status:?}): {line:?}\n{why}");
+        };
         Receiver { child, url: format!("http://127.0.0.1:{port}") }
     }
 

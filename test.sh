@@ -93,7 +93,8 @@ cargo test --workspace --locked
 
 say "integration suites again, every server on PostgreSQL (one throw-away server per suite)"
 CONFAB_TEST_STORE=postgres cargo test --locked -p confab-server \
-  --test messages --test conversations --test session --test rest --test rest_more --test migrate
+  --test messages --test conversations --test session --test rest --test rest_more --test migrate \
+  --test hooks_leanengine
 
 say "integration suites again, every server a 3-node cluster (PostgreSQL + Redis) behind a round-robin balancer"
 # Not all of rest_more: a silence set through one node reaches the others an event
@@ -101,7 +102,8 @@ say "integration suites again, every server a 3-node cluster (PostgreSQL + Redis
 # app-wide broadcasts: `every_node`) do run.
 CONFAB_TEST_STORE=cluster cargo test --locked -p confab-server \
   --test messages --test conversations --test session --test rest --test signatures \
-  --test metrics --test protobuf --test hostile --test reliability_crash --test tls
+  --test metrics --test protobuf --test hostile --test reliability_crash --test tls \
+  --test hooks_leanengine
 CONFAB_TEST_STORE=cluster cargo test --locked -p confab-server --test rest_more -- every_node
 
 export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"

@@ -2,7 +2,9 @@
 // It defines every realtime hook with the package's own AV.Cloud.onIM* functions and
 // serves them with AV.express(), as an app deployed on LeanEngine would. Behaviour is
 // chosen by the message content / names the test sends; two extra plain routes let the
-// test read what arrived (GET /__log) and make notifying hooks fail (POST /__mode).
+// test read what arrived (GET /__log) and make notifying hooks fail (POST /__mode/<mode>:
+// `fail` answers 500, `hang` never answers, `garbage` answers 200 with a body that is not
+// JSON, `record-hang` records the call and then never answers, `ok` works again; GET /__refused counts the notifying calls so refused).
 'use strict';
 const http = require('http');
 const AV = require('leanengine');
@@ -17,7 +19,12 @@ AV.init({
 });
 
 const log = [];
-let failNotifying = false;
+let mode = 'ok';
+let refused = 0;
+const NOTIFYING = [
+  '_messageSent', '_receiversOffline', '_conversationStarted', '_conversationAdded',
+  '_conversationRemoved', '_clientOnline', '_clientOffline',
+];
 
 function record(hook, request) {
   log.push({
@@ -29,10 +36,12 @@ function record(hook, request) {
 
 function notifying(hook) {
   return (request) => {
-    if (failNotifying) {
+    if (mode === 'fail') {
+      refused += 1;
       throw new Error('backend is failing on purpose');
     }
     record(hook, request);
+    if (mode === 'record-hang') return new Promise(() => {});
     return {};
   };
 }
@@ -43,6 +52,7 @@ AV.Cloud.onIMMessageReceived((request) => {
   if (content === 'forbidden') return { drop: true, code: 1234, detail: 'no bad words' };
   if (content === 'rewrite me') return { content: 'rewritten by the hook' };
   if (content === 'only bob') return { toPeers: ['bob'] };
+  if (content === 'make binary') return { bin: true, content: 'AAEC' };
   if (content === 'hang') return new Promise(() => {});
   if (content === 'boom') throw new Error('boom');
   return {};
@@ -52,6 +62,8 @@ AV.Cloud.onIMMessageUpdate((request) => {
   record('_messageUpdate', request);
   if (request.params.content === 'forbidden edit') return { drop: true, code: 77, detail: 'no' };
   if (request.params.content === 'rewrite edit') return { content: 'edit rewritten' };
+  if (request.params.content === 'only bob edit') return { toPeers: ['bob'] };
+  if (request.params.content === 'binary edit') return { bin: true, content: 'AAEC' };
   return {};
 });
 
@@ -76,6 +88,9 @@ AV.Cloud.onIMConversationRemove((request) => {
 
 AV.Cloud.onIMConversationUpdate((request) => {
   record('_conversationUpdate', request);
+  if (request.params.mute !== undefined && request.params.initBy === 'carol') {
+    return { reject: true, code: 14, detail: 'carol may not mute' };
+  }
   const attr = request.params.attr || {};
   if (attr.name === 'bad') return { reject: true, code: 13, detail: 'bad name' };
   if (attr.name === 'rename') return { attr: { name: 'renamed by the hook' } };
@@ -101,9 +116,20 @@ const server = http.createServer((req, res) => {
   if (req.url === '/__log') {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify(log));
+  } else if (req.url === '/__refused') {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(refused));
   } else if (req.url.startsWith('/__mode/')) {
-    failNotifying = req.url === '/__mode/fail';
+    mode = req.url.slice('/__mode/'.length);
     res.end('ok');
+  } else if ((mode === 'hang' || mode === 'garbage')
+      && NOTIFYING.some((hook) => req.url === `/1.1/functions/${hook}`)) {
+    refused += 1;
+    if (mode === 'garbage') {
+      res.setHeader('content-type', 'application/json');
+      res.end('{"result": garbage');
+    }
+    // 'hang': never answers.
   } else {
     engine(req, res, () => {
       res.statusCode = 404;

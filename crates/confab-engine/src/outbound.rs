@@ -166,6 +166,9 @@ pub struct ConnHandle {
     pub id: u64,
     /// The `Origin` header of the handshake, if any.
     pub origin: Option<String>,
+    /// The client's address, as the gateway resolved it (see
+    /// [`ConnHandle::set_source_ip`]): the hooks' `sourceIP`.
+    source_ip: std::sync::OnceLock<std::net::IpAddr>,
     /// The byte budget.
     budget: usize,
     queue: Mutex<Queue>,
@@ -263,12 +266,25 @@ impl ConnHandle {
         let handle = Arc::new(ConnHandle {
             id,
             origin,
+            source_ip: std::sync::OnceLock::new(),
             budget: budget.max(1),
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             closing: atomic_waker::AtomicWaker::new(),
         });
         (handle.clone(), OutboundReceiver { handle })
+    }
+
+    /// Records the client's address (the TCP peer, or the client a trusted proxy
+    /// names); the first call wins. The app's hooks report it as `sourceIP`.
+    pub fn set_source_ip(&self, ip: std::net::IpAddr) {
+        let _ = self.source_ip.set(ip);
+    }
+
+    /// The client's address, when the gateway recorded one (not for the app's own
+    /// backend acting through the REST API).
+    pub fn source_ip(&self) -> Option<std::net::IpAddr> {
+        self.source_ip.get().copied()
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {

@@ -474,6 +474,17 @@ pub trait Store: Send + Sync + 'static {
         data: String,
         patched_at: i64,
     ) -> StoreFuture<'a, ()>;
+    /// [`Store::patch_message`] that also sets the message's binary flag: an edit the
+    /// app's `_messageUpdate` hook turned binary (or text).
+    fn patch_message_binary<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        data: String,
+        binary: bool,
+        patched_at: i64,
+    ) -> StoreFuture<'a, ()>;
     /// Sets a member's role (`Manager` or `Member`); only `Manager` puts the member in
     /// [`ConversationRecord::managers`].
     fn set_role<'a>(

@@ -67,6 +67,8 @@ pub struct Handshake {
     pub version: u8,
     /// The `Origin` header, if any.
     pub origin: Option<String>,
+    /// The client's address (see `routes::client_ip`), if the server knows its peer.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// Serves one upgraded socket until it closes.
@@ -75,9 +77,12 @@ pub struct Handshake {
 /// 368-byte socket and the handshake) for the connection's whole life. The future
 /// returned here holds only what the connection uses.
 pub fn serve_socket(handshake: Handshake, socket: WebSocket) -> impl Future<Output = ()> + Send {
-    let Handshake { gateway, codec, version, origin } = handshake;
+    let Handshake { gateway, codec, version, origin, source_ip } = handshake;
     let (sink, stream) = socket.split();
     let (mut conn, rx) = gateway.engine.open_connection(origin, version);
+    if let Some(ip) = source_ip {
+        conn.handle.set_source_ip(ip);
+    }
     conn.set_protocol(protocol_of(codec), version);
     let timeouts = Timeouts { login: gateway.config.login_timeout, read: gateway.config.read_timeout };
     let counted = METRICS.connection(protocol_of(codec), version);

@@ -8,6 +8,9 @@
 //! - for notifying hooks, `Idempotency-Key: <key>`, the same on every retry of a call;
 //! - the answer `{"result": …}` unwrapped; any non-2xx status, an answer that is not a
 //!   JSON object, or a body over 1 MiB is a failure.
+//!
+//! A failure names the status, the body's length and the kind of error, never the
+//! body: a backend may echo the message it was judging, and failures are logged.
 
 use confab_engine::AppConfig;
 use confab_engine::ports::{HookCaller, HookError, HookFuture};
@@ -40,12 +43,31 @@ fn failure(e: confab_httpc::Error) -> HookError {
     use confab_httpc::Error as E;
     match e {
         E::Timeout(_) => HookError::Timeout,
-        E::Status { status, body_excerpt } => {
-            HookError::Status { status: status.as_u16(), detail: body_excerpt }
-        }
+        E::Status { status, body_excerpt } => HookError::Status {
+            status: status.as_u16(),
+            detail: format!("a body of {} bytes or more", body_excerpt.len()),
+        },
         E::BodyTooLarge { limit } => HookError::BadReply(format!("answer over {limit} bytes")),
-        E::DecodeJson(e) => HookError::BadReply(e.to_string()),
+        // serde_json's position, not its message: a type error quotes the input.
+        E::DecodeJson(e) => HookError::BadReply(format!(
+            "not JSON ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )),
         other => HookError::Unreachable(other.to_string()),
+    }
+}
+
+/// The kind of a JSON value, for a failure that must not quote it.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
@@ -74,11 +96,59 @@ impl HookCaller for HttpHooks {
             if let Some(key) = idempotency_key {
                 request = request.header("Idempotency-Key", key);
             }
-            let answer: Value = request.send_json().await.map_err(failure)?;
-            match answer {
+            let response = request.send().await.map_err(failure)?;
+            if !response.status().is_success() {
+                return Err(HookError::Status {
+                    status: response.status().as_u16(),
+                    detail: format!("a body of {} bytes", response.body().len()),
+                });
+            }
+            match response.json::<Value>().map_err(failure)? {
                 Value::Object(mut m) => Ok(m.remove("result").unwrap_or(Value::Null)),
-                other => Err(HookError::BadReply(format!("not a JSON object: {:.80}", other.to_string()))),
+                other => Err(HookError::BadReply(format!("a JSON {}, not an object", json_kind(&other)))),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_engine::HookSettings;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A backend answering `reply` to every request.
+    async fn backend(reply: &'static str) -> AppConfig {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        let mut app = AppConfig::new("app", "key", "master");
+        app.hooks = Some(HookSettings { url, key: "hook".into(), timeout_ms: 2000, fail_closed: false });
+        app
+    }
+
+    /// Failures are logged: they must not quote a body that may echo a message.
+    #[tokio::test]
+    async fn a_failure_never_quotes_the_backends_answer() {
+        let hooks = HttpHooks::new().expect("a client");
+        let replies = [
+            "HTTP/1.1 500 Oops\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{\"error\":\"secret words\"}",
+            "HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\n\"secret words\"",
+            "HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{\"result\": secre",
+            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nsecret!",
+        ];
+        for reply in replies {
+            let app = backend(reply).await;
+            let params = serde_json::json!({"content": "secret words"});
+            let error = hooks.call(&app, "_messageReceived", &params, None).await.expect_err(reply);
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("secre"), "{shown}");
+        }
     }
 }

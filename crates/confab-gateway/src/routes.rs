@@ -129,6 +129,35 @@ fn websocket_url(config: &GatewayConfig, headers: &HeaderMap, peer: Option<IpAdd
     format!("{}://{host}/", if secure { "wss" } else { "ws" })
 }
 
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the
+/// address `X-Forwarded-For` names for the client. Proxies append the address they
+/// received from, so the list is read from the right, past every trusted proxy: the
+/// first address that is not one is the client (anything left of it was written by
+/// the client itself and proves nothing). An entry that is not an address stops the
+/// walk at the last trusted hop. Reported to the app's hooks as `sourceIP`.
+pub(crate) fn client_ip(config: &GatewayConfig, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    let trusted = |ip: IpAddr| config.trusted_proxies.iter().any(|net| net.contains(ip));
+    let mut client = peer;
+    if !trusted(peer) {
+        return client;
+    }
+    let hops = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let hops: Vec<&str> = hops.flat_map(|v| v.split(',')).map(str::trim).collect();
+    for hop in hops.iter().rev() {
+        let parsed = hop
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+            .map(|ip| ip.to_canonical());
+        let Some(ip) = parsed else { break };
+        client = ip;
+        if !trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// Whether `s` is a URL authority without user info: `host`, `host:port`, `[v6]` or
 /// `[v6]:port`, where a host is letters, digits, `-`, `.` and `_`.
 fn valid_authority(s: &str) -> bool {
@@ -212,6 +241,7 @@ async fn route_preflight(
 /// `GET /`: the WebSocket endpoint; a plain GET gets a short description.
 async fn websocket_or_info(
     State(gateway): State<Gateway>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
@@ -242,8 +272,15 @@ async fn websocket_or_info(
     if let Some(echo) = negotiated.echo {
         ws = ws.protocols([echo]);
     }
-    let handshake =
-        Box::new(Handshake { gateway, codec: negotiated.codec, version: negotiated.version, origin });
+    let source_ip =
+        peer.ok().map(|ConnectInfo(addr)| client_ip(&gateway.config, &headers, addr.ip().to_canonical()));
+    let handshake = Box::new(Handshake {
+        gateway,
+        codec: negotiated.codec,
+        version: negotiated.version,
+        origin,
+        source_ip,
+    });
     ws.on_upgrade(move |socket| serve_socket(*handshake, socket))
 }
 
@@ -320,6 +357,28 @@ mod tests {
         let chained =
             headers(&[("x-forwarded-host", "a.example, b.internal"), ("x-forwarded-proto", "https,http")]);
         assert_eq!(websocket_url(&g, &chained, proxy), "wss://a.example/");
+    }
+
+    #[test]
+    fn the_client_address_is_read_past_trusted_proxies_only() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        let g = gateway(&["10.0.0.0/8"]);
+        let proxy = ip("10.0.0.5");
+        let xff = |v: &str| headers(&[("x-forwarded-for", v)]);
+        // From a stranger the header is the client's own claim: ignored.
+        assert_eq!(client_ip(&g, &xff("198.51.100.1"), ip("203.0.113.7")), ip("203.0.113.7"));
+        // Through a trusted proxy: the address it received from.
+        assert_eq!(client_ip(&g, &xff("198.51.100.1"), proxy), ip("198.51.100.1"));
+        // A spoofed entry left of the real client is not believed; trusted hops are skipped.
+        assert_eq!(client_ip(&g, &xff("1.2.3.4, 198.51.100.1, 10.0.0.9"), proxy), ip("198.51.100.1"));
+        // Only trusted hops: the leftmost. No header, or garbage: the last trusted hop.
+        assert_eq!(client_ip(&g, &xff("10.0.0.8, 10.0.0.9"), proxy), ip("10.0.0.8"));
+        assert_eq!(client_ip(&g, &HeaderMap::new(), proxy), proxy);
+        assert_eq!(client_ip(&g, &xff("unknown, 10.0.0.9"), proxy), ip("10.0.0.9"));
+        // IPv6 with a port, and IPv4-mapped IPv6.
+        assert_eq!(client_ip(&g, &xff("[2001:db8::1]:4711"), proxy), ip("2001:db8::1"));
+        assert_eq!(client_ip(&g, &xff("::ffff:198.51.100.2"), proxy), ip("198.51.100.2"));
+        assert_eq!(client_ip(&gateway(&[]), &xff("198.51.100.1"), proxy), proxy, "nobody trusted");
     }
 
     #[test]

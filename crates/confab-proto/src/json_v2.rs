@@ -794,8 +794,12 @@ pub fn encode_push(push: &Push) -> String {
             let patches: Vec<Value> = items
                 .iter()
                 .map(|p| {
-                    json!({"cid": p.cid, "mid": p.mid, "timestamp": p.timestamp, "recall": p.recall,
-                           "data": p.data, "patchTimestamp": p.patched_at, "from": p.from})
+                    let mut item = json!({"cid": p.cid, "mid": p.mid, "timestamp": p.timestamp, "recall": p.recall,
+                           "data": p.data, "patchTimestamp": p.patched_at, "from": p.from});
+                    if p.binary {
+                        item["bin"] = Value::Bool(true);
+                    }
+                    item
                 })
                 .collect();
             object(json!({"cmd": "patch", "op": "modify", "patches": patches, "lastPatchTime": patched_at}))

@@ -508,15 +508,20 @@ pub fn encode_push(push: &Push) -> Vec<u8> {
             patch_message: Some(PatchCommand {
                 patches: items
                     .iter()
-                    .map(|p| PatchItem {
-                        cid: Some(p.cid.clone()),
-                        mid: Some(p.mid.clone()),
-                        timestamp: Some(p.timestamp),
-                        recall: Some(p.recall),
-                        data: Some(p.data.clone()),
-                        patch_timestamp: Some(p.patched_at),
-                        from: Some(p.from.clone()),
-                        ..PatchItem::default()
+                    .map(|p| {
+                        // A binary body travels as bytes, as in a direct push.
+                        let binary = p.binary.then(|| from_base64(&p.data)).flatten();
+                        PatchItem {
+                            cid: Some(p.cid.clone()),
+                            mid: Some(p.mid.clone()),
+                            timestamp: Some(p.timestamp),
+                            recall: Some(p.recall),
+                            data: if binary.is_some() { None } else { Some(p.data.clone()) },
+                            binary_msg: binary,
+                            patch_timestamp: Some(p.patched_at),
+                            from: Some(p.from.clone()),
+                            ..PatchItem::default()
+                        }
                     })
                     .collect(),
                 last_patch_time: Some(*patched_at),
@@ -641,6 +646,28 @@ mod tests {
             (open.app_id.as_str(), open.reconnect, open.session_token.as_deref()),
             ("app", true, Some("tok"))
         );
+    }
+
+    #[test]
+    fn a_binary_patch_travels_as_bytes() {
+        let item = |binary: bool, data: &str| confab_types::PatchedMessage {
+            cid: "c".into(),
+            mid: "m".into(),
+            timestamp: 1,
+            recall: false,
+            data: data.into(),
+            binary,
+            from: "alice".into(),
+            patched_at: 2,
+        };
+        let push = Push::Patch { items: vec![item(true, "AAEC"), item(false, "text")], patched_at: 2 };
+        let g = GenericCommand::decode(encode_push(&push).as_slice()).expect("decodes");
+        let patches = g.patch_message.expect("a patch").patches;
+        assert_eq!(
+            (patches[0].binary_msg.as_deref(), patches[0].data.as_deref()),
+            (Some(&[0u8, 1, 2][..]), None)
+        );
+        assert_eq!((patches[1].binary_msg.as_deref(), patches[1].data.as_deref()), (None, Some("text")));
     }
 
     #[test]

@@ -262,6 +262,31 @@ impl MemoryStore {
         f(apps.entry(app.to_owned()).or_default())
     }
 
+    /// Replaces a message's body (and its binary flag, when `binary` is set).
+    fn patch(
+        &self,
+        app: &str,
+        cid: &str,
+        ts: i64,
+        data: String,
+        binary: Option<bool>,
+        patched_at: i64,
+    ) -> Result<(), StoreError> {
+        self.with_app(app, |a| {
+            let log = a.messages.get_mut(cid);
+            let Some((log, m)) = log.and_then(|l| l.by_ts.get_mut(&ts).map(|m| (&mut l.patched, m))) else {
+                return Err(StoreError::Backend(format!("no message at {ts} in {cid}")));
+            };
+            m.data = data;
+            if let Some(binary) = binary {
+                m.binary = binary;
+            }
+            m.patched_at = Some(patched_at);
+            log.insert(ts);
+            Ok(())
+        })
+    }
+
     /// Runs `f` on the app's data, then stores `notify` in the outbox, all under one
     /// lock: both or (when `f` fails) neither.
     fn with_app_notify<T>(
@@ -590,16 +615,19 @@ impl Store for MemoryStore {
         data: String,
         patched_at: i64,
     ) -> StoreFuture<'a, ()> {
-        done(self.with_app(app, |a| {
-            let log = a.messages.get_mut(cid);
-            let Some((log, m)) = log.and_then(|l| l.by_ts.get_mut(&ts).map(|m| (&mut l.patched, m))) else {
-                return Err(StoreError::Backend(format!("no message at {ts} in {cid}")));
-            };
-            m.data = data;
-            m.patched_at = Some(patched_at);
-            log.insert(ts);
-            Ok(())
-        }))
+        done(self.patch(app, cid, ts, data, None, patched_at))
+    }
+
+    fn patch_message_binary<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        data: String,
+        binary: bool,
+        patched_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        done(self.patch(app, cid, ts, data, Some(binary), patched_at))
     }
 
     fn set_role<'a>(

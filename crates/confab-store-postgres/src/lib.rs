@@ -290,6 +290,8 @@ enum WriteOp {
         cid: String,
         ts: i64,
         data: String,
+        /// The new binary flag (`None`: unchanged).
+        binary: Option<bool>,
         patched_at: i64,
     },
     SetMuted {
@@ -460,7 +462,7 @@ impl WriteOp {
                 sql::UNMARK,
                 vec![own(app.clone()), own(cid.clone()), own(*kind as i64), own(distinct(clients))],
             ),
-            WriteOp::Patch { app, cid, ts, data, patched_at } => (
+            WriteOp::Patch { app, cid, ts, data, binary, patched_at } => (
                 sql::PATCH,
                 vec![
                     own(app.clone()),
@@ -469,6 +471,7 @@ impl WriteOp {
                     own(data.as_bytes().to_vec()),
                     own(*patched_at),
                     own(lctype_of(data)),
+                    own(*binary),
                 ],
             ),
             WriteOp::SetMuted { app, cid, client, muted } => {
@@ -1607,7 +1610,27 @@ impl Store for PostgresStore {
         data: String,
         patched_at: i64,
     ) -> StoreFuture<'a, ()> {
-        self.write_unit(WriteOp::Patch { app: app.into(), cid: cid.into(), ts, data, patched_at })
+        self.write_unit(WriteOp::Patch {
+            app: app.into(),
+            cid: cid.into(),
+            ts,
+            data,
+            binary: None,
+            patched_at,
+        })
+    }
+
+    fn patch_message_binary<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        data: String,
+        binary: bool,
+        patched_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        let binary = Some(binary);
+        self.write_unit(WriteOp::Patch { app: app.into(), cid: cid.into(), ts, data, binary, patched_at })
     }
 
     fn set_role<'a>(

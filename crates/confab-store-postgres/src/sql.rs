@@ -292,10 +292,12 @@ pub(crate) const CLIENT_MARKS: &str = "SELECT cid FROM marks
 pub(crate) const COUNT_CLIENT_MARKS: &str = "SELECT COUNT(*) FROM marks
  WHERE app = $1::text AND client = $2::text AND kind = $3::bigint";
 
-/// $1 app, $2 cid, $3 ts, $4 body, $5 patched_at, $6 lctype. One row when the message exists.
+/// $1 app, $2 cid, $3 ts, $4 body, $5 patched_at, $6 lctype, $7 binary (null: unchanged).
+/// One row when the message exists.
 pub(crate) const PATCH: &str = "
 WITH u AS (
-    UPDATE messages SET body = $4::bytea, patched_at = $5::bigint, lctype = $6::bigint
+    UPDATE messages SET body = $4::bytea, patched_at = $5::bigint, lctype = $6::bigint,
+           is_binary = COALESCE($7::boolean, is_binary)
      WHERE app = $1::text AND cid = $2::text AND ts = $3::bigint
  RETURNING ts),
 c AS (

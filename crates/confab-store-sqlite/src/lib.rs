@@ -227,6 +227,8 @@ enum WriteOp {
         cid: String,
         ts: i64,
         data: String,
+        /// The new binary flag (`None`: unchanged).
+        binary: Option<bool>,
         patched_at: i64,
     },
     SetMuted {
@@ -1058,12 +1060,13 @@ fn apply(c: &Connection, op: &WriteOp) -> Result<Option<Appended>, rusqlite::Err
                 }
             }
         }
-        WriteOp::Patch { app, cid, ts, data, patched_at } => {
+        WriteOp::Patch { app, cid, ts, data, binary, patched_at } => {
             let changed = c
                 .prepare_cached(
-                    "UPDATE messages SET body = ?4, patched_at = ?5 WHERE app = ?1 AND cid = ?2 AND ts = ?3",
+                    "UPDATE messages SET body = ?4, patched_at = ?5, binary = COALESCE(?6, binary)
+                     WHERE app = ?1 AND cid = ?2 AND ts = ?3",
                 )?
-                .execute(params![app, cid, ts, data, patched_at])?;
+                .execute(params![app, cid, ts, data, patched_at, binary])?;
             if changed == 0 {
                 return Err(rusqlite::Error::QueryReturnedNoRows);
             }
@@ -1522,7 +1525,20 @@ impl Store for SqliteStore {
         data: String,
         patched_at: i64,
     ) -> StoreFuture<'a, ()> {
-        self.write(WriteOp::Patch { app: app.into(), cid: cid.into(), ts, data, patched_at })
+        self.write(WriteOp::Patch { app: app.into(), cid: cid.into(), ts, data, binary: None, patched_at })
+    }
+
+    fn patch_message_binary<'a>(
+        &'a self,
+        app: &'a str,
+        cid: &'a str,
+        ts: i64,
+        data: String,
+        binary: bool,
+        patched_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        let binary = Some(binary);
+        self.write(WriteOp::Patch { app: app.into(), cid: cid.into(), ts, data, binary, patched_at })
     }
 
     fn set_role<'a>(

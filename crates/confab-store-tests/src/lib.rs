@@ -75,6 +75,7 @@ macro_rules! __store_rules {
             unread_counts_others_messages_after_the_read_position,
             unread_is_newest_first_and_capped,
             patches_replace_the_body_in_place,
+            a_patch_may_set_the_binary_flag,
             patched_since_orders_and_caps_changes,
             message_by_id,
             roles_apply_to_members,
@@ -863,6 +864,25 @@ pub async fn patches_replace_the_body_in_place(store: &dyn Store) {
     assert!(
         store.patch_message(APP, "nope", 7, "nothing".into(), 130).await.is_err(),
         "missing conversation"
+    );
+}
+
+/// `patch_message_binary` sets the binary flag with the body; `patch_message` keeps it.
+pub async fn a_patch_may_set_the_binary_flag(store: &dyn Store) {
+    create(store, conv("c", &["alice", "bob"], 1)).await;
+    append(store, msg("c", 7, "alice", "text")).await;
+    store.patch_message_binary(APP, "c", 7, "AAEC".into(), true, 100).await.expect("patch");
+    let binary = store.message(APP, "c", "mc-7").await.expect("read").expect("found");
+    assert_eq!((binary.data.as_str(), binary.binary, binary.patched_at), ("AAEC", true, Some(100)));
+    store.patch_message(APP, "c", 7, "AAED".into(), 110).await.expect("patch");
+    let kept = store.message(APP, "c", "mc-7").await.expect("read").expect("found");
+    assert_eq!((kept.data.as_str(), kept.binary), ("AAED", true), "an ordinary patch keeps the flag");
+    store.patch_message_binary(APP, "c", 7, "text again".into(), false, 120).await.expect("patch");
+    let text = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
+    assert_eq!(text.first().map(|m| (m.data.as_str(), m.binary)), Some(("text again", false)));
+    assert!(
+        store.patch_message_binary(APP, "c", 99, "x".into(), true, 130).await.is_err(),
+        "missing position"
     );
 }
 

@@ -612,6 +612,9 @@ pub struct PatchedMessage {
     pub recall: bool,
     /// The new body.
     pub data: String,
+    /// The body is base64 of binary content (`binaryMsg` in protobuf, `bin` in JSON).
+    #[serde(default)]
+    pub binary: bool,
     /// The original sender.
     pub from: String,
     /// When it was changed (ms).

@@ -137,7 +137,7 @@ impl Engine {
         // gets it; awaited before any lock is taken, so a slow backend holds only this
         // request.
         let mut req = req;
-        let received = self.message_received(app, &conv, &me, &mut req, session.admin).await?;
+        let received = self.message_received(app, &conv, &me, &mut req, session).await?;
         let to = match &recipients {
             Some(list) => Some(list.iter().cloned().collect()),
             None => received.to,
@@ -226,7 +226,14 @@ impl Engine {
                     None if conv.kind == ConvKind::Transient => Vec::new(),
                     None => state.members.iter().cloned().collect(),
                 };
-                self.message_calls(app, &conv, &recipients, elsewhere.as_ref(), &message)
+                self.message_calls(
+                    app,
+                    &conv,
+                    &recipients,
+                    elsewhere.as_ref(),
+                    &message,
+                    session.conn.source_ip(),
+                )
             };
             let has_calls = !calls.is_empty();
             // Queued under the lock: the store applies writes in call order.

@@ -31,6 +31,7 @@ impl Engine {
                 mid: m.id,
                 timestamp: m.ts,
                 data: m.data,
+                binary: m.binary,
                 from: m.from,
             })
             .collect();
@@ -78,28 +79,33 @@ impl Engine {
                     return Err(perr(ErrorCode::UnparseableRawMsg, "an edit needs the new body"));
                 }
             };
-            // The app's `_messageUpdate` may refuse the change or rewrite the new body.
-            let data = if session.admin {
-                data
+            // The app's `_messageUpdate` may refuse the change, rewrite the new body (and
+            // its binary flag), or choose who is pushed it.
+            let update = if session.admin {
+                super::hooks::Update { data, binary: None, to: None }
             } else {
-                self.message_update(app, &conv, &me, &message, data, item.recall).await?
+                self.message_update(app, &conv, session, &message, data, item.recall).await?
             };
-            store
-                .patch_message(&app.config.id, &item.cid, message.ts, data.clone(), now)
-                .await
-                .map_err(store_error)?;
+            let (data, hook_to) = (update.data, update.to);
             // An app-wide broadcast is listed from its own copy (`GET
             // /1.2/rtm/broadcasts`): it changes too.
+            let mut targets = vec![(item.cid.clone(), message.ts)];
             if conv.kind == ConvKind::System {
                 let log = super::backend::broadcast_log(&item.cid);
                 if let Some(copy) =
                     store.message(&app.config.id, &log, &item.mid).await.map_err(store_error)?
                 {
-                    store
-                        .patch_message(&app.config.id, &log, copy.ts, data.clone(), now)
-                        .await
-                        .map_err(store_error)?;
+                    targets.push((log, copy.ts));
                 }
+            }
+            for (cid, ts) in targets {
+                let written = match update.binary {
+                    Some(binary) => {
+                        store.patch_message_binary(&app.config.id, &cid, ts, data.clone(), binary, now).await
+                    }
+                    None => store.patch_message(&app.config.id, &cid, ts, data.clone(), now).await,
+                };
+                written.map_err(store_error)?;
             }
             let patched = confab_types::PatchedMessage {
                 cid: item.cid,
@@ -107,10 +113,20 @@ impl Engine {
                 timestamp: message.ts,
                 recall: item.recall,
                 data,
+                binary: update.binary.unwrap_or(message.binary),
                 from: me.clone(),
                 patched_at: now,
             };
-            if let Some(to) = message.recipients {
+            // Who may see the change: a targeted message's recipients, narrowed to the
+            // hook's choice when it made one (the change is stored for everyone, as
+            // `_messageReceived`'s `toPeers`).
+            let to = match (message.recipients, hook_to) {
+                (Some(to), Some(chosen)) => Some(to.into_iter().filter(|c| chosen.contains(c)).collect()),
+                (Some(to), None) => Some(to),
+                (None, Some(chosen)) => Some(chosen.into_iter().collect::<Vec<String>>()),
+                (None, None) => None,
+            };
+            if let Some(to) = to {
                 // A targeted message's change reaches its recipients (and the sender's
                 // other sessions, when it is a member) only.
                 let mut audience = to;

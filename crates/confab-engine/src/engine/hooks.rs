@@ -24,6 +24,7 @@ use crate::session::Session;
 use confab_types::{DirectRequest, ErrorCode, ProtocolError};
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +91,15 @@ impl Verdict {
         let list = self.get("toPeers")?.as_array()?;
         Some(list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
     }
+}
+
+/// Adds `sourceIP` to a hook's parameters when the client's address is known (it is
+/// not for the app's own backend acting through the REST API: see docs/hooks.md).
+fn with_source_ip(mut params: Value, ip: Option<IpAddr>) -> Value {
+    if let (Some(ip), Value::Object(m)) = (ip, &mut params) {
+        m.insert("sourceIP".into(), json!(ip.to_string()));
+    }
+    params
 }
 
 /// How long the engine waits for a hook of `app`: its `timeout_ms`, plus a little for
@@ -285,6 +295,18 @@ pub(crate) struct Received {
     pub to: Option<HashSet<String>>,
 }
 
+/// What `_messageUpdate` decided for an edit or recall that goes on.
+#[derive(Debug)]
+pub(crate) struct Update {
+    /// The body to store.
+    pub data: String,
+    /// The hook's binary flag for it (`None`: the original message's stays).
+    pub binary: Option<bool>,
+    /// The hook replaced the recipients: only these members are pushed the change (it
+    /// is stored for everyone, as `_messageReceived`'s `toPeers`).
+    pub to: Option<HashSet<String>>,
+}
+
 impl Engine {
     /// `_messageReceived`: before a message is stored or delivered. May drop it (4402),
     /// replace its body (`content`, `bin`) or its recipients (`toPeers`, members only).
@@ -294,9 +316,9 @@ impl Engine {
         conv: &Conv,
         from: &str,
         req: &mut DirectRequest,
-        admin: bool,
+        session: &Session,
     ) -> Result<Received, ProtocolError> {
-        if admin || !self.hooks_on(app) {
+        if session.admin || !self.hooks_on(app) {
             return Ok(Received::default());
         }
         let to_peers: Vec<String> = match conv.kind {
@@ -316,6 +338,7 @@ impl Engine {
             "mentionAll": req.mentions.all,
             "mentionPids": req.mentions.pids,
         });
+        let params = with_source_ip(params, session.conn.source_ip());
         let verdict =
             self.blocking_hook(app, "_messageReceived", params, ErrorCode::MessageRejectedByApp).await?;
         if verdict.truthy("drop") {
@@ -383,6 +406,7 @@ impl Engine {
         recipients: &[String],
         elsewhere: Option<&HashSet<String>>,
         m: &StoredMessage,
+        source_ip: Option<IpAddr>,
     ) -> Vec<HookCall> {
         if !self.hooks_on(app) {
             return Vec::new();
@@ -404,6 +428,7 @@ impl Engine {
             "receipt": m.receipt,
             "timestamp": m.ts,
         });
+        let sent = with_source_ip(sent, source_ip);
         calls.extend(self.hook_call(app, "_messageSent", format!("_messageSent:{}:{}", m.cid, m.id), sent));
         if conv.kind != ConvKind::Transient && !offline.is_empty() {
             let mentioned: Vec<&String> = if m.mentions.all {
@@ -426,20 +451,22 @@ impl Engine {
         calls
     }
 
-    /// `_messageUpdate`: before an edit or recall is applied. May refuse it (4405) or
-    /// replace the new body. Returns the body to store.
+    /// `_messageUpdate`: before an edit or recall is applied. May refuse it (4405),
+    /// replace the new body (`content`) and its binary flag (`bin`), or name who is
+    /// pushed the change (`toPeers`, members only, as for `_messageReceived`).
     pub(crate) async fn message_update(
         &self,
         app: &AppState,
         conv: &Conv,
-        from: &str,
+        session: &Session,
         original: &StoredMessage,
         data: String,
         recall: bool,
-    ) -> Result<String, ProtocolError> {
+    ) -> Result<Update, ProtocolError> {
         if !self.hooks_on(app) {
-            return Ok(data);
+            return Ok(Update { data, binary: None, to: None });
         }
+        let from = &*session.client_id;
         let to_peers: Vec<String> = conv.state().members.iter().filter(|m| *m != from).cloned().collect();
         let params = json!({
             "fromPeer": from,
@@ -452,11 +479,17 @@ impl Engine {
             "recall": recall,
             "system": conv.kind == ConvKind::System,
         });
+        let params = with_source_ip(params, session.conn.source_ip());
         let code = ErrorCode::MessageUpdateRejectedByApp;
         let verdict = self.blocking_hook(app, "_messageUpdate", params, code).await?;
         if verdict.truthy("drop") {
             return Err(verdict.refusal(code, "_messageUpdate"));
         }
+        let to = verdict.to_peers().map(|peers| {
+            let members = &conv.state().members;
+            peers.into_iter().filter(|p| members.contains(p) || conv.kind == ConvKind::Transient).collect()
+        });
+        let binary = verdict.get("bin").and_then(Value::as_bool);
         match verdict.get("content").and_then(Value::as_str) {
             Some(content) if content.len() > app.config.limits.message_bytes => Err(perr(
                 ErrorCode::FrameTooLong,
@@ -465,8 +498,8 @@ impl Engine {
                     app.config.limits.message_bytes
                 ),
             )),
-            Some(content) => Ok(content.to_owned()),
-            None => Ok(data),
+            Some(content) => Ok(Update { data: content.to_owned(), binary, to }),
+            None => Ok(Update { data, binary, to }),
         }
     }
 
@@ -543,6 +576,7 @@ impl Engine {
             "tag": session.tag.as_deref().unwrap_or("default"),
             "reconnect": i32::from(reconnect),
         });
+        let params = with_source_ip(params, session.conn.source_ip());
         self.queue_hook_calls(self.hook_event(app, "_clientOnline", params).into_iter().collect());
     }
 
@@ -573,6 +607,7 @@ impl Engine {
             m.insert("errorCode".into(), json!(error.number()));
             m.insert("errorMsg".into(), json!(error.reason()));
         }
+        let params = with_source_ip(params, session.conn.source_ip());
         self.queue_hook_calls(self.hook_event(app, "_clientOffline", params).into_iter().collect());
     }
 

@@ -160,7 +160,9 @@ impl Engine {
         }
     }
 
-    /// System conversations: a client subscribes or unsubscribes itself; no events.
+    /// System conversations: a client subscribes or unsubscribes itself; no events to
+    /// clients. The app's `_conversationAdded` / `_conversationRemoved` are stored with
+    /// the change, as for a normal conversation.
     pub(super) async fn subscription(
         &self,
         app: &AppState,
@@ -186,19 +188,33 @@ impl Engine {
                 continue;
             }
             let (store, now) = (&self.inner.store, self.now());
+            let hook = |name: &str| {
+                let params = serde_json::json!({ "initBy": me, "convId": conv.cid, "members": [me] });
+                self.hook_event(app, name, params).into_iter().collect::<Vec<_>>()
+            };
             if subscribe {
                 if !conv.has_member(&me) {
+                    let calls = hook("_conversationAdded");
+                    let has_calls = !calls.is_empty();
                     store
-                        .add_members(&app.config.id, &conv.cid, vec![me.clone()], now)
+                        .add_members_notify(&app.config.id, &conv.cid, vec![me.clone()], now, calls)
                         .await
                         .map_err(store_error)?;
+                    if has_calls {
+                        self.outbox_written();
+                    }
                     conv.state().members.insert(me.clone());
                 }
             } else if conv.has_member(&me) {
+                let calls = hook("_conversationRemoved");
+                let has_calls = !calls.is_empty();
                 store
-                    .remove_members(&app.config.id, &conv.cid, vec![me.clone()], now)
+                    .remove_members_notify(&app.config.id, &conv.cid, vec![me.clone()], now, calls)
                     .await
                     .map_err(store_error)?;
+                if has_calls {
+                    self.outbox_written();
+                }
                 conv.state().members.remove(&me);
             }
             app.conv_changed(&conv.cid);
@@ -208,7 +224,9 @@ impl Engine {
         Ok(result)
     }
 
-    /// Chat rooms: a session joins or leaves itself; nobody adds or removes others.
+    /// Chat rooms: a session joins or leaves itself; nobody adds or removes others. A
+    /// join or leave that changed something queues `_conversationAdded` /
+    /// `_conversationRemoved` (stored on their own: a room's membership is not stored).
     pub(super) async fn room_membership(
         &self,
         app: &AppState,
@@ -229,12 +247,22 @@ impl Engine {
                 let error = perr(ErrorCode::ConversationBlacklisted, "blocked from this chat room");
                 result.failed.push(MemberFailure { error, members: vec![id] });
             } else if join {
-                self.join_room(app, conv, session).await;
+                if self.join_room(app, conv, session).await {
+                    self.room_hook(app, conv, session, "_conversationAdded");
+                }
                 result.allowed.push(id);
             } else {
-                conv.state().room.retain(|s| !Arc::ptr_eq(s, session));
+                let was_in = {
+                    let mut state = conv.state();
+                    let before = state.room.len();
+                    state.room.retain(|s| !Arc::ptr_eq(s, session));
+                    state.room.len() != before
+                };
                 session.rooms.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| *c != conv.cid);
                 self.room_left(app, &conv.cid, session);
+                if was_in {
+                    self.room_hook(app, conv, session, "_conversationRemoved");
+                }
                 result.allowed.push(id);
             }
         }
@@ -254,8 +282,20 @@ impl Engine {
         conv.state().blocked.contains(client)
     }
 
+    /// Queues `_conversationAdded` or `_conversationRemoved` for a session that joined
+    /// or left chat room `conv` by itself (not when its session ends).
+    fn room_hook(&self, app: &AppState, conv: &Conv, session: &Session, hook: &str) {
+        if session.admin {
+            return;
+        }
+        let me = &*session.client_id;
+        let params = serde_json::json!({ "initBy": me, "convId": conv.cid, "members": [me] });
+        self.queue_hook_calls(self.hook_event(app, hook, params).into_iter().collect());
+    }
+
     /// A session enters a chat room: here, and in the cluster's view of the room.
-    pub(super) async fn join_room(&self, app: &AppState, conv: &Conv, session: &Arc<Session>) {
+    /// Returns whether it was not in it already.
+    pub(super) async fn join_room(&self, app: &AppState, conv: &Conv, session: &Arc<Session>) -> bool {
         let joined = {
             let mut state = conv.state();
             let new = !state.room.iter().any(|s| Arc::ptr_eq(s, session));
@@ -268,6 +308,7 @@ impl Engine {
         if joined {
             self.room_joined(app, &conv.cid, session).await;
         }
+        joined
     }
 
     pub(super) async fn conv_add(

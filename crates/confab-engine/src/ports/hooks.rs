@@ -30,11 +30,13 @@ pub enum HookError {
     Status {
         /// The HTTP status.
         status: u16,
-        /// The start of the body.
+        /// What the body was like (its length), never its content: a backend may
+        /// echo the message it judged, and this error is logged.
         detail: String,
     },
     /// A 2xx answer that is not a JSON object (LeanEngine wraps every result in
-    /// `{"result": …}`), or larger than allowed.
+    /// `{"result": …}`), or larger than allowed; says what was wrong, never quoting
+    /// the answer.
     #[error("unreadable answer: {0}")]
     BadReply(String),
 }

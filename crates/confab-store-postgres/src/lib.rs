@@ -809,7 +809,12 @@ impl PostgresStore {
         let client = self.reader().await?;
         let read = async {
             let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
-            client.query(&stmt, params).await.map_err(pg_error)
+            match client.query(&stmt, params).await {
+                // A parameter holding U+0000 (an id from a request): PostgreSQL's text
+                // cannot hold it, so no stored row has it and nothing matches.
+                Err(e) if e.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE) => Ok(Vec::new()),
+                rows => rows.map_err(pg_error),
+            }
         };
         match tokio::time::timeout(STATEMENT_TIMEOUT, read).await {
             Ok(rows) => rows,

@@ -78,6 +78,7 @@ macro_rules! __store_rules {
             a_patch_may_set_the_binary_flag,
             patched_since_orders_and_caps_changes,
             message_by_id,
+            ids_holding_nul_match_nothing,
             roles_apply_to_members,
             shut_up_applies_to_members,
             blocking_removes_members,
@@ -938,6 +939,18 @@ pub async fn message_by_id(store: &dyn Store) {
     assert_eq!(store.message(APP, "c", "mc-9").await.expect("read"), None);
     assert_eq!(store.message(APP, "c", "md-1").await.expect("read"), None, "another conversation's id");
     assert_eq!(store.message("other", "c", "mc-2").await.expect("read"), None, "another app");
+}
+
+/// Ids come from requests and may hold U+0000, which no stored id holds (PostgreSQL's
+/// text cannot): a lookup by one finds nothing, as for any unknown id, and is no error.
+pub async fn ids_holding_nul_match_nothing(store: &dyn Store) {
+    create(store, conv("c", &["alice"], 1)).await;
+    fill(store, "c", "alice", [1]).await;
+    assert_eq!(store.conversation(APP, "c\0").await.expect("read"), None);
+    assert_eq!(store.message(APP, "c", "mc-1\0").await.expect("read"), None);
+    assert_eq!(store.message(APP, "c\0", "mc-1").await.expect("read"), None);
+    assert!(store.unread(APP, "alice\0", 10).await.expect("read").is_empty());
+    assert_eq!(store.message(APP, "c", "mc-1").await.expect("read"), Some(msg("c", 1, "alice", "1")));
 }
 
 /// `Manager` makes a member a manager, `Member` undoes it; non-members are skipped;

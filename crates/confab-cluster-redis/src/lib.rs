@@ -12,12 +12,19 @@
 //!   a registration are one atomic step across nodes. Liveness: each instance renews its
 //!   score in the sorted set `confab:nodes` (its expiry, by Redis's clock) every second;
 //!   a registration of an instance that stopped renewing no longer counts, and is purged.
-//! - **Counts** for `GET /1.2/rtm/stats`: per app a set `confab:online:<app>` of the
-//!   clients that registered a session (a client leaves it lazily, at the next count
-//!   that finds no entry of it), counted by checking each one's hash for a session on a
-//!   live node; and per app and UTC day a HyperLogLog `confab:logins:<app>:<day>` of
-//!   the clients that logged in (kept two days; Redis's HyperLogLog is off by 0.81 %
-//!   (standard error) for large counts, exact in practice for small ones).
+//! - **Counts** for `GET /1.2/rtm/stats`, read in one round trip whatever the number of
+//!   clients: per app a set `confab:online:<app>` of the clients with an entry in the
+//!   registry, kept exact as it changes (a registration adds its client; every step that
+//!   removes an entry — a session's end, a kick, the purge of a dead node, a node's
+//!   clean leave — removes the client in the same script once its hash is empty), and
+//!   counted with `SCARD` (each count also repairs a small batch of the set, for what a
+//!   failed removal left behind); and per app and UTC day a HyperLogLog
+//!   `confab:logins:<app>:<day>` of the clients that logged in (kept two days; Redis's
+//!   HyperLogLog is off by 0.81 % (standard error) for large counts, exact in practice
+//!   for small ones). The online count does not check liveness: the clients of a node
+//!   killed without warning still count until its entries are purged, 14 s after its
+//!   last renewal (its liveness, then the purge's grace; the purge runs every 5 s),
+//!   where device tags and online checks stop counting them after 4 s.
 //! - Redis is never the source of truth: when it restarts empty, every node registers
 //!   its sessions again.
 
@@ -59,6 +66,9 @@ const LOGINS_TTL_SECS: u64 = 2 * 86_400;
 /// Events waiting to be published; beyond this they are dropped (and counted): a node
 /// cut off from Redis must not grow without bound, and receivers repair from the store.
 const PUBLISH_QUEUE: usize = 65_536;
+/// How many members of an app's online set each count checks on the way (see
+/// [`COUNT_LUA`]).
+const REPAIR_BATCH: u32 = 100;
 
 /// A Redis failure.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +130,8 @@ struct Scripts {
     room: redis::Script,
     heartbeat: redis::Script,
     purge: redis::Script,
+    leave: redis::Script,
+    forget: redis::Script,
     count: redis::Script,
 }
 
@@ -131,6 +143,8 @@ impl Scripts {
             room: redis::Script::new(ROOM_LUA),
             heartbeat: redis::Script::new(HEARTBEAT_LUA),
             purge: redis::Script::new(PURGE_LUA),
+            leave: redis::Script::new(LEAVE_LUA),
+            forget: redis::Script::new(FORGET_LUA),
             count: redis::Script::new(COUNT_LUA),
         }
     }
@@ -208,33 +222,39 @@ return out
 "#
 );
 
-/// KEYS: the app's online set, the nodes set, the day's HyperLogLog of logins. ARGV: the
-/// prefix of the app's client hashes (`…p:<app>:`). Returns the distinct clients with
-/// a session on a live node, and the day's estimate of logins. A client with no entry
-/// left (its sessions ended, or a dead node's were purged) leaves the online set.
-const COUNT_LUA: &str = concat!(
-    lua_now!(),
-    r#"
-local live = {}
-local online = 0
-for _, client in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local fields = redis.call('HKEYS', ARGV[1] .. client)
-  if #fields == 0 then
-    redis.call('SREM', KEYS[1], client)
-  else
-    for _, f in ipairs(fields) do
-      local node = string.match(f, '^(.*)/')
-      if live[node] == nil then
-        local expires = redis.call('ZSCORE', KEYS[2], node)
-        live[node] = (expires and tonumber(expires) >= now) and 1 or 0
-      end
-      if live[node] == 1 then online = online + 1 break end
-    end
+/// KEYS: a client's hash, the app's online set. ARGV: the field (`instance/session`), the
+/// client. Removes the entry, and the client from the online set once it has none left.
+const FORGET_LUA: &str = r#"
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return 0
+"#;
+
+/// KEYS: the app's online set, the nodes set, the day's HyperLogLog of logins, the
+/// cursor of the online set's repair. ARGV: the prefix of the app's client hashes
+/// (`…p:<app>:`), the repair's batch. Returns the size of the online set and the day's
+/// estimate of logins. On the way, one batch of the online set (`SSCAN`, resuming where
+/// the last count stopped) is repaired: entries of instances no longer in the nodes set
+/// are dropped (they left, or were purged: nothing else removes what a failed removal
+/// left behind after a clean leave, or a node of an older version that left clients in
+/// the set), and a client with none left leaves the set. The cost is the batch's, not the
+/// set's.
+const COUNT_LUA: &str = r#"
+local cursor = redis.call('GET', KEYS[4]) or '0'
+local scan = redis.call('SSCAN', KEYS[1], cursor, 'COUNT', ARGV[2])
+if scan[1] == '0' then redis.call('DEL', KEYS[4]) else redis.call('SET', KEYS[4], scan[1], 'EX', 86400) end
+local known = {}
+for _, client in ipairs(scan[2]) do
+  local h = ARGV[1] .. client
+  for _, f in ipairs(redis.call('HKEYS', h)) do
+    local node = string.match(f, '^(.*)/') or f
+    if known[node] == nil then known[node] = redis.call('ZSCORE', KEYS[2], node) and 1 or 0 end
+    if known[node] == 0 then redis.call('HDEL', h, f) end
   end
+  if redis.call('EXISTS', h) == 0 then redis.call('SREM', KEYS[1], client) end
 end
-return {online, redis.call('PFCOUNT', KEYS[3])}
-"#
-);
+return {redis.call('SCARD', KEYS[1]), redis.call('PFCOUNT', KEYS[3])}
+"#;
 
 /// KEYS: a chat room's hash (`instance/session` -> client), the nodes set. Returns the
 /// distinct clients of its entries on live nodes.
@@ -269,24 +289,55 @@ return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 "#
 );
 
-/// KEYS: the nodes set. ARGV: grace (ms), the cluster's key prefix. Removes the registrations of instances whose
-/// liveness expired more than the grace ago. Returns how many instances were purged.
-const PURGE_LUA: &str = concat!(
-    lua_now!(),
-    r#"
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-for _, node in ipairs(dead) do
-  local set = ARGV[2] .. 'node:' .. node
-  local prefix = node .. '/'
+/// Lua: `purge(node, prefix)` removes every entry of instance `node` from the hashes its
+/// key set `<prefix>node:<node>` names, and that set. A client hash (`<prefix>p:<app>:<client>`;
+/// client ids hold no ':') left empty takes its client out of the app's online set.
+macro_rules! lua_purge {
+    () => {
+        r#"
+local function purge(node, prefix)
+  local set = prefix .. 'node:' .. node
+  local mine = node .. '/'
+  local clients = prefix .. 'p:'
   for _, h in ipairs(redis.call('SMEMBERS', set)) do
     for _, f in ipairs(redis.call('HKEYS', h)) do
-      if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', h, f) end
+      if string.sub(f, 1, #mine) == mine then redis.call('HDEL', h, f) end
+    end
+    if string.sub(h, 1, #clients) == clients and redis.call('EXISTS', h) == 0 then
+      local app, client = string.match(string.sub(h, #clients + 1), '^(.*):([^:]*)$')
+      if app then redis.call('SREM', prefix .. 'online:' .. app, client) end
     end
   end
   redis.call('DEL', set)
+end
+"#
+    };
+}
+
+/// KEYS: the nodes set. ARGV: grace (ms), the cluster's key prefix. Removes the
+/// registrations of instances whose liveness expired more than the grace ago. Returns
+/// how many instances were purged.
+const PURGE_LUA: &str = concat!(
+    lua_now!(),
+    lua_purge!(),
+    r#"
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+for _, node in ipairs(dead) do
+  purge(node, ARGV[2])
   redis.call('ZREM', KEYS[1], node)
 end
 return #dead
+"#
+);
+
+/// KEYS: the nodes set. ARGV: the instance, the cluster's key prefix. The instance leaves
+/// the live set and removes its registrations (the purge only finds instances in it).
+const LEAVE_LUA: &str = concat!(
+    lua_purge!(),
+    r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+purge(ARGV[1], ARGV[2])
+return 0
 "#
 );
 
@@ -356,7 +407,7 @@ impl RedisCluster {
         self.key(&format!("p:{app}:{client}"))
     }
 
-    /// The set of the app's clients that registered a session (see [`COUNT_LUA`]).
+    /// The set of the app's clients with an entry in the registry (see the module docs).
     fn online_key(&self, app: &str) -> String {
         self.key(&format!("online:{app}"))
     }
@@ -384,14 +435,17 @@ impl RedisCluster {
     /// Leaves the cluster at a clean shutdown (after this node's sessions ended): drops
     /// this instance from the live set at once, so its sessions stop counting — a client
     /// that reconnects elsewhere within the liveness window is not refused its device tag
-    /// by a session of a node that is gone. The purge removes the entries later. Bounded
-    /// like every call; a failure leaves the liveness to expire on its own.
+    /// by a session of a node that is gone — and removes its entries in the same script
+    /// (entries whose removal failed earlier included; the purge of dead nodes no longer
+    /// finds an instance that left, and the online counts would keep its clients).
+    /// Bounded like every call; a failure leaves the liveness to expire on its own and
+    /// the entries to the purge.
     pub async fn leave(&self) {
         self.left.store(true, Ordering::Release);
         let mut conn = self.conn.clone();
-        let mut zrem = redis::cmd("ZREM");
-        zrem.arg(self.key(NODES)).arg(&self.instance);
-        if let Err(e) = timed(zrem.query_async::<i64>(&mut conn)).await {
+        let mut call = self.scripts.leave.prepare_invoke();
+        call.key(self.key(NODES)).arg(&self.instance).arg(&self.prefix);
+        if let Err(e) = timed(call.invoke_async::<i64>(&mut conn)).await {
             tracing::warn!(error = %e, "cluster: could not leave at shutdown; the liveness expires on its own");
         }
     }
@@ -447,15 +501,25 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// Removes `session`'s entry from the hash `key` without waiting; a failure leaves it
-    /// for the purge of this node's entries.
-    fn forget_later(&self, key: String, session: &SessionRef) {
+    /// Removes `session`'s entry from the hash `key` without waiting; for a client's hash
+    /// (`online`: the app's online set and the client) the client leaves the online set in
+    /// the same script once it has no entry left. A failure leaves the entry for the purge
+    /// of this node's entries, or for its leave.
+    fn forget_later(&self, key: String, session: &SessionRef, online: Option<(String, &str)>) {
         let mut conn = self.conn.clone();
         let field = field(session);
+        let online = online.map(|(set, client)| (self.scripts.forget.clone(), set, client.to_owned()));
         tokio::spawn(async move {
-            let del = async { redis::cmd("HDEL").arg(&key).arg(&field).query_async::<i64>(&mut conn).await };
+            let del = async {
+                match online {
+                    Some((script, set, client)) => {
+                        script.key(&key).key(set).arg(&field).arg(client).invoke_async::<i64>(&mut conn).await
+                    }
+                    None => redis::cmd("HDEL").arg(&key).arg(&field).query_async::<i64>(&mut conn).await,
+                }
+            };
             if let Err(e) = timed(del).await {
-                tracing::warn!(error = %e, %key, "cluster registry: an entry stays until its node is purged");
+                tracing::warn!(error = %e, %key, "cluster registry: an entry stays until its node is purged or leaves");
             }
         });
     }
@@ -704,8 +768,8 @@ impl Cluster for RedisCluster {
         if removed.is_none() {
             return;
         }
-        // Left behind, it is purged with the node, or replaced at the next login.
-        self.forget_later(self.client_key(app, client), &session);
+        // Left behind, it is purged with the node (or at its leave).
+        self.forget_later(self.client_key(app, client), &session, Some((self.online_key(app), client)));
     }
 
     fn spend_nonce<'a>(
@@ -735,9 +799,14 @@ impl Cluster for RedisCluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|(a, c, _), _| !(a == app && c == client));
             let mut conn = self.conn.clone();
-            let del = async {
-                redis::cmd("DEL").arg(self.client_key(app, client)).query_async::<i64>(&mut conn).await
-            };
+            // One step, so that a registration in between is not left out of the set.
+            let mut del = redis::pipe();
+            del.atomic()
+                .del(self.client_key(app, client))
+                .ignore()
+                .srem(self.online_key(app), client)
+                .ignore();
+            let del = del.query_async::<()>(&mut conn);
             if let Err(e) = timed(del).await {
                 tracing::warn!(error = %e, "cluster registry: a kicked client stays registered until its nodes act");
             }
@@ -778,7 +847,7 @@ impl Cluster for RedisCluster {
         if removed.is_none() {
             return;
         }
-        self.forget_later(self.room_key(app, cid), &session);
+        self.forget_later(self.room_key(app, cid), &session, None);
     }
 
     fn room_members<'a>(&'a self, app: &'a str, cid: &'a str) -> ClusterFuture<'a, Option<Vec<String>>> {
@@ -832,15 +901,19 @@ impl Cluster for RedisCluster {
         })
     }
 
-    /// One script: every member of the app's online set is checked (its hash, and its
-    /// nodes' liveness), so the cost grows with the clients online in the app.
+    /// One script: the size of the app's online set and the day's logins, after repairing
+    /// one batch of the set: the cost does not grow with the clients online. Clients of a
+    /// node killed without warning count until its entries are purged (see the module
+    /// docs).
     fn app_counts<'a>(&'a self, app: &'a str, day: i64) -> ClusterFuture<'a, Option<AppCounts>> {
         Box::pin(async move {
             let mut call = self.scripts.count.prepare_invoke();
             call.key(self.online_key(app))
                 .key(self.key(NODES))
                 .key(self.logins_key(app, day))
-                .arg(self.key(&format!("p:{app}:")));
+                .key(self.key(&format!("online-repair:{app}")))
+                .arg(self.key(&format!("p:{app}:")))
+                .arg(REPAIR_BATCH);
             let mut conn = self.conn.clone();
             match timed(call.invoke_async::<(u64, u64)>(&mut conn)).await {
                 Ok((online, today)) => Some(AppCounts { online, today }),

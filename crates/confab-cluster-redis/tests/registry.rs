@@ -231,7 +231,7 @@ fn counts(online: u64, today: u64) -> Option<AppCounts> {
 }
 
 #[tokio::test]
-async fn app_counts_are_distinct_clients_on_live_nodes_and_the_days_logins() {
+async fn app_counts_are_distinct_clients_registered_and_the_days_logins() {
     let Some(mut redis) = start_or_skip("app_counts_are_distinct_clients") else { return };
     let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
     let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
@@ -253,11 +253,84 @@ async fn app_counts_are_distinct_clients_on_live_nodes_and_the_days_logins() {
     a.release("app", "bob", session(&a, 1));
     b.release("app", "bob", session(&b, 2));
     eventually("bob offline", async || a.app_counts("app", 1).await == counts(1, 2)).await;
-    // A node that dies takes its clients offline.
+    // A node that dies takes its clients offline once its entries are purged.
     drop(b);
     eventually("carol offline with her node", async || a.app_counts("app", 1).await == counts(0, 2)).await;
     // Redis restarting empty loses the day's logins; the sessions are registered again.
     assert_eq!(a.claim("app", "erin", session(&a, 5), None, TagClaim::Take).await, Ok(vec![]));
     redis.restart();
     eventually("erin registered again", async || a.app_counts("app", 1).await == counts(1, 0)).await;
+}
+
+/// The members of a set, read directly (not through the count).
+async fn members(redis: &confab_testkit::redis::TempRedis, key: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SCARD").arg(key).query_async(&mut conn).await.unwrap()
+}
+
+async fn online(node: &RedisCluster) -> u64 {
+    node.app_counts("app", 1).await.unwrap().online
+}
+
+#[tokio::test]
+async fn the_online_count_follows_logins_logouts_kicks_purges_and_leaves_without_walking_the_set() {
+    let Some(redis) = start_or_skip("the_online_count_follows") else { return };
+    let set = "confab:one:online:app";
+    let a = RedisCluster::connect(&redis.url(), "one", "a").await.unwrap();
+    let b = RedisCluster::connect(&redis.url(), "one", "b").await.unwrap();
+    let client = |i: u64| format!("c{i}");
+    for i in 0..50 {
+        assert_eq!(a.claim("app", &client(i), session(&a, i), None, TagClaim::Take).await, Ok(vec![]));
+    }
+    // c0 has a second session on a, c1 one on b.
+    assert_eq!(a.claim("app", "c0", session(&a, 100), None, TagClaim::Take).await, Ok(vec![]));
+    assert_eq!(b.claim("app", "c1", session(&b, 1), None, TagClaim::Take).await, Ok(vec![]));
+    assert_eq!(online(&a).await, 50);
+    assert_eq!(online(&b).await, 50);
+    // Every session on a but c0's second ends: the set itself shrinks as they do, with
+    // no count in between (a count no longer walks it to drop who left).
+    for i in 0..50 {
+        a.release("app", &client(i), session(&a, i));
+    }
+    eventually("48 clients out of the online set", async || members(&redis, set).await == 2).await;
+    assert_eq!(online(&a).await, 2, "c0 and c1 keep a session each");
+    // A kick takes every session of the client at once.
+    a.forget_client("app", "c0").await;
+    assert_eq!(members(&redis, set).await, 1);
+    assert_eq!(online(&b).await, 1);
+    // A node killed without warning: its clients count until its entries are purged
+    // (the purge's grace is far longer than this test's next steps).
+    let c = RedisCluster::connect(&redis.url(), "one", "c").await.unwrap();
+    for n in 1..=2 {
+        assert_eq!(c.claim("app", &format!("d{n}"), session(&c, n), None, TagClaim::Take).await, Ok(vec![]));
+    }
+    c.room_join("app", "room", "d1", session(&c, 1)).await;
+    assert_eq!(online(&a).await, 3);
+    drop(c);
+    assert_eq!(online(&a).await, 3, "c's clients count until the purge");
+    eventually("c's clients purged", async || online(&a).await == 1).await;
+    assert_eq!(members(&redis, set).await, 1);
+    assert_eq!(a.room_members("app", "room").await, Some(vec![]));
+    // A node that leaves removes its entries, one its release never removed included
+    // (as when Redis failed that call): the purge never finds a node that left.
+    assert_eq!(b.claim("app", "e1", session(&b, 2), None, TagClaim::Take).await, Ok(vec![]));
+    assert_eq!(online(&a).await, 2);
+    b.leave().await;
+    assert_eq!(online(&a).await, 0, "c1 and e1 went with b");
+    assert_eq!(members(&redis, set).await, 0);
+    assert_eq!(members(&redis, &format!("confab:one:node:{}", b.instance())).await, 0, "b's key set is gone");
+    // Left behind by a node that is gone (one that left while a removal failed, or an
+    // older version's): the counts repair the set as they go.
+    {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut pipe = redis::pipe();
+        pipe.hset("confab:one:p:app:ghost", "gone#00000000/1", "").ignore();
+        pipe.sadd(set, "ghost").ignore().sadd(set, "nobody").ignore();
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+    assert_eq!(a.claim("app", "f1", session(&a, 200), None, TagClaim::Take).await, Ok(vec![]));
+    eventually("leftovers repaired", async || online(&a).await == 1).await;
+    assert_eq!(members(&redis, set).await, 1, "f1");
 }

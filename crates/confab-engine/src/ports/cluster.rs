@@ -118,7 +118,8 @@ pub enum NodeEvent {
 /// An app's numbers across every node (`GET /1.2/rtm/stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AppCounts {
-    /// Distinct clients with a live session on a live node.
+    /// Distinct clients with a session registered on any node (a node killed without
+    /// warning may still count until the implementation purges its registrations).
     pub online: u64,
     /// Distinct clients that logged in on any node during the day asked for (an
     /// estimate where the implementation says so).
@@ -197,8 +198,9 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// (days since the Unix epoch, UTC); done when it resolves. A failure is logged and
     /// the login goes on (it is counted on its node only).
     fn count_login<'a>(&'a self, app: &'a str, client: &'a str, day: i64) -> ClusterFuture<'a, ()>;
-    /// The app's distinct clients online now on live nodes, and those that logged in on
-    /// `day` on any node (`None`: the registry cannot be reached).
+    /// The app's distinct clients online now (see [`AppCounts::online`]), and those that
+    /// logged in on `day` on any node (`None`: the registry cannot be reached). Called
+    /// often (a console polls it): its cost should not grow with the clients online.
     fn app_counts<'a>(&'a self, app: &'a str, day: i64) -> ClusterFuture<'a, Option<AppCounts>>;
 }
 

@@ -464,25 +464,17 @@ pub trait Store: Send + Sync + 'static {
         id: &'a str,
     ) -> StoreFuture<'a, Option<StoredMessage>>;
     /// Replaces a message's body (an edit, or the recall placeholder), keeping its
-    /// position and id and setting its `patched_at`; the conversation's last message
-    /// follows if it was that one. Fails when no message has position `ts`.
+    /// position and id and setting its `patched_at`, and sets its binary flag when
+    /// `binary` is given (an edit the app's `_messageUpdate` hook turned binary or
+    /// text; `None` keeps it); the conversation's last message follows if it was that
+    /// one. Fails when no message has position `ts`.
     fn patch_message<'a>(
         &'a self,
         app: &'a str,
         cid: &'a str,
         ts: i64,
         data: String,
-        patched_at: i64,
-    ) -> StoreFuture<'a, ()>;
-    /// [`Store::patch_message`] that also sets the message's binary flag: an edit the
-    /// app's `_messageUpdate` hook turned binary (or text).
-    fn patch_message_binary<'a>(
-        &'a self,
-        app: &'a str,
-        cid: &'a str,
-        ts: i64,
-        data: String,
-        binary: bool,
+        binary: Option<bool>,
         patched_at: i64,
     ) -> StoreFuture<'a, ()>;
     /// Sets a member's role (`Manager` or `Member`); only `Manager` puts the member in

@@ -853,8 +853,10 @@ impl<'a> Importer<'a> {
         .await?;
         if let Some(patched_at) = k.value.patched_at {
             let cid = at.cid.clone();
-            self.queue(Box::pin(async move { store.patch_message(app, &cid, pos, data, patched_at).await }))
-                .await?;
+            self.queue(Box::pin(
+                async move { store.patch_message(app, &cid, pos, data, None, patched_at).await },
+            ))
+            .await?;
         }
         at.newest = pos;
         at.last = at.last.max(pos);

@@ -613,21 +613,10 @@ impl Store for MemoryStore {
         cid: &'a str,
         ts: i64,
         data: String,
+        binary: Option<bool>,
         patched_at: i64,
     ) -> StoreFuture<'a, ()> {
-        done(self.patch(app, cid, ts, data, None, patched_at))
-    }
-
-    fn patch_message_binary<'a>(
-        &'a self,
-        app: &'a str,
-        cid: &'a str,
-        ts: i64,
-        data: String,
-        binary: bool,
-        patched_at: i64,
-    ) -> StoreFuture<'a, ()> {
-        done(self.patch(app, cid, ts, data, Some(binary), patched_at))
+        done(self.patch(app, cid, ts, data, binary, patched_at))
     }
 
     fn set_role<'a>(

@@ -1613,28 +1613,9 @@ impl Store for PostgresStore {
         cid: &'a str,
         ts: i64,
         data: String,
+        binary: Option<bool>,
         patched_at: i64,
     ) -> StoreFuture<'a, ()> {
-        self.write_unit(WriteOp::Patch {
-            app: app.into(),
-            cid: cid.into(),
-            ts,
-            data,
-            binary: None,
-            patched_at,
-        })
-    }
-
-    fn patch_message_binary<'a>(
-        &'a self,
-        app: &'a str,
-        cid: &'a str,
-        ts: i64,
-        data: String,
-        binary: bool,
-        patched_at: i64,
-    ) -> StoreFuture<'a, ()> {
-        let binary = Some(binary);
         self.write_unit(WriteOp::Patch { app: app.into(), cid: cid.into(), ts, data, binary, patched_at })
     }
 

@@ -151,8 +151,8 @@ async fn one_bad_write_in_a_batch_fails_alone() {
     let good = store.append_message(message("c", 2));
     let taken = store.append_message(message("c", 1));
     let newest = store.append_message(message("c", 3));
-    let edit = store.patch_message("a", "c", 4, "edited".into(), 7);
-    let missing = store.patch_message("a", "c", 99, "nothing there".into(), 7);
+    let edit = store.patch_message("a", "c", 4, "edited".into(), None, 7);
+    let missing = store.patch_message("a", "c", 99, "nothing there".into(), None, 7);
     let after = store.append_message(message("c", 5));
     assert_eq!(good.await.expect("good"), Appended::new(2, 1));
     assert_eq!(taken.await.expect("taken"), Appended::new(3, 2));

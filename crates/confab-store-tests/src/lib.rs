@@ -576,7 +576,7 @@ pub async fn a_resend_with_the_same_dedupe_token_is_stored_once(store: &dyn Stor
 pub async fn queued_writes_apply_in_call_order(store: &dyn Store) {
     create(store, conv("c", &["alice", "bob"], 1)).await;
     let appends: Vec<_> = (1..=200).map(|ts| store.append_message(msg("c", ts, "alice", "x"))).collect();
-    let patch = store.patch_message(APP, "c", 200, "edited".into(), 500);
+    let patch = store.patch_message(APP, "c", 200, "edited".into(), None, 500);
     let add = store.add_members(APP, "c", owned(&["carol"]), 501);
     for (ts, a) in (1..).zip(appends) {
         assert_eq!(a.await.expect("append"), Appended::new(ts, ts - 1));
@@ -702,9 +702,9 @@ pub async fn last_message_follows_the_newest_append(store: &dyn Store) {
     append(store, msg("c", 20, "bob", "twenty")).await;
     let last = LastMessage { id: "mc-20".into(), ts: 20, from: "bob".into(), data: "twenty".into() };
     assert_eq!(read(store, "c").await.last_message, Some(last.clone()));
-    store.patch_message(APP, "c", 10, "edited older".into(), 30).await.expect("patch");
+    store.patch_message(APP, "c", 10, "edited older".into(), None, 30).await.expect("patch");
     assert_eq!(read(store, "c").await.last_message, Some(last.clone()));
-    store.patch_message(APP, "c", 20, "edited newest".into(), 31).await.expect("patch");
+    store.patch_message(APP, "c", 20, "edited newest".into(), None, 31).await.expect("patch");
     let edited = LastMessage { data: "edited newest".into(), ..last };
     assert_eq!(read(store, "c").await.last_message, Some(edited));
     assert_eq!(cursors(store, "bob").await, [MemberCursor { cid: "c".into(), cursor: 0, last_ts: 20 }]);
@@ -852,37 +852,40 @@ pub async fn patches_replace_the_body_in_place(store: &dyn Store) {
     original.mentions = Mentions { all: false, pids: owned(&["bob"]) };
     append(store, original.clone()).await;
     fill(store, "c", "bob", [8]).await;
-    store.patch_message(APP, "c", 7, "fixed".into(), 100).await.expect("patch");
+    store.patch_message(APP, "c", 7, "fixed".into(), None, 100).await.expect("patch");
     let patched = StoredMessage { data: "fixed".into(), patched_at: Some(100), ..original };
     assert_eq!(store.message(APP, "c", "mc-7").await.expect("read"), Some(patched.clone()));
     let all = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
     assert_eq!(all.first(), Some(&patched));
     assert_eq!(all.get(1).map(|m| m.patched_at), Some(None));
-    store.patch_message(APP, "c", 7, "recalled".into(), 120).await.expect("patch again");
+    store.patch_message(APP, "c", 7, "recalled".into(), None, 120).await.expect("patch again");
     let again = store.message(APP, "c", "mc-7").await.expect("read").expect("found");
     assert_eq!((again.data.as_str(), again.patched_at, again.ts), ("recalled", Some(120), 7));
-    assert!(store.patch_message(APP, "c", 99, "nothing".into(), 130).await.is_err(), "missing position");
     assert!(
-        store.patch_message(APP, "nope", 7, "nothing".into(), 130).await.is_err(),
+        store.patch_message(APP, "c", 99, "nothing".into(), None, 130).await.is_err(),
+        "missing position"
+    );
+    assert!(
+        store.patch_message(APP, "nope", 7, "nothing".into(), None, 130).await.is_err(),
         "missing conversation"
     );
 }
 
-/// `patch_message_binary` sets the binary flag with the body; `patch_message` keeps it.
+/// `patch_message` with a binary flag sets it with the body; without one it keeps it.
 pub async fn a_patch_may_set_the_binary_flag(store: &dyn Store) {
     create(store, conv("c", &["alice", "bob"], 1)).await;
     append(store, msg("c", 7, "alice", "text")).await;
-    store.patch_message_binary(APP, "c", 7, "AAEC".into(), true, 100).await.expect("patch");
+    store.patch_message(APP, "c", 7, "AAEC".into(), Some(true), 100).await.expect("patch");
     let binary = store.message(APP, "c", "mc-7").await.expect("read").expect("found");
     assert_eq!((binary.data.as_str(), binary.binary, binary.patched_at), ("AAEC", true, Some(100)));
-    store.patch_message(APP, "c", 7, "AAED".into(), 110).await.expect("patch");
+    store.patch_message(APP, "c", 7, "AAED".into(), None, 110).await.expect("patch");
     let kept = store.message(APP, "c", "mc-7").await.expect("read").expect("found");
     assert_eq!((kept.data.as_str(), kept.binary), ("AAED", true), "an ordinary patch keeps the flag");
-    store.patch_message_binary(APP, "c", 7, "text again".into(), false, 120).await.expect("patch");
+    store.patch_message(APP, "c", 7, "text again".into(), Some(false), 120).await.expect("patch");
     let text = store.messages(APP, "c", range(None, None, false, 10)).await.expect("read");
     assert_eq!(text.first().map(|m| (m.data.as_str(), m.binary)), Some(("text again", false)));
     assert!(
-        store.patch_message_binary(APP, "c", 99, "x".into(), true, 130).await.is_err(),
+        store.patch_message(APP, "c", 99, "x".into(), Some(true), 130).await.is_err(),
         "missing position"
     );
 }
@@ -905,7 +908,7 @@ pub async fn patched_since_orders_and_caps_changes(store: &dyn Store) {
         ("c1", 4, 30),
         ("c2", 3, 15),
     ] {
-        store.patch_message(APP, cid, ts, format!("edited {at}"), at).await.expect("patch");
+        store.patch_message(APP, cid, ts, format!("edited {at}"), None, at).await.expect("patch");
     }
     let seen = |changes: Vec<StoredMessage>| {
         changes.into_iter().map(|m| (m.cid, m.ts, m.patched_at, m.data)).collect::<Vec<_>>()
@@ -919,7 +922,7 @@ pub async fn patched_since_orders_and_caps_changes(store: &dyn Store) {
     let alice = store.patched_since(APP, "alice", 0, 100).await.expect("read");
     assert_eq!(alice.len(), 7);
     // Patched again: it moves to its new time.
-    store.patch_message(APP, "c2", 1, "edited 50".into(), 50).await.expect("patch");
+    store.patch_message(APP, "c2", 1, "edited 50".into(), None, 50).await.expect("patch");
     let all = store.patched_since(APP, "bob", 15, 100).await.expect("read");
     assert_eq!(seen(all), [e("c1", 4, 30), e("c2", 2, 30), e("c1", 3, 40), e("c2", 1, 50)]);
     // Leaving a conversation leaves its changes out.
@@ -1394,8 +1397,8 @@ pub async fn targeted_messages_keep_their_recipients(store: &dyn Store) {
     assert_eq!(read(store, "s").await.last_message.map(|m| m.ts), Some(31));
     // A targeted message after it leaves it the last; an edit of that one shows.
     append(store, targeted("s", 40, "sys", &["bob"])).await;
-    store.patch_message(APP, "s", 40, "edited for bob".into(), 41).await.expect("patch targeted");
-    store.patch_message(APP, "s", 31, "edited".into(), 42).await.expect("patch last");
+    store.patch_message(APP, "s", 40, "edited for bob".into(), None, 41).await.expect("patch targeted");
+    store.patch_message(APP, "s", 31, "edited".into(), None, 42).await.expect("patch last");
     let last = read(store, "s").await.last_message.expect("a last message");
     assert_eq!((last.ts, last.data.as_str()), (31, "edited"));
 }
@@ -1482,8 +1485,8 @@ pub async fn edits_of_targeted_messages_reach_their_recipients_only(store: &dyn 
     create(store, svc).await;
     append(store, msg("s", 1, "sys", "one")).await;
     append(store, targeted("s", 2, "sys", &["bob"])).await;
-    store.patch_message(APP, "s", 1, "one edited".into(), 10).await.expect("patch");
-    store.patch_message(APP, "s", 2, "two edited".into(), 11).await.expect("patch");
+    store.patch_message(APP, "s", 1, "one edited".into(), None, 10).await.expect("patch");
+    store.patch_message(APP, "s", 2, "two edited".into(), None, 11).await.expect("patch");
     let edits = |client: &'static str| async move {
         ids_of(store.patched_since(APP, client, 0, 10).await.expect("patched since"))
     };

@@ -99,13 +99,10 @@ impl Engine {
                 }
             }
             for (cid, ts) in targets {
-                let written = match update.binary {
-                    Some(binary) => {
-                        store.patch_message_binary(&app.config.id, &cid, ts, data.clone(), binary, now).await
-                    }
-                    None => store.patch_message(&app.config.id, &cid, ts, data.clone(), now).await,
-                };
-                written.map_err(store_error)?;
+                store
+                    .patch_message(&app.config.id, &cid, ts, data.clone(), update.binary, now)
+                    .await
+                    .map_err(store_error)?;
             }
             let patched = confab_types::PatchedMessage {
                 cid: item.cid,
